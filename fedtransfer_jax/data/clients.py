@@ -1,0 +1,220 @@
+"""What the trainer consumes: per-client arrays padded to a common size, plus held-out test sets.
+
+Clients hold different numbers of tiles, but one jit-compiled round wants a single ``[C, N, ...]``
+array, so every client is zero-padded to the same N and ``mask`` marks the real examples; padded
+examples carry zero weight downstream (docs/ARCHITECTURE.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+Arrays = tuple[np.ndarray, np.ndarray]
+
+
+class ClientData(NamedTuple):
+    """Padded federated training data: images [C,N,H,W,3] f32, labels [C,N,H,W] u8, mask [C,N] bool."""
+
+    images: Any
+    labels: Any
+    mask: Any
+
+    @property
+    def num_examples(self) -> Any:
+        """Real (unpadded) examples per client, int32 [C] (works for numpy and jax arrays)."""
+        return self.mask.sum(axis=1).astype(np.int32)
+
+
+def num_examples(data: ClientData) -> Any:
+    """Functional form of ``ClientData.num_examples`` (handy inside jax.tree maps)."""
+    return data.num_examples
+
+
+def pad_clients(
+    clients: Sequence[Arrays],
+    pad_to: int | None = None,
+    names: Sequence[str] | None = None,
+) -> ClientData:
+    """Stacks ``[(images [N_c,H,W,3], labels [N_c,H,W]), ...]`` into zero-padded ``ClientData``.
+
+    Args:
+      clients: per-client image/label arrays; images are cast to float32, labels to uint8.
+      pad_to: common N (default: the largest client). Must be >= every client's N.
+      names: optional client names used in error messages.
+
+    Raises:
+      ValueError: no clients, an empty client, inconsistent shapes, or pad_to too small (names the client).
+    """
+    if len(clients) == 0:
+        raise ValueError("pad_clients needs at least one client")
+
+    def who(i: int) -> str:
+        return f"client {i} ({names[i]!r})" if names is not None else f"client {i}"
+
+    ims = [np.asarray(im, np.float32) for im, _ in clients]
+    lbs = [np.asarray(lb) for _, lb in clients]
+    for i, (im, lb) in enumerate(zip(ims, lbs)):
+        if im.ndim != 4 or im.shape[-1] != 3:
+            raise ValueError(f"{who(i)}: images must be [N,H,W,3], got {im.shape}")
+        if lb.shape != im.shape[:3]:
+            raise ValueError(f"{who(i)}: labels {lb.shape} do not match images {im.shape}")
+        if im.shape[0] == 0:
+            raise ValueError(f"{who(i)} has no examples")
+        if im.shape[1:] != ims[0].shape[1:]:
+            raise ValueError(f"{who(i)}: image shape {im.shape[1:]} differs from {who(0)}'s {ims[0].shape[1:]}")
+    sizes = [im.shape[0] for im in ims]
+    n = max(sizes) if pad_to is None else int(pad_to)
+    if n < max(sizes):
+        i = int(np.argmax(sizes))
+        raise ValueError(f"pad_to={n} is smaller than {who(i)}'s {sizes[i]} examples")
+    c, (h, w) = len(clients), ims[0].shape[1:3]
+    images = np.zeros((c, n, h, w, 3), np.float32)
+    labels = np.zeros((c, n, h, w), np.uint8)
+    mask = np.zeros((c, n), bool)
+    for i, (im, lb) in enumerate(zip(ims, lbs)):
+        images[i, : sizes[i]] = im
+        labels[i, : sizes[i]] = lb
+        mask[i, : sizes[i]] = True
+    return ClientData(images, labels, mask)
+
+
+class FederatedData(NamedTuple):
+    """Everything an experiment needs: trained clients (padded), their test sets, unseen clients' sets."""
+
+    client_names: tuple[str, ...]
+    train: ClientData
+    test: dict[str, Arrays]
+    unseen: dict[str, Arrays]
+
+
+_DEFAULTS: dict[str, Any] = {
+    "source": "synthetic",
+    "dir": "",
+    "clients": (),
+    "unseen_clients": (),
+    "image_size": 64,
+    "tile_size": 64,
+    "tile_overlap": 0,
+    "train_per_client": 8,
+    "test_per_client": 4,
+    "test_fraction": 0.25,
+    "group_regex": "",
+    "invert_labels": False,
+    "pixel_size_um": 0.0,
+    "seed": 0,
+    "boundary_width": 2,
+    "tfds_dir": "",
+}
+
+
+def _field(cfg: Any, key: str) -> Any:
+    """``cfg.key`` with the documented default when the config omits it."""
+    value = cfg.get(key, _DEFAULTS[key]) if hasattr(cfg, "get") else getattr(cfg, key, _DEFAULTS[key])
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _as_names(value: Any, key: str) -> tuple[str, ...]:
+    """Normalises a client list field; a bare string would otherwise be split into characters."""
+    if isinstance(value, str):
+        return (value,) if value else ()
+    names = tuple(str(v) for v in value)
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ValueError(f"cfg.{key} lists {sorted(dup)} more than once")
+    return names
+
+
+def _to_arrays(split: dict[str, np.ndarray]) -> Arrays:
+    """Stored uint8 tiles -> (float32 images in [0, 1], uint8 labels)."""
+    return split["image"].astype(np.float32) / np.float32(255.0), split["label"].astype(np.uint8)
+
+
+def builder_config_from(cfg: Any) -> Any:
+    """The tfds builder config (Synthetic/FolderConfig) matching an experiment config's data fields."""
+    from fedtransfer_jax.data import tfds_builders as tb  # Lazy: keeps tfds out of `import data`.
+
+    source = _field(cfg, "source")
+    clients = _as_names(_field(cfg, "clients"), "clients")
+    unseen = _as_names(_field(cfg, "unseen_clients"), "unseen_clients")
+    if source == "synthetic":
+        from fedtransfer_jax.data import synthetic
+
+        for name in clients + unseen:
+            if name not in synthetic.LAB_NAMES:
+                raise ValueError(f"unknown client {name!r}: synthetic labs are {tuple(synthetic.LAB_NAMES)}")
+        if not clients:
+            raise ValueError("cfg.clients is empty: name the synthetic labs to train on")
+        if int(_field(cfg, "train_per_client")) <= 0 or int(_field(cfg, "test_per_client")) < 0:
+            raise ValueError("cfg.train_per_client must be > 0 and cfg.test_per_client >= 0 for synthetic data")
+        return tb.SyntheticConfig.create(
+            labs=clients + unseen,
+            train_per_client=int(_field(cfg, "train_per_client")),
+            test_per_client=int(_field(cfg, "test_per_client")),
+            image_size=int(_field(cfg, "image_size")),
+            tile_size=int(_field(cfg, "tile_size")),
+            seed=int(_field(cfg, "seed")),
+            boundary_width=int(_field(cfg, "boundary_width")),
+        )
+    if source == "folder":
+        data_dir = _field(cfg, "dir")
+        if not data_dir:
+            raise ValueError("cfg.dir is empty: source='folder' needs the data folder")
+        return tb.FolderConfig.create(
+            data_dir=str(data_dir),
+            group_regex=str(_field(cfg, "group_regex") or ""),
+            test_fraction=float(_field(cfg, "test_fraction")),
+            seed=int(_field(cfg, "seed")),
+            tile_size=int(_field(cfg, "tile_size")),
+            tile_overlap=int(_field(cfg, "tile_overlap")),
+            invert_labels=bool(_field(cfg, "invert_labels")),
+            pixel_size_um=float(_field(cfg, "pixel_size_um")),
+        )
+    raise ValueError(f"unknown cfg.source {source!r}; expected 'synthetic' or 'folder'")
+
+
+def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
+    """Builds (once) and reads the tfds cache for ``cfg``'s clients.
+
+    The cache lives in ``cfg.tfds_dir`` (default ``<workdir>/tfds``); a second call with the same
+    parameters reuses it. Trained clients' train splits are padded into ``ClientData``; ``test`` holds
+    their test splits; ``unseen`` holds the *test* split of every unseen client (same size and
+    protocol as a seen client's test set; unseen clients are never trained on).
+
+    Raises:
+      ValueError: unknown source or client (named), a client both trained and unseen, or empty data.
+    """
+    from fedtransfer_jax.data import tfds_builders as tb
+
+    config = builder_config_from(cfg)
+    available = tb.client_map(config)  # original name -> split prefix
+    clients = _as_names(_field(cfg, "clients"), "clients")
+    unseen = _as_names(_field(cfg, "unseen_clients"), "unseen_clients")
+    both = set(clients) & set(unseen)
+    if both:
+        raise ValueError(f"clients {sorted(both)} are listed both in cfg.clients and cfg.unseen_clients")
+    for name in clients + unseen:
+        if name not in available:
+            raise ValueError(f"unknown client {name!r}; available clients in {cfg.get('dir', '')!r}: {sorted(available)}")
+    if not clients:
+        clients = tuple(n for n in available if n not in unseen)
+    if not clients:
+        raise ValueError("no clients left to train on after removing cfg.unseen_clients")
+
+    data_dir = _field(cfg, "tfds_dir") or str(Path(workdir) / "tfds")
+    builder = tb.make_builder(config, data_dir)
+    builder.download_and_prepare()
+
+    def read(name: str, split: str) -> Arrays:
+        return _to_arrays(tb.read_split(builder, f"{available[name]}_{split}", missing_ok=True))
+
+    train = [read(n, "train") for n in clients]
+    return FederatedData(
+        client_names=clients,
+        train=pad_clients(train, names=clients),
+        test={n: read(n, "test") for n in clients},
+        unseen={n: read(n, "test") for n in unseen},
+    )

@@ -1,0 +1,259 @@
+"""Real micrographs on disk: reading images/labels, pairing them, and leak-free splits.
+
+Layouts understood (see docs/ARCHITECTURE.md for the array conventions):
+
+    DIR/<client>/images/*  +  DIR/<client>/labels/*     (one sub-folder per lab / client)
+    DIR/images             +  DIR/labels                 (a single client named after DIR)
+
+A label file has the same stem as its image and one of the suffixes in ``LABEL_SUFFIXES``. Label files
+mark boundaries with 255 (anything > 127 counts); data sets that mark boundaries with 0 are read with
+``invert=True``. Everything here is plain numpy so it can run inside a tfds builder without TensorFlow.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+LABEL_SUFFIXES = (".png", ".tif", ".tiff")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+
+PathLike = str | Path
+Pair = tuple[Path, Path]
+
+
+# ----------------------------------------------------------------------------------------------
+# Low-level readers.
+# ----------------------------------------------------------------------------------------------
+
+
+def _read_raw(path: Path) -> np.ndarray:
+    """Decodes a file to its native array (uint8/uint16/float...), channel-last.
+
+    TIFF goes through tifffile because PIL mangles 16-bit and multi-sample TIFFs; everything else
+    through PIL. Any decoder failure is turned into a ValueError naming the file, so a single corrupt
+    micrograph in a folder of hundreds is easy to find.
+    """
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            import tifffile
+
+            arr = np.asarray(tifffile.imread(path))
+        else:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                if img.mode == "P":  # Palette images: expand to real colours first.
+                    img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+                arr = np.asarray(img)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # PIL/tifffile raise many different types for corrupt data.
+        raise ValueError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
+    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim == 3 and arr.shape[-1] > 4 and arr.shape[0] <= 4:
+        arr = np.moveaxis(arr, 0, -1)  # Planar (channel-first) TIFF.
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] > 4):
+        raise ValueError(f"unsupported image layout {arr.shape} in {path} (expected HxW or HxWxC, C<=4)")
+    if arr.size == 0:
+        raise ValueError(f"empty image in {path}")
+    return arr
+
+
+def _to_unit(arr: np.ndarray, path: Path) -> np.ndarray:
+    """Scales an integer/bool/float array to float32 in [0, 1] using the dtype's maximum.
+
+    Scaling by the dtype maximum (not the image maximum) keeps absolute intensities comparable across
+    images of one lab, which is what style statistics rely on.
+    """
+    if arr.dtype == bool:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype == np.int32 and arr.min() >= 0 and arr.max() <= 65535:
+            return (arr / 65535.0).astype(np.float32)  # PIL mode 'I' holding a 16-bit PNG.
+        info = np.iinfo(arr.dtype)
+        if info.min < 0 and arr.min() < 0:
+            raise ValueError(f"signed integer image with negative values in {path}")
+        return (arr.astype(np.float64) / float(info.max)).astype(np.float32)
+    if np.issubdtype(arr.dtype, np.floating):
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+            raise ValueError(f"floating-point image {path} has values in [{lo}, {hi}], expected [0, 1]")
+        return arr.astype(np.float32)
+    raise ValueError(f"unsupported pixel dtype {arr.dtype} in {path}")
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Reads a micrograph as float32 ``[H, W, 3]`` in ``[0, 1]``.
+
+    Grey images are replicated to three channels and alpha is dropped, so every lab feeds the same
+    RGB network regardless of its camera. 16-bit data is scaled by 65535.
+
+    Raises:
+      ValueError: the file is corrupt/unreadable or has an unsupported layout (message names it).
+    """
+    path = Path(path)
+    arr = _to_unit(_read_raw(path), path)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.shape[-1] in (1, 2):  # Grey or grey+alpha.
+        arr = arr[..., :1]
+    arr = arr[..., :3]  # RGBA -> RGB.
+    return np.ascontiguousarray(np.broadcast_to(arr, arr.shape[:2] + (3,)), dtype=np.float32)
+
+
+def read_label(path: PathLike, invert: bool = False) -> np.ndarray:
+    """Reads a boundary mask as uint8 ``[H, W]`` with ``1 = boundary``.
+
+    Files use 255 = boundary (threshold > 127, i.e. > half the dtype range); RGB(A) labels count a
+    pixel as boundary if any colour channel is set (annotators often draw in red). A uint8 file whose
+    maximum is 1 is taken to be a 0/1 mask already: under the 255 convention it would be an all-interior
+    label, which is never what was meant. ``invert=True`` is for data sets that draw boundaries in black.
+    """
+    path = Path(path)
+    raw = _read_raw(path)
+    if raw.dtype == np.uint8 and raw.max() == 1:
+        on = raw > 0
+    else:
+        on = _to_unit(raw, path) > 0.5
+    if on.ndim == 3:
+        channels = on.shape[-1]
+        on = on[..., : 3 if channels >= 3 else 1].any(axis=-1)
+    if invert:
+        on = ~on
+    return on.astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------
+# Folder layout.
+# ----------------------------------------------------------------------------------------------
+
+
+def _files_with_suffix(folder: Path, suffixes: Sequence[str]) -> list[Path]:
+    """Sorted visible files in ``folder`` whose suffix (case-insensitive) is in ``suffixes``."""
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
+    )
+
+
+def discover_clients(data_dir: PathLike) -> dict[str, Path]:
+    """Maps client name -> client folder for either supported layout.
+
+    ``DIR/images`` makes DIR itself the single client (named after its basename); otherwise every
+    sub-folder holding an ``images/`` folder is a client. Sub-folders without one are ignored so that
+    READMEs/licence folders can sit next to the data.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"data folder {data_dir} does not exist")
+    if (data_dir / "images").is_dir():
+        return {data_dir.resolve().name: data_dir}
+    clients = {p.name: p for p in sorted(data_dir.iterdir()) if p.is_dir() and (p / "images").is_dir()}
+    if not clients:
+        raise ValueError(
+            f"no clients found in {data_dir}: expected {data_dir}/images + {data_dir}/labels, or "
+            f"{data_dir}/<client>/images + {data_dir}/<client>/labels"
+        )
+    return clients
+
+
+def list_pairs(client_dir: PathLike) -> list[Pair]:
+    """Returns the sorted ``(image_path, label_path)`` pairs of one client folder.
+
+    Pairing happens eagerly so that a missing or ambiguous label fails before any long build starts.
+
+    Raises:
+      FileNotFoundError: ``images/``/``labels/`` missing, or an image has no label (names both paths).
+      ValueError: the client has no images, or two files share a stem.
+    """
+    client_dir = Path(client_dir)
+    image_dir, label_dir = client_dir / "images", client_dir / "labels"
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"client folder {client_dir} has no images/ folder ({image_dir})")
+    images = _files_with_suffix(image_dir, IMAGE_SUFFIXES)
+    if not images:
+        raise ValueError(f"client folder {client_dir} has no images in {image_dir} (suffixes {IMAGE_SUFFIXES})")
+    if not label_dir.is_dir():
+        raise FileNotFoundError(f"client folder {client_dir} has no labels/ folder ({label_dir})")
+    labels: dict[str, Path] = {}
+    for p in _files_with_suffix(label_dir, LABEL_SUFFIXES):
+        if p.stem in labels:
+            raise ValueError(f"two label files share the stem {p.stem!r}: {labels[p.stem]} and {p}")
+        labels[p.stem] = p
+    pairs, seen = [], {}
+    for img in images:
+        if img.stem in seen:
+            raise ValueError(f"two image files share the stem {img.stem!r}: {seen[img.stem]} and {img}")
+        seen[img.stem] = img
+        if img.stem not in labels:
+            expected = " or ".join(str(label_dir / (img.stem + s)) for s in LABEL_SUFFIXES)
+            raise FileNotFoundError(f"no label for image {img}: expected {expected}")
+        pairs.append((img, labels[img.stem]))
+    return pairs
+
+
+def load_pair(image_path: PathLike, label_path: PathLike, invert: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Reads one image and its label, checking that they have the same size.
+
+    Raises:
+      ValueError: size mismatch (names both files and both sizes) or an unreadable file.
+    """
+    image, label = read_image(image_path), read_label(label_path, invert=invert)
+    if image.shape[:2] != label.shape:
+        raise ValueError(
+            f"image/label size mismatch: {image_path} is {image.shape[0]}x{image.shape[1]} (HxW) but "
+            f"{label_path} is {label.shape[0]}x{label.shape[1]}"
+        )
+    return image, label
+
+
+# ----------------------------------------------------------------------------------------------
+# Leak-free splitting.
+# ----------------------------------------------------------------------------------------------
+
+
+def group_of(path: PathLike, group_regex: str | None = None) -> str:
+    """The full-micrograph id of a file: group 1 of ``group_regex`` on the stem, else the whole stem."""
+    stem = Path(path).stem
+    if not group_regex:
+        return stem
+    m = re.search(group_regex, stem)
+    if m is None:
+        raise ValueError(f"group_regex {group_regex!r} does not match the file name {Path(path).name!r}")
+    return m.group(1) if m.re.groups else m.group(0)
+
+
+def split_by_group(
+    paths: Sequence[PathLike | Pair],
+    test_fraction: float,
+    seed: int,
+    group_regex: str | None = None,
+) -> tuple[list, list]:
+    """Splits files into (train, test) by full-image id so crops of one micrograph never leak.
+
+    Items may be paths or ``(image, label)`` pairs (grouped by the image). Groups are shuffled with
+    ``np.random.default_rng([seed])``; ``round(test_fraction * n_groups)`` of them go to test, clamped
+    so that each side gets at least one group. Input order is kept within each side.
+
+    Raises:
+      ValueError: fewer than 2 groups, test_fraction outside (0, 1), or a name the regex misses.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    keys = [group_of(p[0] if isinstance(p, tuple) else p, group_regex) for p in paths]
+    groups = sorted(set(keys))
+    if len(groups) < 2:
+        first = paths[0][0] if paths and isinstance(paths[0], tuple) else (paths[0] if paths else None)
+        raise ValueError(
+            f"need at least 2 groups to split, found {len(groups)} (group_regex={group_regex!r}, first file {first})"
+        )
+    n_test = int(np.clip(round(test_fraction * len(groups)), 1, len(groups) - 1))
+    order = np.random.default_rng([seed]).permutation(len(groups))
+    test_groups = {groups[i] for i in order[:n_test]}
+    train = [p for p, k in zip(paths, keys) if k not in test_groups]
+    test = [p for p, k in zip(paths, keys) if k in test_groups]
+    return train, test

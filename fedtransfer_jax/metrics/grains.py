@@ -1,0 +1,389 @@
+"""Grain-level (topological) metrics and grain-size statistics, the way a metallographer reads them.
+
+Pixel metrics (boundary F1, mIoU) barely move when a short boundary segment is missing, yet that
+gap merges two grains and corrupts every grain-size statistic.  The functions here therefore turn a
+boundary map into a grain label map (connected components of interior pixels) and compare
+partitions (adjusted Rand index, variation of information), grain counts, and ASTM E112 grain size.
+
+Label maps are integer ``[H, W]`` arrays; ``0`` means "no grain" (an unassigned boundary pixel) and
+grains are labelled ``1..K``.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import tempfile
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from fedtransfer_jax.metrics.boundary import as_bool_map
+
+__all__ = [
+    "GRAIN_TABLE_COLUMNS",
+    "adjusted_rand_index",
+    "ari_and_vi",
+    "astm_grain_size_number",
+    "grain_count",
+    "grain_count_rel_error",
+    "grain_size_summary",
+    "grain_table",
+    "grains_from_boundary",
+    "variation_of_information",
+    "write_grain_table_csv",
+]
+
+GRAIN_TABLE_COLUMNS = (
+    "grain_id",
+    "area_px",
+    "area_um2",
+    "equivalent_diameter_px",
+    "equivalent_diameter_um",
+)
+
+# ASTM E112 planimetric relation G = A*log10(N_A) - B, with N_A in grains per mm^2 at 1x.
+_ASTM_A = 3.321928
+_ASTM_B = 2.954
+
+
+# --------------------------------------------------------------------------------------------
+# Boundary map -> grain label map
+# --------------------------------------------------------------------------------------------
+
+
+def _structure(connectivity: int) -> np.ndarray:
+    if connectivity == 4:
+        return ndimage.generate_binary_structure(2, 1)
+    if connectivity == 8:
+        return ndimage.generate_binary_structure(2, 2)
+    raise ValueError(f"connectivity must be 4 or 8, got {connectivity}")
+
+
+def _fill_from_nearest(labels: np.ndarray) -> np.ndarray:
+    """Give every ``0`` pixel the label of the nearest (Euclidean) labelled pixel.
+
+    ``distance_transform_edt(..., return_indices=True)`` returns, for every pixel, the
+    coordinates of the nearest zero of its input; feeding it ``labels == 0`` makes those the
+    nearest labelled pixel, so one transform fills all gaps at once.
+    """
+    indices = ndimage.distance_transform_edt(labels == 0, return_distances=False, return_indices=True)
+    return labels[indices[0], indices[1]]
+
+
+def _relabel_sequential(labels: np.ndarray) -> np.ndarray:
+    """Map the positive labels present in ``labels`` to ``1..K`` (order preserved), 0 stays 0."""
+    present = np.bincount(labels.ravel()) > 0
+    present[0] = False
+    lut = np.zeros(present.size, dtype=np.int32)
+    lut[present] = np.arange(1, int(present.sum()) + 1, dtype=np.int32)
+    return lut[labels]
+
+
+def grains_from_boundary(
+    boundary: np.ndarray,
+    connectivity: int = 4,
+    assign_boundary: bool = True,
+    min_area: int = 0,
+) -> np.ndarray:
+    """Label the grains of a boundary map: connected components of non-boundary pixels.
+
+    Args:
+      boundary: bool/0-1 ``[H, W]`` map, nonzero = grain boundary.
+      connectivity: 4 (default) or 8 for the interior components.  4 makes a 1-px diagonal
+        (8-connected) boundary line separate the grains on either side, as drawn boundaries do.
+      assign_boundary: give every boundary pixel the label of its nearest grain so the label map
+        tiles the whole image (needed for ARI/VI and for grain areas that include half of each
+        boundary, as a planimetric count would).  Without it, boundary pixels stay 0.
+      min_area: grains with fewer than ``min_area`` interior pixels are dissolved and their pixels
+        given to the nearest remaining grain(s) (a small grain may be split between neighbours).
+        If every grain is smaller than ``min_area`` the largest one is kept.
+
+    Returns:
+      int32 ``[H, W]`` labels ``1..K`` (``0`` only for unassigned boundary pixels).  An all-boundary
+      map has no grains and returns all zeros.
+    """
+    b = as_bool_map(boundary, "boundary")
+    if min_area < 0:
+        raise ValueError(f"min_area must be >= 0, got {min_area}")
+    labels, k = ndimage.label(~b, structure=_structure(connectivity))
+    labels = labels.astype(np.int32, copy=False)
+    if k == 0:
+        return labels
+    dissolved = False
+    if min_area > 0:
+        areas = np.bincount(labels.ravel(), minlength=k + 1)
+        areas[0] = 0
+        keep = areas >= min_area
+        keep[0] = False
+        if not keep.any():
+            keep[int(np.argmax(areas))] = True
+        if not keep[1:].all():
+            labels = np.where(keep[labels], labels, 0).astype(np.int32)
+            dissolved = True
+    if assign_boundary or dissolved:
+        filled = _fill_from_nearest(labels)
+        if not assign_boundary:
+            filled[b] = 0
+        labels = filled
+    if dissolved:
+        labels = _relabel_sequential(labels)
+    return labels.astype(np.int32, copy=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Partition comparison: ARI and VI from one contingency table
+# --------------------------------------------------------------------------------------------
+
+
+def _compact_codes(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Return (codes 0..n-1, n) for a flat label array.
+
+    Label maps from ``grains_from_boundary`` are already small non-negative ints, and empty
+    codes cost nothing (C(0,2) = 0, 0*log 0 = 0), so those are used directly; anything else
+    (negative, huge or non-integer labels) goes through ``np.unique``.
+    """
+    if np.issubdtype(x.dtype, np.integer) and x.size > 0:
+        lo, hi = int(x.min()), int(x.max())
+        if lo >= 0 and hi < 4 * x.size + 16:
+            return x.astype(np.int64, copy=False), hi + 1
+    uniq, inv = np.unique(x, return_inverse=True)
+    return inv.ravel().astype(np.int64, copy=False), int(uniq.size)
+
+
+def _contingency(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Nonzero cells of the contingency table of two label maps, plus its marginals and n."""
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"label maps must have the same shape, got {a.shape} and {b.shape}")
+    if a.size == 0:
+        raise ValueError("label maps are empty")
+    ca, na = _compact_codes(a.ravel())
+    cb, nb = _compact_codes(b.ravel())
+    pair = ca * nb + cb
+    if na * nb <= 8 * pair.size:  # dense table is cheap: one bincount
+        nij = np.bincount(pair, minlength=na * nb)
+        nij = nij[nij > 0]
+    else:  # many labels: only the occupied cells (sparse)
+        _, nij = np.unique(pair, return_counts=True)
+    ai = np.bincount(ca)
+    bj = np.bincount(cb)
+    return nij.astype(np.float64), ai.astype(np.float64), bj.astype(np.float64), int(a.size)
+
+
+def _comb2(x: np.ndarray | float) -> np.ndarray | float:
+    """x choose 2 in float64 (no int64 overflow for megapixel images)."""
+    return x * (x - 1.0) / 2.0
+
+
+def _ari_from_counts(nij: np.ndarray, ai: np.ndarray, bj: np.ndarray, n: int) -> float:
+    sum_ij = float(np.sum(_comb2(nij)))
+    sum_a = float(np.sum(_comb2(ai)))
+    sum_b = float(np.sum(_comb2(bj)))
+    total = float(_comb2(float(n)))
+    if total == 0.0:  # a single pixel: the partitions cannot disagree
+        return 1.0
+    expected = sum_a * sum_b / total
+    max_index = 0.5 * (sum_a + sum_b)
+    denom = max_index - expected
+    if denom == 0.0:
+        # Only when both partitions are trivial in the same way (both one cluster, or both all
+        # singletons); they are then identical.
+        return 1.0
+    return (sum_ij - expected) / denom
+
+
+def _entropy(counts: np.ndarray, n: int) -> float:
+    p = counts[counts > 0] / n
+    return float(-np.sum(p * np.log(p)))
+
+
+def _vi_from_counts(nij: np.ndarray, ai: np.ndarray, bj: np.ndarray, n: int) -> float:
+    # VI = H(A|B) + H(B|A) = 2 H(A,B) - H(A) - H(B); clipped at 0 against rounding.
+    vi = 2.0 * _entropy(nij, n) - _entropy(ai, n) - _entropy(bj, n)
+    return max(0.0, vi)
+
+
+def adjusted_rand_index(a: np.ndarray, b: np.ndarray) -> float:
+    """Adjusted Rand index (Hubert & Arabie) between two label maps of the same shape.
+
+    1 for identical partitions (label values themselves do not matter), ~0 for chance agreement.
+    Every pixel counts, label 0 included, so pass boundary-assigned maps to compare grain tilings.
+    """
+    return float(_ari_from_counts(*_contingency(a, b)))
+
+
+def variation_of_information(a: np.ndarray, b: np.ndarray) -> float:
+    """Variation of information H(A|B) + H(B|A) in nats (natural log); 0 iff identical partitions.
+
+    Splits and merges both raise it, and unlike ARI it is a true metric on partitions.
+    """
+    return float(_vi_from_counts(*_contingency(a, b)))
+
+
+def ari_and_vi(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
+    """Both partition scores from a single contingency table (the evaluation hot path)."""
+    counts = _contingency(a, b)
+    return float(_ari_from_counts(*counts)), float(_vi_from_counts(*counts))
+
+
+# --------------------------------------------------------------------------------------------
+# Grain counts, tables and ASTM grain size
+# --------------------------------------------------------------------------------------------
+
+
+def _as_label_map(labels: np.ndarray, name: str = "labels") -> np.ndarray:
+    arr = np.asarray(labels)
+    if arr.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D [H, W] label map, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"{name}: expected an integer label map, got dtype {arr.dtype}")
+    if arr.size and int(arr.min()) < 0:
+        raise ValueError(f"{name}: labels must be >= 0 (0 = no grain), got min {int(arr.min())}")
+    return arr
+
+
+def grain_count(labels: np.ndarray) -> int:
+    """Number of distinct positive labels (grains) in a label map."""
+    lab = _as_label_map(labels)
+    if lab.size == 0:
+        return 0
+    return int(np.count_nonzero(np.bincount(lab.ravel())[1:]))
+
+
+def grain_count_rel_error(pred_labels: np.ndarray, gt_labels: np.ndarray) -> float:
+    """``|n_pred - n_gt| / n_gt``; with no ground-truth grains the denominator is taken as 1."""
+    n_pred = grain_count(pred_labels)
+    n_gt = grain_count(gt_labels)
+    return abs(n_pred - n_gt) / max(n_gt, 1)
+
+
+def _check_pixel_size(pixel_size_um: float | None) -> None:
+    if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
+        raise ValueError(f"pixel_size_um must be a positive finite number or None, got {pixel_size_um}")
+
+
+def _border_labels(lab: np.ndarray) -> np.ndarray:
+    edge = np.concatenate([lab[0, :], lab[-1, :], lab[:, 0], lab[:, -1]])
+    return np.unique(edge[edge > 0])
+
+
+def grain_table(
+    labels: np.ndarray,
+    pixel_size_um: float | None = None,
+    exclude_border: bool = False,
+) -> list[dict[str, Any]]:
+    """One row per grain: id, area and equivalent-circle diameter, in px and (if known) micrometres.
+
+    ``equivalent_diameter = sqrt(4 * area / pi)`` (diameter of the circle of equal area).
+    ``exclude_border`` drops grains touching the image edge, whose true size is unknown (the
+    usual choice for size distributions).  ``*_um*`` fields are ``None`` without a pixel size.
+    """
+    lab = _as_label_map(labels)
+    _check_pixel_size(pixel_size_um)
+    if lab.size == 0:
+        return []
+    areas = np.bincount(lab.ravel())
+    ids = np.flatnonzero(areas)
+    ids = ids[ids > 0]
+    if exclude_border:
+        ids = np.setdiff1d(ids, _border_labels(lab), assume_unique=True)
+    rows = []
+    for gid in ids:
+        area_px = int(areas[gid])
+        diam_px = math.sqrt(4.0 * area_px / math.pi)
+        rows.append(
+            {
+                "grain_id": int(gid),
+                "area_px": area_px,
+                "area_um2": None if pixel_size_um is None else area_px * pixel_size_um**2,
+                "equivalent_diameter_px": diam_px,
+                "equivalent_diameter_um": None if pixel_size_um is None else diam_px * pixel_size_um,
+            }
+        )
+    return rows
+
+
+def write_grain_table_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
+    """Write grain-table rows to CSV atomically (temp file in the same directory, then os.replace).
+
+    A reader never sees a half-written table, even if the process dies mid-write.  ``None`` is
+    written as an empty cell.  Columns are ``GRAIN_TABLE_COLUMNS``; extra keys raise.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".grains-", suffix=".csv.tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=GRAIN_TABLE_COLUMNS)
+            writer.writeheader()
+            for i, row in enumerate(rows):
+                extra = set(row) - set(GRAIN_TABLE_COLUMNS)
+                if extra:
+                    raise ValueError(f"{path}: row {i} has unknown columns {sorted(extra)}")
+                writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in GRAIN_TABLE_COLUMNS})
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def astm_grain_size_number(mean_grain_area_um2: float) -> float:
+    """ASTM E112 planimetric grain size number G from the mean grain area in um^2.
+
+    N_A (grains per mm^2 at 1x) = 1 / mean area in mm^2, and G = 3.321928 log10(N_A) - 2.954
+    (so G = 1 <-> N_A = 15.5 /mm^2, and each +1 in G halves the mean area).
+    """
+    area = float(mean_grain_area_um2)
+    if not (math.isfinite(area) and area > 0):
+        raise ValueError(f"mean_grain_area_um2 must be a positive finite number, got {mean_grain_area_um2}")
+    n_a = 1.0 / (area * 1e-6)  # um^2 -> mm^2
+    return _ASTM_A * math.log10(n_a) - _ASTM_B
+
+
+def grain_size_summary(labels: np.ndarray, pixel_size_um: float | None = None) -> dict[str, Any]:
+    """Grain-size statistics of one label map.
+
+    Keys: ``n_grains`` (all grains), ``mean_area_px``, ``mean_equivalent_diameter_px``,
+    ``mean_area_um2``, ``mean_equivalent_diameter_um`` (means over all grains), ``n_grains_astm``
+    and ``astm_G``.
+
+    ``astm_G`` follows the E112 planimetric (Jeffries) count: grains cut by the field edge count
+    one half, N = N_inside + 0.5 * N_intersected, N_A = N / field area, where the field is the
+    whole image.  Edge grains are truncated, so this is less biased than ``astm(mean_area_um2)``
+    on small fields; the two agree when few grains touch the edge.  (The E112 rectangle-corner
+    correction is not applied.)  Quantities needing a pixel size are ``None`` without one, and the
+    means/G are ``None`` when there are no grains.
+    """
+    lab = _as_label_map(labels)
+    _check_pixel_size(pixel_size_um)
+    rows = grain_table(lab)
+    n = len(rows)
+    out: dict[str, Any] = {
+        "n_grains": n,
+        "mean_area_px": None,
+        "mean_equivalent_diameter_px": None,
+        "mean_area_um2": None,
+        "mean_equivalent_diameter_um": None,
+        "n_grains_astm": None,
+        "astm_G": None,
+    }
+    if n == 0:
+        return out
+    areas = np.array([r["area_px"] for r in rows], dtype=np.float64)
+    diams = np.array([r["equivalent_diameter_px"] for r in rows], dtype=np.float64)
+    n_edge = int(_border_labels(lab).size)
+    n_astm = (n - n_edge) + 0.5 * n_edge
+    out["mean_area_px"] = float(areas.mean())
+    out["mean_equivalent_diameter_px"] = float(diams.mean())
+    out["n_grains_astm"] = float(n_astm)
+    if pixel_size_um is not None:
+        out["mean_area_um2"] = float(areas.mean() * pixel_size_um**2)
+        out["mean_equivalent_diameter_um"] = float(diams.mean() * pixel_size_um)
+        field_um2 = lab.size * pixel_size_um**2
+        out["astm_G"] = astm_grain_size_number(field_um2 / n_astm)
+    return out

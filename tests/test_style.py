@@ -1,0 +1,401 @@
+"""Tests for fedtransfer_jax.style: AdaIN, the style net, Fourier restyling and the style bank.
+
+Tiny shapes only (2-3 clients, 16-32 px); numerics are checked against numpy references and
+hand-computed cases.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fedtransfer_jax.style import (
+    StyleBank,
+    StyleNet,
+    adain,
+    build_bank,
+    client_styles,
+    feature_stats,
+    foreign_style_probs,
+    fourier_restyle,
+    init_style_net,
+    low_freq_amplitude,
+    restyle_batch,
+    sample_foreign_style,
+    sample_foreign_style_index,
+    style_loss_fn,
+    style_partner,
+    trainable_mask,
+    window_radius,
+)
+
+
+def _toy_images(seed: int, n: int, h: int, w: int, tint=(1.0, 1.0, 1.0), gain: float = 0.5) -> np.ndarray:
+    """Smooth random 'micrographs' with a per-client tint/contrast, float32 [n,h,w,3] in [0,1]."""
+    rng = np.random.default_rng([seed, n, h, w])
+    noise = rng.random((n, -(-h // 4), -(-w // 4)))
+    base = np.repeat(np.repeat(noise, 4, axis=1), 4, axis=2)[:, :h, :w, None]  # blocky 'grains'
+    base = base + 0.1 * rng.random((n, h, w, 1))
+    img = 0.2 + gain * base * np.asarray(tint, np.float64)
+    return np.clip(img, 0.0, 1.0).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- AdaIN
+
+
+def test_feature_stats_matches_numpy():
+    x = np.random.default_rng([1]).normal(size=(2, 5, 4, 3)).astype(np.float32)
+    mean, std = feature_stats(jnp.asarray(x), eps=1e-5)
+    chex.assert_shape([mean, std], (2, 3))
+    chex.assert_type([mean, std], jnp.float32)
+    np.testing.assert_allclose(mean, x.mean(axis=(1, 2)), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(std, np.sqrt(x.var(axis=(1, 2)) + 1e-5), rtol=1e-5)
+
+
+def test_adain_identity_and_hand_case():
+    x = jnp.asarray(np.random.default_rng([2]).normal(size=(3, 6, 6, 4)), jnp.float32) * 2.0 + 1.0
+    out = adain(x, *feature_stats(x))
+    chex.assert_trees_all_close(out, x, atol=1e-5)
+    # Hand case: channel values [0, 2, 0, 2] have mean 1, std 1 -> target mean 5, std 3 -> [2, 8, 2, 8].
+    c = jnp.asarray([0.0, 2.0, 0.0, 2.0]).reshape(1, 2, 2, 1)
+    got = adain(c, jnp.asarray([[5.0]]), jnp.asarray([[3.0]]), eps=0.0)
+    chex.assert_trees_all_close(got.reshape(-1), jnp.asarray([2.0, 8.0, 2.0, 8.0]), atol=1e-6)
+
+
+def test_adain_output_has_target_stats_and_jits():
+    x = jnp.asarray(np.random.default_rng([3]).normal(size=(2, 8, 8, 5)), jnp.float32)
+    m = jnp.asarray(np.random.default_rng([4]).normal(size=(2, 5)), jnp.float32)
+    s = jnp.asarray(np.random.default_rng([5]).uniform(0.5, 2.0, size=(2, 5)), jnp.float32)
+    out = jax.jit(adain)(x, m, s)
+    om, os_ = feature_stats(out, eps=0.0)
+    chex.assert_trees_all_close((om, os_), (m, s), atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="channels"):
+        adain(x, m[:, :3], s)
+
+
+# ----------------------------------------------------------------------------- Fourier
+
+
+def _np_low_freq_amplitude(images: np.ndarray, beta: float) -> np.ndarray:
+    n, h, w, _ = images.shape
+    b = int(np.floor(beta * min(h, w) / 2))
+    out = np.zeros((n, 2 * b + 1, 2 * b + 1, 3))
+    for i in range(n):
+        for c in range(3):
+            amp = np.fft.fftshift(np.abs(np.fft.fft2(images[i, :, :, c].astype(np.float64))))
+            out[i, :, :, c] = amp[h // 2 - b : h // 2 + b + 1, w // 2 - b : w // 2 + b + 1]
+    return out
+
+
+def _np_fourier_restyle(images, target, beta, lam, clip=True):
+    n, h, w, _ = images.shape
+    b = int(np.floor(beta * min(h, w) / 2))
+    out = np.zeros(images.shape)
+    for i in range(n):
+        for c in range(3):
+            spec = np.fft.fftshift(np.fft.fft2(images[i, :, :, c].astype(np.float64)))
+            amp, pha = np.abs(spec), np.angle(spec)
+            win = (slice(h // 2 - b, h // 2 + b + 1), slice(w // 2 - b, w // 2 + b + 1))
+            amp[win] = (1 - lam[i]) * amp[win] + lam[i] * target[i, :, :, c]
+            out[i, :, :, c] = np.real(np.fft.ifft2(np.fft.ifftshift(amp * np.exp(1j * pha))))
+    return np.clip(out, 0, 1) if clip else out
+
+
+def test_low_freq_amplitude_matches_numpy_and_is_not_image_shaped():
+    x = _toy_images(0, 2, 8, 12)
+    amp = low_freq_amplitude(jnp.asarray(x), beta=0.5)  # b = floor(0.5 * 8 / 2) = 2
+    chex.assert_shape(amp, (2, 5, 5, 3))
+    chex.assert_type(amp, jnp.float32)
+    np.testing.assert_allclose(amp, _np_low_freq_amplitude(x, 0.5), rtol=1e-4, atol=1e-4)
+    assert window_radius(32, 32, 0.1) == 1  # floor(0.1 * 32 / 2)
+
+
+def test_low_freq_amplitude_hand_case_constant_image():
+    # A constant image has all its energy at DC: |F(0)| = value * H * W.
+    x = jnp.full((1, 8, 8, 3), 0.25, jnp.float32)
+    amp = low_freq_amplitude(x, beta=0.5)
+    expected = np.zeros((1, 5, 5, 3), np.float32)
+    expected[0, 2, 2, :] = 0.25 * 64
+    chex.assert_trees_all_close(amp, jnp.asarray(expected), atol=1e-4)
+    # Restyling it with lam=1 towards another constant image gives that constant.
+    target = low_freq_amplitude(jnp.full((1, 8, 8, 3), 0.7, jnp.float32), beta=0.5)
+    chex.assert_trees_all_close(fourier_restyle(x, target, 0.5, 1.0), jnp.full_like(x, 0.7), atol=1e-5)
+
+
+def test_fourier_restyle_matches_numpy_reference():
+    x = _toy_images(1, 2, 8, 10)
+    y = _toy_images(2, 2, 8, 10, tint=(1.2, 0.6, 0.3), gain=0.9)
+    t = _np_low_freq_amplitude(y, 0.5)
+    lam = np.array([0.3, 1.0], np.float32)
+    for clip in (False, True):
+        got = fourier_restyle(jnp.asarray(x), jnp.asarray(t, jnp.float32), 0.5, jnp.asarray(lam), clip=clip)
+        np.testing.assert_allclose(got, _np_fourier_restyle(x, t, 0.5, lam, clip=clip), atol=1e-5)
+
+
+def test_fourier_restyle_lam0_is_identity():
+    x = jnp.asarray(_toy_images(3, 3, 16, 16))
+    t = low_freq_amplitude(jnp.asarray(_toy_images(4, 3, 16, 16, tint=(0.2, 1.0, 1.4))), 0.25)
+    out = jax.jit(fourier_restyle, static_argnums=(2,))(x, t, 0.25, 0.0)
+    chex.assert_trees_all_close(out, x, atol=2e-6)
+
+
+def test_fourier_swap_keeps_phase_and_takes_target_window():
+    x = jnp.asarray(_toy_images(5, 2, 16, 16))
+    y = jnp.asarray(_toy_images(6, 2, 16, 16, tint=(1.3, 0.8, 0.4), gain=0.8))
+    beta = 0.25  # b = 2, 5x5 window
+    t = low_freq_amplitude(y, beta)
+    out = fourier_restyle(x, t, beta, 1.0, clip=False)
+    assert float(jnp.max(jnp.abs(out - x))) > 1e-2  # the swap really changed the images
+    # The output's own low-frequency window is the target's.
+    chex.assert_trees_all_close(low_freq_amplitude(out, beta), t, rtol=1e-4, atol=1e-3)
+    # Phase unchanged wherever both amplitudes are clearly non-zero (compare unit phasors).
+    f_in = np.fft.fft2(np.asarray(x, np.float64), axes=(1, 2))
+    f_out = np.fft.fft2(np.asarray(out, np.float64), axes=(1, 2))
+    ok = (np.abs(f_in) > 1e-3) & (np.abs(f_out) > 1e-3)
+    assert ok.mean() > 0.9
+    u_in, u_out = f_in / np.abs(f_in).clip(1e-12), f_out / np.abs(f_out).clip(1e-12)
+    np.testing.assert_allclose(u_out[ok], u_in[ok], atol=1e-3)
+
+
+def test_fourier_errors_name_the_problem():
+    x = jnp.zeros((1, 8, 8, 3))
+    with pytest.raises(ValueError, match="does not fit"):
+        low_freq_amplitude(x, beta=1.0)  # b = 4 -> 9 px window > 8 px image
+    with pytest.raises(ValueError, match="target_amp_window"):
+        fourier_restyle(x, jnp.zeros((1, 3, 3, 3)), beta=0.5, lam=1.0)
+
+
+# ----------------------------------------------------------------------------- style network
+
+
+@pytest.fixture(scope="module")
+def net_and_params():
+    model = StyleNet(features=(8, 16, 32))
+    params = jax.jit(functools.partial(init_style_net, model, image_size=16))(jax.random.key(0))
+    return model, params
+
+
+@pytest.fixture(scope="module")
+def loss_and_grad(net_and_params):
+    """One compiled value_and_grad of the style loss, shared by the tests (compiles are the cost)."""
+    model, _ = net_and_params
+    return jax.jit(jax.value_and_grad(functools.partial(style_loss_fn, model), has_aux=True))
+
+
+def test_stylenet_shapes_and_range(net_and_params):
+    model, params = net_and_params
+    v = {"params": params}
+    assert set(params) == {"encoder", "decoder"}
+    x = jnp.asarray(_toy_images(7, 2, 16, 16))
+
+    @jax.jit
+    def run(v, x):
+        feats = model.apply(v, x, method=StyleNet.encode)
+        mean, std = model.apply(v, x, method=StyleNet.style_stats)
+        styled = model.apply(v, x, mean[::-1], std[::-1], method=StyleNet.stylize)
+        alpha0 = model.apply(v, x, mean[::-1], std[::-1], 0.0, method=StyleNet.stylize)
+        own = model.apply(v, x, mean, std, method=StyleNet.stylize)
+        return feats, mean, std, styled, alpha0, own, model.apply(v, x)
+
+    feats, mean, std, styled, alpha0, own, recon = run(v, x)
+    chex.assert_shape(feats, [(2, 16, 16, 8), (2, 8, 8, 16), (2, 4, 4, 32)])
+    chex.assert_shape([mean, std], (2, 32))
+    assert bool(jnp.all(std > 0))
+    chex.assert_shape(styled, x.shape)
+    chex.assert_type(styled, jnp.float32)
+    assert bool(jnp.all((styled >= 0) & (styled <= 1)))
+    assert float(jnp.abs(styled - recon).max()) > 1e-4  # the style really acts
+    # alpha=0 is the plain reconstruction; the image's own statistics (almost exactly) too.
+    chex.assert_trees_all_close(alpha0, recon, atol=1e-6)
+    chex.assert_trees_all_close(own, recon, atol=1e-4)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        jax.eval_shape(functools.partial(model.apply, method=StyleNet.encode), v, jnp.zeros((1, 18, 16, 3)))
+
+
+def test_style_partner_is_derangement_of_real_examples():
+    mask = jnp.asarray([True, False, True, True, False, True])
+    partners = jax.jit(jax.vmap(style_partner, in_axes=(0, None)))(jax.random.split(jax.random.key(1), 200), mask)
+    p = np.asarray(partners)
+    real = np.flatnonzero(np.asarray(mask))
+    for row in p:
+        assert sorted(row[real].tolist()) == real.tolist()  # a permutation of the real examples
+        assert np.all(row[real] != real)  # nobody takes its own style
+        assert np.all(row[~np.asarray(mask)] == np.flatnonzero(~np.asarray(mask)))
+    assert len({tuple(r) for r in p}) > 1  # actually random
+    # A lone real example is paired with itself.
+    chex.assert_trees_all_equal(style_partner(jax.random.key(0), jnp.asarray([False, True])), jnp.asarray([0, 1]))
+
+
+def _style_batch(n_real: int = 3, size: int = 16):
+    imgs = np.concatenate(
+        [_toy_images(10, 2, size, size), _toy_images(11, 2, size, size, tint=(1.4, 0.7, 0.3), gain=0.8)]
+    )
+    mask = np.arange(4) < n_real
+    return dict(images=jnp.asarray(imgs), labels=jnp.zeros((4, size, size), jnp.uint8), mask=jnp.asarray(mask))
+
+
+def test_style_loss_masks_padding_and_freezes_encoder(net_and_params, loss_and_grad):
+    model, params = net_and_params
+    batch = _style_batch(n_real=3)
+    key = jax.random.key(3)
+    (loss, aux), grads = loss_and_grad(params, batch, key)
+    assert np.isfinite(float(loss)) and float(aux["n_real"]) == 3.0
+    chex.assert_trees_all_close(loss, aux["content"] + aux["style"] + aux["identity"], rtol=1e-6)
+    # Padding content must not matter.
+    noisy = dict(batch, images=batch["images"].at[3].set(jnp.asarray(np.random.default_rng([9]).random((16, 16, 3)))))
+    chex.assert_trees_all_close(loss_and_grad(params, noisy, key)[0][0], loss, atol=1e-6)
+    # All-padding batch: zero loss, zero (finite) gradient.
+    (l0, _), g0 = loss_and_grad(params, dict(batch, mask=jnp.zeros(4, bool)), key)
+    assert float(l0) == 0.0
+    assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(g0))
+    # Frozen encoder: exactly zero gradient; trainable encoder: non-zero gradient.
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads["encoder"])) == 0.0
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads["decoder"])) > 0.0
+    model_t = StyleNet(features=(8, 16, 32), train_encoder=True)
+    grads_t = jax.jit(jax.grad(lambda p: style_loss_fn(model_t, {"params": p}, batch, key)[0]))(params)
+    assert max(float(jnp.max(jnp.abs(g))) for g in jax.tree.leaves(grads_t["encoder"])) > 0.0
+    mask = trainable_mask(params, train_encoder=False)
+    assert not any(jax.tree.leaves(mask["encoder"])) and all(jax.tree.leaves(mask["decoder"]))
+    with pytest.raises(KeyError, match="mask"):
+        style_loss_fn(model, params, {"images": batch["images"]}, key)
+
+
+def test_style_loss_decreases_with_adam(net_and_params, loss_and_grad):
+    _, params = net_and_params
+    batch = _style_batch(n_real=4)
+    opt = optax.adam(3e-3)
+    key = jax.random.key(4)
+
+    @jax.jit
+    def update(g, s, p):
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    p, s = params, opt.init(params)
+    losses = []
+    for _ in range(20):
+        (loss, _), g = loss_and_grad(p, batch, key)
+        losses.append(float(loss))
+        p, s = update(g, s, p)
+    final = float(loss_and_grad(p, batch, key)[0][0])
+    assert final < 0.6 * losses[0], (losses[0], final)
+    chex.assert_trees_all_equal(p["encoder"], params["encoder"])  # frozen encoder untouched
+
+
+# ----------------------------------------------------------------------------- style bank
+
+
+def _three_client_bank() -> StyleBank:
+    """3 clients with 2, 3 and 1 styles; client 1's middle style is marked invalid."""
+    rng = np.random.default_rng([12])
+    stats = []
+    for c, k in enumerate((2, 3, 1)):
+        d = {
+            "adain_mean": rng.normal(size=(k, 4)) + 10 * c,
+            "adain_std": rng.uniform(0.5, 1, size=(k, 4)),
+            "fourier_amp": rng.uniform(size=(k, 3, 3, 3)) + 10 * c,
+        }
+        if c == 1:
+            d["valid"] = np.array([True, False, True])
+        stats.append(d)
+    return build_bank(stats)
+
+
+def test_build_bank_shapes_padding_and_errors():
+    bank = _three_client_bank()
+    chex.assert_shape([bank.adain_mean, bank.adain_std], (3, 3, 4))
+    chex.assert_shape(bank.fourier_amp, (3, 3, 3, 3, 3))
+    chex.assert_type([bank.adain_mean, bank.fourier_amp], jnp.float32)
+    np.testing.assert_array_equal(bank.valid, [[1, 1, 0], [1, 0, 1], [1, 0, 0]])
+    assert bank.num_clients == 3
+    # Fourier-only bank gets an AdaIN placeholder.
+    x = jnp.asarray(_toy_images(13, 2, 16, 16))
+    fb = build_bank([client_styles(x, beta=0.25), client_styles(x, jnp.asarray([True, False]), beta=0.25)])
+    chex.assert_shape(fb.adain_mean, (2, 2, 1))
+    chex.assert_shape(fb.fourier_amp, (2, 2, 5, 5, 3))
+    np.testing.assert_array_equal(fb.valid, [[1, 1], [1, 0]])
+    with pytest.raises(KeyError, match=r"'adain_mean' missing for clients \[1\]"):
+        build_bank([{"adain_mean": np.zeros((1, 2)), "adain_std": np.zeros((1, 2))}, {"adain_std": np.zeros((1, 2))}])
+    with pytest.raises(ValueError, match="inconsistent"):
+        build_bank([{"adain_mean": np.zeros((2, 2)), "adain_std": np.zeros((1, 2))}])
+
+
+def test_sample_foreign_style_never_own_and_respects_valid():
+    bank = _three_client_bank()
+    keys = jax.random.split(jax.random.key(5), 300)
+    sample_idx = jax.jit(jax.vmap(sample_foreign_style_index, in_axes=(None, None, 0)))
+    sample = jax.jit(jax.vmap(sample_foreign_style, in_axes=(None, None, 0)))
+    valid = np.asarray(bank.valid)
+    for cid in range(3):
+        owner, slot = map(np.asarray, sample_idx(bank, jnp.int32(cid), keys))
+        assert np.all(owner != cid)
+        assert np.all(valid[owner, slot])
+        expected = {(c, s) for c in range(3) for s in range(3) if c != cid and valid[c, s]}
+        assert {(int(c), int(s)) for c, s in zip(owner, slot)} == expected  # every foreign style reachable
+        mean, std, amp = sample(bank, jnp.int32(cid), keys)
+        chex.assert_shape([mean, std], (300, 4))
+        chex.assert_shape(amp, (300, 3, 3, 3))
+        np.testing.assert_array_equal(mean, np.asarray(bank.adain_mean)[owner, slot])
+        # Client offsets (10 * c) make the owner visible in the values themselves.
+        assert np.all(np.round(np.asarray(amp).mean(axis=(1, 2, 3)) / 10 - 0.05).astype(int) != cid)
+    probs, has = foreign_style_probs(bank, 0)
+    np.testing.assert_allclose(probs.reshape(3, 3), [[0, 0, 0], [1 / 3, 0, 1 / 3], [1 / 3, 0, 0]], atol=1e-7)
+    assert bool(has)
+
+
+def test_restyle_batch_fourier_replaces_exact_fraction_with_foreign_styles():
+    beta = 0.25
+    clients = [_toy_images(20, 4, 16, 16), _toy_images(21, 3, 16, 16, tint=(1.4, 0.6, 0.2), gain=0.9)]
+    bank = build_bank([client_styles(jnp.asarray(x), beta=beta) for x in clients])
+    apply_style = functools.partial(fourier_restyle, beta=beta, lam=1.0, clip=False)
+    fn = jax.jit(
+        functools.partial(restyle_batch, mode="fourier", apply_style=apply_style, mix_prob=0.5, return_mask=True)
+    )
+    x = jnp.asarray(clients[0])
+    out, chosen = fn(x, bank, jnp.int32(0), jax.random.key(6))
+    chex.assert_shape(out, x.shape)
+    assert int(chosen.sum()) == 2
+    chex.assert_trees_all_equal(out[~chosen], x[~chosen])
+    # Restyled examples now carry one of client 1's windows (the only foreign client).
+    win = np.asarray(low_freq_amplitude(out[chosen], beta))
+    foreign = np.asarray(bank.fourier_amp[1, :3])
+    for w_ in win:
+        assert np.min(np.abs(foreign - w_[None]).max(axis=(1, 2, 3))) < 1e-2
+    # mix_prob=0 -> unchanged; vmapped over clients with traced ids.
+    same = jax.jit(functools.partial(restyle_batch, mode="fourier", apply_style=apply_style, mix_prob=0.0))(
+        x, bank, 0, jax.random.key(7)
+    )
+    chex.assert_trees_all_equal(same, x)
+    both = jnp.stack([x[:3], jnp.asarray(clients[1])])
+    vm = jax.jit(jax.vmap(functools.partial(restyle_batch, mode="fourier", apply_style=apply_style, mix_prob=1.0),
+                          in_axes=(0, None, 0, 0)))
+    res = vm(both, bank, jnp.arange(2), jax.random.split(jax.random.key(8), 2))
+    chex.assert_shape(res, both.shape)
+    assert float(jnp.min(jnp.abs(res - both).max(axis=(2, 3, 4)))) > 1e-3  # every example changed
+
+
+def test_restyle_batch_adain_and_no_foreign_fallback(net_and_params):
+    model, params = net_and_params
+    v = {"params": params}
+    stats_fn = functools.partial(model.apply, v, method=StyleNet.style_stats)
+    clients = [_toy_images(30, 2, 16, 16), _toy_images(31, 2, 16, 16, tint=(0.3, 1.2, 1.0))]
+    bank = build_bank([client_styles(jnp.asarray(x), adain_stats_fn=stats_fn) for x in clients])
+    chex.assert_shape(bank.adain_mean, (2, 2, 32))
+    apply_style = functools.partial(model.apply, v, method=StyleNet.stylize)
+    fn = jax.jit(functools.partial(restyle_batch, mode="adain", apply_style=apply_style, mix_prob=1.0))
+    x = jnp.asarray(clients[1])
+    out = fn(x, bank, jnp.int32(1), jax.random.key(9))
+    chex.assert_shape(out, x.shape)
+    assert bool(jnp.all((out >= 0) & (out <= 1)))
+    assert float(jnp.abs(out - x).max()) > 1e-3
+    # A single-client bank has no foreign style: the batch is left untouched.
+    solo = build_bank([client_styles(x, adain_stats_fn=stats_fn)])
+    chex.assert_trees_all_equal(fn(x, solo, jnp.int32(0), jax.random.key(9)), x)
+    with pytest.raises(ValueError, match="mode"):
+        restyle_batch(x, bank, 0, jax.random.key(0), mode="vgg", apply_style=apply_style, mix_prob=0.5)
