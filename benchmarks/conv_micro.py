@@ -166,7 +166,7 @@ def main() -> None:
     ap.add_argument("--impls", default=",".join(IMPLS))
     ap.add_argument("--skip-micro", action="store_true")
     ap.add_argument("--skip-unet", action="store_true")
-    ap.add_argument("--bf16", action="store_true", help="also time bf16 compute for the U-Net round")
+    ap.add_argument("--bf16", action="store_true", help="also time bf16 compute for the U-Net round (default impl only)")
     args = ap.parse_args()
     impls = args.impls.split(",")
     key = jax.random.key(0)
@@ -189,6 +189,9 @@ def main() -> None:
                 run = conv_sgd_steps(impl, 8, scan)
                 record(impl, f"sgd8_{tag}", time_fn(jax.jit(run), w, x, t, repeats=args.repeats))
                 record(impl, f"sgd8_{tag}_vmap8", time_fn(jax.jit(jax.vmap(run)), wc, xc, tc, repeats=args.repeats))
+            one = jax.jit(conv_sgd_steps(impl, 8, True))
+            pyloop = lambda w, x, t: [one(w[c], x[c], t[c]) for c in range(N_CLIENTS)]  # noqa: E731
+            record(impl, "sgd8_scan_pyloop8", time_fn(pyloop, wc, xc, tc, repeats=args.repeats))
 
     if not args.skip_unet:
         n_steps = 4
@@ -200,8 +203,9 @@ def main() -> None:
         ys = (jax.random.uniform(jax.random.fold_in(key, 13), (N_CLIENTS, n_steps, 4, 64, 64)) < 0.2).astype(
             jnp.float32
         )
-        dtypes = [("f32", jnp.float32)] + ([("bf16", jnp.bfloat16)] if args.bf16 else [])
         for impl in impls:
+            with_bf16 = args.bf16 and impl == default_impl()
+            dtypes = [("f32", jnp.float32)] + ([("bf16", jnp.bfloat16)] if with_bf16 else [])
             for dname, dt in dtypes:
                 sfx = "" if dname == "f32" else "_bf16"
                 record(impl, f"unet_round_vmap{sfx}", time_fn(unet_round(impl, "vmap", n_steps, dt), pc, xs, ys,

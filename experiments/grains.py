@@ -4,8 +4,8 @@ r"""Federated grain-boundary segmentation on style-non-IID synthetic labs (the m
   python launch.py --config experiments/grains.py:smoke --workdir /tmp/smoke   # < 5 min, 2-core CPU
 
 Four client labs, each with its own imaging style and grain sizes (data/synthetic.py), plus one unseen
-lab that no method trains on. Methods: local (each lab alone), centralized (pooled data, the upper bound),
-fedavg, fedprox.
+lab that no method trains on. Methods: local (each lab alone), fedavg, fedprox, fedtransfer (AdaIN style
+sharing), fedtransfer_fourier (Fourier amplitude style sharing), centralized (pooled data, the upper bound).
 
 Cost (2-core CPU, JAX 0.10.2): `smoke` ~2-3 min; default ~10-15 min. Variants: `smoke`, `tiny` (tests).
 """
@@ -20,7 +20,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.name = "grains" if variant == "default" else f"grains-{variant}"
   config.seed = 0
-  config.methods = ("local", "centralized", "fedavg", "fedprox")
+  config.methods = ("local", "fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier", "centralized")
   config.distributed = False      # True on multi-host pods/clusters: jax.distributed.initialize()
   config.checkpoint_every = 5     # rounds
   config.quiet = False            # no progress bars
@@ -76,6 +76,24 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.fl.unroll_local_steps = False
   config.fl.shard_clients = True            # shard the client axis over all devices
 
+  # --- FedTransfer style sharing (methods fedtransfer, fedtransfer_fourier) ---------------------------------
+  config.style = ml_collections.ConfigDict()
+  config.style.features = (16, 32, 64)      # AdaIN style network encoder widths (D = last)
+  config.style.train_encoder = False        # False: fixed random encoder, only the decoder trains
+  config.style.rounds = 15                  # federated rounds of style-network training
+  config.style.local_steps = 8
+  config.style.lr = 2e-3
+  config.style.content_weight = 1.0
+  config.style.style_weight = 1.0
+  config.style.identity_weight = 1.0
+  config.style.alpha = 1.0                  # AdaIN strength when restyling
+  config.style.styles_per_client = 8        # style vectors each client shares
+  config.style.mix_prob = 0.5               # fraction of every local batch restyled into foreign styles
+  config.style.restyle = "online"           # 'online' (inside the jitted local step) | 'precomputed'
+  config.style.precomputed_copies = 2       # 'precomputed': restyled copies of each training image
+  config.style.fourier_beta = 0.1           # low-frequency window: b = floor(beta * tile / 2)
+  config.style.fourier_lam = (0.5, 1.0)     # amplitude interpolation range, drawn per image
+
   # --- evaluation ----------------------------------------------------------------------------------------
   config.eval = ml_collections.ConfigDict()
   config.eval.threshold = 0.5
@@ -95,6 +113,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.model.features = (8, 16)
     config.fl.rounds = 2
     config.fl.local_steps = 2
+    config.style.features = (8, 16)
+    config.style.rounds = 1
+    config.style.local_steps = 1
+    config.style.styles_per_client = 2
     config.fl.batch_size = 2
     config.fl.clients_per_round = 2
     config.checkpoint_every = 1

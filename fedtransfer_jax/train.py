@@ -10,7 +10,7 @@ All methods share the engine in `fl.round` (a one-jit federated round):
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import math
 import os
 import time
@@ -26,6 +26,8 @@ from tqdm.auto import tqdm
 from fedtransfer_jax import checkpointing, io_utils, metrics as metrics_lib, models
 from fedtransfer_jax.data.clients import ClientData, FederatedData, pad_clients
 from fedtransfer_jax.fl import algorithms, boundary as boundary_lib, client as client_lib, round as round_lib
+from fedtransfer_jax import style as style_lib
+from fedtransfer_jax.style import sharing
 
 METRIC_KEYS = ("boundary_f1", "ari", "vi", "grain_count_rel_error", "miou")
 
@@ -43,6 +45,7 @@ class Context:
   init_params: Any
   mesh: Any
   log: io_utils.JsonlWriter
+  style_artifacts: dict = dataclasses.field(default_factory=dict)  # per method: renderer + bank (figures)
 
   @property
   def fl(self):
@@ -66,7 +69,7 @@ def make_mesh(config) -> Any:
   n = jax.device_count()
   if not config.fl.get("shard_clients", True) or n == 1:
     return None
-  return jax.make_mesh((n,), (round_lib.CLIENT_AXIS,))
+  return round_lib.make_client_mesh(n)
 
 
 def place_clients(data: ClientData, mesh) -> tuple:
@@ -96,9 +99,11 @@ class FederationResult:
 
 
 def build_engine(ctx: Context, method: algorithms.Method, *, clients_per_round: int, local_steps: int,
-                 ledger, on_trace, batch_transform=None, loss_fn=None):
+                 ledger, on_trace, batch_transform=None, loss_fn=None, client_lr: float | None = None,
+                 channel: str = "model_update"):
   fl = ctx.fl
-  client_opt = algorithms.make_optimizer(fl.client_optimizer, fl.client_lr, fl.get("client_momentum", 0.0),
+  lr = fl.client_lr if client_lr is None else client_lr
+  client_opt = algorithms.make_optimizer(fl.client_optimizer, lr, fl.get("client_momentum", 0.0),
                                          key="fl.client_optimizer", clip_norm=fl.get("clip_norm", 0.0))
   server_opt = algorithms.make_optimizer(fl.server_optimizer, fl.server_lr, fl.get("server_momentum", 0.0),
                                          key="fl.server_optimizer")
@@ -111,17 +116,18 @@ def build_engine(ctx: Context, method: algorithms.Method, *, clients_per_round: 
   round_cfg = round_lib.RoundConfig(clients_per_round, strategy, fl.get("chunk_size", 0))
   round_fn = round_lib.build_round(client_update, server_opt, round_cfg, seed=ctx.config.seed,
                                    ledger=ledger, mesh=ctx.mesh if method.federated else None,
-                                   on_trace=on_trace)
+                                   on_trace=on_trace, channel=channel)
   return round_fn, server_opt
 
 
 def run_federation(ctx: Context, tag: str, round_fn, server_opt, data: tuple, client_names, *,
-                   init_params=None, on_round: Callable | None = None) -> tuple[Any, int]:
-  """Runs `config.fl.rounds` rounds of `round_fn` on `data`, with checkpoints and resume.
+                   init_params=None, on_round: Callable | None = None,
+                   rounds: int | None = None) -> tuple[Any, int]:
+  """Runs `rounds` (default `config.fl.rounds`) rounds of `round_fn` on `data`, with checkpoints and resume.
 
   Returns (final params, rounds run in this process).
   """
-  rounds = int(ctx.fl.rounds)
+  rounds = int(ctx.fl.rounds if rounds is None else rounds)
   ckpt_dir = os.path.join(ctx.workdir, "checkpoints", tag)
   mngr = checkpointing.manager(ckpt_dir, ctx.config.checkpoint_every)
   state = round_lib.init_server_state(ctx.init_params if init_params is None else init_params, server_opt)
@@ -192,6 +198,72 @@ def mean_over_clients(per_client: dict[str, dict]) -> dict:
 
 
 # ----------------------------------------------------------------------------------------------------------
+# FedTransfer: style sharing.
+# ----------------------------------------------------------------------------------------------------------
+def ledger_recorder(ledger, channel: str, num_clients: int) -> Callable:
+  # Ids >= num_clients are the empty clients that pad the client axis to the device count.
+  return lambda r, ids: ledger.record_round(r, channel, [i for i in ids if i < num_clients])
+
+
+def train_style_network(ctx: Context, tag: str, ledger, clients_per_round: int):
+  """Trains the AdaIN style network federatedly with the same one-jit round engine (each client only
+  ever uses its own images). Returns (StyleNet, params, round compilations)."""
+  sc = ctx.config.style
+  net = style_lib.StyleNet(features=tuple(sc.features), train_encoder=sc.train_encoder)
+  tile = ctx.data.train.images.shape[2]
+  params0 = style_lib.init_style_net(net, jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), 0x57), tile)
+  loss_fn = functools.partial(style_lib.style_loss_fn, net, content_weight=sc.content_weight,
+                              style_weight=sc.style_weight, identity_weight=sc.identity_weight)
+  traces = []
+  round_fn, server_opt = build_engine(ctx, algorithms.get_method("fedavg"), clients_per_round=clients_per_round,
+                                      local_steps=sc.local_steps, ledger=ledger,
+                                      on_trace=lambda: traces.append(1), loss_fn=loss_fn, client_lr=sc.lr,
+                                      channel="style_net_update")
+  names = ctx.data.client_names
+  params, _ = run_federation(ctx, f"{tag}/style_net", round_fn, server_opt,
+                             place_clients(ctx.data.train, ctx.mesh), names, init_params=params0,
+                             rounds=sc.rounds, on_round=ledger_recorder(ledger, "style_net_update", len(names)))
+  return net, params, len(traces)
+
+
+def setup_style_sharing(ctx: Context, tag: str, mode: str, ledger, clients_per_round: int):
+  """Runs the style-sharing protocol (style/sharing.py) and returns (training data, batch transform or
+  None, info for the summary)."""
+  sc = ctx.config.style
+  train = ctx.data.train
+  info: dict = {"mode": mode, "restyle": sc.restyle}
+  net = style_params = None
+  t0 = time.time()
+  if mode == "adain":
+    net, style_params, info["style_round_compilations"] = train_style_network(ctx, tag, ledger,
+                                                                              clients_per_round)
+  info["style_net_seconds"] = time.time() - t0
+  render = sharing.make_renderer(mode, style_net=net, style_params=style_params, alpha=sc.alpha,
+                                 beta=sc.fourier_beta)
+  # Each client computes its style statistics on its own images; only the statistics cross the boundary.
+  messages = []
+  for c in range(len(ctx.data.client_names)):
+    idx = sharing.style_sample(np.asarray(train.mask[c]), sc.styles_per_client, ctx.config.seed, c)
+    msg = sharing.client_style_message(jnp.asarray(np.asarray(train.images[c])[idx]), mode, style_net=net,
+                                       style_params=style_params, beta=sc.fourier_beta)
+    inbox = boundary_lib.send_from_client(msg, ledger, "style_stats", c)
+    messages.append({**{k: np.asarray(v) for k, v in inbox.payload.items()}, "valid": np.ones(len(idx), bool)})
+  bank = jax.tree_util.tree_map(jnp.asarray, style_lib.build_bank(messages))  # server: stack + broadcast
+  lam = tuple(sc.fourier_lam)
+  ctx.style_artifacts[tag] = {"mode": mode, "render": render, "bank": bank}
+  if sc.restyle == "online":
+    return train, sharing.make_restyle_transform(bank, mode, render, mix_prob=sc.mix_prob, lam_range=lam), info
+  if sc.restyle == "precomputed":
+    t0 = time.time()
+    images, labels, mask = sharing.precompute_restyled(
+        np.asarray(train.images), np.asarray(train.labels), np.asarray(train.mask), bank, mode, render,
+        copies=sc.precomputed_copies, seed=ctx.config.seed, lam_range=lam)
+    info["precompute_seconds"] = time.time() - t0
+    return ClientData(images, labels, mask), None, info
+  raise ValueError(f"config key style.restyle: unknown {sc.restyle!r}; choose 'online' or 'precomputed'")
+
+
+# ----------------------------------------------------------------------------------------------------------
 # Methods.
 # ----------------------------------------------------------------------------------------------------------
 def run_method(ctx: Context, name: str) -> dict:
@@ -209,11 +281,13 @@ def run_method(ctx: Context, name: str) -> dict:
   if method.federated:
     ledger = boundary_lib.PrivacyLedger(image_hw=tuple(data.train.images.shape[2:4]), client_names=names)
     k = min(int(cfg.fl.clients_per_round) or len(names), len(names))
+    train_data, batch_transform = data.train, None
+    if method.style:
+      train_data, batch_transform, extra["style"] = setup_style_sharing(ctx, name, method.style, ledger, k)
     round_fn, server_opt = build_engine(ctx, method, clients_per_round=k, local_steps=cfg.fl.local_steps,
-                                        ledger=ledger, on_trace=on_trace)
-    record = lambda r, ids: ledger.record_round(r, "model_update", [i for i in ids if i < len(names)])
-    params, _ = run_federation(ctx, name, round_fn, server_opt, place_clients(data.train, ctx.mesh), names,
-                               on_round=record)
+                                        ledger=ledger, on_trace=on_trace, batch_transform=batch_transform)
+    params, _ = run_federation(ctx, name, round_fn, server_opt, place_clients(train_data, ctx.mesh), names,
+                               on_round=ledger_recorder(ledger, "model_update", len(names)))
     per_client = {n: evaluate_split(predict_fn, params, *data.test[n], **ev) for n in names}
     unseen = {n: evaluate_split(predict_fn, params, *data.unseen[n], **ev) for n in data.unseen}
     extra["privacy_ledger"] = ledger.summary()

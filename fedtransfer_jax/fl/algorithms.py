@@ -4,6 +4,9 @@
   fedprox      fedavg + proximal term mu/2 ||w - w_global||^2 in every local objective (Li et al. 2020)
   local        each client trains alone (a one-client "federation" per client; no aggregation)
   centralized  all training data pooled into one client: the upper bound that needs no privacy at all
+  fedtransfer  fedavg + style sharing: clients share AdaIN style statistics of a federatedly trained style
+               network and train on their images restyled into foreign styles (Ma et al. 2021)
+  fedtransfer_fourier  the same with low-frequency Fourier amplitudes as the style (FedDG-ELCFS, Liu 2021)
 Server optimizers other than SGD(1) give FedAvgM / FedAdam (Reddi et al. 2021) for free.
 """
 
@@ -42,6 +45,9 @@ METHODS = {
     "centralized": Method("centralized", federated=False, pooled=True, prox=False),
     "fedavg": Method("fedavg", federated=True, pooled=False, prox=False),
     "fedprox": Method("fedprox", federated=True, pooled=False, prox=True),
+    "fedtransfer": Method("fedtransfer", federated=True, pooled=False, prox=False, style="adain"),
+    "fedtransfer_fourier": Method("fedtransfer_fourier", federated=True, pooled=False, prox=False,
+                                  style="fourier"),
 }
 
 

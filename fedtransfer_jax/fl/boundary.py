@@ -56,7 +56,7 @@ class PrivacyLedger:
   flagged: list[str] = dataclasses.field(default_factory=list)
 
   def register(self, channel: str, payload: Any, client_axis: bool) -> None:
-    """Trace-time: record the per-client tensors of one message type."""
+    """Record the per-client tensors of one message type (at trace time under jit)."""
     records = []
     for path, leaf in jax.tree_util.tree_leaves_with_path(payload):
       shape = tuple(leaf.shape[1:] if client_axis else leaf.shape)
@@ -102,3 +102,13 @@ def send_to_server(payload: Any, ledger: PrivacyLedger | None, channel: str,
   if ledger is not None:
     ledger.register(channel, payload, client_axis)
   return ServerInbox(payload)
+
+
+def send_from_client(payload: Any, ledger: PrivacyLedger | None, channel: str, client_id: int,
+                     round_idx: int = 0) -> ServerInbox:
+  """Host-side crossing for one client's message (e.g. its style statistics): registers the message's
+  tensors and accounts its bytes to that client."""
+  inbox = send_to_server(payload, ledger, channel, client_axis=False)
+  if ledger is not None:
+    ledger.record_round(round_idx, channel, [client_id])
+  return inbox

@@ -44,6 +44,13 @@ class ServerState(NamedTuple):
   round: jax.Array               # int32 scalar: rounds completed
 
 
+def make_client_mesh(num_devices: int | None = None) -> Mesh:
+  """A 1-D mesh over the `clients` axis. Auto axis type: the compiler propagates the client sharding
+  through sampling and vmap (DrJAX-style), and the weighted sum over clients becomes an all-reduce."""
+  n = num_devices or jax.device_count()
+  return jax.make_mesh((n,), (CLIENT_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
+
+
 def init_server_state(params, server_optimizer: optax.GradientTransformation) -> ServerState:
   # A fresh copy (the round donates its state) without weak types (e.g. from Python scalars), so round
   # 2's inputs match round 1's: one compilation.
@@ -70,12 +77,13 @@ def round_keys(seed: int, round_idx: jax.Array) -> tuple[jax.Array, jax.Array]:
 def build_round(client_update: Callable[..., ClientUpdate], server_optimizer: optax.GradientTransformation,
                 cfg: RoundConfig, *, seed: int, ledger: PrivacyLedger | None = None,
                 mesh: Mesh | None = None, on_trace: Callable[[], Any] | None = None,
-                jit: bool = True) -> Callable:
+                jit: bool = True, channel: str = "model_update") -> Callable:
   """Returns `round_fn(state: ServerState, data) -> (ServerState, metrics)`.
 
   `data` is a `ClientData`-like tuple (images [C,N,...], labels [C,N,...], mask [C,N]) resident on device.
   `metrics` holds the weighted mean client loss, the sampled client ids and the total weight.
   `on_trace` is called each time the round is traced (used to count compilations).
+  `channel` names the client messages in the privacy ledger.
   """
   if cfg.strategy not in STRATEGIES:
     raise ValueError(f"config key fl.strategy: unknown strategy {cfg.strategy!r}; choose from {STRATEGIES}")
@@ -109,7 +117,7 @@ def build_round(client_update: Callable[..., ClientUpdate], server_optimizer: op
       else:
         upd = jax.vmap(one_client)(constrain(cids))
       # Everything the server sees goes through the boundary (and so into the ledger).
-      inbox = send_to_server(upd, ledger, channel="model_update")
+      inbox = send_to_server(upd, ledger, channel=channel)
       msg: ClientUpdate = inbox.payload
       w = msg.num_examples * ok
       return (aggregation.weighted_sum(msg.delta, w), w.sum(), (msg.loss * w).sum())

@@ -52,26 +52,27 @@ class UNet(nn.Module):
   features: Sequence[int] = (16, 32, 64)
   num_classes: int = 2
   groups: int = 8
-  conv_impl: str | None = None
+  conv_impl: str | None = None     # None: conv.default_impl() for the backend
   dtype: Any = None
   remat: bool = False
 
   @nn.compact
   def __call__(self, x):
     block = nn.remat(ConvBlock) if self.remat else ConvBlock
+    impl = self.conv_impl or conv_lib.default_impl()
     x = x.astype(self.dtype) if self.dtype is not None else x
     skips = []
     for i, f in enumerate(self.features):
-      x = block(f, self.groups, self.conv_impl, self.dtype, name=f"down_{i}")(x)
+      x = block(f, self.groups, impl, self.dtype, name=f"down_{i}")(x)
       if i < len(self.features) - 1:
         skips.append(x)
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
     for i, f in reversed(list(enumerate(self.features[:-1]))):
       x = conv_lib.upsample_nearest(x, 2)
-      x = conv_lib.Conv(f, kernel_size=3, impl=self.conv_impl, dtype=self.dtype, name=f"up_proj_{i}")(x)
+      x = conv_lib.Conv(f, kernel_size=3, impl=impl, dtype=self.dtype, name=f"up_proj_{i}")(x)
       x = jnp.concatenate([x, skips[i]], axis=-1)
-      x = block(f, self.groups, self.conv_impl, self.dtype, name=f"up_{i}")(x)
-    logits = conv_lib.Conv(self.num_classes, kernel_size=1, impl=self.conv_impl, dtype=self.dtype,
+      x = block(f, self.groups, impl, self.dtype, name=f"up_{i}")(x)
+    logits = conv_lib.Conv(self.num_classes, kernel_size=1, impl=impl, dtype=self.dtype,
                            name="head")(x)
     return logits.astype(jnp.float32)
 

@@ -1,0 +1,125 @@
+"""Embedded synthetic data: imaging "labs", each a client with its own microstructures and imaging style.
+
+A lab couples a microstructure generator and grain-size range (what material the lab studies) with an
+imaging style (how it images it, see ``styles``).  Both differ between labs, so federated clients are
+non-IID in appearance *and* in grain statistics, as real collaborating labs are.
+
+Determinism contract: image ``i`` of lab ``L`` depends only on ``(seed, L, i)``; its generator is
+``np.random.default_rng([seed, lab_index, i])``, so asking for more images never changes earlier ones.
+Potts labs grow their microstructures in batches, which is safe because the batched growth is
+bit-identical per image (``microstructure.potts_grow``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from fedtransfer_jax.data import styles
+from fedtransfer_jax.data.microstructure import (
+    boundary_map,
+    generate_microstructure,
+    potts_grow,
+    potts_start,
+    merge_small_grains,
+    MIN_GRAIN_AREA,
+)
+
+__all__ = ["LAB_NAMES", "LabSpec", "LABS", "describe_lab", "make_lab_examples", "generate_microstructure"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LabSpec:
+    """What one lab studies and how it images it.
+
+    ``diameter_px`` is the range of the per-image target mean equivalent grain diameter in px (the
+    lab's magnification x material); it is capped at ``size / MIN_GRAINS_ACROSS`` so tiny test images
+    still hold several grains.  ``dispersion`` and ``warp`` are per-image ranges too.
+    """
+
+    name: str
+    style: str
+    method: str
+    diameter_px: tuple[float, float]
+    dispersion: tuple[float, float] = (0.0, 0.0)
+    warp: tuple[float, float] = (0.0, 0.0)
+
+
+MIN_GRAINS_ACROSS = 3.5
+
+LABS: dict[str, LabSpec] = {
+    spec.name: spec
+    for spec in (
+        LabSpec("brightfield", "brightfield", "voronoi", (17.0, 25.0), warp=(0.08, 0.14)),
+        LabSpec("darkfield", "darkfield", "laguerre", (13.0, 19.0), dispersion=(0.3, 0.6), warp=(0.06, 0.12)),
+        LabSpec("sem", "sem", "potts", (9.0, 13.0)),
+        LabSpec("tint", "tint", "laguerre", (20.0, 30.0), dispersion=(0.2, 0.45), warp=(0.1, 0.16)),
+        LabSpec("lowcontrast", "lowcontrast", "potts", (13.0, 18.0), dispersion=(0.0, 0.3)),
+    )
+}
+LAB_NAMES: tuple[str, ...] = tuple(LABS)
+
+
+def _lab(name: str) -> tuple[int, LabSpec]:
+    if name not in LABS:
+        raise ValueError(f"unknown lab {name!r}; valid labs: {', '.join(LAB_NAMES)}")
+    return LAB_NAMES.index(name), LABS[name]
+
+
+def describe_lab(name: str) -> dict:
+    """The lab's identity: generator, grain-size/dispersion/warp ranges and imaging-parameter ranges."""
+    _, spec = _lab(name)
+    return {
+        "name": spec.name,
+        "style": spec.style,
+        "method": spec.method,
+        "diameter_px": spec.diameter_px,
+        "dispersion": spec.dispersion,
+        "warp": spec.warp,
+        "style_params": dict(styles.STYLE_RANGES[spec.style]),
+    }
+
+
+def _sample_grain_params(rng: np.random.Generator, spec: LabSpec, size: int) -> tuple[float, float, float]:
+    d = min(rng.uniform(*spec.diameter_px), size / MIN_GRAINS_ACROSS)
+    return float(d), float(rng.uniform(*spec.dispersion)), float(rng.uniform(*spec.warp))
+
+
+def make_lab_examples(
+    lab: str, n: int, size: int, seed: int, *, boundary_width: int = 2
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` synthetic micrographs of ``lab``: images f32 ``[n,S,S,3]``, labels u8 ``[n,S,S]``, grains i32.
+
+    Per image: draw grain parameters, build the grain map, apply instrument distortions to it, take the
+    exact boundary label from the final map, then render.  All draws come from that image's own
+    generator, in that order.
+    """
+    lab_index, spec = _lab(lab)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if size < 8:
+        raise ValueError(f"size must be >= 8 px, got {size}")
+    rngs = [np.random.default_rng([seed, lab_index, i]) for i in range(n)]
+    gparams = [_sample_grain_params(r, spec, size) for r in rngs]
+
+    if spec.method == "potts":
+        starts = [potts_start(r, size, d, disp) for r, (d, disp, _) in zip(rngs, gparams)]
+        grown = potts_grow([s for s, _ in starts], [k for _, k in starts], [d for d, _, _ in gparams])
+        grain_maps = [merge_small_grains(g, MIN_GRAIN_AREA) for g in grown]
+    else:
+        grain_maps = [
+            generate_microstructure(r, size, method=spec.method, mean_grain_diameter_px=d, dispersion=disp, warp=warp)
+            for r, (d, disp, warp) in zip(rngs, gparams)
+        ]
+
+    images = np.zeros((n, size, size, 3), np.float32)
+    labels = np.zeros((n, size, size), np.uint8)
+    grains_out = np.zeros((n, size, size), np.int32)
+    for i, (r, g) in enumerate(zip(rngs, grain_maps)):
+        params = styles.sample_style_params(spec.style, r)
+        g = styles.distort_grains(spec.style, r, g, params)
+        grains_out[i] = g
+        labels[i] = boundary_map(g, boundary_width)
+        images[i] = styles.render(spec.style, r, g, params)
+    return images, labels, grains_out

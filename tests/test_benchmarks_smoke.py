@@ -1,0 +1,154 @@
+"""Smoke + equivalence tests of the round benchmarks (tiny sizes; torch parts skip without torch).
+
+The benchmark is only meaningful if its three implementations compute the same round, so with one local
+step over the whole client dataset (batch order cannot matter) they must all land on the same params.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+import chex
+import jax
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+for _p in (str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "experiments")):
+  if _p not in sys.path:
+    sys.path.insert(0, _p)
+
+import common  # noqa: E402
+import round_speed  # noqa: E402
+
+TINY = common.BenchConfig(clients=2, local_steps=1, batch_size=2, image_size=16, features=(4, 8),
+                          optimizer="sgd", lr=0.1, conv_impl="xla")
+
+
+def _conv_flops(h, k, cin, cout):
+  return 2 * h * h * k * k * cin * cout
+
+
+def test_forward_flops_hand_count():
+  """features (4, 8) at 16 px: every conv of the U-Net written out by hand."""
+  params = common.init_params(common.make_model(TINY), TINY)
+  expected = (_conv_flops(16, 3, 3, 4) + _conv_flops(16, 3, 4, 4)        # down_0
+              + _conv_flops(8, 3, 4, 8) + _conv_flops(8, 3, 8, 8)        # down_1 (after the pool)
+              + _conv_flops(16, 3, 8, 4)                                 # up_proj_0 (after upsample)
+              + _conv_flops(16, 3, 8, 4) + _conv_flops(16, 3, 4, 4)      # up_0 (on the concat)
+              + _conv_flops(16, 1, 4, 2))                                # head
+  assert common.forward_flops_per_image(params, 16) == expected
+  assert len(common.conv_shapes(params, 16)) == 8
+  assert common.train_flops_per_round(params, TINY) == 3 * expected * 2 * 1 * 2
+
+
+def test_make_data_shapes_and_determinism():
+  images, labels, mask = common.make_data(TINY)
+  chex.assert_shape(images, (2, 2, 16, 16, 3))
+  chex.assert_shape(labels, (2, 2, 16, 16))
+  chex.assert_shape(mask, (2, 2))
+  assert images.dtype == np.float32 and labels.dtype == np.uint8 and mask.all()
+  np.testing.assert_array_equal(images, common.make_data(TINY)[0])
+  assert 0.05 < labels.mean() < 0.3
+
+
+def test_summarize_and_int_list():
+  st = common.summarize([1.0, 3.0, 2.0])
+  assert st["median_s"] == 2.0 and st["spread"] == pytest.approx(1.0)
+  assert common.parse_int_list("8,16", "--clients") == [8, 16]
+  with pytest.raises(ValueError, match="--clients"):
+    common.parse_int_list("8,x", "--clients")
+
+
+def _one_round_params(cfg):
+  host = common.make_data(cfg)
+  params = common.init_params(common.make_model(cfg), cfg)
+  run, get, _ = round_speed.build_one_jit(cfg, params, tuple(jax.device_put(x) for x in host))
+  run()
+  one_jit = jax.device_get(get())
+  run, get = round_speed.build_step_loop(cfg, params, host)
+  run()
+  return params, host, one_jit, jax.device_get(get())
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "sequential"])
+def test_one_jit_matches_step_loop(strategy):
+  """S=1, B=N: both see the full client dataset in one batch, so the new global params must agree."""
+  cfg = dataclasses.replace(TINY, strategy=strategy)
+  params, _, one_jit, loop = _one_round_params(cfg)
+  chex.assert_trees_all_close(one_jit, loop, atol=1e-5, rtol=1e-4)
+  moved = max(float(np.abs(a - b).max()) for a, b in
+              zip(jax.tree_util.tree_leaves(one_jit), jax.tree_util.tree_leaves(params)))
+  assert moved > 1e-4  # the round actually trained something
+
+
+def test_run_benchmark_json_contract(capsys):
+  out = round_speed.main(["--clients", "2", "--local_steps", "1", "--batch_size", "1", "--image_size", "16",
+                          "--features", "4,8", "--rounds", "1", "--skip_torch", "--conv_impl", "xla", "--json"])
+  last = capsys.readouterr().out.strip().splitlines()[-1]
+  parsed = json.loads(last)
+  assert parsed["images_per_s"]["torch"] is None and parsed["ratio_vs_torch"] is None
+  for key in ("one_jit", "step_loop"):
+    assert parsed["images_per_s"][key] > 0
+    assert parsed["images_per_s"][key] == pytest.approx(2 / parsed["round_time_s"][key])
+  assert parsed["ratio_vs_step_loop"] == pytest.approx(
+      parsed["images_per_s"]["one_jit"] / parsed["images_per_s"]["step_loop"])
+  assert parsed["achieved_gflops"] == pytest.approx(
+      parsed["flops_per_round"] / parsed["round_time_s"]["one_jit"] / 1e9)
+  assert parsed["config"]["images_per_round"] == 2 and "cpu" in parsed["device"]
+  assert out == parsed
+
+
+def test_bad_strategy_is_named():
+  with pytest.raises(ValueError, match="--strategy"):
+    round_speed.run_benchmark(dataclasses.replace(TINY, strategy="pmap"), rounds=1)
+
+
+# -------------------------------------------------------------------------------------------- torch
+
+
+def test_torch_forward_and_loss_match_flax():
+  torch = pytest.importorskip("torch")
+  import torch_unet
+  from fedtransfer_jax.models.losses import segmentation_loss
+
+  model = common.make_model(TINY)
+  params = common.init_params(model, TINY)
+  # Perturb norms/biases away from their (1, 0) init so a mis-mapped parameter would show.
+  params = jax.tree_util.tree_map_with_path(
+      lambda p, x: x + 0.1 * jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(1), len(str(p))), x.shape),
+      params)
+  images, labels, mask = common.make_data(TINY)
+  x, y, m = images[0], labels[0], np.array([True, False])
+  logits = np.asarray(model.apply({"params": params}, x))
+  tm = torch_unet.TorchUNet(TINY.features)
+  torch_unet.load_flax_params(tm, params)
+  assert sum(v.numel() for v in tm.parameters()) == sum(a.size for a in jax.tree_util.tree_leaves(params))
+  with torch.no_grad():
+    t_logits = tm(torch.from_numpy(x.transpose(0, 3, 1, 2).copy()))
+    t_loss = torch_unet.segmentation_loss(t_logits, torch.from_numpy(y.astype(np.int64)), torch.from_numpy(m))
+  np.testing.assert_allclose(t_logits.numpy().transpose(0, 2, 3, 1), logits, atol=1e-4, rtol=1e-4)
+  j_loss, _ = segmentation_loss(logits, y, m)
+  np.testing.assert_allclose(float(t_loss), float(j_loss), rtol=1e-5)
+
+
+def test_torch_round_matches_one_jit():
+  torch = pytest.importorskip("torch")  # noqa: F841
+  params, host, one_jit, _ = _one_round_params(TINY)
+  run, tm = round_speed.build_torch(TINY, host, params)
+  run()
+  expected = torch_unet_state_from_flax(one_jit)
+  got = {k: v.numpy() for k, v in tm.state_dict().items()}
+  assert expected.keys() == got.keys()
+  for k in got:
+    np.testing.assert_allclose(got[k], expected[k], atol=1e-4, rtol=1e-3, err_msg=k)
+
+
+def torch_unet_state_from_flax(params) -> dict:
+  import torch_unet
+  tm = torch_unet.TorchUNet(TINY.features)
+  torch_unet.load_flax_params(tm, params)
+  return {k: v.numpy() for k, v in tm.state_dict().items()}

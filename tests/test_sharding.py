@@ -1,0 +1,59 @@
+"""A round sharded over 4 host devices equals the same round on 1 device.
+
+Runs in a subprocess because the host device count is fixed when JAX starts
+(XLA_FLAGS=--xla_force_host_platform_device_count=4).
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+SCRIPT = textwrap.dedent("""
+    import jax, jax.numpy as jnp, numpy as np, optax, chex
+    from jax.sharding import NamedSharding, PartitionSpec as P
+    from fedtransfer_jax import models
+    from fedtransfer_jax.fl.client import LocalConfig, make_client_update
+    from fedtransfer_jax.fl.round import RoundConfig, build_round, init_server_state, CLIENT_AXIS, make_client_mesh
+    from fedtransfer_jax.models.unet import UNet
+    assert jax.device_count() == 4, jax.devices()
+    model = UNet(features=(4, 8), groups=2)
+    loss_fn = models.make_segmentation_loss(model, boundary_weight=3.0, dice_weight=1.0)
+    rng = np.random.default_rng(0)
+    C, N = 8, 3
+    images = rng.uniform(size=(C, N, 16, 16, 3)).astype(np.float32)
+    labels = (rng.uniform(size=(C, N, 16, 16)) < 0.2).astype(np.uint8)
+    mask = np.ones((C, N), bool); mask[3, 1:] = False; mask[5] = False
+    params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
+    upd = make_client_update(loss_fn, optax.adam(1e-2), LocalConfig(local_steps=2, batch_size=2))
+    server = optax.sgd(1.0)
+    results = {}
+    for strategy, chunk in (("vmap", 0), ("chunked", 4)):
+      for mesh in (None, make_client_mesh(4)):
+        rf = build_round(upd, server, RoundConfig(4, strategy, chunk), seed=0, mesh=mesh)
+        if mesh is None:
+          data = tuple(jnp.asarray(a) for a in (images, labels, mask))
+        else:
+          sh = NamedSharding(mesh, P(CLIENT_AXIS))
+          data = tuple(jax.device_put(a, sh) for a in (images, labels, mask))
+        state = init_server_state(params, server)
+        for _ in range(2):
+          state, m = rf(state, data)
+        results[(strategy, mesh is None)] = (jax.device_get(state.params), np.asarray(m["client_ids"]))
+    ref = results[("vmap", True)]
+    for key, (p, ids) in results.items():
+      np.testing.assert_array_equal(ids, ref[1])
+      chex.assert_trees_all_close(p, ref[0], rtol=2e-5, atol=2e-6)
+    print("OK", len(results))
+""")
+
+
+def test_round_on_four_host_devices_equals_one_device():
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=REPO,
+             JAX_PLATFORMS="cpu")
+  proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, cwd=REPO,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  assert "OK 4" in proc.stdout
