@@ -164,6 +164,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--impls", default=",".join(IMPLS))
+    ap.add_argument("--unet-impls", default=None, help="impls for case 3 (default: --impls); 'xla' vmap takes minutes")
     ap.add_argument("--skip-micro", action="store_true")
     ap.add_argument("--skip-unet", action="store_true")
     ap.add_argument("--bf16", action="store_true", help="also time bf16 compute for the U-Net round (default impl only)")
@@ -203,7 +204,7 @@ def main() -> None:
         ys = (jax.random.uniform(jax.random.fold_in(key, 13), (N_CLIENTS, n_steps, 4, 64, 64)) < 0.2).astype(
             jnp.float32
         )
-        for impl in impls:
+        for impl in args.unet_impls.split(",") if args.unet_impls else impls:
             with_bf16 = args.bf16 and impl == default_impl()
             dtypes = [("f32", jnp.float32)] + ([("bf16", jnp.bfloat16)] if with_bf16 else [])
             for dname, dt in dtypes:

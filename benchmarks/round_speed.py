@@ -52,20 +52,29 @@ SERVER_OPT = optax.sgd(1.0)  # FedAvg: the server applies the weighted mean delt
 # ----------------------------------------------------------------------------------------- one jit
 
 
-def build_one_jit(cfg: common.BenchConfig, params, data) -> tuple[Callable[[], Any], Callable[[], Any], float]:
-  """(run_round, get_params, compile seconds) for the one-jit round.
+def compile_one_jit(cfg: common.BenchConfig, params, data):
+  """(compiled round, initial ServerState, compile seconds): AOT lower + compile of the one-jit round.
 
-  `run_round()` blocks and returns the round's loss; `get_params()` the current global params.
+  The compiled executable exposes `memory_analysis()` (used by experiments/scaling.py).
   """
   model = common.make_model(cfg)
   client_update = make_client_update(common.make_loss(model), common.client_optimizer(cfg),
                                      LocalConfig(cfg.local_steps, cfg.batch_size, unroll=cfg.unroll))
   round_fn = build_round(client_update, SERVER_OPT,
                          RoundConfig(cfg.clients, cfg.strategy, cfg.chunk_size), seed=cfg.seed)
-  holder = [init_server_state(params, SERVER_OPT)]
+  state = init_server_state(params, SERVER_OPT)
   t0 = time.perf_counter()
-  compiled = round_fn.lower(holder[0], data).compile()
-  compile_s = time.perf_counter() - t0
+  compiled = round_fn.lower(state, data).compile()
+  return compiled, state, time.perf_counter() - t0
+
+
+def build_one_jit(cfg: common.BenchConfig, params, data) -> tuple[Callable[[], Any], Callable[[], Any], float]:
+  """(run_round, get_params, compile seconds) for the one-jit round.
+
+  `run_round()` blocks and returns the round's loss; `get_params()` the current global params.
+  """
+  compiled, state, compile_s = compile_one_jit(cfg, params, data)
+  holder = [state]
 
   def run_round():
     holder[0], metrics = compiled(holder[0], data)  # the state is donated: keep only the new one

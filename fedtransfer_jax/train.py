@@ -332,6 +332,9 @@ def run_method(ctx: Context, name: str) -> dict:
 def build_context(config, workdir: str) -> Context:
   from fedtransfer_jax.data.clients import load_federated_data  # tfds is imported lazily there
 
+  if config.get("quiet", False):
+    import tensorflow_datasets as tfds
+    tfds.disable_progress_bar()
   data = load_federated_data(config.data, workdir)
   model = models.build_model(config.model)
   loss_fn = models.make_segmentation_loss(model, boundary_weight=config.loss.boundary_weight,

@@ -63,26 +63,36 @@ def test_summarize_and_int_list():
     common.parse_int_list("8,x", "--clients")
 
 
-def _one_round_params(cfg):
-  host = common.make_data(cfg)
-  params = common.init_params(common.make_model(cfg), cfg)
-  run, get, _ = round_speed.build_one_jit(cfg, params, tuple(jax.device_put(x) for x in host))
+def _one_jit_params(cfg, params, host):
+  run, get, compile_s = round_speed.build_one_jit(cfg, params, tuple(jax.device_put(x) for x in host))
+  assert compile_s > 0
   run()
-  one_jit = jax.device_get(get())
-  run, get = round_speed.build_step_loop(cfg, params, host)
-  run()
-  return params, host, one_jit, jax.device_get(get())
+  return jax.device_get(get())
 
 
-@pytest.mark.parametrize("strategy", ["vmap", "sequential"])
-def test_one_jit_matches_step_loop(strategy):
+@pytest.fixture(scope="module")
+def one_round():
+  """(initial params, host data, params after one one-jit vmap round, after one step-loop round)."""
+  host = common.make_data(TINY)
+  params = common.init_params(common.make_model(TINY), TINY)
+  run, get = round_speed.build_step_loop(TINY, params, host)
+  run()
+  return params, host, _one_jit_params(TINY, params, host), jax.device_get(get())
+
+
+def test_one_jit_matches_step_loop(one_round):
   """S=1, B=N: both see the full client dataset in one batch, so the new global params must agree."""
-  cfg = dataclasses.replace(TINY, strategy=strategy)
-  params, _, one_jit, loop = _one_round_params(cfg)
+  params, _, one_jit, loop = one_round
   chex.assert_trees_all_close(one_jit, loop, atol=1e-5, rtol=1e-4)
   moved = max(float(np.abs(a - b).max()) for a, b in
               zip(jax.tree_util.tree_leaves(one_jit), jax.tree_util.tree_leaves(params)))
   assert moved > 1e-4  # the round actually trained something
+
+
+def test_sequential_strategy_matches_vmap(one_round):
+  params, host, one_jit, _ = one_round
+  seq = _one_jit_params(dataclasses.replace(TINY, strategy="sequential"), params, host)
+  chex.assert_trees_all_close(seq, one_jit, atol=1e-5, rtol=1e-4)
 
 
 def test_run_benchmark_json_contract(capsys):
@@ -118,12 +128,12 @@ def test_torch_forward_and_loss_match_flax():
   model = common.make_model(TINY)
   params = common.init_params(model, TINY)
   # Perturb norms/biases away from their (1, 0) init so a mis-mapped parameter would show.
-  params = jax.tree_util.tree_map_with_path(
-      lambda p, x: x + 0.1 * jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(1), len(str(p))), x.shape),
-      params)
+  rng = np.random.default_rng([0, 1])
+  params = jax.tree_util.tree_map(lambda a: np.asarray(a) + 0.1 * rng.standard_normal(a.shape, np.float32),
+                                  params)
   images, labels, mask = common.make_data(TINY)
   x, y, m = images[0], labels[0], np.array([True, False])
-  logits = np.asarray(model.apply({"params": params}, x))
+  logits = np.asarray(jax.jit(model.apply)({"params": params}, x))
   tm = torch_unet.TorchUNet(TINY.features)
   torch_unet.load_flax_params(tm, params)
   assert sum(v.numel() for v in tm.parameters()) == sum(a.size for a in jax.tree_util.tree_leaves(params))
@@ -135,9 +145,9 @@ def test_torch_forward_and_loss_match_flax():
   np.testing.assert_allclose(float(t_loss), float(j_loss), rtol=1e-5)
 
 
-def test_torch_round_matches_one_jit():
-  torch = pytest.importorskip("torch")  # noqa: F841
-  params, host, one_jit, _ = _one_round_params(TINY)
+def test_torch_round_matches_one_jit(one_round):
+  pytest.importorskip("torch")
+  params, host, one_jit, _ = one_round
   run, tm = round_speed.build_torch(TINY, host, params)
   run()
   expected = torch_unet_state_from_flax(one_jit)
@@ -152,3 +162,51 @@ def torch_unet_state_from_flax(params) -> dict:
   tm = torch_unet.TorchUNet(TINY.features)
   torch_unet.load_flax_params(tm, params)
   return {k: v.numpy() for k, v in tm.state_dict().items()}
+
+
+# ------------------------------------------------------------------------------------ experiments/scaling
+
+
+def test_scaling_get_config_says_run_as_script():
+  import scaling
+  with pytest.raises(ValueError, match="python experiments/scaling.py --out"):
+    scaling.get_config()
+
+
+def test_memory_slope_recovers_a_line():
+  import scaling
+  slope, intercept = scaling.memory_slope([8, 16, 32], [1000 + 5 * c for c in (8, 16, 32)])
+  assert slope == pytest.approx(5.0) and intercept == pytest.approx(1000.0)
+
+
+def test_per_client_estimate_hand_count():
+  """features (4, 8), 16 px, SGD, B=2, N=2: every term by hand."""
+  import scaling
+  params = common.init_params(common.make_model(TINY), TINY)
+  p = sum(a.size for a in jax.tree_util.tree_leaves(params))
+  conv_out = 16 * 16 * (4 + 4 + 4 + 4 + 4) + 8 * 8 * (8 + 8)   # 3x3 convs (down_0 x2, up_proj_0, up_0 x2; down_1 x2)
+  act = 3 * conv_out + 16 * 16 * 2 + 16 * 16 * 3                # + 1x1 head (one copy) + input image
+  est = scaling.per_client_bytes_estimate(params, TINY, "sgd")
+  assert est["params"] == 4 * 3 * p and est["opt_state"] == 0
+  assert est["activations"] == 4 * 2 * act
+  assert est["data"] == 2 * 16 * 16 * 13 + 2
+  assert scaling.per_client_bytes_estimate(params, TINY, "adam")["opt_state"] == 4 * 2 * p
+
+
+def test_memory_analysis_path_and_outputs(tmp_path):
+  """`_memory` on a small compiled function, then the CSV and PNG writers on two fake rows."""
+  import csv
+  import jax.numpy as jnp
+  import scaling
+  compiled = jax.jit(lambda x: (x @ x.T).sum()).lower(jnp.ones((64, 32), jnp.float32)).compile()
+  mem = scaling._memory(compiled)
+  assert mem["compiled_argument_bytes"] == 64 * 32 * 4
+  assert mem["memory_bytes"] >= mem["compiled_argument_bytes"]
+  rows = [dict(clients=c, status="ok", strategy="vmap", image_size=16, features="4-8", local_steps=1, batch_size=2,
+               round_time_s=0.01 * c, images_per_s=100.0, memory_bytes=1000 * c, device="cpu") for c in (2, 4)]
+  scaling.write_csv(rows, str(tmp_path / "s.csv"))
+  scaling.plot(rows, str(tmp_path / "s.png"), {"total": 1000.0}, 0.0)
+  with open(tmp_path / "s.csv") as f:
+    got = list(csv.DictReader(f))
+  assert [r["clients"] for r in got] == ["2", "4"] and got[1]["memory_bytes"] == "4000"
+  assert (tmp_path / "s.png").stat().st_size > 1000

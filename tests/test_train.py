@@ -41,7 +41,8 @@ def test_summary_contract(tiny_run):
   workdir, _ = tiny_run
   with open(os.path.join(workdir, "summary.json")) as f:
     summary = json.load(f)
-  assert set(summary["methods"]) == {"local", "centralized", "fedavg", "fedprox"}
+  assert set(summary["methods"]) == {"local", "centralized", "fedavg", "fedprox", "fedtransfer",
+                                     "fedtransfer_fourier"}
   assert "config" in summary
   for name, m in summary["methods"].items():
     for key in ("boundary_f1", "ari", "vi", "grain_count_rel_error", "miou"):
@@ -50,7 +51,15 @@ def test_summary_contract(tiny_run):
         assert np.isfinite(client_metrics[key])
     assert isinstance(m["wall_seconds"], float)
     assert m["round_compilations"] == 1, name
-  assert not summary["methods"]["fedavg"]["privacy_ledger"]["image_shaped_arrays_sent"]
+  for name in ("fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier"):
+    ledger = summary["methods"][name]["privacy_ledger"]
+    assert ledger["image_shaped_arrays_sent"] is False
+    assert sum(ledger["bytes_sent_per_client"].values()) > 0
+  # FedTransfer clients send style statistics (and style-network deltas), nothing image-shaped.
+  assert set(summary["methods"]["fedtransfer"]["privacy_ledger"]["tensors"]) == {
+      "style_net_update", "style_stats", "model_update"}
+  assert set(summary["methods"]["fedtransfer_fourier"]["privacy_ledger"]["tensors"]) == {
+      "style_stats", "model_update"}
   assert os.path.exists(os.path.join(workdir, "summary.md"))
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     lines = [json.loads(l) for l in f]

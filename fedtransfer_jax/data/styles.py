@@ -64,7 +64,7 @@ STYLE_RANGES: dict[str, dict[str, tuple[float, float]]] = {
         "level_low": (0.12, 0.25),  # channelling yield of the darkest orientation
         "level_high": (0.65, 0.85),  # ... and of the brightest
         "edge_depth": (0.05, 0.2),  # weak dark line at boundaries (lattice distortion)
-        "dose": (50.0, 160.0),  # electrons per pixel at intensity 1 (shot noise)
+        "dose": (60.0, 200.0),  # electrons per pixel at intensity 1 (shot noise)
         "n_streaks": (1, 6),  # charging streaks
         "streak_amp": (0.15, 0.4),
         "jitter": (0.3, 0.9),  # scan-line jitter sigma (px), applied to the grain map
@@ -263,6 +263,7 @@ def render_brightfield(rng: np.random.Generator, grains: np.ndarray, p: Params) 
     f100, _ = orientation_features(rng, int(grains.max()) + 1)
     tone = 0.7 * f100 + 0.3 * rng.uniform(size=f100.shape)
     img = (p["grain_level"] + p["grain_contrast"] * (tone - 0.5))[grains]
+    img = img * (1.0 + 0.015 * smooth_field(rng, shape, 5.0))  # etch mottling inside grains
     strength = boundary_strength(rng, grains, f100, p["etch_missing"])
     img = img * (1.0 - p["groove_depth"] * groove_profile(rng, grains, strength, p["groove_width"]))
     img = img * (1.0 - p["scratch_depth"] * scratches(rng, shape, int(p["n_scratches"])))
@@ -307,6 +308,7 @@ def render_sem(rng: np.random.Generator, grains: np.ndarray, p: Params) -> np.nd
     f100, f111 = orientation_features(rng, int(grains.max()) + 1)
     yield_ = np.clip(0.5 * f100 + 0.5 * (1.0 - f111) + 0.2 * rng.standard_normal(f100.shape), 0.0, 1.0)
     img = (p["level_low"] + (p["level_high"] - p["level_low"]) * yield_)[grains]
+    img = img + 0.04 * smooth_field(rng, (h, w), max(h, w) / 6.0)  # bend contours: lattice curvature
     dist, _ = interface_distance(grains)
     img = img * (1.0 - p["edge_depth"] * np.exp(-((dist / 0.8) ** 2)))
     img = ndimage.gaussian_filter(img, p["blur"])
