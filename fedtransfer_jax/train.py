@@ -46,6 +46,7 @@ class Context:
   mesh: Any
   log: io_utils.JsonlWriter
   style_artifacts: dict = dataclasses.field(default_factory=dict)  # per method: renderer + bank (figures)
+  final_params: dict = dataclasses.field(default_factory=dict)     # per method (per client for local)
 
   @property
   def fl(self):
@@ -112,7 +113,9 @@ def build_engine(ctx: Context, method: algorithms.Method, *, clients_per_round: 
                                      unroll=fl.get("unroll_local_steps", False))
   client_update = client_lib.make_client_update(loss_fn or ctx.loss_fn, client_opt, local_cfg,
                                                 batch_transform=batch_transform)
-  strategy = fl.strategy if method.federated else "vmap"
+  strategy = fl.strategy if method.federated else "vmap"  # one client: no client parallelism either way
+  if ctx.mesh is not None and strategy == "auto":
+    strategy = "vmap"  # sharded clients: every device takes its share of the vmapped client axis
   round_cfg = round_lib.RoundConfig(clients_per_round, strategy, fl.get("chunk_size", 0))
   round_fn = round_lib.build_round(client_update, server_opt, round_cfg, seed=ctx.config.seed,
                                    ledger=ledger, mesh=ctx.mesh if method.federated else None,
@@ -220,7 +223,7 @@ def train_style_network(ctx: Context, tag: str, ledger, clients_per_round: int):
                                       on_trace=lambda: traces.append(1), loss_fn=loss_fn, client_lr=sc.lr,
                                       channel="style_net_update")
   names = ctx.data.client_names
-  params, _ = run_federation(ctx, f"{tag}/style_net", round_fn, server_opt,
+  params, _ = run_federation(ctx, f"{tag}_style_net", round_fn, server_opt,
                              place_clients(ctx.data.train, ctx.mesh), names, init_params=params0,
                              rounds=sc.rounds, on_round=ledger_recorder(ledger, "style_net_update", len(names)))
   return net, params, len(traces)
@@ -288,6 +291,7 @@ def run_method(ctx: Context, name: str) -> dict:
                                         ledger=ledger, on_trace=on_trace, batch_transform=batch_transform)
     params, _ = run_federation(ctx, name, round_fn, server_opt, place_clients(train_data, ctx.mesh), names,
                                on_round=ledger_recorder(ledger, "model_update", len(names)))
+    ctx.final_params[name] = params
     per_client = {n: evaluate_split(predict_fn, params, *data.test[n], **ev) for n in names}
     unseen = {n: evaluate_split(predict_fn, params, *data.unseen[n], **ev) for n in data.unseen}
     extra["privacy_ledger"] = ledger.summary()
@@ -300,6 +304,7 @@ def run_method(ctx: Context, name: str) -> dict:
     round_fn, server_opt = build_engine(ctx, method, clients_per_round=1, local_steps=cfg.fl.local_steps * k,
                                         ledger=None, on_trace=on_trace)
     params, _ = run_federation(ctx, name, round_fn, server_opt, place_clients(pooled, None), ["pooled"])
+    ctx.final_params[name] = params
     per_client = {n: evaluate_split(predict_fn, params, *data.test[n], **ev) for n in names}
     unseen = {n: evaluate_split(predict_fn, params, *data.unseen[n], **ev) for n in data.unseen}
   else:
@@ -310,6 +315,7 @@ def run_method(ctx: Context, name: str) -> dict:
     for c, n in enumerate(names):
       one = ClientData(*(np.asarray(a)[c:c + 1] for a in data.train))
       params, _ = run_federation(ctx, f"{name}/{n}", round_fn, server_opt, place_clients(one, None), [n])
+      ctx.final_params.setdefault(name, {})[n] = params
       per_client[n] = evaluate_split(predict_fn, params, *data.test[n], **ev)
       unseen_runs.append({u: evaluate_split(predict_fn, params, *data.unseen[u], **ev) for u in data.unseen})
     # A local model meets an unseen lab as any other foreign lab: average over the client models.
@@ -361,5 +367,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     summary["methods"][name] = run_method(ctx, name)
     # Written after every method, atomically: a crash leaves the last complete summary.
     io_utils.write_summary(workdir, summary)
+  if config.get("figures", True):
+    write_figures(ctx)
   ctx.log.close()
   return summary
+
+
+def write_figures(ctx: Context) -> None:
+  """Style grids for each style-sharing method and prediction overlays (one test tile per client)."""
+  from fedtransfer_jax import figures  # matplotlib only when figures are wanted
+
+  names = list(ctx.data.client_names)
+  first = lambda split: (np.stack([split[n][0][0] for n in names]), np.stack([split[n][1][0] for n in names]))
+  images, labels = first(ctx.data.test)
+  for method, art in ctx.style_artifacts.items():
+    figures.style_grid(os.path.join(ctx.workdir, f"style_grid_{method}.png"), images, names, art["mode"],
+                       art["render"], art["bank"])
+  predict_fn = make_predict_fn(ctx.model)
+  preds = {}
+  for method, params in ctx.final_params.items():
+    if method == "local":  # each client's own model on its own tile
+      preds[method] = np.stack([predict_boundary_prob(predict_fn, params[n], images[i:i + 1])[0]
+                                for i, n in enumerate(names)]) > ctx.config.eval.threshold
+    else:
+      preds[method] = predict_boundary_prob(predict_fn, params, images) > ctx.config.eval.threshold
+  figures.prediction_overlays(os.path.join(ctx.workdir, "predictions.png"), images, labels, names, preds)

@@ -133,47 +133,123 @@ def _to_arrays(split: dict[str, np.ndarray]) -> Arrays:
     return split["image"].astype(np.float32) / np.float32(255.0), split["label"].astype(np.uint8)
 
 
-def builder_config_from(cfg: Any) -> Any:
-    """The tfds builder config (Synthetic/FolderConfig) matching an experiment config's data fields."""
-    from fedtransfer_jax.data import tfds_builders as tb  # Lazy: keeps tfds out of `import data`.
+def _synthetic_builder_config(cfg: Any, labs: tuple[str, ...]) -> Any:
+    """SyntheticConfig for ``labs`` (validated against ``synthetic.LAB_NAMES``) from the data fields."""
+    from fedtransfer_jax.data import synthetic
+    from fedtransfer_jax.data import tfds_builders as tb
 
+    for name in labs:
+        if name not in synthetic.LAB_NAMES:
+            raise ValueError(f"unknown client {name!r}: synthetic labs are {tuple(synthetic.LAB_NAMES)}")
+    if int(_field(cfg, "train_per_client")) <= 0 or int(_field(cfg, "test_per_client")) < 0:
+        raise ValueError("cfg.train_per_client must be > 0 and cfg.test_per_client >= 0 for synthetic data")
+    return tb.SyntheticConfig.create(
+        labs=labs,
+        train_per_client=int(_field(cfg, "train_per_client")),
+        test_per_client=int(_field(cfg, "test_per_client")),
+        image_size=int(_field(cfg, "image_size")),
+        tile_size=int(_field(cfg, "tile_size")),
+        seed=int(_field(cfg, "seed")),
+        boundary_width=int(_field(cfg, "boundary_width")),
+    )
+
+
+def _folder_builder_config(cfg: Any) -> Any:
+    """FolderConfig for the real micrographs under ``cfg.dir`` (every client folder found there)."""
+    from fedtransfer_jax.data import tfds_builders as tb
+
+    data_dir = _field(cfg, "dir")
+    if not data_dir:
+        raise ValueError(f"cfg.dir is empty: source={_field(cfg, 'source')!r} needs the data folder")
+    return tb.FolderConfig.create(
+        data_dir=str(data_dir),
+        group_regex=str(_field(cfg, "group_regex") or ""),
+        test_fraction=float(_field(cfg, "test_fraction")),
+        seed=int(_field(cfg, "seed")),
+        tile_size=int(_field(cfg, "tile_size")),
+        tile_overlap=int(_field(cfg, "tile_overlap")),
+        invert_labels=bool(_field(cfg, "invert_labels")),
+        pixel_size_um=float(_field(cfg, "pixel_size_um")),
+    )
+
+
+def builder_config_from(cfg: Any) -> Any:
+    """The tfds builder config (Synthetic/FolderConfig) matching an experiment config's data fields.
+
+    Only for the single-builder sources 'synthetic' and 'folder'; 'mixed' needs two builders
+    (``builder_configs_from``).
+    """
     source = _field(cfg, "source")
     clients = _as_names(_field(cfg, "clients"), "clients")
     unseen = _as_names(_field(cfg, "unseen_clients"), "unseen_clients")
     if source == "synthetic":
-        from fedtransfer_jax.data import synthetic
-
-        for name in clients + unseen:
-            if name not in synthetic.LAB_NAMES:
-                raise ValueError(f"unknown client {name!r}: synthetic labs are {tuple(synthetic.LAB_NAMES)}")
         if not clients:
+            from fedtransfer_jax.data import synthetic
+
+            labs = [n for n in unseen if n not in synthetic.LAB_NAMES]
+            if labs:  # Name the unknown lab first: it is the more useful message.
+                raise ValueError(f"unknown client {labs[0]!r}: synthetic labs are {tuple(synthetic.LAB_NAMES)}")
             raise ValueError("cfg.clients is empty: name the synthetic labs to train on")
-        if int(_field(cfg, "train_per_client")) <= 0 or int(_field(cfg, "test_per_client")) < 0:
-            raise ValueError("cfg.train_per_client must be > 0 and cfg.test_per_client >= 0 for synthetic data")
-        return tb.SyntheticConfig.create(
-            labs=clients + unseen,
-            train_per_client=int(_field(cfg, "train_per_client")),
-            test_per_client=int(_field(cfg, "test_per_client")),
-            image_size=int(_field(cfg, "image_size")),
-            tile_size=int(_field(cfg, "tile_size")),
-            seed=int(_field(cfg, "seed")),
-            boundary_width=int(_field(cfg, "boundary_width")),
-        )
+        return _synthetic_builder_config(cfg, clients + unseen)
     if source == "folder":
-        data_dir = _field(cfg, "dir")
-        if not data_dir:
-            raise ValueError("cfg.dir is empty: source='folder' needs the data folder")
-        return tb.FolderConfig.create(
-            data_dir=str(data_dir),
-            group_regex=str(_field(cfg, "group_regex") or ""),
-            test_fraction=float(_field(cfg, "test_fraction")),
-            seed=int(_field(cfg, "seed")),
-            tile_size=int(_field(cfg, "tile_size")),
-            tile_overlap=int(_field(cfg, "tile_overlap")),
-            invert_labels=bool(_field(cfg, "invert_labels")),
-            pixel_size_um=float(_field(cfg, "pixel_size_um")),
-        )
-    raise ValueError(f"unknown cfg.source {source!r}; expected 'synthetic' or 'folder'")
+        return _folder_builder_config(cfg)
+    if source == "mixed":
+        raise ValueError("cfg.source='mixed' uses two tfds builders: call builder_configs_from(cfg)")
+    raise ValueError(f"unknown cfg.source {source!r}; expected 'synthetic', 'folder' or 'mixed'")
+
+
+def mixed_client_kinds(cfg: Any) -> dict[str, str]:
+    """For source 'mixed': every listed client (trained, then unseen) -> 'folder' or 'synthetic'.
+
+    A real client is a client folder under ``cfg.dir`` (named as ``folder.discover_clients`` names it);
+    a synthetic one is a lab of ``synthetic.LAB_NAMES``. Resolving the kind from the name alone is what
+    lets one ``cfg.clients`` list mix both, so a name that would mean both is rejected, not guessed.
+
+    Raises:
+      ValueError: empty ``cfg.clients``, ``cfg.dir`` missing, unknown names (listing what exists), or a
+        real client folder named like a synthetic lab.
+    """
+    from fedtransfer_jax.data import folder as folder_lib
+    from fedtransfer_jax.data import synthetic
+
+    clients = _as_names(_field(cfg, "clients"), "clients")
+    unseen = _as_names(_field(cfg, "unseen_clients"), "unseen_clients")
+    if not clients:
+        raise ValueError("cfg.clients is empty: source='mixed' needs the real and synthetic clients named")
+    data_dir = _field(cfg, "dir")
+    if not data_dir:
+        raise ValueError("cfg.dir is empty: source='mixed' needs the data folder of the real clients")
+    real = tuple(folder_lib.discover_clients(data_dir))
+    labs = tuple(synthetic.LAB_NAMES)
+    wanted = clients + unseen
+    clash = sorted(set(real) & set(labs) & set(wanted))
+    if clash:
+        raise ValueError(f"client names {clash} are both client folders in {str(data_dir)!r} and synthetic labs; "
+                         "rename the folders")
+    unknown = [n for n in wanted if n not in real and n not in labs]
+    if unknown:
+        raise ValueError(f"unknown clients {unknown} for source 'mixed': real clients in {str(data_dir)!r} are "
+                         f"{sorted(real)}, synthetic labs are {labs}")
+    return {n: ("folder" if n in real else "synthetic") for n in wanted}
+
+
+def builder_configs_from(cfg: Any) -> list[Any]:
+    """Every tfds builder config that ``cfg``'s data needs: one, or for 'mixed' folder + synthetic.
+
+    For 'mixed' the folder builder covers all client folders under ``cfg.dir`` (its cache is shared
+    with source 'folder'), and the synthetic builder only the labs named; a builder nobody needs is
+    left out. Both use ``cfg.tile_size``, so their tiles stack into one ``ClientData``.
+    """
+    if _field(cfg, "source") != "mixed":
+        return [builder_config_from(cfg)]
+    kinds = mixed_client_kinds(cfg)
+    configs = []
+    if "folder" in kinds.values():
+        configs.append(_folder_builder_config(cfg))
+    labs = tuple(n for n, k in kinds.items() if k == "synthetic")
+    if labs:
+        configs.append(_synthetic_builder_config(cfg, labs))
+    return configs
 
 
 def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
@@ -184,13 +260,20 @@ def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
     their test splits; ``unseen`` holds the *test* split of every unseen client (same size and
     protocol as a seen client's test set; unseen clients are never trained on).
 
+    ``cfg.source``: 'synthetic' (labs of ``data.synthetic``), 'folder' (real micrographs under
+    ``cfg.dir``) or 'mixed' (both; ``cfg.clients`` names real client folders and synthetic labs side by
+    side, e.g. ``('tbm_tint_etched', 'brightfield', 'sem')``, all cut into ``cfg.tile_size`` tiles).
+
     Raises:
       ValueError: unknown source or client (named), a client both trained and unseen, or empty data.
     """
     from fedtransfer_jax.data import tfds_builders as tb
 
-    config = builder_config_from(cfg)
-    available = tb.client_map(config)  # original name -> split prefix
+    configs = builder_configs_from(cfg)
+    available: dict[str, tuple[int, str]] = {}  # original name -> (builder index, split prefix)
+    for b, config in enumerate(configs):
+        for name, prefix in tb.client_map(config).items():
+            available.setdefault(name, (b, prefix))  # 'mixed' already rejected names of both kinds.
     clients = _as_names(_field(cfg, "clients"), "clients")
     unseen = _as_names(_field(cfg, "unseen_clients"), "unseen_clients")
     both = set(clients) & set(unseen)
@@ -205,11 +288,13 @@ def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
         raise ValueError("no clients left to train on after removing cfg.unseen_clients")
 
     data_dir = _field(cfg, "tfds_dir") or str(Path(workdir) / "tfds")
-    builder = tb.make_builder(config, data_dir)
-    builder.download_and_prepare()
+    builders = [tb.make_builder(config, data_dir) for config in configs]
+    for builder in builders:
+        builder.download_and_prepare()
 
     def read(name: str, split: str) -> Arrays:
-        return _to_arrays(tb.read_split(builder, f"{available[name]}_{split}", missing_ok=True))
+        b, prefix = available[name]
+        return _to_arrays(tb.read_split(builders[b], f"{prefix}_{split}", missing_ok=True))
 
     train = [read(n, "train") for n in clients]
     return FederatedData(

@@ -9,6 +9,8 @@ reduction becomes a cross-device all-reduce. The client-parallel strategy trades
   chunked     a scan over chunks of `chunk_size` vmapped clients  (memory ~ chunk_size)
   sequential  a scan over clients, one at a time                  (memory ~ 1)
 
+  auto        the measured default for the backend (`default_strategy`)
+
 All strategies compute the same round: client keys depend on (seed, round, client id) only, and the
 weighted sum is accumulated in float32.
 """
@@ -28,13 +30,21 @@ from fedtransfer_jax.fl import aggregation
 from fedtransfer_jax.fl.boundary import PrivacyLedger, send_to_server
 from fedtransfer_jax.fl.client import ClientUpdate
 
-STRATEGIES = ("vmap", "chunked", "sequential")
+STRATEGIES = ("auto", "vmap", "chunked", "sequential")
 CLIENT_AXIS = "clients"
+
+
+def default_strategy(backend: str | None = None) -> str:
+  """Measured on a 2-core CPU (benchmarks/round_speed.py, models/conv.py): every conv already uses all
+  cores, so vmapping clients buys no parallelism there and per-client weights cost a grouped/batched
+  conv; a scan over clients is fastest. Accelerators want the batch parallelism of vmap."""
+  backend = backend or jax.default_backend()
+  return "sequential" if backend == "cpu" else "vmap"
 
 
 class RoundConfig(NamedTuple):
   clients_per_round: int
-  strategy: str = "vmap"
+  strategy: str = "auto"
   chunk_size: int = 0            # for 'chunked'
 
 
@@ -88,7 +98,8 @@ def build_round(client_update: Callable[..., ClientUpdate], server_optimizer: op
   if cfg.strategy not in STRATEGIES:
     raise ValueError(f"config key fl.strategy: unknown strategy {cfg.strategy!r}; choose from {STRATEGIES}")
   k = cfg.clients_per_round
-  chunk = {"vmap": k, "sequential": 1, "chunked": cfg.chunk_size or k}[cfg.strategy]
+  strategy = default_strategy() if cfg.strategy == "auto" else cfg.strategy
+  chunk = {"vmap": k, "sequential": 1, "chunked": cfg.chunk_size or k}[strategy]
   chunk = min(chunk, k)
   n_chunks = math.ceil(k / chunk)
 
