@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -146,20 +147,20 @@ def torch_available() -> bool:
   return True
 
 
-def build_torch(cfg: common.BenchConfig, host_data, params=None):
+def build_torch(cfg: common.BenchConfig, host_data, params=None, num_threads: int | None = None):
   """(run_round, torch global model); `params` (a flax tree) initialises the torch model when given."""
   import torch_unet
   return torch_unet.make_fedavg_round(
       *host_data, features=cfg.features, local_steps=cfg.local_steps, batch_size=cfg.batch_size,
       optimizer=cfg.optimizer, lr=cfg.lr, seed=cfg.seed, boundary_weight=common.BOUNDARY_WEIGHT,
-      dice_weight=common.DICE_WEIGHT, init_params=params)
+      dice_weight=common.DICE_WEIGHT, init_params=params, num_threads=num_threads)
 
 
 # ------------------------------------------------------------------------------------------ driver
 
 
 def run_benchmark(cfg: common.BenchConfig, *, rounds: int = 5, skip_step_loop: bool = False,
-                  skip_torch: bool = False, step_loop_conv_impl: str = "",
+                  skip_torch: bool = False, step_loop_conv_impl: str = "", torch_threads: int | None = None,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
   """Times every implementation and returns the JSON-able result.
 
@@ -200,7 +201,7 @@ def run_benchmark(cfg: common.BenchConfig, *, rounds: int = 5, skip_step_loop: b
     loop_cfg = cfg if not step_loop_conv_impl else _replace(cfg, conv_impl=step_loop_conv_impl)
     record("step_loop", build_step_loop(loop_cfg, params, host)[0], None)
   if not skip_torch and torch_available():
-    record("torch", build_torch(cfg, host, params)[0], None)
+    record("torch", build_torch(cfg, host, params, torch_threads)[0], None)
 
   ips = res["images_per_s"]
   out = {
@@ -211,7 +212,8 @@ def run_benchmark(cfg: common.BenchConfig, *, rounds: int = 5, skip_step_loop: b
       "flops_per_round": flops,
       "device": common.device_string(),
       "rounds": rounds,
-      "config": {**cfg.as_dict(), "step_loop_conv_impl": step_loop_conv_impl or cfg.resolved_conv_impl()},
+      "config": {**cfg.as_dict(), "step_loop_conv_impl": step_loop_conv_impl or cfg.resolved_conv_impl(),
+                 "torch_threads": torch_threads or os.cpu_count()},
   }
   return out
 
@@ -232,7 +234,7 @@ def format_table(out: dict[str, Any]) -> str:
                 f"{out['achieved_gflops_by_impl'][name]:9.2f} {out['compile_s'][name]:18.2f}")
   r1, r2 = out["ratio_vs_step_loop"], out["ratio_vs_torch"]
   rows.append(f"one_jit vs step_loop: {r1:.2f}x" if r1 else "one_jit vs step_loop: -")
-  rows.append(f"one_jit vs torch:     {r2:.2f}x" if r2 else "one_jit vs torch:     - (torch not installed)")
+  rows.append(f"one_jit vs torch:     {r2:.2f}x" if r2 else "one_jit vs torch:     - (skipped or torch not installed)")
   return "\n".join(rows)
 
 
@@ -257,6 +259,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
   ap.add_argument("--rounds", type=int, default=5)
   ap.add_argument("--skip_step_loop", action="store_true")
   ap.add_argument("--skip_torch", action="store_true")
+  ap.add_argument("--torch_threads", type=int, default=0, help="torch.set_num_threads (0 = os.cpu_count())")
   ap.add_argument("--json", action="store_true", help="print only the final JSON line")
   return ap.parse_args(argv)
 
@@ -275,7 +278,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
   log = (lambda s: None) if args.json else (lambda s: print(s, flush=True))
   log(f"device: {common.device_string()}  config: {cfg.as_dict()}")
   out = run_benchmark(cfg, rounds=args.rounds, skip_step_loop=args.skip_step_loop, skip_torch=args.skip_torch,
-                      step_loop_conv_impl=args.step_loop_conv_impl, log=log)
+                      step_loop_conv_impl=args.step_loop_conv_impl, torch_threads=args.torch_threads or None,
+                      log=log)
   log(format_table(out))
   print(json.dumps(out), flush=True)
   return out

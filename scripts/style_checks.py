@@ -386,6 +386,8 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
   report = run_checks(_WORKDIR.value, classifier_steps=_STEPS.value, classifier_batch=_BATCH.value,
                       classifier_lr=_LR.value, style_net_tag=_STYLE_TAG.value, segmenter=_SEG_METHOD.value)
   out = os.path.join(_WORKDIR.value, OUTPUT_NAME)

@@ -34,6 +34,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fedtransfer_jax.models.conv import Conv, default_impl
 from fedtransfer_jax.style.adain import adain, feature_stats
 
 Array = jnp.ndarray
@@ -64,7 +65,7 @@ class Encoder(nn.Module):
         for i, width in enumerate(self.features):
             if i > 0:
                 x = _avg_pool2(x)
-            x = nn.relu(nn.Conv(width, (3, 3), kernel_init=_HE, name=f"conv_{i}")(x))
+            x = nn.relu(Conv(width, 3, kernel_init=_HE, impl=default_impl(), name=f"conv_{i}")(x))
             feats.append(x)
         return feats
 
@@ -76,11 +77,11 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, z: Array) -> Array:
-        x = nn.relu(nn.Conv(self.features[-1], (3, 3), kernel_init=_HE, name="conv_in")(z))
+        x = nn.relu(Conv(self.features[-1], 3, kernel_init=_HE, impl=default_impl(), name="conv_in")(z))
         for i, width in enumerate(reversed(self.features[:-1])):
             x = _upsample2(x)
-            x = nn.relu(nn.Conv(width, (3, 3), kernel_init=_HE, name=f"conv_up_{i}")(x))
-        return nn.sigmoid(nn.Conv(3, (3, 3), name="to_rgb")(x))
+            x = nn.relu(Conv(width, 3, kernel_init=_HE, impl=default_impl(), name=f"conv_up_{i}")(x))
+        return nn.sigmoid(Conv(3, 3, impl=default_impl(), name="to_rgb")(x))
 
 
 class StyleNet(nn.Module):
