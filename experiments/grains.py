@@ -24,6 +24,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.distributed = False      # True on multi-host pods/clusters: jax.distributed.initialize()
   config.checkpoint_every = 5     # rounds
   config.quiet = False            # no progress bars
+  config.figures = True           # style grids and prediction overlays in the workdir
 
   # --- data --------------------------------------------------------------------------------------------
   config.data = ml_collections.ConfigDict()

@@ -33,6 +33,7 @@ def tiny_run(tmp_path_factory):
   workdir = str(tmp_path_factory.mktemp("run"))
   config = grains.get_config("tiny")
   config.data.tfds_dir = str(tmp_path_factory.getbasetemp() / "tfds")
+  config.data.unseen_clients = ("tint",)
   summary = train.train_and_evaluate(config, workdir)
   return workdir, summary
 
@@ -60,6 +61,11 @@ def test_summary_contract(tiny_run):
       "style_net_update", "style_stats", "model_update"}
   assert set(summary["methods"]["fedtransfer_fourier"]["privacy_ledger"]["tensors"]) == {
       "style_stats", "model_update"}
+  for name, m in summary["methods"].items():  # the unseen lab, reported per method
+    assert set(m["unseen"]["per_client"]) == {"tint"}, name
+    assert 0.0 <= m["unseen"]["mean"]["boundary_f1"] <= 1.0
+  for fig in ("style_grid_fedtransfer.png", "style_grid_fedtransfer_fourier.png", "predictions.png"):
+    assert os.path.getsize(os.path.join(workdir, fig)) > 0
   assert os.path.exists(os.path.join(workdir, "summary.md"))
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     lines = [json.loads(l) for l in f]
@@ -102,6 +108,19 @@ def test_same_seed_same_numbers_different_seed_different(tmp_path):
     outs.append(train.train_and_evaluate(c, str(tmp_path / f"r{i}"))["methods"]["fedavg"]["mean"])
   assert outs[0] == outs[1]
   assert outs[0] != outs[2]
+
+
+def test_precomputed_restyling_runs_one_compiled_round(tmp_path):
+  c = tiny_config(rounds=1)
+  c.methods = ("fedtransfer_fourier",)
+  c.style.restyle = "precomputed"
+  c.style.precomputed_copies = 1
+  c.data.tfds_dir = str(tmp_path / "tfds")
+  c.figures = False
+  m = train.train_and_evaluate(c, str(tmp_path / "pre"))["methods"]["fedtransfer_fourier"]
+  assert m["round_compilations"] == 1
+  assert m["style"]["restyle"] == "precomputed" and m["style"]["precompute_seconds"] >= 0.0
+  assert not m["privacy_ledger"]["image_shaped_arrays_sent"]
 
 
 def test_nan_loss_names_method_and_round(tmp_path):
