@@ -60,7 +60,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # --- federated optimisation ----------------------------------------------------------------------------
   config.fl = ml_collections.ConfigDict()
-  config.fl.rounds = 30
+  config.fl.rounds = 20
   config.fl.clients_per_round = 4           # 0 = all clients
   config.fl.local_steps = 10
   config.fl.batch_size = 8
@@ -103,8 +103,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant == "smoke":
     config.data.train_per_client = 16
     config.data.test_per_client = 6
-    config.fl.rounds = 12
-    config.fl.local_steps = 8
+    config.fl.rounds = 10
+    config.fl.local_steps = 6
+    config.style.rounds = 6
+    config.style.local_steps = 6
   elif variant == "tiny":   # for tests: seconds, not minutes
     config.data.image_size = 32
     config.data.tile_size = 32

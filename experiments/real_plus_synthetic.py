@@ -21,8 +21,12 @@ Choices:
 - `data.dir` defaults to ../shared/data/tbm_tint_etched next to the repo (resolved from this file), so
   the command above and a bare `--config experiments/real_plus_synthetic.py` read the same folder.
 
-Cost (2-core CPU, JAX 0.10.2, measured on a reduced run and extrapolated; see the report): default
-~15-20 min, `smoke` ~4 min, `tiny` (tests) seconds.
+Cost (2-core CPU, JAX 0.10.2; measured with 2 and 6 rounds at local_steps 6 on a shared, heavily loaded
+machine and extrapolated by CPU time): fixed ~90 CPU-s (start-up, tfds build of the 80 crops + 4 x 32
+synthetic images, one compilation per method, evaluation, figures) plus ~28 CPU-s per round for all four
+methods at local_steps 8 -> ~930 CPU-s, i.e. ~8-12 min wall on an idle 2-core CPU (the default: 30
+rounds). `smoke` (6 rounds) ~3 min; `tiny` (tests) seconds. Adding fedtransfer (AdaIN) roughly adds
+its own style-network rounds on top of another federated method's cost.
 """
 
 from pathlib import Path
@@ -81,9 +85,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # --- federated optimisation ----------------------------------------------------------------------------
   config.fl = ml_collections.ConfigDict()
-  config.fl.rounds = 20
+  config.fl.rounds = 30
   config.fl.clients_per_round = 0           # all 5 clients every round
-  config.fl.local_steps = 6
+  config.fl.local_steps = 8
   config.fl.batch_size = 4
   config.fl.client_optimizer = "adam"
   config.fl.client_lr = 2e-3
@@ -123,6 +127,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if variant == "smoke":
     config.fl.rounds = 6
+    config.fl.local_steps = 6
     config.data.train_per_client = 12
     config.data.test_per_client = 4
   elif variant == "tiny":   # for tests: seconds, not minutes (real crops cut into 64 px tiles)

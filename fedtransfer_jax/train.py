@@ -190,7 +190,10 @@ def evaluate_split(predict_fn, params, images, labels, *, threshold: float, tole
 
 
 def mean_over_clients(per_client: dict[str, dict]) -> dict:
-  """Macro mean over clients of their mean metrics; `<key>_std` = spread of client means."""
+  """Macro mean over clients of their mean metrics; `<key>_std` = spread of client means (for a single
+  client: its own spread over test tiles)."""
+  if len(per_client) == 1:
+    return dict(next(iter(per_client.values())))
   keys = [k for k in next(iter(per_client.values())) if not k.endswith("_std")]
   out = {}
   for k in keys:

@@ -23,10 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Run as a script from anywhere.
 
-from absl import app, flags  # noqa: E402
+import argparse  # noqa: E402
 
 from fedtransfer_jax import inference, io_utils  # noqa: E402
-from fedtransfer_jax.evaluate import evaluate_folder  # noqa: E402
 
 TABLE_KEYS = ("boundary_f1", "ari", "vi", "grain_count_rel_error", "miou")
 METHOD_ORDER = ("local", "fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier", "centralized")
@@ -56,12 +55,16 @@ def mean_metrics(rows: Sequence[dict]) -> dict:
 
 
 def evaluate_workdir(workdir: str, data_dir: str, *, invert_labels: bool = False,
-                     load: Callable = inference.load_model, evaluate: Callable = evaluate_folder) -> dict:
+                     load: Callable = inference.load_model, evaluate: Callable | None = None) -> dict:
   """Every method's mean metrics on ``data_dir`` ('local': mean over its client models).
 
-  ``load``/``evaluate`` default to the real loader and evaluator; they are parameters so tests can run
-  the aggregation logic without a trained workdir.
+  ``load``/``evaluate`` default to ``inference.load_model`` and ``evaluate.evaluate_folder``; they are
+  parameters so tests can run the aggregation logic without a trained workdir. The evaluate module is
+  imported lazily: it defines absl flags (``--workdir``...) at import, which would clash with
+  ``fedtransfer_jax.predict``'s in one process (a pytest session).
   """
+  if evaluate is None:
+    from fedtransfer_jax.evaluate import evaluate_folder as evaluate
   methods: dict[str, dict] = {}
   n_images = 0
   for method in workdir_methods(workdir):
@@ -91,21 +94,25 @@ def format_table(result: dict, keys: Sequence[str] = TABLE_KEYS) -> str:
   return "\n".join(lines)
 
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "Workdir of `launch.py --config experiments/grains.py`.",
-                               required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Real labelled folder (images/ + labels/).", required=True)
-_INVERT = flags.DEFINE_bool("invert_labels", False, "Labels mark boundaries with 0 instead of 255.")
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+  """Command line (argparse, not absl flags: see ``evaluate_workdir``)."""
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--workdir", required=True, help="Workdir of `launch.py --config experiments/grains.py`.")
+  parser.add_argument("--data_dir", required=True, help="Real labelled folder (images/ + labels/).")
+  parser.add_argument("--invert_labels", action="store_true", help="Labels mark boundaries with 0, not 255.")
+  return parser.parse_args(argv)
 
 
-def main(argv):
-  del argv
-  result = evaluate_workdir(_WORKDIR.value, _DATA_DIR.value, invert_labels=_INVERT.value)
-  out = os.path.join(_WORKDIR.value, "sim_to_real.json")
+def main(argv: Sequence[str] | None = None) -> dict:
+  args = parse_args(argv)
+  result = evaluate_workdir(args.workdir, args.data_dir, invert_labels=args.invert_labels)
+  out = os.path.join(args.workdir, "sim_to_real.json")
   io_utils.write_json_atomic(out, result)
   print(f"Sim-to-real on {result['data_dir']} ({result['n_images']} images; local = mean over client models)\n")
   print(format_table(result))
   print(f"\nwrote {out}")
+  return result
 
 
 if __name__ == "__main__":
-  app.run(main)
+  main()

@@ -95,7 +95,15 @@ def test_sequential_strategy_matches_vmap(one_round):
   chex.assert_trees_all_close(seq, one_jit, atol=1e-5, rtol=1e-4)
 
 
-def test_run_benchmark_json_contract(capsys):
+def test_run_benchmark_json_contract(capsys, monkeypatch):
+  """The driver and its JSON line; the builders are stubbed (the real ones are covered above)."""
+  import time
+
+  def fake_round(seconds):
+    return lambda: time.sleep(seconds)
+
+  monkeypatch.setattr(round_speed, "build_one_jit", lambda cfg, p, d: (fake_round(0.002), None, 1.5))
+  monkeypatch.setattr(round_speed, "build_step_loop", lambda cfg, p, d: (fake_round(0.004), None))
   out = round_speed.main(["--clients", "2", "--local_steps", "1", "--batch_size", "1", "--image_size", "16",
                           "--features", "4,8", "--rounds", "1", "--skip_torch", "--conv_impl", "xla", "--json"])
   last = capsys.readouterr().out.strip().splitlines()[-1]
@@ -109,6 +117,8 @@ def test_run_benchmark_json_contract(capsys):
   assert parsed["achieved_gflops"] == pytest.approx(
       parsed["flops_per_round"] / parsed["round_time_s"]["one_jit"] / 1e9)
   assert parsed["config"]["images_per_round"] == 2 and "cpu" in parsed["device"]
+  assert parsed["compile_s"]["one_jit"] == 1.5
+  assert 1.2 < parsed["ratio_vs_step_loop"] < 2.5  # a 2 ms round vs a 4 ms round
   assert out == parsed
 
 

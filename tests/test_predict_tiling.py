@@ -130,7 +130,10 @@ def test_real_loaded_model_random_params_any_size() -> None:
       "eval": {"threshold": 0.5},
   })
   model_def = models.build_model(config.model)
-  params = model_def.init(jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  # Random params from the shapes alone: tracing only (compiling model.init costs ~25 s on a busy CPU).
+  shapes = jax.eval_shape(model_def.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 3)))["params"]
+  rng = np.random.default_rng([2])
+  params = jax.tree_util.tree_map(lambda s: jnp.asarray(rng.normal(0, 0.2, s.shape), s.dtype), shapes)
   model = inference.LoadedModel(config, params, "random")
   image = np.random.default_rng([1]).random((70, 101, 3), dtype=np.float32)
   prob = model.predict_prob(image)
@@ -138,6 +141,7 @@ def test_real_loaded_model_random_params_any_size() -> None:
   assert np.all((prob >= 0) & (prob <= 1))
   # A single tile fully inside the image must match a direct application of the network there.
   tiles, positions = tiling.extract_tiles(image, 32, 8)
-  direct = np.asarray(jax.nn.softmax(model_def.apply({"params": params}, jnp.asarray(tiles[:3])), -1)[..., 1])
+  logits = jax.jit(model_def.apply)({"params": params}, jnp.asarray(tiles[:3]))
+  direct = np.asarray(jax.nn.softmax(logits, -1)[..., 1])
   chex.assert_trees_all_close(model.tile_probs(tiles)[:3], direct, atol=1e-5)
   chex.assert_shape(predict.segment(model, image), (70, 101))

@@ -220,7 +220,7 @@ def test_stylenet_shapes_and_range(net_and_params):
 
     feats, mean, std, styled, alpha0, own, recon = run(v, x)
     chex.assert_shape(feats, [(2, 16, 16, 8), (2, 8, 8, 16), (2, 4, 4, 32)])
-    chex.assert_shape([mean, std], (2, 32))
+    chex.assert_shape([mean, std], (2, 8 + 16 + 32))  # every level's statistics, concatenated
     assert bool(jnp.all(std > 0))
     chex.assert_shape(styled, x.shape)
     chex.assert_type(styled, jnp.float32)
@@ -401,7 +401,7 @@ def test_restyle_batch_adain_and_no_foreign_fallback(net_and_params):
     stats_fn = functools.partial(model.apply, v, method=StyleNet.style_stats)
     clients = [_toy_images(30, 2, 16, 16), _toy_images(31, 2, 16, 16, tint=(0.3, 1.2, 1.0))]
     bank = build_bank([client_styles(jnp.asarray(x), adain_stats_fn=stats_fn) for x in clients])
-    chex.assert_shape(bank.adain_mean, (2, 2, 32))
+    chex.assert_shape(bank.adain_mean, (2, 2, 8 + 16 + 32))
     apply_style = functools.partial(model.apply, v, method=StyleNet.stylize)
     fn = jax.jit(functools.partial(restyle_batch, mode="adain", apply_style=apply_style, mix_prob=1.0))
     x = jnp.asarray(clients[1])
