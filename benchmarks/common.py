@@ -38,7 +38,7 @@ class BenchConfig:
   optimizer: str = "sgd"          # client optimizer: 'sgd' | 'adam' (fresh state every round)
   lr: float = 1e-2
   seed: int = 0
-  strategy: str = "vmap"          # one-jit client strategy: vmap | chunked | sequential
+  strategy: str = "auto"          # one-jit client strategy: auto (per-backend default) | vmap | chunked | sequential
   chunk_size: int = 0
   conv_impl: str = ""             # '' = models.conv.default_impl() for the backend
   unroll: bool = False            # unroll local steps instead of lax.scan
