@@ -21,180 +21,188 @@ from fedtransfer_jax.fl.algorithms import make_optimizer
 from fedtransfer_jax.models import UNet, make_segmentation_loss
 from fedtransfer_jax.models.conv import default_impl
 
-BOUNDARY_WEIGHT = 3.0   # same loss weights as experiments/grains.py
+BOUNDARY_WEIGHT = 3.0  # same loss weights as experiments/grains.py
 DICE_WEIGHT = 1.0
-BACKWARD_FACTOR = 2.0   # backward FLOPs ~ 2x forward (input grad + filter grad, one conv each)
+BACKWARD_FACTOR = 2.0  # backward FLOPs ~ 2x forward (input grad + filter grad, one conv each)
 
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-  """Everything that defines one benchmarked round; identical for every implementation."""
+    """Everything that defines one benchmarked round; identical for every implementation."""
 
-  clients: int = 8
-  local_steps: int = 4
-  batch_size: int = 4
-  image_size: int = 64
-  features: tuple[int, ...] = (16, 32, 64)
-  optimizer: str = "sgd"          # client optimizer: 'sgd' | 'adam' (fresh state every round)
-  lr: float = 1e-2
-  seed: int = 0
-  strategy: str = "auto"          # one-jit client strategy: auto (per-backend default) | vmap | chunked | sequential
-  chunk_size: int = 0
-  conv_impl: str = ""             # '' = models.conv.default_impl() for the backend
-  unroll: bool = False            # unroll local steps instead of lax.scan
+    clients: int = 8
+    local_steps: int = 4
+    batch_size: int = 4
+    image_size: int = 64
+    features: tuple[int, ...] = (16, 32, 64)
+    optimizer: str = "sgd"  # client optimizer: 'sgd' | 'adam' (fresh state every round)
+    lr: float = 1e-2
+    seed: int = 0
+    strategy: str = (
+        "auto"  # one-jit client strategy: auto (per-backend default) | vmap | chunked | sequential
+    )
+    chunk_size: int = 0
+    conv_impl: str = ""  # '' = models.conv.default_impl() for the backend
+    unroll: bool = False  # unroll local steps instead of lax.scan
 
-  @property
-  def examples_per_client(self) -> int:
-    """N = S*B: one local epoch per round sees every example once."""
-    return self.local_steps * self.batch_size
+    @property
+    def examples_per_client(self) -> int:
+        """N = S*B: one local epoch per round sees every example once."""
+        return self.local_steps * self.batch_size
 
-  @property
-  def images_per_round(self) -> int:
-    return self.clients * self.local_steps * self.batch_size
+    @property
+    def images_per_round(self) -> int:
+        return self.clients * self.local_steps * self.batch_size
 
-  def resolved_conv_impl(self) -> str:
-    return self.conv_impl or default_impl()
+    def resolved_conv_impl(self) -> str:
+        return self.conv_impl or default_impl()
 
-  def as_dict(self) -> dict[str, Any]:
-    d = dataclasses.asdict(self)
-    d["features"] = list(self.features)
-    d["conv_impl"] = self.resolved_conv_impl()
-    d["examples_per_client"] = self.examples_per_client
-    d["images_per_round"] = self.images_per_round
-    return d
+    def as_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["features"] = list(self.features)
+        d["conv_impl"] = self.resolved_conv_impl()
+        d["examples_per_client"] = self.examples_per_client
+        d["images_per_round"] = self.images_per_round
+        return d
 
 
 def make_data(cfg: BenchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """Random (images [C,N,H,W,3] f32 in [0,1], labels [C,N,H,W] u8 ~15% boundary, mask [C,N] all True).
+    """Random (images [C,N,H,W,3] f32 in [0,1], labels [C,N,H,W] u8 ~15% boundary, mask [C,N] all True).
 
-  Speed only: the values do not matter, the shapes and dtypes match `data.clients.ClientData`.
-  """
-  rng = np.random.default_rng([cfg.seed, 1])
-  c, n, h = cfg.clients, cfg.examples_per_client, cfg.image_size
-  images = rng.random((c, n, h, h, 3), dtype=np.float32)
-  labels = (rng.random((c, n, h, h)) < 0.15).astype(np.uint8)
-  mask = np.ones((c, n), dtype=bool)
-  return images, labels, mask
+    Speed only: the values do not matter, the shapes and dtypes match `data.clients.ClientData`.
+    """
+    rng = np.random.default_rng([cfg.seed, 1])
+    c, n, h = cfg.clients, cfg.examples_per_client, cfg.image_size
+    images = rng.random((c, n, h, h, 3), dtype=np.float32)
+    labels = (rng.random((c, n, h, h)) < 0.15).astype(np.uint8)
+    mask = np.ones((c, n), dtype=bool)
+    return images, labels, mask
 
 
 def make_model(cfg: BenchConfig) -> UNet:
-  return UNet(features=tuple(cfg.features), conv_impl=cfg.resolved_conv_impl())
+    return UNet(features=tuple(cfg.features), conv_impl=cfg.resolved_conv_impl())
 
 
 def init_params(model: UNet, cfg: BenchConfig):
-  """Params with the model's tree structure: kernels ~ N(0, 1/fan_in), GroupNorm scale 1, biases 0.
+    """Params with the model's tree structure: kernels ~ N(0, 1/fan_in), GroupNorm scale 1, biases 0.
 
-  Shapes come from `jax.eval_shape(model.init)`; values from numpy (seeded), because flax's truncated
-  normal initialiser costs ~2 s of XLA:CPU compile per kernel (~15 s for the U-Net) and speed does not
-  depend on the init.
-  """
-  x = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
-  shapes = jax.eval_shape(model.init, jax.random.PRNGKey(cfg.seed), x)["params"]
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
-  rng = np.random.default_rng([cfg.seed, 0])
-  values = []
-  for path, leaf in leaves:
-    name = getattr(path[-1], "key", str(path[-1]))
-    if name == "kernel":
-      fan_in = int(np.prod(leaf.shape[:-1]))
-      v = rng.standard_normal(leaf.shape) / np.sqrt(fan_in)
-    elif name == "scale":
-      v = np.ones(leaf.shape)
-    else:
-      v = np.zeros(leaf.shape)
-    values.append(jnp.asarray(v, leaf.dtype))
-  return jax.tree_util.tree_unflatten(treedef, values)
+    Shapes come from `jax.eval_shape(model.init)`; values from numpy (seeded), because flax's truncated
+    normal initialiser costs ~2 s of XLA:CPU compile per kernel (~15 s for the U-Net) and speed does not
+    depend on the init.
+    """
+    x = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(cfg.seed), x)["params"]
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(shapes)
+    rng = np.random.default_rng([cfg.seed, 0])
+    values = []
+    for path, leaf in leaves:
+        name = getattr(path[-1], "key", str(path[-1]))
+        if name == "kernel":
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            v = rng.standard_normal(leaf.shape) / np.sqrt(fan_in)
+        elif name == "scale":
+            v = np.ones(leaf.shape)
+        else:
+            v = np.zeros(leaf.shape)
+        values.append(jnp.asarray(v, leaf.dtype))
+    return jax.tree_util.tree_unflatten(treedef, values)
 
 
 def make_loss(model: UNet):
-  return make_segmentation_loss(model, boundary_weight=BOUNDARY_WEIGHT, dice_weight=DICE_WEIGHT)
+    return make_segmentation_loss(model, boundary_weight=BOUNDARY_WEIGHT, dice_weight=DICE_WEIGHT)
 
 
 def client_optimizer(cfg: BenchConfig) -> optax.GradientTransformation:
-  return make_optimizer(cfg.optimizer, cfg.lr, key="--optimizer")
+    return make_optimizer(cfg.optimizer, cfg.lr, key="--optimizer")
 
 
 # ------------------------------------------------------------------------------------------- FLOPs
 
 
 def _level(module_name: str) -> int:
-  """Resolution level of a U-Net module from its name: down_i / up_i / up_proj_i -> i, head -> 0."""
-  if module_name == "head":
-    return 0
-  tail = module_name.rsplit("_", 1)[-1]
-  if not tail.isdigit():
-    raise ValueError(f"unet FLOP count: cannot infer the resolution level of module {module_name!r}")
-  return int(tail)
+    """Resolution level of a U-Net module from its name: down_i / up_i / up_proj_i -> i, head -> 0."""
+    if module_name == "head":
+        return 0
+    tail = module_name.rsplit("_", 1)[-1]
+    if not tail.isdigit():
+        raise ValueError(f"unet FLOP count: cannot infer the resolution level of module {module_name!r}")
+    return int(tail)
 
 
 def conv_shapes(params, image_size: int) -> list[tuple[int, int, int, int, int]]:
-  """(H, W, k, Cin, Cout) of every conv in a `UNet` params tree, at input size `image_size`.
+    """(H, W, k, Cin, Cout) of every conv in a `UNet` params tree, at input size `image_size`.
 
-  Level i runs at image_size / 2**i (down_i before its pool, up_proj_i / up_i after the upsample).
-  """
-  shapes = []
-  for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-    keys = [getattr(p, "key", str(p)) for p in path]
-    if keys[-1] != "kernel":
-      continue
-    hw = image_size // 2 ** _level(keys[0])
-    kh, kw, cin, cout = leaf.shape
-    if kh != kw:
-      raise ValueError(f"unet FLOP count: non-square kernel at {'/'.join(keys)}: {leaf.shape}")
-    shapes.append((hw, hw, kh, cin, cout))
-  return shapes
+    Level i runs at image_size / 2**i (down_i before its pool, up_proj_i / up_i after the upsample).
+    """
+    shapes = []
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        keys = [getattr(p, "key", str(p)) for p in path]
+        if keys[-1] != "kernel":
+            continue
+        hw = image_size // 2 ** _level(keys[0])
+        kh, kw, cin, cout = leaf.shape
+        if kh != kw:
+            raise ValueError(f"unet FLOP count: non-square kernel at {'/'.join(keys)}: {leaf.shape}")
+        shapes.append((hw, hw, kh, cin, cout))
+    return shapes
 
 
 def forward_flops_per_image(params, image_size: int) -> float:
-  """Conv FLOPs of one forward pass: sum of 2*H*W*k*k*Cin*Cout (norms/activations ignored, <2%)."""
-  return float(sum(2 * h * w * k * k * cin * cout for h, w, k, cin, cout in conv_shapes(params, image_size)))
+    """Conv FLOPs of one forward pass: sum of 2*H*W*k*k*Cin*Cout (norms/activations ignored, <2%)."""
+    return float(
+        sum(2 * h * w * k * k * cin * cout for h, w, k, cin, cout in conv_shapes(params, image_size))
+    )
 
 
 def train_flops_per_round(params, cfg: BenchConfig) -> float:
-  """Forward + backward (~2x forward) conv FLOPs over the C*S*B images of a round."""
-  return (1.0 + BACKWARD_FACTOR) * forward_flops_per_image(params, cfg.image_size) * cfg.images_per_round
+    """Forward + backward (~2x forward) conv FLOPs over the C*S*B images of a round."""
+    return (1.0 + BACKWARD_FACTOR) * forward_flops_per_image(params, cfg.image_size) * cfg.images_per_round
 
 
 # ------------------------------------------------------------------------------------------ timing
 
 
 def time_rounds(run_round: Callable[[], Any], rounds: int, warmup: int = 1) -> tuple[float, list[float]]:
-  """(first-call seconds, per-round seconds of `rounds` timed calls after `warmup` calls).
+    """(first-call seconds, per-round seconds of `rounds` timed calls after `warmup` calls).
 
-  `run_round` must block until its result is ready (e.g. `jax.block_until_ready`).
-  """
-  if rounds < 1:
-    raise ValueError(f"--rounds must be >= 1, got {rounds}")
-  t0 = time.perf_counter()
-  run_round()
-  first = time.perf_counter() - t0
-  for _ in range(warmup - 1):
-    run_round()
-  times = []
-  for _ in range(rounds):
+    `run_round` must block until its result is ready (e.g. `jax.block_until_ready`).
+    """
+    if rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {rounds}")
     t0 = time.perf_counter()
     run_round()
-    times.append(time.perf_counter() - t0)
-  return first, times
+    first = time.perf_counter() - t0
+    for _ in range(warmup - 1):
+        run_round()
+    times = []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        run_round()
+        times.append(time.perf_counter() - t0)
+    return first, times
 
 
 def summarize(times: Sequence[float]) -> dict[str, float]:
-  """Median and spread (min, max, relative IQR-ish noise = (max-min)/median) of round times."""
-  med = statistics.median(times)
-  return {"median_s": med, "min_s": min(times), "max_s": max(times),
-          "spread": (max(times) - min(times)) / med if med > 0 else 0.0}
+    """Median and spread (min, max, relative IQR-ish noise = (max-min)/median) of round times."""
+    med = statistics.median(times)
+    return {
+        "median_s": med,
+        "min_s": min(times),
+        "max_s": max(times),
+        "spread": (max(times) - min(times)) / med if med > 0 else 0.0,
+    }
 
 
 def device_string() -> str:
-  d = jax.devices()[0]
-  return f"{d.device_kind} ({jax.default_backend()}, {jax.device_count()} device(s))"
+    d = jax.devices()[0]
+    return f"{d.device_kind} ({jax.default_backend()}, {jax.device_count()} device(s))"
 
 
 def parse_int_list(text: str, flag: str) -> list[int]:
-  try:
-    vals = [int(v) for v in str(text).split(",") if v.strip()]
-  except ValueError as e:
-    raise ValueError(f"{flag}: expected comma-separated integers, got {text!r}") from e
-  if not vals or any(v <= 0 for v in vals):
-    raise ValueError(f"{flag}: expected positive integers, got {text!r}")
-  return vals
+    try:
+        vals = [int(v) for v in str(text).split(",") if v.strip()]
+    except ValueError as e:
+        raise ValueError(f"{flag}: expected comma-separated integers, got {text!r}") from e
+    if not vals or any(v <= 0 for v in vals):
+        raise ValueError(f"{flag}: expected positive integers, got {text!r}")
+    return vals

@@ -164,10 +164,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--impls", default=",".join(IMPLS))
-    ap.add_argument("--unet-impls", default=None, help="impls for case 3 (default: --impls); 'xla' vmap takes minutes")
+    ap.add_argument(
+        "--unet-impls", default=None, help="impls for case 3 (default: --impls); 'xla' vmap takes minutes"
+    )
     ap.add_argument("--skip-micro", action="store_true")
     ap.add_argument("--skip-unet", action="store_true")
-    ap.add_argument("--bf16", action="store_true", help="also time bf16 compute for the U-Net round (default impl only)")
+    ap.add_argument(
+        "--bf16", action="store_true", help="also time bf16 compute for the U-Net round (default impl only)"
+    )
     args = ap.parse_args()
     impls = args.impls.split(",")
     key = jax.random.key(0)
@@ -189,7 +193,11 @@ def main() -> None:
                 tag = "scan" if scan else "unrolled"
                 run = conv_sgd_steps(impl, 8, scan)
                 record(impl, f"sgd8_{tag}", time_fn(jax.jit(run), w, x, t, repeats=args.repeats))
-                record(impl, f"sgd8_{tag}_vmap8", time_fn(jax.jit(jax.vmap(run)), wc, xc, tc, repeats=args.repeats))
+                record(
+                    impl,
+                    f"sgd8_{tag}_vmap8",
+                    time_fn(jax.jit(jax.vmap(run)), wc, xc, tc, repeats=args.repeats),
+                )
             one = jax.jit(conv_sgd_steps(impl, 8, True))
             pyloop = lambda w, x, t: [one(w[c], x[c], t[c]) for c in range(N_CLIENTS)]  # noqa: E731
             record(impl, "sgd8_scan_pyloop8", time_fn(pyloop, wc, xc, tc, repeats=args.repeats))
@@ -209,15 +217,32 @@ def main() -> None:
             dtypes = [("f32", jnp.float32)] + ([("bf16", jnp.bfloat16)] if with_bf16 else [])
             for dname, dt in dtypes:
                 sfx = "" if dname == "f32" else "_bf16"
-                record(impl, f"unet_round_vmap{sfx}", time_fn(unet_round(impl, "vmap", n_steps, dt), pc, xs, ys,
-                                                               repeats=args.repeats))
-                record(impl, f"unet_round_map{sfx}", time_fn(unet_round(impl, "map", n_steps, dt), pc, xs, ys,
-                                                              repeats=args.repeats))
-                record(impl, f"unet_pyloop{sfx}", time_fn(unet_python_loop(impl, n_steps, dt), pc, xs, ys,
-                                                           repeats=args.repeats))
+                record(
+                    impl,
+                    f"unet_round_vmap{sfx}",
+                    time_fn(unet_round(impl, "vmap", n_steps, dt), pc, xs, ys, repeats=args.repeats),
+                )
+                record(
+                    impl,
+                    f"unet_round_map{sfx}",
+                    time_fn(unet_round(impl, "map", n_steps, dt), pc, xs, ys, repeats=args.repeats),
+                )
+                record(
+                    impl,
+                    f"unet_pyloop{sfx}",
+                    time_fn(unet_python_loop(impl, n_steps, dt), pc, xs, ys, repeats=args.repeats),
+                )
 
-    print(json.dumps({"backend": jax.default_backend(), "devices": str(jax.devices()),
-                      "default_impl": default_impl(), "ms": results}))
+    print(
+        json.dumps(
+            {
+                "backend": jax.default_backend(),
+                "devices": str(jax.devices()),
+                "default_impl": default_impl(),
+                "ms": results,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -14,114 +14,114 @@ import ml_collections
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  variant = arg or "default"
-  if variant not in ("default", "smoke", "tiny"):
-    raise ValueError(f"experiments/grains.py: unknown variant {variant!r}; choose default, smoke or tiny")
-  config = ml_collections.ConfigDict()
-  config.name = "grains" if variant == "default" else f"grains-{variant}"
-  config.seed = 0
-  config.methods = ("local", "fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier", "centralized")
-  config.distributed = False      # True on multi-host pods/clusters: jax.distributed.initialize()
-  config.checkpoint_every = 5     # rounds
-  config.quiet = False            # no progress bars
-  config.figures = True           # style grids and prediction overlays in the workdir
+    variant = arg or "default"
+    if variant not in ("default", "smoke", "tiny"):
+        raise ValueError(f"experiments/grains.py: unknown variant {variant!r}; choose default, smoke or tiny")
+    config = ml_collections.ConfigDict()
+    config.name = "grains" if variant == "default" else f"grains-{variant}"
+    config.seed = 0
+    config.methods = ("local", "fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier", "centralized")
+    config.distributed = False  # True on multi-host pods/clusters: jax.distributed.initialize()
+    config.checkpoint_every = 5  # rounds
+    config.quiet = False  # no progress bars
+    config.figures = True  # style grids and prediction overlays in the workdir
 
-  # --- data --------------------------------------------------------------------------------------------
-  config.data = ml_collections.ConfigDict()
-  config.data.source = "synthetic"          # 'synthetic' | 'folder'
-  config.data.dir = ""                      # folder source: DIR/<client>/{images,labels}/
-  config.data.clients = ("brightfield", "darkfield", "sem", "lowcontrast")
-  config.data.unseen_clients = ("tint",)    # evaluated only, never trained on
-  config.data.image_size = 64
-  config.data.tile_size = 64
-  config.data.tile_overlap = 0
-  config.data.train_per_client = 24
-  config.data.test_per_client = 8
-  config.data.test_fraction = 0.25          # folder source: fraction of full images held out
-  config.data.group_regex = ""              # folder source: regex, group 1 = full-image id
-  config.data.invert_labels = False
-  config.data.pixel_size_um = 0.0
-  config.data.seed = 0
-  config.data.boundary_width = 2
-  config.data.tfds_dir = ""                 # default <workdir>/tfds
+    # --- data --------------------------------------------------------------------------------------------
+    config.data = ml_collections.ConfigDict()
+    config.data.source = "synthetic"  # 'synthetic' | 'folder'
+    config.data.dir = ""  # folder source: DIR/<client>/{images,labels}/
+    config.data.clients = ("brightfield", "darkfield", "sem", "lowcontrast")
+    config.data.unseen_clients = ("tint",)  # evaluated only, never trained on
+    config.data.image_size = 64
+    config.data.tile_size = 64
+    config.data.tile_overlap = 0
+    config.data.train_per_client = 24
+    config.data.test_per_client = 8
+    config.data.test_fraction = 0.25  # folder source: fraction of full images held out
+    config.data.group_regex = ""  # folder source: regex, group 1 = full-image id
+    config.data.invert_labels = False
+    config.data.pixel_size_um = 0.0
+    config.data.seed = 0
+    config.data.boundary_width = 2
+    config.data.tfds_dir = ""  # default <workdir>/tfds
 
-  # --- model -------------------------------------------------------------------------------------------
-  config.model = ml_collections.ConfigDict()
-  config.model.name = "unet"
-  config.model.features = (16, 32, 64)
-  config.model.groups = 8
-  config.model.conv_impl = ""               # '' = best measured for the backend (models/conv.py)
-  config.model.dtype = "float32"            # or 'bfloat16' compute
-  config.model.remat = False                # jax.checkpoint the conv blocks
+    # --- model -------------------------------------------------------------------------------------------
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "unet"
+    config.model.features = (16, 32, 64)
+    config.model.groups = 8
+    config.model.conv_impl = ""  # '' = best measured for the backend (models/conv.py)
+    config.model.dtype = "float32"  # or 'bfloat16' compute
+    config.model.remat = False  # jax.checkpoint the conv blocks
 
-  config.loss = ml_collections.ConfigDict()
-  config.loss.boundary_weight = 3.0
-  config.loss.dice_weight = 1.0
+    config.loss = ml_collections.ConfigDict()
+    config.loss.boundary_weight = 3.0
+    config.loss.dice_weight = 1.0
 
-  # --- federated optimisation ----------------------------------------------------------------------------
-  config.fl = ml_collections.ConfigDict()
-  config.fl.rounds = 20
-  config.fl.clients_per_round = 4           # 0 = all clients
-  config.fl.local_steps = 10
-  config.fl.batch_size = 8
-  config.fl.client_optimizer = "adam"
-  config.fl.client_lr = 2e-3
-  config.fl.client_momentum = 0.0
-  config.fl.clip_norm = 0.0
-  config.fl.server_optimizer = "sgd"        # sgd lr 1 = FedAvg; momentum/adam = FedAvgM/FedAdam
-  config.fl.server_lr = 1.0
-  config.fl.server_momentum = 0.0
-  config.fl.prox_mu = 0.01                  # fedprox only
-  config.fl.strategy = "auto"               # 'auto' (measured best per backend) | 'vmap' | 'chunked' | 'sequential'
-  config.fl.chunk_size = 0
-  config.fl.unroll_local_steps = False
-  config.fl.shard_clients = True            # shard the client axis over all devices
+    # --- federated optimisation ----------------------------------------------------------------------------
+    config.fl = ml_collections.ConfigDict()
+    config.fl.rounds = 20
+    config.fl.clients_per_round = 4  # 0 = all clients
+    config.fl.local_steps = 10
+    config.fl.batch_size = 8
+    config.fl.client_optimizer = "adam"
+    config.fl.client_lr = 2e-3
+    config.fl.client_momentum = 0.0
+    config.fl.clip_norm = 0.0
+    config.fl.server_optimizer = "sgd"  # sgd lr 1 = FedAvg; momentum/adam = FedAvgM/FedAdam
+    config.fl.server_lr = 1.0
+    config.fl.server_momentum = 0.0
+    config.fl.prox_mu = 0.01  # fedprox only
+    config.fl.strategy = "auto"  # 'auto' (measured best per backend) | 'vmap' | 'chunked' | 'sequential'
+    config.fl.chunk_size = 0
+    config.fl.unroll_local_steps = False
+    config.fl.shard_clients = True  # shard the client axis over all devices
 
-  # --- FedTransfer style sharing (methods fedtransfer, fedtransfer_fourier) ---------------------------------
-  config.style = ml_collections.ConfigDict()
-  config.style.features = (16, 32, 64)      # AdaIN style network encoder widths (D = last)
-  config.style.train_encoder = False        # False: fixed random encoder, only the decoder trains
-  config.style.rounds = 15                  # federated rounds of style-network training
-  config.style.local_steps = 8
-  config.style.lr = 2e-3
-  config.style.content_weight = 1.0
-  config.style.style_weight = 1.0
-  config.style.identity_weight = 1.0
-  config.style.alpha = 1.0                  # AdaIN strength when restyling
-  config.style.styles_per_client = 8        # style vectors each client shares
-  config.style.mix_prob = 0.5               # fraction of every local batch restyled into foreign styles
-  config.style.restyle = "online"           # 'online' (inside the jitted local step) | 'precomputed'
-  config.style.precomputed_copies = 2       # 'precomputed': restyled copies of each training image
-  config.style.fourier_beta = 0.1           # low-frequency window: b = floor(beta * tile / 2)
-  config.style.fourier_lam = (0.5, 1.0)     # amplitude interpolation range, drawn per image
+    # --- FedTransfer style sharing (methods fedtransfer, fedtransfer_fourier) ---------------------------------
+    config.style = ml_collections.ConfigDict()
+    config.style.features = (16, 32, 64)  # AdaIN style network encoder widths (D = last)
+    config.style.train_encoder = False  # False: fixed random encoder, only the decoder trains
+    config.style.rounds = 15  # federated rounds of style-network training
+    config.style.local_steps = 8
+    config.style.lr = 2e-3
+    config.style.content_weight = 1.0
+    config.style.style_weight = 1.0
+    config.style.identity_weight = 1.0
+    config.style.alpha = 1.0  # AdaIN strength when restyling
+    config.style.styles_per_client = 8  # style vectors each client shares
+    config.style.mix_prob = 0.5  # fraction of every local batch restyled into foreign styles
+    config.style.restyle = "online"  # 'online' (inside the jitted local step) | 'precomputed'
+    config.style.precomputed_copies = 2  # 'precomputed': restyled copies of each training image
+    config.style.fourier_beta = 0.1  # low-frequency window: b = floor(beta * tile / 2)
+    config.style.fourier_lam = (0.5, 1.0)  # amplitude interpolation range, drawn per image
 
-  # --- evaluation ----------------------------------------------------------------------------------------
-  config.eval = ml_collections.ConfigDict()
-  config.eval.threshold = 0.5
-  config.eval.tolerance = 2.0               # boundary F1 pixel tolerance
+    # --- evaluation ----------------------------------------------------------------------------------------
+    config.eval = ml_collections.ConfigDict()
+    config.eval.threshold = 0.5
+    config.eval.tolerance = 2.0  # boundary F1 pixel tolerance
 
-  if variant == "smoke":
-    config.data.train_per_client = 16
-    config.data.test_per_client = 6
-    config.fl.rounds = 10
-    config.fl.local_steps = 6
-    config.style.rounds = 6
-    config.style.local_steps = 6
-  elif variant == "tiny":   # for tests: seconds, not minutes
-    config.data.image_size = 32
-    config.data.tile_size = 32
-    config.data.train_per_client = 4
-    config.data.test_per_client = 2
-    config.data.unseen_clients = ()
-    config.model.features = (8, 16)
-    config.fl.rounds = 2
-    config.fl.local_steps = 2
-    config.style.features = (8, 16)
-    config.style.rounds = 1
-    config.style.local_steps = 1
-    config.style.styles_per_client = 2
-    config.fl.batch_size = 2
-    config.fl.clients_per_round = 2
-    config.checkpoint_every = 1
-    config.quiet = True
-  return config
+    if variant == "smoke":
+        config.data.train_per_client = 16
+        config.data.test_per_client = 6
+        config.fl.rounds = 10
+        config.fl.local_steps = 6
+        config.style.rounds = 6
+        config.style.local_steps = 6
+    elif variant == "tiny":  # for tests: seconds, not minutes
+        config.data.image_size = 32
+        config.data.tile_size = 32
+        config.data.train_per_client = 4
+        config.data.test_per_client = 2
+        config.data.unseen_clients = ()
+        config.model.features = (8, 16)
+        config.fl.rounds = 2
+        config.fl.local_steps = 2
+        config.style.features = (8, 16)
+        config.style.rounds = 1
+        config.style.local_steps = 1
+        config.style.styles_per_client = 2
+        config.fl.batch_size = 2
+        config.fl.clients_per_round = 2
+        config.checkpoint_every = 1
+        config.quiet = True
+    return config

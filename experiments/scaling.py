@@ -30,237 +30,321 @@ from typing import Any
 
 _ROOT = Path(__file__).resolve().parents[1]
 for _p in (str(_ROOT), str(_ROOT / "benchmarks")):
-  if _p not in sys.path:
-    sys.path.insert(0, _p)
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # 2-core CPU: the round_speed.py model and tiles; ~5 min in all.
     "cpu": dict(clients="8,16,32,64", image_size=64, features="16,32,64", local_steps=4, batch_size=4),
     # One GPU: many clients on small tiles with a smaller U-Net.
-    "gpu": dict(clients=",".join(str(2 ** i) for i in range(3, 13)), image_size=32, features="8,16,32",
-                local_steps=4, batch_size=4),
+    "gpu": dict(
+        clients=",".join(str(2**i) for i in range(3, 13)),
+        image_size=32,
+        features="8,16,32",
+        local_steps=4,
+        batch_size=4,
+    ),
 }
 PRESETS["tpu"] = PRESETS["gpu"]
 
-CSV_FIELDS = ("clients", "status", "strategy", "chunk_size", "conv_impl", "image_size", "features", "local_steps",
-              "batch_size", "optimizer", "images_per_round", "round_time_s", "spread", "images_per_s",
-              "compile_s", "memory_bytes", "memory_source", "peak_bytes_in_use", "compiled_temp_bytes",
-              "compiled_argument_bytes", "compiled_output_bytes", "device")
-ACTIVATION_COPIES = 3   # per conv layer kept for the backward pass: conv out, GroupNorm out, ReLU out
+CSV_FIELDS = (
+    "clients",
+    "status",
+    "strategy",
+    "chunk_size",
+    "conv_impl",
+    "image_size",
+    "features",
+    "local_steps",
+    "batch_size",
+    "optimizer",
+    "images_per_round",
+    "round_time_s",
+    "spread",
+    "images_per_s",
+    "compile_s",
+    "memory_bytes",
+    "memory_source",
+    "peak_bytes_in_use",
+    "compiled_temp_bytes",
+    "compiled_argument_bytes",
+    "compiled_output_bytes",
+    "device",
+)
+ACTIVATION_COPIES = 3  # per conv layer kept for the backward pass: conv out, GroupNorm out, ReLU out
 
 
 def get_config(arg: str | None = None):
-  """`launch.py --config experiments/scaling.py` is a mistake: say how to run this script instead."""
-  del arg
-  raise ValueError("experiments/scaling.py is a benchmark script, not a launch.py experiment config: run "
-                   "`python experiments/scaling.py --out DIR [--preset cpu|gpu] [--clients 8,16,...]`")
+    """`launch.py --config experiments/scaling.py` is a mistake: say how to run this script instead."""
+    del arg
+    raise ValueError(
+        "experiments/scaling.py is a benchmark script, not a launch.py experiment config: run "
+        "`python experiments/scaling.py --out DIR [--preset cpu|gpu] [--clients 8,16,...]`"
+    )
 
 
 # ------------------------------------------------------------------------------ per-client memory model
 
 
 def per_client_bytes_estimate(params, cfg, optimizer: str) -> dict[str, float]:
-  """Bytes one more vmapped client costs, by part (float32 everywhere).
+    """Bytes one more vmapped client costs, by part (float32 everywhere).
 
-  params: local params + grads + delta (3P; the global params are shared); opt: Adam's mu and nu (2P),
-  SGD none; activations: one local step's saved forward tensors for the batch (the local steps are a
-  scan, so only one step is live), ACTIVATION_COPIES per conv output plus the input image;
-  data: the client's slice of the images/labels/mask arguments.
-  """
-  import common
-  p = sum(int(x.size) for x in _leaves(params))
-  opt_mult = {"sgd": 0, "adam": 2}.get(optimizer, 2)
-  act_per_image = sum(h * w * cout * (ACTIVATION_COPIES if k > 1 else 1)
-                      for h, w, k, cin, cout in common.conv_shapes(params, cfg.image_size))
-  act_per_image += cfg.image_size ** 2 * 3
-  n, hw = cfg.examples_per_client, cfg.image_size ** 2
-  parts = {"params": 4.0 * 3 * p, "opt_state": 4.0 * opt_mult * p,
-           "activations": 4.0 * cfg.batch_size * act_per_image,
-           "data": float(n * hw * (3 * 4 + 1) + n)}
-  parts["total"] = sum(parts.values())
-  return parts
+    params: local params + grads + delta (3P; the global params are shared); opt: Adam's mu and nu (2P),
+    SGD none; activations: one local step's saved forward tensors for the batch (the local steps are a
+    scan, so only one step is live), ACTIVATION_COPIES per conv output plus the input image;
+    data: the client's slice of the images/labels/mask arguments.
+    """
+    import common
+
+    p = sum(int(x.size) for x in _leaves(params))
+    opt_mult = {"sgd": 0, "adam": 2}.get(optimizer, 2)
+    act_per_image = sum(
+        h * w * cout * (ACTIVATION_COPIES if k > 1 else 1)
+        for h, w, k, cin, cout in common.conv_shapes(params, cfg.image_size)
+    )
+    act_per_image += cfg.image_size**2 * 3
+    n, hw = cfg.examples_per_client, cfg.image_size**2
+    parts = {
+        "params": 4.0 * 3 * p,
+        "opt_state": 4.0 * opt_mult * p,
+        "activations": 4.0 * cfg.batch_size * act_per_image,
+        "data": float(n * hw * (3 * 4 + 1) + n),
+    }
+    parts["total"] = sum(parts.values())
+    return parts
 
 
 def _leaves(tree):
-  import jax
-  return jax.tree_util.tree_leaves(tree)
+    import jax
+
+    return jax.tree_util.tree_leaves(tree)
 
 
 def memory_slope(clients: list[int], memory: list[float]) -> tuple[float, float]:
-  """Least-squares (slope bytes/client, intercept bytes) of memory over clients."""
-  import numpy as np
-  if len(clients) < 2:
-    return float("nan"), float("nan")
-  slope, intercept = np.polyfit(np.asarray(clients, float), np.asarray(memory, float), 1)
-  return float(slope), float(intercept)
+    """Least-squares (slope bytes/client, intercept bytes) of memory over clients."""
+    import numpy as np
+
+    if len(clients) < 2:
+        return float("nan"), float("nan")
+    slope, intercept = np.polyfit(np.asarray(clients, float), np.asarray(memory, float), 1)
+    return float(slope), float(intercept)
 
 
 # ------------------------------------------------------------------------------------------ measurement
 
 
 def _memory(compiled) -> dict[str, Any]:
-  import jax
-  out: dict[str, Any] = {"peak_bytes_in_use": None, "compiled_temp_bytes": None,
-                         "compiled_argument_bytes": None, "compiled_output_bytes": None}
-  try:
-    ma = compiled.memory_analysis()
-  except Exception:  # noqa: BLE001 - some backends do not implement it
-    ma = None
-  if ma is not None:
-    out["compiled_temp_bytes"] = int(ma.temp_size_in_bytes)
-    out["compiled_argument_bytes"] = int(ma.argument_size_in_bytes)
-    out["compiled_output_bytes"] = int(ma.output_size_in_bytes)
-  stats = jax.devices()[0].memory_stats() or {}
-  if "peak_bytes_in_use" in stats:
-    out["peak_bytes_in_use"] = int(stats["peak_bytes_in_use"])
-    out["memory_bytes"], out["memory_source"] = out["peak_bytes_in_use"], "memory_stats.peak_bytes_in_use"
-  elif ma is not None:
-    out["memory_bytes"] = out["compiled_temp_bytes"] + out["compiled_argument_bytes"]
-    out["memory_source"] = "memory_analysis.temp+argument"
-  else:
-    out["memory_bytes"], out["memory_source"] = None, "unavailable"
-  return out
+    import jax
+
+    out: dict[str, Any] = {
+        "peak_bytes_in_use": None,
+        "compiled_temp_bytes": None,
+        "compiled_argument_bytes": None,
+        "compiled_output_bytes": None,
+    }
+    try:
+        ma = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - some backends do not implement it
+        ma = None
+    if ma is not None:
+        out["compiled_temp_bytes"] = int(ma.temp_size_in_bytes)
+        out["compiled_argument_bytes"] = int(ma.argument_size_in_bytes)
+        out["compiled_output_bytes"] = int(ma.output_size_in_bytes)
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        out["peak_bytes_in_use"] = int(stats["peak_bytes_in_use"])
+        out["memory_bytes"], out["memory_source"] = out["peak_bytes_in_use"], "memory_stats.peak_bytes_in_use"
+    elif ma is not None:
+        out["memory_bytes"] = out["compiled_temp_bytes"] + out["compiled_argument_bytes"]
+        out["memory_source"] = "memory_analysis.temp+argument"
+    else:
+        out["memory_bytes"], out["memory_source"] = None, "unavailable"
+    return out
 
 
 def measure(cfg, rounds: int) -> dict[str, Any]:
-  """One row of the study: compile, warm up, time `rounds` rounds of the one-jit round at cfg.clients."""
-  import jax
-  import common
-  import round_speed
+    """One row of the study: compile, warm up, time `rounds` rounds of the one-jit round at cfg.clients."""
+    import jax
+    import common
+    import round_speed
 
-  row: dict[str, Any] = {**{k: v for k, v in cfg.as_dict().items() if k in CSV_FIELDS},
-                         "features": "-".join(map(str, cfg.features)), "device": common.device_string()}
-  try:
-    data = tuple(jax.device_put(x) for x in common.make_data(cfg))
-    params = common.init_params(common.make_model(cfg), cfg)
-    compiled, state, compile_s = round_speed.compile_one_jit(cfg, params, data)
-    holder = [state]
+    row: dict[str, Any] = {
+        **{k: v for k, v in cfg.as_dict().items() if k in CSV_FIELDS},
+        "features": "-".join(map(str, cfg.features)),
+        "device": common.device_string(),
+    }
+    try:
+        data = tuple(jax.device_put(x) for x in common.make_data(cfg))
+        params = common.init_params(common.make_model(cfg), cfg)
+        compiled, state, compile_s = round_speed.compile_one_jit(cfg, params, data)
+        holder = [state]
 
-    def run():
-      holder[0], metrics = compiled(holder[0], data)
-      jax.block_until_ready(metrics["loss"])
+        def run():
+            holder[0], metrics = compiled(holder[0], data)
+            jax.block_until_ready(metrics["loss"])
 
-    _, times = common.time_rounds(run, rounds)
-    st = common.summarize(times)
-    row.update(status="ok", round_time_s=st["median_s"], spread=st["spread"],
-               images_per_s=cfg.images_per_round / st["median_s"], compile_s=compile_s, **_memory(compiled))
-  except Exception as e:  # noqa: BLE001 - an OOM ends the sweep with a row that says so
-    if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
-      raise
-    row.update(status="oom")
-  return row
+        _, times = common.time_rounds(run, rounds)
+        st = common.summarize(times)
+        row.update(
+            status="ok",
+            round_time_s=st["median_s"],
+            spread=st["spread"],
+            images_per_s=cfg.images_per_round / st["median_s"],
+            compile_s=compile_s,
+            **_memory(compiled),
+        )
+    except Exception as e:  # noqa: BLE001 - an OOM ends the sweep with a row that says so
+        if "RESOURCE_EXHAUSTED" not in str(e) and "out of memory" not in str(e).lower():
+            raise
+        row.update(status="oom")
+    return row
 
 
 # --------------------------------------------------------------------------------------------- outputs
 
 
 def write_csv(rows: list[dict[str, Any]], path: str) -> None:
-  with open(path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-    w.writeheader()
-    for r in rows:
-      w.writerow({k: r.get(k) for k in CSV_FIELDS})
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k) for k in CSV_FIELDS})
 
 
-def plot(rows: list[dict[str, Any]], path: str, estimate: dict[str, float] | None = None,
-         intercept: float | None = None) -> None:
-  """Three panels vs clients (log2 x): round time, images/s, memory (MiB, + the per-client estimate)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
+def plot(
+    rows: list[dict[str, Any]],
+    path: str,
+    estimate: dict[str, float] | None = None,
+    intercept: float | None = None,
+) -> None:
+    """Three panels vs clients (log2 x): round time, images/s, memory (MiB, + the per-client estimate)."""
+    import matplotlib
 
-  ok = [r for r in rows if r["status"] == "ok"]
-  c = [r["clients"] for r in ok]
-  fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-  panels = (("round_time_s", "round time (s)"), ("images_per_s", "images / s"), ("memory_bytes", "memory (MiB)"))
-  for ax, (key, label) in zip(axes, panels):
-    ys = [r[key] / 2 ** 20 if key == "memory_bytes" and r[key] is not None else r[key] for r in ok]
-    ax.plot(c, ys, "o-", label="measured")
-    if key == "memory_bytes" and estimate and intercept is not None and c:
-      ax.plot(c, [(intercept + estimate["total"] * x) / 2 ** 20 for x in c], "--", label="intercept + C x estimate")
-      ax.legend(fontsize=8)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("clients per round")
-    ax.set_ylabel(label)
-    ax.grid(True, which="both", alpha=0.3)
-  if ok:
-    r0 = ok[0]
-    fig.suptitle(f"one-jit round, {r0['strategy']}, {r0['image_size']}px, U-Net {r0['features']}, "
-                 f"S={r0['local_steps']} B={r0['batch_size']} on {r0['device']}", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in rows if r["status"] == "ok"]
+    c = [r["clients"] for r in ok]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    panels = (
+        ("round_time_s", "round time (s)"),
+        ("images_per_s", "images / s"),
+        ("memory_bytes", "memory (MiB)"),
+    )
+    for ax, (key, label) in zip(axes, panels):
+        ys = [r[key] / 2**20 if key == "memory_bytes" and r[key] is not None else r[key] for r in ok]
+        ax.plot(c, ys, "o-", label="measured")
+        if key == "memory_bytes" and estimate and intercept is not None and c:
+            ax.plot(
+                c,
+                [(intercept + estimate["total"] * x) / 2**20 for x in c],
+                "--",
+                label="intercept + C x estimate",
+            )
+            ax.legend(fontsize=8)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("clients per round")
+        ax.set_ylabel(label)
+        ax.grid(True, which="both", alpha=0.3)
+    if ok:
+        r0 = ok[0]
+        fig.suptitle(
+            f"one-jit round, {r0['strategy']}, {r0['image_size']}px, U-Net {r0['features']}, "
+            f"S={r0['local_steps']} B={r0['batch_size']} on {r0['device']}",
+            fontsize=9,
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
 
 
 def report_memory(rows: list[dict[str, Any]], estimate: dict[str, float]) -> tuple[str, float, float]:
-  ok = [r for r in rows if r["status"] == "ok" and r.get("memory_bytes") is not None]
-  slope, intercept = memory_slope([r["clients"] for r in ok], [r["memory_bytes"] for r in ok])
-  mib = lambda b: f"{b / 2 ** 20:8.2f} MiB"  # noqa: E731
-  lines = ["per-client memory (estimate = params+grads+delta, optimizer state, one step's activations, data):"]
-  lines += [f"  {k:12s} {mib(v)}" for k, v in estimate.items()]
-  src = ok[0]["memory_source"] if ok else "n/a"
-  lines.append(f"  measured slope ({src}): {mib(slope)} per client, intercept {mib(intercept)}")
-  if slope == slope and estimate["total"]:
-    lines.append(f"  measured / estimated = {slope / estimate['total']:.2f}")
-  return "\n".join(lines), slope, intercept
+    ok = [r for r in rows if r["status"] == "ok" and r.get("memory_bytes") is not None]
+    slope, intercept = memory_slope([r["clients"] for r in ok], [r["memory_bytes"] for r in ok])
+    mib = lambda b: f"{b / 2 ** 20:8.2f} MiB"  # noqa: E731
+    lines = [
+        "per-client memory (estimate = params+grads+delta, optimizer state, one step's activations, data):"
+    ]
+    lines += [f"  {k:12s} {mib(v)}" for k, v in estimate.items()]
+    src = ok[0]["memory_source"] if ok else "n/a"
+    lines.append(f"  measured slope ({src}): {mib(slope)} per client, intercept {mib(intercept)}")
+    if slope == slope and estimate["total"]:
+        lines.append(f"  measured / estimated = {slope / estimate['total']:.2f}")
+    return "\n".join(lines), slope, intercept
 
 
 # ------------------------------------------------------------------------------------------------ main
 
 
 def _define_flags():
-  from absl import flags
-  flags.DEFINE_string("out", None, "Output folder for scaling.csv and scaling.png.")
-  flags.DEFINE_enum("preset", "auto", ["auto", "cpu", "gpu", "tpu"], "Size preset; auto = by JAX backend.")
-  flags.DEFINE_string("clients", "", "Comma-separated client counts (overrides the preset).")
-  flags.DEFINE_integer("image_size", 0, "Tile size (0 = preset).")
-  flags.DEFINE_string("features", "", "U-Net features, e.g. 16,32,64 ('' = preset).")
-  flags.DEFINE_integer("local_steps", 0, "Local steps S (0 = preset).")
-  flags.DEFINE_integer("batch_size", 0, "Batch size B (0 = preset).")
-  flags.DEFINE_enum("strategy", "vmap", ["vmap", "chunked", "sequential"], "Client strategy of the round.")
-  flags.DEFINE_integer("chunk_size", 0, "Clients per chunk for --strategy chunked.")
-  flags.DEFINE_string("conv_impl", "", "Conv impl ('' = models.conv.default_impl()).")
-  flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Client optimizer.")
-  flags.DEFINE_integer("rounds", 3, "Timed rounds per client count (median), after one warm-up round.")
-  flags.mark_flag_as_required("out")
+    from absl import flags
+
+    flags.DEFINE_string("out", None, "Output folder for scaling.csv and scaling.png.")
+    flags.DEFINE_enum("preset", "auto", ["auto", "cpu", "gpu", "tpu"], "Size preset; auto = by JAX backend.")
+    flags.DEFINE_string("clients", "", "Comma-separated client counts (overrides the preset).")
+    flags.DEFINE_integer("image_size", 0, "Tile size (0 = preset).")
+    flags.DEFINE_string("features", "", "U-Net features, e.g. 16,32,64 ('' = preset).")
+    flags.DEFINE_integer("local_steps", 0, "Local steps S (0 = preset).")
+    flags.DEFINE_integer("batch_size", 0, "Batch size B (0 = preset).")
+    flags.DEFINE_enum("strategy", "vmap", ["vmap", "chunked", "sequential"], "Client strategy of the round.")
+    flags.DEFINE_integer("chunk_size", 0, "Clients per chunk for --strategy chunked.")
+    flags.DEFINE_string("conv_impl", "", "Conv impl ('' = models.conv.default_impl()).")
+    flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Client optimizer.")
+    flags.DEFINE_integer("rounds", 3, "Timed rounds per client count (median), after one warm-up round.")
+    flags.mark_flag_as_required("out")
 
 
 def main(argv) -> None:
-  del argv
-  from absl import flags
-  import jax
-  import common
+    del argv
+    from absl import flags
+    import jax
+    import common
 
-  F = flags.FLAGS
-  preset = PRESETS[jax.default_backend() if F.preset == "auto" and jax.default_backend() in PRESETS
-                   else ("cpu" if F.preset == "auto" else F.preset)]
-  clients = sorted(common.parse_int_list(F.clients or preset["clients"], "--clients"))
-  cfg0 = common.BenchConfig(
-      clients=clients[0], image_size=F.image_size or preset["image_size"],
-      features=tuple(common.parse_int_list(F.features or preset["features"], "--features")),
-      local_steps=F.local_steps or preset["local_steps"], batch_size=F.batch_size or preset["batch_size"],
-      optimizer=F.optimizer, strategy=F.strategy, chunk_size=F.chunk_size, conv_impl=F.conv_impl)
-  os.makedirs(F.out, exist_ok=True)
-  print(f"device: {common.device_string()}; clients {clients}; config {cfg0.as_dict()}", flush=True)
-  rows = []
-  for c in clients:
-    row = measure(dataclasses.replace(cfg0, clients=c), F.rounds)
-    rows.append(row)
-    if row["status"] != "ok":
-      print(f"C={c:5d}  out of memory: stopping the sweep", flush=True)
-      break
-    mem = f"{row['memory_bytes'] / 2 ** 20:9.1f} MiB" if row["memory_bytes"] is not None else "n/a"
-    print(f"C={c:5d}  round {row['round_time_s'] * 1e3:9.1f} ms (spread {row['spread']:.0%})  "
-          f"{row['images_per_s']:9.1f} images/s  memory {mem}  compile {row['compile_s']:.1f} s", flush=True)
-  estimate = per_client_bytes_estimate(common.init_params(common.make_model(cfg0), cfg0), cfg0, F.optimizer)
-  text, _, intercept = report_memory(rows, estimate)
-  print(text)
-  write_csv(rows, os.path.join(F.out, "scaling.csv"))
-  plot(rows, os.path.join(F.out, "scaling.png"), estimate, intercept if intercept == intercept else None)
-  print(f"wrote {os.path.join(F.out, 'scaling.csv')} and {os.path.join(F.out, 'scaling.png')}")
+    F = flags.FLAGS
+    preset = PRESETS[
+        (
+            jax.default_backend()
+            if F.preset == "auto" and jax.default_backend() in PRESETS
+            else ("cpu" if F.preset == "auto" else F.preset)
+        )
+    ]
+    clients = sorted(common.parse_int_list(F.clients or preset["clients"], "--clients"))
+    cfg0 = common.BenchConfig(
+        clients=clients[0],
+        image_size=F.image_size or preset["image_size"],
+        features=tuple(common.parse_int_list(F.features or preset["features"], "--features")),
+        local_steps=F.local_steps or preset["local_steps"],
+        batch_size=F.batch_size or preset["batch_size"],
+        optimizer=F.optimizer,
+        strategy=F.strategy,
+        chunk_size=F.chunk_size,
+        conv_impl=F.conv_impl,
+    )
+    os.makedirs(F.out, exist_ok=True)
+    print(f"device: {common.device_string()}; clients {clients}; config {cfg0.as_dict()}", flush=True)
+    rows = []
+    for c in clients:
+        row = measure(dataclasses.replace(cfg0, clients=c), F.rounds)
+        rows.append(row)
+        if row["status"] != "ok":
+            print(f"C={c:5d}  out of memory: stopping the sweep", flush=True)
+            break
+        mem = f"{row['memory_bytes'] / 2 ** 20:9.1f} MiB" if row["memory_bytes"] is not None else "n/a"
+        print(
+            f"C={c:5d}  round {row['round_time_s'] * 1e3:9.1f} ms (spread {row['spread']:.0%})  "
+            f"{row['images_per_s']:9.1f} images/s  memory {mem}  compile {row['compile_s']:.1f} s",
+            flush=True,
+        )
+    estimate = per_client_bytes_estimate(common.init_params(common.make_model(cfg0), cfg0), cfg0, F.optimizer)
+    text, _, intercept = report_memory(rows, estimate)
+    print(text)
+    write_csv(rows, os.path.join(F.out, "scaling.csv"))
+    plot(rows, os.path.join(F.out, "scaling.png"), estimate, intercept if intercept == intercept else None)
+    print(f"wrote {os.path.join(F.out, 'scaling.csv')} and {os.path.join(F.out, 'scaling.png')}")
 
 
 if __name__ == "__main__":
-  from absl import app
-  _define_flags()
-  app.run(main)
+    from absl import app
+
+    _define_flags()
+    app.run(main)

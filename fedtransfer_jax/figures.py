@@ -15,60 +15,64 @@ import numpy as np  # noqa: E402
 
 
 def _save(fig, path: str) -> None:
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=110, bbox_inches="tight")
-  plt.close(fig)
-  os.replace(tmp, path)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
 
 
 def style_grid(path: str, images: np.ndarray, names: list[str], mode: str, render: Callable, bank) -> None:
-  """Row i: client i's image; column j: rendered with client j's first shared style (diagonal: original)."""
-  c = len(names)
-  fig, axes = plt.subplots(c, c + 1, figsize=(1.6 * (c + 1), 1.6 * c), squeeze=False)
-  x = jnp.asarray(images)
-  for j in range(c):
-    if mode == "adain":
-      styled = render(x, jnp.broadcast_to(bank.adain_mean[j, 0], (c,) + bank.adain_mean.shape[2:]),
-                      jnp.broadcast_to(bank.adain_std[j, 0], (c,) + bank.adain_std.shape[2:]))
-    else:
-      styled = render(x, jnp.broadcast_to(bank.fourier_amp[j, 0], (c,) + bank.fourier_amp.shape[2:]))
-    styled = np.asarray(styled)
+    """Row i: client i's image; column j: rendered with client j's first shared style (diagonal: original)."""
+    c = len(names)
+    fig, axes = plt.subplots(c, c + 1, figsize=(1.6 * (c + 1), 1.6 * c), squeeze=False)
+    x = jnp.asarray(images)
+    for j in range(c):
+        if mode == "adain":
+            styled = render(
+                x,
+                jnp.broadcast_to(bank.adain_mean[j, 0], (c,) + bank.adain_mean.shape[2:]),
+                jnp.broadcast_to(bank.adain_std[j, 0], (c,) + bank.adain_std.shape[2:]),
+            )
+        else:
+            styled = render(x, jnp.broadcast_to(bank.fourier_amp[j, 0], (c,) + bank.fourier_amp.shape[2:]))
+        styled = np.asarray(styled)
+        for i in range(c):
+            axes[i, j + 1].imshow(np.clip(images[i] if i == j else styled[i], 0, 1))
     for i in range(c):
-      axes[i, j + 1].imshow(np.clip(images[i] if i == j else styled[i], 0, 1))
-  for i in range(c):
-    axes[i, 0].imshow(np.clip(images[i], 0, 1))
-    axes[i, 0].set_ylabel(names[i], fontsize=8)
-  axes[0, 0].set_title("original", fontsize=8)
-  for j in range(c):
-    axes[0, j + 1].set_title(f"as {names[j]}", fontsize=8)
-  for ax in axes.ravel():
-    ax.set_xticks([])
-    ax.set_yticks([])
-  fig.suptitle(f"{mode} restyling: rows = client images, columns = target client style", fontsize=9)
-  _save(fig, path)
+        axes[i, 0].imshow(np.clip(images[i], 0, 1))
+        axes[i, 0].set_ylabel(names[i], fontsize=8)
+    axes[0, 0].set_title("original", fontsize=8)
+    for j in range(c):
+        axes[0, j + 1].set_title(f"as {names[j]}", fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"{mode} restyling: rows = client images, columns = target client style", fontsize=9)
+    _save(fig, path)
 
 
 def _overlay(image: np.ndarray, boundary: np.ndarray, color=(1.0, 0.1, 0.1)) -> np.ndarray:
-  out = np.clip(image, 0, 1).copy()
-  out[boundary] = color
-  return out
+    out = np.clip(image, 0, 1).copy()
+    out[boundary] = color
+    return out
 
 
-def prediction_overlays(path: str, images: np.ndarray, labels: np.ndarray, names: list[str],
-                        predictions: Mapping[str, np.ndarray]) -> None:
-  """Rows: one test tile per client; columns: image, ground truth, then each method's prediction."""
-  methods = list(predictions)
-  c = len(names)
-  fig, axes = plt.subplots(c, 2 + len(methods), figsize=(1.7 * (2 + len(methods)), 1.7 * c), squeeze=False)
-  for i in range(c):
-    axes[i, 0].imshow(np.clip(images[i], 0, 1))
-    axes[i, 1].imshow(_overlay(images[i], labels[i] > 0, (0.1, 0.9, 0.1)))
-    axes[i, 0].set_ylabel(names[i], fontsize=8)
-    for j, m in enumerate(methods):
-      axes[i, 2 + j].imshow(_overlay(images[i], predictions[m][i]))
-  for j, title in enumerate(["image", "ground truth"] + methods):
-    axes[0, j].set_title(title, fontsize=8)
-  for ax in axes.ravel():
-    ax.set_xticks([])
-    ax.set_yticks([])
-  _save(fig, path)
+def prediction_overlays(
+    path: str, images: np.ndarray, labels: np.ndarray, names: list[str], predictions: Mapping[str, np.ndarray]
+) -> None:
+    """Rows: one test tile per client; columns: image, ground truth, then each method's prediction."""
+    methods = list(predictions)
+    c = len(names)
+    fig, axes = plt.subplots(c, 2 + len(methods), figsize=(1.7 * (2 + len(methods)), 1.7 * c), squeeze=False)
+    for i in range(c):
+        axes[i, 0].imshow(np.clip(images[i], 0, 1))
+        axes[i, 1].imshow(_overlay(images[i], labels[i] > 0, (0.1, 0.9, 0.1)))
+        axes[i, 0].set_ylabel(names[i], fontsize=8)
+        for j, m in enumerate(methods):
+            axes[i, 2 + j].imshow(_overlay(images[i], predictions[m][i]))
+    for j, title in enumerate(["image", "ground truth"] + methods):
+        axes[0, j].set_title(title, fontsize=8)
+    for ax in axes.ravel():
+        ax.set_xticks([])
+        ax.set_yticks([])
+    _save(fig, path)

@@ -22,107 +22,119 @@ from fedtransfer_jax.fl import algorithms, round as round_lib
 
 
 class LoadedModel:
-  """A segmenter restored from `<workdir>/checkpoints/<method>[/<client>]`."""
+    """A segmenter restored from `<workdir>/checkpoints/<method>[/<client>]`."""
 
-  def __init__(self, config: ml_collections.ConfigDict, params: Any, tag: str):
-    self.config = config
-    self.params = params
-    self.tag = tag
-    self.tile = int(config.data.tile_size)
-    self.model = models.build_model(config.model)
-    model = self.model
+    def __init__(self, config: ml_collections.ConfigDict, params: Any, tag: str):
+        self.config = config
+        self.params = params
+        self.tag = tag
+        self.tile = int(config.data.tile_size)
+        self.model = models.build_model(config.model)
+        model = self.model
 
-    @jax.jit
-    def prob_fn(params, images):
-      return jax.nn.softmax(model.apply({"params": params}, images), axis=-1)[..., 1]
+        @jax.jit
+        def prob_fn(params, images):
+            return jax.nn.softmax(model.apply({"params": params}, images), axis=-1)[..., 1]
 
-    self._prob_fn = prob_fn
+        self._prob_fn = prob_fn
 
-  def tile_probs(self, tiles: np.ndarray, batch: int = 16) -> np.ndarray:
-    """Boundary probability for [T, tile, tile, 3] tiles (fixed-size batches: one compilation)."""
-    out = []
-    for s in range(0, len(tiles), batch):
-      chunk = tiles[s:s + batch]
-      n = len(chunk)
-      if n < batch:
-        chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], chunk.dtype)])
-      out.append(np.asarray(self._prob_fn(self.params, jnp.asarray(chunk, jnp.float32)))[:n])
-    return np.concatenate(out)
+    def tile_probs(self, tiles: np.ndarray, batch: int = 16) -> np.ndarray:
+        """Boundary probability for [T, tile, tile, 3] tiles (fixed-size batches: one compilation)."""
+        out = []
+        for s in range(0, len(tiles), batch):
+            chunk = tiles[s : s + batch]
+            n = len(chunk)
+            if n < batch:
+                chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], chunk.dtype)])
+            out.append(np.asarray(self._prob_fn(self.params, jnp.asarray(chunk, jnp.float32)))[:n])
+        return np.concatenate(out)
 
-  def predict_prob(self, image: np.ndarray, *, overlap: int | None = None, flips: bool = False) -> np.ndarray:
-    """Boundary probability [H, W] for an image [H, W, 3] of any size (tiled sliding window)."""
-    overlap = self.tile // 4 if overlap is None else overlap
-    h, w = image.shape[:2]
-    tiles, positions = tiling.extract_tiles(image, self.tile, overlap)
-    if flips:
-      views = [(lambda t: t, lambda p: p), (lambda t: t[:, :, ::-1], lambda p: p[:, :, ::-1]),
-               (lambda t: t[:, ::-1], lambda p: p[:, ::-1]),
-               (lambda t: t[:, ::-1, ::-1], lambda p: p[:, ::-1, ::-1])]
-      probs = np.mean([undo(self.tile_probs(np.ascontiguousarray(do(tiles)))) for do, undo in views], axis=0)
-    else:
-      probs = self.tile_probs(tiles)
-    return tiling.stitch(probs, positions, (h, w), self.tile, blend="hann")
+    def predict_prob(
+        self, image: np.ndarray, *, overlap: int | None = None, flips: bool = False
+    ) -> np.ndarray:
+        """Boundary probability [H, W] for an image [H, W, 3] of any size (tiled sliding window)."""
+        overlap = self.tile // 4 if overlap is None else overlap
+        h, w = image.shape[:2]
+        tiles, positions = tiling.extract_tiles(image, self.tile, overlap)
+        if flips:
+            views = [
+                (lambda t: t, lambda p: p),
+                (lambda t: t[:, :, ::-1], lambda p: p[:, :, ::-1]),
+                (lambda t: t[:, ::-1], lambda p: p[:, ::-1]),
+                (lambda t: t[:, ::-1, ::-1], lambda p: p[:, ::-1, ::-1]),
+            ]
+            probs = np.mean(
+                [undo(self.tile_probs(np.ascontiguousarray(do(tiles)))) for do, undo in views], axis=0
+            )
+        else:
+            probs = self.tile_probs(tiles)
+        return tiling.stitch(probs, positions, (h, w), self.tile, blend="hann")
 
 
 def _config_from_workdir(workdir: str) -> ml_collections.ConfigDict:
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: is {workdir!r} a workdir written by launch.py?")
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    path = os.path.join(workdir, "config.json")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: is {workdir!r} a workdir written by launch.py?")
+    with open(path) as f:
+        return ml_collections.ConfigDict(json.load(f))
 
 
 def checkpoint_tag(workdir: str, method: str, client: str | None) -> str:
-  base = os.path.join(workdir, "checkpoints", method)
-  if not os.path.isdir(base):
-    have = sorted(os.listdir(os.path.join(workdir, "checkpoints"))) if os.path.isdir(
-        os.path.join(workdir, "checkpoints")) else []
-    raise FileNotFoundError(f"no checkpoints for method {method!r} in {base}; available: {have}")
-  if method == "local":
-    clients = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)))
-    if client is None:
-      raise ValueError(f"method 'local' has one model per client: pass --client (one of {clients})")
-    if client not in clients:
-      raise ValueError(f"no local model for client {client!r}; available: {clients}")
-    return f"{method}/{client}"
-  return method
+    base = os.path.join(workdir, "checkpoints", method)
+    if not os.path.isdir(base):
+        have = (
+            sorted(os.listdir(os.path.join(workdir, "checkpoints")))
+            if os.path.isdir(os.path.join(workdir, "checkpoints"))
+            else []
+        )
+        raise FileNotFoundError(f"no checkpoints for method {method!r} in {base}; available: {have}")
+    if method == "local":
+        clients = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)))
+        if client is None:
+            raise ValueError(f"method 'local' has one model per client: pass --client (one of {clients})")
+        if client not in clients:
+            raise ValueError(f"no local model for client {client!r}; available: {clients}")
+        return f"{method}/{client}"
+    return method
 
 
 def load_model(workdir: str, method: str, client: str | None = None) -> LoadedModel:
-  """Restores the latest server state of `method` and returns its segmenter."""
-  config = _config_from_workdir(workdir)
-  tag = checkpoint_tag(workdir, method, client)
-  model = models.build_model(config.model)
-  tile = int(config.data.tile_size)
-  params = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, tile, tile, 3)))["params"])
-  fl = config.fl
-  server_opt = algorithms.make_optimizer(fl.server_optimizer, fl.server_lr, fl.get("server_momentum", 0.0))
-  template = jax.eval_shape(lambda p: round_lib.init_server_state(p, server_opt), params)
-  mngr = checkpointing.manager(os.path.join(workdir, "checkpoints", tag), 1)
-  state, step = checkpointing.restore_latest(mngr, template)
-  mngr.close()
-  if state is None:
-    raise FileNotFoundError(f"no complete checkpoint in {os.path.join(workdir, 'checkpoints', tag)}")
-  return LoadedModel(config, state.params, tag)
+    """Restores the latest server state of `method` and returns its segmenter."""
+    config = _config_from_workdir(workdir)
+    tag = checkpoint_tag(workdir, method, client)
+    model = models.build_model(config.model)
+    tile = int(config.data.tile_size)
+    params = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, tile, tile, 3)))["params"]
+    )
+    fl = config.fl
+    server_opt = algorithms.make_optimizer(fl.server_optimizer, fl.server_lr, fl.get("server_momentum", 0.0))
+    template = jax.eval_shape(lambda p: round_lib.init_server_state(p, server_opt), params)
+    mngr = checkpointing.manager(os.path.join(workdir, "checkpoints", tag), 1)
+    state, step = checkpointing.restore_latest(mngr, template)
+    mngr.close()
+    if state is None:
+        raise FileNotFoundError(f"no complete checkpoint in {os.path.join(workdir, 'checkpoints', tag)}")
+    return LoadedModel(config, state.params, tag)
 
 
 def default_method(workdir: str) -> str:
-  """The best federated method the workdir has: fedtransfer > fedavg > fedprox > centralized."""
-  base = os.path.join(workdir, "checkpoints")
-  have = set(os.listdir(base)) if os.path.isdir(base) else set()
-  for m in ("fedtransfer", "fedtransfer_fourier", "fedavg", "fedprox", "centralized"):
-    if m in have:
-      return m
-  raise FileNotFoundError(f"no trained model found under {base}")
+    """The best federated method the workdir has: fedtransfer > fedavg > fedprox > centralized."""
+    base = os.path.join(workdir, "checkpoints")
+    have = set(os.listdir(base)) if os.path.isdir(base) else set()
+    for m in ("fedtransfer", "fedtransfer_fourier", "fedavg", "fedprox", "centralized"):
+        if m in have:
+            return m
+    raise FileNotFoundError(f"no trained model found under {base}")
 
 
 def list_images(path: str) -> list[str]:
-  exts = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
-  if os.path.isfile(path):
-    return [path]
-  if not os.path.isdir(path):
-    raise FileNotFoundError(f"{path} is neither an image file nor a folder")
-  files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(exts))
-  if not files:
-    raise ValueError(f"no images ({', '.join(exts)}) in {path}")
-  return files
+    exts = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"{path} is neither an image file nor a folder")
+    files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(exts))
+    if not files:
+        raise ValueError(f"no images ({', '.join(exts)}) in {path}")
+    return files

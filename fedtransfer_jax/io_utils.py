@@ -12,88 +12,109 @@ import ml_collections
 
 
 def write_text_atomic(path: str, text: str) -> None:
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _jsonable(x: Any) -> Any:
-  if isinstance(x, dict):
-    return {str(k): _jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [_jsonable(v) for v in x]
-  if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
-    x = x.item()
-  if isinstance(x, float) and not math.isfinite(x):
-    return None  # JSON has no NaN/inf; readers see null.
-  return x
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "item") and getattr(x, "ndim", 1) == 0:
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None  # JSON has no NaN/inf; readers see null.
+    return x
 
 
 def write_json_atomic(path: str, obj: Any) -> None:
-  write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
+    write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
 def config_to_json(config: ml_collections.ConfigDict) -> dict:
-  return _jsonable(config.to_dict())
+    return _jsonable(config.to_dict())
 
 
 class JsonlWriter:
-  """Appends one JSON object per line, flushed each time (a crash loses at most the line in flight)."""
+    """Appends one JSON object per line, flushed each time (a crash loses at most the line in flight)."""
 
-  def __init__(self, path: str):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    self._f = open(path, "a")
+    def __init__(self, path: str):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        self._f = open(path, "a")
 
-  def write(self, record: dict) -> None:
-    self._f.write(json.dumps(_jsonable(record)) + "\n")
-    self._f.flush()
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(_jsonable(record)) + "\n")
+        self._f.flush()
 
-  def close(self) -> None:
-    self._f.close()
+    def close(self) -> None:
+        self._f.close()
 
 
 _MD_KEYS = ("boundary_f1", "ari", "vi", "grain_count_rel_error", "miou")
 
 
 def summary_markdown(summary: dict) -> str:
-  lines = ["# fedtransfer_jax summary", ""]
-  lines.append(f"Clients: {', '.join(summary.get('clients', []))}. Device: {summary.get('device', '?')}. "
-               "Mean over clients of the per-client mean over test tiles (± spread over clients).")
-  lines.append("")
-  header = "| method | " + " | ".join(_MD_KEYS) + " | compilations | wall s |"
-  lines += [header, "|" + "---|" * (len(_MD_KEYS) + 3)]
-  for name, m in summary["methods"].items():
-    cells = [f"{m['mean'][k]:.3f} ± {m['mean'].get(k + '_std', 0.0):.3f}" for k in _MD_KEYS]
-    lines.append(f"| {name} | " + " | ".join(cells) + f" | {m['round_compilations']} | {m['wall_seconds']:.1f} |")
-  if any("unseen" in m for m in summary["methods"].values()):
-    lines += ["", f"Unseen labs ({', '.join(summary.get('unseen_clients', []))}), never trained on:", "",
-              header.replace("compilations | wall s |", ""), "|" + "---|" * (len(_MD_KEYS) + 1)]
+    lines = ["# fedtransfer_jax summary", ""]
+    lines.append(
+        f"Clients: {', '.join(summary.get('clients', []))}. Device: {summary.get('device', '?')}. "
+        "Mean over clients of the per-client mean over test tiles (± spread over clients)."
+    )
+    lines.append("")
+    header = "| method | " + " | ".join(_MD_KEYS) + " | compilations | wall s |"
+    lines += [header, "|" + "---|" * (len(_MD_KEYS) + 3)]
     for name, m in summary["methods"].items():
-      if "unseen" in m:
-        u = m["unseen"]["mean"]
-        lines.append(f"| {name} | " + " | ".join(f"{u[k]:.3f} ± {u.get(k + '_std', 0.0):.3f}" for k in _MD_KEYS) + " |")
-  for name, m in summary["methods"].items():
-    lines += ["", f"## {name}: per client", "", "| client | " + " | ".join(_MD_KEYS) + " |",
-              "|" + "---|" * (len(_MD_KEYS) + 1)]
-    for c, cm in m["per_client"].items():
-      lines.append(f"| {c} | " + " | ".join(f"{cm[k]:.3f}" for k in _MD_KEYS) + " |")
-    if "privacy_ledger" in m:
-      pl = m["privacy_ledger"]
-      lines += ["", f"Privacy ledger: {pl['bytes_sent_total']} bytes sent in total; "
-                f"image-shaped arrays sent: {pl['image_shaped_arrays_sent']}."]
-  return "\n".join(lines) + "\n"
+        cells = [f"{m['mean'][k]:.3f} ± {m['mean'].get(k + '_std', 0.0):.3f}" for k in _MD_KEYS]
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {m['round_compilations']} | {m['wall_seconds']:.1f} |"
+        )
+    if any("unseen" in m for m in summary["methods"].values()):
+        lines += [
+            "",
+            f"Unseen labs ({', '.join(summary.get('unseen_clients', []))}), never trained on:",
+            "",
+            header.replace("compilations | wall s |", ""),
+            "|" + "---|" * (len(_MD_KEYS) + 1),
+        ]
+        for name, m in summary["methods"].items():
+            if "unseen" in m:
+                u = m["unseen"]["mean"]
+                lines.append(
+                    f"| {name} | "
+                    + " | ".join(f"{u[k]:.3f} ± {u.get(k + '_std', 0.0):.3f}" for k in _MD_KEYS)
+                    + " |"
+                )
+    for name, m in summary["methods"].items():
+        lines += [
+            "",
+            f"## {name}: per client",
+            "",
+            "| client | " + " | ".join(_MD_KEYS) + " |",
+            "|" + "---|" * (len(_MD_KEYS) + 1),
+        ]
+        for c, cm in m["per_client"].items():
+            lines.append(f"| {c} | " + " | ".join(f"{cm[k]:.3f}" for k in _MD_KEYS) + " |")
+        if "privacy_ledger" in m:
+            pl = m["privacy_ledger"]
+            lines += [
+                "",
+                f"Privacy ledger: {pl['bytes_sent_total']} bytes sent in total; "
+                f"image-shaped arrays sent: {pl['image_shaped_arrays_sent']}.",
+            ]
+    return "\n".join(lines) + "\n"
 
 
 def write_summary(workdir: str, summary: dict) -> None:
-  write_json_atomic(os.path.join(workdir, "summary.json"), summary)
-  write_text_atomic(os.path.join(workdir, "summary.md"), summary_markdown(summary))
+    write_json_atomic(os.path.join(workdir, "summary.json"), summary)
+    write_text_atomic(os.path.join(workdir, "summary.md"), summary_markdown(summary))

@@ -44,7 +44,9 @@ def main() -> None:
                 ax.set_xticks([])
                 ax.set_yticks([])
         axes[row, 0].set_ylabel(f"{lab}\n{info['method']}", fontsize=9)
-    fig.suptitle(f"Synthetic labs ({args.size} px, seed {args.seed}): 3 samples | boundary labels", fontsize=10)
+    fig.suptitle(
+        f"Synthetic labs ({args.size} px, seed {args.seed}): 3 samples | boundary labels", fontsize=10
+    )
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     fig.savefig(args.out, dpi=110)

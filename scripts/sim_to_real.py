@@ -32,87 +32,103 @@ METHOD_ORDER = ("local", "fedavg", "fedprox", "fedtransfer", "fedtransfer_fourie
 
 
 def workdir_methods(workdir: str) -> list[str]:
-  """Methods with checkpoints in ``workdir``, in the usual reporting order (unknown ones last, sorted)."""
-  base = os.path.join(workdir, "checkpoints")
-  if not os.path.isdir(base):
-    raise FileNotFoundError(f"{base} not found: is {workdir!r} a workdir written by launch.py?")
-  have = {d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))}
-  if not have:
-    raise FileNotFoundError(f"no method checkpoints under {base}")
-  return [m for m in METHOD_ORDER if m in have] + sorted(have - set(METHOD_ORDER))
+    """Methods with checkpoints in ``workdir``, in the usual reporting order (unknown ones last, sorted)."""
+    base = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(base):
+        raise FileNotFoundError(f"{base} not found: is {workdir!r} a workdir written by launch.py?")
+    have = {d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))}
+    if not have:
+        raise FileNotFoundError(f"no method checkpoints under {base}")
+    return [m for m in METHOD_ORDER if m in have] + sorted(have - set(METHOD_ORDER))
 
 
 def local_clients(workdir: str) -> list[str]:
-  """Client names that have a local model (``checkpoints/local/<client>``)."""
-  base = os.path.join(workdir, "checkpoints", "local")
-  return sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)))
+    """Client names that have a local model (``checkpoints/local/<client>``)."""
+    base = os.path.join(workdir, "checkpoints", "local")
+    return sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)))
 
 
 def mean_metrics(rows: Sequence[dict]) -> dict:
-  """Key-wise mean of metric dicts over models (keys every row has, numbers only)."""
-  keys = [k for k in rows[0] if all(k in r for r in rows) and isinstance(rows[0][k], (int, float))]
-  return {k: float(sum(float(r[k]) for r in rows) / len(rows)) for k in keys}
+    """Key-wise mean of metric dicts over models (keys every row has, numbers only)."""
+    keys = [k for k in rows[0] if all(k in r for r in rows) and isinstance(rows[0][k], (int, float))]
+    return {k: float(sum(float(r[k]) for r in rows) / len(rows)) for k in keys}
 
 
-def evaluate_workdir(workdir: str, data_dir: str, *, invert_labels: bool = False,
-                     load: Callable = inference.load_model, evaluate: Callable | None = None) -> dict:
-  """Every method's mean metrics on ``data_dir`` ('local': mean over its client models).
+def evaluate_workdir(
+    workdir: str,
+    data_dir: str,
+    *,
+    invert_labels: bool = False,
+    load: Callable = inference.load_model,
+    evaluate: Callable | None = None,
+) -> dict:
+    """Every method's mean metrics on ``data_dir`` ('local': mean over its client models).
 
-  ``load``/``evaluate`` default to ``inference.load_model`` and ``evaluate.evaluate_folder``; they are
-  parameters so tests can run the aggregation logic without a trained workdir. The evaluate module is
-  imported lazily: it defines absl flags (``--workdir``...) at import, which would clash with
-  ``fedtransfer_jax.predict``'s in one process (a pytest session).
-  """
-  if evaluate is None:
-    from fedtransfer_jax.evaluate import evaluate_folder as evaluate
-  methods: dict[str, dict] = {}
-  n_images = 0
-  for method in workdir_methods(workdir):
-    if method == "local":
-      per_client = {}
-      for client in local_clients(workdir):
-        res = evaluate(load(workdir, method, client), data_dir, invert_labels=invert_labels)
-        per_client[client] = res["mean"]
-        n_images = res["n_images"]
-      if not per_client:
-        raise FileNotFoundError(f"checkpoints/local in {workdir} holds no client models")
-      methods[method] = {"mean": mean_metrics(list(per_client.values())), "per_client": per_client}
-    else:
-      res = evaluate(load(workdir, method), data_dir, invert_labels=invert_labels)
-      methods[method] = {"mean": res["mean"]}
-      n_images = res["n_images"]
-  return {"workdir": os.path.abspath(workdir), "data_dir": os.path.abspath(data_dir), "n_images": n_images,
-          "methods": methods}
+    ``load``/``evaluate`` default to ``inference.load_model`` and ``evaluate.evaluate_folder``; they are
+    parameters so tests can run the aggregation logic without a trained workdir. The evaluate module is
+    imported lazily: it defines absl flags (``--workdir``...) at import, which would clash with
+    ``fedtransfer_jax.predict``'s in one process (a pytest session).
+    """
+    if evaluate is None:
+        from fedtransfer_jax.evaluate import evaluate_folder as evaluate
+    methods: dict[str, dict] = {}
+    n_images = 0
+    for method in workdir_methods(workdir):
+        if method == "local":
+            per_client = {}
+            for client in local_clients(workdir):
+                res = evaluate(load(workdir, method, client), data_dir, invert_labels=invert_labels)
+                per_client[client] = res["mean"]
+                n_images = res["n_images"]
+            if not per_client:
+                raise FileNotFoundError(f"checkpoints/local in {workdir} holds no client models")
+            methods[method] = {"mean": mean_metrics(list(per_client.values())), "per_client": per_client}
+        else:
+            res = evaluate(load(workdir, method), data_dir, invert_labels=invert_labels)
+            methods[method] = {"mean": res["mean"]}
+            n_images = res["n_images"]
+    return {
+        "workdir": os.path.abspath(workdir),
+        "data_dir": os.path.abspath(data_dir),
+        "n_images": n_images,
+        "methods": methods,
+    }
 
 
 def format_table(result: dict, keys: Sequence[str] = TABLE_KEYS) -> str:
-  """Markdown table: one row per method, the mean metrics as columns (missing -> 'n/a')."""
-  lines = ["| method | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-  for method, m in result["methods"].items():
-    cells = [f"{m['mean'][k]:.3f}" if isinstance(m["mean"].get(k), (int, float)) else "n/a" for k in keys]
-    lines.append(f"| {method} | " + " | ".join(cells) + " |")
-  return "\n".join(lines)
+    """Markdown table: one row per method, the mean metrics as columns (missing -> 'n/a')."""
+    lines = ["| method | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+    for method, m in result["methods"].items():
+        cells = [f"{m['mean'][k]:.3f}" if isinstance(m["mean"].get(k), (int, float)) else "n/a" for k in keys]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-  """Command line (argparse, not absl flags: see ``evaluate_workdir``)."""
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--workdir", required=True, help="Workdir of `launch.py --config experiments/grains.py`.")
-  parser.add_argument("--data_dir", required=True, help="Real labelled folder (images/ + labels/).")
-  parser.add_argument("--invert_labels", action="store_true", help="Labels mark boundaries with 0, not 255.")
-  return parser.parse_args(argv)
+    """Command line (argparse, not absl flags: see ``evaluate_workdir``)."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--workdir", required=True, help="Workdir of `launch.py --config experiments/grains.py`."
+    )
+    parser.add_argument("--data_dir", required=True, help="Real labelled folder (images/ + labels/).")
+    parser.add_argument(
+        "--invert_labels", action="store_true", help="Labels mark boundaries with 0, not 255."
+    )
+    return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-  args = parse_args(argv)
-  result = evaluate_workdir(args.workdir, args.data_dir, invert_labels=args.invert_labels)
-  out = os.path.join(args.workdir, "sim_to_real.json")
-  io_utils.write_json_atomic(out, result)
-  print(f"Sim-to-real on {result['data_dir']} ({result['n_images']} images; local = mean over client models)\n")
-  print(format_table(result))
-  print(f"\nwrote {out}")
-  return result
+    args = parse_args(argv)
+    result = evaluate_workdir(args.workdir, args.data_dir, invert_labels=args.invert_labels)
+    out = os.path.join(args.workdir, "sim_to_real.json")
+    io_utils.write_json_atomic(out, result)
+    print(
+        f"Sim-to-real on {result['data_dir']} ({result['n_images']} images; local = mean over client models)\n"
+    )
+    print(format_table(result))
+    print(f"\nwrote {out}")
+    return result
 
 
 if __name__ == "__main__":
-  main()
+    main()

@@ -13,58 +13,67 @@ H = W = 8
 
 
 def _data(c=3, n=2):
-  rng = np.random.default_rng(0)
-  return (jnp.asarray(rng.uniform(size=(c, n, H, W, 3)).astype(np.float32)),
-          jnp.asarray((rng.uniform(size=(c, n, H, W)) < 0.2).astype(np.uint8)), jnp.ones((c, n), bool))
+    rng = np.random.default_rng(0)
+    return (
+        jnp.asarray(rng.uniform(size=(c, n, H, W, 3)).astype(np.float32)),
+        jnp.asarray((rng.uniform(size=(c, n, H, W)) < 0.2).astype(np.uint8)),
+        jnp.ones((c, n), bool),
+    )
 
 
 def _run(client_update, params):
-  ledger = PrivacyLedger(image_hw=(H, W), client_names=["a", "b", "c"])
-  round_fn = build_round(client_update, optax.sgd(1.0), RoundConfig(clients_per_round=2), seed=0, ledger=ledger)
-  state, metrics = round_fn(init_server_state(params, optax.sgd(1.0)), _data())
-  ledger.record_round(1, "model_update", np.asarray(metrics["client_ids"]))
-  return ledger
+    ledger = PrivacyLedger(image_hw=(H, W), client_names=["a", "b", "c"])
+    round_fn = build_round(
+        client_update, optax.sgd(1.0), RoundConfig(clients_per_round=2), seed=0, ledger=ledger
+    )
+    state, metrics = round_fn(init_server_state(params, optax.sgd(1.0)), _data())
+    ledger.record_round(1, "model_update", np.asarray(metrics["client_ids"]))
+    return ledger
 
 
 def honest_update(global_params, images, labels, mask, client_id, rng):
-  del labels, client_id, rng
-  delta = jax.tree_util.tree_map(lambda p: jnp.full_like(p, images.mean()), global_params)
-  return ClientUpdate(delta=delta, num_examples=mask.sum().astype(jnp.float32), loss=jnp.float32(0.0))
+    del labels, client_id, rng
+    delta = jax.tree_util.tree_map(lambda p: jnp.full_like(p, images.mean()), global_params)
+    return ClientUpdate(delta=delta, num_examples=mask.sum().astype(jnp.float32), loss=jnp.float32(0.0))
 
 
 def leaky_update(global_params, images, labels, mask, client_id, rng):
-  """A malicious/buggy client that smuggles its first image out inside the 'model delta'."""
-  upd = honest_update(global_params, images, labels, mask, client_id, rng)
-  return upd._replace(delta={**upd.delta, "smuggled": images[0]})
+    """A malicious/buggy client that smuggles its first image out inside the 'model delta'."""
+    upd = honest_update(global_params, images, labels, mask, client_id, rng)
+    return upd._replace(delta={**upd.delta, "smuggled": images[0]})
 
 
 def test_honest_round_sends_no_image_shaped_arrays():
-  ledger = _run(honest_update, {"w": jnp.zeros((3, 3, 3, 4)), "b": jnp.zeros((4,))})
-  summary = ledger.summary()
-  assert summary["image_shaped_arrays_sent"] is False
-  # Two sampled clients each sent w (3*3*3*4 floats) + b (4) + num_examples + loss.
-  per_send = (108 + 4 + 1 + 1) * 4
-  assert summary["bytes_sent_total"] == 2 * per_send
-  assert sorted(v for v in summary["bytes_sent_per_client"].values() if v) == [per_send, per_send]
-  names = {t["name"] for t in summary["tensors"]["model_update"]}
-  assert any("delta" in n and "'w'" in n for n in names)
+    ledger = _run(honest_update, {"w": jnp.zeros((3, 3, 3, 4)), "b": jnp.zeros((4,))})
+    summary = ledger.summary()
+    assert summary["image_shaped_arrays_sent"] is False
+    # Two sampled clients each sent w (3*3*3*4 floats) + b (4) + num_examples + loss.
+    per_send = (108 + 4 + 1 + 1) * 4
+    assert summary["bytes_sent_total"] == 2 * per_send
+    assert sorted(v for v in summary["bytes_sent_per_client"].values() if v) == [per_send, per_send]
+    names = {t["name"] for t in summary["tensors"]["model_update"]}
+    assert any("delta" in n and "'w'" in n for n in names)
 
 
 def test_ledger_catches_an_image_smuggled_into_the_model_delta():
-  params = {"w": jnp.zeros((3, 3, 3, 4)), "b": jnp.zeros((4,)), "smuggled": jnp.zeros((H, W, 3))}
-  ledger = _run(leaky_update, params)
-  summary = ledger.summary()
-  assert summary["image_shaped_arrays_sent"] is True
-  assert any("smuggled" in n for n in summary["flagged_tensors"])
+    params = {"w": jnp.zeros((3, 3, 3, 4)), "b": jnp.zeros((4,)), "smuggled": jnp.zeros((H, W, 3))}
+    ledger = _run(leaky_update, params)
+    summary = ledger.summary()
+    assert summary["image_shaped_arrays_sent"] is True
+    assert any("smuggled" in n for n in summary["flagged_tensors"])
 
 
 def test_ledger_catches_a_label_map_sent_as_style_statistics():
-  ledger = PrivacyLedger(image_hw=(H, W), client_names=["a", "b"])
-  send_from_client({"adain_mean": jnp.zeros((4, 16))}, ledger, "style_stats", client_id=0)
-  assert not ledger.image_shaped_arrays_sent
-  send_from_client({"adain_mean": jnp.zeros((4, 16)), "oops": jnp.zeros((2, H, W), jnp.uint8)}, ledger,
-                   "style_stats", client_id=1)
-  summary = ledger.summary()
-  assert summary["image_shaped_arrays_sent"] is True
-  assert summary["flagged_tensors"] == ["style_stats['oops']"]
-  assert summary["bytes_sent_per_client"] == {"a": 4 * 16 * 4, "b": 4 * 16 * 4 + 2 * H * W}
+    ledger = PrivacyLedger(image_hw=(H, W), client_names=["a", "b"])
+    send_from_client({"adain_mean": jnp.zeros((4, 16))}, ledger, "style_stats", client_id=0)
+    assert not ledger.image_shaped_arrays_sent
+    send_from_client(
+        {"adain_mean": jnp.zeros((4, 16)), "oops": jnp.zeros((2, H, W), jnp.uint8)},
+        ledger,
+        "style_stats",
+        client_id=1,
+    )
+    summary = ledger.summary()
+    assert summary["image_shaped_arrays_sent"] is True
+    assert summary["flagged_tensors"] == ["style_stats['oops']"]
+    assert summary["bytes_sent_per_client"] == {"a": 4 * 16 * 4, "b": 4 * 16 * 4 + 2 * H * W}

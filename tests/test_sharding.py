@@ -51,9 +51,11 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_round_on_four_host_devices_equals_one_device():
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=REPO,
-             JAX_PLATFORMS="cpu")
-  proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, cwd=REPO,
-                        timeout=600)
-  assert proc.returncode == 0, proc.stderr[-4000:]
-  assert "OK 4" in proc.stdout
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=REPO, JAX_PLATFORMS="cpu"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "OK 4" in proc.stdout

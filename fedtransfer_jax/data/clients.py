@@ -65,7 +65,9 @@ def pad_clients(
         if im.shape[0] == 0:
             raise ValueError(f"{who(i)} has no examples")
         if im.shape[1:] != ims[0].shape[1:]:
-            raise ValueError(f"{who(i)}: image shape {im.shape[1:]} differs from {who(0)}'s {ims[0].shape[1:]}")
+            raise ValueError(
+                f"{who(i)}: image shape {im.shape[1:]} differs from {who(0)}'s {ims[0].shape[1:]}"
+            )
     sizes = [im.shape[0] for im in ims]
     n = max(sizes) if pad_to is None else int(pad_to)
     if n < max(sizes):
@@ -188,7 +190,9 @@ def builder_config_from(cfg: Any) -> Any:
 
             labs = [n for n in unseen if n not in synthetic.LAB_NAMES]
             if labs:  # Name the unknown lab first: it is the more useful message.
-                raise ValueError(f"unknown client {labs[0]!r}: synthetic labs are {tuple(synthetic.LAB_NAMES)}")
+                raise ValueError(
+                    f"unknown client {labs[0]!r}: synthetic labs are {tuple(synthetic.LAB_NAMES)}"
+                )
             raise ValueError("cfg.clients is empty: name the synthetic labs to train on")
         return _synthetic_builder_config(cfg, clients + unseen)
     if source == "folder":
@@ -224,12 +228,16 @@ def mixed_client_kinds(cfg: Any) -> dict[str, str]:
     wanted = clients + unseen
     clash = sorted(set(real) & set(labs) & set(wanted))
     if clash:
-        raise ValueError(f"client names {clash} are both client folders in {str(data_dir)!r} and synthetic labs; "
-                         "rename the folders")
+        raise ValueError(
+            f"client names {clash} are both client folders in {str(data_dir)!r} and synthetic labs; "
+            "rename the folders"
+        )
     unknown = [n for n in wanted if n not in real and n not in labs]
     if unknown:
-        raise ValueError(f"unknown clients {unknown} for source 'mixed': real clients in {str(data_dir)!r} are "
-                         f"{sorted(real)}, synthetic labs are {labs}")
+        raise ValueError(
+            f"unknown clients {unknown} for source 'mixed': real clients in {str(data_dir)!r} are "
+            f"{sorted(real)}, synthetic labs are {labs}"
+        )
     return {n: ("folder" if n in real else "synthetic") for n in wanted}
 
 
@@ -281,7 +289,9 @@ def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
         raise ValueError(f"clients {sorted(both)} are listed both in cfg.clients and cfg.unseen_clients")
     for name in clients + unseen:
         if name not in available:
-            raise ValueError(f"unknown client {name!r}; available clients in {cfg.get('dir', '')!r}: {sorted(available)}")
+            raise ValueError(
+                f"unknown client {name!r}; available clients in {cfg.get('dir', '')!r}: {sorted(available)}"
+            )
     if not clients:
         clients = tuple(n for n in available if n not in unseen)
     if not clients:

@@ -136,7 +136,9 @@ def read_label(path: PathLike, invert: bool = False) -> np.ndarray:
 def _files_with_suffix(folder: Path, suffixes: Sequence[str]) -> list[Path]:
     """Sorted visible files in ``folder`` whose suffix (case-insensitive) is in ``suffixes``."""
     return sorted(
-        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
+        p
+        for p in folder.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
     )
 
 
@@ -176,7 +178,9 @@ def list_pairs(client_dir: PathLike) -> list[Pair]:
         raise FileNotFoundError(f"client folder {client_dir} has no images/ folder ({image_dir})")
     images = _files_with_suffix(image_dir, IMAGE_SUFFIXES)
     if not images:
-        raise ValueError(f"client folder {client_dir} has no images in {image_dir} (suffixes {IMAGE_SUFFIXES})")
+        raise ValueError(
+            f"client folder {client_dir} has no images in {image_dir} (suffixes {IMAGE_SUFFIXES})"
+        )
     if not label_dir.is_dir():
         raise FileNotFoundError(f"client folder {client_dir} has no labels/ folder ({label_dir})")
     labels: dict[str, Path] = {}
@@ -196,7 +200,9 @@ def list_pairs(client_dir: PathLike) -> list[Pair]:
     return pairs
 
 
-def load_pair(image_path: PathLike, label_path: PathLike, invert: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def load_pair(
+    image_path: PathLike, label_path: PathLike, invert: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
     """Reads one image and its label, checking that they have the same size.
 
     Raises:

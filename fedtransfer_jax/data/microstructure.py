@@ -121,7 +121,9 @@ def boundary_map(grains: np.ndarray, width: int = 2) -> np.ndarray:
     else:
         steps = (width - 1) // 2
     if steps > 0:
-        band = ndimage.binary_dilation(band, structure=ndimage.generate_binary_structure(2, 1), iterations=steps)
+        band = ndimage.binary_dilation(
+            band, structure=ndimage.generate_binary_structure(2, 1), iterations=steps
+        )
     return band.astype(np.uint8)
 
 
@@ -306,7 +308,9 @@ _potts_sweeps_jit = jax.jit(_potts_sweeps_single, static_argnums=3)
 def potts_sweeps(spins: np.ndarray, seed: int, n_sweeps: int, kT: float = POTTS_KT) -> np.ndarray:
     """Run ``n_sweeps`` Potts sweeps on one grain map (for benchmarks/figures; no size control)."""
     key = jax.random.key(seed)
-    out = _potts_sweeps_jit(jnp.asarray(spins, jnp.int32), key, jnp.asarray(_acceptance_thresholds(kT)), n_sweeps)
+    out = _potts_sweeps_jit(
+        jnp.asarray(spins, jnp.int32), key, jnp.asarray(_acceptance_thresholds(kT)), n_sweeps
+    )
     return np.asarray(out)
 
 
@@ -392,7 +396,9 @@ def generate_microstructure(
     if size < 4:
         raise ValueError(f"size must be >= 4 px, got {size}")
     if not 1.5 <= mean_grain_diameter_px <= 2.0 * size:
-        raise ValueError(f"mean_grain_diameter_px={mean_grain_diameter_px} outside [1.5, {2 * size}] for size {size}")
+        raise ValueError(
+            f"mean_grain_diameter_px={mean_grain_diameter_px} outside [1.5, {2 * size}] for size {size}"
+        )
     if dispersion < 0:
         raise ValueError(f"dispersion must be >= 0, got {dispersion}")
     if method == "voronoi" and dispersion > 0:

@@ -227,7 +227,9 @@ def blobs(
     for _ in range(n):
         cy, cx = rng.uniform(0, h), rng.uniform(0, w)
         r = rng.uniform(*radius)
-        out = np.maximum(out, rng.uniform(0.6, 1.0) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r)))
+        out = np.maximum(
+            out, rng.uniform(0.6, 1.0) * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * r * r))
+        )
     return out
 
 
@@ -318,7 +320,9 @@ def render_sem(rng: np.random.Generator, grains: np.ndarray, p: Params) -> np.nd
         y0 = int(rng.integers(0, h))
         rows = slice(y0, min(h, y0 + int(rng.integers(1, 4))))
         x0, decay = rng.uniform(0, w), rng.uniform(0.1, 0.6) * w
-        img[rows] += p["streak_amp"] * rng.uniform(0.5, 1.0) * np.where(xx >= x0, np.exp(-(xx - x0) / decay), 0.0)
+        img[rows] += (
+            p["streak_amp"] * rng.uniform(0.5, 1.0) * np.where(xx >= x0, np.exp(-(xx - x0) / decay), 0.0)
+        )
     img = img * (1.0 + p["line_noise"] * rng.standard_normal((h, 1)))
     img = rng.poisson(np.clip(img, 0.0, None) * p["dose"]) / p["dose"]
     return _grey_rgb(img)
@@ -345,7 +349,9 @@ def render_tint(rng: np.random.Generator, grains: np.ndarray, p: Params) -> np.n
     shape = grains.shape
     f100, f111 = orientation_features(rng, int(grains.max()) + 1)
     thick = 0.65 * f100 + 0.35 * rng.uniform(size=f100.shape)
-    hue = (p["hue_offset"] + p["hue_spread"] * thick)[grains] + p["film_variation"] * smooth_field(rng, shape, 20.0)
+    hue = (p["hue_offset"] + p["hue_spread"] * thick)[grains] + p["film_variation"] * smooth_field(
+        rng, shape, 20.0
+    )
     sat = np.full(shape, p["saturation"], np.float32) * (0.8 + 0.4 * f111[grains])
     val = (p["value_low"] + (p["value_high"] - p["value_low"]) * (1.0 - 0.6 * thick))[grains]
     pits = blobs(rng, shape, _pit_count(rng, shape, p["pit_density"]), (0.6, 1.2))

@@ -109,7 +109,9 @@ def make_lab_examples(
         grain_maps = [merge_small_grains(g, MIN_GRAIN_AREA) for g in grown]
     else:
         grain_maps = [
-            generate_microstructure(r, size, method=spec.method, mean_grain_diameter_px=d, dispersion=disp, warp=warp)
+            generate_microstructure(
+                r, size, method=spec.method, mean_grain_diameter_px=d, dispersion=disp, warp=warp
+            )
             for r, (d, disp, warp) in zip(rngs, gparams)
         ]
 

@@ -77,8 +77,18 @@ class SyntheticConfig(tfds.core.BuilderConfig):
         return cls(name=f"synthetic_{_params_hash(probe.params())}", **params)
 
     def params(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in ("labs", "train_per_client", "test_per_client", "image_size",
-                                             "tile_size", "seed", "boundary_width")}
+        return {
+            f: getattr(self, f)
+            for f in (
+                "labs",
+                "train_per_client",
+                "test_per_client",
+                "image_size",
+                "tile_size",
+                "seed",
+                "boundary_width",
+            )
+        }
 
     def client_names(self) -> tuple[str, ...]:
         return tuple(self.labs)
@@ -107,8 +117,20 @@ class FolderConfig(tfds.core.BuilderConfig):
         return cls(name=f"folder_{_params_hash(probe.params())}", **params)
 
     def params(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in ("data_dir", "group_regex", "test_fraction", "seed", "tile_size",
-                                             "tile_overlap", "invert_labels", "pixel_size_um", "fingerprint")}
+        return {
+            f: getattr(self, f)
+            for f in (
+                "data_dir",
+                "group_regex",
+                "test_fraction",
+                "seed",
+                "tile_size",
+                "tile_overlap",
+                "invert_labels",
+                "pixel_size_um",
+                "fingerprint",
+            )
+        }
 
     def client_names(self) -> tuple[str, ...]:
         return tuple(folder_lib.discover_clients(self.data_dir))
@@ -146,7 +168,9 @@ class GrainMicrographs(tfds.core.GeneratorBasedBuilder):
 
     VERSION = tfds.core.Version("1.0.0")
     RELEASE_NOTES = {"1.0.0": "Initial release."}
-    BUILDER_CONFIGS: list = []  # Configs are always built from parameters (SyntheticConfig/FolderConfig.create).
+    BUILDER_CONFIGS: list = (
+        []
+    )  # Configs are always built from parameters (SyntheticConfig/FolderConfig.create).
     # tfds locates a builder's source through `importlib_resources` (not a dependency here); giving the
     # path directly avoids that import. It is only used to look for a (non-existent) checksums file.
     code_path = epath.Path(__file__)
@@ -167,13 +191,15 @@ class GrainMicrographs(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=__doc__.split("\n")[0],
-            features=tfds.features.FeaturesDict({
-                "image": tfds.features.Tensor(shape=(t, t, 3), dtype=np.uint8),
-                "label": tfds.features.Tensor(shape=(t, t), dtype=np.uint8),
-                "source": tfds.features.Text(),
-                "position": tfds.features.Tensor(shape=(2,), dtype=np.int32),
-                "index": tfds.features.Scalar(dtype=np.int32),
-            }),
+            features=tfds.features.FeaturesDict(
+                {
+                    "image": tfds.features.Tensor(shape=(t, t, 3), dtype=np.uint8),
+                    "label": tfds.features.Tensor(shape=(t, t), dtype=np.uint8),
+                    "source": tfds.features.Text(),
+                    "position": tfds.features.Tensor(shape=(2,), dtype=np.int32),
+                    "index": tfds.features.Scalar(dtype=np.int32),
+                }
+            ),
             metadata=metadata,
         )
 
@@ -190,7 +216,9 @@ class GrainMicrographs(tfds.core.GeneratorBasedBuilder):
         clients = folder_lib.discover_clients(cfg.data_dir)
         for name, prefix in client_map(cfg).items():
             pairs = folder_lib.list_pairs(clients[name])
-            train, test = folder_lib.split_by_group(pairs, cfg.test_fraction, cfg.seed, cfg.group_regex or None)
+            train, test = folder_lib.split_by_group(
+                pairs, cfg.test_fraction, cfg.seed, cfg.group_regex or None
+            )
             splits[f"{prefix}_train"] = self._generate_examples(("folder", name, "train", train))
             splits[f"{prefix}_test"] = self._generate_examples(("folder", name, "test", test))
         return splits
@@ -221,8 +249,12 @@ def _synthetic_examples(cfg: SyntheticConfig, lab: str, split: str, n: int) -> I
         img_t, pos = tiling.extract_tiles(np.asarray(images[i]), cfg.tile_size, 0)
         lab_t, _ = tiling.extract_tiles(np.asarray(labels[i]), cfg.tile_size, 0)
         for it, lt, p in zip(img_t, lab_t, pos):
-            yield {"image": _to_uint8(it), "label": (lt > 0).astype(np.uint8), "source": f"synthetic/{lab}/{split}/{i}",
-                   "position": np.asarray(p, np.int32)}
+            yield {
+                "image": _to_uint8(it),
+                "label": (lt > 0).astype(np.uint8),
+                "source": f"synthetic/{lab}/{split}/{i}",
+                "position": np.asarray(p, np.int32),
+            }
 
 
 def _folder_examples(cfg: FolderConfig, pairs: Sequence[tuple[Path, Path]]) -> Iterator[dict[str, Any]]:
@@ -232,8 +264,12 @@ def _folder_examples(cfg: FolderConfig, pairs: Sequence[tuple[Path, Path]]) -> I
         img_t, pos = tiling.extract_tiles(image, cfg.tile_size, cfg.tile_overlap)
         lab_t, _ = tiling.extract_tiles(label, cfg.tile_size, cfg.tile_overlap)
         for it, lt, p in zip(img_t, lab_t, pos):
-            yield {"image": _to_uint8(it), "label": lt, "source": Path(image_path).name,
-                   "position": np.asarray(p, np.int32)}
+            yield {
+                "image": _to_uint8(it),
+                "label": lt,
+                "source": Path(image_path).name,
+                "position": np.asarray(p, np.int32),
+            }
 
 
 def make_builder(config: SyntheticConfig | FolderConfig, data_dir: str | Path) -> GrainMicrographs:
@@ -248,18 +284,26 @@ def read_split(builder: GrainMicrographs, split: str, missing_ok: bool = False) 
     """
     t = builder.builder_config.tile_size
     if split not in builder.info.splits and not missing_ok:
-        raise ValueError(f"split {split!r} not in {builder.info.full_name}; available: {sorted(builder.info.splits)}")
+        raise ValueError(
+            f"split {split!r} not in {builder.info.full_name}; available: {sorted(builder.info.splits)}"
+        )
     source = builder.as_data_source(split) if split in builder.info.splits else []
     n = len(source)
     if n == 0:
-        return {"image": np.zeros((0, t, t, 3), np.uint8), "label": np.zeros((0, t, t), np.uint8),
-                "source": np.zeros((0,), object), "position": np.zeros((0, 2), np.int32)}
+        return {
+            "image": np.zeros((0, t, t, 3), np.uint8),
+            "label": np.zeros((0, t, t), np.uint8),
+            "source": np.zeros((0,), object),
+            "position": np.zeros((0, 2), np.int32),
+        }
     records = source.__getitems__(list(range(n)))
     records = sorted(records, key=lambda r: int(r["index"]))
     return {
         "image": np.stack([r["image"] for r in records]),
         "label": np.stack([r["label"] for r in records]),
-        "source": np.array([r["source"].decode() if isinstance(r["source"], bytes) else r["source"] for r in records],
-                           dtype=object),
+        "source": np.array(
+            [r["source"].decode() if isinstance(r["source"], bytes) else r["source"] for r in records],
+            dtype=object,
+        ),
         "position": np.stack([r["position"] for r in records]).astype(np.int32),
     }

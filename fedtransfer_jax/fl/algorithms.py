@@ -24,20 +24,21 @@ _OPTIMIZERS = {
 }
 
 
-def make_optimizer(name: str, lr: float, momentum: float = 0.0, *, key: str = "optimizer",
-                   clip_norm: float = 0.0) -> optax.GradientTransformation:
-  if name not in _OPTIMIZERS:
-    raise ValueError(f"config key {key}: unknown optimizer {name!r}; choose from {sorted(_OPTIMIZERS)}")
-  opt = _OPTIMIZERS[name](lr, momentum)
-  return optax.chain(optax.clip_by_global_norm(clip_norm), opt) if clip_norm else opt
+def make_optimizer(
+    name: str, lr: float, momentum: float = 0.0, *, key: str = "optimizer", clip_norm: float = 0.0
+) -> optax.GradientTransformation:
+    if name not in _OPTIMIZERS:
+        raise ValueError(f"config key {key}: unknown optimizer {name!r}; choose from {sorted(_OPTIMIZERS)}")
+    opt = _OPTIMIZERS[name](lr, momentum)
+    return optax.chain(optax.clip_by_global_norm(clip_norm), opt) if clip_norm else opt
 
 
 class Method(NamedTuple):
-  name: str
-  federated: bool        # clients share a global model
-  pooled: bool           # all data in one client (centralized)
-  prox: bool             # FedProx proximal term
-  style: str = ""        # '' | 'adain' | 'fourier': FedTransfer style sharing
+    name: str
+    federated: bool  # clients share a global model
+    pooled: bool  # all data in one client (centralized)
+    prox: bool  # FedProx proximal term
+    style: str = ""  # '' | 'adain' | 'fourier': FedTransfer style sharing
 
 
 METHODS = {
@@ -46,12 +47,13 @@ METHODS = {
     "fedavg": Method("fedavg", federated=True, pooled=False, prox=False),
     "fedprox": Method("fedprox", federated=True, pooled=False, prox=True),
     "fedtransfer": Method("fedtransfer", federated=True, pooled=False, prox=False, style="adain"),
-    "fedtransfer_fourier": Method("fedtransfer_fourier", federated=True, pooled=False, prox=False,
-                                  style="fourier"),
+    "fedtransfer_fourier": Method(
+        "fedtransfer_fourier", federated=True, pooled=False, prox=False, style="fourier"
+    ),
 }
 
 
 def get_method(name: str) -> Method:
-  if name not in METHODS:
-    raise ValueError(f"config key methods: unknown method {name!r}; choose from {sorted(METHODS)}")
-  return METHODS[name]
+    if name not in METHODS:
+        raise ValueError(f"config key methods: unknown method {name!r}; choose from {sorted(METHODS)}")
+    return METHODS[name]

@@ -20,95 +20,105 @@ import numpy as np
 
 
 class ServerInbox(NamedTuple):
-  """What the server received from the sampled clients (a leading client axis on every leaf)."""
-  payload: Any
+    """What the server received from the sampled clients (a leading client axis on every leaf)."""
+
+    payload: Any
 
 
 @dataclasses.dataclass
 class TensorRecord:
-  name: str
-  shape: tuple[int, ...]   # per client
-  dtype: str
-  bytes: int               # per client, per send
+    name: str
+    shape: tuple[int, ...]  # per client
+    dtype: str
+    bytes: int  # per client, per send
 
-  def as_dict(self):
-    return dataclasses.asdict(self)
+    def as_dict(self):
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass
 class PrivacyLedger:
-  """Everything that left each client.
+    """Everything that left each client.
 
-  Attributes:
-    image_hw: the spatial shape (H, W) of client images/labels; any sent array with these trailing
-      (or H, W, C trailing) dimensions is flagged as image-shaped.
-    client_names: names by global client id.
-  """
+    Attributes:
+      image_hw: the spatial shape (H, W) of client images/labels; any sent array with these trailing
+        (or H, W, C trailing) dimensions is flagged as image-shaped.
+      client_names: names by global client id.
+    """
 
-  image_hw: tuple[int, int]
-  client_names: Sequence[str]
-  channel: str = "model_update"
-  specs: dict[str, list[TensorRecord]] = dataclasses.field(default_factory=dict)
-  bytes_sent_per_client: dict[str, int] = dataclasses.field(default_factory=dict)
-  sends_per_client: dict[str, int] = dataclasses.field(default_factory=dict)
-  per_round: list[dict] = dataclasses.field(default_factory=list)
-  image_shaped_arrays_sent: bool = False
-  flagged: list[str] = dataclasses.field(default_factory=list)
+    image_hw: tuple[int, int]
+    client_names: Sequence[str]
+    channel: str = "model_update"
+    specs: dict[str, list[TensorRecord]] = dataclasses.field(default_factory=dict)
+    bytes_sent_per_client: dict[str, int] = dataclasses.field(default_factory=dict)
+    sends_per_client: dict[str, int] = dataclasses.field(default_factory=dict)
+    per_round: list[dict] = dataclasses.field(default_factory=list)
+    image_shaped_arrays_sent: bool = False
+    flagged: list[str] = dataclasses.field(default_factory=list)
 
-  def register(self, channel: str, payload: Any, client_axis: bool) -> None:
-    """Record the per-client tensors of one message type (at trace time under jit)."""
-    records = []
-    for path, leaf in jax.tree_util.tree_leaves_with_path(payload):
-      shape = tuple(leaf.shape[1:] if client_axis else leaf.shape)
-      name = channel + jax.tree_util.keystr(path)
-      nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
-      records.append(TensorRecord(name, shape, str(np.dtype(leaf.dtype)), nbytes))
-      if self._image_shaped(shape):
-        self.image_shaped_arrays_sent = True
-        self.flagged.append(name)
-    self.specs[channel] = records
+    def register(self, channel: str, payload: Any, client_axis: bool) -> None:
+        """Record the per-client tensors of one message type (at trace time under jit)."""
+        records = []
+        for path, leaf in jax.tree_util.tree_leaves_with_path(payload):
+            shape = tuple(leaf.shape[1:] if client_axis else leaf.shape)
+            name = channel + jax.tree_util.keystr(path)
+            nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
+            records.append(TensorRecord(name, shape, str(np.dtype(leaf.dtype)), nbytes))
+            if self._image_shaped(shape):
+                self.image_shaped_arrays_sent = True
+                self.flagged.append(name)
+        self.specs[channel] = records
 
-  def _image_shaped(self, shape: tuple[int, ...]) -> bool:
-    h, w = self.image_hw
-    return (len(shape) >= 2 and shape[-2:] == (h, w)) or (len(shape) >= 3 and shape[-3:-1] == (h, w))
+    def _image_shaped(self, shape: tuple[int, ...]) -> bool:
+        h, w = self.image_hw
+        return (len(shape) >= 2 and shape[-2:] == (h, w)) or (len(shape) >= 3 and shape[-3:-1] == (h, w))
 
-  def bytes_per_send(self, channel: str) -> int:
-    return sum(r.bytes for r in self.specs.get(channel, []))
+    def bytes_per_send(self, channel: str) -> int:
+        return sum(r.bytes for r in self.specs.get(channel, []))
 
-  def record_round(self, round_idx: int, channel: str, client_ids: Sequence[int]) -> None:
-    """Host-side: the clients in `client_ids` each sent one `channel` message in round `round_idx`."""
-    per_send = self.bytes_per_send(channel)
-    names = [self.client_names[int(c)] for c in client_ids]
-    for n in names:
-      self.bytes_sent_per_client[n] = self.bytes_sent_per_client.get(n, 0) + per_send
-      self.sends_per_client[n] = self.sends_per_client.get(n, 0) + 1
-    self.per_round.append({"round": int(round_idx), "channel": channel, "clients": names,
-                           "bytes_per_client": per_send, "bytes_total": per_send * len(names)})
+    def record_round(self, round_idx: int, channel: str, client_ids: Sequence[int]) -> None:
+        """Host-side: the clients in `client_ids` each sent one `channel` message in round `round_idx`."""
+        per_send = self.bytes_per_send(channel)
+        names = [self.client_names[int(c)] for c in client_ids]
+        for n in names:
+            self.bytes_sent_per_client[n] = self.bytes_sent_per_client.get(n, 0) + per_send
+            self.sends_per_client[n] = self.sends_per_client.get(n, 0) + 1
+        self.per_round.append(
+            {
+                "round": int(round_idx),
+                "channel": channel,
+                "clients": names,
+                "bytes_per_client": per_send,
+                "bytes_total": per_send * len(names),
+            }
+        )
 
-  def summary(self) -> dict:
-    return {
-        "bytes_sent_per_client": {n: self.bytes_sent_per_client.get(n, 0) for n in self.client_names},
-        "bytes_sent_total": int(sum(self.bytes_sent_per_client.values())),
-        "tensors": {ch: [r.as_dict() for r in recs] for ch, recs in self.specs.items()},
-        "image_shaped_arrays_sent": bool(self.image_shaped_arrays_sent),
-        "flagged_tensors": list(self.flagged),
-        "rounds": len(self.per_round),
-    }
+    def summary(self) -> dict:
+        return {
+            "bytes_sent_per_client": {n: self.bytes_sent_per_client.get(n, 0) for n in self.client_names},
+            "bytes_sent_total": int(sum(self.bytes_sent_per_client.values())),
+            "tensors": {ch: [r.as_dict() for r in recs] for ch, recs in self.specs.items()},
+            "image_shaped_arrays_sent": bool(self.image_shaped_arrays_sent),
+            "flagged_tensors": list(self.flagged),
+            "rounds": len(self.per_round),
+        }
 
 
-def send_to_server(payload: Any, ledger: PrivacyLedger | None, channel: str,
-                   client_axis: bool = True) -> ServerInbox:
-  """The one crossing point from clients to the server. Records `payload` in the ledger."""
-  if ledger is not None:
-    ledger.register(channel, payload, client_axis)
-  return ServerInbox(payload)
+def send_to_server(
+    payload: Any, ledger: PrivacyLedger | None, channel: str, client_axis: bool = True
+) -> ServerInbox:
+    """The one crossing point from clients to the server. Records `payload` in the ledger."""
+    if ledger is not None:
+        ledger.register(channel, payload, client_axis)
+    return ServerInbox(payload)
 
 
-def send_from_client(payload: Any, ledger: PrivacyLedger | None, channel: str, client_id: int,
-                     round_idx: int = 0) -> ServerInbox:
-  """Host-side crossing for one client's message (e.g. its style statistics): registers the message's
-  tensors and accounts its bytes to that client."""
-  inbox = send_to_server(payload, ledger, channel, client_axis=False)
-  if ledger is not None:
-    ledger.record_round(round_idx, channel, [client_id])
-  return inbox
+def send_from_client(
+    payload: Any, ledger: PrivacyLedger | None, channel: str, client_id: int, round_idx: int = 0
+) -> ServerInbox:
+    """Host-side crossing for one client's message (e.g. its style statistics): registers the message's
+    tensors and accounts its bytes to that client."""
+    inbox = send_to_server(payload, ledger, channel, client_axis=False)
+    if ledger is not None:
+        ledger.record_round(round_idx, channel, [client_id])
+    return inbox

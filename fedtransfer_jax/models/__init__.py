@@ -19,26 +19,33 @@ _DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
 def build_model(cfg: ml_collections.ConfigDict):
-  """Returns the flax module named by `cfg.name`."""
-  if cfg.name == "unet":
-    if cfg.get("dtype", "float32") not in _DTYPES:
-      raise ValueError(f"config key model.dtype: unknown dtype {cfg.dtype!r}; choose from {sorted(_DTYPES)}")
-    return UNet(features=tuple(cfg.features), groups=cfg.get("groups", 8),
-                conv_impl=cfg.get("conv_impl", "") or default_impl(),
-                dtype=_DTYPES[cfg.get("dtype", "float32")], remat=cfg.get("remat", False))
-  raise ValueError(f"config key model.name: unknown model {cfg.name!r}; known: ['unet']")
+    """Returns the flax module named by `cfg.name`."""
+    if cfg.name == "unet":
+        if cfg.get("dtype", "float32") not in _DTYPES:
+            raise ValueError(
+                f"config key model.dtype: unknown dtype {cfg.dtype!r}; choose from {sorted(_DTYPES)}"
+            )
+        return UNet(
+            features=tuple(cfg.features),
+            groups=cfg.get("groups", 8),
+            conv_impl=cfg.get("conv_impl", "") or default_impl(),
+            dtype=_DTYPES[cfg.get("dtype", "float32")],
+            remat=cfg.get("remat", False),
+        )
+    raise ValueError(f"config key model.name: unknown model {cfg.name!r}; known: ['unet']")
 
 
 def make_segmentation_loss(model, *, boundary_weight: float, dice_weight: float) -> Callable:
-  """Engine-compatible loss for the segmenter."""
+    """Engine-compatible loss for the segmenter."""
 
-  def loss_fn(params, batch, rng):
-    del rng  # The segmenter is deterministic; style mixing happens before the loss.
-    logits = model.apply({"params": params}, batch["images"])
-    return segmentation_loss(logits, batch["labels"], batch["mask"],
-                             boundary_weight=boundary_weight, dice_weight=dice_weight)
+    def loss_fn(params, batch, rng):
+        del rng  # The segmenter is deterministic; style mixing happens before the loss.
+        logits = model.apply({"params": params}, batch["images"])
+        return segmentation_loss(
+            logits, batch["labels"], batch["mask"], boundary_weight=boundary_weight, dice_weight=dice_weight
+        )
 
-  return loss_fn
+    return loss_fn
 
 
 __all__ = ["UNet", "build_model", "count_params", "make_segmentation_loss", "segmentation_loss"]

@@ -87,7 +87,9 @@ class Decoder(nn.Module):
 
     @nn.compact
     def __call__(self, feats: Sequence[Array]) -> Array:
-        x = nn.relu(Conv(self.features[-1], 3, kernel_init=_HE, impl=default_impl(), name="conv_in")(feats[-1]))
+        x = nn.relu(
+            Conv(self.features[-1], 3, kernel_init=_HE, impl=default_impl(), name="conv_in")(feats[-1])
+        )
         for i, level in enumerate(reversed(range(len(self.features) - 1))):
             x = jnp.concatenate([_upsample2(x), feats[level]], axis=-1)
             width = self.features[level]
@@ -142,7 +144,9 @@ class StyleNet(nn.Module):
         """Per-level features (finest first) -> RGB in ``[0, 1]``."""
         return self.decoder(feats)
 
-    def stylize(self, images: Array, style_mean: Array, style_std: Array, alpha: float | Array = 1.0) -> Array:
+    def stylize(
+        self, images: Array, style_mean: Array, style_std: Array, alpha: float | Array = 1.0
+    ) -> Array:
         """Re-render ``images`` with the style statistics ``(style_mean, style_std)`` (AdaIN at every level).
 
         ``alpha`` in [0, 1] blends the AdaIN targets with the image's own features
@@ -150,8 +154,10 @@ class StyleNet(nn.Module):
         """
         feats = self.encode(images)
         alpha = jnp.asarray(alpha, jnp.float32)
-        targets = [alpha * adain(f, m, s, self.eps) + (1.0 - alpha) * f
-                   for f, m, s in zip(feats, self.split_stats(style_mean), self.split_stats(style_std))]
+        targets = [
+            alpha * adain(f, m, s, self.eps) + (1.0 - alpha) * f
+            for f, m, s in zip(feats, self.split_stats(style_mean), self.split_stats(style_std))
+        ]
         return self.decode(targets)
 
     def __call__(self, images: Array) -> Array:
