@@ -53,6 +53,8 @@ _LR = flags.DEFINE_float("classifier_lr", 3e-3, "Domain classifier Adam learning
 _STYLE_TAG = flags.DEFINE_string("style_net_tag", "fedtransfer_style_net",
                                  "Checkpoint folder (under checkpoints/) of the AdaIN style network.")
 _SEG_METHOD = flags.DEFINE_string("segmenter", "centralized", "Checkpoint of the segmenter for the F1 check.")
+_OUTPUT = flags.DEFINE_string("output", None, "Where to write the JSON report (default <workdir>/style_checks.json; "
+                              "set it to check a workdir you may not write to).")
 
 GOAL_TARGET_FRACTION = 0.80   # domain check: restyled images must look like the target lab
 GOAL_F1_RELATIVE_DROP = 0.10  # structure check: restyling may cost at most 10% boundary F1
@@ -102,6 +104,9 @@ def restore_style_params(workdir: str, config: ml_collections.ConfigDict, init_p
   mngr = checkpointing.manager(ckpt_dir, 1)
   try:
     state, step = checkpointing.restore_latest(mngr, template)
+  except ValueError as e:  # orbax: stored and requested shapes differ
+    raise ValueError(f"{ckpt_dir} does not match the StyleNet of this code (config.style.features="
+                     f"{list(config.style.features)}): was it trained by an older version? ({e})") from e
   finally:
     mngr.close()
   if state is None:
@@ -271,6 +276,7 @@ def check_variant(restyle: Callable, names: Sequence[str], test: Mapping[str, tu
   """Domain and structure checks of one restyling variant over every (source, target != source) pair."""
   hits = total = to_source = 0
   frac, f1_pair, restyled_f1 = {}, {}, []
+  by_target = {n: {"hits": 0, "total": 0, "f1": [], "f1_orig": []} for n in names}
   for s, src in enumerate(names):
     images, labels = test[src]
     frac[src], f1_pair[src] = {}, {}
@@ -286,12 +292,24 @@ def check_variant(restyle: Callable, names: Sequence[str], test: Mapping[str, tu
       f1 = tile_f1(seg_probs(styled), labels, threshold=threshold, tolerance=tolerance)
       f1_pair[src][tgt] = float(f1.mean())
       restyled_f1.append(f1)
+      bt = by_target[tgt]
+      bt["hits"] += int(np.sum(pred == t))
+      bt["total"] += len(pred)
+      bt["f1"].append(f1)
+      bt["f1_orig"].append(f1_original[src])
   if total == 0:
     raise ValueError("no (source, target) pair with test images: need >= 2 clients with test data")
   # Each source tile appears once per target, so the restyled mean weights tiles like the original mean.
   f1_orig = float(np.mean(np.concatenate([f1_original[n] for n in names if len(test[n][0])])))
   f1_rest = float(np.mean(np.concatenate(restyled_f1)))
   drop = relative_drop(f1_orig, f1_rest)
+  # Per target style: restyled-into-t F1 against the originals of the very same source tiles.
+  per_target = {}
+  for tgt, bt in by_target.items():
+    if bt["total"]:
+      before, after = float(np.mean(np.concatenate(bt["f1_orig"]))), float(np.mean(np.concatenate(bt["f1"])))
+      per_target[tgt] = {"target_fraction": bt["hits"] / bt["total"], "f1_original": before,
+                         "f1_restyled": after, "f1_relative_drop": relative_drop(before, after)}
   return {
       "target_fraction": hits / total,
       "source_fraction": to_source / total,
@@ -301,6 +319,7 @@ def check_variant(restyle: Callable, names: Sequence[str], test: Mapping[str, tu
       "f1_restyled": f1_rest,
       "f1_relative_drop": drop,
       "f1_matrix": f1_pair,
+      "per_target": per_target,
       "meets_domain_goal": hits / total >= GOAL_TARGET_FRACTION,
       "meets_structure_goal": drop <= GOAL_F1_RELATIVE_DROP,
   }
@@ -381,6 +400,10 @@ def format_table(report: dict) -> str:
              + ("ok" if v["meets_structure_goal"] else "MISS"))
     lines.append(f"{name:<16} {v['target_fraction']:>9.3f} {v['source_fraction']:>9.3f} {v['f1_original']:>8.3f} "
                  f"{v['f1_restyled']:>8.3f} {v['f1_relative_drop']:>9.3f}  {goals}")
+  lines.append("per target style (->target fraction / F1 relative drop):")
+  for name, v in report["variants"].items():
+    cells = ", ".join(f"{t} {d['target_fraction']:.2f}/{d['f1_relative_drop']:.2f}" for t, d in v["per_target"].items())
+    lines.append(f"  {name:<16} {cells}")
   lines.append(f"goals: ->target >= {report['goals']['target_fraction_min']:.2f}, "
                f"rel drop <= {report['goals']['f1_relative_drop_max']:.2f}")
   return "\n".join(lines)
@@ -395,7 +418,7 @@ def main(argv: Sequence[str]) -> None:
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO
   report = run_checks(_WORKDIR.value, classifier_steps=_STEPS.value, classifier_batch=_BATCH.value,
                       classifier_lr=_LR.value, style_net_tag=_STYLE_TAG.value, segmenter=_SEG_METHOD.value)
-  out = os.path.join(_WORKDIR.value, OUTPUT_NAME)
+  out = _OUTPUT.value or os.path.join(_WORKDIR.value, OUTPUT_NAME)
   io_utils.write_json_atomic(out, report)
   print(format_table(report))
   print(f"wrote {out}")

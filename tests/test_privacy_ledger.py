@@ -38,9 +38,9 @@ def honest_update(global_params, images, labels, mask, client_id, rng):
 
 
 def leaky_update(global_params, images, labels, mask, client_id, rng):
-    """A malicious/buggy client that smuggles its first image out inside the 'model delta'."""
+    """A malicious/buggy client that smuggles its first image out as a 'client statistic'."""
     upd = honest_update(global_params, images, labels, mask, client_id, rng)
-    return upd._replace(delta={**upd.delta, "smuggled": images[0]})
+    return upd._replace(aux={"smuggled": images[0]})
 
 
 def test_honest_round_sends_no_image_shaped_arrays():
@@ -55,12 +55,22 @@ def test_honest_round_sends_no_image_shaped_arrays():
     assert any("delta" in n and "'w'" in n for n in names)
 
 
-def test_ledger_catches_an_image_smuggled_into_the_model_delta():
-    params = {"w": jnp.zeros((3, 3, 3, 4)), "b": jnp.zeros((4,)), "smuggled": jnp.zeros((H, W, 3))}
-    ledger = _run(leaky_update, params)
+def test_ledger_catches_an_image_smuggled_out_of_the_jitted_round():
+    ledger = _run(leaky_update, {"w": jnp.zeros((3, 3, 3, 4)), "b": jnp.zeros((4,))})
     summary = ledger.summary()
     assert summary["image_shaped_arrays_sent"] is True
-    assert any("smuggled" in n for n in summary["flagged_tensors"])
+    assert summary["flagged_tensors"] == ["model_update.aux['smuggled']"]
+
+
+def test_model_parameters_shaped_like_an_image_are_not_flagged():
+    # A 3x3 conv with H in- and W out-channels has a kernel [3, 3, H, W]: the same shape as nine H x W
+    # label maps. As a delta of the public model it is part of the message format, not data.
+    ledger = _run(honest_update, {"w": jnp.zeros((3, 3, H, W)), "b": jnp.zeros((W,))})
+    assert ledger.summary()["image_shaped_arrays_sent"] is False
+    # Without the published format the same kernel would be indistinguishable from label maps.
+    bare = PrivacyLedger(image_hw=(H, W), client_names=["a"])
+    send_from_client({"w": jnp.zeros((3, 3, H, W))}, bare, "model_update", client_id=0)
+    assert bare.image_shaped_arrays_sent
 
 
 def test_ledger_catches_a_label_map_sent_as_style_statistics():

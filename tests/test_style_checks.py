@@ -121,6 +121,11 @@ def test_check_variant_counts_against_hand_computed_case():
   assert out["f1_restyled"] == pytest.approx(4 / 5)
   assert out["f1_relative_drop"] == pytest.approx(-1.0)
   assert out["meets_domain_goal"] and out["meets_structure_goal"]
+  # Into b: only a's tiles (orig F1 1, 1; restyled 0, 1). Into a: b's tiles (orig 0, 0, 0; restyled 1, 1, 1).
+  assert out["per_target"]["b"] == pytest.approx({"target_fraction": 0.5, "f1_original": 1.0,
+                                                  "f1_restyled": 0.5, "f1_relative_drop": 0.5})
+  assert out["per_target"]["a"] == pytest.approx({"target_fraction": 1.0, "f1_original": 0.0,
+                                                  "f1_restyled": 1.0, "f1_relative_drop": -np.inf})
 
 
 def test_domain_classifier_separates_two_brightness_levels():
@@ -157,6 +162,9 @@ def test_restored_style_net_is_the_trainers(tiny_workdir):
   chex.assert_trees_all_close(params["encoder"], init["encoder"])
   diff = jax.tree_util.tree_map(lambda a, b: float(jnp.max(jnp.abs(a - b))), params["decoder"], init["decoder"])
   assert max(jax.tree_util.tree_leaves(diff)) > 0  # the decoder was trained
+  other = style_lib.init_style_net(style_lib.StyleNet(features=(4, 8)), jax.random.PRNGKey(0), 32)
+  with pytest.raises(ValueError, match="older version"):
+    style_checks.restore_style_params(tiny_workdir, config, other)
   with pytest.raises(FileNotFoundError, match="no_such_tag"):
     style_checks.restore_style_params(tiny_workdir, config, init, "no_such_tag")
 
@@ -189,6 +197,8 @@ def test_main_end_to_end(tiny_workdir, capsys):
     for src, row in v["target_fraction_matrix"].items():
       assert set(row) == set(names) - {src}
       assert all(0.0 <= x <= 1.0 for x in row.values())
+    assert set(v["per_target"]) == set(names)
+    assert all(0.0 <= d["target_fraction"] <= 1.0 for d in v["per_target"].values())
     assert isinstance(v["meets_domain_goal"], bool) and isinstance(v["meets_structure_goal"], bool)
   # F1 on the originals does not depend on the variant.
   assert len({v["f1_original"] for v in report["variants"].values()}) == 1

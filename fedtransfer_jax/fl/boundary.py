@@ -56,15 +56,27 @@ class PrivacyLedger:
     image_shaped_arrays_sent: bool = False
     flagged: list[str] = dataclasses.field(default_factory=list)
 
-    def register(self, channel: str, payload: Any, client_axis: bool) -> None:
-        """Record the per-client tensors of one message type (at trace time under jit)."""
+    def register(self, channel: str, payload: Any, client_axis: bool, public_template: Any = None) -> None:
+        """Record the per-client tensors of one message type (at trace time under jit).
+
+        `public_template` is the message format the server publishes (e.g. a model delta has exactly the
+        shapes of the public model parameters). A tensor at the same path with the same shape is part of
+        that format and is not flagged even if its shape happens to contain (H, W) (a 3x3x64x64 conv
+        kernel on 64x64 tiles); anything else with an image's or label map's spatial shape is.
+        """
+        public = set()
+        if public_template is not None:
+            public = {
+                (jax.tree_util.keystr(p), tuple(getattr(x, "shape", np.shape(x))))
+                for p, x in jax.tree_util.tree_leaves_with_path(public_template)
+            }
         records = []
         for path, leaf in jax.tree_util.tree_leaves_with_path(payload):
             shape = tuple(leaf.shape[1:] if client_axis else leaf.shape)
             name = channel + jax.tree_util.keystr(path)
             nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(leaf.dtype).itemsize
             records.append(TensorRecord(name, shape, str(np.dtype(leaf.dtype)), nbytes))
-            if self._image_shaped(shape):
+            if (jax.tree_util.keystr(path), shape) not in public and self._image_shaped(shape):
                 self.image_shaped_arrays_sent = True
                 self.flagged.append(name)
         self.specs[channel] = records
@@ -105,11 +117,16 @@ class PrivacyLedger:
 
 
 def send_to_server(
-    payload: Any, ledger: PrivacyLedger | None, channel: str, client_axis: bool = True
+    payload: Any,
+    ledger: PrivacyLedger | None,
+    channel: str,
+    client_axis: bool = True,
+    public_template: Any = None,
 ) -> ServerInbox:
-    """The one crossing point from clients to the server. Records `payload` in the ledger."""
+    """The one crossing point from clients to the server. Records `payload` in the ledger
+    (`public_template`: the published message format, see `PrivacyLedger.register`)."""
     if ledger is not None:
-        ledger.register(channel, payload, client_axis)
+        ledger.register(channel, payload, client_axis, public_template)
     return ServerInbox(payload)
 
 

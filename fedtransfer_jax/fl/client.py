@@ -7,7 +7,7 @@ compiler passes through `fl.boundary.send_to_server`.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
@@ -31,6 +31,7 @@ class ClientUpdate(NamedTuple):
     delta: chex.ArrayTree  # Local params minus the global params.
     num_examples: jax.Array  # Real (unpadded) examples the client holds; the aggregation weight.
     loss: jax.Array  # Mean training loss over the local steps.
+    aux: Any = ()  # Optional client-reported statistics (weighted-averaged by the server).
 
 
 def batch_indices(key: chex.PRNGKey, mask: jax.Array, local_steps: int, batch_size: int) -> jax.Array:

@@ -133,35 +133,54 @@ def build_round(
                 state.params, images[cid], labels[cid], mask[cid], cid, jax.random.fold_in(client_key, cid)
             )
 
+        # The message format the server publishes: a delta shaped like the public model, two scalars.
+        public = ClientUpdate(delta=state.params, num_examples=jnp.zeros(()), loss=jnp.zeros(()))
+
         def reduce_chunk(cids, ok):
             if chunk == 1:
                 upd = jax.tree_util.tree_map(lambda x: x[None], one_client(cids[0]))
             else:
                 upd = jax.vmap(one_client)(constrain(cids))
             # Everything the server sees goes through the boundary (and so into the ledger).
-            inbox = send_to_server(upd, ledger, channel=channel)
+            inbox = send_to_server(upd, ledger, channel=channel, public_template=public)
             msg: ClientUpdate = inbox.payload
             w = msg.num_examples * ok
-            return (aggregation.weighted_sum(msg.delta, w), w.sum(), (msg.loss * w).sum())
+            return (
+                aggregation.weighted_sum(msg.delta, w),
+                w.sum(),
+                (msg.loss * w).sum(),
+                aggregation.weighted_sum(msg.aux, w),
+            )
 
         ids_c, valid_c = ids_p.reshape(n_chunks, chunk), valid.reshape(n_chunks, chunk)
         if n_chunks == 1:
-            sum_delta, total_w, loss_sum = reduce_chunk(ids_c[0], valid_c[0])
+            sum_delta, total_w, loss_sum, sum_aux = reduce_chunk(ids_c[0], valid_c[0])
         else:
-            zeros = (jax.tree_util.tree_map(jnp.zeros_like, state.params), jnp.zeros(()), jnp.zeros(()))
+            aux_shapes = jax.eval_shape(one_client, ids_p[0]).aux
+            zeros = (
+                jax.tree_util.tree_map(jnp.zeros_like, state.params),
+                jnp.zeros(()),
+                jnp.zeros(()),
+                jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), aux_shapes),
+            )
 
             def body(acc, xs):
                 part = reduce_chunk(*xs)
                 return jax.tree_util.tree_map(jnp.add, acc, part), None
 
-            (sum_delta, total_w, loss_sum), _ = jax.lax.scan(body, zeros, (ids_c, valid_c))
+            (sum_delta, total_w, loss_sum, sum_aux), _ = jax.lax.scan(body, zeros, (ids_c, valid_c))
 
         mean_delta = aggregation.weighted_mean(sum_delta, total_w)
         # The server optimizer treats -mean_delta as a pseudo-gradient: FedAvg is SGD with lr 1.
         pseudo_grad = jax.tree_util.tree_map(jnp.negative, mean_delta)
         updates, opt_state = server_optimizer.update(pseudo_grad, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss_sum / jnp.maximum(total_w, 1e-12), "client_ids": ids, "total_weight": total_w}
+        metrics = {
+            "loss": loss_sum / jnp.maximum(total_w, 1e-12),
+            "client_ids": ids,
+            "total_weight": total_w,
+            "client_aux": aggregation.weighted_mean(sum_aux, total_w),
+        }
         return ServerState(params, opt_state, state.round + 1), metrics
 
     return jax.jit(round_fn, donate_argnums=(0,)) if jit else round_fn
