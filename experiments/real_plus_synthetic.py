@@ -31,7 +31,14 @@ its own style-network rounds on top of another federated method's cost.
 
 from pathlib import Path
 
+import importlib.util
+
 import ml_collections
+
+# Configs are loaded by file path (ml_collections config_flags), so the sibling is loaded the same way.
+_spec = importlib.util.spec_from_file_location("_grains_config", Path(__file__).with_name("grains.py"))
+_grains = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_grains)
 
 REAL_CLIENT = "tbm_tint_etched"
 SYNTHETIC_LABS = ("brightfield", "darkfield", "sem", "tint")
@@ -45,16 +52,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             f"experiments/real_plus_synthetic.py: unknown variant {variant!r}; "
             "choose default, smoke or tiny"
         )
-    config = ml_collections.ConfigDict()
+    # The main job's config (same sections and keys), with the data and budget of this study.
+    config = _grains.get_config("default")
     config.name = "real_plus_synthetic" if variant == "default" else f"real_plus_synthetic-{variant}"
-    config.seed = 0
     config.methods = ("local", "fedavg", "fedtransfer_fourier", "centralized")
-    config.distributed = False
-    config.checkpoint_every = 5
-    config.quiet = False
 
-    # --- data --------------------------------------------------------------------------------------------
-    config.data = ml_collections.ConfigDict()
     config.data.source = "mixed"  # real client folders under `dir` + synthetic labs
     config.data.dir = DEFAULT_DIR  # holds images/ + labels/: one client named after the folder
     config.data.clients = (REAL_CLIENT,) + SYNTHETIC_LABS
@@ -66,68 +68,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.test_per_client = 8
     config.data.test_fraction = 0.25  # of the 21 full micrographs: 5 held out
     config.data.group_regex = r"_(\d+)-"  # TestDataset_18-256-256.png -> micrograph 18
-    config.data.invert_labels = False
-    config.data.pixel_size_um = 0.0
-    config.data.seed = 0
-    config.data.boundary_width = (
-        3  # real lines are ~5 px but grains larger: 3 px gives a similar boundary fraction
-    )
-    config.data.tfds_dir = ""
+    # Real lines are ~5 px but grains larger: 3 px gives a similar boundary fraction.
+    config.data.boundary_width = 3
 
-    # --- model -------------------------------------------------------------------------------------------
-    config.model = ml_collections.ConfigDict()
-    config.model.name = "unet"
-    config.model.features = (16, 32, 64)
-    config.model.groups = 8
-    config.model.conv_impl = ""
-    config.model.dtype = "float32"
-    config.model.remat = False
-
-    config.loss = ml_collections.ConfigDict()
-    config.loss.boundary_weight = 3.0
-    config.loss.dice_weight = 1.0
-
-    # --- federated optimisation ----------------------------------------------------------------------------
-    config.fl = ml_collections.ConfigDict()
     config.fl.rounds = 30
     config.fl.clients_per_round = 0  # all 5 clients every round
     config.fl.local_steps = 8
     config.fl.batch_size = 4
-    config.fl.client_optimizer = "adam"
-    config.fl.client_lr = 2e-3
-    config.fl.client_momentum = 0.0
-    config.fl.clip_norm = 0.0
-    config.fl.server_optimizer = "sgd"
-    config.fl.server_lr = 1.0
-    config.fl.server_momentum = 0.0
-    config.fl.prox_mu = 0.01
-    config.fl.strategy = "vmap"
-    config.fl.chunk_size = 0
-    config.fl.unroll_local_steps = False
-    config.fl.shard_clients = True
-
-    # --- FedTransfer style sharing ---------------------------------------------------------------------------
-    config.style = ml_collections.ConfigDict()
-    config.style.features = (16, 32, 64)
-    config.style.train_encoder = False
     config.style.rounds = 10
     config.style.local_steps = 6
-    config.style.lr = 2e-3
-    config.style.content_weight = 1.0
-    config.style.style_weight = 1.0
-    config.style.identity_weight = 1.0
-    config.style.alpha = 1.0
-    config.style.styles_per_client = 8
-    config.style.mix_prob = 0.5
-    config.style.restyle = "online"
-    config.style.precomputed_copies = 2
-    config.style.fourier_beta = 0.1
-    config.style.fourier_lam = (0.5, 1.0)
-
-    # --- evaluation ----------------------------------------------------------------------------------------
-    config.eval = ml_collections.ConfigDict()
-    config.eval.threshold = 0.5
-    config.eval.tolerance = 2.0
 
     if variant == "smoke":
         config.fl.rounds = 6

@@ -21,6 +21,28 @@ from fedtransfer_jax.data import tiling
 from fedtransfer_jax.fl import algorithms, round as round_lib
 
 
+def make_prob_fn(model) -> Callable:
+    """Jitted `(params, images [B,H,W,3]) -> boundary probability [B,H,W]`."""
+
+    @jax.jit
+    def prob_fn(params, images):
+        return jax.nn.softmax(model.apply({"params": params}, images), axis=-1)[..., 1]
+
+    return prob_fn
+
+
+def batched_probs(prob_fn: Callable, params: Any, images: np.ndarray, batch: int = 32) -> np.ndarray:
+    """`prob_fn` over [N,H,W,3] images in fixed-size batches (the last one zero-padded, so one compilation)."""
+    out = []
+    for s in range(0, len(images), batch):
+        chunk = images[s : s + batch]
+        n = len(chunk)
+        if n < batch:
+            chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], chunk.dtype)])
+        out.append(np.asarray(prob_fn(params, jnp.asarray(chunk, jnp.float32)))[:n])
+    return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:3], np.float32)
+
+
 class LoadedModel:
     """A segmenter restored from `<workdir>/checkpoints/<method>[/<client>]`."""
 
@@ -32,22 +54,11 @@ class LoadedModel:
         self.model = models.build_model(config.model)
         model = self.model
 
-        @jax.jit
-        def prob_fn(params, images):
-            return jax.nn.softmax(model.apply({"params": params}, images), axis=-1)[..., 1]
-
-        self._prob_fn = prob_fn
+        self._prob_fn = make_prob_fn(model)
 
     def tile_probs(self, tiles: np.ndarray, batch: int = 16) -> np.ndarray:
-        """Boundary probability for [T, tile, tile, 3] tiles (fixed-size batches: one compilation)."""
-        out = []
-        for s in range(0, len(tiles), batch):
-            chunk = tiles[s : s + batch]
-            n = len(chunk)
-            if n < batch:
-                chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], chunk.dtype)])
-            out.append(np.asarray(self._prob_fn(self.params, jnp.asarray(chunk, jnp.float32)))[:n])
-        return np.concatenate(out)
+        """Boundary probability for [T, tile, tile, 3] tiles."""
+        return batched_probs(self._prob_fn, self.params, tiles, batch)
 
     def predict_prob(
         self, image: np.ndarray, *, overlap: int | None = None, flips: bool = False
@@ -71,7 +82,7 @@ class LoadedModel:
         return tiling.stitch(probs, positions, (h, w), self.tile, blend="hann")
 
 
-def _config_from_workdir(workdir: str) -> ml_collections.ConfigDict:
+def config_from_workdir(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir!r} a workdir written by launch.py?")
@@ -100,7 +111,7 @@ def checkpoint_tag(workdir: str, method: str, client: str | None) -> str:
 
 def load_model(workdir: str, method: str, client: str | None = None) -> LoadedModel:
     """Restores the latest server state of `method` and returns its segmenter."""
-    config = _config_from_workdir(workdir)
+    config = config_from_workdir(workdir)
     tag = checkpoint_tag(workdir, method, client)
     model = models.build_model(config.model)
     tile = int(config.data.tile_size)

@@ -23,7 +23,7 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from fedtransfer_jax import checkpointing, io_utils, metrics as metrics_lib, models
+from fedtransfer_jax import checkpointing, inference, io_utils, metrics as metrics_lib, models
 from fedtransfer_jax.data.clients import ClientData, FederatedData, pad_clients
 from fedtransfer_jax.fl import algorithms, boundary as boundary_lib, client as client_lib, round as round_lib
 from fedtransfer_jax import style as style_lib
@@ -215,25 +215,8 @@ def run_federation(
 # ----------------------------------------------------------------------------------------------------------
 # Evaluation.
 # ----------------------------------------------------------------------------------------------------------
-def make_predict_fn(model) -> Callable:
-    @jax.jit
-    def predict(params, images):
-        logits = model.apply({"params": params}, images)
-        return jax.nn.softmax(logits, axis=-1)[..., 1]
-
-    return predict
-
-
-def predict_boundary_prob(predict_fn, params, images: np.ndarray, batch: int = 32) -> np.ndarray:
-    """Boundary probabilities for [N,H,W,3] images, in fixed-size batches (padded, so one compilation)."""
-    out = []
-    for s in range(0, len(images), batch):
-        chunk = images[s : s + batch]
-        n = len(chunk)
-        if n < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], chunk.dtype)])
-        out.append(np.asarray(predict_fn(params, jnp.asarray(chunk, jnp.float32)))[:n])
-    return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:3], np.float32)
+make_predict_fn = inference.make_prob_fn
+predict_boundary_prob = inference.batched_probs
 
 
 def evaluate_split(predict_fn, params, images, labels, *, threshold: float, tolerance: float) -> dict:

@@ -12,14 +12,15 @@ grains are labelled ``1..K``.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
-import tempfile
 from typing import Any, Sequence
 
 import numpy as np
 from scipy import ndimage
 
+from fedtransfer_jax import io_utils
 from fedtransfer_jax.metrics.boundary import as_bool_map
 
 __all__ = [
@@ -314,22 +315,15 @@ def write_grain_table_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLik
     written as an empty cell.  Columns are ``GRAIN_TABLE_COLUMNS``; extra keys raise.
     """
     path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".grains-", suffix=".csv.tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=GRAIN_TABLE_COLUMNS)
-            writer.writeheader()
-            for i, row in enumerate(rows):
-                extra = set(row) - set(GRAIN_TABLE_COLUMNS)
-                if extra:
-                    raise ValueError(f"{path}: row {i} has unknown columns {sorted(extra)}")
-                writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in GRAIN_TABLE_COLUMNS})
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.StringIO(newline="")
+    writer = csv.DictWriter(buf, fieldnames=GRAIN_TABLE_COLUMNS)
+    writer.writeheader()
+    for i, row in enumerate(rows):
+        extra = set(row) - set(GRAIN_TABLE_COLUMNS)
+        if extra:
+            raise ValueError(f"{path}: row {i} has unknown columns {sorted(extra)}")
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in GRAIN_TABLE_COLUMNS})
+    io_utils.write_text_atomic(path, buf.getvalue())
 
 
 def astm_grain_size_number(mean_grain_area_um2: float) -> float:
