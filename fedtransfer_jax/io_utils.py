@@ -8,7 +8,6 @@ import os
 import tempfile
 from typing import Any
 
-import ml_collections
 
 
 def write_text_atomic(path: str, text: str) -> None:
@@ -43,7 +42,8 @@ def write_json_atomic(path: str, obj: Any) -> None:
     write_text_atomic(path, json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n")
 
 
-def config_to_json(config: ml_collections.ConfigDict) -> dict:
+def config_to_json(config: Any) -> dict:
+    """An ml_collections ConfigDict as plain JSON-able data."""
     return _jsonable(config.to_dict())
 
 

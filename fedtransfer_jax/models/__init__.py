@@ -6,10 +6,9 @@ Every loss function has the engine's signature `loss_fn(params, batch, rng) -> (
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import jax.numpy as jnp
-import ml_collections
 
 from fedtransfer_jax.models.conv import default_impl
 from fedtransfer_jax.models.losses import segmentation_loss
@@ -18,7 +17,7 @@ from fedtransfer_jax.models.unet import UNet, count_params
 _DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
-def build_model(cfg: ml_collections.ConfigDict):
+def build_model(cfg: Any):
     """Returns the flax module named by `cfg.name`."""
     if cfg.name == "unet":
         if cfg.get("dtype", "float32") not in _DTYPES:
