@@ -26,20 +26,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Run as a script 
 import argparse  # noqa: E402
 
 from fedtransfer_jax import inference, io_utils  # noqa: E402
+from fedtransfer_jax.fl import algorithms  # noqa: E402
 
 TABLE_KEYS = ("boundary_f1", "ari", "vi", "grain_count_rel_error", "miou")
-METHOD_ORDER = ("local", "fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier", "centralized")
+METHOD_ORDER = tuple(algorithms.METHODS)
 
 
 def workdir_methods(workdir: str) -> list[str]:
-    """Methods with checkpoints in ``workdir``, in the usual reporting order (unknown ones last, sorted)."""
+    """Segmentation methods with checkpoints in ``workdir``, in the usual reporting order (auxiliary
+    checkpoints such as ``<method>_style_net`` are not segmenters and are skipped)."""
     base = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(base):
         raise FileNotFoundError(f"{base} not found: is {workdir!r} a workdir written by launch.py?")
     have = {d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))}
     if not have:
         raise FileNotFoundError(f"no method checkpoints under {base}")
-    return [m for m in METHOD_ORDER if m in have] + sorted(have - set(METHOD_ORDER))
+    return [m for m in METHOD_ORDER if m in have]
 
 
 def local_clients(workdir: str) -> list[str]:
