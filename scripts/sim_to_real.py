@@ -29,7 +29,8 @@ from fedtransfer_jax import inference, io_utils  # noqa: E402
 from fedtransfer_jax.fl import algorithms  # noqa: E402
 
 TABLE_KEYS = ("boundary_f1", "ari", "vi", "grain_count_rel_error", "miou")
-METHOD_ORDER = tuple(algorithms.METHODS)
+METHOD_ORDER = ("local", "fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier", "centralized")
+assert set(METHOD_ORDER) == set(algorithms.METHODS), "report every segmentation method"
 
 
 def workdir_methods(workdir: str) -> list[str]:
