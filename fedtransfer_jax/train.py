@@ -176,6 +176,11 @@ def run_federation(
     if restored is not None:
         state = restored
         logging.info("%s: resumed from round %d", tag, start)
+    sharding = getattr(data[0], "sharding", None)
+    if isinstance(sharding, jax.sharding.NamedSharding):
+        # Clients are sharded over a mesh: the server state lives replicated on the same mesh, so a fresh
+        # or restored state matches the round's output placement (no second compilation).
+        state = jax.device_put(state, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()))
     start = min(start, rounds)
     bar = tqdm(
         range(start, rounds),
