@@ -21,15 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fedtransfer_jax.models.unet import _groups  # the same GroupNorm group rule as the flax U-Net
+
 GN_EPS = 1e-6  # flax.linen.GroupNorm's default epsilon (torch's is 1e-5)
-
-
-def _groups(channels: int, groups: int) -> int:
-    """Same rule as models/unet.py: largest group count <= `groups` that divides `channels`."""
-    g = min(groups, channels)
-    while channels % g:
-        g -= 1
-    return g
 
 
 class ConvBlock(nn.Module):
