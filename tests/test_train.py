@@ -172,6 +172,14 @@ def test_launch_rejects_unknown_config_key(tmp_path):
     assert "no_such_key" in proc.stderr
 
 
+def run_cli(module: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m module args...` from the repo root, as a user would run it."""
+    env = dict(os.environ, PYTHONPATH=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", module, *args], capture_output=True, text=True, env=env, cwd=REPO, timeout=300
+    )
+
+
 def test_evaluate_and_predict_clis(tiny_run, tmp_path):
     workdir, _ = tiny_run
     # A labelled folder with a non-tile-sized grey image and an RGB one.
@@ -185,51 +193,24 @@ def test_evaluate_and_predict_clis(tiny_run, tmp_path):
         lab = np.zeros(shape[:2], np.uint8)
         lab[:, shape[1] // 2] = 255
         Image.fromarray(lab).save(tmp_path / "d" / "labels" / f"{stem}.png")
-    env = dict(os.environ, PYTHONPATH=REPO)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedtransfer_jax.evaluate",
-            "--workdir",
-            workdir,
-            "--method",
-            "fedavg",
-            "--data_dir",
-            str(tmp_path / "d"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
+    out = run_cli(
+        "fedtransfer_jax.evaluate",
+        "--workdir",
+        workdir,
+        "--method",
+        "fedavg",
+        "--data_dir",
+        str(tmp_path / "d"),
     )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert set(result["per_image"]) == {"grey.png", "rgb.png"}
     assert 0.0 <= result["mean"]["boundary_f1"] <= 1.0
 
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fedtransfer_jax.predict",
-            "--workdir",
-            workdir,
-            "--method",
-            "local",
-            "--client",
-            "darkfield",
-            "--images",
-            str(tmp_path / "d" / "images"),
-            "--out",
-            str(tmp_path / "pred"),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=300,
+    out = run_cli(
+        "fedtransfer_jax.predict",
+        *("--workdir", workdir, "--method", "local", "--client", "darkfield"),
+        *("--images", str(tmp_path / "d" / "images"), "--out", str(tmp_path / "pred")),
     )
     assert out.returncode == 0, out.stderr[-2000:]
     for stem, shape in (("grey", (45, 70)), ("rgb", (40, 33))):
