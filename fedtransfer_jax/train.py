@@ -45,6 +45,7 @@ class Context:
     init_params: Any
     mesh: Any
     log: io_utils.JsonlWriter
+    prob_fn: Callable  # jitted boundary probability, shared by every evaluation (one compilation)
     style_artifacts: dict = dataclasses.field(default_factory=dict)  # per method: renderer + bank (figures)
     final_params: dict = dataclasses.field(default_factory=dict)  # per method (per client for local)
 
@@ -220,12 +221,8 @@ def run_federation(
 # ----------------------------------------------------------------------------------------------------------
 # Evaluation.
 # ----------------------------------------------------------------------------------------------------------
-make_predict_fn = inference.make_prob_fn
-predict_boundary_prob = inference.batched_probs
-
-
 def evaluate_split(predict_fn, params, images, labels, *, threshold: float, tolerance: float) -> dict:
-    prob = predict_boundary_prob(predict_fn, params, images)
+    prob = inference.batched_probs(predict_fn, params, images)
     per_tile = [
         metrics_lib.segmentation_metrics(p > threshold, l > 0, tolerance=tolerance)
         for p, l in zip(prob, labels)
@@ -364,16 +361,18 @@ def run_method(ctx: Context, name: str) -> dict:
     data = ctx.data
     names = data.client_names
     cfg = ctx.config
-    predict_fn = make_predict_fn(ctx.model)
     ev = dict(threshold=cfg.eval.threshold, tolerance=cfg.eval.tolerance)
+    k = min(int(cfg.fl.clients_per_round) or len(names), len(names))
     traces = []
     on_trace = lambda: traces.append(1)
     t0 = time.time()
     extra = {}
 
+    def evaluate(params, splits) -> dict:
+        return {n: evaluate_split(ctx.prob_fn, params, *splits[n], **ev) for n in splits}
+
     if method.federated:
         ledger = boundary_lib.PrivacyLedger(image_hw=tuple(data.train.images.shape[2:4]), client_names=names)
-        k = min(int(cfg.fl.clients_per_round) or len(names), len(names))
         train_data, batch_transform = data.train, None
         if method.style:
             train_data, batch_transform, extra["style"] = setup_style_sharing(
@@ -397,16 +396,12 @@ def run_method(ctx: Context, name: str) -> dict:
             names,
             on_round=ledger_recorder(ledger, "model_update", len(names)),
         )
-        ctx.final_params[name] = params
-        per_client = {n: evaluate_split(predict_fn, params, *data.test[n], **ev) for n in names}
-        unseen = {n: evaluate_split(predict_fn, params, *data.unseen[n], **ev) for n in data.unseen}
         extra["privacy_ledger"] = ledger.summary()
     elif method.pooled:
         # Centralized: one client with all training tiles; as many local steps per round as the federated
         # methods run in total per round, so every method spends the same gradient computations.
         mask = np.asarray(data.train.mask)
         pooled = pad_clients([(np.asarray(data.train.images)[mask], np.asarray(data.train.labels)[mask])])
-        k = min(int(cfg.fl.clients_per_round) or len(names), len(names))
         round_fn, server_opt = build_engine(
             ctx,
             method,
@@ -416,9 +411,6 @@ def run_method(ctx: Context, name: str) -> dict:
             on_trace=on_trace,
         )
         params, _ = run_federation(ctx, name, round_fn, server_opt, place_clients(pooled, None), ["pooled"])
-        ctx.final_params[name] = params
-        per_client = {n: evaluate_split(predict_fn, params, *data.test[n], **ev) for n in names}
-        unseen = {n: evaluate_split(predict_fn, params, *data.unseen[n], **ev) for n in data.unseen}
     else:
         # Local: one model per client, each trained only on its own data and tested on its own test split.
         round_fn, server_opt = build_engine(
@@ -431,14 +423,16 @@ def run_method(ctx: Context, name: str) -> dict:
                 ctx, f"{name}/{n}", round_fn, server_opt, place_clients(one, None), [n]
             )
             ctx.final_params.setdefault(name, {})[n] = params
-            per_client[n] = evaluate_split(predict_fn, params, *data.test[n], **ev)
-            unseen_runs.append(
-                {u: evaluate_split(predict_fn, params, *data.unseen[u], **ev) for u in data.unseen}
-            )
+            per_client[n] = evaluate_split(ctx.prob_fn, params, *data.test[n], **ev)
+            unseen_runs.append(evaluate(params, data.unseen))
         # A local model meets an unseen lab as any other foreign lab: average over the client models.
         unseen = {
             u: mean_over_clients({str(i): run[u] for i, run in enumerate(unseen_runs)}) for u in data.unseen
         }
+    if method.federated or method.pooled:  # one shared model: every client's test split, every unseen lab
+        ctx.final_params[name] = params
+        per_client = evaluate(params, data.test)
+        unseen = evaluate(params, data.unseen)
 
     result = {
         "per_client": per_client,
@@ -494,6 +488,7 @@ def build_context(config, workdir: str) -> Context:
         init_params=init_params,
         mesh=make_mesh(config),
         log=io_utils.JsonlWriter(os.path.join(workdir, "metrics.jsonl")),
+        prob_fn=inference.make_prob_fn(model),
     )
 
 
@@ -538,19 +533,18 @@ def write_figures(ctx: Context) -> None:
             art["render"],
             art["bank"],
         )
-    predict_fn = make_predict_fn(ctx.model)
     preds = {}
     for method, params in ctx.final_params.items():
         if method == "local":  # each client's own model on its own tile
             preds[method] = (
                 np.stack(
                     [
-                        predict_boundary_prob(predict_fn, params[n], images[i : i + 1])[0]
+                        inference.batched_probs(ctx.prob_fn, params[n], images[i : i + 1])[0]
                         for i, n in enumerate(names)
                     ]
                 )
                 > ctx.config.eval.threshold
             )
         else:
-            preds[method] = predict_boundary_prob(predict_fn, params, images) > ctx.config.eval.threshold
+            preds[method] = inference.batched_probs(ctx.prob_fn, params, images) > ctx.config.eval.threshold
     figures.prediction_overlays(os.path.join(ctx.workdir, "predictions.png"), images, labels, names, preds)
