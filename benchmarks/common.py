@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedtransfer_jax.fl.algorithms import make_optimizer
+from fedtransfer_jax.fl.optimizers import make_optimizer
 from fedtransfer_jax.models import UNet, make_segmentation_loss
 from fedtransfer_jax.models.conv import default_impl
 

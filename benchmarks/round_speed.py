@@ -8,7 +8,7 @@ All three train the same U-Net (features 16,32,64), on the same random data ([C,
 with the same loss (weighted CE + Dice), client optimizer (--optimizer sgd|adam, fresh every round),
 C clients x S local steps x batch B, and server FedAvg (SGD lr 1 on the weighted mean delta):
 
-  one_jit    fl.round.build_round(fl.client.make_client_update(...)): sampling, every client's local
+  one_jit    fl.round.build_round(fl.algorithms.fedavg(...)): sampling, every client's local
              scan, aggregation and server update in ONE compiled XLA program (--strategy vmap|chunked|
              sequential, --conv_impl, --unroll).
   step_loop  the FedJAX execution model: Python loops over clients and local steps calling a jitted
@@ -42,9 +42,9 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import common  # noqa: E402
-from fedtransfer_jax.fl import aggregation  # noqa: E402
-from fedtransfer_jax.fl.client import LocalConfig, make_client_update  # noqa: E402
-from fedtransfer_jax.fl.round import STRATEGIES, RoundConfig, build_round, init_server_state  # noqa: E402
+from fedtransfer_jax.fl import aggregators, algorithms  # noqa: E402
+from fedtransfer_jax.fl.algorithms.base import LocalTraining  # noqa: E402
+from fedtransfer_jax.fl.round import STRATEGIES, RoundConfig, build_round, init_round_state  # noqa: E402
 from fedtransfer_jax.models.conv import IMPLS  # noqa: E402
 
 SERVER_OPT = optax.sgd(1.0)  # FedAvg: the server applies the weighted mean delta as is.
@@ -53,21 +53,24 @@ SERVER_OPT = optax.sgd(1.0)  # FedAvg: the server applies the weighted mean delt
 # ----------------------------------------------------------------------------------------- one jit
 
 
+def as_round_data(data) -> dict:
+    """(images, labels, mask) arrays -> the round's data dict."""
+    return data if isinstance(data, dict) else dict(zip(("images", "labels", "mask"), data))
+
+
 def compile_one_jit(cfg: common.BenchConfig, params, data):
     """(compiled round, initial ServerState, compile seconds): AOT lower + compile of the one-jit round.
 
     The compiled executable exposes `memory_analysis()` (used by experiments/scaling.py).
     """
     model = common.make_model(cfg)
-    client_update = make_client_update(
-        common.make_loss(model),
-        common.client_optimizer(cfg),
-        LocalConfig(cfg.local_steps, cfg.batch_size, unroll=cfg.unroll),
+    local = LocalTraining(
+        common.make_loss(model), common.client_optimizer(cfg), cfg.local_steps, cfg.batch_size, unroll=cfg.unroll
     )
-    round_fn = build_round(
-        client_update, SERVER_OPT, RoundConfig(cfg.clients, cfg.strategy, cfg.chunk_size), seed=cfg.seed
-    )
-    state = init_server_state(params, SERVER_OPT)
+    alg = algorithms.fedavg(local, SERVER_OPT)
+    round_fn = build_round(alg, RoundConfig(cfg.clients, cfg.strategy, cfg.chunk_size), seed=cfg.seed)
+    state = init_round_state(alg, params, cfg.clients)
+    data = as_round_data(data)
     t0 = time.perf_counter()
     compiled = round_fn.lower(state, data).compile()
     return compiled, state, time.perf_counter() - t0
@@ -81,13 +84,14 @@ def build_one_jit(
     `run_round()` blocks and returns the round's loss; `get_params()` the current global params.
     """
     compiled, state, compile_s = compile_one_jit(cfg, params, data)
+    data = as_round_data(data)
     holder = [state]
 
     def run_round():
         holder[0], metrics = compiled(holder[0], data)  # the state is donated: keep only the new one
         return float(jax.block_until_ready(metrics["loss"]))
 
-    return run_round, lambda: holder[0].params, compile_s
+    return run_round, lambda: holder[0].server.params, compile_s
 
 
 # ------------------------------------------------------------------------------------- step loop
@@ -115,7 +119,8 @@ def build_step_loop(
     @jax.jit
     def server_update(p, server_opt_state, deltas, weights):
         stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *deltas)
-        mean = aggregation.weighted_mean(aggregation.weighted_sum(stacked, weights), weights.sum())
+        weighted = jax.tree_util.tree_map(lambda x: jnp.tensordot(weights, x, axes=(0, 0)), stacked)
+        mean = aggregators.safe_divide(weighted, weights.sum())
         updates, server_opt_state = SERVER_OPT.update(
             jax.tree_util.tree_map(jnp.negative, mean), server_opt_state, p
         )

@@ -13,6 +13,21 @@ fedtransfer (AdaIN, incl. 15 federated style-network rounds) ~80 s. Variants: `s
 
 import ml_collections
 
+from fedtransfer_jax.fl import algorithms
+
+
+def method(algorithm: str = "fedavg", *, kind: str = "federated", style: str = "", **hparams):
+    """A method spec with every hyper-parameter of its algorithm present (so each can be overridden on the
+    command line: --config.method_specs.fedprox.hparams.mu=0.1)."""
+    return {
+        "kind": kind,
+        "algorithm": algorithm,
+        "hparams": algorithms.resolve_hparams(algorithm, hparams, f"method {algorithm}"),
+        "style": style,
+        "aggregator": {"name": "mean"},
+        "secure": {"enabled": False},
+    }
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = arg or "default"
@@ -22,6 +37,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.name = "grains" if variant == "default" else f"grains-{variant}"
     config.seed = 0
     config.methods = ("local", "fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier", "centralized")
+    # What each method is (engine.py): an algorithm with its own hyper-parameters, a style method, an
+    # aggregator. Methods not in config.methods are defined so that `--config.methods=...` can pick them.
+    config.method_specs = ml_collections.ConfigDict(
+        {
+            "local": method(kind="local"),
+            "centralized": method(kind="centralized"),
+            "fedavg": method("fedavg"),
+            "fedprox": method("fedprox", mu=0.01),
+            "fedtransfer": method("fedavg", style="adain"),
+            "fedtransfer_fourier": method("fedavg", style="fourier"),
+            "fedavgm": method("fedavgm"),
+            "fedadam": method("fedadam"),
+            "fedyogi": method("fedyogi"),
+            "scaffold": method("scaffold"),
+            "feddyn": method("feddyn"),
+        }
+    )
     config.distributed = False  # True on multi-host pods/clusters: jax.distributed.initialize()
     config.checkpoint_every = 5  # rounds
     config.quiet = False  # no progress bars
@@ -68,11 +100,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.fl.client_optimizer = "adam"
     config.fl.client_lr = 2e-3
     config.fl.client_momentum = 0.0
-    config.fl.clip_norm = 0.0
-    config.fl.server_optimizer = "sgd"  # sgd lr 1 = FedAvg; momentum/adam = FedAvgM/FedAdam
-    config.fl.server_lr = 1.0
-    config.fl.server_momentum = 0.0
-    config.fl.prox_mu = 0.01  # fedprox only
+    config.fl.clip_norm = 0.0  # client gradient clipping (global norm; 0 = off)
+    config.fl.dropout_rate = 0.0  # probability that a sampled client's update never arrives
     config.fl.strategy = "auto"  # 'auto' (measured best per backend) | 'vmap' | 'chunked' | 'sequential'
     config.fl.chunk_size = 0
     config.fl.unroll_local_steps = False

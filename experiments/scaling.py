@@ -174,7 +174,7 @@ def measure(cfg, rounds: int) -> dict[str, Any]:
         "device": common.device_string(),
     }
     try:
-        data = tuple(jax.device_put(x) for x in common.make_data(cfg))
+        data = round_speed.as_round_data(tuple(jax.device_put(x) for x in common.make_data(cfg)))
         params = common.init_params(common.make_model(cfg), cfg)
         compiled, state, compile_s = round_speed.compile_one_jit(cfg, params, data)
         holder = [state]

@@ -3,78 +3,173 @@ r"""Evaluates a trained segmenter on a folder of labelled micrographs; prints on
   python -m fedtransfer_jax.evaluate --workdir /tmp/smoke --method fedavg --data_dir D
 
 `D/images/*` and `D/labels/*` (same stems; labels 255 = boundary, or `--invert_labels`). Images of any
-size are predicted with the tiled sliding window of `predict`.
+size are predicted with the tiled sliding window of `predict`. The labels are checked first
+(`data/folder.py`: e.g. inverted or grey labels stop the evaluation with a message naming the files and
+`--invert_labels`; odd single labels are listed under `label_warnings`).
+
+Two sets of metrics, per image and as means over images:
+  `per_image_raw` / `mean_raw`  the thresholded probabilities (what the trainer's summaries report);
+  `per_image` / `mean`          after post-processing, the boundary maps and grains `predict` writes
+                                for the same image, model and settings.
+The post-processing settings are resolved as in `predict` (the method's choice on validation tiles,
+else built-in defaults; flags override) and reported under `postprocess` with their source.
+
+Exit status: 0 done; 2 nothing evaluated (a bad flag, bad labels, a model that cannot be loaded; the
+message names the flag/file).
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
+import warnings
+from collections.abc import Mapping
+from typing import Any
 
 from absl import app, flags
 
-from fedtransfer_jax import inference, metrics as metrics_lib
+from fedtransfer_jax import inference, metrics as metrics_lib, predict
 from fedtransfer_jax.data import folder
+from fedtransfer_jax.metrics import postprocess_select as pps
+
+EXIT_OK, EXIT_USAGE = 0, 2
+USER_ERRORS = predict.USER_ERRORS
+load_model = predict.load_model
+INVERT_FLAG = "--invert_labels"
 
 
 def define_flags() -> None:
     """Command-line flags, defined only when run as a program (so evaluate and predict can be
     imported together, e.g. by scripts and tests)."""
-    global _WORKDIR, _METHOD, _CLIENT, _DATA_DIR, _INVERT, _TOLERANCE, _THRESHOLD, _OVERLAP, _FLIPS
+    global _WORKDIR, _METHOD, _CLIENT, _ALLOW_INCOMPLETE, _DATA_DIR
+    global _INVERT, _TOLERANCE, _OVERLAP, _FLIPS, _SETTINGS
     _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir written by launch.py.", required=True)
     _METHOD = flags.DEFINE_string("method", None, "Method whose model to use (default: best available).")
     _CLIENT = flags.DEFINE_string("client", None, "For --method=local: which client's model.")
+    _ALLOW_INCOMPLETE = flags.DEFINE_bool(
+        "allow_incomplete", False, "Use a method whose training was interrupted (its latest checkpoint)."
+    )
     _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with images/ and labels/.", required=True)
     _INVERT = flags.DEFINE_bool("invert_labels", False, "Labels mark boundaries with 0 instead of 255.")
     _TOLERANCE = flags.DEFINE_float("tolerance", 2.0, "Boundary F1 pixel tolerance.")
-    _THRESHOLD = flags.DEFINE_float("threshold", None, "Boundary probability threshold (default: config's).")
     _OVERLAP = flags.DEFINE_integer("overlap", None, "Tile overlap in px (default: tile/4).")
     _FLIPS = flags.DEFINE_bool("flips", False, "Test-time augmentation: average over flips.")
+    _SETTINGS = predict.define_postprocess_flags()
 
 
 def evaluate_folder(
     model: inference.LoadedModel,
     data_dir: str,
     *,
-    invert_labels=False,
-    tolerance=2.0,
-    threshold=None,
-    overlap=None,
-    flips=False,
+    invert_labels: bool = False,
+    tolerance: float = 2.0,
+    settings: pps.PostprocessSettings | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    overlap: int | None = None,
+    flips: bool = False,
+    **postprocess_kw: Any,
 ) -> dict:
-    threshold = model.config.eval.threshold if threshold is None else threshold
-    per_image = {}
-    for image_path, label_path in folder.list_pairs(data_dir):
+    """Raw and post-processed metrics of ``model`` on ``data_dir`` (``D/images`` + ``D/labels``).
+
+    ``settings``/``provenance`` come from ``postprocess_select.resolve_settings``; without them
+    ``postprocess_kw`` (``threshold=``, ``close_radius=``...) apply over the built-in defaults.
+
+    Raises:
+      folder.LabelError: labels that are clearly wrong (before any prediction).
+      FileNotFoundError / ValueError: missing labels, size mismatches, unreadable files (named).
+    """
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise ValueError(f"--tolerance must be >= 0 px, got {tolerance}")
+    if settings is None:
+        settings, provenance = pps.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
+    pairs = folder.list_pairs(data_dir)
+    label_warnings = folder.check_client_labels(
+        pairs, invert=invert_labels, invert_flag=INVERT_FLAG, where=f"--data_dir {data_dir}"
+    )
+    per_image, per_image_raw = {}, {}
+    for image_path, label_path in pairs:
         image, label = folder.load_pair(image_path, label_path, invert=invert_labels)
-        prob = model.predict_prob(image, overlap=overlap, flips=flips)
-        per_image[os.path.basename(str(image_path))] = metrics_lib.segmentation_metrics(
-            prob > threshold, label > 0, tolerance=tolerance
+        raw = settings.binarize(model.predict_prob(image, overlap=overlap, flips=flips))
+        name = os.path.basename(str(image_path))
+        per_image_raw[name] = metrics_lib.segmentation_metrics(raw, label > 0, tolerance=tolerance)
+        per_image[name] = metrics_lib.segmentation_metrics(
+            pps.clean_up(raw, settings), label > 0, tolerance=tolerance
         )
     return {
         "workdir": None,
         "method": model.tag,
         "data_dir": os.path.abspath(data_dir),
         "n_images": len(per_image),
+        "postprocess": dict(provenance or {"settings": settings.to_dict()}),
+        "label_warnings": label_warnings,
         "per_image": per_image,
+        "per_image_raw": per_image_raw,
         "mean": metrics_lib.summarize(list(per_image.values())),
+        "mean_raw": metrics_lib.summarize(list(per_image_raw.values())),
     }
+
+
+def run(f: Mapping[str, Any]) -> int:
+    """The CLI's work, given the flag values; returns the exit status (raises on usage errors)."""
+    overrides = {k: v for k, v in f["settings"].items() if v is not None}
+    pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?
+    if not (math.isfinite(f["tolerance"]) and f["tolerance"] >= 0):
+        raise ValueError(f"--tolerance must be >= 0 px, got {f['tolerance']}")
+    # Wrong --data_dir or clearly wrong labels fail before the (slow) model load; evaluate_folder
+    # checks again and then reports the warnings.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", folder.LabelWarning)
+        folder.check_client_labels(
+            folder.list_pairs(f["data_dir"]),
+            invert=f["invert_labels"],
+            invert_flag=INVERT_FLAG,
+            where=f"--data_dir {f['data_dir']}",
+        )
+    method = f["method"] or inference.default_method(f["workdir"])
+    model = load_model(f["workdir"], method, f["client"], f.get("allow_incomplete", False))
+    if f["overlap"] is not None and not 0 <= f["overlap"] < model.tile:
+        raise ValueError(
+            f"--overlap must be in [0, {model.tile}) (the model's tile size), got {f['overlap']}"
+        )
+    settings, provenance = pps.resolve_settings(
+        f["workdir"], model.tag, overrides, model.config.eval.threshold
+    )
+    result = evaluate_folder(
+        model,
+        f["data_dir"],
+        invert_labels=f["invert_labels"],
+        tolerance=f["tolerance"],
+        settings=settings,
+        provenance=provenance,
+        overlap=f["overlap"],
+        flips=f["flips"],
+    )
+    result["workdir"] = os.path.abspath(f["workdir"])
+    print(json.dumps(result))
+    return EXIT_OK
 
 
 def main(argv):
     del argv
-    method = _METHOD.value or inference.default_method(_WORKDIR.value)
-    model = inference.load_model(_WORKDIR.value, method, _CLIENT.value)
-    result = evaluate_folder(
-        model,
-        _DATA_DIR.value,
-        invert_labels=_INVERT.value,
-        tolerance=_TOLERANCE.value,
-        threshold=_THRESHOLD.value,
-        overlap=_OVERLAP.value,
-        flips=_FLIPS.value,
-    )
-    result["workdir"] = os.path.abspath(_WORKDIR.value)
-    print(json.dumps(result))
+    values = {
+        "workdir": _WORKDIR.value,
+        "method": _METHOD.value,
+        "client": _CLIENT.value,
+        "allow_incomplete": _ALLOW_INCOMPLETE.value,
+        "data_dir": _DATA_DIR.value,
+        "invert_labels": _INVERT.value,
+        "tolerance": _TOLERANCE.value,
+        "overlap": _OVERLAP.value,
+        "flips": _FLIPS.value,
+        "settings": {k: flag.value for k, flag in _SETTINGS.items()},
+    }
+    try:
+        return run(values)
+    except USER_ERRORS as e:  # User-fixable: the message names the flag or file.
+        print(f"evaluate: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import numpy as np
 
 from fedtransfer_jax import checkpointing, models
 from fedtransfer_jax.data import tiling
-from fedtransfer_jax.fl import algorithms, round as round_lib
 
 
 def make_prob_fn(model) -> Callable:
@@ -109,24 +108,35 @@ def checkpoint_tag(workdir: str, method: str, client: str | None) -> str:
     return method
 
 
-def load_model(workdir: str, method: str, client: str | None = None) -> LoadedModel:
-    """Restores the latest server state of `method` and returns its segmenter."""
+class IncompleteModelError(RuntimeError):
+    """The method's training stopped before its last round (the run was interrupted)."""
+
+
+def load_model(
+    workdir: str, method: str, client: str | None = None, *, allow_incomplete: bool = False
+) -> LoadedModel:
+    """Restores the latest global params of `method` (no optimizer or client state is rebuilt).
+
+    Refuses a method whose training did not finish (its latest checkpoint is before the last round) unless
+    `allow_incomplete`; the returned model says which round it holds (`.round`, `.rounds`).
+    """
+    from fedtransfer_jax import engine  # noqa: PLC0415
+
     config = config_from_workdir(workdir)
     tag = checkpoint_tag(workdir, method, client)
-    model = models.build_model(config.model)
-    tile = int(config.data.tile_size)
-    params = jax.eval_shape(
-        lambda: model.init(jax.random.PRNGKey(0), jnp.zeros((1, tile, tile, 3)))["params"]
-    )
-    fl = config.fl
-    server_opt = algorithms.make_optimizer(fl.server_optimizer, fl.server_lr, fl.get("server_momentum", 0.0))
-    template = jax.eval_shape(lambda p: round_lib.init_server_state(p, server_opt), params)
-    mngr = checkpointing.manager(os.path.join(workdir, "checkpoints", tag), 1)
-    state, step = checkpointing.restore_latest(mngr, template)
-    mngr.close()
-    if state is None:
-        raise FileNotFoundError(f"no complete checkpoint in {os.path.join(workdir, 'checkpoints', tag)}")
-    return LoadedModel(config, state.params, tag)
+    directory = os.path.join(workdir, "checkpoints", tag)
+    params, meta, step = checkpointing.restore_params(directory, engine.params_template(config))
+    if params is None:
+        raise FileNotFoundError(f"no complete checkpoint in {directory}")
+    rounds = int(meta.get("rounds", step))
+    if step < rounds and not allow_incomplete:
+        raise IncompleteModelError(
+            f"{tag}: training stopped at round {step} of {rounds} (the run was interrupted): resume it with "
+            f"the same launch command, or pass --allow_incomplete to use the round-{step} model"
+        )
+    model = LoadedModel(config, params, tag)
+    model.round, model.rounds = int(step), rounds
+    return model
 
 
 def default_method(workdir: str) -> str:
@@ -139,13 +149,40 @@ def default_method(workdir: str) -> str:
     raise FileNotFoundError(f"no trained model found under {base}")
 
 
-def list_images(path: str) -> list[str]:
-    exts = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+
+
+def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
+    """``(images, skipped)`` of a file or folder: the micrographs to read, sorted, and every other entry
+    of the folder with the reason it is not read (hidden files such as macOS ``._x.png`` companions,
+    sub-folders, other suffixes). A single file is taken as given, whatever its suffix.
+
+    Raises:
+      FileNotFoundError: ``path`` does not exist.
+      ValueError: a folder without images (names the folder and the suffixes looked for).
+    """
     if os.path.isfile(path):
-        return [path]
+        return [path], []
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path} is neither an image file nor a folder")
-    files = sorted(os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(exts))
-    if not files:
-        raise ValueError(f"no images ({', '.join(exts)}) in {path}")
-    return files
+        raise FileNotFoundError(f"--images {path}: no such image file or folder")
+    images, skipped = [], []
+    for name in sorted(os.listdir(path)):
+        full = os.path.join(path, name)
+        if name.startswith("."):
+            reason = "hidden file"
+        elif os.path.isdir(full):
+            reason = "folder (sub-folders are not searched)"
+        elif not name.lower().endswith(IMAGE_SUFFIXES):
+            reason = f"not an image suffix ({', '.join(IMAGE_SUFFIXES)})"
+        else:
+            images.append(full)
+            continue
+        skipped.append({"file": full, "reason": reason})
+    if not images:
+        raise ValueError(f"--images {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return images, skipped
+
+
+def list_images(path: str) -> list[str]:
+    """The micrographs of a file or folder, sorted (``scan_images`` without the skipped entries)."""
+    return scan_images(path)[0]

@@ -1,4 +1,9 @@
-"""Workdir outputs, written so that a crash never leaves a half-written file (temp file + os.replace)."""
+"""Workdir outputs, written so that a crash never leaves a half-written file (temp file + os.replace).
+
+Files are created with the permissions any ordinary ``open()`` would give them (0o666 minus the umask),
+so a group-shared workdir stays readable by the group: ``tempfile.mkstemp`` alone would make every
+output private (0o600).
+"""
 
 from __future__ import annotations
 
@@ -9,21 +14,53 @@ import tempfile
 from typing import Any
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc/self/status).
 
-def write_text_atomic(path: str, text: str) -> None:
+    ``os.umask`` can only be read by setting it, which races with other threads creating files; the
+    fallback sets and restores it immediately.
+    """
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_file_mode() -> int:
+    """Mode of a new regular file under the current umask (what ``open(path, 'w')`` would create)."""
+    return 0o666 & ~current_umask()
+
+
+def write_bytes_atomic(path: str, data: bytes) -> None:
+    """Writes ``data`` to ``path`` via a temp file in the same folder and ``os.replace``.
+
+    Readers see the old file or the new one, never a mix; on any error the temp file is removed and
+    ``path`` is untouched.
+    """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, default_file_mode())  # mkstemp creates 0o600; outputs are meant to be shared.
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_text_atomic(path: str, text: str) -> None:
+    write_bytes_atomic(path, text.encode("utf-8"))
 
 
 def _jsonable(x: Any) -> Any:

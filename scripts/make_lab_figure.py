@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from fedtransfer_jax.data.synthetic import LAB_NAMES, describe_lab, make_lab_examples  # noqa: E402
 
 N_SAMPLES = 3

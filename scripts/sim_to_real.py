@@ -16,25 +16,18 @@ Cost: one pass over the crops per model (seconds per model on a 2-core CPU at 64
 
 from __future__ import annotations
 
+import argparse
 import os
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # Run as a script from anywhere.
-
-import argparse  # noqa: E402
-
-from fedtransfer_jax import inference, io_utils  # noqa: E402
-from fedtransfer_jax.fl import algorithms  # noqa: E402
+from fedtransfer_jax import inference, io_utils
+from fedtransfer_jax import engine
 
 TABLE_KEYS = ("boundary_f1", "ari", "vi", "grain_count_rel_error", "miou")
-METHOD_ORDER = ("local", "fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier", "centralized")
-assert set(METHOD_ORDER) == set(algorithms.METHODS), "report every segmentation method"
 
 
 def workdir_methods(workdir: str) -> list[str]:
-    """Segmentation methods with checkpoints in ``workdir``, in the usual reporting order (auxiliary
+    """The run's segmentation methods (config.json's `methods`, in order) that have checkpoints (auxiliary
     checkpoints such as ``<method>_style_net`` are not segmenters and are skipped)."""
     base = os.path.join(workdir, "checkpoints")
     if not os.path.isdir(base):
@@ -42,7 +35,11 @@ def workdir_methods(workdir: str) -> list[str]:
     have = {d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))}
     if not have:
         raise FileNotFoundError(f"no method checkpoints under {base}")
-    return [m for m in METHOD_ORDER if m in have]
+    return [m for m in inference.config_from_workdir(workdir).methods if m in have]
+
+
+def is_local(workdir: str, method: str) -> bool:
+    return engine.method_spec(inference.config_from_workdir(workdir), method).kind == "local"
 
 
 def local_clients(workdir: str) -> list[str]:
@@ -77,7 +74,7 @@ def evaluate_workdir(
     methods: dict[str, dict] = {}
     n_images = 0
     for method in workdir_methods(workdir):
-        if method == "local":
+        if is_local(workdir, method):
             per_client = {}
             for client in local_clients(workdir):
                 res = evaluate(load(workdir, method, client), data_dir, invert_labels=invert_labels)

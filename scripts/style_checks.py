@@ -25,26 +25,22 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from typing import Any, Callable, Mapping, Sequence
 
 from absl import app, flags, logging
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
 
-import flax.linen as nn  # noqa: E402
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import ml_collections  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-from fedtransfer_jax import checkpointing, inference, io_utils  # noqa: E402
-from fedtransfer_jax import style as style_lib  # noqa: E402
-from fedtransfer_jax.fl import algorithms, round as round_lib  # noqa: E402
-from fedtransfer_jax.metrics.boundary import boundary_prf  # noqa: E402
-from fedtransfer_jax.models import conv as conv_lib  # noqa: E402
-from fedtransfer_jax.style import sharing  # noqa: E402
+from fedtransfer_jax import checkpointing, inference, io_utils
+from fedtransfer_jax import style as style_lib
+from fedtransfer_jax.metrics.boundary import boundary_prf
+from fedtransfer_jax.models import conv as conv_lib
+from fedtransfer_jax.style import sharing
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "Finished run of launch.py (config.json + checkpoints/).")
 _STEPS = flags.DEFINE_integer("classifier_steps", 400, "Adam steps of the domain classifier.")
@@ -100,24 +96,16 @@ def restore_style_params(
         raise FileNotFoundError(
             f"no style-network checkpoint at {ckpt_dir}: did the run include the " f"'fedtransfer' method?"
         )
-    fl = config.fl
-    server_opt = algorithms.make_optimizer(
-        fl.server_optimizer, fl.server_lr, fl.get("server_momentum", 0.0), key="fl.server_optimizer"
-    )
-    template = jax.eval_shape(lambda p: round_lib.init_server_state(p, server_opt), init_params)
-    mngr = checkpointing.manager(ckpt_dir, 1)
     try:
-        state, step = checkpointing.restore_latest(mngr, template)
+        params, _, step = checkpointing.restore_params(ckpt_dir, init_params)
     except ValueError as e:  # orbax: stored and requested shapes differ
         raise ValueError(
             f"{ckpt_dir} does not match the StyleNet of this code (config.style.features="
             f"{list(config.style.features)}): was it trained by an older version? ({e})"
         ) from e
-    finally:
-        mngr.close()
-    if state is None:
+    if params is None:
         raise FileNotFoundError(f"no complete checkpoint in {ckpt_dir}")
-    return state.params, int(step)
+    return params, int(step)
 
 
 # ----------------------------------------------------------------------------------------------------------

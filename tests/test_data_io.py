@@ -331,9 +331,17 @@ def test_load_federated_data_folder(two_clients: tuple[Path, dict], tmp_path: Pa
     fd2 = load_federated_data(_folder_cfg(root, unseen_clients=("lab-b",)), str(tmp_path / "work"))
     assert fd2.client_names == ("Lab A",) and set(fd2.unseen) == {"lab-b"}
     np.testing.assert_array_equal(fd2.unseen["lab-b"][1], fd.test["lab-b"][1])
-    # Inverted labels flip every pixel of the stored labels.
-    fd3 = load_federated_data(_folder_cfg(root, invert_labels=True), str(tmp_path / "work"))
-    np.testing.assert_array_equal(fd3.test["Lab A"][1], 1 - fd.test["Lab A"][1])
+    # Inverting white-on-black labels makes them mostly boundary: refused, naming the key to change.
+    with pytest.raises(folder.LabelError, match=r"look inverted.*--config\.data\.invert_labels=False"):
+        load_federated_data(_folder_cfg(root, invert_labels=True), str(tmp_path / "work"))
+    # Labels drawn black on white, read with invert_labels=True, give the same stored labels.
+    inverted = tmp_path / "inverted"
+    for client in truth:
+        for stem, (img, lab) in truth[client].items():
+            _save_png(inverted / client / "images" / f"{stem}.png", img)
+            _save_png(inverted / client / "labels" / f"{stem}.png", (1 - lab) * 255)
+    fd3 = load_federated_data(_folder_cfg(inverted, invert_labels=True), str(tmp_path / "work"))
+    np.testing.assert_array_equal(fd3.test["Lab A"][1], fd.test["Lab A"][1])
     with pytest.raises(ValueError, match="'lab-c'"):
         load_federated_data(_folder_cfg(root, clients=("lab-c",)), str(tmp_path / "work"))
 
@@ -437,3 +445,52 @@ def test_tbm_tint_etched_real_data() -> None:
     image, label = folder.load_pair(*pairs[0])
     chex.assert_shape(image, (256, 256, 3))
     assert set(np.unique(label)) == {0, 1} and 0.01 < label.mean() < 0.5
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation split (for choosing post-processing).
+# ----------------------------------------------------------------------------------------------
+
+
+def test_synthetic_val_split_leaves_train_and_test_unchanged(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from fedtransfer_jax.data import tfds_builders as tb
+
+    calls: list = []
+    fake = _fake_synthetic(calls)
+    monkeypatch.setitem(sys.modules, "fedtransfer_jax.data.synthetic", fake)
+    monkeypatch.setattr(data_pkg, "synthetic", fake, raising=False)
+    plain = load_federated_data(_synth_cfg(), str(tmp_path))
+    assert plain.val == {}  # default: no validation tiles
+    with_val = load_federated_data(_synth_cfg(val_per_client=2), str(tmp_path))
+    np.testing.assert_array_equal(with_val.train.images, plain.train.images)
+    np.testing.assert_array_equal(with_val.test["sem"][1], plain.test["sem"][1])
+    np.testing.assert_array_equal(with_val.unseen["darkfield"][0], plain.unseen["darkfield"][0])
+    assert set(with_val.val) == {"sem", "tint"}  # trained clients only, never the unseen lab
+    chex.assert_shape(with_val.val["sem"][0], (2 * 4, 8, 8, 3))
+    seeds = {c[3] for c in calls if c[1] == 2 and c[0] in ("sem", "tint")}
+    assert len(seeds) == 4  # val images drawn with their own seed per lab (test images: n=2 too)
+    assert not np.array_equal(with_val.val["sem"][1], plain.test["sem"][1])
+    again = load_federated_data(_synth_cfg(val_per_client=2), str(tmp_path / "other"))
+    np.testing.assert_array_equal(again.val["tint"][0], with_val.val["tint"][0])  # same seed, same tiles
+    # Caches built before val splits existed keep their names when no val split is asked for.
+    kw = dict(labs=("sem",), train_per_client=3, test_per_client=2, image_size=16, tile_size=8, seed=5)
+    assert tb.SyntheticConfig.create(**kw).name == tb.SyntheticConfig.create(**kw, val_per_client=0).name
+    assert tb.SyntheticConfig.create(**kw).name != tb.SyntheticConfig.create(**kw, val_per_client=1).name
+
+
+def test_folder_val_fraction_comes_out_of_the_training_images(two_clients: tuple[Path, dict], tmp_path: Path) -> None:
+    root, _ = two_clients
+    cfg = dict(tile_overlap=0, test_fraction=0.25)
+    plain = load_federated_data(_folder_cfg(root, **cfg), str(tmp_path / "work"))
+    assert plain.val == {}
+    with_val = load_federated_data(_folder_cfg(root, val_fraction=0.5, **cfg), str(tmp_path / "work"))
+    for ci, client in enumerate(plain.client_names):
+        np.testing.assert_array_equal(with_val.test[client][1], plain.test[client][1])  # test split unchanged
+        n_plain, n_train = int(plain.train.num_examples[ci]), int(with_val.train.num_examples[ci])
+        n_val = len(with_val.val[client][0])
+        assert n_val > 0 and n_train > 0 and n_train + n_val == n_plain
+        # Val tiles are training tiles of the plain split (same images, same tiling), never test tiles.
+        pool = {t.tobytes() for t in plain.train.labels[ci, :n_plain]}
+        assert all(t.tobytes() in pool for t in with_val.val[client][1])
+    again = load_federated_data(_folder_cfg(root, val_fraction=0.5, **cfg), str(tmp_path / "again"))
+    np.testing.assert_array_equal(again.val["Lab A"][0], with_val.val["Lab A"][0])

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent("""
         return real(name, *args, **kwargs)
     builtins.__import__ = guard
     sys.path[:0] = [REPO, REPO + "/benchmarks"]
-    for m in ("fedtransfer_jax.fl.round", "fedtransfer_jax.fl.client", "fedtransfer_jax.models",
+    for m in ("fedtransfer_jax.fl.round", "fedtransfer_jax.fl.algorithms", "fedtransfer_jax.models",
               "fedtransfer_jax.style", "fedtransfer_jax.metrics", "common", "round_speed", "matmul_peak"):
         importlib.import_module(m)
     spec = importlib.util.spec_from_file_location("scaling", REPO + "/experiments/scaling.py")

@@ -317,6 +317,16 @@ def test_write_grain_table_csv_roundtrip(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["grains.csv"]
 
 
+def test_grain_table_csv_is_readable_by_the_group(tmp_path):
+    old = os.umask(0o002)
+    try:
+        write_grain_table_csv(grain_table(_hand_label_map()), tmp_path / "g.csv")
+    finally:
+        os.umask(old)
+    # mkstemp alone would give 0o600; an output must get what open() would give under the umask.
+    assert os.stat(tmp_path / "g.csv").st_mode & 0o777 == 0o664
+
+
 @pytest.mark.parametrize(
     "g, n_a_per_mm2",
     [(0.0, 7.75), (1.0, 15.50), (5.0, 248.0), (8.0, 1984.0)],  # ASTM E112 Table 4 (1x)

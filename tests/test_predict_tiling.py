@@ -84,12 +84,12 @@ def test_predict_folder_writes_input_sized_maps(tmp_path: Path) -> None:
   src = tmp_path / "in"
   src.mkdir()
   Image.fromarray((image * 255).astype(np.uint8)).save(src / "big.png")
-  sizes = predict.predict_folder(FakeModel(tile=64), str(src), str(tmp_path / "out"), close_radius=0,
+  manifest = predict.predict_folder(FakeModel(tile=64), str(src), str(tmp_path / "out"), close_radius=0,
                                  min_fragment_px=0)
   with Image.open(tmp_path / "out" / "big.png") as im:
     out = np.asarray(im)
   chex.assert_shape(out, (h, w))
-  assert sizes["big"]["height"] == h and sizes["big"]["width"] == w
+  assert manifest["images"]["big"]["height"] == h and manifest["images"]["big"]["width"] == w
   np.testing.assert_array_equal(out > 127, line)  # Per-pixel fake: the map is exactly the drawn line.
   assert json.loads((tmp_path / "out" / "grain_sizes.json").read_text())["images"]["big"]["width"] == w
 

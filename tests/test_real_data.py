@@ -142,6 +142,7 @@ def test_sim_to_real_aggregates_local_models(tmp_path: Path) -> None:
   """evaluate_workdir with a fake loader/evaluator: method order, local = mean over clients, JSON out."""
   for tag in ("fedavg", "local/a", "local/b", "centralized"):
     (tmp_path / "checkpoints" / tag).mkdir(parents=True)
+  (tmp_path / "config.json").write_text(json.dumps({"methods": ["local", "fedavg", "fedprox", "centralized"]}))
   scores = {"fedavg": 0.5, "local/a": 0.2, "local/b": 0.4, "centralized": 0.9}
 
   def load(workdir, method, client=None):

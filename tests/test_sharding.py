@@ -15,8 +15,9 @@ SCRIPT = textwrap.dedent("""
     import jax, jax.numpy as jnp, numpy as np, optax, chex
     from jax.sharding import NamedSharding, PartitionSpec as P
     from fedtransfer_jax import models
-    from fedtransfer_jax.fl.client import LocalConfig, make_client_update
-    from fedtransfer_jax.fl.round import RoundConfig, build_round, init_server_state, CLIENT_AXIS, make_client_mesh
+    from fedtransfer_jax.fl import algorithms
+    from fedtransfer_jax.fl.algorithms.base import LocalTraining
+    from fedtransfer_jax.fl.round import RoundConfig, build_round, init_round_state, CLIENT_AXIS, make_client_mesh
     from fedtransfer_jax.models.unet import UNet
     assert jax.device_count() == 4, jax.devices()
     model = UNet(features=(4, 8), groups=2)
@@ -27,25 +28,33 @@ SCRIPT = textwrap.dedent("""
     labels = (rng.uniform(size=(C, N, 16, 16)) < 0.2).astype(np.uint8)
     mask = np.ones((C, N), bool); mask[3, 1:] = False; mask[5] = False
     params = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 16, 16, 3)))["params"]
-    upd = make_client_update(loss_fn, optax.adam(1e-2), LocalConfig(local_steps=2, batch_size=2))
-    server = optax.sgd(1.0)
     results = {}
-    for strategy, chunk in (("vmap", 0), ("chunked", 4)):
+    # SCAFFOLD with SGD (its control-variate update assumes SGD local steps).
+    for name, opt, lr in (("fedavg", optax.adam, 1e-2), ("scaffold", optax.sgd, 0.05)):
+     local = LocalTraining(loss_fn, opt(lr), local_steps=2, batch_size=2)
+     alg = algorithms.build_algorithm(name, local, client_lr=lr)
+     for strategy, chunk in (("vmap", 0), ("chunked", 4)):
       for mesh in (None, make_client_mesh(4)):
-        rf = build_round(upd, server, RoundConfig(4, strategy, chunk), seed=0, mesh=mesh)
+        traces = []
+        rf = build_round(alg, RoundConfig(4, strategy, chunk), seed=0, mesh=mesh, on_trace=lambda: traces.append(1))
+        arrays = dict(images=images, labels=labels, mask=mask)
         if mesh is None:
-          data = tuple(jnp.asarray(a) for a in (images, labels, mask))
+          data = {k: jnp.asarray(a) for k, a in arrays.items()}
         else:
           sh = NamedSharding(mesh, P(CLIENT_AXIS))
-          data = tuple(jax.device_put(a, sh) for a in (images, labels, mask))
-        state = init_server_state(params, server)
+          data = {k: jax.device_put(a, sh) for k, a in arrays.items()}
+        state = init_round_state(alg, params, C, mesh=mesh)
         for _ in range(2):
           state, m = rf(state, data)
-        results[(strategy, mesh is None)] = (jax.device_get(state.params), np.asarray(m["client_ids"]))
-    ref = results[("vmap", True)]
-    for key, (p, ids) in results.items():
+        assert len(traces) == 1, (name, strategy, len(traces))
+        results[(name, strategy, mesh is None)] = (jax.device_get(state.server.params), np.asarray(m["client_ids"]),
+                                                   jax.device_get(state.clients))
+    for key, (p, ids, clients) in results.items():
+      ref = results[(key[0], "vmap", True)]
       np.testing.assert_array_equal(ids, ref[1])
       chex.assert_trees_all_close(p, ref[0], rtol=2e-5, atol=2e-6)
+      # SCAFFOLD's control variates are deltas scaled by 1/(local_steps * lr) = 10: tolerance scaled alike.
+      chex.assert_trees_all_close(clients, ref[2], rtol=2e-4, atol=2e-5)
     print("OK", len(results))
 """)
 
@@ -58,4 +67,4 @@ def test_round_on_four_host_devices_equals_one_device():
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "OK 4" in proc.stdout
+    assert "OK 8" in proc.stdout  # 2 algorithms x 2 strategies x (1 device, 4-device mesh)

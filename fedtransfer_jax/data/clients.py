@@ -7,8 +7,9 @@ examples carry zero weight downstream (docs/ARCHITECTURE.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -85,12 +86,19 @@ def pad_clients(
 
 
 class FederatedData(NamedTuple):
-    """Everything an experiment needs: trained clients (padded), their test sets, unseen clients' sets."""
+    """Everything an experiment needs: trained clients (padded), their test sets, unseen clients' sets,
+    and validation tiles of trained clients (for choosing post-processing; never trained on).
+
+    ``val`` maps a trained client to its validation ``(images, labels)``; clients without validation
+    tiles (``data.val_per_client`` / ``data.val_fraction`` 0, the default) are absent, so by default
+    ``val == {}``.
+    """
 
     client_names: tuple[str, ...]
     train: ClientData
     test: dict[str, Arrays]
     unseen: dict[str, Arrays]
+    val: Mapping[str, Arrays] = MappingProxyType({})  # Read-only default: never shared mutable state.
 
 
 _DEFAULTS: dict[str, Any] = {
@@ -110,6 +118,8 @@ _DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "boundary_width": 2,
     "tfds_dir": "",
+    "val_per_client": 0,  # synthetic: full images per lab in a validation split
+    "val_fraction": 0.0,  # folder: fraction of the training full images held out for validation
 }
 
 
@@ -145,6 +155,8 @@ def _synthetic_builder_config(cfg: Any, labs: tuple[str, ...]) -> Any:
             raise ValueError(f"unknown client {name!r}: synthetic labs are {tuple(synthetic.LAB_NAMES)}")
     if int(_field(cfg, "train_per_client")) <= 0 or int(_field(cfg, "test_per_client")) < 0:
         raise ValueError("cfg.train_per_client must be > 0 and cfg.test_per_client >= 0 for synthetic data")
+    if int(_field(cfg, "val_per_client")) < 0:
+        raise ValueError(f"data.val_per_client must be >= 0, got {_field(cfg, 'val_per_client')}")
     return tb.SyntheticConfig.create(
         labs=labs,
         train_per_client=int(_field(cfg, "train_per_client")),
@@ -153,6 +165,7 @@ def _synthetic_builder_config(cfg: Any, labs: tuple[str, ...]) -> Any:
         tile_size=int(_field(cfg, "tile_size")),
         seed=int(_field(cfg, "seed")),
         boundary_width=int(_field(cfg, "boundary_width")),
+        val_per_client=int(_field(cfg, "val_per_client")),
     )
 
 
@@ -163,6 +176,9 @@ def _folder_builder_config(cfg: Any) -> Any:
     data_dir = _field(cfg, "dir")
     if not data_dir:
         raise ValueError(f"cfg.dir is empty: source={_field(cfg, 'source')!r} needs the data folder")
+    val_fraction = float(_field(cfg, "val_fraction"))
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
     return tb.FolderConfig.create(
         data_dir=str(data_dir),
         group_regex=str(_field(cfg, "group_regex") or ""),
@@ -172,6 +188,7 @@ def _folder_builder_config(cfg: Any) -> Any:
         tile_overlap=int(_field(cfg, "tile_overlap")),
         invert_labels=bool(_field(cfg, "invert_labels")),
         pixel_size_um=float(_field(cfg, "pixel_size_um")),
+        val_fraction=val_fraction,
     )
 
 
@@ -266,7 +283,9 @@ def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
     The cache lives in ``cfg.tfds_dir`` (default ``<workdir>/tfds``); a second call with the same
     parameters reuses it. Trained clients' train splits are padded into ``ClientData``; ``test`` holds
     their test splits; ``unseen`` holds the *test* split of every unseen client (same size and
-    protocol as a seen client's test set; unseen clients are never trained on).
+    protocol as a seen client's test set; unseen clients are never trained on); ``val`` holds the
+    validation split of every trained client that has one (``cfg.val_per_client`` synthetic images per
+    lab, ``cfg.val_fraction`` of a folder client's training images; default none).
 
     ``cfg.source``: 'synthetic' (labs of ``data.synthetic``), 'folder' (real micrographs under
     ``cfg.dir``) or 'mixed' (both; ``cfg.clients`` names real client folders and synthetic labs side by
@@ -307,9 +326,11 @@ def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
         return _to_arrays(tb.read_split(builders[b], f"{prefix}_{split}", missing_ok=True))
 
     train = [read(n, "train") for n in clients]
+    val = {n: read(n, "val") for n in clients}
     return FederatedData(
         client_names=clients,
         train=pad_clients(train, names=clients),
         test={n: read(n, "test") for n in clients},
         unseen={n: read(n, "test") for n in unseen},
+        val={n: arrays for n, arrays in val.items() if len(arrays[0])},
     )

@@ -5,7 +5,14 @@ Why tfds: the tiles are generated/decoded once into array_record files and then 
 config's name embeds a hash of its parameters (and, for folders, of the file listing), so changing any
 parameter builds a fresh cache instead of silently reusing a stale one.
 
-Splits are ``<client>_train`` and ``<client>_test`` with client names sanitised to ``[a-z0-9_]``.
+Splits are ``<client>_train``, ``<client>_test`` and, when asked for, ``<client>_val`` (validation tiles for
+choosing post-processing: ``val_per_client`` extra synthetic images per lab, or ``val_fraction`` of the
+training full images of a folder client, split by group) with client names sanitised to ``[a-z0-9_]``.
+A validation split never changes the train/test tiles: synthetic splits are seeded by (lab, split name),
+and a folder's val images come out of its training side after the test split is made.
+
+Folder clients' labels are checked before anything is built (``folder.check_client_labels``: errors stop
+the build, warnings are emitted as ``folder.LabelWarning``).
 Features: ``image`` uint8 [tile, tile, 3], ``label`` uint8 [tile, tile] (1 = boundary), ``source``
 (file name, or ``synthetic/<lab>/<i>``), ``position`` int32 (y, x) of the tile in its source image,
 and ``index`` (the example's order in its split, since tfds shuffles records on write).
@@ -30,6 +37,7 @@ from fedtransfer_jax.data import folder as folder_lib
 from fedtransfer_jax.data import tiling
 
 _HASH_LEN = 12
+INVERT_FLAG = "--config.data.invert_labels"  # How a trainer user flips label polarity (named in errors).
 
 
 def sanitize_client_name(name: str) -> str:
@@ -68,6 +76,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
     tile_size: int = 64
     seed: int = 0
     boundary_width: int = 2
+    val_per_client: int = 0  # Full images per lab in the '<lab>_val' split (0: no split).
 
     @classmethod
     def create(cls, **params: Any) -> "SyntheticConfig":
@@ -77,7 +86,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
         return cls(name=f"synthetic_{_params_hash(probe.params())}", **params)
 
     def params(self) -> dict[str, Any]:
-        return {
+        out = {
             f: getattr(self, f)
             for f in (
                 "labs",
@@ -89,6 +98,9 @@ class SyntheticConfig(tfds.core.BuilderConfig):
                 "boundary_width",
             )
         }
+        if self.val_per_client:  # Only when used, so caches built before val splits existed stay valid.
+            out["val_per_client"] = self.val_per_client
+        return out
 
     def client_names(self) -> tuple[str, ...]:
         return tuple(self.labs)
@@ -106,6 +118,7 @@ class FolderConfig(tfds.core.BuilderConfig):
     tile_overlap: int = 0
     invert_labels: bool = False
     pixel_size_um: float = 0.0  # Metadata only (stored in info.metadata), never changes the pixels.
+    val_fraction: float = 0.0  # Fraction of the training full images (groups) moved to '<client>_val'.
     fingerprint: str = ""  # Hash of the file listing (names, sizes, mtimes), filled in by create().
 
     @classmethod
@@ -117,7 +130,7 @@ class FolderConfig(tfds.core.BuilderConfig):
         return cls(name=f"folder_{_params_hash(probe.params())}", **params)
 
     def params(self) -> dict[str, Any]:
-        return {
+        out = {
             f: getattr(self, f)
             for f in (
                 "data_dir",
@@ -131,6 +144,9 @@ class FolderConfig(tfds.core.BuilderConfig):
                 "fingerprint",
             )
         }
+        if self.val_fraction:  # Only when used, so caches built before val splits existed stay valid.
+            out["val_fraction"] = self.val_fraction
+        return out
 
     def client_names(self) -> tuple[str, ...]:
         return tuple(folder_lib.discover_clients(self.data_dir))
@@ -207,8 +223,13 @@ class GrainMicrographs(tfds.core.GeneratorBasedBuilder):
         cfg = self.builder_config
         splits = {}
         if isinstance(cfg, SyntheticConfig):
+            counts = (
+                ("train", cfg.train_per_client),
+                ("test", cfg.test_per_client),
+                ("val", cfg.val_per_client),
+            )
             for lab, prefix in client_map(cfg).items():
-                for split, n in (("train", cfg.train_per_client), ("test", cfg.test_per_client)):
+                for split, n in counts:
                     if n <= 0:  # tfds cannot write an empty split; read_split(..., missing_ok=True) fills in.
                         continue
                     splits[f"{prefix}_{split}"] = self._generate_examples(("synthetic", lab, split, n))
@@ -216,11 +237,14 @@ class GrainMicrographs(tfds.core.GeneratorBasedBuilder):
         clients = folder_lib.discover_clients(cfg.data_dir)
         for name, prefix in client_map(cfg).items():
             pairs = folder_lib.list_pairs(clients[name])
-            train, test = folder_lib.split_by_group(
-                pairs, cfg.test_fraction, cfg.seed, cfg.group_regex or None
+            folder_lib.check_client_labels(
+                pairs,
+                invert=cfg.invert_labels,
+                invert_flag=INVERT_FLAG,
+                where=f"client {name!r} ({clients[name]})",
             )
-            splits[f"{prefix}_train"] = self._generate_examples(("folder", name, "train", train))
-            splits[f"{prefix}_test"] = self._generate_examples(("folder", name, "test", test))
+            for split, part in folder_splits(pairs, cfg, name).items():
+                splits[f"{prefix}_{split}"] = self._generate_examples(("folder", name, split, part))
         return splits
 
     def _generate_examples(self, spec: tuple) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -232,6 +256,26 @@ class GrainMicrographs(tfds.core.GeneratorBasedBuilder):
         for i, ex in enumerate(examples):
             ex["index"] = np.int32(i)
             yield i, ex
+
+
+def folder_splits(pairs: Sequence[tuple[Path, Path]], cfg: FolderConfig, client: str) -> dict[str, list]:
+    """``{'train', 'test'[, 'val']}`` -> pairs of one folder client, split by full-image group.
+
+    The test split is made first and exactly as without a val split; ``val_fraction`` of the remaining
+    (training) groups then become 'val', so asking for validation tiles never changes the test tiles.
+    """
+    regex = cfg.group_regex or None
+    train, test = folder_lib.split_by_group(pairs, cfg.test_fraction, cfg.seed, regex)
+    if not cfg.val_fraction:
+        return {"train": train, "test": test}
+    try:
+        train, val = folder_lib.split_by_group(train, cfg.val_fraction, cfg.seed, regex)
+    except ValueError as e:
+        raise ValueError(
+            f"data.val_fraction={cfg.val_fraction}: cannot hold out validation images of client {client!r} "
+            f"from its training side ({e}); lower data.test_fraction, add images or set data.val_fraction=0"
+        ) from e
+    return {"train": train, "test": test, "val": val}
 
 
 def _synthetic_examples(cfg: SyntheticConfig, lab: str, split: str, n: int) -> Iterator[dict[str, Any]]:

@@ -82,7 +82,7 @@ def weighted_mean() -> Aggregator:
     def server_decode(summed, state, ctx):
         del ctx
         mean = safe_divide(summed["x"], summed["w"])
-        return mean, state, {"loss": safe_divide(summed["loss"], summed["w"]), "total_weight": summed["w"]}
+        return mean, state, {"loss": safe_divide(summed["loss"], summed["w"])}
 
     return Aggregator("weighted_mean", lambda template: (), client_encode, server_decode)
 

@@ -78,7 +78,8 @@ class PrivacyLedger:
             records.append(TensorRecord(name, shape, str(np.dtype(leaf.dtype)), nbytes))
             if (jax.tree_util.keystr(path), shape) not in public and self._image_shaped(shape):
                 self.image_shaped_arrays_sent = True
-                self.flagged.append(name)
+                if name not in self.flagged:  # traced again after a resume: record once
+                    self.flagged.append(name)
         self.specs[channel] = records
 
     def _image_shaped(self, shape: tuple[int, ...]) -> bool:
@@ -104,6 +105,30 @@ class PrivacyLedger:
                 "bytes_total": per_send * len(names),
             }
         )
+
+    def state_dict(self) -> dict:
+        """Everything recorded so far, JSON-able (stored with each checkpoint, so a resumed run's ledger
+        covers every round, not only the last process's)."""
+        return {
+            "specs": {ch: [r.as_dict() for r in recs] for ch, recs in self.specs.items()},
+            "bytes_sent_per_client": dict(self.bytes_sent_per_client),
+            "sends_per_client": dict(self.sends_per_client),
+            "per_round": list(self.per_round),
+            "image_shaped_arrays_sent": bool(self.image_shaped_arrays_sent),
+            "flagged": list(self.flagged),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Replaces what was recorded by `state` (from `state_dict`)."""
+        self.specs = {
+            ch: [TensorRecord(r["name"], tuple(r["shape"]), r["dtype"], int(r["bytes"])) for r in recs]
+            for ch, recs in state.get("specs", {}).items()
+        }
+        self.bytes_sent_per_client = {k: int(v) for k, v in state.get("bytes_sent_per_client", {}).items()}
+        self.sends_per_client = {k: int(v) for k, v in state.get("sends_per_client", {}).items()}
+        self.per_round = list(state.get("per_round", []))
+        self.image_shaped_arrays_sent = bool(state.get("image_shaped_arrays_sent", False))
+        self.flagged = list(state.get("flagged", []))
 
     def summary(self) -> dict:
         return {

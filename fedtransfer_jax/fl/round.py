@@ -1,71 +1,120 @@
-"""The round compiler: one federated round (sampling, local training, aggregation, server update) as one
-jitted function.
+"""The round compiler: one federated round of any `Algorithm` (client sampling, dropout, every sampled
+client's local update, the aggregator, the sum protocol, the server update, the per-client state scatter)
+as ONE jitted function.
 
-Clients are vectorised with `jax.vmap` (DrJAX-style: map over a `clients` axis, reduce with a weighted
-sum) and, when a device mesh is given, the client axis is sharded over the mesh's `clients` axis so the
-reduction becomes a cross-device all-reduce. The client-parallel strategy trades memory for parallelism:
+    state = init_round_state(algorithm, params, num_clients, aggregator)
+    round_fn = build_round(algorithm, RoundConfig(clients_per_round=K), seed=0)
+    state, metrics = round_fn(state, data)          # data: dict of [C, N, ...] arrays incl. `mask` [C, N]
 
-  vmap        all K sampled clients at once                      (memory ~ K)
-  chunked     a scan over chunks of `chunk_size` vmapped clients  (memory ~ chunk_size)
-  sequential  a scan over clients, one at a time                  (memory ~ 1)
+The round state carries `(server state, per-client state [C, ...], aggregator state, round)`; the sampled
+clients' states are gathered by id inside the round and the survivors' new states scattered back, so a
+stateful algorithm (SCAFFOLD, FedDyn) costs one jitted function like FedAvg. Clients are vectorised with
+`jax.vmap` (DrJAX-style: map over a `clients` axis, reduce with a sum) and, with a device mesh, the client
+axis of the data and of the per-client state is sharded over the mesh's `clients` axis so the reduction is
+a cross-device all-reduce. `fl/strategy.py` trades memory for parallelism (vmap / chunked / sequential);
+every strategy computes the same round.
 
-  auto        the measured default for the backend (`default_strategy`)
-
-All strategies compute the same round: client keys depend on (seed, round, client id) only, and the
-weighted sum is accumulated in float32.
+Keys: everything derives from `fold_in(PRNGKey(seed), round)`: sampling, dropout, the server's key (e.g. DP
+noise), the shared round key (secure aggregation's pairwise secrets) and each client's key
+`fold_in(client_base, client id)`, so the numbers do not depend on the strategy or the device count.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, NamedTuple
 
 import chex
 import jax
 import jax.numpy as jnp
-import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fedtransfer_jax.fl import aggregation
+from fedtransfer_jax.fl import aggregators as agg_lib
+from fedtransfer_jax.fl import strategy as strategy_lib
+from fedtransfer_jax.fl.algorithms.base import Algorithm, RoundInfo
 from fedtransfer_jax.fl.boundary import PrivacyLedger, send_to_server
-from fedtransfer_jax.fl.client import ClientUpdate
 
-STRATEGIES = ("auto", "vmap", "chunked", "sequential")
+STRATEGIES = strategy_lib.STRATEGIES
 CLIENT_AXIS = "clients"
-
-
-def default_strategy(backend: str | None = None) -> str:
-    """Measured on a 2-core CPU (benchmarks/round_speed.py, models/conv.py): every conv already uses all
-    cores, so vmapping clients buys no parallelism there and per-client weights cost a grouped/batched
-    conv; a scan over clients is fastest. Accelerators want the batch parallelism of vmap."""
-    backend = backend or jax.default_backend()
-    return "sequential" if backend == "cpu" else "vmap"
+PyTree = Any
 
 
 class RoundConfig(NamedTuple):
     clients_per_round: int
     strategy: str = "auto"
     chunk_size: int = 0  # for 'chunked'
+    dropout_rate: float = 0.0  # probability that a sampled client's message never arrives
 
 
-class ServerState(NamedTuple):
-    params: chex.ArrayTree
-    opt_state: optax.OptState
+class RoundState(NamedTuple):
+    server: PyTree  # the algorithm's server state
+    clients: PyTree  # per-client state, leading axis [C] (() for stateless algorithms)
+    aggregator: PyTree  # the aggregator's state (e.g. DP's adaptive clip norm)
     round: jax.Array  # int32 scalar: rounds completed
+
+
+class RoundKeys(NamedTuple):
+    sample: chex.PRNGKey
+    clients: chex.PRNGKey  # client c uses fold_in(clients, c)
+    dropout: chex.PRNGKey
+    server: chex.PRNGKey
+    shared: chex.PRNGKey  # the round key every participant knows (pairwise secrets)
+
+
+def round_keys(seed: int, round_idx: jax.Array) -> RoundKeys:
+    rkey = jax.random.fold_in(jax.random.PRNGKey(seed), round_idx)
+    return RoundKeys(*(jax.random.fold_in(rkey, i) for i in range(5)))
 
 
 def make_client_mesh(num_devices: int | None = None) -> Mesh:
     """A 1-D mesh over the `clients` axis. Auto axis type: the compiler propagates the client sharding
-    through sampling and vmap (DrJAX-style), and the weighted sum over clients becomes an all-reduce."""
+    through sampling and vmap (DrJAX-style), and the sum over clients becomes an all-reduce."""
     n = num_devices or jax.device_count()
     return jax.make_mesh((n,), (CLIENT_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def init_server_state(params, server_optimizer: optax.GradientTransformation) -> ServerState:
-    # A fresh copy (the round donates its state) without weak types (e.g. from Python scalars), so round
-    # 2's inputs match round 1's: one compilation.
-    params = jax.tree_util.tree_map(lambda x: jnp.array(x, dtype=jnp.asarray(x).dtype, copy=True), params)
-    return ServerState(params, server_optimizer.init(params), jnp.zeros((), jnp.int32))
+def stack_client_state(one: PyTree, num_clients: int) -> PyTree:
+    return jax.tree_util.tree_map(
+        lambda x: jnp.broadcast_to(jnp.asarray(x), (num_clients,) + jnp.shape(x)).copy(), one
+    )
+
+
+def init_round_state(
+    algorithm: Algorithm,
+    params: PyTree,
+    num_clients: int,
+    aggregator: agg_lib.Aggregator | None = None,
+    mesh: Mesh | None = None,
+) -> RoundState:
+    """The round state before round 1. With a mesh, the server and aggregator states are replicated on it
+    and the per-client state is sharded over its `clients` axis (padded to a multiple of the device count,
+    like the client data), so a fresh or restored state matches the round's output placement."""
+    aggregator = aggregator or agg_lib.weighted_mean()
+    server = algorithm.server_init(params)
+    clients = stack_client_state(algorithm.client_init(params), num_clients)
+    state = RoundState(
+        server, clients, aggregator.init(algorithm.message_template(server)), jnp.zeros((), jnp.int32)
+    )
+    return place_round_state(state, mesh)
+
+
+def place_round_state(state: RoundState, mesh: Mesh | None) -> RoundState:
+    if mesh is None:
+        return state
+    replicated = NamedSharding(mesh, P())
+    n_dev = mesh.devices.size
+
+    def shard_clients(x):
+        pad = (-x.shape[0]) % n_dev
+        if pad:
+            x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
+        return jax.device_put(x, NamedSharding(mesh, P(CLIENT_AXIS)))
+
+    return RoundState(
+        jax.device_put(state.server, replicated),
+        jax.tree_util.tree_map(shard_clients, state.clients),
+        jax.device_put(state.aggregator, replicated),
+        jax.device_put(state.round, replicated),
+    )
 
 
 def sample_clients(key: chex.PRNGKey, has_data: jax.Array, k: int) -> jax.Array:
@@ -78,109 +127,145 @@ def sample_clients(key: chex.PRNGKey, has_data: jax.Array, k: int) -> jax.Array:
     return jax.random.choice(key, num, (k,), replace=False, p=p)
 
 
-def round_keys(seed: int, round_idx: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """(sampling key, client base key) for a round; client c uses fold_in(client_base, c)."""
-    rkey = jax.random.fold_in(jax.random.PRNGKey(seed), round_idx)
-    return jax.random.fold_in(rkey, 0), jax.random.fold_in(rkey, 1)
+def as_data_dict(data) -> dict:
+    """Client data as a dict of [C, N, ...] arrays (accepts `ClientData`-like NamedTuples)."""
+    if isinstance(data, dict):
+        return data
+    if hasattr(data, "_asdict"):
+        return dict(data._asdict())
+    raise TypeError(f"client data must be a dict or a NamedTuple of arrays, got {type(data).__name__}")
 
 
 def build_round(
-    client_update: Callable[..., ClientUpdate],
-    server_optimizer: optax.GradientTransformation,
+    algorithm: Algorithm,
     cfg: RoundConfig,
     *,
     seed: int,
+    aggregator: agg_lib.Aggregator | None = None,
+    protocol: agg_lib.SumProtocol | None = None,
     ledger: PrivacyLedger | None = None,
     mesh: Mesh | None = None,
     on_trace: Callable[[], Any] | None = None,
     jit: bool = True,
     channel: str = "model_update",
 ) -> Callable:
-    """Returns `round_fn(state: ServerState, data) -> (ServerState, metrics)`.
+    """Returns `round_fn(state: RoundState, data) -> (RoundState, metrics)` (jitted, donating the state).
 
-    `data` is a `ClientData`-like tuple (images [C,N,...], labels [C,N,...], mask [C,N]) resident on device.
-    `metrics` holds the weighted mean client loss, the sampled client ids and the total weight.
-    `on_trace` is called each time the round is traced (used to count compilations).
-    `channel` names the client messages in the privacy ledger.
+    `data` is a dict (or NamedTuple) of client arrays with leading [C, N] axes and a bool `mask` [C, N].
+    `metrics`: `loss` (the aggregator's mean client loss), `client_ids` [K], `survived` [K] bool,
+    `num_survivors`, `total_weight` and the aggregator's metrics under `aggregator/<name>`.
+    `on_trace` is called each time the round is traced (to count compilations); `channel` names the
+    client messages in the privacy ledger.
     """
-    if cfg.strategy not in STRATEGIES:
-        raise ValueError(
-            f"config key fl.strategy: unknown strategy {cfg.strategy!r}; choose from {STRATEGIES}"
-        )
-    k = cfg.clients_per_round
-    strategy = default_strategy() if cfg.strategy == "auto" else cfg.strategy
-    chunk = {"vmap": k, "sequential": 1, "chunked": cfg.chunk_size or k}[strategy]
-    chunk = min(chunk, k)
-    n_chunks = math.ceil(k / chunk)
+    aggregator = aggregator or agg_lib.weighted_mean()
+    protocol = protocol or agg_lib.plain_sum()
+    k = int(cfg.clients_per_round)
+    if k < 1:
+        raise ValueError(f"clients_per_round must be >= 1, got {k}")
+    if not 0.0 <= float(cfg.dropout_rate) < 1.0:
+        raise ValueError(f"config key fl.dropout_rate must be in [0, 1), got {cfg.dropout_rate}")
+    plan = strategy_lib.resolve(cfg.strategy, k, cfg.chunk_size)
+    chunk, n_chunks = plan.chunk, plan.n_chunks
+    pad = n_chunks * chunk - k
 
     def constrain(x):
         if mesh is None:
             return x
         return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(CLIENT_AXIS)))
 
-    def round_fn(state: ServerState, data):
+    def round_fn(state: RoundState, data):
         if on_trace is not None:
             on_trace()
-        images, labels, mask = data[0], data[1], data[2]
-        sample_key, client_key = round_keys(seed, state.round)
-        ids = sample_clients(sample_key, mask.any(axis=1), k)
-        pad = n_chunks * chunk - k
-        valid = jnp.concatenate([jnp.ones((k,), bool), jnp.zeros((pad,), bool)])
-        ids_p = jnp.concatenate([ids, jnp.zeros((pad,), ids.dtype)])
-
-        def one_client(cid):
-            return client_update(
-                state.params, images[cid], labels[cid], mask[cid], cid, jax.random.fold_in(client_key, cid)
-            )
-
-        # The message format the server publishes: a delta shaped like the public model, two scalars.
-        public = ClientUpdate(delta=state.params, num_examples=jnp.zeros(()), loss=jnp.zeros(()))
-
-        def reduce_chunk(cids, ok):
-            if chunk == 1:
-                upd = jax.tree_util.tree_map(lambda x: x[None], one_client(cids[0]))
-            else:
-                upd = jax.vmap(one_client)(constrain(cids))
-            # Everything the server sees goes through the boundary (and so into the ledger).
-            inbox = send_to_server(upd, ledger, channel=channel, public_template=public)
-            msg: ClientUpdate = inbox.payload
-            w = msg.num_examples * ok
-            return (
-                aggregation.weighted_sum(msg.delta, w),
-                w.sum(),
-                (msg.loss * w).sum(),
-                aggregation.weighted_sum(msg.aux, w),
-            )
-
-        ids_c, valid_c = ids_p.reshape(n_chunks, chunk), valid.reshape(n_chunks, chunk)
-        if n_chunks == 1:
-            sum_delta, total_w, loss_sum, sum_aux = reduce_chunk(ids_c[0], valid_c[0])
+        data = as_data_dict(data)
+        num_clients = data["mask"].shape[0]
+        keys = round_keys(seed, state.round)
+        ids = sample_clients(keys.sample, data["mask"].any(axis=1), k)
+        if cfg.dropout_rate > 0:
+            survived = jax.random.uniform(keys.dropout, (k,)) >= cfg.dropout_rate
         else:
-            aux_shapes = jax.eval_shape(one_client, ids_p[0]).aux
-            zeros = (
-                jax.tree_util.tree_map(jnp.zeros_like, state.params),
-                jnp.zeros(()),
-                jnp.zeros(()),
-                jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), aux_shapes),
+            survived = jnp.ones((k,), bool)
+        payload_to_clients = algorithm.broadcast(state.server)
+
+        def one_client(position, cid):
+            client_data = {name: x[cid] for name, x in data.items()}
+            client_state = jax.tree_util.tree_map(lambda s: s[cid], state.clients)
+            ckey = jax.random.fold_in(keys.clients, cid)
+            out = algorithm.client_update(
+                payload_to_clients, client_state, client_data, cid, jax.random.fold_in(ckey, 0)
             )
+            ctx = agg_lib.ClientContext(position, cid, ids, keys.shared, jax.random.fold_in(ckey, 1))
+            contribution, client_metrics = aggregator.client_encode(
+                out.message, out.weight, out.loss, state.aggregator, ctx
+            )
+            return protocol.encode(contribution, ctx), out.state, client_metrics
+
+        def template_payload():
+            ctx = agg_lib.ClientContext(jnp.int32(0), jnp.int32(0), ids, keys.shared, keys.clients)
+            message = algorithm.message_template(state.server)
+            contribution, _ = aggregator.client_encode(
+                message, jnp.float32(0), jnp.float32(0), state.aggregator, ctx
+            )
+            return protocol.encode(contribution, ctx)
+
+        # The message format the server publishes (public: derived from the server state only).
+        public = jax.eval_shape(template_payload)
+        positions = jnp.arange(k + pad, dtype=jnp.int32)
+        ids_p = jnp.concatenate([ids, jnp.zeros((pad,), ids.dtype)])
+        arrived_p = jnp.concatenate([survived, jnp.zeros((pad,), bool)])
+
+        def run_chunk(pos, cids, arrived):
+            if chunk == 1:
+                payload, new_state, cm = jax.tree_util.tree_map(lambda x: x[None], one_client(pos[0], cids[0]))
+            else:
+                payload, new_state, cm = jax.vmap(one_client)(pos, constrain(cids))
+            # Everything the server sees goes through the boundary (and so into the ledger).
+            inbox = send_to_server(payload, ledger, channel=channel, public_template=public)
+            return agg_lib.sum_payloads(inbox.payload, arrived), new_state, cm
+
+        split = lambda x: x.reshape((n_chunks, chunk) + x.shape[1:])
+        if n_chunks == 1:
+            total, new_states, client_metrics = run_chunk(positions, ids_p, arrived_p)
+        else:
+            shapes = jax.eval_shape(lambda: run_chunk(positions[:chunk], ids_p[:chunk], arrived_p[:chunk])[0])
+            zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
 
             def body(acc, xs):
-                part = reduce_chunk(*xs)
-                return jax.tree_util.tree_map(jnp.add, acc, part), None
+                part, new_state, cm = run_chunk(*xs)
+                return agg_lib.add_payloads(acc, part), (new_state, cm)
 
-            (sum_delta, total_w, loss_sum, sum_aux), _ = jax.lax.scan(body, zeros, (ids_c, valid_c))
+            total, (new_states, client_metrics) = jax.lax.scan(
+                body, zeros, (split(positions), split(ids_p), split(arrived_p))
+            )
+            merge = lambda x: x.reshape((n_chunks * chunk,) + x.shape[2:])
+            new_states, client_metrics = jax.tree_util.tree_map(merge, (new_states, client_metrics))
 
-        mean_delta = aggregation.weighted_mean(sum_delta, total_w)
-        # The server optimizer treats -mean_delta as a pseudo-gradient: FedAvg is SGD with lr 1.
-        pseudo_grad = jax.tree_util.tree_map(jnp.negative, mean_delta)
-        updates, opt_state = server_optimizer.update(pseudo_grad, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
+        sctx = agg_lib.ServerContext(ids, survived, num_clients, keys.shared, keys.server)
+        summed = protocol.decode(total, sctx)
+        mean, agg_state, agg_metrics = aggregator.server_decode(summed, state.aggregator, sctx)
+        num_survivors = survived.sum()
+        info = RoundInfo(state.round, jnp.int32(k), num_survivors, summed["w"], num_clients)
+        # A round in which every sampled client dropped out leaves the server (and aggregator) unchanged.
+        anyone = num_survivors > 0
+        keep_if_nobody = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(anyone, n, o), new, old)
+        server = keep_if_nobody(algorithm.server_update(state.server, mean, info), state.server)
+        agg_state = keep_if_nobody(agg_state, state.aggregator)
+
+        # Survivors keep their new client state; dropped clients never finished the round.
+        def scatter(all_states, new):
+            new = new[:k]
+            keep = survived.reshape((k,) + (1,) * (new.ndim - 1))
+            return all_states.at[ids].set(jnp.where(keep, new, all_states[ids]))
+
+        clients = jax.tree_util.tree_map(scatter, state.clients, new_states)
         metrics = {
-            "loss": loss_sum / jnp.maximum(total_w, 1e-12),
+            "loss": agg_metrics.get("loss", jnp.zeros(())),
             "client_ids": ids,
-            "total_weight": total_w,
-            "client_aux": aggregation.weighted_mean(sum_aux, total_w),
+            "survived": survived,
+            "num_survivors": num_survivors,
+            "total_weight": summed["w"],
+            **{f"aggregator/{name}": v for name, v in agg_metrics.items() if name != "loss"},
+            **{f"client/{name}": v[:k] for name, v in client_metrics.items()},
         }
-        return ServerState(params, opt_state, state.round + 1), metrics
+        return RoundState(server, clients, agg_state, state.round + 1), metrics
 
     return jax.jit(round_fn, donate_argnums=(0,)) if jit else round_fn

@@ -309,7 +309,8 @@ def grain_table(
 
 
 def write_grain_table_csv(rows: Sequence[dict[str, Any]], path: str | os.PathLike) -> None:
-    """Write grain-table rows to CSV atomically (temp file in the same directory, then os.replace).
+    """Write grain-table rows to CSV atomically (``io_utils.write_text_atomic``: temp file, os.replace,
+    the permissions of a plain ``open()`` under the umask).
 
     A reader never sees a half-written table, even if the process dies mid-write.  ``None`` is
     written as an empty cell.  Columns are ``GRAIN_TABLE_COLUMNS``; extra keys raise.

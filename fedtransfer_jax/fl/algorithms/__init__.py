@@ -1,59 +1,115 @@
-"""Federated algorithms as configurations of one engine, and optimizers chosen by name.
+"""Federated algorithms, one module each, behind one interface (`base.Algorithm`), picked by name.
 
-  fedavg       clients: local SGD/Adam steps; server: SGD lr 1 on the mean delta (McMahan et al. 2017)
-  fedprox      fedavg + proximal term mu/2 ||w - w_global||^2 in every local objective (Li et al. 2020)
-  local        each client trains alone (a one-client "federation" per client; no aggregation)
-  centralized  all training data pooled into one client: the upper bound that needs no privacy at all
-  fedtransfer  fedavg + style sharing: clients share AdaIN style statistics of a federatedly trained style
-               network and train on their images restyled into foreign styles (Ma et al. 2021)
-  fedtransfer_fourier  the same with low-frequency Fourier amplitudes as the style (FedDG-ELCFS, Liu 2021)
-Server optimizers other than SGD(1) give FedAvgM / FedAdam (Reddi et al. 2021) for free.
+  fedavg    McMahan et al. 2017                   fedavg.py   (server SGD lr 1)
+  fedavgm   Hsu et al. 2019                       fedavg.py   (server momentum)
+  fedadam   Reddi et al. 2021                     fedavg.py   (server Adam, eps = tau)
+  fedyogi   Reddi et al. 2021                     fedavg.py   (server Yogi)
+  fedprox   Li et al. 2020                        fedprox.py  (proximal term mu)
+  scaffold  Karimireddy et al. 2020               scaffold.py (client control variates)
+  feddyn    Acar et al. 2021                      feddyn.py   (dynamic regularisation)
+
+A method in the config names an algorithm and its own hyper-parameters (`config.method_specs.<method>`),
+so two FedProx mu values can run in one job. Adding an algorithm = one module, its test, one registry line.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
-import optax
-
-_OPTIMIZERS = {
-    "sgd": lambda lr, momentum: optax.sgd(lr),
-    "momentum": lambda lr, momentum: optax.sgd(lr, momentum=momentum or 0.9),
-    "adam": lambda lr, momentum: optax.adam(lr),
-    "adamw": lambda lr, momentum: optax.adamw(lr),
-}
-
-
-def make_optimizer(
-    name: str, lr: float, momentum: float = 0.0, *, key: str = "optimizer", clip_norm: float = 0.0
-) -> optax.GradientTransformation:
-    if name not in _OPTIMIZERS:
-        raise ValueError(f"config key {key}: unknown optimizer {name!r}; choose from {sorted(_OPTIMIZERS)}")
-    opt = _OPTIMIZERS[name](lr, momentum)
-    return optax.chain(optax.clip_by_global_norm(clip_norm), opt) if clip_norm else opt
+from fedtransfer_jax.fl.algorithms import base
+from fedtransfer_jax.fl.algorithms.base import Algorithm, ClientOutput, LocalTraining, RoundInfo
+from fedtransfer_jax.fl.algorithms.feddyn import feddyn
+from fedtransfer_jax.fl.algorithms.fedavg import fedavg
+from fedtransfer_jax.fl.algorithms.fedprox import fedprox
+from fedtransfer_jax.fl.algorithms.scaffold import scaffold
+from fedtransfer_jax.fl.optimizers import make_optimizer
 
 
-class Method(NamedTuple):
-    name: str
-    federated: bool  # clients share a global model
-    pooled: bool  # all data in one client (centralized)
-    prox: bool  # FedProx proximal term
-    style: str = ""  # '' | 'adain' | 'fourier': FedTransfer style sharing
+class AlgorithmEntry(NamedTuple):
+    build: Callable[[str, LocalTraining, dict, float, str], Algorithm]  # (name, local, hp, client_lr, key)
+    defaults: dict  # every hyper-parameter the algorithm takes, with its default
 
 
-METHODS = {
-    "local": Method("local", federated=False, pooled=False, prox=False),
-    "centralized": Method("centralized", federated=False, pooled=True, prox=False),
-    "fedavg": Method("fedavg", federated=True, pooled=False, prox=False),
-    "fedprox": Method("fedprox", federated=True, pooled=False, prox=True),
-    "fedtransfer": Method("fedtransfer", federated=True, pooled=False, prox=False, style="adain"),
-    "fedtransfer_fourier": Method(
-        "fedtransfer_fourier", federated=True, pooled=False, prox=False, style="fourier"
+def _server_opt(hp: dict, key: str):
+    return make_optimizer(
+        hp["server_optimizer"],
+        hp["server_lr"],
+        hp["server_momentum"],
+        eps=hp["server_eps"],
+        key=f"{key}.server_optimizer",
+    )
+
+
+def _fedopt_defaults(opt: str, lr: float, momentum: float = 0.0, eps: float = 0.0) -> dict:
+    return {"server_optimizer": opt, "server_lr": lr, "server_momentum": momentum, "server_eps": eps}
+
+
+_FEDOPT = lambda name, local, hp, client_lr, key: fedavg(local, _server_opt(hp, key), name=name)
+
+REGISTRY: dict[str, AlgorithmEntry] = {
+    "fedavg": AlgorithmEntry(_FEDOPT, _fedopt_defaults("sgd", 1.0)),
+    "fedavgm": AlgorithmEntry(_FEDOPT, _fedopt_defaults("momentum", 1.0, 0.9)),
+    "fedadam": AlgorithmEntry(_FEDOPT, _fedopt_defaults("adam", 0.01, eps=1e-3)),
+    "fedyogi": AlgorithmEntry(_FEDOPT, _fedopt_defaults("yogi", 0.01, eps=1e-3)),
+    "fedprox": AlgorithmEntry(
+        lambda name, local, hp, client_lr, key: fedprox(local, _server_opt(hp, key), mu=hp["mu"], name=name),
+        {**_fedopt_defaults("sgd", 1.0), "mu": 0.01},
+    ),
+    "scaffold": AlgorithmEntry(
+        lambda name, local, hp, client_lr, key: scaffold(
+            local, client_lr=client_lr, server_lr=hp["server_lr"], name=name
+        ),
+        {"server_lr": 1.0},
+    ),
+    "feddyn": AlgorithmEntry(
+        lambda name, local, hp, client_lr, key: feddyn(local, alpha=hp["alpha"], name=name), {"alpha": 0.01}
     ),
 }
+NAMES = tuple(REGISTRY)
 
 
-def get_method(name: str) -> Method:
-    if name not in METHODS:
-        raise ValueError(f"config key methods: unknown method {name!r}; choose from {sorted(METHODS)}")
-    return METHODS[name]
+def resolve_hparams(algorithm: str, hparams: Mapping[str, Any], key: str) -> dict:
+    """The algorithm's defaults updated with `hparams`; an unknown key is an error naming `key.<k>`."""
+    if algorithm not in REGISTRY:
+        raise ValueError(f"config key {key}.algorithm: unknown algorithm {algorithm!r}; choose from {NAMES}")
+    defaults = REGISTRY[algorithm].defaults
+    unknown = sorted(set(hparams) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"config key {key}.{unknown[0]}: algorithm {algorithm!r} takes no hyper-parameter {unknown[0]!r}; "
+            f"it takes {sorted(defaults)}"
+        )
+    return {**defaults, **dict(hparams)}
+
+
+def build_algorithm(
+    algorithm: str,
+    local: LocalTraining,
+    hparams: Mapping[str, Any] | None = None,
+    *,
+    client_lr: float = 0.0,
+    name: str | None = None,
+    key: str = "method_specs",
+) -> Algorithm:
+    """The named algorithm with `hparams` over its defaults (`client_lr`: SCAFFOLD's control update)."""
+    hp = resolve_hparams(algorithm, hparams or {}, key)
+    return REGISTRY[algorithm].build(name or algorithm, local, hp, client_lr, key)
+
+
+__all__ = [
+    "Algorithm",
+    "AlgorithmEntry",
+    "ClientOutput",
+    "LocalTraining",
+    "NAMES",
+    "REGISTRY",
+    "RoundInfo",
+    "base",
+    "build_algorithm",
+    "fedavg",
+    "feddyn",
+    "fedprox",
+    "make_optimizer",
+    "resolve_hparams",
+    "scaffold",
+]

@@ -1,0 +1,218 @@
+"""Engine assembly from the config: the model and its loss, a method's spec (algorithm + its own
+hyper-parameters + aggregation), the local training every client runs, and the one-jit round.
+
+A method in `config.methods` is a name; `config.method_specs.<name>` says what it is:
+
+    kind        'federated' (default) | 'local' (each client alone) | 'centralized' (pooled data)
+    algorithm   a name of fl.algorithms.REGISTRY (fedavg, fedprox, scaffold, ...)
+    hparams     that algorithm's hyper-parameters (its defaults fill the rest; unknown keys are errors)
+    style       '' or a style-sharing method (FedTransfer); the segmenter trains on restyled batches
+    aggregator  {'name': 'mean'} (example-weighted) or {'name': 'dp', ...} (DP-FedAvg, privacy/dp.py)
+    secure      {'enabled': False, ...}: secure aggregation of the client messages (privacy/secagg.py)
+
+A name without a spec is the algorithm of that name (or the `local` / `centralized` baseline). Inference
+uses `params_template` to restore a model without rebuilding any optimizer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from fedtransfer_jax import models
+from fedtransfer_jax.fl import aggregators as agg_lib
+from fedtransfer_jax.fl import algorithms, optimizers, round as round_lib, strategy as strategy_lib
+from fedtransfer_jax.fl.algorithms.base import BatchTransform, LocalTraining
+
+KINDS = ("federated", "local", "centralized")
+STYLE_MODES = ("adain", "fourier")
+AGGREGATORS = ("mean", "dp")
+_SPEC_KEYS = ("kind", "algorithm", "hparams", "style", "aggregator", "secure")
+_INIT_TAG = 0x1217  # fold_in tag of the segmenter's init key
+
+
+@dataclasses.dataclass(frozen=True)
+class MethodSpec:
+    name: str
+    kind: str = "federated"
+    algorithm: str = "fedavg"
+    hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    style: str = ""
+    aggregator: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"name": "mean"})
+    secure: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"enabled": False})
+
+    @property
+    def federated(self) -> bool:
+        return self.kind == "federated"
+
+    def as_dict(self) -> dict:
+        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+def _plain(x) -> Any:
+    return x.to_dict() if isinstance(x, ml_collections.ConfigDict) else x
+
+
+def method_spec(config: ml_collections.ConfigDict, name: str) -> MethodSpec:
+    """The spec of method `name` (validated; errors name the config key)."""
+    specs = config.get("method_specs", None) or {}
+    key = f"method_specs.{name}"
+    if name in specs:
+        raw = dict(_plain(specs[name]))
+    elif name in ("local", "centralized"):
+        raw = {"kind": name}
+    elif name in algorithms.NAMES:
+        raw = {"algorithm": name}
+    else:
+        known = sorted(set(specs) | set(algorithms.NAMES) | {"local", "centralized"})
+        raise ValueError(f"config key methods: unknown method {name!r}; define {key} or choose from {known}")
+    unknown = sorted(set(raw) - set(_SPEC_KEYS))
+    if unknown:
+        raise ValueError(f"config key {key}.{unknown[0]}: unknown; a method spec has {list(_SPEC_KEYS)}")
+    spec = MethodSpec(
+        name=name,
+        kind=raw.get("kind", "federated") or "federated",
+        algorithm=raw.get("algorithm", "fedavg") or "fedavg",
+        hparams=dict(_plain(raw.get("hparams", {})) or {}),
+        style=raw.get("style", "") or "",
+        aggregator=dict(_plain(raw.get("aggregator", {})) or {"name": "mean"}),
+        secure=dict(_plain(raw.get("secure", {})) or {"enabled": False}),
+    )
+    if spec.kind not in KINDS:
+        raise ValueError(f"config key {key}.kind: unknown kind {spec.kind!r}; choose from {KINDS}")
+    algorithms.resolve_hparams(spec.algorithm, spec.hparams, f"{key}.hparams")
+    if spec.style and spec.style not in STYLE_MODES:
+        raise ValueError(f"config key {key}.style: unknown style method {spec.style!r}; choose from {STYLE_MODES}")
+    if spec.aggregator.get("name", "mean") not in AGGREGATORS:
+        raise ValueError(
+            f"config key {key}.aggregator.name: unknown aggregator {spec.aggregator.get('name')!r}; "
+            f"choose from {AGGREGATORS}"
+        )
+    if not spec.federated and (spec.style or spec.aggregator.get("name", "mean") != "mean"):
+        raise ValueError(f"config key {key}: a {spec.kind!r} baseline shares nothing: no style or aggregator")
+    return spec
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Model.
+# ----------------------------------------------------------------------------------------------------------
+def build_model(config: ml_collections.ConfigDict):
+    return models.build_model(config.model)
+
+
+def make_loss(config: ml_collections.ConfigDict, model) -> Callable:
+    return models.make_segmentation_loss(
+        model, boundary_weight=config.loss.boundary_weight, dice_weight=config.loss.dice_weight
+    )
+
+
+def init_params(config: ml_collections.ConfigDict, model, tile: int):
+    key = jax.random.fold_in(jax.random.PRNGKey(int(config.seed)), _INIT_TAG)
+    return model.init(key, jnp.zeros((1, tile, tile, 3), jnp.float32))["params"]
+
+
+def params_template(config: ml_collections.ConfigDict):
+    """Shapes and dtypes of the segmenter's params (no computation): what inference restores into."""
+    model = build_model(config)
+    tile = int(config.data.tile_size)
+    return jax.eval_shape(lambda: init_params(config, model, tile))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Algorithm, aggregation, round.
+# ----------------------------------------------------------------------------------------------------------
+def local_training(
+    config: ml_collections.ConfigDict,
+    loss_fn: Callable,
+    *,
+    local_steps: int | None = None,
+    batch_transform: BatchTransform | None = None,
+    lr: float | None = None,
+) -> LocalTraining:
+    fl = config.fl
+    optimizer = optimizers.make_optimizer(
+        fl.client_optimizer,
+        float(fl.client_lr if lr is None else lr),
+        float(fl.get("client_momentum", 0.0)),
+        clip_norm=float(fl.get("clip_norm", 0.0)),
+        key="fl.client_optimizer",
+    )
+    return LocalTraining(
+        loss_fn=loss_fn,
+        optimizer=optimizer,
+        local_steps=int(fl.local_steps if local_steps is None else local_steps),
+        batch_size=int(fl.batch_size),
+        batch_transform=batch_transform,
+        unroll=bool(fl.get("unroll_local_steps", False)),
+    )
+
+
+def build_algorithm(spec: MethodSpec, local: LocalTraining, client_lr: float):
+    return algorithms.build_algorithm(
+        spec.algorithm, local, spec.hparams, client_lr=client_lr, name=spec.name, key=f"method_specs.{spec.name}"
+    )
+
+
+def build_aggregation(
+    spec: MethodSpec, clients_per_round: int
+) -> tuple[agg_lib.Aggregator, agg_lib.SumProtocol]:
+    """The method's aggregator (mean or DP) and sum protocol (plain or secure aggregation)."""
+    agg_cfg = dict(spec.aggregator)
+    name = agg_cfg.pop("name", "mean")
+    key = f"method_specs.{spec.name}"
+    if name == "mean":
+        if agg_cfg:
+            raise ValueError(f"config key {key}.aggregator.{sorted(agg_cfg)[0]}: the 'mean' aggregator has none")
+        aggregator = agg_lib.weighted_mean()
+    else:
+        from fedtransfer_jax.privacy import dp  # noqa: PLC0415 (only DP runs need it)
+
+        aggregator = dp.aggregator_from_config(agg_cfg, clients_per_round, key=f"{key}.aggregator")
+    secure = dict(spec.secure)
+    if secure.pop("enabled", False):
+        from fedtransfer_jax.privacy import secagg  # noqa: PLC0415
+
+        protocol = secagg.protocol_from_config(secure, clients_per_round, key=f"{key}.secure")
+    else:
+        protocol = agg_lib.plain_sum()
+    return aggregator, protocol
+
+
+def round_config(config: ml_collections.ConfigDict, clients_per_round: int, *, federated: bool, mesh) -> round_lib.RoundConfig:
+    fl = config.fl
+    strategy = fl.strategy if federated else "vmap"  # one client: no client parallelism either way
+    if mesh is not None and strategy == "auto":
+        strategy = "vmap"  # sharded clients: every device takes its share of the vmapped client axis
+    if strategy not in strategy_lib.STRATEGIES:
+        raise ValueError(f"config key fl.strategy: unknown strategy {strategy!r}; choose from {strategy_lib.STRATEGIES}")
+    return round_lib.RoundConfig(
+        clients_per_round=int(clients_per_round),
+        strategy=strategy,
+        chunk_size=int(fl.get("chunk_size", 0)),
+        dropout_rate=float(fl.get("dropout_rate", 0.0)) if federated else 0.0,
+    )
+
+
+def clients_per_round(config: ml_collections.ConfigDict, num_clients: int) -> int:
+    k = int(config.fl.clients_per_round) or num_clients
+    return min(k, num_clients)
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+    """Fails early, naming the offending key (unknown override keys are already rejected by config_flags)."""
+    for name in config.methods:
+        method_spec(config, name)
+    if config.fl.strategy not in strategy_lib.STRATEGIES:
+        raise ValueError(
+            f"config key fl.strategy: unknown strategy {config.fl.strategy!r}; choose from {strategy_lib.STRATEGIES}"
+        )
+    for key in ("rounds", "local_steps", "batch_size"):
+        if int(config.fl[key]) < 1:
+            raise ValueError(f"config key fl.{key} must be >= 1, got {config.fl[key]}")
+    if not 0.0 <= float(config.fl.get("dropout_rate", 0.0)) < 1.0:
+        raise ValueError(f"config key fl.dropout_rate must be in [0, 1), got {config.fl.dropout_rate}")
+    optimizers.make_optimizer(config.fl.client_optimizer, 1.0, key="fl.client_optimizer")

@@ -1,0 +1,227 @@
+"""The method runner: trains one method of `config.methods` with the shared engine and evaluates it.
+
+  federated    the method's algorithm over all clients, `fl.clients_per_round` sampled per round (with
+               style sharing first when the spec names a style method)
+  local        the same compiled round on one client's data at a time (each client its own model)
+  centralized  the same compiled round on one client holding the pooled training data
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, NamedTuple
+
+import jax
+import numpy as np
+
+from fedtransfer_jax import engine, evaluation, federation
+from fedtransfer_jax.data.clients import ClientData, pad_clients
+from fedtransfer_jax.fl import aggregators as agg_lib
+from fedtransfer_jax.fl import boundary as boundary_lib, round as round_lib
+from fedtransfer_jax.fl.algorithms.base import Algorithm
+from fedtransfer_jax.run_context import Context, place_clients
+
+
+class CompiledRound(NamedTuple):
+    round_fn: Any
+    traces: list  # one entry per trace of the round (compilations)
+    algorithm: Algorithm
+    aggregator: agg_lib.Aggregator | None
+    mesh: Any
+
+
+def compile_round(
+    ctx: Context,
+    algorithm: Algorithm,
+    *,
+    clients_per_round: int,
+    federated: bool,
+    ledger: boundary_lib.PrivacyLedger | None = None,
+    aggregator: agg_lib.Aggregator | None = None,
+    protocol: agg_lib.SumProtocol | None = None,
+    channel: str = "model_update",
+) -> CompiledRound:
+    """The jitted round of `algorithm` (traced on first use; reusable for several federations of the same
+    shapes, e.g. every client's local model)."""
+    mesh = ctx.mesh if federated else None
+    traces: list = []
+    round_fn = round_lib.build_round(
+        algorithm,
+        engine.round_config(ctx.config, clients_per_round, federated=federated, mesh=mesh),
+        seed=int(ctx.config.seed),
+        aggregator=aggregator,
+        protocol=protocol,
+        ledger=ledger,
+        mesh=mesh,
+        on_trace=lambda: traces.append(1),
+        channel=channel,
+    )
+    return CompiledRound(round_fn, traces, algorithm, aggregator, mesh)
+
+
+def train_federation(
+    ctx: Context,
+    tag: str,
+    compiled: CompiledRound,
+    data: ClientData,
+    *,
+    init_params: Any,
+    rounds: int,
+    client_names,
+    ledger: boundary_lib.PrivacyLedger | None = None,
+    channel: str = "model_update",
+) -> federation.FederationResult:
+    """Runs (or resumes) `rounds` rounds of the compiled round on `data`."""
+    placed = place_clients(data, compiled.mesh)
+    state = round_lib.init_round_state(
+        compiled.algorithm, init_params, placed["mask"].shape[0], aggregator=compiled.aggregator, mesh=compiled.mesh
+    )
+    progress = ctx.console.progress(tag, rounds) if ctx.console is not None else None
+    try:
+        return federation.run_federation(
+            workdir=ctx.workdir,
+            tag=tag,
+            round_fn=compiled.round_fn,
+            init_state=state,
+            data=placed,
+            rounds=rounds,
+            get_params=compiled.algorithm.get_params,
+            client_names=client_names,
+            log=ctx.log,
+            checkpoint_every=int(ctx.config.checkpoint_every),
+            ledger=ledger,
+            ledger_channel=channel,
+            traces=compiled.traces,
+            progress=progress.update if progress is not None else None,
+            config_fingerprint=ctx.fingerprint,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def _eval_kw(ctx: Context) -> dict:
+    return dict(threshold=float(ctx.config.eval.threshold), tolerance=float(ctx.config.eval.tolerance))
+
+
+def run_federated(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
+    """A federated method: (final params, extra summary entries: privacy ledger, style, rounds)."""
+    from fedtransfer_jax import style_protocol  # noqa: PLC0415 (style code only for style methods)
+
+    names = ctx.data.client_names
+    k = engine.clients_per_round(ctx.config, len(names))
+    ledger = boundary_lib.PrivacyLedger(image_hw=tuple(ctx.data.train.images.shape[2:4]), client_names=names)
+    extra: dict = {"spec": spec.as_dict()}
+    train_data, batch_transform = ctx.data.train, None
+    if spec.style:
+        train_data, batch_transform, extra["style"] = style_protocol.setup_style_sharing(ctx, spec, ledger, k)
+    local = engine.local_training(ctx.config, ctx.loss_fn, batch_transform=batch_transform)
+    algorithm = engine.build_algorithm(spec, local, float(ctx.config.fl.client_lr))
+    aggregator, protocol = engine.build_aggregation(spec, k)
+    compiled = compile_round(
+        ctx, algorithm, clients_per_round=k, federated=True, ledger=ledger, aggregator=aggregator, protocol=protocol
+    )
+    result = train_federation(
+        ctx,
+        spec.name,
+        compiled,
+        train_data,
+        init_params=ctx.init_params,
+        rounds=int(ctx.config.fl.rounds),
+        client_names=names,
+        ledger=ledger,
+    )
+    extra["privacy_ledger"] = ledger.summary()
+    extra["round_compilations"] = result.round_compilations
+    extra["resumed_from_round"] = result.resumed_from
+    return result.params, extra
+
+
+def run_centralized(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
+    """All training tiles pooled in one client; as many local steps per round as the federated methods run
+    in total per round, so every method spends the same gradient computations."""
+    data = ctx.data.train
+    mask = np.asarray(data.mask)
+    pooled = pad_clients([(np.asarray(data.images)[mask], np.asarray(data.labels)[mask])])
+    k = engine.clients_per_round(ctx.config, len(ctx.data.client_names))
+    local = engine.local_training(ctx.config, ctx.loss_fn, local_steps=int(ctx.config.fl.local_steps) * k)
+    algorithm = engine.build_algorithm(engine.MethodSpec(spec.name), local, float(ctx.config.fl.client_lr))
+    compiled = compile_round(ctx, algorithm, clients_per_round=1, federated=False)
+    result = train_federation(
+        ctx,
+        spec.name,
+        compiled,
+        pooled,
+        init_params=ctx.init_params,
+        rounds=int(ctx.config.fl.rounds),
+        client_names=["pooled"],
+    )
+    return result.params, {"round_compilations": result.round_compilations, "resumed_from_round": result.resumed_from}
+
+
+def run_local(ctx: Context, spec: engine.MethodSpec) -> tuple[dict, dict]:
+    """One model per client, each trained only on its own data: ({client: params}, extra)."""
+    local = engine.local_training(ctx.config, ctx.loss_fn)
+    algorithm = engine.build_algorithm(engine.MethodSpec(spec.name), local, float(ctx.config.fl.client_lr))
+    compiled = compile_round(ctx, algorithm, clients_per_round=1, federated=False)  # shared by every client
+    per_client, resumed, compilations = {}, {}, 0
+    for c, name in enumerate(ctx.data.client_names):
+        one = ClientData(*(np.asarray(a)[c : c + 1] for a in ctx.data.train))
+        result = train_federation(
+            ctx,
+            f"{spec.name}/{name}",
+            compiled,
+            one,
+            init_params=ctx.init_params,
+            rounds=int(ctx.config.fl.rounds),
+            client_names=[name],
+        )
+        per_client[name] = result.params
+        resumed[name] = result.resumed_from
+        compilations = max(compilations, result.round_compilations)
+    return per_client, {"round_compilations": compilations, "resumed_from_round": resumed}
+
+
+def run_method(ctx: Context, name: str) -> dict:
+    """Trains and evaluates method `name`; returns its summary entry."""
+    spec = engine.method_spec(ctx.config, name)
+    t0 = time.time()
+    ev = _eval_kw(ctx)
+    data = ctx.data
+    if spec.kind == "local":
+        per_client_params, extra = run_local(ctx, spec)
+        ctx.final_params[name] = per_client_params
+        per_client = {
+            n: evaluation.evaluate_split(ctx.prob_fn, per_client_params[n], *data.test[n], **ev)
+            for n in data.client_names
+        }
+        # A local model meets an unseen lab as any other foreign lab: average over the client models.
+        runs = [evaluation.evaluate_splits(ctx.prob_fn, p, data.unseen, **ev) for p in per_client_params.values()]
+        unseen = {
+            u: evaluation.mean_over_clients({str(i): run[u] for i, run in enumerate(runs)}) for u in data.unseen
+        }
+    else:
+        runner = run_centralized if spec.kind == "centralized" else run_federated
+        params, extra = runner(ctx, spec)
+        ctx.final_params[name] = params
+        per_client = evaluation.evaluate_splits(ctx.prob_fn, params, data.test, **ev)
+        unseen = evaluation.evaluate_splits(ctx.prob_fn, params, data.unseen, **ev)
+    result = {
+        "per_client": per_client,
+        "mean": evaluation.mean_over_clients(per_client),
+        "round_compilations": extra.pop("round_compilations"),
+        "wall_seconds": time.time() - t0,
+    }
+    if unseen:
+        result["unseen"] = {"per_client": unseen, "mean": evaluation.mean_over_clients(unseen)}
+    result.update(extra)
+    ctx.log.write(
+        {
+            "method": name,
+            "eval": "test",
+            **{k: result["mean"][k] for k in evaluation.METRIC_KEYS},
+            "round_compilations": result["round_compilations"],
+            "wall_seconds": result["wall_seconds"],
+        }
+    )
+    return result

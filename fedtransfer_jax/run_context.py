@@ -1,0 +1,79 @@
+"""What every method of a run shares, built once from the config: the data, the model, the mesh, the log."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from fedtransfer_jax import engine, inference, runlog
+from fedtransfer_jax.data.clients import ClientData, FederatedData
+from fedtransfer_jax.fl import round as round_lib
+
+
+@dataclasses.dataclass
+class Context:
+    config: ml_collections.ConfigDict
+    workdir: str
+    data: FederatedData
+    model: Any
+    loss_fn: Callable
+    init_params: Any
+    mesh: Any
+    log: runlog.MetricsLog
+    prob_fn: Callable  # jitted boundary probability, shared by every evaluation (one compilation)
+    console: Any = None  # fedtransfer_jax.console.Console (progress display), or None
+    style_artifacts: dict = dataclasses.field(default_factory=dict)  # per method: what the figures need
+    final_params: dict = dataclasses.field(default_factory=dict)  # per method (per client for local)
+    fingerprint: str = ""  # of the config parts that define the trained models
+
+    @property
+    def fl(self):
+        return self.config.fl
+
+
+def make_mesh(config) -> Any:
+    """A 1-D device mesh over the `clients` axis, or None on a single device."""
+    n = jax.device_count()
+    if not config.fl.get("shard_clients", True) or n == 1:
+        return None
+    return round_lib.make_client_mesh(n)
+
+
+def place_clients(data: ClientData, mesh) -> dict:
+    """Client arrays on device as the round's data dict; with a mesh, the client axis is sharded over it
+    (padded to a multiple of the device count with empty clients, which are never sampled)."""
+    arrays = dict(data._asdict())
+    if mesh is None:
+        return {k: jnp.asarray(v) for k, v in arrays.items()}
+    n_dev = mesh.devices.size
+    pad = (-arrays["mask"].shape[0]) % n_dev
+    if pad:
+        arrays = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in arrays.items()}
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(round_lib.CLIENT_AXIS))
+    return {k: jax.device_put(v, sharding) for k, v in arrays.items()}
+
+
+def build_context(config: ml_collections.ConfigDict, workdir: str, console=None) -> Context:
+    from fedtransfer_jax.data.clients import load_federated_data  # tfds is imported lazily there
+
+    data = load_federated_data(config.data, workdir)
+    model = engine.build_model(config)
+    tile = data.train.images.shape[2]
+    return Context(
+        config=config,
+        workdir=workdir,
+        data=data,
+        model=model,
+        loss_fn=engine.make_loss(config, model),
+        init_params=engine.init_params(config, model, tile),
+        mesh=make_mesh(config),
+        log=runlog.MetricsLog(os.path.join(workdir, "metrics.jsonl")),
+        prob_fn=inference.make_prob_fn(model),
+        console=console,
+    )
