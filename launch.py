@@ -4,11 +4,17 @@ r"""Runs an experiment config: trains every method, evaluates, writes the workdi
   python launch.py --config experiments/grains.py --config.fl.rounds=40 --workdir runs/grains
 
 Overrides (`--config.x=y`) of keys that the config does not define are rejected by ml_collections.
-Re-running with the same --workdir resumes every method from its latest checkpoint.
+Re-running with the same --workdir resumes every method from its latest checkpoint; a config whose change
+would not match the trained models is refused (`--fresh_start` archives the old outputs and starts over).
+The console shows progress and results; library logs go to `<workdir>/log.txt` (`--verbosity=0` shows
+them too). Errors the user can fix print one line and exit with status 2 (the traceback is in log.txt).
 On a multi-host TPU pod / GPU cluster set `--config.distributed=True` (calls jax.distributed.initialize()).
 """
 
 import os
+import re
+import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -17,7 +23,36 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:variant]).", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs/<config.name>).")
+_FRESH = flags.DEFINE_bool(
+    "fresh_start", False, "Move the workdir's previous outputs to <workdir>/archive/<time>/ and start over."
+)
 flags.mark_flags_as_required(["config"])
+
+EXIT_USER_ERROR = 2
+
+
+def _clean_message(e: BaseException) -> str:
+    """ml_collections/absl wrap messages in quotes and reprs; keep the sentence a person needs."""
+    msg = str(e)
+    m = re.search(r"'\\?'?(\w+)\\?'?'?\\nDid you mean \"(\w+)\" instead of \"(\w+)\"\?", msg)
+    if m:
+        return f"unknown config key {m.group(3)!r}: did you mean {m.group(2)!r}?"
+    msg = msg.replace("\\n", " ").strip("'\" ")
+    return msg
+
+
+def parse_flags(argv):
+    """absl's parser, but a bad flag or config override prints one line instead of a traceback."""
+    if not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
+        from fedtransfer_jax import console as console_lib  # noqa: PLC0415
+
+        console_lib.quiet_library_logs()  # parsing the config imports jax, which logs its backend probing
+    try:
+        return flags.FLAGS(argv)
+    except Exception as e:  # noqa: BLE001 - every parse failure is the user's to fix
+        print(f"error: {_clean_message(e)}", file=sys.stderr)
+        print("(python launch.py --helpfull lists the flags; the config file lists its keys)", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
 
 
 def main(argv):
@@ -27,14 +62,29 @@ def main(argv):
         import jax
 
         jax.distributed.initialize()  # Multi-controller JAX: coordinator/process ids from the cluster env.
-    from fedtransfer_jax import train  # after distributed init: no JAX backend touched before it
+    from fedtransfer_jax import console as console_lib, report, sweep, train, workdir as workdir_lib
 
     workdir = _WORKDIR.value or os.path.join("runs", config.get("name", "experiment"))
-    logging.info("workdir: %s", workdir)
-    train.train_and_evaluate(config, workdir)
-    with open(os.path.join(workdir, "summary.md")) as f:
-        print(f.read())
+    log_path = console_lib.setup_logging(workdir, console_verbose=flags.FLAGS["verbosity"].present)
+    con = console_lib.Console(enabled=not config.get("quiet", False))
+    con.line(f"fedtransfer_jax: {config.get('name', 'experiment')} -> {workdir}  (log: {log_path})")
+    user_errors = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FloatingPointError, workdir_lib.WorkdirError)
+    try:
+        if config.get("seeds", ()):
+            study = sweep.run_study(config, workdir, console=con, fresh_start=_FRESH.value)
+            con.line()
+            con.line(sweep.markdown(study).rstrip())
+            con.line(f"\nfull results: {os.path.join(workdir, 'summary.md')}")
+            return
+        summary = train.train_and_evaluate(config, workdir, console=con, fresh_start=_FRESH.value)
+    except user_errors as e:
+        logging.info("run failed:\n%s", traceback.format_exc())  # the log file, not the console
+        print(f"error: {e}\n(details in {log_path})", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    con.line()
+    con.line(report.summary_markdown(summary, per_client=False).rstrip())
+    con.line(f"\nfull results: {os.path.join(workdir, 'summary.md')}")
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -36,6 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = "grains" if variant == "default" else f"grains-{variant}"
     config.seed = 0
+    config.seeds = ()  # non-empty: one run per seed in <workdir>/seed_<s>/ + mean ± std (fedtransfer_jax/sweep.py)
     config.methods = ("local", "fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier", "centralized")
     # What each method is (engine.py): an algorithm with its own hyper-parameters, a style method, an
     # aggregator. Methods not in config.methods are defined so that `--config.methods=...` can pick them.
@@ -68,8 +69,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.image_size = 64
     config.data.tile_size = 64
     config.data.tile_overlap = 0
-    config.data.train_per_client = 24
-    config.data.test_per_client = 8
+    # docs/PROTOCOL.md: few labels per lab (8 training tiles), 16 test tiles per lab and for the unseen lab,
+    # 4 validation tiles per lab (only to choose the post-processing; the primary metrics are raw).
+    config.data.train_per_client = 8
+    config.data.test_per_client = 16
+    config.data.val_per_client = 4
+    config.data.val_fraction = 0.0  # folder source: fraction of training images held out for validation
     config.data.test_fraction = 0.25  # folder source: fraction of full images held out
     config.data.group_regex = ""  # folder source: regex, group 1 = full-image id
     config.data.invert_labels = False
@@ -131,8 +136,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.tolerance = 2.0  # boundary F1 pixel tolerance
 
     if variant == "smoke":
-        config.data.train_per_client = 16
-        config.data.test_per_client = 6
+        config.data.test_per_client = 8
+        config.data.val_per_client = 2
         config.fl.rounds = 10
         config.fl.local_steps = 6
         config.style.rounds = 6
@@ -142,6 +147,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.tile_size = 32
         config.data.train_per_client = 4
         config.data.test_per_client = 2
+        config.data.val_per_client = 0
         config.data.unseen_clients = ()
         config.model.features = (8, 16)
         config.fl.rounds = 2

@@ -8,6 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from fedtransfer_jax import inference, metrics as metrics_lib
+from fedtransfer_jax.fl import boundary as boundary_lib
+from fedtransfer_jax.metrics import postprocess_select as pps
 
 METRIC_KEYS = ("boundary_f1", "ari", "vi", "grain_count_rel_error", "miou")
 
@@ -38,3 +40,29 @@ def mean_over_clients(per_client: dict[str, dict]) -> dict:
         out[k] = float(vals.mean())
         out[k + "_std"] = float(vals.std())
     return out
+
+
+def choose_postprocessing(prob_fn, params_of, val: dict, *, tolerance: float, ledger=None, client_ids=None) -> dict | None:
+    """Post-processing chosen on the clients' validation tiles, federated-style: every client scores the
+    candidate settings on its own tiles with the model it holds (`params_of(client)`) and sends only its
+    small score table (through the boundary, so the ledger records it); the server picks the best mean.
+    Returns `postprocess_select.choose`'s dict, or None when no client has validation tiles."""
+    tables = {}
+    for c, (images, labels) in val.items():
+        if not len(images):
+            continue
+        probs = inference.batched_probs(prob_fn, params_of(c), images)
+        table = pps.score_grid(list(probs), list(labels), tolerance=tolerance)
+        if ledger is not None and client_ids is not None:
+            table = boundary_lib.send_from_client({"postprocess_scores": table}, ledger, "postprocess_scores", client_ids[c]).payload["postprocess_scores"]
+        tables[c] = table
+    return pps.choose(tables) if tables else None
+
+
+def evaluate_split_postprocessed(prob_fn, params, images, labels, settings: pps.PostprocessSettings, *, tolerance: float) -> dict:
+    """`evaluate_split` on the post-processed boundary maps (what predict writes)."""
+    prob = inference.batched_probs(prob_fn, params, images)
+    per_tile = [
+        metrics_lib.segmentation_metrics(settings.apply(p), l > 0, tolerance=tolerance) for p, l in zip(prob, labels)
+    ]
+    return metrics_lib.summarize(per_tile)

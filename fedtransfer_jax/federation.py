@@ -16,7 +16,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from fedtransfer_jax import checkpointing
+from fedtransfer_jax import checkpointing, faults
 from fedtransfer_jax.fl.boundary import PrivacyLedger
 
 
@@ -63,6 +63,7 @@ def run_federation(
     traces: list | None = None,
     progress: Callable[[int, int, float], None] | None = None,
     config_fingerprint: str = "",
+    on_checkpoint: Callable[[str, int, int], None] | None = None,
 ) -> FederationResult:
     """Runs rounds `restored+1 .. rounds` of `round_fn` from `init_state` (or the latest checkpoint).
 
@@ -78,8 +79,8 @@ def run_federation(
         state = init_state if restored is None else restored
         if ledger is not None and meta.get("ledger") is not None:
             ledger.load_state_dict(meta["ledger"])
-        if start:
-            log.drop(lambda row: row.get("method") == tag and int(row.get("round", 0)) > start)
+        # Rows the interrupted process wrote after its last checkpoint (or before its first) are redone.
+        log.drop(lambda row: row.get("method") == tag and int(row.get("round", 0)) > start)
         start = min(start, rounds)
         num_clients = len(client_names)
         t0 = time.time()
@@ -107,6 +108,12 @@ def run_federation(
                 "config_fingerprint": config_fingerprint,
             }
             checkpointing.save(mngr, r + 1, state, get_params(state.server), meta, force=(r + 1 == rounds))
+            if (r + 1) % max(1, checkpoint_every) == 0 or r + 1 == rounds:
+                if on_checkpoint is not None:
+                    on_checkpoint(tag, r + 1, rounds)
+                if faults.armed():  # a crash test: let the async checkpoint land first
+                    mngr.wait_until_finished()
+                    faults.crash_point(f"checkpoint:{tag}:{r + 1}")
         mngr.wait_until_finished()
     finally:
         mngr.close()

@@ -13,6 +13,8 @@ import os
 import tempfile
 from typing import Any
 
+from fedtransfer_jax import faults
+
 
 def current_umask() -> int:
     """The process umask, read without changing it where the OS allows (Linux: /proc/self/status).
@@ -52,6 +54,7 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, default_file_mode())  # mkstemp creates 0o600; outputs are meant to be shared.
+        faults.crash_point(f"atomic_write:{os.path.basename(path)}")
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -82,76 +85,3 @@ def write_json_atomic(path: str, obj: Any) -> None:
 def config_to_json(config: Any) -> dict:
     """An ml_collections ConfigDict as plain JSON-able data."""
     return _jsonable(config.to_dict())
-
-
-class JsonlWriter:
-    """Appends one JSON object per line, flushed each time (a crash loses at most the line in flight)."""
-
-    def __init__(self, path: str):
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._f = open(path, "a")
-
-    def write(self, record: dict) -> None:
-        self._f.write(json.dumps(_jsonable(record)) + "\n")
-        self._f.flush()
-
-    def close(self) -> None:
-        self._f.close()
-
-
-_MD_KEYS = ("boundary_f1", "ari", "vi", "grain_count_rel_error", "miou")
-
-
-def summary_markdown(summary: dict) -> str:
-    lines = ["# fedtransfer_jax summary", ""]
-    lines.append(
-        f"Clients: {', '.join(summary.get('clients', []))}. Device: {summary.get('device', '?')}. "
-        "Mean over clients of the per-client mean over test tiles (± spread over clients)."
-    )
-    lines.append("")
-    header = "| method | " + " | ".join(_MD_KEYS) + " | compilations | wall s |"
-    lines += [header, "|" + "---|" * (len(_MD_KEYS) + 3)]
-    for name, m in summary["methods"].items():
-        cells = [f"{m['mean'][k]:.3f} ± {m['mean'].get(k + '_std', 0.0):.3f}" for k in _MD_KEYS]
-        lines.append(
-            f"| {name} | " + " | ".join(cells) + f" | {m['round_compilations']} | {m['wall_seconds']:.1f} |"
-        )
-    if any("unseen" in m for m in summary["methods"].values()):
-        lines += [
-            "",
-            f"Unseen labs ({', '.join(summary.get('unseen_clients', []))}), never trained on:",
-            "",
-            header.replace("compilations | wall s |", ""),
-            "|" + "---|" * (len(_MD_KEYS) + 1),
-        ]
-        for name, m in summary["methods"].items():
-            if "unseen" in m:
-                u = m["unseen"]["mean"]
-                lines.append(
-                    f"| {name} | "
-                    + " | ".join(f"{u[k]:.3f} ± {u.get(k + '_std', 0.0):.3f}" for k in _MD_KEYS)
-                    + " |"
-                )
-    for name, m in summary["methods"].items():
-        lines += [
-            "",
-            f"## {name}: per client",
-            "",
-            "| client | " + " | ".join(_MD_KEYS) + " |",
-            "|" + "---|" * (len(_MD_KEYS) + 1),
-        ]
-        for c, cm in m["per_client"].items():
-            lines.append(f"| {c} | " + " | ".join(f"{cm[k]:.3f}" for k in _MD_KEYS) + " |")
-        if "privacy_ledger" in m:
-            pl = m["privacy_ledger"]
-            lines += [
-                "",
-                f"Privacy ledger: {pl['bytes_sent_total']} bytes sent in total; "
-                f"image-shaped arrays sent: {pl['image_shaped_arrays_sent']}.",
-            ]
-    return "\n".join(lines) + "\n"
-
-
-def write_summary(workdir: str, summary: dict) -> None:
-    write_json_atomic(os.path.join(workdir, "summary.json"), summary)
-    write_text_atomic(os.path.join(workdir, "summary.md"), summary_markdown(summary))

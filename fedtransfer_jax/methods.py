@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
-import jax
 import numpy as np
 
 from fedtransfer_jax import engine, evaluation, federation
@@ -19,6 +18,7 @@ from fedtransfer_jax.data.clients import ClientData, pad_clients
 from fedtransfer_jax.fl import aggregators as agg_lib
 from fedtransfer_jax.fl import boundary as boundary_lib, round as round_lib
 from fedtransfer_jax.fl.algorithms.base import Algorithm
+from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.run_context import Context, place_clients
 
 
@@ -94,6 +94,7 @@ def train_federation(
             traces=compiled.traces,
             progress=progress.update if progress is not None else None,
             config_fingerprint=ctx.fingerprint,
+            on_checkpoint=ctx.on_checkpoint,
         )
     finally:
         if progress is not None:
@@ -131,7 +132,7 @@ def run_federated(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
         client_names=names,
         ledger=ledger,
     )
-    extra["privacy_ledger"] = ledger.summary()
+    extra["_ledger"] = ledger  # the post-processing scores still have to cross (methods.postprocess)
     extra["round_compilations"] = result.round_compilations
     extra["resumed_from_round"] = result.resumed_from
     return result.params, extra
@@ -182,6 +183,52 @@ def run_local(ctx: Context, spec: engine.MethodSpec) -> tuple[dict, dict]:
     return per_client, {"round_compilations": compilations, "resumed_from_round": resumed}
 
 
+def postprocess(ctx: Context, spec: engine.MethodSpec, name: str, ledger) -> dict | None:
+    """Chooses the method's post-processing on the validation tiles (stored for predict/evaluate in
+    `<workdir>/postprocess/<method>.json`, per client for local models) and scores it on the test tiles."""
+    data, tol = ctx.data, float(ctx.config.eval.tolerance)
+    if not any(len(v[0]) for v in data.val.values()):
+        return None
+    params = ctx.final_params[name]
+    ids = {n: i for i, n in enumerate(data.client_names)}
+    out: dict = {}
+    if spec.kind == "local":
+        per_client = {}
+        for n in data.client_names:
+            choice = evaluation.choose_postprocessing(ctx.prob_fn, lambda c: params[n], {n: data.val[n]}, tolerance=tol)
+            if choice is None:
+                continue
+            pps.save_choice(ctx.workdir, f"{name}/{n}", choice)
+            settings = pps.PostprocessSettings.from_dict(choice["settings"])
+            per_client[n] = {
+                "settings": choice["settings"],
+                **evaluation.evaluate_split_postprocessed(ctx.prob_fn, params[n], *data.test[n], settings, tolerance=tol),
+            }
+        out["per_client"] = per_client
+        out["mean"] = evaluation.mean_over_clients({n: {k: v for k, v in m.items() if k != "settings"} for n, m in per_client.items()})
+    else:
+        choice = evaluation.choose_postprocessing(
+            ctx.prob_fn, lambda c: params, data.val, tolerance=tol, ledger=ledger, client_ids=ids
+        )
+        pps.save_choice(ctx.workdir, name, choice)
+        settings = pps.PostprocessSettings.from_dict(choice["settings"])
+        out["settings"] = choice["settings"]
+        out["validation_objective"] = {"chosen": choice["objective"], "builtin_defaults": choice.get("builtin_defaults", {}).get("mean", {}).get("objective")}
+        per_client = {
+            n: evaluation.evaluate_split_postprocessed(ctx.prob_fn, params, *data.test[n], settings, tolerance=tol)
+            for n in data.test
+        }
+        out["per_client"] = per_client
+        out["mean"] = evaluation.mean_over_clients(per_client)
+        if data.unseen:
+            unseen = {
+                u: evaluation.evaluate_split_postprocessed(ctx.prob_fn, params, *data.unseen[u], settings, tolerance=tol)
+                for u in data.unseen
+            }
+            out["unseen"] = {"per_client": unseen, "mean": evaluation.mean_over_clients(unseen)}
+    return out
+
+
 def run_method(ctx: Context, name: str) -> dict:
     """Trains and evaluates method `name`; returns its summary entry."""
     spec = engine.method_spec(ctx.config, name)
@@ -206,6 +253,10 @@ def run_method(ctx: Context, name: str) -> dict:
         ctx.final_params[name] = params
         per_client = evaluation.evaluate_splits(ctx.prob_fn, params, data.test, **ev)
         unseen = evaluation.evaluate_splits(ctx.prob_fn, params, data.unseen, **ev)
+    ledger = extra.pop("_ledger", None)
+    post = postprocess(ctx, spec, name, ledger)
+    if ledger is not None:
+        extra["privacy_ledger"] = ledger.summary()
     result = {
         "per_client": per_client,
         "mean": evaluation.mean_over_clients(per_client),
@@ -214,7 +265,10 @@ def run_method(ctx: Context, name: str) -> dict:
     }
     if unseen:
         result["unseen"] = {"per_client": unseen, "mean": evaluation.mean_over_clients(unseen)}
+    if post:
+        result["postprocessed"] = post
     result.update(extra)
+    ctx.log.drop(lambda row: row.get("method") == name and row.get("eval") == "test")  # re-evaluated on resume
     ctx.log.write(
         {
             "method": name,

@@ -13,33 +13,68 @@ import jax
 import ml_collections
 import numpy as np
 
-from fedtransfer_jax import engine, inference, io_utils, methods
+from fedtransfer_jax import console as console_lib, engine, inference, io_utils, methods, report
+from fedtransfer_jax import faults, workdir as workdir_lib
 from fedtransfer_jax.run_context import Context, build_context
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, console=None) -> dict:
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, console=None, *, fresh_start: bool = False
+) -> dict:
+    """Trains and evaluates every method of `config.methods` in `workdir` (resuming what is there).
+
+    The workdir is locked for the run, stale temporary files are removed, and a stored config that the
+    trained models no longer match is refused (workdir.py; `fresh_start` archives the old outputs).
+    `summary.json` is rewritten after every method and at every checkpoint: its `status` is 'running'
+    until the last method is done, and `progress.<method>` says how far each method got.
+    """
     engine.validate_config(config)
-    os.makedirs(workdir, exist_ok=True)
-    io_utils.write_json_atomic(os.path.join(workdir, "config.json"), io_utils.config_to_json(config))
-    ctx = build_context(config, workdir, console=console)
-    summary = {
-        "methods": {},
-        "config": io_utils.config_to_json(config),
-        "clients": list(ctx.data.client_names),
-        "unseen_clients": list(ctx.data.unseen),
-        "device": f"{jax.default_backend()}:{jax.device_count()}",
-    }
-    try:
-        for name in config.methods:
-            summary["methods"][name] = methods.run_method(ctx, name)
-            if console is not None:
-                console.method_done(name, summary["methods"][name])
-            # Written after every method, atomically: a crash leaves the last complete summary.
-            io_utils.write_summary(workdir, summary)
-        if config.get("figures", True):
-            write_figures(ctx)
-    finally:
-        ctx.log.close()
+    config_json = io_utils.config_to_json(config)
+    with workdir_lib.open_workdir(workdir, config_json, fresh_start=fresh_start) as info:
+        if console is not None and info["archived"]:
+            console.line(f"previous outputs moved to {info['archived']}")
+        with console_lib.prints_to_log():  # tfds prints 'Downloading and preparing ...' to stdout
+            ctx = build_context(config, workdir, console=console)
+        summary = {
+            "status": "running",
+            "methods": {},
+            "progress": {name: {"status": "pending"} for name in config.methods},
+            "config": config_json,
+            "clients": list(ctx.data.client_names),
+            "unseen_clients": list(ctx.data.unseen),
+            "device": f"{jax.default_backend()}:{jax.device_count()}",
+        }
+
+        def on_checkpoint(tag: str, round_: int, rounds: int) -> None:
+            method = tag.split("/")[0]
+            if method.endswith("_style_net"):
+                method = method[: -len("_style_net")]
+            if method in summary["progress"]:
+                summary["progress"][method] = {
+                    "status": "running",
+                    "federation": tag,
+                    "checkpoint_round": round_,
+                    "rounds": rounds,
+                }
+                report.write_summary(workdir, summary)
+
+        ctx.on_checkpoint = on_checkpoint
+        try:
+            for name in config.methods:
+                result = methods.run_method(ctx, name)
+                summary["methods"][name] = result
+                summary["progress"][name] = {"status": "complete", "rounds": int(config.fl.rounds)}
+                if console is not None:
+                    console.method_done(name, result)
+                # Written after every method, atomically: a crash leaves the last complete summary.
+                report.write_summary(workdir, summary)
+                faults.crash_point(f"method_done:{name}")
+            if config.get("figures", True):
+                write_figures(ctx)
+            summary["status"] = "complete"
+            report.write_summary(workdir, summary)
+        finally:
+            ctx.log.close()
     return summary
 
 

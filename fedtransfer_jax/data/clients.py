@@ -18,7 +18,9 @@ Arrays = tuple[np.ndarray, np.ndarray]
 
 
 class ClientData(NamedTuple):
-    """Padded federated training data: images [C,N,H,W,3] f32, labels [C,N,H,W] u8, mask [C,N] bool."""
+    """Padded federated training data: images [C,N,H,W,3] f32 in [0, 1] (or uint8: 8-bit data), labels
+    [C,N,H,W] u8, mask [C,N] bool. On device the training images are kept uint8 whenever they are 8-bit
+    (``as_uint8_images``; ``run_context.place_clients``) and decoded per batch inside the local step."""
 
     images: Any
     labels: Any
@@ -35,6 +37,29 @@ def num_examples(data: ClientData) -> Any:
     return data.num_examples
 
 
+def as_uint8_images(images: Any) -> np.ndarray | None:
+    """``images`` as uint8 when that loses nothing, else None: uint8 already, or float32 values that are all
+    exactly k/255 (what ``_to_arrays`` makes of the stored 8-bit tiles; decoded back bit for bit by
+    ``fl.algorithms.base.decode_images``). Restyled or otherwise processed float images give None.
+
+    Checked one client at a time, so the temporaries stay a client's size."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype != np.float32 or images.size == 0:
+        return None
+    out = np.empty(images.shape, np.uint8)
+    for i in range(images.shape[0]):
+        x = images[i]
+        k = np.rint(x * np.float32(255.0))
+        if k.min(initial=0.0) < 0 or k.max(initial=0.0) > 255:
+            return None
+        out[i] = k.astype(np.uint8)
+        if not np.array_equal(out[i].astype(np.float32) / np.float32(255.0), x):
+            return None
+    return out
+
+
 def pad_clients(
     clients: Sequence[Arrays],
     pad_to: int | None = None,
@@ -43,7 +68,8 @@ def pad_clients(
     """Stacks ``[(images [N_c,H,W,3], labels [N_c,H,W]), ...]`` into zero-padded ``ClientData``.
 
     Args:
-      clients: per-client image/label arrays; images are cast to float32, labels to uint8.
+      clients: per-client image/label arrays; images are cast to float32 (kept uint8 when every client's
+        images are uint8), labels to uint8.
       pad_to: common N (default: the largest client). Must be >= every client's N.
       names: optional client names used in error messages.
 
@@ -56,7 +82,8 @@ def pad_clients(
     def who(i: int) -> str:
         return f"client {i} ({names[i]!r})" if names is not None else f"client {i}"
 
-    ims = [np.asarray(im, np.float32) for im, _ in clients]
+    image_dtype = np.uint8 if all(np.asarray(im).dtype == np.uint8 for im, _ in clients) else np.float32
+    ims = [np.asarray(im, image_dtype) for im, _ in clients]
     lbs = [np.asarray(lb) for _, lb in clients]
     for i, (im, lb) in enumerate(zip(ims, lbs)):
         if im.ndim != 4 or im.shape[-1] != 3:
@@ -75,7 +102,7 @@ def pad_clients(
         i = int(np.argmax(sizes))
         raise ValueError(f"pad_to={n} is smaller than {who(i)}'s {sizes[i]} examples")
     c, (h, w) = len(clients), ims[0].shape[1:3]
-    images = np.zeros((c, n, h, w, 3), np.float32)
+    images = np.zeros((c, n, h, w, 3), image_dtype)
     labels = np.zeros((c, n, h, w), np.uint8)
     mask = np.zeros((c, n), bool)
     for i, (im, lb) in enumerate(zip(ims, lbs)):

@@ -29,6 +29,7 @@ from typing import Any, Callable, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 PyTree = Any
@@ -115,6 +116,22 @@ def batch_indices(key: chex.PRNGKey, mask: jax.Array, local_steps: int, batch_si
     return order[flat].reshape(local_steps, batch_size)
 
 
+# uint8 -> float32 in [0, 1] by table: bitwise the host's `u8.astype(float32) / float32(255)` (XLA rewrites a
+# division by the constant 255 into a multiplication by its reciprocal, which is off by an ulp for some values,
+# and a client's round must not depend on whether its images were stored as uint8 or float32).
+_UINT8_TO_UNIT = np.arange(256, dtype=np.float32) / np.float32(255.0)
+
+
+def decode_images(images: jax.Array) -> jax.Array:
+    """8-bit images as kept on device (uint8: 4x less memory, so thousands of clients stay resident) ->
+    float32 in [0, 1]; float images pass through unchanged."""
+    if not jnp.issubdtype(images.dtype, jnp.integer):
+        return images
+    if images.dtype == jnp.uint8:
+        return jnp.asarray(_UINT8_TO_UNIT)[images.astype(jnp.int32)]
+    return images.astype(jnp.float32) / 255.0
+
+
 def num_examples(data: dict) -> jax.Array:
     """Real (unpadded) examples a client holds, float32 scalar: FedAvg's aggregation weight."""
     return data["mask"].sum().astype(jnp.float32)
@@ -132,7 +149,8 @@ def run_local_training(
 
     `grad_correction(params) -> tree` is added to every minibatch gradient: FedProx's mu (w - w_global),
     SCAFFOLD's c - c_i, FedDyn's -g_i + alpha (w - w_global). The optimizer state starts fresh every round.
-    Returns (final params, mean minibatch loss). Keys: batches from fold_in(rng, 0), step s uses
+    Integer (uint8) `images` are decoded to float32 in [0, 1] as each batch is drawn, before the batch
+    transform. Returns (final params, mean minibatch loss). Keys: batches from fold_in(rng, 0), step s uses
     fold_in(fold_in(rng, 1), s) (batch transform: fold_in(., 0), loss: fold_in(., 1)).
     """
     idx = batch_indices(jax.random.fold_in(rng, 0), data["mask"], lt.local_steps, lt.batch_size)
@@ -143,6 +161,8 @@ def run_local_training(
         step_idx, step_i = xs
         step_rng = jax.random.fold_in(jax.random.fold_in(rng, 1), step_i)
         batch = {k: v[step_idx] for k, v in data.items()}
+        if "images" in batch:  # decoded per batch: the client's data stay 8-bit on device
+            batch["images"] = decode_images(batch["images"])
         if lt.batch_transform is not None:
             batch = lt.batch_transform(batch, client_id, jax.random.fold_in(step_rng, 0))
         (loss, _), grads = grad_fn(p, batch, jax.random.fold_in(step_rng, 1))

@@ -1,0 +1,189 @@
+"""A workdir that can be trusted across restarts: one run at a time (a lock), no stale temporary files, and
+a resume that refuses a config whose trained models would no longer match it.
+
+  with open_workdir(path, config, fresh_start=False) as wd:   # lock, clean, compare, record config.json
+      ...
+
+Resume compares the new config with the stored `config.json` key by key. Keys that do not change what
+was trained (progress display, figures, strategy, evaluation settings, the list of methods to run, specs
+of methods not yet trained) may differ; any other difference is refused with the list of differing keys,
+because the checkpoints in the workdir were trained with the old values. `fresh_start=True` moves the
+previous outputs into `archive/<timestamp>/` (nothing is deleted) and starts over in the same workdir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import glob
+import json
+import os
+import shutil
+import time
+from typing import Any, Iterator
+
+from fedtransfer_jax import io_utils
+
+LOCK_NAME = ".lock"
+CONFIG_NAME = "config.json"
+# Keys (prefixes) that may change between a run and its resume: they do not change any trained model.
+COMPATIBLE_PREFIXES = (
+    "name",
+    "quiet",
+    "figures",
+    "distributed",
+    "checkpoint_every",
+    "methods",
+    "eval.",
+    "data.tfds_dir",
+    "fl.strategy",
+    "fl.chunk_size",
+    "fl.shard_clients",
+    "fl.unroll_local_steps",
+    "privacy_experiment.",
+)
+# What a fresh start moves aside (everything the trainer writes).
+OUTPUTS = (
+    "summary.json",
+    "summary.md",
+    "metrics.jsonl",
+    "config.json",
+    "log.txt",
+    "checkpoints",
+    "postprocess",
+    "style_checks.json",
+    "audit.json",
+    "audit.md",
+)
+
+
+class WorkdirError(RuntimeError):
+    """A workdir problem the user can fix (locked, incompatible config)."""
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values (normalised to lists)."""
+    out: dict[str, Any] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(flatten(v, f"{prefix}{k}."))
+        if not d and prefix:
+            out[prefix[:-1]] = {}
+        return out
+    out[prefix[:-1]] = list(d) if isinstance(d, tuple) else d
+    return out
+
+
+def incompatible_keys(old: dict, new: dict) -> list[str]:
+    """Config keys whose change would make the workdir's trained models lie about their config."""
+    old_f, new_f = flatten(old), flatten(new)
+    trained = set(old.get("methods", []))
+    diff = []
+    for key in sorted(set(old_f) | set(new_f)):
+        if old_f.get(key, "<absent>") == new_f.get(key, "<absent>"):
+            continue
+        if any(key == p or (p.endswith(".") and key.startswith(p)) for p in COMPATIBLE_PREFIXES):
+            continue
+        if key == "fl.rounds" and int(new_f.get(key, 0)) >= int(old_f.get(key, 0)):
+            continue  # training longer continues from the checkpoints; fewer rounds would misreport them
+        if key.startswith("method_specs."):
+            method = key.split(".")[1]
+            if method not in trained:  # a spec of a method the workdir never trained
+                continue
+        diff.append(key)
+    return diff
+
+
+def describe_diff(old: dict, new: dict, keys: list[str], limit: int = 12) -> str:
+    old_f, new_f = flatten(old), flatten(new)
+    lines = [f"  {k}: {old_f.get(k, '<absent>')!r} -> {new_f.get(k, '<absent>')!r}" for k in keys[:limit]]
+    if len(keys) > limit:
+        lines.append(f"  ... and {len(keys) - limit} more")
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def lock(path: str) -> Iterator[None]:
+    """An exclusive advisory lock on `<path>/.lock` for the life of the run (released by the OS if the
+    process dies, so a crash never leaves the workdir locked)."""
+    os.makedirs(path, exist_ok=True)
+    lock_path = os.path.join(path, LOCK_NAME)
+    f = open(lock_path, "a+")
+    try:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EAGAIN, errno.EACCES):
+                f.seek(0)
+                holder = f.read().strip() or "another process"
+                raise WorkdirError(
+                    f"workdir {path} is in use by {holder}: wait for it to finish or use another --workdir"
+                ) from None
+            raise
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+        f.flush()
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        f.close()
+
+
+def clean_stale_files(path: str) -> list[str]:
+    """Removes what an interrupted run leaves behind: our atomic writers' hidden `.tmp-*` files and tfds's
+    `incomplete.*` build directories. Only called while holding the lock, so nothing is in flight."""
+    removed = []
+    for pattern in (".tmp-*", "**/.tmp-*", "tfds/**/incomplete.*", "**/*.tmp"):
+        for p in glob.glob(os.path.join(path, pattern), recursive=True):
+            if os.path.isdir(p):
+                shutil.rmtree(p, ignore_errors=True)
+            elif os.path.exists(p):
+                os.unlink(p)
+            removed.append(os.path.relpath(p, path))
+    return removed
+
+
+def archive_outputs(path: str) -> str | None:
+    """Moves the previous run's outputs to `archive/<timestamp>/`; returns that folder (None if nothing)."""
+    present = [name for name in OUTPUTS + tuple(os.path.basename(p) for p in glob.glob(os.path.join(path, "*.png"))) if os.path.exists(os.path.join(path, name))]
+    if not present:
+        return None
+    dest = os.path.join(path, "archive", time.strftime("%Y%m%d-%H%M%S"))
+    os.makedirs(dest, exist_ok=False)
+    for name in present:
+        shutil.move(os.path.join(path, name), os.path.join(dest, name))
+    return dest
+
+
+@contextlib.contextmanager
+def open_workdir(path: str, config_json: dict, *, fresh_start: bool = False, log=None) -> Iterator[dict]:
+    """Lock `path`, clean stale files, check the stored config against `config_json`, record it.
+
+    Yields an info dict: {'resumed': bool, 'archived': folder or None, 'cleaned': [files]}.
+    Raises WorkdirError naming the differing keys when the stored config is incompatible.
+    """
+    with lock(path):
+        info: dict = {"resumed": False, "archived": None, "cleaned": clean_stale_files(path)}
+        stored = os.path.join(path, CONFIG_NAME)
+        if os.path.exists(stored):
+            with open(stored) as f:
+                old = json.load(f)
+            keys = incompatible_keys(old, config_json)
+            if keys and not fresh_start:
+                raise WorkdirError(
+                    f"workdir {path} was trained with a different config; resuming would mix models and "
+                    f"settings. Differing keys:\n{describe_diff(old, config_json, keys)}\n"
+                    f"Use another --workdir, undo the change, or pass --fresh_start to move the previous "
+                    f"outputs to {os.path.join(path, 'archive')}/ and start over."
+                )
+            if fresh_start:
+                info["archived"] = archive_outputs(path)
+            else:
+                info["resumed"] = os.path.isdir(os.path.join(path, "checkpoints"))
+        elif fresh_start:
+            info["archived"] = archive_outputs(path)
+        io_utils.write_json_atomic(stored, config_json)
+        yield info
