@@ -16,7 +16,38 @@ import ml_collections
 from fedtransfer_jax.fl import algorithms
 
 
-def method(algorithm: str = "fedavg", *, kind: str = "federated", style: str = "", **hparams):
+# Secure aggregation (privacy/secagg.py): fixed-point ranges per contribution entry ('x' = weight x update,
+# 'w' = weight: up to the largest example count, 'loss' = weight x loss).
+SECURE = {
+    "enabled": False,
+    "bits": 32,
+    "clip_range": {"default": 1.0, "w": 4096.0, "loss": 4096.0},
+    "neighbours": 0,  # 0 = complete graph (Bonawitz et al.); k = k-regular graph (Bell et al. 2020)
+    "rounding": "stochastic",
+    "self_mask": True,
+    "threshold": 0,  # 0 = a majority of the sampled clients
+}
+
+
+def dp(noise_multiplier: float, clip_norm: float = 0.1, *, adaptive: bool = True) -> dict:
+    """DP-FedAvg aggregator spec (privacy/dp.py) with its accountant settings (engine.privacy_accounting)."""
+    return {
+        "name": "dp",
+        "clip_norm": clip_norm,  # initial clip norm when adaptive
+        "noise_multiplier": noise_multiplier,  # z: the total noise (update + clipped count when adaptive)
+        "adaptive": adaptive,  # Andrew et al. 2021: track the target quantile of the update norms
+        "target_quantile": 0.5,
+        "clip_lr": 0.2,
+        "clipped_count_stddev": 0.0,  # 0 = max(0.05 x clients per round, z) (privacy/dp.py)
+        "report_loss": False,
+        "delta": 1e-5,  # accountant (engine.privacy_accounting)
+        "accountant": "rdp",  # 'rdp' | 'pld'
+    }
+
+
+def method(
+    algorithm: str = "fedavg", *, kind: str = "federated", style: str = "", aggregator=None, secure=False, **hparams
+):
     """A method spec with every hyper-parameter of its algorithm present (so each can be overridden on the
     command line: --config.method_specs.fedprox.hparams.mu=0.1)."""
     return {
@@ -24,8 +55,8 @@ def method(algorithm: str = "fedavg", *, kind: str = "federated", style: str = "
         "algorithm": algorithm,
         "hparams": algorithms.resolve_hparams(algorithm, hparams, f"method {algorithm}"),
         "style": style,
-        "aggregator": {"name": "mean"},
-        "secure": {"enabled": False},
+        "aggregator": aggregator or {"name": "mean"},
+        "secure": {**SECURE, "enabled": bool(secure)},
     }
 
 
@@ -53,6 +84,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "fedyogi": method("fedyogi"),
             "scaffold": method("scaffold"),
             "feddyn": method("feddyn"),
+            "fedavg_secagg": method("fedavg", secure=True),
+            "dp_fedavg": method("fedavg", aggregator=dp(1.0)),
         }
     )
     config.distributed = False  # True on multi-host pods/clusters: jax.distributed.initialize()

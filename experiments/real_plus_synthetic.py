@@ -67,6 +67,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.train_per_client = 24  # synthetic images per lab (train)
     config.data.test_per_client = 8
     config.data.test_fraction = 0.25  # of the 21 full micrographs: 5 held out
+    config.data.val_fraction = 0.2  # of the remaining 16: 3 held out to choose the post-processing
     config.data.group_regex = r"_(\d+)-"  # TestDataset_18-256-256.png -> micrograph 18
     # Real lines are ~5 px but grains larger: 3 px gives a similar boundary fraction.
     config.data.boundary_width = 3

@@ -31,6 +31,8 @@ from fedtransfer_jax.fl.algorithms.base import BatchTransform, LocalTraining
 KINDS = ("federated", "local", "centralized")
 STYLE_MODES = ("adain", "fourier")
 AGGREGATORS = ("mean", "dp")
+# Keys of a 'dp' aggregator spec that configure the accountant (privacy/accounting.py), with defaults.
+ACCOUNTING_KEYS = {"delta": 1e-5, "accountant": "rdp"}
 _SPEC_KEYS = ("kind", "algorithm", "hparams", "style", "aggregator", "secure")
 _INIT_TAG = 0x1217  # fold_in tag of the segmenter's init key
 
@@ -163,6 +165,8 @@ def build_aggregation(
     """The method's aggregator (mean or DP) and sum protocol (plain or secure aggregation)."""
     agg_cfg = dict(spec.aggregator)
     name = agg_cfg.pop("name", "mean")
+    for k in ACCOUNTING_KEYS:  # how epsilon is computed, not how the aggregator works
+        agg_cfg.pop(k, None)
     key = f"method_specs.{spec.name}"
     if name == "mean":
         if agg_cfg:
@@ -216,3 +220,45 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= float(config.fl.get("dropout_rate", 0.0)) < 1.0:
         raise ValueError(f"config key fl.dropout_rate must be in [0, 1), got {config.fl.dropout_rate}")
     optimizers.make_optimizer(config.fl.client_optimizer, 1.0, key="fl.client_optimizer")
+
+
+def privacy_accounting(spec: MethodSpec, *, rounds: int, clients_per_round: int, num_clients: int) -> dict | None:
+    """User-level (epsilon, delta) of a DP method after each round (dp-accounting; privacy/accounting.py).
+
+    The round samples exactly `clients_per_round` distinct clients, so the accountant's event is fixed-size
+    sampling without replacement with replace-one neighbours (sensitivity 2C, see privacy/accounting.py), or
+    no sampling when every client takes part; `epsilon_without_sampling_amplification` is the number against
+    a party that knows the sample (the server). With adaptive clipping the
+    noise is split between the update and the clipped-count query, and epsilon is accounted with the
+    effective noise multiplier of the two together. Returns None for non-DP methods.
+    """
+    agg = dict(spec.aggregator)
+    if agg.get("name", "mean") != "dp":
+        return None
+    from fedtransfer_jax.privacy import accounting, dp  # noqa: PLC0415
+
+    delta = float(agg.get("delta", ACCOUNTING_KEYS["delta"]))
+    acct = str(agg.get("accountant", ACCOUNTING_KEYS["accountant"]))
+    z = float(agg["noise_multiplier"])
+    sampling = "none" if clients_per_round >= num_clients else "fixed"
+    curve = accounting.epsilon_curve(z, rounds, clients_per_round, num_clients, delta, sampling=sampling, accountant=acct)
+    # Against a party that sees the sample (the server itself) sampling does not amplify: report that too.
+    no_amp = accounting.epsilon(z, rounds, clients_per_round, num_clients, delta, sampling="none", accountant=acct)
+    out = {
+        "mechanism": "DP-FedAvg (McMahan et al. 2018): per-client clipping, Gaussian noise on the sum",
+        "protects": "the released models (per round and final) against anyone who does not see the sample",
+        "unit": "user (client) level",
+        "noise_multiplier": z,
+        "clip_norm": float(agg["clip_norm"]),
+        "adaptive_clipping": bool(agg.get("adaptive", False)),
+        "delta": delta,
+        "accountant": acct,
+        "sampling": sampling,
+        "q": clients_per_round / num_clients,
+        "rounds": int(rounds),
+        "epsilon": float(curve.cumulative[-1]) if len(curve.cumulative) else 0.0,
+        "epsilon_one_round": float(curve.per_round),
+        "epsilon_without_sampling_amplification": float(no_amp),
+        "epsilon_per_round_cumulative": [float(e) for e in curve.cumulative],
+    }
+    return out

@@ -5,6 +5,10 @@ whole round state, the global params (for inference) and a JSON `meta` with the 
 round count and the compilations, so a resumed run reports the same ledger and counts as an uninterrupted
 one. Rows of `metrics.jsonl` past the restored round (written by the interrupted process after its last
 checkpoint) are dropped before the rounds are re-run, so the log has every (method, round) once.
+
+Several processes run this loop in lockstep (the round is one SPMD program over all their devices): each
+reads the round's metrics from its own replicated copy (`distributed.fetch`), keeps the same ledger, and
+saves the same checkpoints (orbax coordinates); only process 0's log writes reach the disk.
 """
 
 from __future__ import annotations
@@ -16,13 +20,13 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from fedtransfer_jax import checkpointing, faults
+from fedtransfer_jax import checkpointing, distributed, faults
 from fedtransfer_jax.fl.boundary import PrivacyLedger
 
 
 class FederationResult(NamedTuple):
     state: Any  # the final round state
-    params: Any  # the final global params
+    params: Any  # the final global params (this process's own copy: evaluation runs on one device)
     rounds_run: int  # rounds run by this process (0: restored complete)
     resumed_from: int  # round of the restored checkpoint (0: fresh start)
     round_compilations: int  # traces of the round (this process; the stored count when nothing ran)
@@ -41,7 +45,7 @@ def _round_record(tag: str, r: int, metrics: dict, client_names) -> dict:
     if not survived.all():
         record["dropped"] = [client_names[int(i)] for i, s in zip(ids, survived) if int(i) < len(client_names) and not s]
     for name, value in metrics.items():
-        if name.startswith("aggregator/") and np.ndim(value) == 0:
+        if name.startswith(("aggregator/", "protocol/")) and np.ndim(value) == 0:
             record[name] = float(value)
     return record
 
@@ -86,6 +90,7 @@ def run_federation(
         t0 = time.time()
         for r in range(start, rounds):
             state, metrics = round_fn(state, data)
+            metrics = distributed.fetch(metrics)  # host values, from this process's replicated copy
             loss = float(metrics["loss"])
             if not math.isfinite(loss):
                 raise FloatingPointError(
@@ -119,5 +124,6 @@ def run_federation(
         mngr.close()
     ran = rounds - start
     compilations = len(traces) if ran else int(meta.get("round_compilations", 0))
-    return FederationResult(state, get_params(state.server), ran, start if restored is not None else 0, compilations, time.time() - t0)
+    params = distributed.to_local(get_params(state.server))
+    return FederationResult(state, params, ran, start if restored is not None else 0, compilations, time.time() - t0)
 

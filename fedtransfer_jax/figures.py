@@ -76,3 +76,25 @@ def prediction_overlays(
         ax.set_xticks([])
         ax.set_yticks([])
     _save(fig, path)
+
+
+def ari_vs_epsilon(path: str, summary: dict) -> None:
+    """Privacy/utility: seen- and unseen-lab ARI of every DP method against its epsilon (log scale), with
+    the non-private methods as horizontal reference lines."""
+    dp = [(m["differential_privacy"]["epsilon"], n, m) for n, m in summary["methods"].items() if "differential_privacy" in m]
+    if not dp:
+        return
+    dp.sort(key=lambda t: t[0])
+    fig, ax = plt.subplots(figsize=(5.2, 3.4))
+    eps = [e for e, _, _ in dp]
+    ax.plot(eps, [m["mean"]["ari"] for _, _, m in dp], "o-", label="DP-FedAvg, seen labs")
+    if all("unseen" in m for _, _, m in dp):
+        ax.plot(eps, [m["unseen"]["mean"]["ari"] for _, _, m in dp], "s--", label="DP-FedAvg, unseen lab")
+    for n, m in summary["methods"].items():
+        if "differential_privacy" not in m and n in ("fedavg", "local", "centralized"):
+            ax.axhline(m["mean"]["ari"], ls=":", lw=1, color={"fedavg": "k", "local": "tab:red"}.get(n, "tab:gray"), label=f"{n} (no DP), seen")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"user-level ε (δ = {dp[0][2]['differential_privacy']['delta']:g})")
+    ax.set_ylabel("ARI")
+    ax.legend(fontsize=7)
+    _save(fig, path)

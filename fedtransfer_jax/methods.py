@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fedtransfer_jax import engine, evaluation, federation
+from fedtransfer_jax import distributed, engine, evaluation, federation
 from fedtransfer_jax.data.clients import ClientData, pad_clients
 from fedtransfer_jax.fl import aggregators as agg_lib
 from fedtransfer_jax.fl import boundary as boundary_lib, round as round_lib
@@ -133,6 +133,11 @@ def run_federated(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
         ledger=ledger,
     )
     extra["_ledger"] = ledger  # the post-processing scores still have to cross (methods.postprocess)
+    accounting = engine.privacy_accounting(
+        spec, rounds=int(ctx.config.fl.rounds), clients_per_round=k, num_clients=len(names)
+    )
+    if accounting is not None:
+        extra["differential_privacy"] = accounting
     extra["round_compilations"] = result.round_compilations
     extra["resumed_from_round"] = result.resumed_from
     return result.params, extra
@@ -198,7 +203,8 @@ def postprocess(ctx: Context, spec: engine.MethodSpec, name: str, ledger) -> dic
             choice = evaluation.choose_postprocessing(ctx.prob_fn, lambda c: params[n], {n: data.val[n]}, tolerance=tol)
             if choice is None:
                 continue
-            pps.save_choice(ctx.workdir, f"{name}/{n}", choice)
+            if distributed.is_primary():  # every process chose the same; process 0 writes the workdir
+                pps.save_choice(ctx.workdir, f"{name}/{n}", choice)
             settings = pps.PostprocessSettings.from_dict(choice["settings"])
             per_client[n] = {
                 "settings": choice["settings"],
@@ -210,7 +216,8 @@ def postprocess(ctx: Context, spec: engine.MethodSpec, name: str, ledger) -> dic
         choice = evaluation.choose_postprocessing(
             ctx.prob_fn, lambda c: params, data.val, tolerance=tol, ledger=ledger, client_ids=ids
         )
-        pps.save_choice(ctx.workdir, name, choice)
+        if distributed.is_primary():
+            pps.save_choice(ctx.workdir, name, choice)
         settings = pps.PostprocessSettings.from_dict(choice["settings"])
         out["settings"] = choice["settings"]
         out["validation_objective"] = {"chosen": choice["objective"], "builtin_defaults": choice.get("builtin_defaults", {}).get("mean", {}).get("objective")}

@@ -1,11 +1,12 @@
 """The run's report for people: `summary.md` from the `summary.json` dict (tables of mean metrics, unseen
-labs, per-client results, privacy ledger), written next to it atomically."""
+labs, per-client results, privacy ledger), written next to it atomically. With several processes only
+process 0 writes them (every process holds the same summary)."""
 
 from __future__ import annotations
 
 import os
 
-from fedtransfer_jax import io_utils
+from fedtransfer_jax import distributed, io_utils
 
 _MD_KEYS = ("boundary_f1", "ari", "vi", "grain_count_rel_error", "miou")
 
@@ -41,6 +42,24 @@ def summary_markdown(summary: dict, *, per_client: bool = True) -> str:
                     + " | ".join(f"{u[k]:.3f} ± {u.get(k + '_std', 0.0):.3f}" for k in _MD_KEYS)
                     + " |"
                 )
+    dp_rows = [(n, m["differential_privacy"]) for n, m in summary["methods"].items() if "differential_privacy" in m]
+    if dp_rows:
+        lines += [
+            "",
+            "Differential privacy (user level: one client = one lab; engine.privacy_accounting):",
+            "",
+            "| method | noise multiplier z | clip norm C | adaptive | rounds | sampling | ε at δ | ε without sampling amplification | seen ARI | % of FedAvg's |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        ref = summary["methods"].get("fedavg", {}).get("mean", {}).get("ari")
+        for n, d in dp_rows:
+            ari = summary["methods"][n]["mean"]["ari"]
+            lines.append(
+                f"| {n} | {d['noise_multiplier']:g} | {d['clip_norm']:g} | {d['adaptive_clipping']} | {d['rounds']} | "
+                f"{d['sampling']} (q={d['q']:.2f}) | {d['epsilon']:.2f} at {d['delta']:g} | "
+                f"{d['epsilon_without_sampling_amplification']:.2f} | {ari:.3f} | "
+                + (f"{100 * ari / ref:.0f} % |" if ref else "n/a |")
+            )
     status = summary.get("status")
     if status == "running":
         pending = [m for m, p in summary.get("progress", {}).items() if p.get("status") != "complete"]
@@ -68,5 +87,7 @@ def summary_markdown(summary: dict, *, per_client: bool = True) -> str:
 
 
 def write_summary(workdir: str, summary: dict) -> None:
+    if not distributed.is_primary():
+        return
     io_utils.write_json_atomic(os.path.join(workdir, "summary.json"), summary)
     io_utils.write_text_atomic(os.path.join(workdir, "summary.md"), summary_markdown(summary))

@@ -7,6 +7,7 @@ methods.py (one runner per method kind), evaluation.py, style_protocol.py (FedTr
 
 from __future__ import annotations
 
+import json
 import os
 
 import jax
@@ -14,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from fedtransfer_jax import console as console_lib, engine, inference, io_utils, methods, report
-from fedtransfer_jax import faults, workdir as workdir_lib
+from fedtransfer_jax import distributed, faults, workdir as workdir_lib
 from fedtransfer_jax.run_context import Context, build_context
 
 
@@ -27,6 +28,9 @@ def train_and_evaluate(
     trained models no longer match is refused (workdir.py; `fresh_start` archives the old outputs).
     `summary.json` is rewritten after every method and at every checkpoint: its `status` is 'running'
     until the last method is done, and `progress.<method>` says how far each method got.
+
+    Several processes (jax.distributed initialized) all call this with the same arguments: they train and
+    evaluate alike, and only process 0 writes the workdir's files (workdir, report, runlog, figures).
     """
     engine.validate_config(config)
     config_json = io_utils.config_to_json(config)
@@ -44,6 +48,8 @@ def train_and_evaluate(
             "unseen_clients": list(ctx.data.unseen),
             "device": f"{jax.default_backend()}:{jax.device_count()}",
         }
+        if distributed.is_multiprocess():
+            summary["processes"] = distributed.process_count()
 
         def on_checkpoint(tag: str, round_: int, rounds: int) -> None:
             method = tag.split("/")[0]
@@ -69,7 +75,7 @@ def train_and_evaluate(
                 # Written after every method, atomically: a crash leaves the last complete summary.
                 report.write_summary(workdir, summary)
                 faults.crash_point(f"method_done:{name}")
-            if config.get("figures", True):
+            if config.get("figures", True) and distributed.is_primary():  # local work only: no collective
                 write_figures(ctx)
             summary["status"] = "complete"
             report.write_summary(workdir, summary)
@@ -97,6 +103,10 @@ def write_figures(ctx: Context) -> None:
             art["render"],
             art["bank"],
         )
+    summary_path = os.path.join(ctx.workdir, "summary.json")
+    if os.path.exists(summary_path):
+        with open(summary_path) as f:
+            figures.ari_vs_epsilon(os.path.join(ctx.workdir, "ari_vs_epsilon.png"), json.load(f))
     threshold = float(ctx.config.eval.threshold)
     preds = {}
     for method, params in ctx.final_params.items():

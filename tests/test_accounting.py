@@ -40,8 +40,12 @@ def poisson_gaussian_rdp_integer(q, z, orders):
     for a in orders:
         k = np.arange(a + 1, dtype=np.float64)
         log_terms = (
-            special.gammaln(a + 1) - special.gammaln(k + 1) - special.gammaln(a - k + 1)
-            + (a - k) * np.log1p(-q) + k * np.log(q) + (k * k - k) / (2 * z**2)
+            special.gammaln(a + 1)
+            - special.gammaln(k + 1)
+            - special.gammaln(a - k + 1)
+            + (a - k) * np.log1p(-q)
+            + k * np.log(q)
+            + (k * k - k) / (2 * z**2)
         )
         out.append(special.logsumexp(log_terms) / (a - 1))
     return np.asarray(out)
@@ -99,7 +103,9 @@ def test_epsilon_curve_is_the_cumulative_epsilon_after_each_round():
     assert curve.rounds.tolist() == list(range(1, 31))
     assert np.all(np.diff(curve.cumulative) > 0)
     for t in (1, 7, 30):
-        np.testing.assert_allclose(curve.cumulative[t - 1], accounting.epsilon(1.0, t, 3, 12, DELTA), rtol=1e-9)
+        np.testing.assert_allclose(
+            curve.cumulative[t - 1], accounting.epsilon(1.0, t, 3, 12, DELTA), rtol=1e-9
+        )
     np.testing.assert_allclose(curve.per_round, curve.cumulative[0], rtol=1e-12)
     f = accounting.epsilon_fn(1.0, 3, 12, DELTA)
     np.testing.assert_allclose(f(7), curve.cumulative[6], rtol=1e-9)

@@ -55,16 +55,23 @@ def test_clipping_bound_holds_for_every_client():
     expected = np.where(weights > 0, np.minimum(norms_in, clip), 0.0)
     np.testing.assert_allclose(norms_out, expected, rtol=1e-5)
     chex.assert_trees_all_close(  # an update inside the ball passes unchanged (uniform weight 1)
-        jax.tree_util.tree_map(lambda x: x[4], contributions["x"]), jax.tree_util.tree_map(lambda x: x[4], msgs)
+        jax.tree_util.tree_map(lambda x: x[4], contributions["x"]),
+        jax.tree_util.tree_map(lambda x: x[4], msgs),
     )
-    np.testing.assert_array_equal(np.asarray(contributions["w"]), (np.asarray(weights) > 0).astype(np.float32))
+    np.testing.assert_array_equal(
+        np.asarray(contributions["w"]), (np.asarray(weights) > 0).astype(np.float32)
+    )
 
 
 def test_noise_std_matches_z_c_over_m_on_a_large_sample():
     z, clip, m, draws = 1.3, 0.7, 4.0, 2000
     agg = dp.dp_fedavg(clip, z, m)
     template = jax.tree_util.tree_map(lambda x: x[0], _messages(1))
-    summed = {"x": jax.tree_util.tree_map(jnp.zeros_like, template), "w": jnp.float32(4.0), "loss": jnp.float32(0)}
+    summed = {
+        "x": jax.tree_util.tree_map(jnp.zeros_like, template),
+        "w": jnp.float32(4.0),
+        "loss": jnp.float32(0),
+    }
     state = agg.init(template)
 
     @jax.jit
@@ -92,8 +99,9 @@ def test_zero_noise_and_huge_clip_is_the_plain_unweighted_mean():
     weights = jnp.array([1.0, 10.0, 2.0, 4.0, 8.0])  # example counts: DP ignores them (uniform weights)
     agg = dp.dp_fedavg(1e9, 0.0, k)
     mean, _, metrics, _ = jax.jit(
-        lambda msgs: simulate.aggregate(agg, msgs, weights, jnp.arange(k, dtype=jnp.float32), agg.init(None),
-                                        _key(4), jnp.arange(k))
+        lambda msgs: simulate.aggregate(
+            agg, msgs, weights, jnp.arange(k, dtype=jnp.float32), agg.init(None), _key(4), jnp.arange(k)
+        )
     )(msgs)
     expected = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float64).mean(0), msgs)
     chex.assert_trees_all_close(mean, expected, rtol=1e-5, atol=1e-6)
@@ -130,8 +138,9 @@ def _adaptive_run(c0, quantile, rounds=150, k=100, z=0.5):
         norms = jnp.exp(0.5 * jax.random.normal(kn, (k,)))
         d = jax.random.normal(kd, (k, 8))
         msgs = {"u": d / jnp.linalg.norm(d, axis=1, keepdims=True) * norms[:, None]}
-        _, state, metrics = simulate.aggregate(agg, msgs, jnp.ones(k), jnp.zeros(k), state, _key(7, r),
-                                               jnp.arange(k))[:3]
+        _, state, metrics = simulate.aggregate(
+            agg, msgs, jnp.ones(k), jnp.zeros(k), state, _key(7, r), jnp.arange(k)
+        )[:3]
         return state, (metrics["clip_norm"], metrics["noise_std"])
 
     _, (clips, noise_std) = jax.jit(lambda s: jax.lax.scan(one_round, s, jnp.arange(rounds)))(agg.init(None))
@@ -148,3 +157,24 @@ def test_adaptive_clipping_moves_c_to_the_target_quantile(c0, quantile):
     # The update noise scales with the current C and uses the split multiplier z_Delta.
     zd = dp.split_noise_multiplier(0.5, 0.05 * 100)
     np.testing.assert_allclose(noise_std, zd * clips / 100, rtol=1e-5)
+
+
+def test_aggregator_from_config_builds_dp_fedavg_and_names_bad_keys():
+    agg = dp.aggregator_from_config(
+        {"clip_norm": 0.5, "noise_multiplier": 1.0, "adaptive": True, "clipped_count_stddev": 1.0},
+        4,
+        key="m.aggregator",
+    )
+    assert agg.name == "dp_fedavg" and float(agg.init(None).clip_norm) == 0.5
+    with pytest.raises(ValueError, match="config key m.aggregator.clip_nrom: unknown"):
+        dp.aggregator_from_config({"clip_nrom": 1.0, "noise_multiplier": 1.0}, 4, key="m.aggregator")
+    with pytest.raises(ValueError, match="m.aggregator.noise_multiplier is required"):
+        dp.aggregator_from_config({"clip_norm": 1.0}, 4, key="m.aggregator")
+    with pytest.raises(ValueError, match="config key m.aggregator: adaptive clipping needs"):
+        dp.aggregator_from_config(
+            {"clip_norm": 1.0, "noise_multiplier": 1.0, "adaptive": True, "clipped_count_stddev": 0.4},
+            4,
+            key="m.aggregator",
+        )
+    # The default sigma_b = max(0.05 m, z) always satisfies sigma_b > z / 2.
+    dp.aggregator_from_config({"clip_norm": 1.0, "noise_multiplier": 1.0, "adaptive": True}, 4, key="m.aggregator")

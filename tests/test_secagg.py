@@ -121,8 +121,11 @@ def test_dequantised_sum_is_within_the_quantisation_bound_and_clipping_is_counte
             r = RANGES[name]
             bound = units * survived.sum() / secagg.quantisation_scale(r, k, 32)
             ref = jax.tree_util.tree_map(
-                lambda v: np.where(survived.reshape((-1,) + (1,) * (v.ndim - 1)),
-                                   np.clip(np.nan_to_num(np.asarray(v, np.float64), nan=0.0), -r, r), 0).sum(0),
+                lambda v: np.where(
+                    survived.reshape((-1,) + (1,) * (v.ndim - 1)),
+                    np.clip(np.nan_to_num(np.asarray(v, np.float64), nan=0.0), -r, r),
+                    0,
+                ).sum(0),
                 contributions[name],
             )
             for got, want in zip(jax.tree_util.tree_leaves(summed[name]), jax.tree_util.tree_leaves(ref)):
@@ -156,13 +159,15 @@ def test_a_masked_payload_is_uniform_and_independent_of_its_input():
     structured = jnp.asarray(np.sin(np.linspace(0, 40, n)) * 0.9, jnp.float32)  # far from uniform
     zeros = jnp.zeros((n,), jnp.float32)
 
-    def payload_of_client0(x0, round_idx):
-        rk = _key(7, round_idx)
+    @jax.jit
+    def encode_all(contributions, rk):
         ctx = simulate.client_contexts(rk, ids)
-        xs = jnp.stack([x0, jnp.asarray(rng.normal(size=n), jnp.float32) * 0.1, zeros])
-        contributions = {"x": xs, "w": jnp.ones(k), "loss": jnp.zeros(k)}
         q = jax.vmap(parts.quantise, in_axes=(0, simulate.CTX_AXES))(contributions, ctx)
-        masked = jax.vmap(parts.mask, in_axes=(0, simulate.CTX_AXES))(q, ctx)
+        return jax.vmap(parts.mask, in_axes=(0, simulate.CTX_AXES))(q, ctx), q
+
+    def payload_of_client0(x0, round_idx):
+        xs = jnp.stack([x0, jnp.asarray(rng.normal(size=n), jnp.float32) * 0.1, zeros])
+        masked, q = encode_all({"x": xs, "w": jnp.ones(k), "loss": jnp.zeros(k)}, _key(7, round_idx))
         return np.asarray(masked["x"][0]), np.asarray(q["x"][0])
 
     masked_a, quant_a = payload_of_client0(structured, 0)
@@ -184,11 +189,16 @@ def test_shamir_reconstructs_from_any_t_shares_and_not_from_fewer():
     rng = np.random.default_rng([SEED, 8])
     secret = rng.integers(0, p, size=secagg.L)
     coeffs = rng.integers(0, p, size=(t - 1, secagg.L))
-    shares = np.asarray(secagg.shamir_share(jnp.asarray(secret, jnp.uint32), jnp.asarray(coeffs, jnp.uint32), n))
+    shares = np.asarray(
+        secagg.shamir_share(jnp.asarray(secret, jnp.uint32), jnp.asarray(coeffs, jnp.uint32), n)
+    )
     # Independent reference: Python integers, the polynomial evaluated directly.
     for j in range(n):
         x = j + 1
-        want = [(int(s) + sum(int(c[i]) * x ** (d + 1) for d, c in enumerate(coeffs))) % p for i, s in enumerate(secret)]
+        want = [
+            (int(s) + sum(int(c[i]) * x ** (d + 1) for d, c in enumerate(coeffs))) % p
+            for i, s in enumerate(secret)
+        ]
         assert shares[j].tolist() == want
     reconstruct = jax.jit(secagg.shamir_reconstruct)
     for size in range(1, n + 1):
@@ -197,7 +207,10 @@ def test_shamir_reconstructs_from_any_t_shares_and_not_from_fewer():
             got = np.asarray(reconstruct(jnp.asarray(shares), jnp.asarray(use)))
             # Python-int Lagrange at 0 over the same subset.
             ref = [
-                sum(int(shares[j, i]) * math.prod((m + 1) * pow(m - j, -1, p) for m in subset if m != j) for j in subset)
+                sum(
+                    int(shares[j, i]) * math.prod((m + 1) * pow(m - j, -1, p) for m in subset if m != j)
+                    for j in subset
+                )
                 % p
                 for i in range(secagg.L)
             ]
@@ -238,24 +251,55 @@ def test_aggregators_under_secure_sum_match_the_plain_protocol(aggregator_name):
     k = 5
     ids = jnp.array([4, 9, 1, 6, 2], jnp.int32)
     rng = np.random.default_rng([SEED, 11])
-    msgs = {"w": jnp.asarray(rng.normal(size=(k, 6, 3)) * 0.3, jnp.float32), "b": jnp.asarray(rng.normal(size=(k, 3)) * 0.3, jnp.float32)}
+    msgs = {
+        "w": jnp.asarray(rng.normal(size=(k, 6, 3)) * 0.3, jnp.float32),
+        "b": jnp.asarray(rng.normal(size=(k, 3)) * 0.3, jnp.float32),
+    }
     weights = jnp.asarray([3.0, 1.0, 4.0, 2.0, 5.0])
     losses = jnp.asarray(rng.uniform(0, 2, size=k), jnp.float32)
     if aggregator_name == "weighted_mean":
         agg, ranges = weighted_mean(), {"x": 8.0, "w": 8.0, "loss": 16.0}
     else:
-        agg, ranges = dp.dp_fedavg(1.0, 0.0, k, adaptive=True, clipped_count_stddev=0.5), {"x": 1.0, "default": 1.0}
+        agg, ranges = dp.dp_fedavg(1.0, 0.0, k, adaptive=True, clipped_count_stddev=0.5), {
+            "x": 1.0,
+            "default": 1.0,
+        }
     protocol = secagg.secure_sum(32, ranges)
     survived = jnp.array([True, False, True, True, False])
 
     @jax.jit
     def both(msgs):
-        run = lambda p: simulate.aggregate(agg, msgs, weights, losses, agg.init(None), _key(12), ids, survived,  # noqa: E731
-                                           protocol=p, num_clients=10)
+        run = lambda p: simulate.aggregate(
+            agg,
+            msgs,
+            weights,
+            losses,
+            agg.init(None),
+            _key(12),
+            ids,
+            survived,  # noqa: E731
+            protocol=p,
+            num_clients=10,
+        )
         return run(protocol), run(None)
 
     (mean_s, state_s, m_s, payloads), (mean_p, state_p, m_p, _) = both(msgs)
     chex.assert_trees_all_close(mean_s, mean_p, atol=2e-5)
     chex.assert_trees_all_close(state_s, state_p, atol=2e-5)
     assert int(m_s["secagg32/clipped"]) == 0 and not bool(m_s["secagg32/aborted"])
-    assert all(x.dtype == jnp.uint32 for x in jax.tree_util.tree_leaves(payloads))  # what crosses the boundary
+    assert all(
+        x.dtype == jnp.uint32 for x in jax.tree_util.tree_leaves(payloads)
+    )  # what crosses the boundary
+
+
+def test_protocol_from_config_builds_secure_sum_and_names_bad_keys():
+    p = secagg.protocol_from_config(
+        {"bits": 20, "clip_range": {"x": 1.0, "default": 64.0}, "neighbours": 0}, 4
+    )
+    assert p.name == "secagg20"
+    with pytest.raises(ValueError, match="config key m.secure.bitz: unknown"):
+        secagg.protocol_from_config({"bitz": 20}, 4, key="m.secure")
+    with pytest.raises(ValueError, match="m.secure.threshold must be in 1..4"):
+        secagg.protocol_from_config({"threshold": 5}, 4, key="m.secure")
+    with pytest.raises(ValueError, match="config key m.secure: secure_sum: neighbours must be an even"):
+        secagg.protocol_from_config({"neighbours": 3}, 4, key="m.secure")

@@ -29,6 +29,9 @@ import jax
 import jax.numpy as jnp
 
 PyTree = Any
+# Key of the summed-contribution dict under which a protocol's decode may return its own scalar metrics
+# (e.g. {'aborted': bool}); the round compiler pops it before the aggregator's server_decode.
+PROTOCOL_METRICS = "protocol_metrics"
 
 
 class ClientContext(NamedTuple):

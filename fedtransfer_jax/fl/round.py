@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from fedtransfer_jax import distributed
 from fedtransfer_jax.fl import aggregators as agg_lib
 from fedtransfer_jax.fl import strategy as strategy_lib
 from fedtransfer_jax.fl.algorithms.base import Algorithm, RoundInfo
@@ -98,6 +99,9 @@ def init_round_state(
 
 
 def place_round_state(state: RoundState, mesh: Mesh | None) -> RoundState:
+    """The state on `mesh`: server, aggregator and round replicated, per-client state sharded over the
+    `clients` axis. With a mesh over several processes each process places only its own shards
+    (`distributed.put`); every process computes the same initial state, so the shards agree."""
     if mesh is None:
         return state
     replicated = NamedSharding(mesh, P())
@@ -107,14 +111,31 @@ def place_round_state(state: RoundState, mesh: Mesh | None) -> RoundState:
         pad = (-x.shape[0]) % n_dev
         if pad:
             x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
-        return jax.device_put(x, NamedSharding(mesh, P(CLIENT_AXIS)))
+        return distributed.put(x, NamedSharding(mesh, P(CLIENT_AXIS)))
 
     return RoundState(
-        jax.device_put(state.server, replicated),
+        distributed.put_tree(state.server, replicated),
         jax.tree_util.tree_map(shard_clients, state.clients),
-        jax.device_put(state.aggregator, replicated),
-        jax.device_put(state.round, replicated),
+        distributed.put_tree(state.aggregator, replicated),
+        distributed.put(state.round, replicated),
     )
+
+
+def pin_round_outputs(state: RoundState, metrics: dict, mesh: Mesh | None) -> tuple[RoundState, dict]:
+    """Inside the round: the output state placed as `place_round_state` places the input (so a donated
+    state comes back with the same shardings and resume restores onto them), and the metrics replicated,
+    so that every process can read them on the host (`float(loss)`, the sampled ids) from its own copy."""
+    if mesh is None:
+        return state, metrics
+    replicated = NamedSharding(mesh, P())
+    pin = lambda tree, sharding: jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+    state = RoundState(
+        pin(state.server, replicated),
+        pin(state.clients, NamedSharding(mesh, P(CLIENT_AXIS))),
+        pin(state.aggregator, replicated),
+        pin(state.round, replicated),
+    )
+    return state, pin(metrics, replicated)
 
 
 def sample_clients(key: chex.PRNGKey, has_data: jax.Array, k: int) -> jax.Array:
@@ -240,12 +261,15 @@ def build_round(
             new_states, client_metrics = jax.tree_util.tree_map(merge, (new_states, client_metrics))
 
         sctx = agg_lib.ServerContext(ids, survived, num_clients, keys.shared, keys.server)
-        summed = protocol.decode(total, sctx)
+        summed = dict(protocol.decode(total, sctx))
+        # A protocol may report its own scalars (secure aggregation: clipped values, an aborted round).
+        protocol_metrics = summed.pop(agg_lib.PROTOCOL_METRICS, {})
         mean, agg_state, agg_metrics = aggregator.server_decode(summed, state.aggregator, sctx)
         num_survivors = survived.sum()
         info = RoundInfo(state.round, jnp.int32(k), num_survivors, summed["w"], num_clients)
-        # A round in which every sampled client dropped out leaves the server (and aggregator) unchanged.
-        anyone = num_survivors > 0
+        # A round in which every sampled client dropped out, or whose secure aggregation aborted (fewer
+        # survivors than its threshold), leaves the server (and aggregator) unchanged.
+        anyone = (num_survivors > 0) & ~jnp.asarray(protocol_metrics.get("aborted", False))
         keep_if_nobody = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(anyone, n, o), new, old)
         server = keep_if_nobody(algorithm.server_update(state.server, mean, info), state.server)
         agg_state = keep_if_nobody(agg_state, state.aggregator)
@@ -264,8 +288,11 @@ def build_round(
             "num_survivors": num_survivors,
             "total_weight": summed["w"],
             **{f"aggregator/{name}": v for name, v in agg_metrics.items() if name != "loss"},
-            **{f"client/{name}": v[:k] for name, v in client_metrics.items()},
+            **{f"protocol/{name}": v for name, v in protocol_metrics.items()},
         }
-        return RoundState(server, clients, agg_state, state.round + 1), metrics
+        # Per-client metrics from client_encode stay inside the round: reporting them to the host would be a
+        # per-client side channel around the aggregator (and around secure aggregation).
+        del client_metrics
+        return pin_round_outputs(RoundState(server, clients, agg_state, state.round + 1), metrics, mesh)
 
     return jax.jit(round_fn, donate_argnums=(0,)) if jit else round_fn
