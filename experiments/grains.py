@@ -68,7 +68,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.name = "grains" if variant == "default" else f"grains-{variant}"
     config.seed = 0
     config.seeds = ()  # non-empty: one run per seed in <workdir>/seed_<s>/ + mean ± std (fedtransfer_jax/sweep.py)
-    config.methods = ("local", "fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier", "centralized")
+    config.methods = (
+        "local",
+        "fedavg",
+        "fedprox",
+        "fedtransfer",
+        "fedtransfer_fourier",
+        "fedtransfer_gen",
+        "centralized",
+    )
     # What each method is (engine.py): an algorithm with its own hyper-parameters, a style method, an
     # aggregator. Methods not in config.methods are defined so that `--config.methods=...` can pick them.
     config.method_specs = ml_collections.ConfigDict(
@@ -79,6 +87,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "fedprox": method("fedprox", mu=0.01),
             "fedtransfer": method("fedavg", style="adain"),
             "fedtransfer_fourier": method("fedavg", style="fourier"),
+            "fedtransfer_gen": method("fedavg", style="gen"),
             "fedavgm": method("fedavgm"),
             "fedadam": method("fedadam"),
             "fedyogi": method("fedyogi"),
@@ -162,6 +171,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.style.precomputed_copies = 2  # 'precomputed': restyled copies of each training image
     config.style.fourier_beta = 0.1  # low-frequency window: b = floor(beta * tile / 2)
     config.style.fourier_lam = (0.5, 1.0)  # amplitude interpolation range, drawn per image
+    config.style.padding = "reflect"  # AdaIN style net convs ('zero' gave tile-border seams: docs/STYLE.md)
+    # gen: label-conditioned imaging model fitted per client (style/parametric.py, docs/STYLE.md)
+    config.style.gen_profile_px = 6  # signed boundary profile length (px from a labelled boundary)
+    config.style.gen_modulation_px = 6.0  # correlation length of the along-boundary contrast modulation
+    config.style.gen_noise_scale = 1.0  # amplitude of the rendered residual noise (1 = as fitted)
+    config.style.gen_noise_min_px = 2  # noise spectrum measured >= this far from a boundary
+    # Style checks in summary.json (style/checks.py): domain-classifier steps (0 = skip); reference
+    # segmenter steps when the run has no centralized model to judge structure.
+    config.style.check_classifier_steps = 200
+    config.style.check_segmenter_steps = 300
 
     # --- evaluation ----------------------------------------------------------------------------------------
     config.eval = ml_collections.ConfigDict()

@@ -702,8 +702,8 @@ def style_stats_fns(config: dict, image_size: int) -> tuple[dict[str, StatsFn], 
 
 
 def shared_indices(num_images: int, k: int, seed: int, client_id: int) -> np.ndarray:
-    """Which of a client's images it shared style statistics of (style.sharing.style_sample)."""
-    from fedtransfer_jax.style.sharing import style_sample
+    """Which of a client's images it shared style statistics of (the trainer's style.federated.style_sample)."""
+    from fedtransfer_jax.style.federated import style_sample
 
     return style_sample(np.ones(num_images, bool), k, seed, client_id)
 

@@ -29,7 +29,7 @@ from fedtransfer_jax.fl import algorithms, optimizers, round as round_lib, strat
 from fedtransfer_jax.fl.algorithms.base import BatchTransform, LocalTraining
 
 KINDS = ("federated", "local", "centralized")
-STYLE_MODES = ("adain", "fourier")
+STYLE_MODES = ("adain", "fourier", "gen")  # the style/methods/ registry (METHOD_NAMES; tested equal)
 AGGREGATORS = ("mean", "dp")
 # Keys of a 'dp' aggregator spec that configure the accountant (privacy/accounting.py), with defaults.
 ACCOUNTING_KEYS = {"delta": 1e-5, "accountant": "rdp"}

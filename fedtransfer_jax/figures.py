@@ -10,7 +10,6 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 
@@ -21,21 +20,16 @@ def _save(fig, path: str) -> None:
     os.replace(tmp, path)
 
 
-def style_grid(path: str, images: np.ndarray, names: list[str], mode: str, render: Callable, bank) -> None:
-    """Row i: client i's image; column j: rendered with client j's first shared style (diagonal: original)."""
+def style_grid(path: str, images: np.ndarray, labels: np.ndarray, names: list[str], restyle: Callable, title: str) -> None:
+    """Row i: client i's tile; column j: rendered in client j's style (`restyle(images, labels, target name,
+    key)`, e.g. style.checks.method_restyler); the diagonal shows the original. Used when the run has too few
+    test tiles for the style checks' own grid (style_protocol.style_checks)."""
+    import jax  # noqa: PLC0415
+
     c = len(names)
     fig, axes = plt.subplots(c, c + 1, figsize=(1.6 * (c + 1), 1.6 * c), squeeze=False)
-    x = jnp.asarray(images)
     for j in range(c):
-        if mode == "adain":
-            styled = render(
-                x,
-                jnp.broadcast_to(bank.adain_mean[j, 0], (c,) + bank.adain_mean.shape[2:]),
-                jnp.broadcast_to(bank.adain_std[j, 0], (c,) + bank.adain_std.shape[2:]),
-            )
-        else:
-            styled = render(x, jnp.broadcast_to(bank.fourier_amp[j, 0], (c,) + bank.fourier_amp.shape[2:]))
-        styled = np.asarray(styled)
+        styled = np.asarray(restyle(images, labels, names[j], jax.random.PRNGKey(j)))
         for i in range(c):
             axes[i, j + 1].imshow(np.clip(images[i] if i == j else styled[i], 0, 1))
     for i in range(c):
@@ -47,7 +41,7 @@ def style_grid(path: str, images: np.ndarray, names: list[str], mode: str, rende
     for ax in axes.ravel():
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(f"{mode} restyling: rows = client images, columns = target client style", fontsize=9)
+    fig.suptitle(title, fontsize=9)
     _save(fig, path)
 
 

@@ -1,107 +1,192 @@
-"""FedTransfer's style-sharing protocol inside a run (style/sharing.py lists the steps): train the shared
-style model federatedly with the same engine, let every client send its style message through the
-boundary (so it lands in the privacy ledger), stack the bank on the server and hand the segmenter's local
-training a batch transform that restyles part of each batch into foreign styles.
+"""FedTransfer's style-sharing protocol inside a run, for any style method of the registry
+(`style/methods/`: adain, fourier, gen):
+
+1. if the method has a shared style model (AdaIN's style network), it is trained federatedly with FedAvg on
+   the same one-jit round engine (each client only ever uses its own images; channel `style_net_update`);
+2. every client computes its style message from a few of its own labelled tiles
+   (`method.client_message`: statistics / fitted imaging parameters, never an image-shaped array) and sends
+   it through the boundary (`style_stats`: it lands in the privacy ledger);
+3. the server stacks the messages into a bank (`method.build_bank`) and broadcasts it;
+4. the segmenter's local training restyles a fraction `style.mix_prob` of every batch: the client's own
+   images/labels rendered in randomly drawn foreign labs' styles (`mix_batch`, inside the jitted step), or
+   the training set is restyled once up front (`style.restyle=precomputed`). Labels never change.
+
+After all methods ran, `style_checks` measures what each style method's restyling looks like
+(style/checks.py: fidelity to the target lab, polarity, structure kept, border seams) for summary.json,
+and draws the style grid.
 """
 
 from __future__ import annotations
 
-import functools
+import os
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedtransfer_jax import engine, style as style_lib
+from fedtransfer_jax import engine, inference
 from fedtransfer_jax.data.clients import ClientData
 from fedtransfer_jax.fl import boundary as boundary_lib
 from fedtransfer_jax.run_context import Context
-from fedtransfer_jax.style import sharing
+from fedtransfer_jax.style import checks as checks_lib, federated as style_federated
+from fedtransfer_jax.style import methods as style_methods
 
-STYLE_NET_TAG = 0x57  # fold_in tag of the style network's init key (scripts/style_checks.py uses it too)
+STYLE_NET_TAG = 0x57  # fold_in tag of the shared style model's init key
+_TAG_PRECOMPUTE = 0x9C
 
 
-def train_style_network(ctx: Context, tag: str, ledger, clients_per_round: int):
-    """Trains the AdaIN style network federatedly with FedAvg on the one-jit round (each client only ever
-    uses its own images). Returns (StyleNet, params, round compilations)."""
+def train_shared_model(ctx: Context, spec: engine.MethodSpec, method, shared, ledger, clients_per_round: int):
+    """FedAvg of the style method's shared model on its own loss, on the one-jit round (resumable like any
+    federation: checkpoints under `checkpoints/<method>_style_net`). Returns (params, compilations)."""
     from fedtransfer_jax import methods  # noqa: PLC0415 (methods imports this module lazily too)
 
     sc = ctx.config.style
-    net = style_lib.StyleNet(features=tuple(sc.features), train_encoder=sc.train_encoder)
-    tile = ctx.data.train.images.shape[2]
-    params0 = style_lib.init_style_net(net, jax.random.fold_in(jax.random.PRNGKey(ctx.config.seed), STYLE_NET_TAG), tile)
-    loss_fn = functools.partial(
-        style_lib.style_loss_fn,
-        net,
-        content_weight=sc.content_weight,
-        style_weight=sc.style_weight,
-        identity_weight=sc.identity_weight,
-    )
-    local = engine.local_training(ctx.config, loss_fn, local_steps=int(sc.local_steps), lr=float(sc.lr))
-    algorithm = engine.build_algorithm(engine.MethodSpec(f"{tag}_style_net"), local, float(sc.lr))
+    tag = f"{spec.name}_style_net"
+    local = engine.local_training(ctx.config, method.shared_loss, local_steps=int(sc.local_steps), lr=float(sc.lr))
+    algorithm = engine.build_algorithm(engine.MethodSpec(tag), local, float(sc.lr))
     compiled = methods.compile_round(
         ctx, algorithm, clients_per_round=clients_per_round, federated=True, ledger=ledger, channel="style_net_update"
     )
     result = methods.train_federation(
         ctx,
-        f"{tag}_style_net",
+        tag,
         compiled,
         ctx.data.train,
-        init_params=params0,
+        init_params=shared,
         rounds=int(sc.rounds),
         client_names=ctx.data.client_names,
         ledger=ledger,
         channel="style_net_update",
     )
-    return net, result.params, result.round_compilations
+    return result.params, result.round_compilations
+
+
+def share_styles(ctx: Context, method, shared, ledger) -> tuple:
+    """Step 2-3: each client's message (through the boundary) and the server's bank."""
+    sc, seed, train = ctx.config.style, int(ctx.config.seed), ctx.data.train
+    message_fn = jax.jit(method.client_message)  # one compilation for every client sharing k styles
+    hw = tuple(np.shape(train.images)[2:4])
+    messages = []
+    for c in range(len(ctx.data.client_names)):
+        idx = style_federated.style_sample(np.asarray(train.mask[c]), int(sc.styles_per_client), seed, c)
+        key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), style_federated.TAG_MESSAGE), c)
+        images = np.asarray(train.images[c])[idx]
+        if images.dtype == np.uint8:
+            images = images.astype(np.float32) / np.float32(255.0)
+        msg = message_fn(shared, jnp.asarray(images, jnp.float32), jnp.asarray(np.asarray(train.labels[c])[idx]), jnp.ones(len(idx), bool), key)
+        msg = {name: np.asarray(v) for name, v in msg.items()}
+        style_methods.check_message(msg, hw)  # a style message is never a picture
+        inbox = boundary_lib.send_from_client(msg, ledger, "style_stats", c)
+        messages.append(inbox.payload)
+    bank = jax.tree_util.tree_map(jnp.asarray, method.build_bank(messages))  # server: stack + broadcast
+    return bank
+
+
+def precompute_restyled(ctx: Context, method, shared, bank) -> ClientData:
+    """`style.restyle=precomputed`: every client's training set plus `style.precomputed_copies` copies of
+    it, each image rendered in a uniformly drawn foreign lab's style (done once, on each client)."""
+    sc, seed, train = ctx.config.style, int(ctx.config.seed), ctx.data.train
+    images = np.asarray(train.images)
+    if images.dtype == np.uint8:
+        images = images.astype(np.float32) / np.float32(255.0)
+    labels, mask = np.asarray(train.labels), np.asarray(train.mask)
+    c, n = mask.shape
+    render = jax.jit(method.render)
+    out = [images]
+    for copy in range(int(sc.precomputed_copies)):
+        styled = np.empty_like(images)
+        for cid in range(c):
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), _TAG_PRECOMPUTE), copy * 1000 + cid)
+            k_t, k_r = jax.random.split(key)
+            targets, has = style_methods.foreign_targets(bank.valid, jnp.int32(cid), n, k_t)
+            r = style_methods.render_in_batches(
+                method, shared, bank, images[cid], labels[cid], np.asarray(targets), k_r, render_fn=render
+            )
+            styled[cid] = r if bool(has) else images[cid]
+        out.append(styled)
+    return ClientData(np.concatenate(out, axis=1), np.concatenate([labels] * len(out), axis=1), np.concatenate([mask] * len(out), axis=1))
 
 
 def setup_style_sharing(ctx: Context, spec: engine.MethodSpec, ledger, clients_per_round: int):
     """Runs the style-sharing protocol; returns (training data, batch transform or None, summary info)."""
     sc = ctx.config.style
-    mode = spec.style
-    train = ctx.data.train
-    info: dict = {"mode": mode, "restyle": sc.restyle}
-    net = style_params = None
+    method = style_methods.get_style_method(spec.style, sc)
+    tile = int(np.shape(ctx.data.train.images)[2])
+    shared = method.init_shared(jax.random.fold_in(jax.random.PRNGKey(int(ctx.config.seed)), STYLE_NET_TAG), tile)
+    info: dict = {"method": spec.style, "restyle": sc.restyle, "mix_prob": float(sc.mix_prob)}
+    if method.info:
+        info["description"] = dict(method.info)
     t0 = time.time()
-    if mode == "adain":
-        net, style_params, info["style_round_compilations"] = train_style_network(
-            ctx, spec.name, ledger, clients_per_round
-        )
-    info["style_net_seconds"] = time.time() - t0
-    render = sharing.make_renderer(mode, style_net=net, style_params=style_params, alpha=sc.alpha, beta=sc.fourier_beta)
-    # Each client computes its style statistics on its own images; only the statistics cross the boundary.
-    messages = []
-    for c in range(len(ctx.data.client_names)):
-        idx = sharing.style_sample(np.asarray(train.mask[c]), sc.styles_per_client, ctx.config.seed, c)
-        msg = sharing.client_style_message(
-            jnp.asarray(np.asarray(train.images[c])[idx]),
-            mode,
-            style_net=net,
-            style_params=style_params,
-            beta=sc.fourier_beta,
-        )
-        inbox = boundary_lib.send_from_client(msg, ledger, "style_stats", c)
-        messages.append({**{k: np.asarray(v) for k, v in inbox.payload.items()}, "valid": np.ones(len(idx), bool)})
-    bank = jax.tree_util.tree_map(jnp.asarray, style_lib.build_bank(messages))  # server: stack + broadcast
-    lam = tuple(sc.fourier_lam)
-    ctx.style_artifacts[spec.name] = {"mode": mode, "render": render, "bank": bank}
+    if method.shared_loss is not None:
+        shared, info["style_round_compilations"] = train_shared_model(ctx, spec, method, shared, ledger, clients_per_round)
+    info["shared_model_seconds"] = time.time() - t0
+    t0 = time.time()
+    bank = share_styles(ctx, method, shared, ledger)
+    info["share_seconds"] = time.time() - t0
+    ctx.style_artifacts[spec.name] = {"method": method, "shared": shared, "bank": bank}
     if sc.restyle == "online":
-        return train, sharing.make_restyle_transform(bank, mode, render, mix_prob=sc.mix_prob, lam_range=lam), info
+        return ctx.data.train, style_methods.make_batch_transform(method, shared, bank, float(sc.mix_prob)), info
     if sc.restyle == "precomputed":
         t0 = time.time()
-        images, labels, mask = sharing.precompute_restyled(
-            np.asarray(train.images),
-            np.asarray(train.labels),
-            np.asarray(train.mask),
-            bank,
-            mode,
-            render,
-            copies=sc.precomputed_copies,
-            seed=ctx.config.seed,
-            lam_range=lam,
-        )
+        data = precompute_restyled(ctx, method, shared, bank)
         info["precompute_seconds"] = time.time() - t0
-        return ClientData(images, labels, mask), None, info
+        return data, None, info
     raise ValueError(f"config key style.restyle: unknown {sc.restyle!r}; choose 'online' or 'precomputed'")
+
+
+def style_checks(ctx: Context, summary: dict) -> None:
+    """Measures every style method of the run (fidelity, polarity, structure, seams) on the labs' test tiles
+    and writes `methods.<m>.style_checks` into `summary` and `style_grid_<m>.png` into the workdir.
+
+    The structure check's judge is the run's centralized model when it was trained (else a reference
+    segmenter is trained here, `style.check_segmenter_steps`); the test tiles are split in halves: one is
+    the real reference of each lab, the other the restyling sources."""
+    if not ctx.style_artifacts:
+        return
+    sc = ctx.config.style
+    seed = int(ctx.config.seed)
+    names = list(ctx.data.client_names)
+    heldout = {n: ctx.data.test[n] for n in names}
+    heldout.update({u: ctx.data.unseen[u] for u in ctx.data.unseen})
+    if any(len(v[0]) < 4 for v in heldout.values()):  # too few tiles for reference and query halves
+        if ctx.config.get("figures", True):
+            from fedtransfer_jax import figures  # noqa: PLC0415
+
+            images = np.stack([ctx.data.test[n][0][0] for n in names])
+            labels = np.stack([ctx.data.test[n][1][0] for n in names])
+            for name, art in ctx.style_artifacts.items():
+                restyler = checks_lib.method_restyler(art["method"], art["shared"], art["bank"], names)
+                figures.style_grid(
+                    os.path.join(ctx.workdir, f"style_grid_{name}.png"), images, labels, names, restyler,
+                    f"{name}: rows = client tiles, columns = target client style",
+                )
+        return
+    central = ctx.final_params.get("centralized")
+    t0 = time.time()
+    cctx = checks_lib.prepare(
+        heldout,
+        names,
+        seed,
+        classifier_steps=int(sc.get("check_classifier_steps", 200)),
+        segmenter_steps=0 if central is not None else int(sc.get("check_segmenter_steps", 300)),
+    )
+    if central is not None:
+        cctx = cctx._replace(segment=lambda x: inference.batched_probs(ctx.prob_fn, central, np.asarray(x, np.float32)))
+    prepare_seconds = time.time() - t0
+    for name, art in ctx.style_artifacts.items():
+        t0 = time.time()
+        restyler = checks_lib.method_restyler(art["method"], art["shared"], art["bank"], names)
+        report = checks_lib.evaluate(cctx, checks_lib.restyle_all(cctx, restyler, seed))
+        report["judge"] = "centralized model of this run" if central is not None else "reference segmenter"
+        report["seconds"] = time.time() - t0 + prepare_seconds / len(ctx.style_artifacts)
+        if name in summary["methods"]:
+            summary["methods"][name]["style_checks"] = report
+        if ctx.config.get("figures", True):
+            checks_lib.style_grid_figure(
+                os.path.join(ctx.workdir, f"style_grid_{name}.png"),
+                cctx,
+                restyler,
+                seed,
+                title=f"{name}: rows = source tile, columns = target style; bottom rows: real target tiles",
+            )

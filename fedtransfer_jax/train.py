@@ -14,7 +14,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from fedtransfer_jax import console as console_lib, engine, inference, io_utils, methods, report
+from fedtransfer_jax import console as console_lib, engine, inference, io_utils, methods, report, style_protocol
 from fedtransfer_jax import distributed, faults, workdir as workdir_lib
 from fedtransfer_jax.run_context import Context, build_context
 
@@ -75,6 +75,9 @@ def train_and_evaluate(
                 # Written after every method, atomically: a crash leaves the last complete summary.
                 report.write_summary(workdir, summary)
                 faults.crash_point(f"method_done:{name}")
+            if ctx.style_artifacts and distributed.is_primary():  # local work only: no collective
+                style_protocol.style_checks(ctx, summary)
+                report.write_summary(workdir, summary)
             if config.get("figures", True) and distributed.is_primary():  # local work only: no collective
                 write_figures(ctx)
             summary["status"] = "complete"
@@ -85,7 +88,8 @@ def train_and_evaluate(
 
 
 def write_figures(ctx: Context) -> None:
-    """Style grids for each style-sharing method and prediction overlays (one test tile per client)."""
+    """Prediction overlays (one test tile per client, every method) and, with DP methods, the
+    privacy/utility curve; the style grids come with the style checks (style_protocol.style_checks)."""
     from fedtransfer_jax import figures  # matplotlib only when figures are wanted
 
     names = list(ctx.data.client_names)
@@ -94,15 +98,6 @@ def write_figures(ctx: Context) -> None:
         np.stack([split[n][1][0] for n in names]),
     )
     images, labels = first(ctx.data.test)
-    for method, art in ctx.style_artifacts.items():
-        figures.style_grid(
-            os.path.join(ctx.workdir, f"style_grid_{method}.png"),
-            images,
-            names,
-            art["mode"],
-            art["render"],
-            art["bank"],
-        )
     summary_path = os.path.join(ctx.workdir, "summary.json")
     if os.path.exists(summary_path):
         with open(summary_path) as f:

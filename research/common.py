@@ -54,11 +54,23 @@ def oracle_render(target_lab: str, grains: np.ndarray, seed: int, tag: int = 0) 
     return quantize(np.stack(out))
 
 
-def fedavg(loss_fn, params, clients: list[dict], *, rounds: int, local_steps: int, batch: int, lr: float,
-           seed: int, optimizer=None, verbose=False):
+def fedavg(
+    loss_fn,
+    params,
+    clients: list[dict],
+    *,
+    rounds: int,
+    local_steps: int,
+    batch: int,
+    lr: float,
+    seed: int,
+    optimizer=None,
+    verbose=False,
+):
     """Plain FedAvg (server SGD lr 1): returns (params, seconds, per-round mean losses)."""
-    lt = base.LocalTraining(loss_fn=loss_fn, optimizer=optimizer or optax.adam(lr), local_steps=local_steps,
-                            batch_size=batch)
+    lt = base.LocalTraining(
+        loss_fn=loss_fn, optimizer=optimizer or optax.adam(lr), local_steps=local_steps, batch_size=batch
+    )
     local = jax.jit(lambda p, d, c, k: base.run_local_training(lt, p, d, c, k))
     t0 = time.time()
     losses = []

@@ -3,17 +3,22 @@ from research.common import *
 from fedtransfer_jax.style.features import make_descriptor, describe
 
 desc = make_descriptor()
-f = jax.jit(lambda x: describe(desc, x))
+GROUP = sys.argv[1] if len(sys.argv) > 1 else "texture"
+f = jax.jit(lambda x: describe(desc, x)[GROUP])
+
+
 def feats(x):
-    return np.concatenate([np.asarray(f(x[i:i+16])) for i in range(0, len(x), 16)])
+    return np.concatenate([np.asarray(f(x[i : i + 16])) for i in range(0, len(x), 16)])
+
 
 def fd(a, b, mode):
     mu = a.mean(0) - b.mean(0)
     if mode == "diag":
-        return float(mu @ mu + np.sum((a.std(0) - b.std(0))**2))
+        return float(mu @ mu + np.sum((a.std(0) - b.std(0)) ** 2))
     ca, cb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     s = scipy.linalg.sqrtm(ca @ cb).real
     return float(mu @ mu + np.trace(ca + cb - 2 * s))
+
 
 for seed in DEV_SEEDS:
     d = lab_data(seed)

@@ -16,19 +16,12 @@ import optax
 import pytest
 
 from fedtransfer_jax.style import (
-    StyleBank,
     StyleNet,
     adain,
-    build_bank,
-    client_styles,
     feature_stats,
-    foreign_style_probs,
     fourier_restyle,
     init_style_net,
     low_freq_amplitude,
-    restyle_batch,
-    sample_foreign_style,
-    sample_foreign_style_index,
     style_loss_fn,
     style_partner,
     trainable_mask,
@@ -303,114 +296,22 @@ def test_style_loss_decreases_with_adam(net_and_params, loss_and_grad):
     chex.assert_trees_all_equal(p["encoder"], params["encoder"])  # frozen encoder untouched
 
 
-# ----------------------------------------------------------------------------- style bank
+def test_reflect_padded_conv_equals_valid_conv_of_reflect_padded_input():
+    """StyleNet(padding='reflect') convs are VALID convs of the reflect-padded input (no zero frame)."""
+    from fedtransfer_jax.style.features import reflect_conv
 
-
-def _three_client_bank() -> StyleBank:
-    """3 clients with 2, 3 and 1 styles; client 1's middle style is marked invalid."""
-    rng = np.random.default_rng([12])
-    stats = []
-    for c, k in enumerate((2, 3, 1)):
-        d = {
-            "adain_mean": rng.normal(size=(k, 4)) + 10 * c,
-            "adain_std": rng.uniform(0.5, 1, size=(k, 4)),
-            "fourier_amp": rng.uniform(size=(k, 3, 3, 3)) + 10 * c,
-        }
-        if c == 1:
-            d["valid"] = np.array([True, False, True])
-        stats.append(d)
-    return build_bank(stats)
-
-
-def test_build_bank_shapes_padding_and_errors():
-    bank = _three_client_bank()
-    chex.assert_shape([bank.adain_mean, bank.adain_std], (3, 3, 4))
-    chex.assert_shape(bank.fourier_amp, (3, 3, 3, 3, 3))
-    chex.assert_type([bank.adain_mean, bank.fourier_amp], jnp.float32)
-    np.testing.assert_array_equal(bank.valid, [[1, 1, 0], [1, 0, 1], [1, 0, 0]])
-    assert bank.num_clients == 3
-    # Fourier-only bank gets an AdaIN placeholder.
-    x = jnp.asarray(_toy_images(13, 2, 16, 16))
-    fb = build_bank([client_styles(x, beta=0.25), client_styles(x, jnp.asarray([True, False]), beta=0.25)])
-    chex.assert_shape(fb.adain_mean, (2, 2, 1))
-    chex.assert_shape(fb.fourier_amp, (2, 2, 5, 5, 3))
-    np.testing.assert_array_equal(fb.valid, [[1, 1], [1, 0]])
-    with pytest.raises(KeyError, match=r"'adain_mean' missing for clients \[1\]"):
-        build_bank([{"adain_mean": np.zeros((1, 2)), "adain_std": np.zeros((1, 2))}, {"adain_std": np.zeros((1, 2))}])
-    with pytest.raises(ValueError, match="inconsistent"):
-        build_bank([{"adain_mean": np.zeros((2, 2)), "adain_std": np.zeros((1, 2))}])
-
-
-def test_sample_foreign_style_never_own_and_respects_valid():
-    bank = _three_client_bank()
-    keys = jax.random.split(jax.random.key(5), 300)
-    sample_idx = jax.jit(jax.vmap(sample_foreign_style_index, in_axes=(None, None, 0)))
-    sample = jax.jit(jax.vmap(sample_foreign_style, in_axes=(None, None, 0)))
-    valid = np.asarray(bank.valid)
-    for cid in range(3):
-        owner, slot = map(np.asarray, sample_idx(bank, jnp.int32(cid), keys))
-        assert np.all(owner != cid)
-        assert np.all(valid[owner, slot])
-        expected = {(c, s) for c in range(3) for s in range(3) if c != cid and valid[c, s]}
-        assert {(int(c), int(s)) for c, s in zip(owner, slot)} == expected  # every foreign style reachable
-        mean, std, amp = sample(bank, jnp.int32(cid), keys)
-        chex.assert_shape([mean, std], (300, 4))
-        chex.assert_shape(amp, (300, 3, 3, 3))
-        np.testing.assert_array_equal(mean, np.asarray(bank.adain_mean)[owner, slot])
-        # Client offsets (10 * c) make the owner visible in the values themselves.
-        assert np.all(np.round(np.asarray(amp).mean(axis=(1, 2, 3)) / 10 - 0.05).astype(int) != cid)
-    probs, has = foreign_style_probs(bank, 0)
-    np.testing.assert_allclose(probs.reshape(3, 3), [[0, 0, 0], [1 / 3, 0, 1 / 3], [1 / 3, 0, 0]], atol=1e-7)
-    assert bool(has)
-
-
-def test_restyle_batch_fourier_replaces_exact_fraction_with_foreign_styles():
-    beta = 0.25
-    clients = [_toy_images(20, 4, 16, 16), _toy_images(21, 3, 16, 16, tint=(1.4, 0.6, 0.2), gain=0.9)]
-    bank = build_bank([client_styles(jnp.asarray(x), beta=beta) for x in clients])
-    apply_style = functools.partial(fourier_restyle, beta=beta, lam=1.0, clip=False)
-    fn = jax.jit(
-        functools.partial(restyle_batch, mode="fourier", apply_style=apply_style, mix_prob=0.5, return_mask=True)
-    )
-    x = jnp.asarray(clients[0])
-    out, chosen = fn(x, bank, jnp.int32(0), jax.random.key(6))
-    chex.assert_shape(out, x.shape)
-    assert int(chosen.sum()) == 2
-    chex.assert_trees_all_equal(out[~chosen], x[~chosen])
-    # Restyled examples now carry one of client 1's windows (the only foreign client).
-    win = np.asarray(low_freq_amplitude(out[chosen], beta))
-    foreign = np.asarray(bank.fourier_amp[1, :3])
-    for w_ in win:
-        assert np.min(np.abs(foreign - w_[None]).max(axis=(1, 2, 3))) < 1e-2
-    # mix_prob=0 -> unchanged; vmapped over clients with traced ids.
-    same = jax.jit(functools.partial(restyle_batch, mode="fourier", apply_style=apply_style, mix_prob=0.0))(
-        x, bank, 0, jax.random.key(7)
-    )
-    chex.assert_trees_all_equal(same, x)
-    both = jnp.stack([x[:3], jnp.asarray(clients[1])])
-    vm = jax.jit(jax.vmap(functools.partial(restyle_batch, mode="fourier", apply_style=apply_style, mix_prob=1.0),
-                          in_axes=(0, None, 0, 0)))
-    res = vm(both, bank, jnp.arange(2), jax.random.split(jax.random.key(8), 2))
-    chex.assert_shape(res, both.shape)
-    assert float(jnp.min(jnp.abs(res - both).max(axis=(2, 3, 4)))) > 1e-3  # every example changed
-
-
-def test_restyle_batch_adain_and_no_foreign_fallback(net_and_params):
-    model, params = net_and_params
-    v = {"params": params}
-    stats_fn = functools.partial(model.apply, v, method=StyleNet.style_stats)
-    clients = [_toy_images(30, 2, 16, 16), _toy_images(31, 2, 16, 16, tint=(0.3, 1.2, 1.0))]
-    bank = build_bank([client_styles(jnp.asarray(x), adain_stats_fn=stats_fn) for x in clients])
-    chex.assert_shape(bank.adain_mean, (2, 2, 8 + 16 + 32))
-    apply_style = functools.partial(model.apply, v, method=StyleNet.stylize)
-    fn = jax.jit(functools.partial(restyle_batch, mode="adain", apply_style=apply_style, mix_prob=1.0))
-    x = jnp.asarray(clients[1])
-    out = fn(x, bank, jnp.int32(1), jax.random.key(9))
-    chex.assert_shape(out, x.shape)
-    assert bool(jnp.all((out >= 0) & (out <= 1)))
-    assert float(jnp.abs(out - x).max()) > 1e-3
-    # A single-client bank has no foreign style: the batch is left untouched.
-    solo = build_bank([client_styles(x, adain_stats_fn=stats_fn)])
-    chex.assert_trees_all_equal(fn(x, solo, jnp.int32(0), jax.random.key(9)), x)
-    with pytest.raises(ValueError, match="mode"):
-        restyle_batch(x, bank, 0, jax.random.key(0), mode="vgg", apply_style=apply_style, mix_prob=0.5)
+    net = StyleNet(features=(4, 8), padding="reflect")
+    params = init_style_net(net, jax.random.PRNGKey(0), 16)
+    x = jnp.asarray(_toy_images(9, 2, 16, 16))
+    feats = net.apply({"params": params}, x, method=StyleNet.encode)
+    k = params["encoder"]["conv_0"]
+    ref = jax.nn.relu(reflect_conv(x * 2.0 - 1.0, k["kernel"]) + k["bias"])
+    chex.assert_trees_all_close(feats[0], ref, atol=1e-5)
+    zero = StyleNet(features=(4, 8), padding="zero")
+    f0 = zero.apply({"params": params}, x, method=StyleNet.encode)[0]
+    chex.assert_trees_all_close(
+        f0[:, 1:-1, 1:-1], feats[0][:, 1:-1, 1:-1], atol=1e-5
+    )  # same params, same interior
+    assert float(jnp.abs(f0[:, 0] - feats[0][:, 0]).max()) > 1e-3  # only the border differs
+    with pytest.raises(ValueError, match="padding"):
+        init_style_net(StyleNet(features=(4, 8), padding="circular"), jax.random.PRNGKey(0), 16)

@@ -49,6 +49,7 @@ def test_summary_contract(tiny_run):
         "fedprox",
         "fedtransfer",
         "fedtransfer_fourier",
+        "fedtransfer_gen",
     }
     assert "config" in summary
     for name, m in summary["methods"].items():
@@ -58,7 +59,7 @@ def test_summary_contract(tiny_run):
                 assert np.isfinite(client_metrics[key])
         assert isinstance(m["wall_seconds"], float)
         assert m["round_compilations"] == 1, name
-    for name in ("fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier"):
+    for name in ("fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier", "fedtransfer_gen"):
         ledger = summary["methods"][name]["privacy_ledger"]
         assert ledger["image_shaped_arrays_sent"] is False
         assert sum(ledger["bytes_sent_per_client"].values()) > 0
@@ -68,14 +69,17 @@ def test_summary_contract(tiny_run):
         "style_stats",
         "model_update",
     }
-    assert set(summary["methods"]["fedtransfer_fourier"]["privacy_ledger"]["tensors"]) == {
-        "style_stats",
-        "model_update",
-    }
+    for name in ("fedtransfer_fourier", "fedtransfer_gen"):  # nothing to train: only statistics are shared
+        assert set(summary["methods"][name]["privacy_ledger"]["tensors"]) == {"style_stats", "model_update"}
     for name, m in summary["methods"].items():  # the unseen lab, reported per method
         assert set(m["unseen"]["per_client"]) == {"tint"}, name
         assert 0.0 <= m["unseen"]["mean"]["boundary_f1"] <= 1.0
-    for fig in ("style_grid_fedtransfer.png", "style_grid_fedtransfer_fourier.png", "predictions.png"):
+    for fig in (
+        "style_grid_fedtransfer.png",
+        "style_grid_fedtransfer_fourier.png",
+        "style_grid_fedtransfer_gen.png",
+        "predictions.png",
+    ):
         assert os.path.getsize(os.path.join(workdir, fig)) > 0
     assert os.path.exists(os.path.join(workdir, "summary.md"))
     with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -127,12 +131,12 @@ def test_same_seed_same_numbers_different_seed_different(tmp_path):
 
 def test_precomputed_restyling_runs_one_compiled_round(tmp_path):
     c = tiny_config(rounds=1)
-    c.methods = ("fedtransfer_fourier",)
+    c.methods = ("fedtransfer_gen",)
     c.style.restyle = "precomputed"
     c.style.precomputed_copies = 1
     c.data.tfds_dir = str(tmp_path / "tfds")
     c.figures = False
-    m = train.train_and_evaluate(c, str(tmp_path / "pre"))["methods"]["fedtransfer_fourier"]
+    m = train.train_and_evaluate(c, str(tmp_path / "pre"))["methods"]["fedtransfer_gen"]
     assert m["round_compilations"] == 1
     assert m["style"]["restyle"] == "precomputed" and m["style"]["precompute_seconds"] >= 0.0
     assert not m["privacy_ledger"]["image_shaped_arrays_sent"]

@@ -1,22 +1,18 @@
 """Style sharing for FedTransfer: clients share style statistics, never images or labels.
 
+- ``methods``: the style-method registry (``get_style_method``: adain, fourier, gen) behind one
+  ``StyleMethod`` interface, the generic bank and in-jit ``mix_batch`` (what the trainer uses).
+- ``parametric`` + ``labelmaps``: the label-conditioned imaging model of the ``gen`` method.
+- ``checks`` / ``features`` / ``report`` / ``federated``: style-fidelity, polarity and structure checks and
+  the standalone protocol behind ``scripts/style_checks.py`` (docs/STYLE.md has the findings).
 - ``adain``: per-channel feature statistics and AdaIN (Huang & Belongie 2017).
 - ``network``: a small AdaIN style-transfer net (``StyleNet``) and its self-supervised loss.
 - ``fourier``: low-frequency Fourier amplitude windows and amplitude swapping (FedDG-ELCFS).
-- ``bank``: the server-stacked ``StyleBank``, foreign-style sampling and in-jit batch restyling.
 """
 
 from fedtransfer_jax.style.adain import adain, feature_stats
-from fedtransfer_jax.style.bank import (
-    StyleBank,
-    build_bank,
-    client_styles,
-    foreign_style_probs,
-    restyle_batch,
-    sample_foreign_style,
-    sample_foreign_style_index,
-)
 from fedtransfer_jax.style.fourier import fourier_restyle, low_freq_amplitude, window_radius
+from fedtransfer_jax.style.methods import StyleMethod, get_style_method, mix_batch
 from fedtransfer_jax.style.network import (
     StyleNet,
     init_style_net,
@@ -26,15 +22,11 @@ from fedtransfer_jax.style.network import (
 )
 
 __all__ = [
+    "StyleMethod",
+    "get_style_method",
+    "mix_batch",
     "adain",
     "feature_stats",
-    "StyleBank",
-    "build_bank",
-    "client_styles",
-    "foreign_style_probs",
-    "restyle_batch",
-    "sample_foreign_style",
-    "sample_foreign_style_index",
     "fourier_restyle",
     "low_freq_amplitude",
     "window_radius",

@@ -58,10 +58,27 @@ def _avg_pool2(x: Array) -> Array:
     return nn.avg_pool(x, window_shape=(2, 2), strides=(2, 2))
 
 
+PADDINGS = ("zero", "reflect")
+
+
+def _conv(x: Array, width: int, name: str, padding: str, kernel_init=_HE) -> Array:
+    """3x3 conv, 'SAME' size. ``padding='reflect'`` pads by reflection and crops the border again (equal to a
+    VALID conv of the reflect-padded input): with zero padding every level of the random encoder sees a
+    grey frame (0 after the [-1, 1] scaling), the border gets feature statistics of its own, AdaIN rescales
+    them with the target's std, and the decoder paints coloured seams along the tile border."""
+    if padding not in PADDINGS:
+        raise ValueError(f"config key style.padding: unknown {padding!r}; choose from {PADDINGS}")
+    conv = Conv(width, 3, kernel_init=kernel_init, impl=default_impl(), name=name)
+    if padding == "zero":
+        return conv(x)
+    return conv(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="reflect"))[:, 1:-1, 1:-1, :]
+
+
 class Encoder(nn.Module):
     """Multi-scale conv encoder; returns one ReLU feature map per level (finest first)."""
 
     features: Sequence[int] = (16, 32, 64)
+    padding: str = "reflect"
 
     @nn.compact
     def __call__(self, images: Array) -> list[Array]:
@@ -70,7 +87,7 @@ class Encoder(nn.Module):
         for i, width in enumerate(self.features):
             if i > 0:
                 x = _avg_pool2(x)
-            x = nn.relu(Conv(width, 3, kernel_init=_HE, impl=default_impl(), name=f"conv_{i}")(x))
+            x = nn.relu(_conv(x, width, f"conv_{i}", self.padding))
             feats.append(x)
         return feats
 
@@ -84,17 +101,16 @@ class Decoder(nn.Module):
     """
 
     features: Sequence[int] = (16, 32, 64)
+    padding: str = "reflect"
 
     @nn.compact
     def __call__(self, feats: Sequence[Array]) -> Array:
-        x = nn.relu(
-            Conv(self.features[-1], 3, kernel_init=_HE, impl=default_impl(), name="conv_in")(feats[-1])
-        )
+        x = nn.relu(_conv(feats[-1], self.features[-1], "conv_in", self.padding))
         for i, level in enumerate(reversed(range(len(self.features) - 1))):
             x = jnp.concatenate([_upsample2(x), feats[level]], axis=-1)
-            width = self.features[level]
-            x = nn.relu(Conv(width, 3, kernel_init=_HE, impl=default_impl(), name=f"conv_up_{i}")(x))
-        return nn.sigmoid(Conv(3, 3, impl=default_impl(), name="to_rgb")(x))
+            x = nn.relu(_conv(x, self.features[level], f"conv_up_{i}", self.padding))
+        lecun = nn.initializers.lecun_normal()
+        return nn.sigmoid(_conv(x, 3, "to_rgb", self.padding, kernel_init=lecun))
 
 
 class StyleNet(nn.Module):
@@ -104,15 +120,17 @@ class StyleNet(nn.Module):
       features: encoder widths per level (the last one is the style vector size D).
       train_encoder: if False the encoder is a fixed random net (see module docstring).
       eps: AdaIN variance floor.
+      padding: 'zero' or 'reflect' borders of every conv (see ``_conv``: zero padding causes border seams).
     """
 
     features: Sequence[int] = (16, 32, 64)
     train_encoder: bool = False
     eps: float = 1e-5
+    padding: str = "reflect"
 
     def setup(self) -> None:
-        self.encoder = Encoder(tuple(self.features))
-        self.decoder = Decoder(tuple(self.features))
+        self.encoder = Encoder(tuple(self.features), self.padding)
+        self.decoder = Decoder(tuple(self.features), self.padding)
 
     def _check(self, images: Array) -> None:
         f = 2 ** (len(self.features) - 1)

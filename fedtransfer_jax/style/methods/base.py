@@ -1,0 +1,214 @@
+"""The one interface every style method implements, the generic style bank, and in-jit batch mixing.
+
+A style method is a ``StyleMethod`` of pure functions. The trainer drives every method the same way:
+
+    shared = method.init_shared(key, tile)                 # None: nothing to train federatedly
+    if method.shared_loss is not None:                      # train `shared` with the FedAvg round engine
+        shared = <federated training of method.shared_loss on every client's own (image, label) batches>
+    msg_c = method.client_message(shared, images_c, labels_c, mask_c, key_c)   # on client c, K examples
+    ... msg_c crosses the privacy boundary (fl.boundary.send_to_server) ...
+    bank = method.build_bank([msg_0, msg_1, ...])          # server, host side; broadcast to every client
+    batch = mix_batch(method, shared, bank, batch, client_id, key, mix_prob)   # inside the jitted step
+
+``client_message`` returns per-example *statistics* (never an array with the spatial shape of an image or
+label map, ``check_message`` enforces it); ``render`` re-renders a batch in the style of given target
+clients and keeps the geometry, so labels stay valid.
+
+Generic bank (used by every built-in method): ``StyleBankV2(styles, valid)`` where ``styles`` is a dict of
+``[C, K, ...]`` arrays (client c's k-th shared style) and ``valid [C, K]`` marks real slots (clients may
+share different numbers of styles; padding slots are never drawn).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+PyTree = Any
+LossFn = Callable[[PyTree, dict, chex.PRNGKey], tuple[jax.Array, dict]]
+
+
+class StyleMethod(NamedTuple):
+    """A style-sharing method (see the module docstring for the call order).
+
+    Fields beyond the brief's interface: ``shared_trainable`` (optional ``params -> bool pytree`` mask of
+    the shared parameters that federated training may change, for ``optax.masked``; None = all) and
+    ``info`` (static, JSON-able description for the summary).
+    """
+
+    name: str
+    init_shared: Callable[[chex.PRNGKey, int], PyTree | None]
+    shared_loss: LossFn | None
+    client_message: Callable[[PyTree, Array, Array, Array, chex.PRNGKey], dict]
+    build_bank: Callable[[list[dict]], PyTree]
+    render: Callable[[PyTree, PyTree, Array, Array, Array, chex.PRNGKey], Array]
+    shared_trainable: Callable[[PyTree], PyTree] | None = None
+    info: Mapping[str, Any] | None = None
+
+
+class StyleBankV2(NamedTuple):
+    """Every client's shared styles: ``styles`` dict of ``[C, K, ...]`` arrays, ``valid [C, K]`` bool."""
+
+    styles: dict
+    valid: Array
+
+    @property
+    def num_clients(self) -> int:
+        return self.valid.shape[0]
+
+
+def check_message(message: Mapping[str, Any], image_hw: tuple[int, int]) -> None:
+    """Raise if any array of a client message has an image's / label map's spatial shape ``(H, W)`` in
+    consecutive axes: style messages are statistics, never pictures."""
+    h, w = image_hw
+    for name, v in message.items():
+        shape = tuple(np.shape(v))
+        for i in range(len(shape) - 1):
+            if shape[i] == h and shape[i + 1] == w:
+                raise ValueError(f"client message '{name}' has image-shaped axes {shape} (H, W = {h}, {w})")
+
+
+def stack_messages(messages: Sequence[Mapping[str, Any]]) -> StyleBankV2:
+    """Server side (host, numpy): stack per-client dicts of ``[k_c, ...]`` arrays into a ``StyleBankV2``
+    padded to the largest ``k_c``. A message may carry ``valid [k_c]`` (default all True); every client
+    must send the same keys with the same per-style shapes."""
+    if not messages:
+        raise ValueError("stack_messages: no client messages")
+    keys = sorted(k for k in messages[0] if k != "valid")
+    if not keys:
+        raise ValueError("stack_messages: messages hold no style arrays")
+    for c, m in enumerate(messages):
+        if sorted(k for k in m if k != "valid") != keys:
+            raise KeyError(f"stack_messages: client {c} sends keys {sorted(m)}, client 0 sends {keys}")
+    counts = []
+    for c, m in enumerate(messages):
+        ks = {np.shape(m[k])[0] for k in keys}
+        if "valid" in m:
+            ks.add(np.shape(m["valid"])[0])
+        if len(ks) != 1:
+            raise ValueError(f"stack_messages: client {c} has inconsistent style counts {ks}")
+        counts.append(ks.pop())
+    n, k_max = len(messages), max(max(counts), 1)
+    styles = {}
+    for k in keys:
+        tails = {tuple(np.shape(m[k])[1:]) for m in messages}
+        if len(tails) != 1:
+            raise ValueError(f"stack_messages: '{k}' has different per-style shapes across clients: {tails}")
+        arr = np.zeros((n, k_max, *tails.pop()), np.float32)
+        for c, m in enumerate(messages):
+            arr[c, : counts[c]] = np.asarray(m[k], np.float32)
+        styles[k] = jnp.asarray(arr)
+    valid = np.zeros((n, k_max), bool)
+    for c, m in enumerate(messages):
+        valid[c, : counts[c]] = np.asarray(m["valid"], bool) if "valid" in m else True
+    return StyleBankV2(styles, jnp.asarray(valid))
+
+
+def pick_styles(bank: StyleBankV2, targets: Array, key: chex.PRNGKey) -> dict:
+    """For each example, one uniformly drawn *valid* style of its target client: dict of ``[B, ...]``.
+
+    A target with no valid slot falls back to its slot 0 (``mix_batch`` never asks for such a target)."""
+    k = bank.valid.shape[1]
+    logits = jnp.where(bank.valid[targets], 0.0, -jnp.inf)  # [B, K]
+    logits = jnp.where(jnp.any(bank.valid[targets], -1, keepdims=True), logits, 0.0)
+    slots = jax.random.categorical(key, logits, axis=-1) if k > 1 else jnp.zeros(targets.shape, jnp.int32)
+    return jax.tree_util.tree_map(lambda a: a[targets, slots], bank.styles)
+
+
+def foreign_targets(valid: Array, client_id: Array, n: int, key: chex.PRNGKey) -> tuple[Array, Array]:
+    """``n`` target clients drawn uniformly among the clients other than ``client_id`` that share at least
+    one valid style; returns ``(targets [n] int32, has_foreign)`` (targets = client_id when none)."""
+    c = valid.shape[0]
+    ok = jnp.any(valid, axis=1) & (jnp.arange(c) != client_id)
+    has = jnp.any(ok)
+    logits = jnp.where(ok, 0.0, -jnp.inf)
+    logits = jnp.where(has, logits, jnp.where(jnp.arange(c) == client_id, 0.0, -jnp.inf))
+    return jax.random.categorical(key, logits, shape=(n,)).astype(jnp.int32), has
+
+
+def mix_batch(
+    method: StyleMethod,
+    shared: PyTree,
+    bank: PyTree,
+    batch: dict,
+    client_id: Array | int,
+    key: chex.PRNGKey,
+    mix_prob: float,
+) -> dict:
+    """Replace ``round(mix_prob * B)`` random examples of a client's batch by its own images/labels
+    rendered in randomly drawn *foreign* labs' styles (labels unchanged). Jittable; ``client_id`` may be
+    traced (one compiled step for every client under vmap); ``mix_prob`` is static. Only the chosen
+    examples are rendered (gather -> render -> scatter), so the cost is proportional to ``mix_prob``.
+    With no foreign style in the bank the batch is returned unchanged."""
+    if not 0.0 <= float(mix_prob) <= 1.0:
+        raise ValueError(f"config key style.mix_prob must be in [0, 1], got {mix_prob}")
+    images = batch["images"]
+    bsz = images.shape[0]
+    n_mix = int(round(float(mix_prob) * bsz))
+    if n_mix == 0:
+        return batch
+    k_pick, k_target, k_render = jax.random.split(key, 3)
+    idx = jax.random.permutation(k_pick, bsz)[:n_mix]
+    valid = bank.valid if hasattr(bank, "valid") else bank["valid"]
+    targets, has_foreign = foreign_targets(valid, jnp.asarray(client_id, jnp.int32), n_mix, k_target)
+    rendered = method.render(shared, bank, images[idx], batch["labels"][idx], targets, k_render)
+    chex.assert_shape(rendered, images[idx].shape)
+    rendered = jnp.where(has_foreign, rendered.astype(images.dtype), images[idx])
+    return {**batch, "images": images.at[idx].set(rendered)}
+
+
+def make_batch_transform(method: StyleMethod, shared: PyTree, bank: PyTree, mix_prob: float) -> Callable:
+    """``mix_batch`` as the engine's ``batch_transform(batch, client_id, rng) -> batch``."""
+    return lambda batch, client_id, rng: mix_batch(method, shared, bank, batch, client_id, rng, mix_prob)
+
+
+def render_in_batches(
+    method: StyleMethod,
+    shared: PyTree,
+    bank: PyTree,
+    images: np.ndarray,
+    labels: np.ndarray,
+    targets: np.ndarray,
+    key: chex.PRNGKey,
+    batch: int = 16,
+    render_fn: Callable | None = None,
+) -> np.ndarray:
+    """Host helper for checks and figures: ``render`` over any number of examples in zero-padded batches of
+    one size (one compilation); batch i uses ``fold_in(key, i)``."""
+    fn = render_fn or jax.jit(method.render)
+    n = len(images)
+    out = []
+    for i, s in enumerate(range(0, n, batch)):
+        x, y, t = images[s : s + batch], labels[s : s + batch], targets[s : s + batch]
+        m = len(x)
+        if m < batch:
+            pad = lambda a: np.concatenate([a, np.repeat(a[:1], batch - m, axis=0)])
+            x, y, t = pad(x), pad(y), pad(t)
+        r = fn(
+            shared,
+            bank,
+            jnp.asarray(x, jnp.float32),
+            jnp.asarray(y),
+            jnp.asarray(t, jnp.int32),
+            jax.random.fold_in(key, i),
+        )
+        out.append(np.asarray(r)[:m])
+    return np.concatenate(out) if out else np.zeros_like(images)
+
+
+__all__ = [
+    "StyleMethod",
+    "StyleBankV2",
+    "check_message",
+    "stack_messages",
+    "pick_styles",
+    "foreign_targets",
+    "mix_batch",
+    "make_batch_transform",
+    "render_in_batches",
+]
