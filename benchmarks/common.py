@@ -19,6 +19,7 @@ import optax
 
 from fedtransfer_jax.fl.optimizers import make_optimizer
 from fedtransfer_jax.models import UNet, make_segmentation_loss
+from fedtransfer_jax.models import unet as unet_lib
 from fedtransfer_jax.models.conv import default_impl
 
 BOUNDARY_WEIGHT = 3.0  # same loss weights as experiments/grains.py
@@ -44,6 +45,12 @@ class BenchConfig:
     chunk_size: int = 0
     conv_impl: str = ""  # '' = models.conv.default_impl() for the backend
     unroll: bool = False  # unroll local steps instead of lax.scan
+    dtype: str = "float32"  # compute dtype of the U-Net ('bfloat16': bf16 compute, float32 params and loss)
+    norm_impl: str = ""  # GroupNorm impl: '' = models.unet.default_norm_impl(), 'flax', 'fused'
+    fast_pool: bool = True  # models.conv.max_pool_2x2 (the U-Net default) instead of nn.max_pool
+    image_dtype: str = (
+        "uint8"  # client images on device: 'uint8' (decoded in the step, as in training) | 'float32'
+    )
 
     @property
     def examples_per_client(self) -> int:
@@ -61,26 +68,51 @@ class BenchConfig:
         d = dataclasses.asdict(self)
         d["features"] = list(self.features)
         d["conv_impl"] = self.resolved_conv_impl()
+        d["norm_impl"] = self.norm_impl or unet_lib.default_norm_impl()
         d["examples_per_client"] = self.examples_per_client
         d["images_per_round"] = self.images_per_round
         return d
 
 
-def make_data(cfg: BenchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Random (images [C,N,H,W,3] f32 in [0,1], labels [C,N,H,W] u8 ~15% boundary, mask [C,N] all True).
+IMAGE_DTYPES = ("uint8", "float32")
+DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
-    Speed only: the values do not matter, the shapes and dtypes match `data.clients.ClientData`.
+
+def make_data(cfg: BenchConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Random (images [C,N,H,W,3] 8-bit: uint8, or float32 k/255, labels [C,N,H,W] u8 ~15% boundary,
+    mask [C,N] all True).
+
+    Speed only: the values do not matter, the shapes and dtypes match what `run_context.place_clients` puts
+    on the device (uint8 images, decoded in the local step); the float32 form decodes to the same values.
     """
+    if cfg.image_dtype not in IMAGE_DTYPES:
+        raise ValueError(f"--image_dtype: unknown {cfg.image_dtype!r}; choose from {IMAGE_DTYPES}")
     rng = np.random.default_rng([cfg.seed, 1])
     c, n, h = cfg.clients, cfg.examples_per_client, cfg.image_size
-    images = rng.random((c, n, h, h, 3), dtype=np.float32)
-    labels = (rng.random((c, n, h, h)) < 0.15).astype(np.uint8)
+    images = rng.integers(0, 256, (c, n, h, h, 3), dtype=np.uint8)
+    if cfg.image_dtype == "float32":
+        images = images.astype(np.float32) / np.float32(255.0)
+    labels = (rng.random((c, n, h, h), dtype=np.float32) < 0.15).astype(np.uint8)  # float32: 4096 clients
     mask = np.ones((c, n), dtype=bool)
     return images, labels, mask
 
 
+def float_images(images: np.ndarray) -> np.ndarray:
+    """Host images as float32 in [0, 1] (for the PyTorch baseline, which keeps float tensors)."""
+    images = np.asarray(images)
+    return images.astype(np.float32) / np.float32(255.0) if images.dtype == np.uint8 else images
+
+
 def make_model(cfg: BenchConfig) -> UNet:
-    return UNet(features=tuple(cfg.features), conv_impl=cfg.resolved_conv_impl())
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"--dtype: unknown {cfg.dtype!r}; choose from {sorted(DTYPES)}")
+    return UNet(
+        features=tuple(cfg.features),
+        conv_impl=cfg.resolved_conv_impl(),
+        dtype=DTYPES[cfg.dtype],
+        norm_impl=cfg.norm_impl or None,
+        fast_pool=cfg.fast_pool,
+    )
 
 
 def init_params(model: UNet, cfg: BenchConfig):
@@ -119,32 +151,8 @@ def client_optimizer(cfg: BenchConfig) -> optax.GradientTransformation:
 # ------------------------------------------------------------------------------------------- FLOPs
 
 
-def _level(module_name: str) -> int:
-    """Resolution level of a U-Net module from its name: down_i / up_i / up_proj_i -> i, head -> 0."""
-    if module_name == "head":
-        return 0
-    tail = module_name.rsplit("_", 1)[-1]
-    if not tail.isdigit():
-        raise ValueError(f"unet FLOP count: cannot infer the resolution level of module {module_name!r}")
-    return int(tail)
-
-
-def conv_shapes(params, image_size: int) -> list[tuple[int, int, int, int, int]]:
-    """(H, W, k, Cin, Cout) of every conv in a `UNet` params tree, at input size `image_size`.
-
-    Level i runs at image_size / 2**i (down_i before its pool, up_proj_i / up_i after the upsample).
-    """
-    shapes = []
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        keys = [getattr(p, "key", str(p)) for p in path]
-        if keys[-1] != "kernel":
-            continue
-        hw = image_size // 2 ** _level(keys[0])
-        kh, kw, cin, cout = leaf.shape
-        if kh != kw:
-            raise ValueError(f"unet FLOP count: non-square kernel at {'/'.join(keys)}: {leaf.shape}")
-        shapes.append((hw, hw, kh, cin, cout))
-    return shapes
+_level = unet_lib._level
+conv_shapes = unet_lib.conv_shapes  # (H, W, k, Cin, Cout) of every conv, from the params tree
 
 
 def forward_flops_per_image(params, image_size: int) -> float:
@@ -180,6 +188,30 @@ def time_rounds(run_round: Callable[[], Any], rounds: int, warmup: int = 1) -> t
         run_round()
         times.append(time.perf_counter() - t0)
     return first, times
+
+
+def time_interleaved(
+    runs: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1
+) -> dict[str, dict[str, Any]]:
+    """Times several implementations round-robin (A B C A B C ...), so that a change in the machine's load
+    hits all of them alike: per name, the first call's seconds, the `rounds` wall times and the process CPU
+    times (all threads) of the timed calls, after `warmup` untimed calls each. Every `run` must block."""
+    if rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {rounds}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, run in runs.items():
+        t0 = time.perf_counter()
+        run()
+        out[name] = {"first_s": time.perf_counter() - t0, "times": [], "cpu_times": []}
+        for _ in range(warmup - 1):
+            run()
+    for _ in range(rounds):
+        for name, run in runs.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            run()
+            out[name]["times"].append(time.perf_counter() - t0)
+            out[name]["cpu_times"].append(time.process_time() - c0)
+    return out
 
 
 def summarize(times: Sequence[float]) -> dict[str, float]:

@@ -1,31 +1,41 @@
 """Speed of one federated round: our one-jit round vs a per-step-jitted loop vs eager PyTorch FedAvg.
 
-  python benchmarks/round_speed.py                      # defaults: C=8 S=4 B=4 64x64, ~1-2 min on 2 CPU cores
+  python benchmarks/round_speed.py                      # defaults: C=8 S=4 B=4 64x64, ~2-3 min on 2 CPU cores
+  python benchmarks/round_speed.py --variants sequential,vmap,chunked:4,auto@bfloat16 --roofline
   python benchmarks/round_speed.py --strategy chunked --chunk_size 4 --conv_impl xla
   python benchmarks/round_speed.py --json               # only the final JSON line
 
-All three train the same U-Net (features 16,32,64), on the same random data ([C, N=S*B, 64, 64, 3]),
-with the same loss (weighted CE + Dice), client optimizer (--optimizer sgd|adam, fresh every round),
-C clients x S local steps x batch B, and server FedAvg (SGD lr 1 on the weighted mean delta):
+All train the same U-Net (features 16,32,64), on the same random 8-bit data ([C, N=S*B, 64, 64, 3], kept
+uint8 on device and decoded in the step like the trainer's data; --image_dtype float32 for float data), with
+the same loss (weighted CE + Dice), client optimizer (--optimizer sgd|adam, fresh every round), C clients x S
+local steps x batch B, and server FedAvg (SGD lr 1 on the weighted mean delta):
 
   one_jit    fl.round.build_round(fl.algorithms.fedavg(...)): sampling, every client's local
-             scan, aggregation and server update in ONE compiled XLA program (--strategy vmap|chunked|
-             sequential, --conv_impl, --unroll).
+             scan, aggregation and server update in ONE compiled XLA program (--strategy auto|vmap|chunked|
+             sequential, --conv_impl, --norm_impl, --dtype, --unroll). `--variants` adds more one-jit rounds
+             side by side, each `strategy[:chunk][@dtype][/norm_impl][%conv_impl]`, e.g. `chunked:32@bfloat16`
+             (`/baseline`: nn.GroupNorm and nn.max_pool, the U-Net before docs/PERFORMANCE.md's CPU work).
   step_loop  the FedJAX execution model: Python loops over clients and local steps calling a jitted
              train step on host-sliced batches, then a jitted weighted mean + server update.
   torch      sequential PyTorch FedAvg of the same architecture (benchmarks/torch_unet.py), if torch is
              installed (torch.set_num_threads(os.cpu_count())).
 
 Compilation is excluded from the round times (one_jit: AOT lower+compile timed separately; step_loop:
-first round minus median round; torch: first-round warm-up minus median, there is nothing to compile). Rounds are timed after one warm-up round; the table shows the median,
-min and max of --rounds rounds. The LAST printed line is one JSON object (see `run_benchmark`).
+first round minus median round; torch: first-round warm-up minus median, there is nothing to compile).
+Every implementation runs one warm-up round, then the --rounds timed rounds go round-robin over the
+implementations (A B C A B C ...), so load changes on a shared machine hit all alike; the table shows the
+median, min and spread of the wall times and the median process CPU time (all threads). `--roofline` adds
+the roofline (benchmarks/roofline.py) against peaks measured in-process (benchmarks/matmul_peak.py) or read
+from `--peaks FILE` (matmul_peak.py's JSON line). The LAST printed line is one JSON object (`run_benchmark`).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -43,9 +53,11 @@ import optax  # noqa: E402
 
 import common  # noqa: E402
 from fedtransfer_jax.fl import aggregators, algorithms  # noqa: E402
-from fedtransfer_jax.fl.algorithms.base import LocalTraining  # noqa: E402
+from fedtransfer_jax.fl import strategy as strategy_lib  # noqa: E402
+from fedtransfer_jax.fl.algorithms.base import LocalTraining, decode_images  # noqa: E402
 from fedtransfer_jax.fl.round import STRATEGIES, RoundConfig, build_round, init_round_state  # noqa: E402
 from fedtransfer_jax.models.conv import IMPLS  # noqa: E402
+from fedtransfer_jax.models.unet import NORM_IMPLS  # noqa: E402
 
 SERVER_OPT = optax.sgd(1.0)  # FedAvg: the server applies the weighted mean delta as is.
 
@@ -58,16 +70,38 @@ def as_round_data(data) -> dict:
     return data if isinstance(data, dict) else dict(zip(("images", "labels", "mask"), data))
 
 
+def fedavg_algorithm(cfg: common.BenchConfig):
+    model = common.make_model(cfg)
+    local = LocalTraining(
+        common.make_loss(model),
+        common.client_optimizer(cfg),
+        cfg.local_steps,
+        cfg.batch_size,
+        unroll=cfg.unroll,
+    )
+    return algorithms.fedavg(local, SERVER_OPT)
+
+
+def round_compiler(cfg: common.BenchConfig, params, data) -> Callable[[int, int], Any]:
+    """`compile_round(K, chunk)` for `fl.strategy.probe_memory_model`: this benchmark's round with K sampled
+    clients in chunks of `chunk`, compiled against the real data shapes (nothing runs)."""
+    alg = fedavg_algorithm(cfg)
+    state = init_round_state(alg, params, cfg.clients)
+    data = as_round_data(data)
+
+    def compile_round(k: int, chunk: int):
+        fn = build_round(alg, RoundConfig(k, "chunked", chunk), seed=cfg.seed)
+        return fn.lower(state, data).compile()
+
+    return compile_round
+
+
 def compile_one_jit(cfg: common.BenchConfig, params, data):
     """(compiled round, initial ServerState, compile seconds): AOT lower + compile of the one-jit round.
 
     The compiled executable exposes `memory_analysis()` (used by experiments/scaling.py).
     """
-    model = common.make_model(cfg)
-    local = LocalTraining(
-        common.make_loss(model), common.client_optimizer(cfg), cfg.local_steps, cfg.batch_size, unroll=cfg.unroll
-    )
-    alg = algorithms.fedavg(local, SERVER_OPT)
+    alg = fedavg_algorithm(cfg)
     round_fn = build_round(alg, RoundConfig(cfg.clients, cfg.strategy, cfg.chunk_size), seed=cfg.seed)
     state = init_round_state(alg, params, cfg.clients)
     data = as_round_data(data)
@@ -109,6 +143,7 @@ def build_step_loop(
 
     @jax.jit
     def train_step(p, opt_state, batch):
+        batch = {**batch, "images": decode_images(batch["images"])}  # as the round does
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, batch, None)
         updates, opt_state = opt.update(grads, opt_state, p)
         return optax.apply_updates(p, updates), opt_state, loss
@@ -167,8 +202,11 @@ def build_torch(cfg: common.BenchConfig, host_data, params=None, num_threads: in
     """(run_round, torch global model); `params` (a flax tree) initialises the torch model when given."""
     import torch_unet
 
+    images, labels, mask = host_data
     return torch_unet.make_fedavg_round(
-        *host_data,
+        common.float_images(images),
+        labels,
+        mask,
         features=cfg.features,
         local_steps=cfg.local_steps,
         batch_size=cfg.batch_size,
@@ -185,103 +223,225 @@ def build_torch(cfg: common.BenchConfig, host_data, params=None, num_threads: in
 # ------------------------------------------------------------------------------------------ driver
 
 
+def parse_variant(spec: str, base: common.BenchConfig) -> common.BenchConfig:
+    """`strategy[:chunk][@dtype][/norm_impl][%conv_impl]` -> the config of that one-jit round (e.g.
+    `chunked:32@bfloat16`, `chunked:32%im2col`); `/baseline` is the U-Net before the CPU work
+    (nn.GroupNorm and nn.max_pool)."""
+    spec, _, conv = spec.partition("%")
+    if conv:
+        if conv not in IMPLS:
+            raise ValueError(f"--variants {spec}%{conv}: unknown conv impl {conv!r}; choose from {IMPLS}")
+        return dataclasses.replace(parse_variant(spec, base), conv_impl=conv)
+    rest, _, norm = spec.partition("/")
+    if norm == "baseline":
+        return dataclasses.replace(parse_variant(rest + "/flax", base), fast_pool=False)
+    rest, _, dtype = rest.partition("@")
+    strategy, _, chunk = rest.partition(":")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"--variants {spec!r}: unknown strategy {strategy!r}; choose from {STRATEGIES}")
+    if dtype and dtype not in common.DTYPES:
+        raise ValueError(f"--variants {spec!r}: unknown dtype {dtype!r}; choose from {sorted(common.DTYPES)}")
+    if norm and norm not in NORM_IMPLS:
+        raise ValueError(f"--variants {spec!r}: unknown norm impl {norm!r}; choose from {NORM_IMPLS}")
+    if chunk and not chunk.isdigit():
+        raise ValueError(f"--variants {spec!r}: chunk must be a positive integer")
+    return dataclasses.replace(
+        base,
+        strategy=strategy,
+        chunk_size=int(chunk) if chunk else (base.chunk_size if strategy == "chunked" else 0),
+        dtype=dtype or base.dtype,
+        norm_impl=norm or base.norm_impl,
+    )
+
+
+def _plan_dict(cfg: common.BenchConfig) -> dict[str, Any]:
+    plan = strategy_lib.resolve(cfg.strategy, cfg.clients, cfg.chunk_size)
+    return {"strategy": plan.strategy, "chunk": plan.chunk, "n_chunks": plan.n_chunks}
+
+
+def _peaks(peaks: str | dict | None, log: Callable[[str], None]) -> dict | None:
+    if peaks is None or isinstance(peaks, dict):
+        return peaks
+    if peaks == "measure":
+        import matmul_peak
+
+        log("measuring the device's peaks (benchmarks/matmul_peak.py) ...")
+        return matmul_peak.measure()
+    text = Path(peaks).read_text().strip().splitlines()
+    return json.loads(text[-1])
+
+
+def _with_threads(run: Callable[[], Any], threads: int | None) -> Callable[[], Any]:
+    """Sets torch's (process-wide) thread count before each round, so torch runs with different thread
+    counts can be interleaved."""
+    import torch
+
+    n = threads or os.cpu_count() or 1
+
+    def run_with_threads():
+        torch.set_num_threads(n)
+        return run()
+
+    return run_with_threads
+
+
 def run_benchmark(
     cfg: common.BenchConfig,
     *,
     rounds: int = 5,
+    variants: tuple[str, ...] = (),
     skip_step_loop: bool = False,
     skip_torch: bool = False,
     step_loop_conv_impl: str = "",
-    torch_threads: int | None = None,
+    torch_threads: tuple[int, ...] | None = None,
+    peaks: str | dict | None = None,
+    roofline_on: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Times every implementation and returns the JSON-able result.
+    """Times every implementation (round-robin, see the module docstring) and returns the JSON-able result.
 
-    Keys: images_per_s / round_time_s / spread / first_round_s / compile_s / achieved_gflops_by_impl
-    (dicts by impl: one_jit, step_loop, torch; null when skipped), ratio_vs_step_loop, ratio_vs_torch,
-    achieved_gflops (one_jit), flops_per_round, device, config.
+    Keys: images_per_s / round_time_s (median) / min_round_s / spread / cpu_time_s (median) / first_round_s /
+    compile_s / achieved_gflops_by_impl (dicts by impl: one_jit, one_jit[<variant>]..., step_loop, torch;
+    null when skipped), plans (the resolved strategy/chunk of every one-jit round), ratio_vs_step_loop,
+    ratio_vs_torch, achieved_gflops (one_jit), flops_per_round, roofline (by one-jit impl, with --roofline),
+    peaks, load_avg_1min [start, end], device, config.
     """
     if cfg.strategy not in STRATEGIES:
         raise ValueError(f"--strategy: unknown {cfg.strategy!r}; choose from {STRATEGIES}")
     for flag, impl in (("--conv_impl", cfg.conv_impl), ("--step_loop_conv_impl", step_loop_conv_impl)):
         if impl and impl not in IMPLS:
             raise ValueError(f"{flag}: unknown conv impl {impl!r}; choose from {IMPLS}")
+    one_jit_cfgs = {"one_jit": cfg, **{f"one_jit[{v}]": parse_variant(v, cfg) for v in variants}}
+    load0 = os.getloadavg()[0]
     host = common.make_data(cfg)
     params = common.init_params(common.make_model(cfg), cfg)
     flops = common.train_flops_per_round(params, cfg)
-    impls = ("one_jit", "step_loop", "torch")
-    res: dict[str, dict[str, Any]] = {
-        k: dict.fromkeys(impls)
-        for k in (
-            "images_per_s",
-            "round_time_s",
-            "spread",
-            "first_round_s",
-            "compile_s",
-            "achieved_gflops_by_impl",
-        )
-    }
+    data = tuple(jax.device_put(x) for x in host)
+    runs: dict[str, Callable[[], Any]] = {}
+    compile_s: dict[str, float | None] = {}
+    for name, c in one_jit_cfgs.items():
+        runs[name], _, compile_s[name] = build_one_jit(c, params, data)
+        log(f"  compiled {name} ({_plan_dict(c)}) in {compile_s[name]:.1f} s")
+    if not skip_step_loop:
+        loop_cfg = cfg if not step_loop_conv_impl else dataclasses.replace(cfg, conv_impl=step_loop_conv_impl)
+        runs["step_loop"], compile_s["step_loop"] = build_step_loop(loop_cfg, params, host)[0], None
+    if not skip_torch and torch_available():
+        for i, threads in enumerate(torch_threads or (None,)):
+            name = "torch" if i == 0 else f"torch[threads={threads}]"
+            runs[name], compile_s[name] = (
+                _with_threads(build_torch(cfg, host, params, threads)[0], threads),
+                None,
+            )
 
-    def record(name: str, run: Callable[[], Any], compile_s: float | None) -> None:
-        first, times = common.time_rounds(run, rounds)
-        st = common.summarize(times)
+    timed = common.time_interleaved(runs, rounds)
+    names = list(runs) + [n for n in ("step_loop", "torch") if n not in runs]
+    keys = (
+        "images_per_s",
+        "round_time_s",
+        "min_round_s",
+        "spread",
+        "cpu_time_s",
+        "first_round_s",
+        "compile_s",
+    )
+    res: dict[str, dict[str, Any]] = {k: dict.fromkeys(names) for k in keys + ("achieved_gflops_by_impl",)}
+    for name, t in timed.items():
+        st = common.summarize(t["times"])
         res["round_time_s"][name] = st["median_s"]
+        res["min_round_s"][name] = st["min_s"]
         res["spread"][name] = st["spread"]
-        res["first_round_s"][name] = first
-        res["compile_s"][name] = compile_s if compile_s is not None else max(first - st["median_s"], 0.0)
+        res["cpu_time_s"][name] = statistics.median(t["cpu_times"])
+        res["first_round_s"][name] = t["first_s"]
+        c = compile_s[name]
+        res["compile_s"][name] = c if c is not None else max(t["first_s"] - st["median_s"], 0.0)
         res["images_per_s"][name] = cfg.images_per_round / st["median_s"]
         res["achieved_gflops_by_impl"][name] = flops / st["median_s"] / 1e9
         log(
-            f"  {name:10s} median {st['median_s'] * 1e3:9.1f} ms  (min {st['min_s'] * 1e3:.1f}, max "
-            f"{st['max_s'] * 1e3:.1f})  compile {res['compile_s'][name]:.2f} s"
+            f"  {name:24s} median {st['median_s'] * 1e3:9.1f} ms  (min {st['min_s'] * 1e3:.1f}, max "
+            f"{st['max_s'] * 1e3:.1f}, cpu {res['cpu_time_s'][name] * 1e3:.1f})  compile {res['compile_s'][name]:.2f} s"
         )
-
-    data = tuple(jax.device_put(x) for x in host)
-    run, _, compile_s = build_one_jit(cfg, params, data)
-    record("one_jit", run, compile_s)
-    del run, data
-    if not skip_step_loop:
-        loop_cfg = cfg if not step_loop_conv_impl else _replace(cfg, conv_impl=step_loop_conv_impl)
-        record("step_loop", build_step_loop(loop_cfg, params, host)[0], None)
-    if not skip_torch and torch_available():
-        record("torch", build_torch(cfg, host, params, torch_threads)[0], None)
 
     ips = res["images_per_s"]
     out = {
         **res,
+        "plans": {name: _plan_dict(c) for name, c in one_jit_cfgs.items()},
         "ratio_vs_step_loop": ips["one_jit"] / ips["step_loop"] if ips["step_loop"] else None,
         "ratio_vs_torch": ips["one_jit"] / ips["torch"] if ips["torch"] else None,
         "achieved_gflops": res["achieved_gflops_by_impl"]["one_jit"],
         "flops_per_round": flops,
+        "roofline": None,
+        "peaks": None,
+        "load_avg_1min": [load0, os.getloadavg()[0]],
         "device": common.device_string(),
         "rounds": rounds,
         "config": {
             **cfg.as_dict(),
+            "variants": list(variants),
             "step_loop_conv_impl": step_loop_conv_impl or cfg.resolved_conv_impl(),
-            "torch_threads": torch_threads or os.cpu_count(),
+            "torch_threads": list(torch_threads or (os.cpu_count(),)),
         },
     }
+    if roofline_on:
+        out["peaks"] = _peaks(peaks or "measure", log)
+        out["roofline"] = roofline_by_impl(
+            one_jit_cfgs, params, res["round_time_s"], out["peaks"], res["cpu_time_s"]
+        )
     return out
 
 
-def _replace(cfg: common.BenchConfig, **kw) -> common.BenchConfig:
-    import dataclasses
+def roofline_by_impl(
+    cfgs: dict[str, common.BenchConfig],
+    params,
+    seconds: dict[str, float],
+    peaks: dict | None,
+    cpu_seconds: dict[str, float] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The roofline of every one-jit round: XLA's bytes of one local step (per dtype/conv/norm: the
+    strategy does not change a step's work) and the matmul peak of the round's compute dtype. On the CPU
+    also FLOPs per CPU-second against the matmul's (`f32_tflops_per_cpu_s`): the load-independent view."""
+    import roofline
 
-    return dataclasses.replace(cfg, **kw)
+    costs: dict[tuple, dict[str, float]] = {}
+    out = {}
+    for name, c in cfgs.items():
+        key = (c.dtype, c.resolved_conv_impl(), c.norm_impl, c.fast_pool)
+        if key not in costs:
+            costs[key] = roofline.round_cost(c, params)
+        cost = costs[key]
+        peak = (peaks or {}).get("bf16_tflops" if c.dtype == "bfloat16" else "f32_tflops")
+        r = roofline.roofline(
+            cost["flops_model"], cost["bytes_xla"], seconds[name], peak, (peaks or {}).get("bandwidth_gbps")
+        )
+        out[name] = {
+            "variant": name,
+            "dtype": c.dtype,
+            "flops": cost["flops_model"],
+            "bytes": cost["bytes_xla"],
+            **cost,
+            **r,
+        }
+        per_cpu_s = (peaks or {}).get("f32_tflops_per_cpu_s")
+        if cpu_seconds and cpu_seconds.get(name) and per_cpu_s and c.dtype == "float32":
+            achieved = cost["flops_model"] / cpu_seconds[name] / 1e12
+            out[name].update(
+                achieved_tflops_per_cpu_s=achieved, fraction_of_peak_per_cpu_s=achieved / per_cpu_s
+            )
+    return out
 
 
 def format_table(out: dict[str, Any]) -> str:
     rows = [
-        f"{'impl':10s} {'round ms':>10s} {'spread':>7s} {'images/s':>10s} {'GFLOP/s':>9s} {'compile/warm-up s':>18s}"
+        f"{'impl':26s} {'median ms':>10s} {'min ms':>9s} {'spread':>7s} {'cpu ms':>9s} {'images/s':>9s} "
+        f"{'GFLOP/s':>8s} {'compile/warm-up s':>18s}"
     ]
-    for name in ("one_jit", "step_loop", "torch"):
-        t = out["round_time_s"][name]
+    for name, t in out["round_time_s"].items():
         if t is None:
-            rows.append(f"{name:10s} {'-':>10s}")
+            rows.append(f"{name:26s} {'-':>10s}")
             continue
         rows.append(
-            f"{name:10s} {t * 1e3:10.1f} {out['spread'][name]:7.0%} {out['images_per_s'][name]:10.1f} "
-            f"{out['achieved_gflops_by_impl'][name]:9.2f} {out['compile_s'][name]:18.2f}"
+            f"{name:26s} {t * 1e3:10.1f} {out['min_round_s'][name] * 1e3:9.1f} {out['spread'][name]:7.0%} "
+            f"{out['cpu_time_s'][name] * 1e3:9.1f} {out['images_per_s'][name]:9.1f} "
+            f"{out['achieved_gflops_by_impl'][name]:8.2f} {out['compile_s'][name]:18.2f}"
         )
     r1, r2 = out["ratio_vs_step_loop"], out["ratio_vs_torch"]
     rows.append(f"one_jit vs step_loop: {r1:.2f}x" if r1 else "one_jit vs step_loop: -")
@@ -290,6 +450,15 @@ def format_table(out: dict[str, Any]) -> str:
         if r2
         else "one_jit vs torch:     - (skipped or torch not installed)"
     )
+    load = out.get("load_avg_1min")
+    if load:
+        rows.append(
+            f"load average (1 min) at start/end: {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} CPUs"
+        )
+    if out.get("roofline"):
+        import roofline
+
+        rows += [roofline.format_roofline(r) for r in out["roofline"].values()]
     return "\n".join(rows)
 
 
@@ -319,10 +488,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="conv impl of the step loop ('' = same as --conv_impl)",
     )
     ap.add_argument("--unroll", action="store_true", help="unroll the local steps instead of lax.scan")
+    ap.add_argument("--dtype", choices=sorted(common.DTYPES), default=d.dtype, help="U-Net compute dtype")
+    ap.add_argument(
+        "--norm_impl", choices=("",) + NORM_IMPLS, default=d.norm_impl, help="'' = backend default"
+    )
+    ap.add_argument("--image_dtype", choices=common.IMAGE_DTYPES, default=d.image_dtype)
+    ap.add_argument(
+        "--variants",
+        default="",
+        help="more one-jit rounds timed side by side: comma-separated strategy[:chunk][@dtype][/norm_impl]"
+        "[%conv_impl], e.g. sequential,vmap,chunked:4,auto@bfloat16,sequential/flax,chunked:4%im2col",
+    )
+    ap.add_argument(
+        "--roofline", action="store_true", help="add the roofline (measures the peaks unless --peaks)"
+    )
+    ap.add_argument("--peaks", default="", help="matmul_peak.py output (JSON last line) to use as the roofs")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--skip_step_loop", action="store_true")
     ap.add_argument("--skip_torch", action="store_true")
-    ap.add_argument("--torch_threads", type=int, default=0, help="torch.set_num_threads (0 = os.cpu_count())")
+    ap.add_argument(
+        "--torch_threads",
+        default="",
+        help="torch.set_num_threads, comma-separated for several torch rows ('' = os.cpu_count())",
+    )
     ap.add_argument("--json", action="store_true", help="print only the final JSON line")
     return ap.parse_args(argv)
 
@@ -341,6 +529,9 @@ def config_from_args(args: argparse.Namespace) -> common.BenchConfig:
         chunk_size=args.chunk_size,
         conv_impl=args.conv_impl,
         unroll=args.unroll,
+        dtype=args.dtype,
+        norm_impl=args.norm_impl,
+        image_dtype=args.image_dtype,
     )
 
 
@@ -355,7 +546,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         skip_step_loop=args.skip_step_loop,
         skip_torch=args.skip_torch,
         step_loop_conv_impl=args.step_loop_conv_impl,
-        torch_threads=args.torch_threads or None,
+        torch_threads=(
+            tuple(common.parse_int_list(args.torch_threads, "--torch_threads")) or None
+            if args.torch_threads
+            else None
+        ),
+        variants=tuple(v.strip() for v in args.variants.split(",") if v.strip()),
+        peaks=args.peaks or None,
+        roofline_on=args.roofline or bool(args.peaks),
         log=log,
     )
     log(format_table(out))

@@ -154,6 +154,7 @@ def make_fedavg_round(
     dice_weight: float = 1.0,
     num_threads: int | None = None,
     init_params=None,
+    device: str | None = None,
 ) -> tuple[Callable[[], float], TorchUNet]:
     """Returns (`run_round() -> mean client loss`, global model): sequential FedAvg over all C clients.
 
@@ -161,16 +162,19 @@ def make_fedavg_round(
     global weights), averages the deltas weighted by the client's real-example count and applies them
     (server SGD, lr 1). Batches follow a per-(seed, round, client) permutation of the real examples.
     `init_params` (a flax `UNet` params tree) sets the initial global weights, else torch's default init.
+    `device`: 'cuda' when torch sees a GPU, else 'cpu' (default); the client data live there.
     """
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.set_num_threads(num_threads or os.cpu_count() or 1)
     torch.manual_seed(seed)
-    x_all = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 1, 4, 2, 3)))  # [C,N,3,H,W]
-    y_all = torch.from_numpy(labels.astype(np.int64))
-    m_all = torch.from_numpy(mask)
+    x_all = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 1, 4, 2, 3))).to(device)  # [C,N,3,H,W]
+    y_all = torch.from_numpy(labels.astype(np.int64)).to(device)
+    m_all = torch.from_numpy(mask).to(device)
     num_clients = x_all.shape[0]
     global_model = TorchUNet(features)
     if init_params is not None:
         load_flax_params(global_model, init_params)
+    global_model.to(device)
     local_model = copy.deepcopy(global_model)
     state = {"round": 0}
 
@@ -189,7 +193,9 @@ def make_fedavg_round(
             opt = _make_optimizer(optimizer, local_model.parameters(), lr)
             losses = []
             for s in range(local_steps):
-                idx = torch.from_numpy(order[(np.arange(batch_size) + s * batch_size) % len(order)])
+                idx = torch.from_numpy(order[(np.arange(batch_size) + s * batch_size) % len(order)]).to(
+                    device
+                )
                 opt.zero_grad(set_to_none=True)
                 loss = segmentation_loss(
                     local_model(x_all[c, idx]),

@@ -1,22 +1,24 @@
-r"""Client-count scaling of the one-jit federated round: round time, images/s and memory vs clients.
+r"""Client-count scaling of the one-jit federated round: round time, per-client time and memory vs clients.
 
 This is a plain SCRIPT, not a launch.py experiment config (its name under experiments/ is fixed by the
 "Scale and speed" issue):
 
   python experiments/scaling.py --out /tmp/scaling                       # CPU preset: C = 8,16,32,64
-  python experiments/scaling.py --out runs/scaling --preset gpu          # C = 8..4096, 32x32, small U-Net
+  python experiments/scaling.py --out runs/scaling --preset gpu          # C = 64..4096, 64 px, B=8 (issue 10)
   python experiments/scaling.py --out /tmp/s --clients 4,8 --strategy chunked --chunk_size 4
 
 For each C (ascending) it AOT-compiles the round of benchmarks/round_speed.py (same U-Net, loss, random
-data [C, N=S*B, H, W, 3]), runs one warm-up round and --rounds timed rounds (median), and records memory:
-`device.memory_stats()["peak_bytes_in_use"]` where the backend has it (GPU/TPU; a running peak, so C is
-swept in ascending order), else the compiled executable's `memory_analysis()` temp + argument bytes
-(XLA's static plan; CPU). A C that runs out of memory is recorded as 'oom' and ends the sweep.
+8-bit data [C, N=S*B, H, W, 3] kept uint8 on device), runs one warm-up round and --rounds timed rounds
+(median), and records memory: `device.memory_stats()["peak_bytes_in_use"]` where the backend has it
+(GPU/TPU; a running peak, so C is swept in ascending order), else the compiled executable's
+`memory_analysis()` (XLA's static plan: arguments + unaliased outputs + temporaries; CPU). A C that runs out
+of memory is recorded as 'oom' and ends the sweep; --strategy auto resolves the plan per C like the trainer
+(fl.strategy: sequential on the CPU, the largest chunk <= 32 that fits on accelerators).
 
-Writes OUT/scaling.csv and OUT/scaling.png (round time, images/s and memory vs clients, log-x) and prints
-the per-client memory check: estimated params + optimizer state + activations + data per client vs the
-slope of measured memory over C (meaningful for --strategy vmap; chunked/sequential should show only
-the data slope).
+Writes OUT/scaling.csv and OUT/scaling.png (round time, per-client time and memory vs clients, log-x) and
+prints the memory model (fl.strategy.analytic_memory_model from the U-Net's shapes: params, optimizer
+state, one step's activations per vmapped client; every client's uint8 data) against the measurements, and
+its prediction for 4096 clients.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import csv
 import dataclasses
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,14 +39,8 @@ for _p in (str(_ROOT), str(_ROOT / "benchmarks")):
 PRESETS: dict[str, dict[str, Any]] = {
     # 2-core CPU: the round_speed.py model and tiles; ~5 min in all.
     "cpu": dict(clients="8,16,32,64", image_size=64, features="16,32,64", local_steps=4, batch_size=4),
-    # One GPU: many clients on small tiles with a smaller U-Net.
-    "gpu": dict(
-        clients=",".join(str(2**i) for i in range(3, 13)),
-        image_size=32,
-        features="8,16,32",
-        local_steps=4,
-        batch_size=4,
-    ),
+    # One GPU: issue 10's configuration (U-Net 16/32/64, 64 px, 4 local steps of batch 8) up to 4096 clients.
+    "gpu": dict(clients="64,256,1024,4096", image_size=64, features="16,32,64", local_steps=4, batch_size=8),
 }
 PRESETS["tpu"] = PRESETS["gpu"]
 
@@ -59,7 +56,10 @@ CSV_FIELDS = (
     "batch_size",
     "optimizer",
     "images_per_round",
+    "plan_strategy",
+    "plan_chunk",
     "round_time_s",
+    "per_client_round_ms",
     "spread",
     "images_per_s",
     "compile_s",
@@ -69,9 +69,9 @@ CSV_FIELDS = (
     "compiled_temp_bytes",
     "compiled_argument_bytes",
     "compiled_output_bytes",
+    "model_peak_bytes",
     "device",
 )
-ACTIVATION_COPIES = 3  # per conv layer kept for the backward pass: conv out, GroupNorm out, ReLU out
 
 
 def get_config(arg: str | None = None):
@@ -86,29 +86,50 @@ def get_config(arg: str | None = None):
 # ------------------------------------------------------------------------------ per-client memory model
 
 
-def per_client_bytes_estimate(params, cfg, optimizer: str) -> dict[str, float]:
-    """Bytes one more vmapped client costs, by part (float32 everywhere).
+def memory_model(params, cfg, optimizer: str, activation_copies: float | None = None):
+    """`fl.strategy.analytic_memory_model` of the benchmark round at `cfg` (all cfg.clients clients' uint8
+    or float32 data resident, FedAvg: no per-client state, server SGD)."""
+    from fedtransfer_jax.fl import strategy
+    from fedtransfer_jax.models import unet
 
-    params: local params + grads + delta (3P; the global params are shared); opt: Adam's mu and nu (2P),
-    SGD none; activations: one local step's saved forward tensors for the batch (the local steps are a
-    scan, so only one step is live), ACTIVATION_COPIES per conv output plus the input image;
-    data: the client's slice of the images/labels/mask arguments.
-    """
-    import common
-
-    p = sum(int(x.size) for x in _leaves(params))
-    opt_mult = {"sgd": 0, "adam": 2}.get(optimizer, 2)
-    act_per_image = sum(
-        h * w * cout * (ACTIVATION_COPIES if k > 1 else 1)
-        for h, w, k, cin, cout in common.conv_shapes(params, cfg.image_size)
+    act = unet.activation_bytes_per_image(
+        params,
+        cfg.image_size,
+        dtype_bytes=2 if cfg.dtype == "bfloat16" else 4,
+        copies=unet.ACTIVATION_COPIES if activation_copies is None else activation_copies,
     )
-    act_per_image += cfg.image_size**2 * 3
+    image_bytes = 1 if cfg.image_dtype == "uint8" else 4
+    n, hw = cfg.examples_per_client, cfg.image_size**2
+    return strategy.analytic_memory_model(
+        num_params=unet.count_params(params),
+        activation_bytes_per_image=act,
+        batch_size=cfg.batch_size,
+        data_bytes_per_client=float(n * hw * (3 * image_bytes + 1) + n),
+        num_clients=cfg.clients,
+        optimizer_slots={"sgd": 0, "adam": 2}.get(optimizer, 2),
+        server_state_params=unet.count_params(params),  # server SGD: params only
+    )
+
+
+def per_client_bytes_estimate(params, cfg, optimizer: str) -> dict[str, float]:
+    """Bytes one more vmapped client costs, by part (`memory_model`'s terms): PARAM_COPIES x P (local
+    params, grads, delta, its share of the chunk sum; the global params are shared), Adam's mu and nu (2P,
+    SGD none), one local step's saved activations for the batch (the local steps are a scan: one step is
+    live), and its data (uint8 images by default)."""
+    from fedtransfer_jax.fl import strategy
+    from fedtransfer_jax.models import unet
+
+    p = unet.count_params(params)
+    opt_mult = {"sgd": 0, "adam": 2}.get(optimizer, 2)
+    dtype_bytes = 2 if cfg.dtype == "bfloat16" else 4
+    image_bytes = 1 if cfg.image_dtype == "uint8" else 4
     n, hw = cfg.examples_per_client, cfg.image_size**2
     parts = {
-        "params": 4.0 * 3 * p,
+        "params": 4.0 * strategy.PARAM_COPIES * p,
         "opt_state": 4.0 * opt_mult * p,
-        "activations": 4.0 * cfg.batch_size * act_per_image,
-        "data": float(n * hw * (3 * 4 + 1) + n),
+        "activations": cfg.batch_size
+        * unet.activation_bytes_per_image(params, cfg.image_size, dtype_bytes=dtype_bytes),
+        "data": float(n * hw * (3 * image_bytes + 1) + n),
     }
     parts["total"] = sum(parts.values())
     return parts
@@ -155,15 +176,28 @@ def _memory(compiled) -> dict[str, Any]:
         out["peak_bytes_in_use"] = int(stats["peak_bytes_in_use"])
         out["memory_bytes"], out["memory_source"] = out["peak_bytes_in_use"], "memory_stats.peak_bytes_in_use"
     elif ma is not None:
-        out["memory_bytes"] = out["compiled_temp_bytes"] + out["compiled_argument_bytes"]
-        out["memory_source"] = "memory_analysis.temp+argument"
+        from fedtransfer_jax.fl import strategy
+
+        out["memory_bytes"] = strategy.compiled_peak_bytes(compiled)
+        out["memory_source"] = "memory_analysis.argument+output-alias+temp"
     else:
         out["memory_bytes"], out["memory_source"] = None, "unavailable"
     return out
 
 
-def measure(cfg, rounds: int) -> dict[str, Any]:
-    """One row of the study: compile, warm up, time `rounds` rounds of the one-jit round at cfg.clients."""
+def planned(cfg, model):
+    """(cfg with the resolved strategy/chunk, the Plan): `auto` as the trainer resolves it, against the
+    analytic memory model and this device's budget (explicit strategies pass through)."""
+    from fedtransfer_jax.fl import strategy
+
+    budget = strategy.memory_budget_bytes()
+    plan = strategy.resolve(cfg.strategy, cfg.clients, cfg.chunk_size, memory=model, budget_bytes=budget)
+    return dataclasses.replace(cfg, strategy=plan.strategy, chunk_size=plan.chunk), plan
+
+
+def measure(cfg, rounds: int, warmup: int = 1) -> dict[str, Any]:
+    """One row of the study: compile, warm up (`warmup` rounds; 0 times the first rounds too: the round is
+    compiled ahead of time, so only its buffers are new), time `rounds` rounds at cfg.clients."""
     import jax
     import common
     import round_speed
@@ -174,8 +208,11 @@ def measure(cfg, rounds: int) -> dict[str, Any]:
         "device": common.device_string(),
     }
     try:
-        data = round_speed.as_round_data(tuple(jax.device_put(x) for x in common.make_data(cfg)))
         params = common.init_params(common.make_model(cfg), cfg)
+        model = memory_model(params, cfg, cfg.optimizer)
+        cfg, plan = planned(cfg, model)
+        row.update(plan_strategy=plan.strategy, plan_chunk=plan.chunk, model_peak_bytes=plan.peak_bytes)
+        data = round_speed.as_round_data(tuple(jax.device_put(x) for x in common.make_data(cfg)))
         compiled, state, compile_s = round_speed.compile_one_jit(cfg, params, data)
         holder = [state]
 
@@ -183,11 +220,19 @@ def measure(cfg, rounds: int) -> dict[str, Any]:
             holder[0], metrics = compiled(holder[0], data)
             jax.block_until_ready(metrics["loss"])
 
-        _, times = common.time_rounds(run, rounds)
+        if warmup > 0:
+            _, times = common.time_rounds(run, rounds, warmup)
+        else:
+            times = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                run()
+                times.append(time.perf_counter() - t0)
         st = common.summarize(times)
         row.update(
             status="ok",
             round_time_s=st["median_s"],
+            per_client_round_ms=st["median_s"] / cfg.clients * 1e3,
             spread=st["spread"],
             images_per_s=cfg.images_per_round / st["median_s"],
             compile_s=compile_s,
@@ -217,7 +262,7 @@ def plot(
     estimate: dict[str, float] | None = None,
     intercept: float | None = None,
 ) -> None:
-    """Three panels vs clients (log2 x): round time, images/s, memory (MiB, + the per-client estimate)."""
+    """Three panels vs clients (log2 x): round time, per-client round time, memory (MiB, + the estimate)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -228,12 +273,13 @@ def plot(
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     panels = (
         ("round_time_s", "round time (s)"),
-        ("images_per_s", "images / s"),
+        ("per_client_round_ms", "round time per client (ms)"),
         ("memory_bytes", "memory (MiB)"),
     )
     for ax, (key, label) in zip(axes, panels):
-        ys = [r[key] / 2**20 if key == "memory_bytes" and r[key] is not None else r[key] for r in ok]
-        ax.plot(c, ys, "o-", label="measured")
+        pts = [(r["clients"], r.get(key)) for r in ok if r.get(key) is not None]
+        scale = 2**20 if key == "memory_bytes" else 1.0
+        ax.plot([x for x, _ in pts], [y / scale for _, y in pts], "o-", label="measured")
         if key == "memory_bytes" and estimate and intercept is not None and c:
             ax.plot(
                 c,
@@ -256,6 +302,25 @@ def plot(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def describe_plan_at(params, cfg, optimizer: str, budget_bytes: float) -> str:
+    """What `auto` picks on an accelerator with `budget_bytes` of memory (e.g. 4096 clients, 80 GB), by the
+    analytic model: the plan, its peak, and the bytes per resident client (data) and per vmapped client."""
+    from fedtransfer_jax.fl import strategy
+
+    model = memory_model(params, cfg, optimizer)
+    budget = strategy.MEMORY_FRACTION * budget_bytes
+    plan = strategy.resolve("auto", cfg.clients, backend="gpu", memory=model, budget_bytes=budget)
+    vmap = strategy.resolve("vmap", cfg.clients, memory=model, budget_bytes=budget)
+    gb = lambda b: f"{b / 1e9:.2f} GB"  # noqa: E731
+    return (
+        f"model at C={cfg.clients} ({cfg.image_size} px, B={cfg.batch_size}, N={cfg.examples_per_client}, "
+        f"{cfg.image_dtype} images, {cfg.dtype}): fixed {gb(model.fixed)} ({model.fixed / cfg.clients / 1e6:.3f}"
+        f" MB per resident client), {model.per_chunk_client / 2 ** 20:.1f} MiB per vmapped client; auto on a "
+        f"{gb(budget_bytes)} device ({gb(budget)} budget) -> {plan.strategy}:{plan.chunk} peak "
+        f"{gb(plan.peak_bytes)} (fits: {plan.fits}); vmap of all {cfg.clients} would need {gb(vmap.peak_bytes)}"
+    )
 
 
 def report_memory(rows: list[dict[str, Any]], estimate: dict[str, float]) -> tuple[str, float, float]:
@@ -286,11 +351,18 @@ def _define_flags():
     flags.DEFINE_string("features", "", "U-Net features, e.g. 16,32,64 ('' = preset).")
     flags.DEFINE_integer("local_steps", 0, "Local steps S (0 = preset).")
     flags.DEFINE_integer("batch_size", 0, "Batch size B (0 = preset).")
-    flags.DEFINE_enum("strategy", "vmap", ["vmap", "chunked", "sequential"], "Client strategy of the round.")
+    flags.DEFINE_enum(
+        "strategy",
+        "auto",
+        ["auto", "vmap", "chunked", "sequential"],
+        "Client strategy ('auto': as the trainer).",
+    )
+    flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "U-Net compute dtype.")
     flags.DEFINE_integer("chunk_size", 0, "Clients per chunk for --strategy chunked.")
     flags.DEFINE_string("conv_impl", "", "Conv impl ('' = models.conv.default_impl()).")
     flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "Client optimizer.")
-    flags.DEFINE_integer("rounds", 3, "Timed rounds per client count (median), after one warm-up round.")
+    flags.DEFINE_integer("rounds", 3, "Timed rounds per client count (median), after --warmup rounds.")
+    flags.DEFINE_integer("warmup", 1, "Untimed rounds before the timed ones (0: time from the first round).")
     flags.mark_flag_as_required("out")
 
 
@@ -316,6 +388,7 @@ def main(argv) -> None:
         local_steps=F.local_steps or preset["local_steps"],
         batch_size=F.batch_size or preset["batch_size"],
         optimizer=F.optimizer,
+        dtype=F.dtype,
         strategy=F.strategy,
         chunk_size=F.chunk_size,
         conv_impl=F.conv_impl,
@@ -324,20 +397,25 @@ def main(argv) -> None:
     print(f"device: {common.device_string()}; clients {clients}; config {cfg0.as_dict()}", flush=True)
     rows = []
     for c in clients:
-        row = measure(dataclasses.replace(cfg0, clients=c), F.rounds)
+        row = measure(dataclasses.replace(cfg0, clients=c), F.rounds, F.warmup)
         rows.append(row)
+        write_csv(rows, os.path.join(F.out, "scaling.csv"))  # after every C: a timeout keeps what was done
         if row["status"] != "ok":
             print(f"C={c:5d}  out of memory: stopping the sweep", flush=True)
             break
         mem = f"{row['memory_bytes'] / 2 ** 20:9.1f} MiB" if row["memory_bytes"] is not None else "n/a"
         print(
-            f"C={c:5d}  round {row['round_time_s'] * 1e3:9.1f} ms (spread {row['spread']:.0%})  "
-            f"{row['images_per_s']:9.1f} images/s  memory {mem}  compile {row['compile_s']:.1f} s",
+            f"C={c:5d}  {row['plan_strategy']}:{row['plan_chunk']}  round {row['round_time_s'] * 1e3:9.1f} ms "
+            f"(spread {row['spread']:.0%}, {row['per_client_round_ms']:.2f} ms/client)  "
+            f"{row['images_per_s']:9.1f} images/s  memory {mem} (model {row['model_peak_bytes'] / 2 ** 20:.1f} MiB)  "
+            f"compile {row['compile_s']:.1f} s",
             flush=True,
         )
-    estimate = per_client_bytes_estimate(common.init_params(common.make_model(cfg0), cfg0), cfg0, F.optimizer)
+    params = common.init_params(common.make_model(cfg0), cfg0)
+    estimate = per_client_bytes_estimate(params, cfg0, F.optimizer)
     text, _, intercept = report_memory(rows, estimate)
     print(text)
+    print(describe_plan_at(params, dataclasses.replace(cfg0, clients=4096), F.optimizer, 80e9))
     write_csv(rows, os.path.join(F.out, "scaling.csv"))
     plot(rows, os.path.join(F.out, "scaling.png"), estimate, intercept if intercept == intercept else None)
     print(f"wrote {os.path.join(F.out, 'scaling.csv')} and {os.path.join(F.out, 'scaling.png')}")

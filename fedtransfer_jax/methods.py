@@ -11,12 +11,13 @@ from __future__ import annotations
 import time
 from typing import Any, NamedTuple
 
+import jax
 import numpy as np
 
 from fedtransfer_jax import distributed, engine, evaluation, federation
-from fedtransfer_jax.data.clients import ClientData, pad_clients
+from fedtransfer_jax.data.clients import ClientData, as_uint8_images, pad_clients
 from fedtransfer_jax.fl import aggregators as agg_lib
-from fedtransfer_jax.fl import boundary as boundary_lib, round as round_lib
+from fedtransfer_jax.fl import boundary as boundary_lib, round as round_lib, strategy as strategy_lib
 from fedtransfer_jax.fl.algorithms.base import Algorithm
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.run_context import Context, place_clients
@@ -28,6 +29,7 @@ class CompiledRound(NamedTuple):
     algorithm: Algorithm
     aggregator: agg_lib.Aggregator | None
     mesh: Any
+    info: dict  # the resolved client strategy (for the summary)
 
 
 def compile_round(
@@ -40,14 +42,34 @@ def compile_round(
     aggregator: agg_lib.Aggregator | None = None,
     protocol: agg_lib.SumProtocol | None = None,
     channel: str = "model_update",
+    data: ClientData | None = None,
+    init_params: Any = None,
 ) -> CompiledRound:
     """The jitted round of `algorithm` (traced on first use; reusable for several federations of the same
-    shapes, e.g. every client's local model)."""
+    shapes, e.g. every client's local model).
+
+    `fl.strategy=auto` is planned here (fl/strategy.py): on an accelerator from a memory model probed by
+    AOT-compiling the round for `data`'s shapes (the largest chunk that fits the device's memory); on the CPU
+    it is `sequential` and nothing is compiled. The plan is recorded in the round's `info`."""
     mesh = ctx.mesh if federated else None
+    cfg = engine.round_config(ctx.config, clients_per_round, federated=federated, mesh=mesh)
+    if cfg.strategy == "auto" and mesh is None and data is not None and init_params is not None:
+        shapes = data_shapes(data)
+        compile_probe = strategy_lib.round_compiler(
+            algorithm,
+            init_params,
+            shapes,
+            seed=int(ctx.config.seed),
+            aggregator=aggregator,
+            protocol=protocol,
+            dropout_rate=cfg.dropout_rate,
+        )
+        plan = strategy_lib.plan_round("auto", clients_per_round, compile_round=compile_probe)
+        cfg = cfg._replace(strategy=plan.strategy, chunk_size=plan.chunk)
     traces: list = []
     round_fn = round_lib.build_round(
         algorithm,
-        engine.round_config(ctx.config, clients_per_round, federated=federated, mesh=mesh),
+        cfg,
         seed=int(ctx.config.seed),
         aggregator=aggregator,
         protocol=protocol,
@@ -56,7 +78,17 @@ def compile_round(
         on_trace=lambda: traces.append(1),
         channel=channel,
     )
-    return CompiledRound(round_fn, traces, algorithm, aggregator, mesh)
+    plan = strategy_lib.resolve(cfg.strategy, clients_per_round, cfg.chunk_size)
+    return CompiledRound(round_fn, traces, algorithm, aggregator, mesh, {"strategy": plan.strategy, "chunk": plan.chunk})
+
+
+def data_shapes(data: ClientData) -> dict:
+    """ShapeDtypeStructs of the round's data as `place_clients` will place it (8-bit images as uint8)."""
+    arrays = dict(data._asdict())
+    images = as_uint8_images(arrays["images"])
+    if images is not None:
+        arrays["images"] = images
+    return {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in arrays.items()}
 
 
 def train_federation(
@@ -120,7 +152,15 @@ def run_federated(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
     algorithm = engine.build_algorithm(spec, local, float(ctx.config.fl.client_lr))
     aggregator, protocol = engine.build_aggregation(spec, k)
     compiled = compile_round(
-        ctx, algorithm, clients_per_round=k, federated=True, ledger=ledger, aggregator=aggregator, protocol=protocol
+        ctx,
+        algorithm,
+        clients_per_round=k,
+        federated=True,
+        ledger=ledger,
+        aggregator=aggregator,
+        protocol=protocol,
+        data=train_data,
+        init_params=ctx.init_params,
     )
     result = train_federation(
         ctx,
@@ -140,6 +180,7 @@ def run_federated(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
         extra["differential_privacy"] = accounting
     extra["round_compilations"] = result.round_compilations
     extra["resumed_from_round"] = result.resumed_from
+    extra["client_strategy"] = compiled.info
     return result.params, extra
 
 

@@ -205,3 +205,79 @@ def test_conv_module_bf16_compute_keeps_f32_params():
 def test_default_impl_is_known():
     assert DEFAULT_IMPL in IMPLS
     assert default_impl("cpu") in IMPLS and default_impl("gpu") in IMPLS
+
+
+# ------------------------------------------------------------------------------ GroupNorm, max pool, U-Net
+
+
+@pytest.mark.parametrize("channels,groups", [(16, 8), (32, 8), (6, 3), (8, 1)])
+@pytest.mark.parametrize("with_shift", [False, True])
+def test_fused_group_norm_matches_flax(channels, groups, with_shift):
+    """models/norm.py's GroupNorm (two passes, hand-written backward, optional folded-in conv bias) against
+    nn.GroupNorm on x + shift: values and gradients for x, shift, scale and bias."""
+    from fedtransfer_jax.models.norm import GroupNorm
+
+    rng = np.random.default_rng([channels, groups])
+    x = jnp.asarray(rng.standard_normal((3, 5, 7, channels)) * 2 + 0.5, jnp.float32)
+    shift = jnp.asarray(rng.standard_normal(channels) if with_shift else np.zeros(channels), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(x.shape), jnp.float32)
+    ref, ours = nn.GroupNorm(num_groups=groups), GroupNorm(num_groups=groups)
+    p = jax.tree.map(
+        lambda a: a + 0.3 * jnp.asarray(rng.standard_normal(a.shape), a.dtype), ref.init(jax.random.key(0), x)
+    )
+    chex.assert_trees_all_equal_shapes_and_dtypes(p, ours.init(jax.random.key(0), x))
+    loss_ref = lambda p, x, s: jnp.sum(jnp.sin(ref.apply(p, x + s)) * w)  # noqa: E731
+    loss_ours = lambda p, x, s: jnp.sum(jnp.sin(ours.apply(p, x, s)) * w)  # noqa: E731
+    chex.assert_trees_all_close(ours.apply(p, x, shift), ref.apply(p, x + shift), atol=2e-6, rtol=1e-5)
+    g_ref, g_ours = jax.grad(loss_ref, (0, 1, 2))(p, x, shift), jax.grad(loss_ours, (0, 1, 2))(p, x, shift)
+    chex.assert_trees_all_close(g_ours[:2], g_ref[:2], atol=1e-5, rtol=1e-4)
+    # d shift: with one channel per group the shift cancels and both are rounding noise around 0.
+    chex.assert_trees_all_close(g_ours[2], g_ref[2], atol=1e-4 if groups == channels else 1e-5, rtol=1e-4)
+
+
+def test_fused_group_norm_under_vmap_and_bf16():
+    from fedtransfer_jax.models.norm import GroupNorm
+
+    rng = np.random.default_rng(3)
+    x = jnp.asarray(rng.standard_normal((2, 3, 4, 4, 16)), jnp.float32)  # [clients, B, H, W, C]
+    ref, ours = nn.GroupNorm(num_groups=8), GroupNorm(num_groups=8)
+    p = ref.init(jax.random.key(0), x[0])
+    ps = jax.tree.map(lambda a: jnp.stack([a, a * 1.5 + 0.1]), p)  # per-client params
+    f = lambda m: jax.vmap(jax.grad(lambda p, x: jnp.sum(jnp.sin(m.apply(p, x)))))  # noqa: E731
+    chex.assert_trees_all_close(f(ours)(ps, x), f(ref)(ps, x), atol=1e-5, rtol=1e-4)
+    yb = ours.apply(p, x[0].astype(jnp.bfloat16))
+    assert yb.dtype == jnp.bfloat16  # statistics in float32, output in the input's dtype
+    chex.assert_trees_all_close(yb.astype(jnp.float32), ref.apply(p, x[0]), atol=0.05, rtol=0.05)
+
+
+def test_max_pool_2x2_matches_flax_values_and_relu_gradients():
+    from fedtransfer_jax.models.conv import max_pool_2x2
+
+    x, _ = _data(3, 3, 8, seed=14)
+    x = jnp.pad(x, ((0, 0), (0, 0), (0, 1), (0, 0)))[:, :6, :6]  # even H, W
+    ref = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))  # noqa: E731
+    chex.assert_trees_all_equal(max_pool_2x2(x), ref(x))
+    # On ReLU outputs (what the U-Net pools) tied zeros get no gradient either way: identical gradients.
+    w = jnp.asarray(np.random.default_rng(0).standard_normal((2, 3, 3, 3)), jnp.float32)
+    g = lambda pool: jax.grad(lambda x: jnp.sum(pool(jax.nn.relu(x)) * w))(x)  # noqa: E731
+    chex.assert_trees_all_close(g(max_pool_2x2), g(ref), atol=1e-7)
+    with pytest.raises(ValueError, match="even H and W"):
+        max_pool_2x2(jnp.ones((1, 3, 4, 2)))
+
+
+def test_unet_fast_paths_match_the_flax_layers():
+    """The default U-Net (fused GroupNorm with the conv bias folded in, reshape max pool) computes the same
+    function and gradients as the plain flax layers, with the same params tree."""
+    from fedtransfer_jax.models.unet import UNet
+
+    x = jnp.asarray(np.random.default_rng(5).random((2, 16, 16, 3)), jnp.float32)
+    fast = UNet(features=(8, 16), conv_impl="custom_vjp")
+    plain = UNet(features=(8, 16), conv_impl="custom_vjp", norm_impl="flax", fast_pool=False)
+    p = plain.init(jax.random.key(0), x)
+    p = jax.tree.map(
+        lambda a: a + 0.05 * jnp.asarray(np.random.default_rng(1).standard_normal(a.shape), a.dtype), p
+    )
+    chex.assert_trees_all_equal_shapes_and_dtypes(p, fast.init(jax.random.key(0), x))
+    chex.assert_trees_all_close(fast.apply(p, x), plain.apply(p, x), atol=1e-5, rtol=1e-4)
+    g = lambda m: jax.grad(lambda p: jnp.sum(jnp.sin(m.apply(p, x))))(p)  # noqa: E731
+    chex.assert_trees_all_close(g(fast), g(plain), atol=1e-4, rtol=1e-3)

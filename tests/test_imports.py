@@ -18,7 +18,8 @@ SCRIPT = textwrap.dedent("""
     builtins.__import__ = guard
     sys.path[:0] = [REPO, REPO + "/benchmarks"]
     for m in ("fedtransfer_jax.fl.round", "fedtransfer_jax.fl.algorithms", "fedtransfer_jax.models",
-              "fedtransfer_jax.style", "fedtransfer_jax.metrics", "common", "round_speed", "matmul_peak"):
+              "fedtransfer_jax.style", "fedtransfer_jax.metrics", "fedtransfer_jax.fl.strategy",
+              "common", "round_speed", "matmul_peak", "roofline", "gpu_summary"):
         importlib.import_module(m)
     spec = importlib.util.spec_from_file_location("scaling", REPO + "/experiments/scaling.py")
     spec.loader.exec_module(importlib.util.module_from_spec(spec))

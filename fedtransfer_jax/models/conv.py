@@ -235,6 +235,20 @@ def upsample_nearest(x: Array, factor: int = 2) -> Array:
     return y.reshape(n, h * factor, w * factor, c)
 
 
+def max_pool_2x2(x: Array) -> Array:
+    """2x2 / stride-2 max pooling of NHWC ``x`` as a reshape + max (H and W even).
+
+    Same values as ``nn.max_pool(x, (2, 2), strides=(2, 2))``; the gradient differs only on ties inside
+    a window (split evenly here, all to one element there), and the U-Net pools ReLU outputs, whose ties
+    are zeros where ReLU's own gradient is 0: the same gradients reach the params. Cheaper on XLA:CPU than
+    reduce_window + select_and_scatter (docs/PERFORMANCE.md).
+    """
+    if x.ndim != 4 or x.shape[1] % 2 or x.shape[2] % 2:
+        raise ValueError(f"max_pool_2x2: x must be NHWC with even H and W, got shape {x.shape}")
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
 class Conv(nn.Module):
     """Drop-in for ``nn.Conv(features, (k, k), padding='SAME')`` backed by ``conv2d``.
 
@@ -252,14 +266,18 @@ class Conv(nn.Module):
     bias_init: Callable = nn.initializers.zeros_init()
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, defer_bias: bool = False):
+        """The convolution plus bias; with ``defer_bias`` returns ``(conv without bias, float32 bias)`` so a
+        GroupNorm after it can fold the bias into its statistics (models/norm.py)."""
         k = self.kernel_size
         kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features), self.param_dtype)
-        bias = (
+        raw_bias = (
             self.param("bias", self.bias_init, (self.features,), self.param_dtype) if self.use_bias else None
         )
-        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
+        x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, raw_bias, dtype=self.dtype)
         y = conv2d(x, kernel, impl=self.impl)
+        if defer_bias:
+            return y, raw_bias if raw_bias is not None else jnp.zeros((self.features,), self.param_dtype)
         if bias is not None:
             y = y + bias
         return y
