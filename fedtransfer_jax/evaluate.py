@@ -47,7 +47,12 @@ def define_flags() -> None:
     global _INVERT, _TOLERANCE, _OVERLAP, _FLIPS, _SETTINGS
     _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir written by launch.py.", required=True)
     _METHOD = flags.DEFINE_string("method", None, "Method whose model to use (default: best available).")
-    _CLIENT = flags.DEFINE_string("client", None, "For --method=local: which client's model.")
+    _CLIENT = flags.DEFINE_string(
+        "client",
+        None,
+        "Whose model (local methods) and whose post-processing: the settings chosen on that client's own "
+        "validation tiles (default: the federation's choice).",
+    )
     _ALLOW_INCOMPLETE = flags.DEFINE_bool(
         "allow_incomplete", False, "Use a method whose training was interrupted (its latest checkpoint)."
     )
@@ -134,7 +139,7 @@ def run(f: Mapping[str, Any]) -> int:
             f"--overlap must be in [0, {model.tile}) (the model's tile size), got {f['overlap']}"
         )
     settings, provenance = pps.resolve_settings(
-        f["workdir"], model.tag, overrides, model.config.eval.threshold
+        f["workdir"], pps.settings_tag(model.tag, f["client"]), overrides, model.config.eval.threshold
     )
     result = evaluate_folder(
         model,

@@ -394,8 +394,17 @@ def save_choice(workdir: str, method: str, choice: Mapping[str, Any]) -> str:
     return path
 
 
+def settings_tag(model_tag: str, client: str | None) -> str:
+    """Which stored choice a model uses: a local model's own (`local/<client>`); for a shared model the one
+    chosen on `client`'s own validation tiles when a client is named (`<method>/<client>`, falling back to
+    the federation's choice), else the federation's (`<method>`)."""
+    if "/" in model_tag or not client:
+        return model_tag
+    return f"{model_tag}/{client}"
+
+
 def load_choice(workdir: str, method: str) -> dict[str, Any] | None:
-    """The stored choice of ``method`` (``local/<client>`` falls back to ``local``), or None.
+    """The stored choice of ``method`` (``<method>/<client>`` falls back to ``<method>``), or None.
 
     Raises:
       ValueError: the file exists but is not a valid choice (names the file).
