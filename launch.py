@@ -8,7 +8,10 @@ Re-running with the same --workdir resumes every method from its latest checkpoi
 would not match the trained models is refused (`--fresh_start` archives the old outputs and starts over).
 The console shows progress and results; library logs go to `<workdir>/log.txt` (`--verbosity=0` shows
 them too). Errors the user can fix print one line and exit with status 2 (the traceback is in log.txt).
-On a multi-host TPU pod / GPU cluster set `--config.distributed=True` (calls jax.distributed.initialize()).
+Several processes (multi-controller JAX; README "Several processes"): each process runs this same command
+with `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (CPU hosts, any cluster), or with
+`--config.distributed=True` alone where jax.distributed.initialize() finds them in the environment (Cloud
+TPU pods, SLURM, Open MPI). `python scripts/launch_local.py` starts N local processes.
 """
 
 import os
@@ -26,6 +29,11 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory (default: runs
 _FRESH = flags.DEFINE_bool(
     "fresh_start", False, "Move the workdir's previous outputs to <workdir>/archive/<time>/ and start over."
 )
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "Several processes: HOST:PORT of process 0's coordinator (jax.distributed)."
+)
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Several processes: how many in all.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Several processes: this one's id, 0 .. N-1.")
 flags.mark_flags_as_required(["config"])
 
 EXIT_USER_ERROR = 2
@@ -55,20 +63,44 @@ def parse_flags(argv):
         sys.exit(EXIT_USER_ERROR)
 
 
+def init_distributed(config) -> bool:
+    """Joins the other processes (jax.distributed) when flags name them or the config asks; with neither,
+    the run is one process. Must come before any JAX computation (parsing the config computes nothing).
+    Returns whether it joined."""
+    given = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if not (any(v is not None for v in given) or config.get("distributed", False)):
+        return False
+    from fedtransfer_jax import distributed  # noqa: PLC0415
+
+    distributed.initialize(*given)  # the values not given come from the cluster environment
+    return True
+
+
 def main(argv):
     del argv
     config = _CONFIG.value
-    if config.get("distributed", False):
-        import jax
-
-        jax.distributed.initialize()  # Multi-controller JAX: coordinator/process ids from the cluster env.
-    from fedtransfer_jax import console as console_lib, report, sweep, train, workdir as workdir_lib
+    joined = init_distributed(config)
+    from fedtransfer_jax import console as console_lib, distributed, report, sweep, train
+    from fedtransfer_jax import workdir as workdir_lib
 
     workdir = _WORKDIR.value or os.path.join("runs", config.get("name", "experiment"))
-    log_path = console_lib.setup_logging(workdir, console_verbose=flags.FLAGS["verbosity"].present)
-    con = console_lib.Console(enabled=not config.get("quiet", False))
-    con.line(f"fedtransfer_jax: {config.get('name', 'experiment')} -> {workdir}  (log: {log_path})")
-    user_errors = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, FloatingPointError, workdir_lib.WorkdirError)
+    # The one process that writes the workdir and the console (asked only after joining: a single process
+    # starts its backend later, after log.txt is set up, as before).
+    primary = not joined or distributed.is_primary()
+    verbose = flags.FLAGS["verbosity"].present
+    log_path = console_lib.setup_logging(workdir, console_verbose=verbose, to_file=primary)
+    con = console_lib.Console(enabled=primary and not config.get("quiet", False))
+    note = f"log: {log_path}" + (f", {distributed.process_count()} processes" if joined else "")
+    con.line(f"fedtransfer_jax: {config.get('name', 'experiment')} -> {workdir}  ({note})")
+    user_errors = (
+        ValueError,
+        FileNotFoundError,
+        NotADirectoryError,
+        PermissionError,
+        FloatingPointError,
+        workdir_lib.WorkdirError,
+        distributed.PrimaryError,
+    )
     try:
         if config.get("seeds", ()):
             study = sweep.run_study(config, workdir, console=con, fresh_start=_FRESH.value)
@@ -79,7 +111,8 @@ def main(argv):
         summary = train.train_and_evaluate(config, workdir, console=con, fresh_start=_FRESH.value)
     except user_errors as e:
         logging.info("run failed:\n%s", traceback.format_exc())  # the log file, not the console
-        print(f"error: {e}\n(details in {log_path})", file=sys.stderr)
+        where = f"details in {log_path}" if primary else f"process {distributed.process_index()}"
+        print(f"error: {e}\n({where})", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     con.line()
     con.line(report.summary_markdown(summary, per_client=False).rstrip())

@@ -8,6 +8,12 @@ Each step holds three items:
 
 Orbax writes each step to a temporary directory and renames it when complete, so a crash never leaves a
 half-written checkpoint that a restart would pick up.
+
+Several processes: every process calls save and restore (orbax coordinates them: each writes the shards
+of its own devices, process 0 the metadata and the final rename). Arrays sharded over the mesh are saved
+as they are; a state that lives on one process's devices only (a round without a mesh, which every
+process computes alike) is saved as numpy by process 0 and restored as numpy, then put back on the local
+device. The stored values are the same either way, so a checkpoint restores with any process count.
 """
 
 from __future__ import annotations
@@ -16,7 +22,11 @@ import os
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+
+from fedtransfer_jax import distributed
 
 
 def manager(directory: str, save_every: int, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -30,8 +40,8 @@ def save(mngr: ocp.CheckpointManager, step: int, state, params, meta: dict, *, f
     mngr.save(
         step,
         args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            params=ocp.args.StandardSave(params),
+            state=ocp.args.StandardSave(distributed.host_local_to_numpy(state)),
+            params=ocp.args.StandardSave(distributed.host_local_to_numpy(params)),
             meta=ocp.args.JsonSave(meta),
         ),
         force=force,
@@ -39,8 +49,29 @@ def save(mngr: ocp.CheckpointManager, step: int, state, params, meta: dict, *, f
 
 
 def abstract(tree) -> Any:
-    """Shapes, dtypes and shardings of `tree` (concrete or abstract), for restoring onto the same placement."""
+    """Shapes, dtypes and shardings of `tree` (concrete or abstract), for restoring onto the same placement.
+    With several processes a process-local array becomes a numpy template (orbax restores it as numpy)."""
+    if distributed.is_multiprocess():
+        return jax.tree_util.tree_map(
+            lambda x: np.zeros(x.shape, x.dtype) if _process_local(x) else ocp.utils.to_shape_dtype_struct(x),
+            tree,
+        )
     return jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+def _process_local(x) -> bool:
+    return isinstance(x, jax.Array) and x.is_fully_addressable
+
+
+def _back_on_device(template, restored):
+    """Numpy leaves restored for process-local arrays (multi-process, see `abstract`) back on the device."""
+    if not distributed.is_multiprocess():
+        return restored
+    return jax.tree_util.tree_map(
+        lambda t, r: jnp.asarray(r) if _process_local(t) and isinstance(r, np.ndarray) else r,
+        template,
+        restored,
+    )
 
 
 def restore_latest(mngr: ocp.CheckpointManager, state_template) -> tuple[Any, dict, int]:
@@ -54,11 +85,27 @@ def restore_latest(mngr: ocp.CheckpointManager, state_template) -> tuple[Any, di
             state=ocp.args.StandardRestore(abstract(state_template)), meta=ocp.args.JsonRestore()
         ),
     )
-    return restored.state, dict(restored.meta or {}), step
+    return _back_on_device(state_template, restored.state), dict(restored.meta or {}), step
+
+
+def on_this_device(template) -> Any:
+    """`template` with this process's first device as the sharding of every leaf that names none. A
+    checkpoint remembers the devices it was saved from (e.g. a 4-device mesh, or several processes'
+    devices); without a target sharding orbax refuses to restore it onto any other set of devices."""
+
+    def one(x):
+        if getattr(x, "sharding", None) is not None:
+            return x
+        return jax.ShapeDtypeStruct(
+            x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+        )
+
+    return jax.tree_util.tree_map(one, template)
 
 
 def restore_params(directory: str, params_template) -> tuple[Any, dict, int]:
-    """(params, meta, step) of the latest checkpoint under `directory`, or (None, {}, 0) when there is none."""
+    """(params, meta, step) of the latest checkpoint under `directory`, or (None, {}, 0) when there is none.
+    Leaves of `params_template` without a sharding are restored onto this process's first device."""
     if not os.path.isdir(directory):
         return None, {}, 0
     mngr = manager(directory, 1)
@@ -69,7 +116,8 @@ def restore_params(directory: str, params_template) -> tuple[Any, dict, int]:
         restored = mngr.restore(
             step,
             args=ocp.args.Composite(
-                params=ocp.args.StandardRestore(abstract(params_template)), meta=ocp.args.JsonRestore()
+                params=ocp.args.StandardRestore(on_this_device(abstract(params_template))),
+                meta=ocp.args.JsonRestore(),
             ),
         )
         return restored.params, dict(restored.meta or {}), step

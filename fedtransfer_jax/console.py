@@ -18,20 +18,23 @@ from absl import logging
 _FILE_HANDLER_NAME = "fedtransfer_jax.log_file"
 
 
-def setup_logging(workdir: str, *, console_verbose: bool) -> str:
+def setup_logging(workdir: str, *, console_verbose: bool, to_file: bool = True) -> str | None:
     """Sends every library log record (INFO and up) to `<workdir>/log.txt`; the console keeps only
-    warnings and errors unless `console_verbose`. Returns the log file's path."""
-    os.makedirs(workdir, exist_ok=True)
-    path = os.path.join(workdir, "log.txt")
+    warnings and errors unless `console_verbose`. Returns the log file's path (None when `to_file` is
+    False: the processes other than 0 of a multi-process run, which would write the same lines)."""
     root = std_logging.getLogger()
     for h in list(root.handlers):
         if getattr(h, "name", "") == _FILE_HANDLER_NAME:
             root.removeHandler(h)
-    handler = std_logging.FileHandler(path, mode="a")
-    handler.set_name(_FILE_HANDLER_NAME)
-    handler.setLevel(std_logging.INFO)
-    handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
+    path = None
+    if to_file:
+        os.makedirs(workdir, exist_ok=True)
+        path = os.path.join(workdir, "log.txt")
+        handler = std_logging.FileHandler(path, mode="a")
+        handler.set_name(_FILE_HANDLER_NAME)
+        handler.setLevel(std_logging.INFO)
+        handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
     root.setLevel(std_logging.INFO)
     logging.set_verbosity(logging.INFO)  # records reach the file handler ...
     absl_handler = logging.get_absl_handler()

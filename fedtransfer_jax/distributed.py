@@ -112,9 +112,8 @@ def from_primary(fn: Callable[[], Any]) -> Any:
     It also guarantees that every process starts from the same values."""
     if not is_multiprocess():
         return fn()
-    if is_primary():
-        tree = fn()
-    else:
+    tree = on_primary(fn)  # a failure on process 0 reaches every process, not only the broadcast's waiters
+    if not is_primary():
         tree = jax.tree_util.tree_map(lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(fn))
     return jax.tree_util.tree_map(jnp.asarray, multihost_utils.broadcast_one_to_all(tree))
 

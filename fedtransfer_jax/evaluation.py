@@ -46,7 +46,8 @@ def choose_postprocessing(prob_fn, params_of, val: dict, *, tolerance: float, le
     """Post-processing chosen on the clients' validation tiles, federated-style: every client scores the
     candidate settings on its own tiles with the model it holds (`params_of(client)`) and sends only its
     small score table (through the boundary, so the ledger records it); the server picks the best mean.
-    Returns `postprocess_select.choose`'s dict, or None when no client has validation tiles."""
+    Returns `postprocess_select.choose`'s dict plus the clients' `tables`, or None when no client has
+    validation tiles."""
     tables = {}
     for c, (images, labels) in val.items():
         if not len(images):
@@ -56,7 +57,9 @@ def choose_postprocessing(prob_fn, params_of, val: dict, *, tolerance: float, le
         if ledger is not None and client_ids is not None:
             table = boundary_lib.send_from_client({"postprocess_scores": table}, ledger, "postprocess_scores", client_ids[c]).payload["postprocess_scores"]
         tables[c] = table
-    return pps.choose(tables) if tables else None
+    if not tables:
+        return None
+    return {**pps.choose(tables), "tables": tables}  # the tables: each lab's own choice (methods.postprocess)
 
 
 def evaluate_split_postprocessed(prob_fn, params, images, labels, settings: pps.PostprocessSettings, *, tolerance: float) -> dict:

@@ -125,5 +125,6 @@ def run_federation(
     ran = rounds - start
     compilations = len(traces) if ran else int(meta.get("round_compilations", 0))
     params = distributed.to_local(get_params(state.server))
-    return FederationResult(state, params, ran, start if restored is not None else 0, compilations, time.time() - t0)
+    resumed_from = start if restored is not None else 0
+    return FederationResult(state, params, ran, resumed_from, compilations, time.time() - t0)
 

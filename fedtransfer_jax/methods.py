@@ -244,6 +244,7 @@ def postprocess(ctx: Context, spec: engine.MethodSpec, name: str, ledger) -> dic
             choice = evaluation.choose_postprocessing(ctx.prob_fn, lambda c: params[n], {n: data.val[n]}, tolerance=tol)
             if choice is None:
                 continue
+            choice.pop("tables")
             if distributed.is_primary():  # every process chose the same; process 0 writes the workdir
                 pps.save_choice(ctx.workdir, f"{name}/{n}", choice)
             settings = pps.PostprocessSettings.from_dict(choice["settings"])
@@ -257,8 +258,13 @@ def postprocess(ctx: Context, spec: engine.MethodSpec, name: str, ledger) -> dic
         choice = evaluation.choose_postprocessing(
             ctx.prob_fn, lambda c: params, data.val, tolerance=tol, ledger=ledger, client_ids=ids
         )
+        tables = choice.pop("tables")
         if distributed.is_primary():
             pps.save_choice(ctx.workdir, name, choice)
+            # Each lab also keeps the setting best on its own tiles (from its own table; it never needs to be
+            # shared): predict/evaluate --client <lab> use it, anyone else the federation's choice.
+            for n, table in tables.items():
+                pps.save_choice(ctx.workdir, f"{name}/{n}", pps.choose({n: table}))
         settings = pps.PostprocessSettings.from_dict(choice["settings"])
         out["settings"] = choice["settings"]
         out["validation_objective"] = {"chosen": choice["objective"], "builtin_defaults": choice.get("builtin_defaults", {}).get("mean", {}).get("objective")}

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fedtransfer_jax import engine, inference, runlog
+from fedtransfer_jax import distributed, engine, inference, runlog
 from fedtransfer_jax.data.clients import ClientData, FederatedData, as_uint8_images
 from fedtransfer_jax.fl import round as round_lib
 
@@ -52,7 +52,10 @@ def place_clients(data: ClientData, mesh) -> dict:
 
     8-bit training images go to the device as uint8 (4x less memory than float32: what lets thousands of
     clients stay resident) and are decoded per batch inside the local step (`run_local_training`), bit for
-    bit the float32 values; other images (e.g. restyled ones) stay float32."""
+    bit the float32 values; other images (e.g. restyled ones) stay float32.
+
+    With a mesh over several processes, every process holds the same host arrays (loaded from one tfds
+    cache) and uploads only the shards of its own devices (`distributed.put`)."""
     arrays = dict(data._asdict())
     as_uint8 = as_uint8_images(arrays["images"])
     if as_uint8 is not None:
@@ -64,7 +67,7 @@ def place_clients(data: ClientData, mesh) -> dict:
     if pad:
         arrays = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in arrays.items()}
     sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(round_lib.CLIENT_AXIS))
-    return {k: jax.device_put(v, sharding) for k, v in arrays.items()}
+    return {k: distributed.put(v, sharding) for k, v in arrays.items()}
 
 
 def build_context(config: ml_collections.ConfigDict, workdir: str, console=None) -> Context:
@@ -81,9 +84,10 @@ def build_context(config: ml_collections.ConfigDict, workdir: str, console=None)
         data=data,
         model=model,
         loss_fn=engine.make_loss(config, model),
-        init_params=engine.init_params(config, model, tile),
+        init_params=distributed.from_primary(lambda: engine.init_params(config, model, tile)),
         mesh=make_mesh(config),
-        log=runlog.MetricsLog(os.path.join(workdir, "metrics.jsonl")),
+        # Every process runs the same rounds; only process 0 writes them down.
+        log=runlog.MetricsLog(os.path.join(workdir, "metrics.jsonl"), enabled=distributed.is_primary()),
         prob_fn=inference.make_prob_fn(model),
         console=console,
     )

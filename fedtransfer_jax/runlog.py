@@ -1,6 +1,9 @@
 """`metrics.jsonl`: one JSON object per line (training rounds, evaluations), appended and flushed as the
 run goes, so a crash loses at most the line in flight. On resume, `drop` removes the rows a restored
-federation will write again (rewritten atomically), so every (method, round) appears once."""
+federation will write again (rewritten atomically), so every (method, round) appears once.
+
+With several processes only process 0 keeps the file (`enabled=False` elsewhere: writes are dropped, no
+rows are read), since every process runs the same rounds and would write the same lines."""
 
 from __future__ import annotations
 
@@ -12,16 +15,23 @@ from fedtransfer_jax import io_utils
 
 
 class MetricsLog:
-    def __init__(self, path: str):
+    def __init__(self, path: str, *, enabled: bool = True):
         self.path = path
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._f = open(path, "a")
+        self.enabled = enabled
+        self._f = None
+        if enabled:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._f = open(path, "a")
 
     def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
         self._f.write(json.dumps(io_utils._jsonable(record)) + "\n")
         self._f.flush()
 
     def rows(self) -> list[dict]:
+        if not self.enabled:
+            return []
         self._f.flush()
         out = []
         with open(self.path) as f:
@@ -47,4 +57,5 @@ class MetricsLog:
         return len(rows) - len(keep)
 
     def close(self) -> None:
-        self._f.close()
+        if self._f is not None:
+            self._f.close()

@@ -23,7 +23,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from fedtransfer_jax import io_utils
+from fedtransfer_jax import distributed, io_utils
 
 REPORT_KEYS = ("ari", "boundary_f1", "vi", "grain_count_rel_error")
 
@@ -152,8 +152,9 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, console=None, *, 
     study = aggregate(per_seed)
     study["config"] = io_utils.config_to_json(config)
     study["protocol"] = "docs/PROTOCOL.md"
-    io_utils.write_json_atomic(os.path.join(workdir, "summary.json"), study)
-    io_utils.write_text_atomic(os.path.join(workdir, "summary.md"), markdown(study))
-    if config.get("figures", True):
-        ari_figure(os.path.join(workdir, "ari_per_lab.png"), study)
+    if distributed.is_primary():  # several processes: process 0 writes the workdir
+        io_utils.write_json_atomic(os.path.join(workdir, "summary.json"), study)
+        io_utils.write_text_atomic(os.path.join(workdir, "summary.md"), markdown(study))
+        if config.get("figures", True):
+            ari_figure(os.path.join(workdir, "ari_per_lab.png"), study)
     return study

@@ -9,6 +9,10 @@ was trained (progress display, figures, strategy, evaluation settings, the list 
 of methods not yet trained) may differ; any other difference is refused with the list of differing keys,
 because the checkpoints in the workdir were trained with the old values. `fresh_start=True` moves the
 previous outputs into `archive/<timestamp>/` (nothing is deleted) and starts over in the same workdir.
+
+Several processes share one workdir (on a filesystem every host sees): process 0 alone takes the lock,
+cleans, compares and records the config, while the others wait for it and fail with its message if it
+fails (`distributed.on_primary`); it holds the lock for the whole run on behalf of all of them.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import shutil
 import time
 from typing import Any, Iterator
 
-from fedtransfer_jax import io_utils
+from fedtransfer_jax import distributed, io_utils
 
 LOCK_NAME = ".lock"
 CONFIG_NAME = "config.json"
@@ -164,26 +168,40 @@ def open_workdir(path: str, config_json: dict, *, fresh_start: bool = False, log
 
     Yields an info dict: {'resumed': bool, 'archived': folder or None, 'cleaned': [files]}.
     Raises WorkdirError naming the differing keys when the stored config is incompatible.
+
+    With several processes only process 0 does this (the others get an empty info dict once it is done,
+    or `distributed.PrimaryError` when it failed), so nothing is cleaned while another process reads.
     """
-    with lock(path):
-        info: dict = {"resumed": False, "archived": None, "cleaned": clean_stale_files(path)}
-        stored = os.path.join(path, CONFIG_NAME)
-        if os.path.exists(stored):
-            with open(stored) as f:
-                old = json.load(f)
-            keys = incompatible_keys(old, config_json)
-            if keys and not fresh_start:
-                raise WorkdirError(
-                    f"workdir {path} was trained with a different config; resuming would mix models and "
-                    f"settings. Differing keys:\n{describe_diff(old, config_json, keys)}\n"
-                    f"Use another --workdir, undo the change, or pass --fresh_start to move the previous "
-                    f"outputs to {os.path.join(path, 'archive')}/ and start over."
-                )
-            if fresh_start:
-                info["archived"] = archive_outputs(path)
-            else:
-                info["resumed"] = os.path.isdir(os.path.join(path, "checkpoints"))
-        elif fresh_start:
+    with contextlib.ExitStack() as stack:
+
+        def prepare() -> dict:
+            stack.enter_context(lock(path))
+            return _prepare(path, config_json, fresh_start=fresh_start)
+
+        info = distributed.on_primary(prepare)
+        yield info if info is not None else {"resumed": False, "archived": None, "cleaned": []}
+
+
+def _prepare(path: str, config_json: dict, *, fresh_start: bool) -> dict:
+    """Clean, compare with the stored config (or archive), record the new one. Called holding the lock."""
+    info: dict = {"resumed": False, "archived": None, "cleaned": clean_stale_files(path)}
+    stored = os.path.join(path, CONFIG_NAME)
+    if os.path.exists(stored):
+        with open(stored) as f:
+            old = json.load(f)
+        keys = incompatible_keys(old, config_json)
+        if keys and not fresh_start:
+            raise WorkdirError(
+                f"workdir {path} was trained with a different config; resuming would mix models and "
+                f"settings. Differing keys:\n{describe_diff(old, config_json, keys)}\n"
+                f"Use another --workdir, undo the change, or pass --fresh_start to move the previous "
+                f"outputs to {os.path.join(path, 'archive')}/ and start over."
+            )
+        if fresh_start:
             info["archived"] = archive_outputs(path)
-        io_utils.write_json_atomic(stored, config_json)
-        yield info
+        else:
+            info["resumed"] = os.path.isdir(os.path.join(path, "checkpoints"))
+    elif fresh_start:
+        info["archived"] = archive_outputs(path)
+    io_utils.write_json_atomic(stored, config_json)
+    return info

@@ -115,3 +115,18 @@ def test_random_dihedral_shading_is_a_symmetry_of_the_basis():
         assert match, i
         seen.add(match[0])
     assert len(seen) > 2
+
+
+def test_dft_matmuls_match_numpy_fft():
+    """The matmul DFT (used instead of jnp.fft: XLA:CPU's FFT fails inside rounds sharded over devices)."""
+    from fedtransfer_jax.style import parametric as pm
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 20, 17)).astype(np.float32)
+    re, im = pm.dft2(jnp.asarray(x))
+    ref = np.fft.fft2(x, axes=(1, 2))
+    np.testing.assert_allclose(re, ref.real, atol=2e-5)
+    np.testing.assert_allclose(im, ref.imag, atol=2e-5)
+    y = ref * rng.uniform(size=(20, 17))
+    back = pm.idft2_real(jnp.asarray(y.real, jnp.float32), jnp.asarray(y.imag, jnp.float32))
+    np.testing.assert_allclose(back, np.real(np.fft.ifft2(y, axes=(1, 2))), atol=2e-6)

@@ -321,6 +321,7 @@ def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
     Raises:
       ValueError: unknown source or client (named), a client both trained and unseen, or empty data.
     """
+    from fedtransfer_jax import distributed
     from fedtransfer_jax.data import tfds_builders as tb
 
     configs = builder_configs_from(cfg)
@@ -344,9 +345,19 @@ def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
         raise ValueError("no clients left to train on after removing cfg.unseen_clients")
 
     data_dir = _field(cfg, "tfds_dir") or str(Path(workdir) / "tfds")
-    builders = [tb.make_builder(config, data_dir) for config in configs]
-    for builder in builders:
-        builder.download_and_prepare()
+
+    def build() -> list:
+        builders = [tb.make_builder(config, data_dir) for config in configs]
+        for builder in builders:
+            builder.download_and_prepare()
+        return builders
+
+    # Several processes: process 0 builds the cache while the others wait (two writers of one cache would
+    # race), then they open what it wrote (download_and_prepare finds it: nothing is generated again), so
+    # every process reads the same tiles. Its failure (e.g. a label check) stops every process.
+    builders = distributed.on_primary(build)
+    if builders is None:
+        builders = build()
 
     def read(name: str, split: str) -> Arrays:
         b, prefix = available[name]

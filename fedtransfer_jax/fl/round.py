@@ -128,7 +128,10 @@ def pin_round_outputs(state: RoundState, metrics: dict, mesh: Mesh | None) -> tu
     if mesh is None:
         return state, metrics
     replicated = NamedSharding(mesh, P())
-    pin = lambda tree, sharding: jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+
+    def pin(tree, sharding):
+        return jax.tree_util.tree_map(lambda x: jax.lax.with_sharding_constraint(x, sharding), tree)
+
     state = RoundState(
         pin(state.server, replicated),
         pin(state.clients, NamedSharding(mesh, P(CLIENT_AXIS))),

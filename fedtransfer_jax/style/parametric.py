@@ -34,6 +34,7 @@ All functions are jittable and act on one image; ``jax.vmap`` them over a batch.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple, Sequence
 
@@ -76,16 +77,48 @@ def _psd_bin_map(h: int, w: int) -> np.ndarray:
     return (_freq_bin_index(h)[:, None] * NUM_PSD_BINS + _freq_bin_index(w)[None, :]).astype(np.int32)
 
 
+@functools.lru_cache(maxsize=None)
+def _dft_cos_sin(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """cos / sin of 2 pi k m / n (symmetric n x n matrices; static): the real DFT matrices."""
+    k = np.arange(n)
+    ang = 2.0 * np.pi * np.outer(k, k) / n
+    return np.cos(ang).astype(np.float32), np.sin(ang).astype(np.float32)
+
+
+def dft2(x: Array) -> tuple[Array, Array]:
+    """(real, imaginary) part of the 2-D DFT of a real ``[..., H, W]`` array over its last two axes, as
+    matmuls with the DFT matrices (``jnp.fft.fft2`` up to float rounding). Written as matmuls rather than
+    an FFT because XLA:CPU's FFT runtime rejects the operand layouts it picks for FFTs inside a round
+    sharded over several devices (RET_CHECK in fft_thunk.cc), and at tile sizes the matmuls cost next to
+    nothing (2 x 64^3 multiply-adds per channel)."""
+    ch, sh = (jnp.asarray(m) for m in _dft_cos_sin(x.shape[-2]))
+    cw, sw = (jnp.asarray(m) for m in _dft_cos_sin(x.shape[-1]))
+    a = jnp.einsum("kh,...hw->...kw", ch, x)
+    b = jnp.einsum("kh,...hw->...kw", sh, x)
+    return a @ cw - b @ sw, -(b @ cw + a @ sw)
+
+
+def idft2_real(re: Array, im: Array) -> Array:
+    """Real part of the inverse 2-D DFT of ``re + i im`` over the last two axes (``jnp.real(ifft2)``)."""
+    h, w = re.shape[-2:]
+    ch, sh = (jnp.asarray(m) for m in _dft_cos_sin(h))
+    cw, sw = (jnp.asarray(m) for m in _dft_cos_sin(w))
+    p = jnp.einsum("kh,...hw->...kw", ch, re) - jnp.einsum("kh,...hw->...kw", sh, im)
+    q = jnp.einsum("kh,...hw->...kw", sh, re) + jnp.einsum("kh,...hw->...kw", ch, im)
+    return (p @ cw - q @ sw) / (h * w)
+
+
 def gaussian_blur(x: Array, sigma: Array) -> Array:
-    """Gaussian blur of ``[H, W, C]`` with a (traced) sigma in px: FFT of the reflect-padded image times
+    """Gaussian blur of ``[H, W, C]`` with a (traced) sigma in px: the DFT of the reflect-padded image times
     ``exp(-2 pi^2 sigma^2 |f|^2)``; sigma 0 is the identity. Reflect padding keeps the tile border clean."""
     h, w, _ = x.shape
     ph, pw = min(h - 1, 12), min(w - 1, 12)
-    xp = jnp.pad(x, ((ph, ph), (pw, pw), (0, 0)), mode="reflect")
+    xp = jnp.moveaxis(jnp.pad(x, ((ph, ph), (pw, pw), (0, 0)), mode="reflect"), -1, 0)  # [C, H', W']
     fy = jnp.fft.fftfreq(h + 2 * ph)[:, None]
     fx = jnp.fft.fftfreq(w + 2 * pw)[None, :]
-    transfer = jnp.exp(-2.0 * math.pi**2 * sigma**2 * (fy**2 + fx**2))[..., None]
-    out = jnp.real(jnp.fft.ifft2(jnp.fft.fft2(xp, axes=(0, 1)) * transfer, axes=(0, 1)))
+    transfer = jnp.exp(-2.0 * math.pi**2 * sigma**2 * (fy**2 + fx**2))
+    re, im = dft2(xp)
+    out = jnp.moveaxis(idft2_real(re * transfer, im * transfer), 0, -1)
     return out[ph : ph + h, pw : pw + w].astype(jnp.float32)
 
 
@@ -197,7 +230,8 @@ def fit_style(
     noise_cov = rc.T @ rc / n_far
     _, basis = jnp.linalg.eigh(noise_cov)
     proj = jnp.moveaxis((rc @ basis).reshape(h, w, 3), -1, 0)  # [3, H, W], zero on boundary pixels
-    power = jnp.square(jnp.abs(jnp.fft.fft2(proj, axes=(1, 2)))) / n_far  # masked periodogram
+    re, im = dft2(proj)
+    power = (jnp.square(re) + jnp.square(im)) / n_far  # masked periodogram
 
     # Along-boundary contrast variation, corrected for the noise: a = <x - tone, p0> / |p0|^2 on boundary
     # pixels has variance var(A) + sigma^2 / |p0|^2.
@@ -243,8 +277,8 @@ def render_style(
     prof = jnp.concatenate([style.profile, jnp.zeros((1, 3), style.profile.dtype)])[db] * mod[..., None]
     bins = jnp.asarray(_psd_bin_map(h, w))
     amp = jnp.sqrt(jnp.maximum(style.noise_psd.reshape(3, -1)[:, bins], 0.0))  # [3, H, W]
-    white = jnp.fft.fft2(jax.random.normal(k_noise, (3, h, w)), axes=(1, 2))
-    field = jnp.real(jnp.fft.ifft2(amp * white, axes=(1, 2)))
+    white_re, white_im = dft2(jax.random.normal(k_noise, (3, h, w)))
+    field = idft2_real(amp * white_re, amp * white_im)
     noise = jnp.moveaxis(field, 0, -1) @ style.noise_basis.T
     out = tone_map + shade.reshape(h, w, 3) + prof + noise_scale * noise
     return jnp.clip(out, 0.0, 1.0).astype(jnp.float32)
