@@ -129,6 +129,9 @@ def test_real_plus_synthetic_tiny_loads_real_data(tmp_path: Path) -> None:
                                       cfg.data.group_regex)
   per_crop = (256 // t) ** 2
   assert len(train) + len(test) == 80
+  if cfg.data.val_fraction:  # validation micrographs come out of the training side, by group too
+    train, val = folder.split_by_group(train, cfg.data.val_fraction, cfg.data.seed, cfg.data.group_regex)
+    chex.assert_shape(fd.val["tbm_tint_etched"][0], (len(val) * per_crop, t, t, 3))
   np.testing.assert_array_equal(fd.train.num_examples, [len(train) * per_crop, cfg.data.train_per_client])
   chex.assert_shape(fd.test["tbm_tint_etched"][0], (len(test) * per_crop, t, t, 3))
   # The first train tile is the top-left corner of the first train crop.
