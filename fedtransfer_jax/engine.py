@@ -29,7 +29,6 @@ from fedtransfer_jax.fl import algorithms, optimizers, round as round_lib, strat
 from fedtransfer_jax.fl.algorithms.base import BatchTransform, LocalTraining
 
 KINDS = ("federated", "local", "centralized")
-STYLE_MODES = ("adain", "fourier", "gen")  # the style/methods/ registry (METHOD_NAMES; tested equal)
 AGGREGATORS = ("mean", "dp")
 # Keys of a 'dp' aggregator spec that configure the accountant (privacy/accounting.py), with defaults.
 ACCOUNTING_KEYS = {"delta": 1e-5, "accountant": "rdp"}
@@ -87,8 +86,10 @@ def method_spec(config: ml_collections.ConfigDict, name: str) -> MethodSpec:
     if spec.kind not in KINDS:
         raise ValueError(f"config key {key}.kind: unknown kind {spec.kind!r}; choose from {KINDS}")
     algorithms.resolve_hparams(spec.algorithm, spec.hparams, f"{key}.hparams")
-    if spec.style and spec.style not in STYLE_MODES:
-        raise ValueError(f"config key {key}.style: unknown style method {spec.style!r}; choose from {STYLE_MODES}")
+    from fedtransfer_jax.style.methods import METHOD_NAMES as style_names  # noqa: PLC0415 (the registry)
+
+    if spec.style and spec.style not in style_names:
+        raise ValueError(f"config key {key}.style: unknown style method {spec.style!r}; choose from {style_names}")
     if spec.aggregator.get("name", "mean") not in AGGREGATORS:
         raise ValueError(
             f"config key {key}.aggregator.name: unknown aggregator {spec.aggregator.get('name')!r}; "

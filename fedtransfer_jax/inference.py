@@ -89,6 +89,16 @@ def config_from_workdir(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
+def _is_local(workdir: str, method: str) -> bool:
+    """A method of kind 'local' (one model per client), by the workdir's config (name 'local' otherwise)."""
+    from fedtransfer_jax import engine  # noqa: PLC0415
+
+    try:
+        return engine.method_spec(config_from_workdir(workdir), method).kind == "local"
+    except (FileNotFoundError, ValueError):
+        return method == "local"
+
+
 def checkpoint_tag(workdir: str, method: str, client: str | None) -> str:
     base = os.path.join(workdir, "checkpoints", method)
     if not os.path.isdir(base):
@@ -98,10 +108,10 @@ def checkpoint_tag(workdir: str, method: str, client: str | None) -> str:
             else []
         )
         raise FileNotFoundError(f"no checkpoints for method {method!r} in {base}; available: {have}")
-    if method == "local":
+    if _is_local(workdir, method):
         clients = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)))
         if client is None:
-            raise ValueError(f"method 'local' has one model per client: pass --client (one of {clients})")
+            raise ValueError(f"method {method!r} has one model per client: pass --client (one of {clients})")
         if client not in clients:
             raise ValueError(f"no local model for client {client!r}; available: {clients}")
         return f"{method}/{client}"
