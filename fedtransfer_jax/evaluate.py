@@ -36,7 +36,6 @@ from fedtransfer_jax.metrics import postprocess_select as pps
 
 EXIT_OK, EXIT_USAGE = 0, 2
 USER_ERRORS = predict.USER_ERRORS
-load_model = predict.load_model
 INVERT_FLAG = "--invert_labels"
 
 
@@ -132,15 +131,7 @@ def run(f: Mapping[str, Any]) -> int:
             invert_flag=INVERT_FLAG,
             where=f"--data_dir {f['data_dir']}",
         )
-    method = f["method"] or inference.default_method(f["workdir"])
-    model = load_model(f["workdir"], method, f["client"], f.get("allow_incomplete", False))
-    if f["overlap"] is not None and not 0 <= f["overlap"] < model.tile:
-        raise ValueError(
-            f"--overlap must be in [0, {model.tile}) (the model's tile size), got {f['overlap']}"
-        )
-    settings, provenance = pps.resolve_settings(
-        f["workdir"], pps.settings_tag(model.tag, f["client"]), overrides, model.config.eval.threshold
-    )
+    model, settings, provenance = predict.model_and_settings(f, overrides)
     result = evaluate_folder(
         model,
         f["data_dir"],

@@ -350,6 +350,20 @@ def predict_folder(
     return manifest
 
 
+def model_and_settings(f: Mapping[str, Any], overrides: Mapping[str, Any]):
+    """What predict and evaluate share after their own input checks: the model (`--method`, default the
+    workdir's best; `--client`; `--allow_incomplete`), a valid `--overlap`, and the post-processing
+    settings with their provenance (stored choice, `--client`'s own, flags, built-in defaults)."""
+    method = f["method"] or inference.default_method(f["workdir"])
+    model = load_model(f["workdir"], method, f["client"], f.get("allow_incomplete", False))
+    if f["overlap"] is not None and not 0 <= f["overlap"] < model.tile:
+        raise ValueError(f"--overlap must be in [0, {model.tile}) (the model's tile size), got {f['overlap']}")
+    settings, provenance = pps.resolve_settings(
+        f["workdir"], pps.settings_tag(model.tag, f["client"]), overrides, model.config.eval.threshold
+    )
+    return model, settings, provenance
+
+
 def _flag_values(settings_flags: Mapping[str, Any]) -> dict[str, Any]:
     return {k: f.value for k, f in settings_flags.items()}
 
@@ -361,15 +375,7 @@ def run(argv_flags: Mapping[str, Any]) -> int:
     overrides = {k: v for k, v in f["settings"].items() if v is not None}
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?
     plan_outputs(f["images"], f["out"])  # Fail on an unsafe --out before the (slow) model load.
-    method = f["method"] or inference.default_method(f["workdir"])
-    model = load_model(f["workdir"], method, f["client"], f.get("allow_incomplete", False))
-    if f["overlap"] is not None and not 0 <= f["overlap"] < model.tile:
-        raise ValueError(
-            f"--overlap must be in [0, {model.tile}) (the model's tile size), got {f['overlap']}"
-        )
-    settings, provenance = pps.resolve_settings(
-        f["workdir"], pps.settings_tag(model.tag, f["client"]), overrides, model.config.eval.threshold
-    )
+    model, settings, provenance = model_and_settings(f, overrides)
     manifest = predict_folder(
         model,
         f["images"],
