@@ -9,7 +9,12 @@ sliding window, the config's threshold). Method 'local' has one model per client
 over the client models (each one's own numbers are kept under `per_client`). Prints a table and writes
 `<workdir>/sim_to_real.json` atomically:
 
-  {"data_dir": ..., "n_images": 80, "methods": {"<method>": {"mean": {metrics}, "per_client": {...}?}}}
+  {"data_dir": ..., "n_images": 80, "methods": {"<method>": {"mean": {metrics}, "mean_raw": {...},
+   "per_client": {...}?}}}
+
+`mean_raw` is the thresholded probability map (as in the workdir summaries, what the table shows);
+`mean` is after evaluate's post-processing (built-in defaults: a model trained on synthetic labs has no
+choice made on this lab's tiles).
 
 Cost: one pass over the crops per model (seconds per model on a 2-core CPU at 64 px tiles).
 """
@@ -78,14 +83,14 @@ def evaluate_workdir(
             per_client = {}
             for client in local_clients(workdir):
                 res = evaluate(load(workdir, method, client), data_dir, invert_labels=invert_labels)
-                per_client[client] = res["mean"]
+                per_client[client] = res.get("mean_raw", res["mean"])
                 n_images = res["n_images"]
             if not per_client:
                 raise FileNotFoundError(f"checkpoints/local in {workdir} holds no client models")
             methods[method] = {"mean": mean_metrics(list(per_client.values())), "per_client": per_client}
         else:
             res = evaluate(load(workdir, method), data_dir, invert_labels=invert_labels)
-            methods[method] = {"mean": res["mean"]}
+            methods[method] = {"mean": res["mean"], "mean_raw": res.get("mean_raw", res["mean"])}
             n_images = res["n_images"]
     return {
         "workdir": os.path.abspath(workdir),
@@ -99,7 +104,8 @@ def format_table(result: dict, keys: Sequence[str] = TABLE_KEYS) -> str:
     """Markdown table: one row per method, the mean metrics as columns (missing -> 'n/a')."""
     lines = ["| method | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
     for method, m in result["methods"].items():
-        cells = [f"{m['mean'][k]:.3f}" if isinstance(m["mean"].get(k), (int, float)) else "n/a" for k in keys]
+        row = m.get("mean_raw", m["mean"])
+        cells = [f"{row[k]:.3f}" if isinstance(row.get(k), (int, float)) else "n/a" for k in keys]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
