@@ -1,14 +1,21 @@
 r"""Federated grain-boundary segmentation on style-non-IID synthetic labs (the main job).
 
   python launch.py --config experiments/grains.py --workdir runs/grains
-  python launch.py --config experiments/grains.py:smoke --workdir /tmp/smoke   # < 5 min, 2-core CPU
+  python launch.py --config experiments/grains.py:smoke --workdir /tmp/smoke   # plumbing check, 5-8 min
 
-Four client labs, each with its own imaging style and grain sizes (data/synthetic.py), plus one unseen
-lab that no method trains on. Methods: local (each lab alone), fedavg, fedprox, fedtransfer (AdaIN style
-sharing), fedtransfer_fourier (Fourier amplitude style sharing), centralized (pooled data, the upper bound).
+Four client labs (brightfield, darkfield, sem, lowcontrast), each with its own imaging style and grain
+sizes (data/synthetic.py), plus one unseen lab (tint) that no method trains on; the protocol (splits,
+seeds, primary metric, what counts as a win) is fixed in docs/PROTOCOL.md. Methods: local (each lab
+alone), fedavg, fedprox, fedtransfer (AdaIN style sharing, the paper's), fedtransfer_fourier (Fourier
+amplitude style sharing), fedtransfer_gen (parametric label-conditioned imaging model, style/methods/gen.py),
+centralized (pooled data, no privacy). More methods (scaffold, feddyn, fedadam, dp_fedavg, fedavg_secagg,
+...) are defined in `method_specs` and picked with `--config.methods=...`; experiments/grains_seeds.py runs
+this job over the three test seeds, experiments/privacy.py the DP-FedAvg curve.
 
-Cost (2-core CPU, JAX 0.10.2, measured): `smoke` 2m18s; default 5m17s (7m57s on a busy machine), of which
-fedtransfer (AdaIN, incl. 15 federated style-network rounds) ~80 s. Variants: `smoke`, `tiny` (tests).
+Cost (2-core CPU, JAX 0.10.2, lightly loaded, measured 2026-11-26): default 8.0-8.2 min wall (478 / 489 s
+for seeds 0 / 1; ~665 CPU-s), per method 50-75 s, fedtransfer (AdaIN, incl. its 15 federated style-network
+rounds) ~100 s; every method compiles its round once. `smoke` 7m49s on a busy machine. `tiny`:
+seconds (tests).
 """
 
 import ml_collections
@@ -46,11 +53,19 @@ def dp(noise_multiplier: float, clip_norm: float = 0.1, *, adaptive: bool = True
 
 
 def method(
-    algorithm: str = "fedavg", *, kind: str = "federated", style: str = "", aggregator=None, secure=False, **hparams
+    algorithm: str = "fedavg",
+    *,
+    kind: str = "federated",
+    style: str = "",
+    style_targets: str = "foreign",
+    aggregator=None,
+    secure=False,
+    **hparams,
 ):
     """A method spec with every hyper-parameter of its algorithm present (so each can be overridden on the
-    command line: --config.method_specs.fedprox.hparams.mu=0.1)."""
-    return {
+    command line: --config.method_specs.fedprox.hparams.mu=0.1). `style_targets='own'`: the control that
+    renders each lab's labels in its own style only (augmentation without sharing)."""
+    spec = {
         "kind": kind,
         "algorithm": algorithm,
         "hparams": algorithms.resolve_hparams(algorithm, hparams, f"method {algorithm}"),
@@ -58,6 +73,9 @@ def method(
         "aggregator": aggregator or {"name": "mean"},
         "secure": {**SECURE, "enabled": bool(secure)},
     }
+    if style_targets != "foreign":  # only where set: workdirs written before the key existed still resume
+        spec["style_targets"] = style_targets
+    return spec
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -88,6 +106,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "fedtransfer": method("fedavg", style="adain"),
             "fedtransfer_fourier": method("fedavg", style="fourier"),
             "fedtransfer_gen": method("fedavg", style="gen"),
+            # Controls (docs/PROTOCOL.md): the same re-rendering in the lab's own style, no foreign style.
+            "gen_own_style": method("fedavg", style="gen", style_targets="own"),
             "fedavgm": method("fedavgm"),
             "fedadam": method("fedadam"),
             "fedyogi": method("fedyogi"),

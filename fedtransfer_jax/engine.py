@@ -32,7 +32,10 @@ KINDS = ("federated", "local", "centralized")
 AGGREGATORS = ("mean", "dp")
 # Keys of a 'dp' aggregator spec that configure the accountant (privacy/accounting.py), with defaults.
 ACCOUNTING_KEYS = {"delta": 1e-5, "accountant": "rdp"}
-_SPEC_KEYS = ("kind", "algorithm", "hparams", "style", "aggregator", "secure")
+_SPEC_KEYS = ("kind", "algorithm", "hparams", "style", "style_targets", "aggregator", "secure")
+# Whose style a client renders its own labels in: other labs' (FedTransfer) or its own (the control that
+# separates style *sharing* from the augmentation of re-rendering, docs/PROTOCOL.md "Controls").
+STYLE_TARGETS = ("foreign", "own")  # = style.methods.base.TARGET_MODES (not imported: engine loads first)
 _INIT_TAG = 0x1217  # fold_in tag of the segmenter's init key
 
 
@@ -43,6 +46,7 @@ class MethodSpec:
     algorithm: str = "fedavg"
     hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     style: str = ""
+    style_targets: str = "foreign"
     aggregator: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"name": "mean"})
     secure: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"enabled": False})
 
@@ -80,6 +84,7 @@ def method_spec(config: ml_collections.ConfigDict, name: str) -> MethodSpec:
         algorithm=raw.get("algorithm", "fedavg") or "fedavg",
         hparams=dict(_plain(raw.get("hparams", {})) or {}),
         style=raw.get("style", "") or "",
+        style_targets=raw.get("style_targets", "foreign") or "foreign",
         aggregator=dict(_plain(raw.get("aggregator", {})) or {"name": "mean"}),
         secure=dict(_plain(raw.get("secure", {})) or {"enabled": False}),
     )
@@ -90,6 +95,10 @@ def method_spec(config: ml_collections.ConfigDict, name: str) -> MethodSpec:
 
     if spec.style and spec.style not in style_names:
         raise ValueError(f"config key {key}.style: unknown style method {spec.style!r}; choose from {style_names}")
+    if spec.style_targets not in STYLE_TARGETS:
+        raise ValueError(
+            f"config key {key}.style_targets: unknown {spec.style_targets!r}; choose from {STYLE_TARGETS}"
+        )
     if spec.aggregator.get("name", "mean") not in AGGREGATORS:
         raise ValueError(
             f"config key {key}.aggregator.name: unknown aggregator {spec.aggregator.get('name')!r}; "

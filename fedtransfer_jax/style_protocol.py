@@ -83,7 +83,7 @@ def share_styles(ctx: Context, method, shared, ledger) -> tuple:
     return bank
 
 
-def precompute_restyled(ctx: Context, method, shared, bank) -> ClientData:
+def precompute_restyled(ctx: Context, method, shared, bank, targets_mode: str = "foreign") -> ClientData:
     """`style.restyle=precomputed`: every client's training set plus `style.precomputed_copies` copies of
     it, each image rendered in a uniformly drawn foreign lab's style (done once, on each client)."""
     sc, seed, train = ctx.config.style, int(ctx.config.seed), ctx.data.train
@@ -99,7 +99,7 @@ def precompute_restyled(ctx: Context, method, shared, bank) -> ClientData:
         for cid in range(c):
             key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), _TAG_PRECOMPUTE), copy * 1000 + cid)
             k_t, k_r = jax.random.split(key)
-            targets, has = style_methods.foreign_targets(bank.valid, jnp.int32(cid), n, k_t)
+            targets, has = style_methods.draw_targets(bank.valid, jnp.int32(cid), n, k_t, targets_mode)
             r = style_methods.render_in_batches(
                 method, shared, bank, images[cid], labels[cid], np.asarray(targets), k_r, render_fn=render
             )
@@ -114,7 +114,12 @@ def setup_style_sharing(ctx: Context, spec: engine.MethodSpec, ledger, clients_p
     method = style_methods.get_style_method(spec.style, sc)
     tile = int(np.shape(ctx.data.train.images)[2])
     shared = method.init_shared(jax.random.fold_in(jax.random.PRNGKey(int(ctx.config.seed)), STYLE_NET_TAG), tile)
-    info: dict = {"method": spec.style, "restyle": sc.restyle, "mix_prob": float(sc.mix_prob)}
+    info: dict = {
+        "method": spec.style,
+        "targets": spec.style_targets,
+        "restyle": sc.restyle,
+        "mix_prob": float(sc.mix_prob),
+    }
     if method.info:
         info["description"] = dict(method.info)
     t0 = time.time()
@@ -126,10 +131,12 @@ def setup_style_sharing(ctx: Context, spec: engine.MethodSpec, ledger, clients_p
     info["share_seconds"] = time.time() - t0
     ctx.style_artifacts[spec.name] = {"method": method, "shared": shared, "bank": bank}
     if sc.restyle == "online":
-        return ctx.data.train, style_methods.make_batch_transform(method, shared, bank, float(sc.mix_prob)), info
+        return ctx.data.train, style_methods.make_batch_transform(
+            method, shared, bank, float(sc.mix_prob), spec.style_targets
+        ), info
     if sc.restyle == "precomputed":
         t0 = time.time()
-        data = precompute_restyled(ctx, method, shared, bank)
+        data = precompute_restyled(ctx, method, shared, bank, spec.style_targets)
         info["precompute_seconds"] = time.time() - t0
         return data, None, info
     raise ValueError(f"config key style.restyle: unknown {sc.restyle!r}; choose 'online' or 'precomputed'")

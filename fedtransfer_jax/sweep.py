@@ -10,7 +10,8 @@ to `<workdir>`:
                  "vs_fedavg": {"seen_ari": {"diff_mean", "diff_se", ...}}}}, "protocol": {...}}
 
 The comparison to FedAvg is paired over seeds (same data, same seed): the difference's mean and its
-standard error (std / sqrt(n)); "gap closed" is (method - fedavg) / (centralized - fedavg) on seen-lab ARI.
+standard error (std / sqrt(n)); "gap closed" is (method - fedavg) / (centralized - fedavg) on seen-lab ARI,
+reported only when centralized beats FedAvg by more than that standard error (`seen_gap.defined`).
 """
 
 from __future__ import annotations
@@ -77,11 +78,31 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
                     "diff_se": se,
                     "beats_fedavg_by_more_than_se": bool(diff.mean() > se) if math.isfinite(se) else None,
                 }
-            if "centralized" in out["methods"]:
-                gap = out["methods"]["centralized"]["seen"]["ari"]["mean"] - out["methods"]["fedavg"]["seen"]["ari"]["mean"]
-                gain = entry["seen"]["ari"]["mean"] - out["methods"]["fedavg"]["seen"]["ari"]["mean"]
-                entry["vs_fedavg"]["seen_gap_closed"] = float(gain / gap) if abs(gap) > 1e-12 else None
+    if "centralized" in out["methods"] and "fedavg" in out["methods"]:
+        for m, entry in out["methods"].items():
+            entry["vs_fedavg"]["seen_gap_closed"] = _gap_closed(out["methods"], m)
+        central = out["methods"]["centralized"]["vs_fedavg"]["seen_ari"]
+        out["seen_gap"] = {
+            "centralized_minus_fedavg": central["diff_mean"],
+            "se": central["diff_se"],
+            "defined": bool(_gap_is_defined(central)),
+        }
     return out
+
+
+def _gap_is_defined(central_vs_fedavg: dict) -> bool:
+    """The FedAvg -> centralized gap is a yardstick only when centralized beats FedAvg by more than the
+    standard error of their paired difference; otherwise "share of the gap closed" divides by noise (or by
+    a negative number) and is not reported."""
+    d, se = central_vs_fedavg["diff_mean"], central_vs_fedavg["diff_se"]
+    return math.isfinite(se) and d > max(se, 1e-12)
+
+
+def _gap_closed(methods: dict, m: str) -> float | None:
+    central = methods["centralized"]["vs_fedavg"]["seen_ari"]
+    if "seen_ari" not in methods[m]["vs_fedavg"] or not _gap_is_defined(central):
+        return None
+    return float(methods[m]["vs_fedavg"]["seen_ari"]["diff_mean"] / central["diff_mean"])
 
 
 def markdown(study: dict) -> str:
@@ -105,6 +126,13 @@ def markdown(study: dict) -> str:
             f"{fmt(e['seen']['boundary_f1'])} | {fmt(e['seen']['vi'])} | {d('seen_ari')} | {d('unseen_ari')} | "
             f"{'n/a' if gap is None else f'{100 * gap:.0f} %'} |"
         )
+    gap = study.get("seen_gap")
+    if gap is not None and not gap["defined"]:
+        lines += [
+            "",
+            f"Seen gap closed: n/a: centralized - FedAvg = {gap['centralized_minus_fedavg']:+.3f} ± {gap['se']:.3f} "
+            "(SE) on seen-lab ARI, so there is no FedAvg -> centralized gap to close.",
+        ]
     labs = list(next(iter(study["methods"].values()))["per_lab"])
     lines += ["", "ARI per lab (mean ± std over seeds):", "", "| method | " + " | ".join(labs) + " |", "|---|" + "---|" * len(labs)]
     for m, e in study["methods"].items():

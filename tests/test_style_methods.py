@@ -18,6 +18,7 @@ from fedtransfer_jax.style.methods import (
     check_message,
     config_defaults,
     get_style_method,
+    make_batch_transform,
     mix_batch,
     pick_styles,
     stack_messages,
@@ -165,6 +166,27 @@ def test_mix_batch_replaces_a_fraction_with_foreign_styles(mix_prob):
         assert changed.sum() == round(mix_prob * 8)
         drawn = np.round(v[changed] * 10 - 1).astype(int)
         assert np.all(drawn != client) and np.all(drawn != 2)  # foreign and sharing at least one style
+
+
+def test_mix_batch_own_targets_is_the_no_sharing_control():
+    """targets_mode='own' renders every mixed example in the client's own style (and leaves a client that
+    shares none unchanged); an unknown mode fails at set-up with the mode named."""
+    m = _stub_method()
+    bank = StyleBankV2({"a": jnp.zeros((3, 1, 1))}, jnp.asarray([[True], [True], [False]]))
+    batch = {
+        "images": jnp.zeros((8, 4, 4, 3)),
+        "labels": jnp.ones((8, 4, 4), jnp.uint8),
+        "mask": jnp.ones(8, bool),
+    }
+    fn = jax.jit(lambda b, c, k: mix_batch(m, None, bank, b, c, k, 0.5, "own"))
+    for client in range(3):
+        v = np.asarray(fn(batch, jnp.int32(client), jax.random.PRNGKey(client))["images"])[:, 0, 0, 0]
+        if client == 2:
+            assert np.all(v == 0)  # no own style shared: batch unchanged
+        else:
+            assert (v > 0).sum() == 4 and np.all(np.round(v[v > 0] * 10 - 1) == client)
+    with pytest.raises(ValueError, match="'mine'"):
+        make_batch_transform(m, None, bank, 0.5, "mine")
 
 
 def test_mix_batch_vmaps_over_clients_and_keeps_batch_without_foreign_styles():

@@ -156,6 +156,17 @@ def test_unknown_method_is_named(tmp_path):
         train.train_and_evaluate(c, str(tmp_path / "bad"))
 
 
+def test_method_spec_style_targets_is_checked_and_defaults_to_foreign():
+    from fedtransfer_jax import engine  # noqa: PLC0415
+
+    c = tiny_config()
+    assert engine.method_spec(c, "fedtransfer_gen").style_targets == "foreign"
+    assert engine.method_spec(c, "gen_own_style").style_targets == "own"
+    c.method_specs.gen_own_style.style_targets = "everyone"
+    with pytest.raises(ValueError, match=r"method_specs\.gen_own_style\.style_targets.*'everyone'"):
+        engine.method_spec(c, "gen_own_style")
+
+
 def test_launch_rejects_unknown_config_key(tmp_path):
     proc = subprocess.run(
         [

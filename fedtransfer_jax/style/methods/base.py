@@ -131,6 +131,25 @@ def foreign_targets(valid: Array, client_id: Array, n: int, key: chex.PRNGKey) -
     return jax.random.categorical(key, logits, shape=(n,)).astype(jnp.int32), has
 
 
+TARGET_MODES = ("foreign", "own")
+
+
+def own_targets(valid: Array, client_id: Array, n: int) -> tuple[Array, Array]:
+    """The control to ``foreign_targets``: ``n`` times the client itself, ``(targets [n], has_own_style)``.
+    Rendering a client's labels in its *own* fitted style is re-rendering as augmentation, with no other
+    lab's style involved."""
+    return jnp.full((n,), client_id, jnp.int32), jnp.any(valid[client_id])
+
+
+def draw_targets(valid: Array, client_id: Array, n: int, key: chex.PRNGKey, mode: str = "foreign"):
+    """``foreign_targets`` (FedTransfer) or ``own_targets`` (the control), by ``mode``."""
+    if mode == "foreign":
+        return foreign_targets(valid, client_id, n, key)
+    if mode == "own":
+        return own_targets(valid, client_id, n)
+    raise ValueError(f"style targets: unknown mode {mode!r}; choose from {TARGET_MODES}")
+
+
 def mix_batch(
     method: StyleMethod,
     shared: PyTree,
@@ -139,9 +158,11 @@ def mix_batch(
     client_id: Array | int,
     key: chex.PRNGKey,
     mix_prob: float,
+    targets_mode: str = "foreign",
 ) -> dict:
     """Replace ``round(mix_prob * B)`` random examples of a client's batch by its own images/labels
-    rendered in randomly drawn *foreign* labs' styles (labels unchanged). Jittable; ``client_id`` may be
+    rendered in randomly drawn *foreign* labs' styles (labels unchanged; ``targets_mode='own'``: in its own
+    styles, the control). Jittable; ``client_id`` may be
     traced (one compiled step for every client under vmap); ``mix_prob`` is static. Only the chosen
     examples are rendered (gather -> render -> scatter), so the cost is proportional to ``mix_prob``.
     With no foreign style in the bank the batch is returned unchanged."""
@@ -155,16 +176,22 @@ def mix_batch(
     k_pick, k_target, k_render = jax.random.split(key, 3)
     idx = jax.random.permutation(k_pick, bsz)[:n_mix]
     valid = bank.valid if hasattr(bank, "valid") else bank["valid"]
-    targets, has_foreign = foreign_targets(valid, jnp.asarray(client_id, jnp.int32), n_mix, k_target)
+    targets, has_foreign = draw_targets(valid, jnp.asarray(client_id, jnp.int32), n_mix, k_target, targets_mode)
     rendered = method.render(shared, bank, images[idx], batch["labels"][idx], targets, k_render)
     chex.assert_shape(rendered, images[idx].shape)
     rendered = jnp.where(has_foreign, rendered.astype(images.dtype), images[idx])
     return {**batch, "images": images.at[idx].set(rendered)}
 
 
-def make_batch_transform(method: StyleMethod, shared: PyTree, bank: PyTree, mix_prob: float) -> Callable:
+def make_batch_transform(
+    method: StyleMethod, shared: PyTree, bank: PyTree, mix_prob: float, targets_mode: str = "foreign"
+) -> Callable:
     """``mix_batch`` as the engine's ``batch_transform(batch, client_id, rng) -> batch``."""
-    return lambda batch, client_id, rng: mix_batch(method, shared, bank, batch, client_id, rng, mix_prob)
+    if targets_mode not in TARGET_MODES:  # fail at set-up, not inside the first jitted step
+        raise ValueError(f"style targets: unknown mode {targets_mode!r}; choose from {TARGET_MODES}")
+    return lambda batch, client_id, rng: mix_batch(
+        method, shared, bank, batch, client_id, rng, mix_prob, targets_mode
+    )
 
 
 def render_in_batches(
