@@ -8,12 +8,18 @@ for free from knowing which lab a client is and what such micrographs look like)
     with the very image those statistics were computed from. Generic over the statistics:
     `invert_statistics(stats_fn, target_stats, ...)` attacks AdaIN feature mean/std
     (`StyleNet.style_stats`), low-frequency Fourier amplitudes (`style.fourier.low_freq_amplitude`) or any
-    new style method's statistics.
+    new style method's statistics. The `gen` method's message (`style.parametric.fit_style` of a tile *with
+    its label map*) is attacked by `gen_inversion_audit`: the server lacks the label, so the attacker fits
+    its candidate with the label of another tile of the same lab.
 (b) **Gradient inversion** of one client's model delta (Geiping, Bauermeister, Droege & Moeller 2020,
     "Inverting gradients - how easy is it to break privacy in federated learning?", NeurIPS): dummy images
     are optimised so that the delta of the client's local step(s) from the known global params matches the
     observed delta in cosine distance (+ TV); the strong attacker knows the labels and the local optimiser.
     With DP-FedAvg's release (clip + Gaussian noise, `privacy.dp`) and without.
+(c) **Property inference**: can the server predict a tile's grain statistics (number of grains, mean grain
+    area, boundary fraction) from that tile's message (AdaIN, Fourier or gen) better than from the lab's
+    mean? Leave-one-out ridge regression and a permutation test (`property_inference`): a materials leak
+    that image-similarity scores miss.
 
 Scores: SSIM (skimage) and PSNR of the recovered image vs the true one; boundary F1 (`metrics.boundary_prf`)
 of the recovered structure (a thresholded gradient-magnitude edge map, or a segmenter's output when one is
@@ -183,35 +189,41 @@ def invert_statistics(
     steps: int = 300,
     lr: float = 0.05,
     tv_weight: float = 0.05,
+    context: PyTree = None,
 ) -> np.ndarray:
     """An image whose `stats_fn` statistics match `target_stats`: Adam on the logits of a sigmoid image
     started from noise, minimising the relative squared statistics error + `tv_weight` * TV.
 
     Args:
-      stats_fn: image [H, W, 3] in [0, 1] -> statistics pytree (differentiable).
+      stats_fn: image [H, W, 3] in [0, 1] -> statistics pytree (differentiable); called as
+        `stats_fn(image, context)` when a `context` is given.
       target_stats: the statistics one client shared for one image.
       image_shape: (H, W, 3).
+      context: optional arrays the statistics depend on besides the image (e.g. the label maps the
+        attacker guesses for the gen message): an argument of the jitted attack, so that every victim
+        reuses one compilation.
     """
     target_stats = jax.tree_util.tree_map(lambda t: jnp.asarray(t, jnp.float32), target_stats)
-    run = _statistics_inversion_runner(stats_fn, int(steps), float(lr), float(tv_weight))
-    image, _ = run(0.5 * jax.random.normal(key, tuple(image_shape), jnp.float32), target_stats)
+    run = _statistics_inversion_runner(stats_fn, int(steps), float(lr), float(tv_weight), context is not None)
+    image, _ = run(0.5 * jax.random.normal(key, tuple(image_shape), jnp.float32), target_stats, context)
     return np.asarray(image)
 
 
 @functools.lru_cache(maxsize=16)
-def _statistics_inversion_runner(stats_fn, steps, lr, tv_weight):
+def _statistics_inversion_runner(stats_fn, steps, lr, tv_weight, with_context=False):
     """One jitted attack per (statistics function, settings): every victim of an audit reuses it."""
     opt = optax.adam(lr)
 
-    def loss(z, target):
+    def loss(z, target, context):
         x = jax.nn.sigmoid(z)
-        return _relative_sq_error(stats_fn(x), target) + tv_weight * total_variation(x)
+        stats = stats_fn(x, context) if with_context else stats_fn(x)
+        return _relative_sq_error(stats, target) + tv_weight * total_variation(x)
 
     @jax.jit
-    def run(z0, target):
+    def run(z0, target, context):
         def step(carry, _):
             z, s = carry
-            value, g = jax.value_and_grad(loss)(z, target)
+            value, g = jax.value_and_grad(loss)(z, target, context)
             updates, s = opt.update(g, s, z)
             return (optax.apply_updates(z, updates), s), value
 
@@ -219,6 +231,169 @@ def _statistics_inversion_runner(stats_fn, steps, lr, tv_weight):
         return jax.nn.sigmoid(z), values
 
     return run
+
+
+# --------------------------------------------------------------------------------------------------------
+# (a, gen) Inverting the gen method's shared imaging-model parameters.
+# --------------------------------------------------------------------------------------------------------
+# Differentiability of `parametric.fit_style` with respect to the image (`fit_style_gradients` measures it on
+# real tiles; the audit notes report it per lab): least squares, segment means and DFT matmuls are smooth, so
+# tone_mean, profile, shading and noise_psd have finite, non-zero gradients. The others are not safe:
+# - blur is picked by argmin among BLUR_CANDIDATES: piecewise constant, gradient zero;
+# - tone_sqrt and noise_basis come from `jnp.linalg.eigh`, whose gradient has 1 / (lambda_i - lambda_j) (and
+#   tone_sqrt sqrt'(0) = inf): non-finite when eigenvalues coincide or vanish, as for the rank-1 colour
+#   covariance of a grey lab's tones; an eigenvector's sign is arbitrary anyway;
+# - contrast_std = sqrt(max(., 0)) has gradient zero where the noise correction clips it (inf at 0).
+# In trials, an attack matching these raw fields went NaN within 50 steps on a brightfield tile. The attacker
+# therefore matches an equivalent, smooth form (`gen_invariants` of the message vs `gen_attack_statistics` of
+# the candidate): the tone covariance S S^T instead of its square root S, contrast_std^2, and the residual
+# power spectra on the victim's own shared colour axes (no eigh, no sign ambiguity); blur is left out.
+GEN_MATCHED_FIELDS = ("tone_mean", "tone_cov", "profile", "contrast_var", "shading", "noise_psd")
+
+
+def gen_message(image: jax.Array, label: jax.Array, profile_px: int = 6, noise_min_px: int = 2) -> dict:
+    """What a `gen` client sends for one shared tile (style/methods/gen.py): `fit_style` of the tile with
+    its own label map, as a dict of the ImagingStyle fields."""
+    from fedtransfer_jax.style import parametric
+
+    return parametric.fit_style(image, label, profile_px=profile_px, noise_min_px=noise_min_px)._asdict()
+
+
+def gen_invariants(message: dict) -> dict:
+    """The smooth form of a gen message that the attack matches (see the comment above)."""
+    s = message["tone_sqrt"]
+    return {
+        "tone_mean": message["tone_mean"],
+        "tone_cov": s @ jnp.swapaxes(s, -1, -2),
+        "profile": message["profile"],
+        "contrast_var": jnp.square(message["contrast_std"]),
+        "shading": message["shading"],
+        "noise_psd": message["noise_psd"],
+    }
+
+
+def gen_attack_context(label_guess: np.ndarray, noise_basis: jax.Array, profile_px: int) -> dict:
+    """What the gen attack's statistics depend on besides the image: the geometry of the label map the
+    attacker guesses (grain ids, distance bins: computed once, not at every step) and the shared colour
+    axes of the message it attacks."""
+    from fedtransfer_jax.style.labelmaps import distance_bins, grain_ids
+
+    y = jnp.asarray(label_guess)
+    return {
+        "gid": grain_ids(y),
+        "db": distance_bins(y, int(profile_px)),
+        "noise_basis": jnp.asarray(noise_basis, jnp.float32),
+    }
+
+
+def gen_attack_statistics(
+    image: jax.Array, context: dict, *, profile_px: int = 6, noise_min_px: int = 2
+) -> dict:
+    """`gen_invariants(gen_message(image, label))` computed the way `parametric.fit_style` does, but smooth in
+    the image: the label geometry comes from `context` (`gen_attack_context`) and the residual is projected
+    on `context['noise_basis']` instead of its own eigenvectors. Equal to the message's invariants when that
+    basis is the image's own (tests/test_audit.py checks it, so a change of fit_style shows up here)."""
+    from fedtransfer_jax.style import parametric as pm
+
+    h, w, _ = image.shape
+    n = h * w
+    image = image.astype(jnp.float32)
+    gid, db = context["gid"], context["db"]
+    tones, area, tb, prof, coef, _ = pm._fit_tones_profile(
+        image, gid, db, profile_px, jnp.asarray(pm.BLUR_CANDIDATES, jnp.float32)
+    )
+    wgt = area / jnp.maximum(area.sum(), 1.0)
+    mu = wgt @ tones
+    dev = tones - mu
+    tone_cov = (dev * wgt[:, None]).T @ dev
+
+    x, d = image.reshape(n, 3), db.reshape(n)
+    resid = x - tb - prof[d] - jnp.asarray(pm._shading_basis(h, w)) @ coef
+    far = (d >= noise_min_px).astype(jnp.float32)
+    n_far = jnp.maximum(far.sum(), 1.0)
+    rc = (resid - (far @ resid) / n_far) * far[:, None]
+    proj = jnp.moveaxis((rc @ context["noise_basis"]).reshape(h, w, 3), -1, 0)
+    re, im = pm.dft2(proj)
+    power = (jnp.square(re) + jnp.square(im)) / n_far
+    bins = jnp.asarray(pm._psd_bin_map(h, w)).reshape(-1)
+    psd, _ = pm._segment_mean(power.reshape(3, n).T, bins, pm.NUM_PSD_BINS**2)
+
+    p0 = prof[0]
+    p0sq = jnp.maximum(p0 @ p0, 1e-8)
+    on_b = (d == 0).astype(jnp.float32)
+    amp = ((x - tb) @ p0) / p0sq
+    nb = jnp.maximum(on_b.sum(), 1.0)
+    amp_mean = jnp.sum(amp * on_b) / nb
+    noise_var = jnp.sum(jnp.square(rc)) / n_far / 3.0  # trace(noise_cov) / 3, basis-free
+    amp_var = jnp.sum(jnp.square(amp - amp_mean) * on_b) / nb - noise_var / p0sq
+    contrast_var = jnp.where(p0 @ p0 > 1e-5, jnp.clip(amp_var, 0.0, 1.5**2), 0.0)
+    return {
+        "tone_mean": mu,
+        "tone_cov": tone_cov,
+        "profile": prof[:profile_px],
+        "contrast_var": contrast_var,
+        "shading": coef,
+        "noise_psd": psd.T.reshape(3, pm.NUM_PSD_BINS, pm.NUM_PSD_BINS),
+    }
+
+
+@functools.lru_cache(maxsize=8)
+def _gen_attack_fn(profile_px: int, noise_min_px: int):
+    """One statistics function object per setting, so that `invert_statistics` compiles the attack once."""
+    return functools.partial(gen_attack_statistics, profile_px=profile_px, noise_min_px=noise_min_px)
+
+
+@functools.lru_cache(maxsize=8)
+def _jitted_gen_message(profile_px: int, noise_min_px: int):
+    return jax.jit(functools.partial(gen_message, profile_px=profile_px, noise_min_px=noise_min_px))
+
+
+def fit_style_gradients(
+    image: np.ndarray,
+    label: np.ndarray,
+    key: jax.Array,
+    *,
+    profile_px: int = 6,
+    noise_min_px: int = 2,
+    fields: Sequence[str] | None = None,
+) -> dict[str, str]:
+    """{field: 'finite, non-zero' | 'zero' | 'non-finite'}: the gradient with respect to the image of a random
+    projection of each field (default: all) of the gen message of (image, label)."""
+    fields = tuple(sorted(fields or _gen_fields()))
+    grads = _fit_style_gradient_fn(int(profile_px), int(noise_min_px), fields)
+    out = {}
+    for f, g in grads(jnp.asarray(image, jnp.float32), jnp.asarray(label), key).items():
+        g = np.asarray(g)
+        if not np.isfinite(g).all():
+            out[f] = "non-finite"
+        else:
+            out[f] = "finite, non-zero" if np.any(g) else "zero"
+    return out
+
+
+def _gen_fields() -> tuple[str, ...]:
+    from fedtransfer_jax.style.parametric import ImagingStyle
+
+    return ImagingStyle._fields
+
+
+@functools.lru_cache(maxsize=8)
+def _fit_style_gradient_fn(profile_px: int, noise_min_px: int, fields: tuple[str, ...]):
+    """One field at a time: a zero cotangent on an eigh output still gives inf * 0 = NaN, so the fields must
+    not share one vjp."""
+
+    def grads(x, y, k):
+        out = {}
+        for i, f in enumerate(fields):
+
+            def projection(im, f=f, i=i):
+                v = gen_message(im, y, profile_px, noise_min_px)[f]
+                return jnp.vdot(jax.random.normal(jax.random.fold_in(k, i), v.shape, v.dtype), v)
+
+            out[f] = jax.grad(projection)(x)
+        return out
+
+    return jax.jit(grads)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -330,6 +505,95 @@ def _jitted_local_delta(loss_fn, client_lr, local_steps):
 
 
 # --------------------------------------------------------------------------------------------------------
+# (c) Property inference: a tile's grain statistics from its shared message.
+# --------------------------------------------------------------------------------------------------------
+PROPERTY_TARGETS = ("n_grains", "mean_grain_area", "boundary_fraction")
+
+
+def grain_structure(label: np.ndarray) -> dict[str, float]:
+    """A tile's microstructure statistics from its boundary label (nonzero = boundary): the number of grains
+    (4-connected components of non-boundary pixels, as `labelmaps.grain_ids` defines grains), their mean
+    area in px and the boundary pixel fraction. Cut-off grains at the tile border count as grains."""
+    interior = np.asarray(label) == 0
+    _, n = ndimage.label(interior)
+    return {
+        "n_grains": float(n),
+        "mean_grain_area": float(interior.sum() / max(n, 1)),
+        "boundary_fraction": float(1.0 - interior.mean()),
+    }
+
+
+def flatten_messages(messages: PyTree) -> np.ndarray:
+    """[N, D] features from a pytree of per-tile arrays with a leading tile axis (leaves in pytree order)."""
+    leaves = [np.asarray(x, np.float64) for x in jax.tree_util.tree_leaves(messages)]
+    return np.concatenate([x.reshape(len(x), -1) for x in leaves], axis=1)
+
+
+def loo_ridge_operator(features: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    """M [N, N] with (M @ y)[i] the leave-one-out ridge prediction of y[i] from features[i]: the model is fit
+    on the other N - 1 tiles only (their feature means and stds standardise, their target mean is the
+    intercept; constant features dropped), in the dual (kernel) form since D >> N. Linear in y, so a
+    permutation test reuses it.
+
+    The penalty is `alpha` * the number of non-constant features (= trace of the standardised Gram matrix /
+    (N - 1)): scale-free, so messages of different lengths (Fourier ~150, AdaIN ~220, gen ~360 floats) get the
+    same relative shrinkage; alpha = 1 shrinks the directions that explain less than ~1 / N of the feature
+    variance, a fixed a-priori choice (no tuning on the targets)."""
+    x = np.asarray(features, np.float64)
+    n = len(x)
+    m = np.zeros((n, n))
+    for i in range(n):
+        train = np.delete(np.arange(n), i)
+        mu, sd = x[train].mean(0), x[train].std(0)
+        keep = sd > 1e-9 * np.maximum(1.0, np.abs(mu))
+        z = (x[train][:, keep] - mu[keep]) / sd[keep]
+        zi = (x[i, keep] - mu[keep]) / sd[keep]
+        a = np.linalg.solve(z @ z.T + alpha * max(int(keep.sum()), 1) * np.eye(n - 1), z @ zi)
+        m[i, train] = 1.0 / (n - 1) + a - a.sum() / (n - 1)  # mean(y_train) + a . (y_train - mean)
+    return m
+
+
+def loo_r2(operator: np.ndarray, y: np.ndarray) -> float:
+    """1 - SSE(model) / SSE(leave-one-out mean): > 0 when the features predict y better than the lab's mean
+    does (0.0 for a constant y)."""
+    y = np.asarray(y, np.float64)
+    n = len(y)
+    sse_base = float(np.sum(np.square(y - (y.sum() - y) / (n - 1))))
+    if sse_base <= 1e-12 * max(1.0, float(np.sum(y * y))):
+        return 0.0
+    return float(1.0 - np.sum(np.square(y - operator @ y)) / sse_base)
+
+
+def property_inference(
+    features: np.ndarray,
+    targets: dict[str, np.ndarray],
+    *,
+    alpha: float = 1.0,
+    permutations: int = 200,
+    seed: int = 0,
+    level: float = 0.05,
+) -> dict[str, dict]:
+    """Can a tile's message predict its targets better than the lab mean? Leave-one-out ridge R^2
+    (`loo_ridge_operator`, `loo_r2`) and a permutation test: the targets are shuffled over the tiles
+    `permutations` times (the same shuffles for every target and, with the same `seed`, every method) and
+    p = (1 + #{R^2_shuffled >= R^2}) / (1 + permutations). `leaks` = R^2 > 0 and p < `level`.
+
+    Returns {target: {'r2', 'p_value', 'n', 'leaks'}}."""
+    op = loo_ridge_operator(features, alpha)
+    n = len(op)
+    rng = np.random.default_rng(seed)
+    perms = [rng.permutation(n) for _ in range(int(permutations))]
+    out = {}
+    for name, y in targets.items():
+        y = np.asarray(y, np.float64)
+        r2 = loo_r2(op, y)
+        null = np.array([loo_r2(op, y[p]) for p in perms])
+        p_value = float((1 + np.sum(null >= r2)) / (1 + len(perms)))
+        out[name] = {"r2": r2, "p_value": p_value, "n": n, "leaks": bool(r2 > 0 and p_value < level)}
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------
 # Audit drivers: arrays in, score tables out.
 # --------------------------------------------------------------------------------------------------------
 def summarize(rows: Sequence[dict]) -> dict:
@@ -400,6 +664,102 @@ def style_inversion_audit(
         if control:
             scores[name + "/control"] = summarize(control_rows)
     return scores, recovered
+
+
+def gen_inversion_audit(
+    images: np.ndarray,
+    labels: np.ndarray,
+    victims: Sequence[int],
+    key: jax.Array,
+    *,
+    profile_px: int = 6,
+    noise_min_px: int = 2,
+    steps: int = 300,
+    lr: float = 0.05,
+    tv_weight: float = 0.05,
+    tolerance: float = 2.0,
+    boundary_fn: Callable[[np.ndarray], np.ndarray] | None = None,
+    control: bool = True,
+) -> tuple[dict, dict]:
+    """Attack (a) on one client's gen messages. The message is fitted with the tile's own label map, which the
+    server does not have: the attacker uses its best knowledge, the label map of *another* tile of the lab
+    (the same knowledge as the lab baseline), and optimises an image whose fit with that label matches the
+    victim's message (`gen_attack_statistics`). Scored against the victim's image and label like the other
+    style attacks; `control` = the same attack (same guessed label) on the message of a third tile of the
+    lab: what the lab's style gives without the victim's message. Needs >= 3 images (victim, label guess,
+    control).
+
+    Returns (scores {'gen': summarize(...), 'gen/control': ...}, recovered {'gen': [V, H, W, 3]}).
+    """
+    images, labels = np.asarray(images, np.float32), np.asarray(labels)
+    if len(images) < 3:
+        raise ValueError(f"gen inversion needs >= 3 images (victim, label guess, control), got {len(images)}")
+    stats_fn = _gen_attack_fn(int(profile_px), int(noise_min_px))
+    message = _jitted_gen_message(int(profile_px), int(noise_min_px))
+    rows, control_rows, recs = [], [], []
+
+    def attack(source: int, guess: int, k: jax.Array) -> np.ndarray:
+        msg = message(jnp.asarray(images[source]), jnp.asarray(labels[source]))
+        context = gen_attack_context(labels[guess], msg["noise_basis"], profile_px)
+        return invert_statistics(
+            stats_fn, gen_invariants(msg), images.shape[1:], k, steps, lr, tv_weight, context=context
+        )
+
+    for vi, v in enumerate(victims):
+        others = np.array([i for i in range(len(images)) if i != v])
+        other = int(others[vi % len(others)])  # the control's message (as in style_inversion_audit)
+        guess = int(others[(vi + 1) % len(others)])  # the attacker's label guess: neither victim nor control
+        kwargs = dict(
+            boundary_fraction=float((labels[others] > 0).mean()), tolerance=tolerance, boundary_fn=boundary_fn
+        )
+        k = jax.random.fold_in(key, vi)
+        rec = attack(int(v), guess, k)
+        rows.append(score_reconstruction(rec, images[v], labels[v], images[others], **kwargs))
+        recs.append(rec)
+        if control:
+            ctl = attack(other, guess, k)
+            rest = np.array([i for i in others if i != other])
+            control_rows.append(score_reconstruction(ctl, images[v], labels[v], images[rest], **kwargs))
+    scores = {"gen": summarize(rows)}
+    if control:
+        scores["gen/control"] = summarize(control_rows)
+    return scores, {"gen": np.stack(recs)}
+
+
+def message_features(
+    images: np.ndarray, labels: np.ndarray, message_fns: dict[str, Callable[[jax.Array, jax.Array], PyTree]]
+) -> dict[str, np.ndarray]:
+    """{method: [N, D]} the flattened message every tile would send with each method (`fn(image, label)`)."""
+    x, y = jnp.asarray(images, jnp.float32), jnp.asarray(labels)
+    return {name: flatten_messages(jax.jit(jax.vmap(fn))(x, y)) for name, fn in sorted(message_fns.items())}
+
+
+def property_inference_audit(
+    images: np.ndarray,
+    labels: np.ndarray,
+    message_fns: dict[str, Callable[[jax.Array, jax.Array], PyTree]],
+    *,
+    alpha: float = 1.0,
+    permutations: int = 200,
+    seed: int = 0,
+) -> dict:
+    """Attack (c) on one lab's tiles: for every method, `property_inference` of every `grain_structure`
+    target from the tiles' messages (the same shuffles for every method, so the methods are comparable).
+
+    Returns {'tiles': N, 'targets': {target: {'mean', 'std'}}, 'floats': {method: D},
+    'methods': {method: {target: {'r2', 'p_value', 'n', 'leaks'}}}}."""
+    structure = [grain_structure(y) for y in np.asarray(labels)]
+    targets = {t: np.array([s[t] for s in structure]) for t in PROPERTY_TARGETS}
+    features = message_features(images, labels, message_fns)
+    return {
+        "tiles": len(structure),
+        "targets": {t: {"mean": float(v.mean()), "std": float(v.std())} for t, v in targets.items()},
+        "floats": {m: int(f.shape[1]) for m, f in features.items()},
+        "methods": {
+            m: property_inference(f, targets, alpha=alpha, permutations=permutations, seed=seed)
+            for m, f in features.items()
+        },
+    }
 
 
 def gradient_inversion_audit(
@@ -496,6 +856,14 @@ WHAT_IS_SENT = {
         "per shared image, the centred low-frequency window of the Fourier amplitude (no phase): mean colour, "
         "contrast of slow shading; an image and its 180-degree rotation (and circular shifts) share it"
     ),
+    "style_message_gen": (
+        "per shared tile, the imaging model fitted to the tile *with its own label map* "
+        "(style.parametric.fit_style, a few hundred floats): grain-tone mean colour and covariance square "
+        "root, tone blur, the signed boundary profile vs distance to the labelled boundary, along-boundary "
+        "contrast variation, shading coefficients (x, y, x^2, xy, y^2), the residual's colour axes and their "
+        "binned power spectra measured >= noise_min_px from a boundary; no image-shaped array, but every "
+        "field is measured relative to the tile's label map"
+    ),
     "model_delta": (
         "per round, the client's model delta, a deterministic function of its images and labels; the server sees "
         "it unless secure aggregation hides it, and DP-FedAvg's release clips and noises the aggregate (central DP "
@@ -526,10 +894,20 @@ def leaked_scores(summary: dict, control: dict | None = None) -> list[str]:
     return out
 
 
+def _style_attacks(report: dict) -> dict[str, dict]:
+    """{client: {method: summary}}: the statistics attacks of `style_inversion` (AdaIN, Fourier) and of
+    `gen_inversion`, side by side."""
+    out: dict[str, dict] = {}
+    for key in ("style_inversion", "gen_inversion"):
+        for client, methods in report.get(key, {}).items():
+            out.setdefault(client, {}).update(methods)
+    return out
+
+
 def measured_leaks(report: dict) -> dict[str, list[str]]:
     """{attack / setting: ['client: scores', ...]} from the audit's score tables."""
     out: dict[str, list[str]] = {}
-    for client, methods in report.get("style_inversion", {}).items():
+    for client, methods in _style_attacks(report).items():
         for method, s in methods.items():
             if not method.endswith("/control"):
                 leaked = leaked_scores(s, methods.get(method + "/control"))
@@ -544,6 +922,12 @@ def measured_leaks(report: dict) -> dict[str, list[str]]:
                     out.setdefault(f"model delta, {batch}, {setting}", []).extend(
                         [f"{client}: {'/'.join(leaked)}"] if leaked else []
                     )
+    for lab, r in report.get("property_inference", {}).items():
+        for method, targets in r["methods"].items():
+            leaked = [t for t, v in targets.items() if v["leaks"]]
+            out.setdefault(f"property inference ({method} message)", []).extend(
+                [f"{lab}: {'/'.join(leaked)}"] if leaked else []
+            )
     return out
 
 
@@ -557,6 +941,43 @@ def _row(name: str, s: dict, control: dict | None = None) -> str:
     return (
         f"| {name} | {s['n']} | " + " | ".join(cells) + f" | {', '.join(leaked_scores(s, control)) or '-'} |"
     )
+
+
+def _property_inference_markdown(results: dict, permutations: int | None = None) -> list[str]:
+    methods = sorted({m for r in results.values() for m in r["methods"]})
+    first = next(iter(results.values()))
+    shuffles = ""
+    if permutations:
+        shuffles = f", {permutations} times: the smallest possible p is {1 / (permutations + 1):.3g}"
+    floats = ", ".join(f"{m} {first['floats'][m]}" for m in methods)
+    lines = [
+        "",
+        "## (c) Property inference: a tile's grain statistics from its message",
+        "",
+        f"Per lab, {first['tiles']} tiles: leave-one-out ridge regression from one tile's standardised "
+        "message to its grain statistics vs the leave-one-out lab mean (what knowing the lab gives). R^2 = "
+        "1 - SSE(message) / SSE(lab mean), > 0: the message tells the server more about that tile's "
+        "microstructure than the lab does; p: permutation test (targets shuffled over the lab's "
+        f"tiles{shuffles}); "
+        f"**leaks** = R^2 > 0 and p < 0.05. Message floats: {floats}.",
+        "",
+        "| lab | target (mean ± std) | " + " | ".join(f"{m} R^2 (p)" for m in methods) + " | leaks in |",
+        "|" + "---|" * (len(methods) + 3),
+    ]
+    for lab, r in results.items():
+        for t, stats in r["targets"].items():
+            cells = []
+            for m in methods:
+                v = r["methods"][m][t]
+                cell = f"{v['r2']:.3f} ({v['p_value']:.3g})"  # 3 significant digits: 0.0498 is not 0.050
+                cells.append(f"**{cell}**" if v["leaks"] else cell)
+            leaks = [m for m in methods if r["methods"][m][t]["leaks"]]
+            lines.append(
+                f"| {lab} | {t} ({stats['mean']:.3g} ± {stats['std']:.2g}) | "
+                + " | ".join(cells)
+                + f" | {', '.join(leaks) or '-'} |"
+            )
+    return lines
 
 
 def report_markdown(report: dict) -> str:
@@ -582,9 +1003,9 @@ def report_markdown(report: dict) -> str:
     lines += [f"- **{k}**: {v}" for k, v in report.get("what_is_sent", {}).items()]
     lines += ["", "## What leaks (measured: beats the lab baseline and the control)", ""]
     lines += [f"- {k}: {', '.join(v) or 'nothing'}" for k, v in measured_leaks(report).items()]
-    if report.get("style_inversion"):
+    if report.get("style_inversion") or report.get("gen_inversion"):
         lines += ["", "## (a) Inverting shared style statistics", "", head, sep]
-        for client, methods in report["style_inversion"].items():
+        for client, methods in _style_attacks(report).items():
             for method, s in methods.items():
                 lines.append(_row(f"{client} / {method}", s, methods.get(method + "/control")))
     if report.get("gradient_inversion"):
@@ -601,6 +1022,10 @@ def report_markdown(report: dict) -> str:
                                 None if setting == "control" else control,
                             )
                         )
+    if report.get("property_inference"):
+        lines += _property_inference_markdown(
+            report["property_inference"], report.get("settings", {}).get("pi_permutations")
+        )
     lines += ["", "## Notes", ""] + [f"- {n}" for n in report.get("notes", [])]
     return "\n".join(lines) + "\n"
 
@@ -628,41 +1053,50 @@ def _lab_seed(seed: int, lab: str, split: str) -> int:
         return int(rng.integers(0, 2**31 - 1))
 
 
+def _lab_tiles(data: dict, lab: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `n` training tiles of a synthetic lab as its client holds them (images, 0/1 labels). Every
+    image has its own generator (seed, lab, index), so asking for more images leaves the first ones
+    unchanged."""
+    from fedtransfer_jax.data.synthetic import LAB_NAMES, make_lab_examples
+
+    if lab not in LAB_NAMES:
+        raise ValueError(f"audit CLI: unknown synthetic lab {lab!r}")
+    tile = int(data.get("tile_size", data["image_size"]))
+    images, labels, _ = make_lab_examples(
+        lab,
+        n,
+        int(data["image_size"]),
+        _lab_seed(int(data["seed"]), lab, "train"),
+        boundary_width=int(data.get("boundary_width", 2)),
+    )
+    # The clients' tiles are stored as 8-bit (tfds) and read back as k / 255: the same here, exactly.
+    k = np.clip(np.rint(np.asarray(images[:, :tile, :tile], np.float32) * 255.0), 0, 255)
+    return k.astype(np.float32) / np.float32(255.0), (labels[:, :tile, :tile] > 0).astype(np.uint8)
+
+
+def _check_synthetic(data: dict) -> None:
+    if data.get("source", "synthetic") != "synthetic":
+        raise ValueError(
+            "audit CLI: only data.source='synthetic' workdirs can be regenerated; call the attack "
+            "functions with the folder's arrays instead"
+        )
+
+
 def load_workdir_clients(
     config: dict, max_images: int | None = None, only: Sequence[str] = ()
 ) -> tuple[dict, list[str]]:
     """Every training client's images and labels, regenerated from the config (the simulation's privilege:
     the workdir does not store client data). Synthetic sources only. Returns ({client: (images, labels)},
     notes)."""
-    from fedtransfer_jax.data.synthetic import LAB_NAMES, make_lab_examples
-
     data = config["data"]
-    if data.get("source", "synthetic") != "synthetic":
-        raise ValueError(
-            "audit CLI: only data.source='synthetic' workdirs can be regenerated; call the attack "
-            "functions with the folder's arrays instead"
-        )
+    _check_synthetic(data)
     n = (
         int(data["train_per_client"])
         if max_images is None
         else min(int(data["train_per_client"]), max_images)
     )
-    tile, out = int(data.get("tile_size", data["image_size"])), {}
-    for lab in data["clients"]:
-        if only and lab not in only:
-            continue
-        if lab not in LAB_NAMES:
-            raise ValueError(f"audit CLI: unknown synthetic lab {lab!r}")
-        images, labels, _ = make_lab_examples(
-            lab,
-            n,
-            int(data["image_size"]),
-            _lab_seed(int(data["seed"]), lab, "train"),
-            boundary_width=int(data.get("boundary_width", 2)),
-        )
-        # The clients' tiles are stored as 8-bit (tfds) and read back as k / 255: the same here, exactly.
-        k = np.clip(np.rint(np.asarray(images[:, :tile, :tile], np.float32) * 255.0), 0, 255)
-        out[lab] = (k.astype(np.float32) / np.float32(255.0), (labels[:, :tile, :tile] > 0).astype(np.uint8))
+    tile = int(data.get("tile_size", data["image_size"]))
+    out = {lab: _lab_tiles(data, lab, n) for lab in data["clients"] if not only or lab in only}
     notes = [
         f"client images regenerated from config.json (data.seed={data['seed']}, first {n} training images per "
         f"client, top-left {tile}px tile, 8-bit like the tfds cache: bit-identical to the clients' training tiles "
@@ -699,6 +1133,46 @@ def style_stats_fns(config: dict, image_size: int) -> tuple[dict[str, StatsFn], 
         return {"mean": mean[0], "std": std[0]}
 
     return {"adain": adain, "fourier": lambda x: low_freq_amplitude(x[None], beta)[0]}, notes
+
+
+def gen_settings(config: dict) -> tuple[int, int]:
+    """(profile_px, noise_min_px) of the gen method as the workdir's clients fitted their messages."""
+    from fedtransfer_jax.style.methods.gen import DEFAULTS
+
+    sc = config.get("style", {})
+    return int(sc.get("gen_profile_px", DEFAULTS["gen_profile_px"])), int(
+        sc.get("gen_noise_min_px", DEFAULTS["gen_noise_min_px"])
+    )
+
+
+def message_fns(stats_fns: dict[str, StatsFn], profile_px: int, noise_min_px: int) -> dict:
+    """{method: fn(image, label) -> message pytree}: what a client sends for one tile with each style
+    method (AdaIN and Fourier statistics from `style_stats_fns`, which ignore the label; the gen fit, which
+    uses it)."""
+    return {
+        "adain": lambda x, y: stats_fns["adain"](x),
+        "fourier": lambda x, y: stats_fns["fourier"](x),
+        "gen": functools.partial(gen_message, profile_px=profile_px, noise_min_px=noise_min_px),
+    }
+
+
+def _gradient_notes(gradients: dict[str, dict[str, str]]) -> list[str]:
+    """One line on which gen message fields are differentiable with respect to the image, from the check."""
+    fields = sorted({f for g in gradients.values() for f in g})
+    smooth = [f for f in fields if all(g.get(f) == "finite, non-zero" for g in gradients.values())]
+    rough = [
+        f"{lab}: " + ", ".join(f"{f} {s}" for f, s in sorted(g.items()) if s != "finite, non-zero")
+        for lab, g in gradients.items()
+        if any(s != "finite, non-zero" for s in g.values())
+    ]
+    return [
+        "fit_style gradient with respect to the image (a random projection of each gen message field, "
+        f"first victim of each lab): finite and non-zero for {', '.join(smooth) or 'no field'} in every lab; "
+        f"otherwise {'; '.join(rough) or 'none'} (blur: an argmin among candidates; tone_sqrt, noise_basis: "
+        "eigh, non-finite for coinciding or vanishing eigenvalues, e.g. a grey lab's rank-1 colour "
+        "covariance; contrast_std: zero where clipped). The gen attack therefore matches the smooth "
+        f"equivalent ({', '.join(GEN_MATCHED_FIELDS)}) and leaves blur out."
+    ]
 
 
 def shared_indices(num_images: int, k: int, seed: int, client_id: int) -> np.ndarray:
@@ -756,6 +1230,56 @@ def run_workdir_audit(workdir: str, args: argparse.Namespace) -> dict:
             jax.random.fold_in(key, ids[name]),
             steps=args.style_steps,
             beta=float(config.get("style", {}).get("fourier_beta", 0.1)),
+        )
+
+    profile_px, noise_min_px = gen_settings(config)
+    report["gen_inversion"], report["fit_style_gradients"] = {}, {}
+    for name in names:
+        images, labels = clients[name]
+        victims = shared_indices(len(images), k_shared, seed, ids[name])[: args.victims]
+        gen_key = jax.random.fold_in(jax.random.fold_in(key, ids[name]), 0x6E)
+        report["gen_inversion"][name], _ = gen_inversion_audit(
+            images,
+            labels,
+            victims,
+            gen_key,
+            profile_px=profile_px,
+            noise_min_px=noise_min_px,
+            steps=args.style_steps,
+        )
+        report["fit_style_gradients"][name] = fit_style_gradients(
+            images[victims[0]], labels[victims[0]], gen_key, profile_px=profile_px, noise_min_px=noise_min_px
+        )
+    notes.append(
+        "gen inversion: a gen message is fitted with the tile's own label map, which the server does not "
+        "have; the attacker fits its candidate image with the label map of another tile of the same lab "
+        "(what the lab baseline assumes it knows) and matches the victim's message; 'gen/control' is the "
+        "same attack, same guessed label, on a third tile's message. Boundary F1 is scored against the "
+        "victim's true label."
+    )
+    notes += _gradient_notes(report["fit_style_gradients"])
+
+    if args.pi_tiles > 0:
+        data = config["data"]
+        n_train = int(data["train_per_client"])
+        n_pi = max(int(args.pi_tiles), n_train)
+        fns_by_tile = message_fns(fns, profile_px, noise_min_px)
+        report["property_inference"] = {}
+        for name in names:
+            images, labels = _lab_tiles(data, name, n_pi)
+            report["property_inference"][name] = property_inference_audit(
+                images, labels, fns_by_tile, alpha=args.pi_alpha, permutations=args.pi_permutations, seed=seed
+            )
+        tests = len(names) * len(fns_by_tile) * len(PROPERTY_TARGETS)
+        notes.append(
+            f"property inference: the first {n_pi} training tiles of each lab, i.e. the {n_train} its "
+            f"client holds (of which it shares the styles of {min(k_shared, n_train)}) plus {n_pi - n_train} "
+            "more from the same generator and per-image seeds, because a handful of tiles cannot carry a "
+            "leave-one-out regression with a permutation test; each tile's message is what its client would "
+            f"send for it (gen: fitted with the tile's own label). Ridge penalty {args.pi_alpha:g} x the "
+            f"number of features, {args.pi_permutations} shuffles. {tests} tests at p < 0.05: about "
+            f"{0.05 * tests:.1f} false 'leaks' are expected by chance even if nothing leaks; a target that "
+            "leaks in several labs, with small p, is the stronger evidence."
         )
 
     gi_size = args.gi_size
@@ -820,6 +1344,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gi_features", type=_ints, default=(8, 16), help="U-Net widths of the attacked model")
     p.add_argument("--gi_client_lr", type=float, default=0.1)
     p.add_argument("--noise_multipliers", type=_floats, default=(0.1, 1.0))
+    p.add_argument(
+        "--pi_tiles",
+        type=int,
+        default=64,
+        help="tiles per lab for property inference (regenerated beyond the clients' own; 0: skip it)",
+    )
+    p.add_argument(
+        "--pi_permutations", type=int, default=200, help="property inference: permutation-test shuffles"
+    )
+    p.add_argument(
+        "--pi_alpha",
+        type=float,
+        default=1.0,
+        help="property inference: ridge penalty in units of the number of (standardised) features",
+    )
     return p.parse_args(argv)
 
 

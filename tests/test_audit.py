@@ -125,6 +125,10 @@ def test_cli_writes_audit_json_and_markdown(tmp_path):
         "1.0",
         "--gi_features",
         "8",
+        "--pi_tiles",
+        "12",
+        "--pi_permutations",
+        "20",
     ]
     assert audit.main(argv) == 0
     report = json.loads((tmp_path / "audit.json").read_text())
@@ -138,8 +142,14 @@ def test_cli_writes_audit_json_and_markdown(tmp_path):
         "fourier/control",
     }
     assert set(report["gradient_inversion"][clients[0]]["batch1"]) >= {"no_dp", "dp_z1", "control"}
+    assert set(report["gen_inversion"][clients[0]]) == {"gen", "gen/control"}
+    pi = report["property_inference"][clients[0]]
+    assert pi["tiles"] == 12 and set(pi["methods"]) == {"adain", "fourier", "gen"}
+    assert set(pi["methods"]["gen"]) == set(audit.PROPERTY_TARGETS)
     md = (tmp_path / "audit.md").read_text()
     assert "## (a) Inverting shared style statistics" in md and f"{clients[0]} / fourier" in md
+    assert f"{clients[0]} / gen/control" in md and "## (c) Property inference" in md
+    assert "style_message_gen" in md and "property inference (gen message)" in md
     assert "## What leaks (measured" in md and report["what_is_sent"]["model_delta"]
     assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())  # atomic writes left no temp files
 
@@ -158,3 +168,88 @@ def test_the_audit_recomputes_the_adain_statistics_clients_shared():
     got = jax.jit(fns["adain"])(x[0])
     np.testing.assert_allclose(np.asarray(got["mean"]), np.asarray(mean[0]), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.asarray(got["std"]), np.asarray(std[0]), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------- gen message
+def test_fit_style_is_differentiable_in_the_image_and_the_attack_form_equals_the_message():
+    images, labels, _ = make_lab_examples("brightfield", 1, 16, SEED)  # colour: distinct eigenvalues
+    fields = ("tone_mean", "profile", "blur")
+    grads = audit.fit_style_gradients(images[0], labels[0], _key(5), fields=fields)
+    assert grads == {"tone_mean": "finite, non-zero", "profile": "finite, non-zero", "blur": "zero"}
+    # (blur is picked by argmin among candidates: gradient zero, the attack leaves it out.) The attacker's
+    # smooth form of the message is the message itself when fitted with the true label and the image's own
+    # colour axes (guards against fit_style drifting away from gen_attack_statistics).
+    msg = jax.jit(audit.gen_message)(jnp.asarray(images[0]), jnp.asarray(labels[0]))
+    context = audit.gen_attack_context(labels[0], msg["noise_basis"], 6)
+    got = jax.jit(audit.gen_attack_statistics)(jnp.asarray(images[0]), context)
+    want = audit.gen_invariants(msg)
+    assert set(got) == set(want) == set(audit.GEN_MATCHED_FIELDS)
+    for k in want:  # float32 least squares, compiled differently: equal to 1e-3 of the field's scale
+        w = np.asarray(want[k])
+        atol = 1e-3 * np.abs(w).max() + 1e-9
+        np.testing.assert_allclose(np.asarray(got[k]), w, rtol=0, atol=atol, err_msg=k)
+
+
+def test_the_gen_attack_objective_has_finite_nonzero_gradients_on_a_grey_lab():
+    # darkfield is grey: the raw tone_sqrt has a non-finite gradient there; the attack's form must not.
+    images, labels, _ = make_lab_examples("darkfield", 2, 16, SEED)
+    grads = audit.fit_style_gradients(images[0], labels[0], _key(6), fields=("tone_sqrt",))
+    assert grads == {"tone_sqrt": "non-finite"}
+    msg = jax.jit(audit.gen_message)(jnp.asarray(images[0]), jnp.asarray(labels[0]))
+    context = audit.gen_attack_context(labels[1], msg["noise_basis"], 6)
+    target = audit.gen_invariants(msg)
+    loss = lambda x: audit._relative_sq_error(audit.gen_attack_statistics(x, context), target)  # noqa: E731
+    g = np.asarray(jax.jit(jax.grad(loss))(jnp.asarray(images[1])))
+    assert np.isfinite(g).all() and np.abs(g).max() > 0
+
+
+def test_gen_inversion_runs_end_to_end_and_is_scored():
+    images, labels, _ = make_lab_examples("brightfield", 4, 16, SEED)
+    scores, recovered = audit.gen_inversion_audit(images, labels, [0], _key(7), steps=20)
+    assert set(scores) == {"gen", "gen/control"} and recovered["gen"].shape == (1, 16, 16, 3)
+    assert np.isfinite(recovered["gen"]).all()
+    for s in scores.values():
+        assert s["n"] == 1
+        for k in ("ssim", "psnr", "boundary_f1", "lowpass_corr"):
+            assert np.isfinite(s[k]) and np.isfinite(s["baseline_" + k]) and "advantage_" + k in s
+    with pytest.raises(ValueError, match=">= 3 images"):
+        audit.gen_inversion_audit(images[:2], labels[:2], [0], _key(7), steps=2)
+
+
+# ---------------------------------------------------------------------------------------- property inference
+def test_grain_structure_counts_four_connected_grains():
+    label = np.zeros((8, 8), np.uint8)
+    label[3, :] = 1  # a horizontal and a vertical boundary line: 4 grains
+    label[:, 5] = 1
+    s = audit.grain_structure(label)
+    assert s["n_grains"] == 4
+    assert s["boundary_fraction"] == pytest.approx(15 / 64)
+    assert s["mean_grain_area"] == pytest.approx(49 / 4)
+
+
+def test_property_inference_finds_a_linear_signal_and_not_noise():
+    rng = np.random.default_rng(0)
+    n, d = 30, 40
+    y = rng.normal(size=n)
+    linear = np.outer(y, rng.normal(size=d)) + 0.01 * rng.normal(size=(n, d))  # features = f(target)
+    hit = audit.property_inference(linear, {"y": y}, permutations=100)["y"]
+    assert hit["r2"] > 0.95 and hit["p_value"] < 0.02 and hit["leaks"]
+    # Features independent of the target: by design 5% of draws 'leak' at p < 0.05, so look at several.
+    misses = [
+        audit.property_inference(rng.normal(size=(n, d)), {"y": y}, permutations=100)["y"] for _ in range(5)
+    ]
+    assert np.median([m["r2"] for m in misses]) < 0.0 and np.median([m["p_value"] for m in misses]) > 0.2
+    assert sum(m["leaks"] for m in misses) <= 1
+
+
+def test_loo_ridge_operator_is_the_explicit_leave_one_out_fit():
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(10, 6)), rng.normal(size=10)
+    op = audit.loo_ridge_operator(x, alpha=0.5)
+    for i in (0, 7):
+        train = np.delete(np.arange(10), i)
+        mu, sd = x[train].mean(0), x[train].std(0)
+        z = (x[train] - mu) / sd
+        w = np.linalg.solve(z.T @ z + 0.5 * 6 * np.eye(6), z.T @ (y[train] - y[train].mean()))
+        assert op[i] @ y == pytest.approx(y[train].mean() + ((x[i] - mu) / sd) @ w)
+        assert op[i, i] == 0.0  # the held-out tile's own target is never used
