@@ -80,14 +80,20 @@ def evaluate_workdir(
     n_images = 0
     for method in workdir_methods(workdir):
         if is_local(workdir, method):
-            per_client = {}
+            per_client, per_client_raw = {}, {}
             for client in local_clients(workdir):
                 res = evaluate(load(workdir, method, client), data_dir, invert_labels=invert_labels)
-                per_client[client] = res.get("mean_raw", res["mean"])
+                per_client[client] = res["mean"]
+                per_client_raw[client] = res.get("mean_raw", res["mean"])
                 n_images = res["n_images"]
             if not per_client:
                 raise FileNotFoundError(f"checkpoints/local in {workdir} holds no client models")
-            methods[method] = {"mean": mean_metrics(list(per_client.values())), "per_client": per_client}
+            methods[method] = {
+                "mean": mean_metrics(list(per_client.values())),
+                "mean_raw": mean_metrics(list(per_client_raw.values())),
+                "per_client": per_client,
+                "per_client_raw": per_client_raw,
+            }
         else:
             res = evaluate(load(workdir, method), data_dir, invert_labels=invert_labels)
             methods[method] = {"mean": res["mean"], "mean_raw": res.get("mean_raw", res["mean"])}

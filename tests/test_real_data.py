@@ -153,15 +153,21 @@ def test_sim_to_real_aggregates_local_models(tmp_path: Path) -> None:
 
   def evaluate(tag, data_dir, invert_labels=False):
     s = scores[tag]
-    return {"n_images": 80, "mean": {"boundary_f1": s, "ari": s / 2, "source": "ignored"}}
+    return {
+      "n_images": 80,
+      "mean": {"boundary_f1": s, "ari": s / 2, "source": "ignored"},  # post-processed
+      "mean_raw": {"boundary_f1": s - 0.1, "ari": s / 4},  # thresholded probabilities
+    }
 
   res = sim_to_real.evaluate_workdir(str(tmp_path), "D", load=load, evaluate=evaluate)
   assert list(res["methods"]) == ["local", "fedavg", "centralized"] and res["n_images"] == 80
   np.testing.assert_allclose(res["methods"]["local"]["mean"]["boundary_f1"], 0.3)
   np.testing.assert_allclose(res["methods"]["local"]["mean"]["ari"], 0.15)
+  np.testing.assert_allclose(res["methods"]["local"]["mean_raw"]["boundary_f1"], 0.2)
+  np.testing.assert_allclose(res["methods"]["fedavg"]["mean_raw"]["ari"], 0.125)
   assert set(res["methods"]["local"]["per_client"]) == {"a", "b"}
-  table = sim_to_real.format_table(res)
-  assert "| local | 0.300 | 0.150 | n/a |" in table and "| centralized | 0.900 |" in table
+  table = sim_to_real.format_table(res)  # the raw scores, as in the workdir summaries
+  assert "| local | 0.200 | 0.075 | n/a |" in table and "| centralized | 0.800 |" in table
   with pytest.raises(FileNotFoundError, match="checkpoints"):
     sim_to_real.workdir_methods(str(tmp_path / "nope"))
   json.dumps(res)
