@@ -497,7 +497,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--variants",
         default="",
         help="more one-jit rounds timed side by side: comma-separated strategy[:chunk][@dtype][/norm_impl]"
-        "[%conv_impl], e.g. sequential,vmap,chunked:4,auto@bfloat16,sequential/flax,chunked:4%im2col",
+        "[%%conv_impl], e.g. sequential,vmap,chunked:4,auto@bfloat16,sequential/flax,chunked:4%%im2col",
     )
     ap.add_argument(
         "--roofline", action="store_true", help="add the roofline (measures the peaks unless --peaks)"
