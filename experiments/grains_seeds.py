@@ -7,7 +7,8 @@ its own training randomness) in <workdir>/seed_<s>/, then <workdir>/summary.md w
 the paired difference to FedAvg with its standard error, the share of the FedAvg -> centralized gap closed,
 and <workdir>/ari_per_lab.png. Each seed resumes on its own; `--config.seeds='(0,1,2,3,4)'` adds seeds.
 
-Cost: three times the default job (see experiments/grains.py), ~3 x 8 min on the 2-core CPU (measured 478 + 489 + ... s; see README Results).
+Cost: three times the default job (see experiments/grains.py), ~3 x 8 min on the 2-core CPU (478 and 489 s
+measured for seeds 0 and 1; see README Results).
 """
 
 import importlib.util

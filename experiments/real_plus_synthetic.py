@@ -21,12 +21,10 @@ Choices:
 - `data.dir` defaults to ../shared/data/tbm_tint_etched next to the repo (resolved from this file), so
   the command above and a bare `--config experiments/real_plus_synthetic.py` read the same folder.
 
-Cost (2-core CPU, JAX 0.10.2; measured with 2 and 6 rounds at local_steps 6 on a shared, heavily loaded
-machine and extrapolated by CPU time): fixed ~90 CPU-s (start-up, tfds build of the 80 crops + 4 x 32
-synthetic images, one compilation per method, evaluation, figures) plus ~28 CPU-s per round for all four
-methods at local_steps 8 -> ~930 CPU-s, i.e. ~8-12 min wall on an idle 2-core CPU (the default: 30
-rounds). `smoke` (6 rounds) ~3 min; `tiny` (tests) seconds. Adding fedtransfer (AdaIN) roughly adds
-its own style-network rounds on top of another federated method's cost.
+Cost (2-core CPU, JAX 0.10.2, measured 2026-11-27): the four default methods plus fedtransfer_gen
+(`--config.methods="('local','fedavg','fedtransfer_fourier','fedtransfer_gen','centralized')"`) took
+1061 s wall, ~3-3.5 min per method; the default four ~14 min. `smoke` (6 rounds) ~3 min; `tiny` (tests)
+seconds. fedtransfer (AdaIN) adds its style-network rounds on top of a federated method's cost.
 """
 
 from pathlib import Path
