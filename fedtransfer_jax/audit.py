@@ -302,30 +302,13 @@ def gen_attack_statistics(
     tones, area, tb, prof, coef, _ = pm._fit_tones_profile(
         image, gid, db, profile_px, jnp.asarray(pm.BLUR_CANDIDATES, jnp.float32)
     )
-    wgt = area / jnp.maximum(area.sum(), 1.0)
-    mu = wgt @ tones
-    dev = tones - mu
-    tone_cov = (dev * wgt[:, None]).T @ dev
-
+    mu, tone_cov = pm.tone_distribution(tones, area)
     x, d = image.reshape(n, 3), db.reshape(n)
-    resid = x - tb - prof[d] - jnp.asarray(pm._shading_basis(h, w)) @ coef
-    far = (d >= noise_min_px).astype(jnp.float32)
-    n_far = jnp.maximum(far.sum(), 1.0)
-    rc = (resid - (far @ resid) / n_far) * far[:, None]
-    proj = jnp.moveaxis((rc @ context["noise_basis"]).reshape(h, w, 3), -1, 0)
-    re, im = pm.dft2(proj)
-    power = (jnp.square(re) + jnp.square(im)) / n_far
-    bins = jnp.asarray(pm._psd_bin_map(h, w)).reshape(-1)
-    psd, _ = pm._segment_mean(power.reshape(3, n).T, bins, pm.NUM_PSD_BINS**2)
-
+    rc, n_far = pm.far_residual(x, d, tb, prof, coef, (h, w), noise_min_px)
+    psd = pm.binned_noise_psd(rc, context["noise_basis"], n_far, (h, w))
     p0 = prof[0]
-    p0sq = jnp.maximum(p0 @ p0, 1e-8)
-    on_b = (d == 0).astype(jnp.float32)
-    amp = ((x - tb) @ p0) / p0sq
-    nb = jnp.maximum(on_b.sum(), 1.0)
-    amp_mean = jnp.sum(amp * on_b) / nb
     noise_var = jnp.sum(jnp.square(rc)) / n_far / 3.0  # trace(noise_cov) / 3, basis-free
-    amp_var = jnp.sum(jnp.square(amp - amp_mean) * on_b) / nb - noise_var / p0sq
+    amp_var = pm.boundary_contrast_var(x, d, tb, p0, noise_var)
     contrast_var = jnp.where(p0 @ p0 > 1e-5, jnp.clip(amp_var, 0.0, 1.5**2), 0.0)
     return {
         "tone_mean": mu,
@@ -333,7 +316,7 @@ def gen_attack_statistics(
         "profile": prof[:profile_px],
         "contrast_var": contrast_var,
         "shading": coef,
-        "noise_psd": psd.T.reshape(3, pm.NUM_PSD_BINS, pm.NUM_PSD_BINS),
+        "noise_psd": psd,
     }
 
 

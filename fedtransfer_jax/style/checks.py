@@ -171,6 +171,24 @@ def photometric_jitter(images: Array, key: Array, strength: float = 1.0) -> Arra
     return jnp.clip(x + strength * u(ks[4], -0.15, 0.15), 0.0, 1.0)
 
 
+def _adam_fit(params: Any, loss_fn: Callable, batch_at: Callable, steps: int, lr: float) -> Any:
+    """``steps`` Adam steps on ``loss_fn(params, x, y)`` with step i's batch ``batch_at(i)``, in one jitted
+    scan (the checks' judges: the domain classifier and the reference segmenter)."""
+    opt = optax.adam(lr)
+
+    @jax.jit
+    def train(p):
+        def step(carry, i):
+            p, s = carry
+            g = jax.grad(loss_fn)(p, *batch_at(i))
+            u, s = opt.update(g, s, p)
+            return (optax.apply_updates(p, u), s), None
+
+        return jax.lax.scan(step, (p, opt.init(p)), jnp.arange(steps))[0][0]
+
+    return train(params)
+
+
 def train_classifier(
     images: np.ndarray,
     classes: np.ndarray,
@@ -186,25 +204,17 @@ def train_classifier(
     model = DomainClassifier(num_classes)
     k_init, k_train = jax.random.split(key)
     params = model.init(k_init, jnp.zeros((1,) + images.shape[1:], jnp.float32))["params"]
-    opt = optax.adam(lr)
     x_all, y_all = jnp.asarray(images, jnp.float32), jnp.asarray(classes, jnp.int32)
 
     def loss_fn(p, x, y):
         return optax.softmax_cross_entropy_with_integer_labels(model.apply({"params": p}, x), y).mean()
 
-    @jax.jit
-    def train(p):
-        def step(carry, i):
-            p, s = carry
-            k_idx, k_aug = jax.random.split(jax.random.fold_in(k_train, i))
-            idx = jax.random.randint(k_idx, (batch,), 0, x_all.shape[0])
-            g = jax.grad(loss_fn)(p, photometric_jitter(x_all[idx], k_aug, jitter), y_all[idx])
-            u, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, u), s), None
+    def batch_at(i):
+        k_idx, k_aug = jax.random.split(jax.random.fold_in(k_train, i))
+        idx = jax.random.randint(k_idx, (batch,), 0, x_all.shape[0])
+        return photometric_jitter(x_all[idx], k_aug, jitter), y_all[idx]
 
-        return jax.lax.scan(step, (p, opt.init(p)), jnp.arange(steps))[0][0]
-
-    params = train(params)
+    params = _adam_fit(params, loss_fn, batch_at, steps, lr)
     fn = jax.jit(lambda x: jnp.argmax(model.apply({"params": params}, x), -1))
     return lambda x: in_batches(fn, np.asarray(x, np.float32), batch=32)
 
@@ -226,28 +236,19 @@ def train_segmenter(
     model = UNet(features=tuple(features))
     k_init, k_train = jax.random.split(key)
     params = model.init(k_init, jnp.zeros((1,) + images.shape[1:], jnp.float32))["params"]
-    opt = optax.adam(lr)
     x_all, y_all = jnp.asarray(images, jnp.float32), jnp.asarray(labels, jnp.uint8)
 
     def loss_fn(p, x, y):
         return segmentation_loss(model.apply({"params": p}, x), y, jnp.ones(x.shape[0]))[0]
 
-    @jax.jit
-    def train(p):
-        def step(carry, i):
-            p, s = carry
-            k_idx, k_flip = jax.random.split(jax.random.fold_in(k_train, i))
-            idx = jax.random.randint(k_idx, (batch,), 0, x_all.shape[0])
-            x, y = x_all[idx], y_all[idx]
-            flip = jax.random.bernoulli(k_flip, 0.5)
-            x, y = jnp.where(flip, x[:, :, ::-1], x), jnp.where(flip, y[:, :, ::-1], y)
-            g = jax.grad(loss_fn)(p, x, y)
-            u, s = opt.update(g, s, p)
-            return (optax.apply_updates(p, u), s), None
+    def batch_at(i):
+        k_idx, k_flip = jax.random.split(jax.random.fold_in(k_train, i))
+        idx = jax.random.randint(k_idx, (batch,), 0, x_all.shape[0])
+        x, y = x_all[idx], y_all[idx]
+        flip = jax.random.bernoulli(k_flip, 0.5)
+        return jnp.where(flip, x[:, :, ::-1], x), jnp.where(flip, y[:, :, ::-1], y)
 
-        return jax.lax.scan(step, (p, opt.init(p)), jnp.arange(steps))[0][0]
-
-    params = train(params)
+    params = _adam_fit(params, loss_fn, batch_at, steps, lr)
     fn = jax.jit(lambda x: jax.nn.softmax(model.apply({"params": params}, x), -1)[..., 1])
     return lambda x: in_batches(fn, np.asarray(x, np.float32), batch=16)
 

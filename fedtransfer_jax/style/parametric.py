@@ -191,6 +191,53 @@ def _fit_tones_profile(image: Array, gid: Array, db: Array, radius: int, sigmas:
     return tones, area, blurred[best], prof, coef[radius:], sigmas[best]
 
 
+def tone_distribution(tones: Array, area: Array) -> tuple[Array, Array]:
+    """Area-weighted mean ``[3]`` and covariance ``[3, 3]`` of the grain tones present (no ridge: grey labs
+    must stay exactly grey)."""
+    wgt = area / jnp.maximum(area.sum(), 1.0)
+    mu = wgt @ tones
+    dev = tones - mu
+    return mu, (dev * wgt[:, None]).T @ dev
+
+
+def far_residual(
+    x: Array, d: Array, tb: Array, prof: Array, coef: Array, hw: tuple[int, int], noise_min_px: int
+) -> tuple[Array, Array]:
+    """The residual ``[H*W, 3]`` of the fitted tones, boundary profile and shading, centred and kept only on
+    pixels at least ``noise_min_px`` from a boundary (zero elsewhere), and the number of those pixels.
+
+    The noise statistics come from pixels away from boundaries, where the residual is noise and texture and
+    not the boundary-to-boundary variation of the profile (that is the contrast variance's job)."""
+    resid = x - tb - prof[d] - jnp.asarray(_shading_basis(*hw)) @ coef
+    far = (d >= noise_min_px).astype(jnp.float32)
+    n_far = jnp.maximum(far.sum(), 1.0)
+    mean_far = (far @ resid) / n_far
+    return (resid - mean_far) * far[:, None], n_far
+
+
+def binned_noise_psd(rc: Array, basis: Array, n_far: Array, hw: tuple[int, int]) -> Array:
+    """``[3, NB, NB]`` binned masked periodogram of the residual ``rc`` projected on the colour axes
+    ``basis`` (columns)."""
+    h, w = hw
+    proj = jnp.moveaxis((rc @ basis).reshape(h, w, 3), -1, 0)  # [3, H, W], zero on boundary pixels
+    re, im = dft2(proj)
+    power = (jnp.square(re) + jnp.square(im)) / n_far  # masked periodogram
+    bins = jnp.asarray(_psd_bin_map(h, w)).reshape(-1)
+    psd, _ = _segment_mean(power.reshape(3, h * w).T, bins, NUM_PSD_BINS**2)
+    return psd.T.reshape(3, NUM_PSD_BINS, NUM_PSD_BINS)
+
+
+def boundary_contrast_var(x: Array, d: Array, tb: Array, p0: Array, noise_var: Array) -> Array:
+    """Along-boundary contrast variation, corrected for the noise: a = <x - tone, p0> / |p0|^2 on boundary
+    pixels has variance var(A) + sigma^2 / |p0|^2, with ``noise_var`` = sigma^2 (per channel)."""
+    p0sq = jnp.maximum(p0 @ p0, 1e-8)
+    on_b = (d == 0).astype(jnp.float32)
+    amp = ((x - tb) @ p0) / p0sq
+    nb = jnp.maximum(on_b.sum(), 1.0)
+    amp_mean = jnp.sum(amp * on_b) / nb
+    return jnp.sum(jnp.square(amp - amp_mean) * on_b) / nb - noise_var / p0sq
+
+
 def fit_style(
     image: Array,
     labels: Array,
@@ -211,40 +258,16 @@ def fit_style(
         image, gid, db, profile_px, jnp.asarray(blur_candidates, jnp.float32)
     )
 
-    # Tone distribution: area-weighted over the grains present.
-    wgt = area / jnp.maximum(area.sum(), 1.0)
-    mu = wgt @ tones
-    dev = tones - mu
-    tone_cov = (dev * wgt[:, None]).T @ dev  # no ridge: grey labs must stay exactly grey
-
+    mu, tone_cov = tone_distribution(tones, area)
     x = image.reshape(n, 3)
     d = db.reshape(n)
-    shade = jnp.asarray(_shading_basis(h, w)) @ coef
-    resid = x - tb - prof[d] - shade
-    # The noise statistics come from pixels away from boundaries, where the residual is noise and texture
-    # and not the boundary-to-boundary variation of the profile (that is `contrast_std`'s job).
-    far = (d >= noise_min_px).astype(jnp.float32)
-    n_far = jnp.maximum(far.sum(), 1.0)
-    mean_far = (far @ resid) / n_far
-    rc = (resid - mean_far) * far[:, None]
+    rc, n_far = far_residual(x, d, tb, prof, coef, (h, w), noise_min_px)
     noise_cov = rc.T @ rc / n_far
     _, basis = jnp.linalg.eigh(noise_cov)
-    proj = jnp.moveaxis((rc @ basis).reshape(h, w, 3), -1, 0)  # [3, H, W], zero on boundary pixels
-    re, im = dft2(proj)
-    power = (jnp.square(re) + jnp.square(im)) / n_far  # masked periodogram
-
-    # Along-boundary contrast variation, corrected for the noise: a = <x - tone, p0> / |p0|^2 on boundary
-    # pixels has variance var(A) + sigma^2 / |p0|^2.
+    psd = binned_noise_psd(rc, basis, n_far, (h, w))
     p0 = prof[0]
-    p0sq = jnp.maximum(p0 @ p0, 1e-8)
-    on_b = (d == 0).astype(jnp.float32)
-    amp = ((x - tb) @ p0) / p0sq
-    nb = jnp.maximum(on_b.sum(), 1.0)
-    amp_mean = jnp.sum(amp * on_b) / nb
-    amp_var = jnp.sum(jnp.square(amp - amp_mean) * on_b) / nb - jnp.trace(noise_cov) / 3.0 / p0sq
+    amp_var = boundary_contrast_var(x, d, tb, p0, jnp.trace(noise_cov) / 3.0)
     contrast_std = jnp.where(p0 @ p0 > 1e-5, jnp.clip(jnp.sqrt(jnp.maximum(amp_var, 0.0)), 0.0, 1.5), 0.0)
-    bins = jnp.asarray(_psd_bin_map(h, w)).reshape(-1)
-    psd, _ = _segment_mean(power.reshape(3, n).T, bins, NUM_PSD_BINS**2)
     return ImagingStyle(
         tone_mean=mu,
         tone_sqrt=_sym_sqrt(tone_cov),
@@ -252,7 +275,7 @@ def fit_style(
         profile=prof[:profile_px],
         contrast_std=contrast_std,
         noise_basis=basis,
-        noise_psd=psd.T.reshape(3, NUM_PSD_BINS, NUM_PSD_BINS),
+        noise_psd=psd,
         shading=coef,
     )
 
