@@ -33,9 +33,6 @@ AGGREGATORS = ("mean", "dp")
 # Keys of a 'dp' aggregator spec that configure the accountant (privacy/accounting.py), with defaults.
 ACCOUNTING_KEYS = {"delta": 1e-5, "accountant": "rdp"}
 _SPEC_KEYS = ("kind", "algorithm", "hparams", "style", "style_targets", "aggregator", "secure")
-# Whose style a client renders its own labels in: other labs' (FedTransfer) or its own (the control that
-# separates style *sharing* from the augmentation of re-rendering, docs/PROTOCOL.md "Controls").
-STYLE_TARGETS = ("foreign", "own")  # = style.methods.base.TARGET_MODES (not imported: engine loads first)
 _INIT_TAG = 0x1217  # fold_in tag of the segmenter's init key
 
 
@@ -92,12 +89,13 @@ def method_spec(config: ml_collections.ConfigDict, name: str) -> MethodSpec:
         raise ValueError(f"config key {key}.kind: unknown kind {spec.kind!r}; choose from {KINDS}")
     algorithms.resolve_hparams(spec.algorithm, spec.hparams, f"{key}.hparams")
     from fedtransfer_jax.style.methods import METHOD_NAMES as style_names  # noqa: PLC0415 (the registry)
+    from fedtransfer_jax.style.methods import TARGET_MODES  # noqa: PLC0415
 
     if spec.style and spec.style not in style_names:
         raise ValueError(f"config key {key}.style: unknown style method {spec.style!r}; choose from {style_names}")
-    if spec.style_targets not in STYLE_TARGETS:
+    if spec.style_targets not in TARGET_MODES:
         raise ValueError(
-            f"config key {key}.style_targets: unknown {spec.style_targets!r}; choose from {STYLE_TARGETS}"
+            f"config key {key}.style_targets: unknown {spec.style_targets!r}; choose from {TARGET_MODES}"
         )
     if spec.aggregator.get("name", "mean") not in AGGREGATORS:
         raise ValueError(

@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 from fedtransfer_jax.style.methods import adain, fourier, gen
 from fedtransfer_jax.style.methods.base import (
+    TARGET_MODES,
     StyleBankV2,
     StyleMethod,
     check_message,
@@ -60,6 +61,7 @@ class _Cfg:
 
 __all__ = [
     "METHOD_NAMES",
+    "TARGET_MODES",
     "StyleBankV2",
     "StyleMethod",
     "check_message",

@@ -131,7 +131,14 @@ def foreign_targets(valid: Array, client_id: Array, n: int, key: chex.PRNGKey) -
     return jax.random.categorical(key, logits, shape=(n,)).astype(jnp.int32), has
 
 
+# Whose style a client renders its own labels in: other labs' (FedTransfer) or its own (the control that
+# separates style *sharing* from the augmentation of re-rendering, docs/PROTOCOL.md "Controls").
 TARGET_MODES = ("foreign", "own")
+
+
+def check_targets_mode(mode: str) -> None:
+    if mode not in TARGET_MODES:
+        raise ValueError(f"style targets: unknown mode {mode!r}; choose from {TARGET_MODES}")
 
 
 def own_targets(valid: Array, client_id: Array, n: int) -> tuple[Array, Array]:
@@ -143,11 +150,10 @@ def own_targets(valid: Array, client_id: Array, n: int) -> tuple[Array, Array]:
 
 def draw_targets(valid: Array, client_id: Array, n: int, key: chex.PRNGKey, mode: str = "foreign"):
     """``foreign_targets`` (FedTransfer) or ``own_targets`` (the control), by ``mode``."""
+    check_targets_mode(mode)
     if mode == "foreign":
         return foreign_targets(valid, client_id, n, key)
-    if mode == "own":
-        return own_targets(valid, client_id, n)
-    raise ValueError(f"style targets: unknown mode {mode!r}; choose from {TARGET_MODES}")
+    return own_targets(valid, client_id, n)
 
 
 def mix_batch(
@@ -187,8 +193,7 @@ def make_batch_transform(
     method: StyleMethod, shared: PyTree, bank: PyTree, mix_prob: float, targets_mode: str = "foreign"
 ) -> Callable:
     """``mix_batch`` as the engine's ``batch_transform(batch, client_id, rng) -> batch``."""
-    if targets_mode not in TARGET_MODES:  # fail at set-up, not inside the first jitted step
-        raise ValueError(f"style targets: unknown mode {targets_mode!r}; choose from {TARGET_MODES}")
+    check_targets_mode(targets_mode)  # fail at set-up, not inside the first jitted step
     return lambda batch, client_id, rng: mix_batch(
         method, shared, bank, batch, client_id, rng, mix_prob, targets_mode
     )
