@@ -34,6 +34,13 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Several processes: how many in all.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Several processes: this one's id, 0 .. N-1.")
+_CPU_DEVICES = flags.DEFINE_string(
+    "cpu_devices",
+    "auto",
+    "One process on a CPU host: split it into this many XLA:CPU devices ('auto' = one per usable core, or "
+    "$FEDTRANSFER_CPU_DEVICES), so the round runs the clients of each device side by side (fedtransfer_jax/"
+    "host_devices.py). '1' = one device. Ignored with several processes or when XLA_FLAGS sets a count.",
+)
 flags.mark_flags_as_required(["config"])
 
 EXIT_USER_ERROR = 2
@@ -80,6 +87,14 @@ def main(argv):
     del argv
     config = _CONFIG.value
     joined = init_distributed(config)
+    if not joined:
+        from fedtransfer_jax import host_devices  # noqa: PLC0415
+
+        try:
+            host_devices.configure(_CPU_DEVICES.value)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(EXIT_USER_ERROR)
     from fedtransfer_jax import console as console_lib, distributed, report, sweep, train
     from fedtransfer_jax import workdir as workdir_lib
 

@@ -51,6 +51,7 @@ class BenchConfig:
     image_dtype: str = (
         "uint8"  # client images on device: 'uint8' (decoded in the step, as in training) | 'float32'
     )
+    devices: int = 0  # one-jit round: a `clients` mesh over this many devices (0 = all, as the engine; 1 = none)
 
     @property
     def examples_per_client(self) -> int:

@@ -1,6 +1,7 @@
 """Speed of one federated round: our one-jit round vs a per-step-jitted loop vs eager PyTorch FedAvg.
 
-  python benchmarks/round_speed.py                      # defaults: C=8 S=4 B=4 64x64, ~2-3 min on 2 CPU cores
+  python benchmarks/round_speed.py                      # defaults: C=8 S=4 B=4 64x64, ~1 min on 2 idle CPU cores
+  python benchmarks/round_speed.py --variants 'auto#1' --torch_threads 2,1   # + the one-device round, torch 1 thread
   python benchmarks/round_speed.py --variants sequential,vmap,chunked:4,auto@bfloat16 --roofline
   python benchmarks/round_speed.py --strategy chunked --chunk_size 4 --conv_impl xla
   python benchmarks/round_speed.py --json               # only the final JSON line
@@ -12,9 +13,13 @@ local steps x batch B, and server FedAvg (SGD lr 1 on the weighted mean delta):
 
   one_jit    fl.round.build_round(fl.algorithms.fedavg(...)): sampling, every client's local
              scan, aggregation and server update in ONE compiled XLA program (--strategy auto|vmap|chunked|
-             sequential, --conv_impl, --norm_impl, --dtype, --unroll). `--variants` adds more one-jit rounds
-             side by side, each `strategy[:chunk][@dtype][/norm_impl][%conv_impl]`, e.g. `chunked:32@bfloat16`
-             (`/baseline`: nn.GroupNorm and nn.max_pool, the U-Net before docs/PERFORMANCE.md's CPU work).
+             sequential, --conv_impl, --norm_impl, --dtype, --unroll), sharded like the engine's round over
+             a `clients` mesh of every device (--devices; on the CPU launch.py's and this script's
+             --cpu_devices=auto make one XLA:CPU device per core, fedtransfer_jax/host_devices.py).
+             `--variants` adds more one-jit rounds side by side, each
+             `strategy[:chunk][@dtype][/norm_impl][%conv_impl][#devices]`, e.g. `chunked:32@bfloat16`,
+             `auto#1` (one device, no mesh; `/baseline`: nn.GroupNorm and nn.max_pool, the U-Net before
+             docs/PERFORMANCE.md's CPU work).
   step_loop  the FedJAX execution model: Python loops over clients and local steps calling a jitted
              train step on host-sliced batches, then a jitted weighted mean + server update.
   torch      sequential PyTorch FedAvg of the same architecture (benchmarks/torch_unet.py), if torch is
@@ -52,10 +57,19 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import common  # noqa: E402
+from fedtransfer_jax import host_devices  # noqa: E402
 from fedtransfer_jax.fl import aggregators, algorithms  # noqa: E402
 from fedtransfer_jax.fl import strategy as strategy_lib  # noqa: E402
 from fedtransfer_jax.fl.algorithms.base import LocalTraining, decode_images  # noqa: E402
-from fedtransfer_jax.fl.round import STRATEGIES, RoundConfig, build_round, init_round_state  # noqa: E402
+from fedtransfer_jax.fl.round import (  # noqa: E402
+    CLIENT_AXIS,
+    STRATEGIES,
+    RoundConfig,
+    build_round,
+    client_plan,
+    init_round_state,
+    make_client_mesh,
+)
 from fedtransfer_jax.models.conv import IMPLS  # noqa: E402
 from fedtransfer_jax.models.unet import NORM_IMPLS  # noqa: E402
 
@@ -96,18 +110,47 @@ def round_compiler(cfg: common.BenchConfig, params, data) -> Callable[[int, int]
     return compile_round
 
 
+def round_devices(cfg: common.BenchConfig) -> int:
+    """How many devices the one-jit round is sharded over (`cfg.devices`, 0 = all of the backend's)."""
+    return min(cfg.devices or jax.device_count(), jax.device_count())
+
+
+def round_mesh(cfg: common.BenchConfig):
+    """The engine's `clients` mesh (run_context.make_mesh) over `round_devices(cfg)` devices, or None for one."""
+    n = round_devices(cfg)
+    return None if n == 1 else make_client_mesh(n)
+
+
+def place_on_mesh(data: dict, mesh) -> dict:
+    """The client arrays sharded over the mesh's `clients` axis, padded with empty clients like
+    run_context.place_clients (padding clients have mask False and are never sampled)."""
+    n = mesh.devices.size
+    pad = (-data["mask"].shape[0]) % n
+    out = {}
+    for name, x in data.items():
+        x = np.asarray(x)
+        if pad:
+            x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
+        out[name] = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(CLIENT_AXIS)))
+    return out
+
+
 def compile_one_jit(cfg: common.BenchConfig, params, data):
     """(compiled round, initial ServerState, compile seconds): AOT lower + compile of the one-jit round.
 
-    The compiled executable exposes `memory_analysis()` (used by experiments/scaling.py).
+    The compiled executable exposes `memory_analysis()` (used by experiments/scaling.py). With several
+    devices (`cfg.devices`) the round is the engine's mesh round: clients sharded over a `clients` axis.
     """
     alg = fedavg_algorithm(cfg)
-    round_fn = build_round(alg, RoundConfig(cfg.clients, cfg.strategy, cfg.chunk_size), seed=cfg.seed)
-    state = init_round_state(alg, params, cfg.clients)
+    mesh = round_mesh(cfg)
+    round_fn = build_round(alg, RoundConfig(cfg.clients, cfg.strategy, cfg.chunk_size), seed=cfg.seed, mesh=mesh)
     data = as_round_data(data)
+    state = init_round_state(alg, params, data["mask"].shape[0] if mesh is None else cfg.clients, mesh=mesh)
+    if mesh is not None:
+        data = place_on_mesh(data, mesh)
     t0 = time.perf_counter()
     compiled = round_fn.lower(state, data).compile()
-    return compiled, state, time.perf_counter() - t0
+    return compiled, state, time.perf_counter() - t0, data
 
 
 def build_one_jit(
@@ -117,8 +160,7 @@ def build_one_jit(
 
     `run_round()` blocks and returns the round's loss; `get_params()` the current global params.
     """
-    compiled, state, compile_s = compile_one_jit(cfg, params, data)
-    data = as_round_data(data)
+    compiled, state, compile_s, data = compile_one_jit(cfg, params, data)
     holder = [state]
 
     def run_round():
@@ -224,9 +266,14 @@ def build_torch(cfg: common.BenchConfig, host_data, params=None, num_threads: in
 
 
 def parse_variant(spec: str, base: common.BenchConfig) -> common.BenchConfig:
-    """`strategy[:chunk][@dtype][/norm_impl][%conv_impl]` -> the config of that one-jit round (e.g.
-    `chunked:32@bfloat16`, `chunked:32%im2col`); `/baseline` is the U-Net before the CPU work
-    (nn.GroupNorm and nn.max_pool)."""
+    """`strategy[:chunk][@dtype][/norm_impl][%conv_impl][#devices]` -> the config of that one-jit round (e.g.
+    `chunked:32@bfloat16`, `chunked:32%im2col`, `sequential#1`: one device, no mesh); `/baseline` is the
+    U-Net before the CPU work (nn.GroupNorm and nn.max_pool)."""
+    spec, _, devices = spec.partition("#")
+    if devices:
+        if not devices.isdigit() or int(devices) < 1:
+            raise ValueError(f"--variants {spec}#{devices}: devices must be a positive integer")
+        return dataclasses.replace(parse_variant(spec, base), devices=int(devices))
     spec, _, conv = spec.partition("%")
     if conv:
         if conv not in IMPLS:
@@ -255,8 +302,9 @@ def parse_variant(spec: str, base: common.BenchConfig) -> common.BenchConfig:
 
 
 def _plan_dict(cfg: common.BenchConfig) -> dict[str, Any]:
-    plan = strategy_lib.resolve(cfg.strategy, cfg.clients, cfg.chunk_size)
-    return {"strategy": plan.strategy, "chunk": plan.chunk, "n_chunks": plan.n_chunks}
+    devices = round_devices(cfg)
+    plan = client_plan(RoundConfig(cfg.clients, cfg.strategy, cfg.chunk_size), devices)
+    return {"strategy": plan.strategy, "chunk": plan.chunk, "n_chunks": plan.n_chunks, "devices": devices}
 
 
 def _peaks(peaks: str | dict | None, log: Callable[[str], None]) -> dict | None:
@@ -494,10 +542,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ap.add_argument("--image_dtype", choices=common.IMAGE_DTYPES, default=d.image_dtype)
     ap.add_argument(
+        "--devices",
+        type=int,
+        default=d.devices,
+        help="one-jit round sharded over this many devices (0 = all, as the engine does; 1 = one device)",
+    )
+    ap.add_argument(
+        "--cpu_devices",
+        default="auto",
+        help="split the CPU into this many XLA:CPU devices before JAX starts ('auto' = one per core, as "
+        "launch.py; 1 = one device, the round's single-device program)",
+    )
+    ap.add_argument(
         "--variants",
         default="",
         help="more one-jit rounds timed side by side: comma-separated strategy[:chunk][@dtype][/norm_impl]"
-        "[%%conv_impl], e.g. sequential,vmap,chunked:4,auto@bfloat16,sequential/flax,chunked:4%%im2col",
+        "[%%conv_impl][#devices], e.g. sequential,vmap,chunked:4,auto@bfloat16,sequential/flax,"
+        "chunked:4%%im2col,auto#1",
     )
     ap.add_argument(
         "--roofline", action="store_true", help="add the roofline (measures the peaks unless --peaks)"
@@ -532,11 +593,13 @@ def config_from_args(args: argparse.Namespace) -> common.BenchConfig:
         dtype=args.dtype,
         norm_impl=args.norm_impl,
         image_dtype=args.image_dtype,
+        devices=args.devices,
     )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    host_devices.configure(args.cpu_devices)  # before anything starts JAX's backends (no-op if started)
     cfg = config_from_args(args)
     log = (lambda s: None) if args.json else (lambda s: print(s, flush=True))
     log(f"device: {common.device_string()}  config: {cfg.as_dict()}")

@@ -213,7 +213,7 @@ def measure(cfg, rounds: int, warmup: int = 1) -> dict[str, Any]:
         cfg, plan = planned(cfg, model)
         row.update(plan_strategy=plan.strategy, plan_chunk=plan.chunk, model_peak_bytes=plan.peak_bytes)
         data = round_speed.as_round_data(tuple(jax.device_put(x) for x in common.make_data(cfg)))
-        compiled, state, compile_s = round_speed.compile_one_jit(cfg, params, data)
+        compiled, state, compile_s, data = round_speed.compile_one_jit(cfg, params, data)
         holder = [state]
 
         def run():

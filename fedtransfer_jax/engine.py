@@ -197,8 +197,6 @@ def build_aggregation(
 def round_config(config: ml_collections.ConfigDict, clients_per_round: int, *, federated: bool, mesh) -> round_lib.RoundConfig:
     fl = config.fl
     strategy = fl.strategy if federated else "vmap"  # one client: no client parallelism either way
-    if mesh is not None and strategy == "auto":
-        strategy = "vmap"  # sharded clients: every device takes its share of the vmapped client axis
     if strategy not in strategy_lib.STRATEGIES:
         raise ValueError(f"config key fl.strategy: unknown strategy {strategy!r}; choose from {strategy_lib.STRATEGIES}")
     return round_lib.RoundConfig(

@@ -50,7 +50,8 @@ def compile_round(
 
     `fl.strategy=auto` is planned here (fl/strategy.py): on an accelerator from a memory model probed by
     AOT-compiling the round for `data`'s shapes (the largest chunk that fits the device's memory); on the CPU
-    it is `sequential` and nothing is compiled. The plan is recorded in the round's `info`."""
+    it is `sequential` and nothing is compiled. With a mesh the plan is each device's share of the clients
+    (`round.client_plan`; no memory probe). The plan is recorded in the round's `info`."""
     mesh = ctx.mesh if federated else None
     cfg = engine.round_config(ctx.config, clients_per_round, federated=federated, mesh=mesh)
     if cfg.strategy == "auto" and mesh is None and data is not None and init_params is not None:
@@ -78,8 +79,10 @@ def compile_round(
         on_trace=lambda: traces.append(1),
         channel=channel,
     )
-    plan = strategy_lib.resolve(cfg.strategy, clients_per_round, cfg.chunk_size)
-    return CompiledRound(round_fn, traces, algorithm, aggregator, mesh, {"strategy": plan.strategy, "chunk": plan.chunk})
+    devices = 1 if mesh is None else int(mesh.devices.size)
+    plan = round_lib.client_plan(cfg, devices)
+    info = {"strategy": plan.strategy, "chunk": plan.chunk, "devices": devices}
+    return CompiledRound(round_fn, traces, algorithm, aggregator, mesh, info)
 
 
 def data_shapes(data: ClientData) -> dict:

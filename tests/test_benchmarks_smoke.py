@@ -138,10 +138,12 @@ def test_parse_variant_and_errors():
   assert round_speed.parse_variant("auto", TINY).strategy == "auto"
   v = round_speed.parse_variant("chunked:4%im2col", TINY)
   assert (v.chunk_size, v.conv_impl) == (4, "im2col")
+  v = round_speed.parse_variant("chunked:4@bfloat16#1", TINY)
+  assert (v.strategy, v.chunk_size, v.dtype, v.devices) == ("chunked", 4, "bfloat16", 1)
   base = round_speed.parse_variant("sequential/baseline", TINY)
   assert (base.norm_impl, base.fast_pool) == ("flax", False)
   for bad, msg in (("pmap", "unknown strategy"), ("vmap@f16", "unknown dtype"), ("vmap/bn", "norm impl"),
-                   ("chunked:x", "chunk"), ("vmap%cudnn", "conv impl")):
+                   ("chunked:x", "chunk"), ("vmap%cudnn", "conv impl"), ("auto#0", "devices")):
     with pytest.raises(ValueError, match=msg):
       round_speed.parse_variant(bad, TINY)
 

@@ -11,7 +11,6 @@ import pytest
 from jax import lax
 
 from fedtransfer_jax.models.conv import (
-    DEFAULT_IMPL,
     IMPLS,
     Conv,
     conv2d,
@@ -203,7 +202,7 @@ def test_conv_module_bf16_compute_keeps_f32_params():
 
 
 def test_default_impl_is_known():
-    assert DEFAULT_IMPL in IMPLS
+    assert default_impl() in IMPLS
     assert default_impl("cpu") in IMPLS and default_impl("gpu") in IMPLS
 
 

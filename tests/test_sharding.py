@@ -1,4 +1,4 @@
-"""A round sharded over 4 host devices equals the same round on 1 device.
+"""A round sharded over 4 host devices (shard_map over the `clients` axis, each device scanning or vmapping its\nshare) equals the same round on 1 device, for every strategy, with padding slots and dropouts.
 
 Runs in a subprocess because the host device count is fixed when JAX starts
 (XLA_FLAGS=--xla_force_host_platform_device_count=4).
@@ -33,10 +33,13 @@ SCRIPT = textwrap.dedent("""
     for name, opt, lr in (("fedavg", optax.adam, 1e-2), ("scaffold", optax.sgd, 0.05)):
      local = LocalTraining(loss_fn, opt(lr), local_steps=2, batch_size=2)
      alg = algorithms.build_algorithm(name, local, client_lr=lr)
-     for strategy, chunk in (("vmap", 0), ("chunked", 4)):
+     # K=4 on 4 devices: one client each; K=3 with dropout: a padding slot and skipped (dropped) clients.
+     for k, strategy, chunk, drop in ((4, "vmap", 0, 0.0), (4, "chunked", 4, 0.0), (4, "sequential", 0, 0.0),
+                                      (3, "vmap", 0, 0.3), (3, "sequential", 0, 0.3)):
       for mesh in (None, make_client_mesh(4)):
         traces = []
-        rf = build_round(alg, RoundConfig(4, strategy, chunk), seed=0, mesh=mesh, on_trace=lambda: traces.append(1))
+        rf = build_round(alg, RoundConfig(k, strategy, chunk, drop), seed=0, mesh=mesh,
+                         on_trace=lambda: traces.append(1))
         arrays = dict(images=images, labels=labels, mask=mask)
         if mesh is None:
           data = {k: jnp.asarray(a) for k, a in arrays.items()}
@@ -47,10 +50,10 @@ SCRIPT = textwrap.dedent("""
         for _ in range(2):
           state, m = rf(state, data)
         assert len(traces) == 1, (name, strategy, len(traces))
-        results[(name, strategy, mesh is None)] = (jax.device_get(state.server.params), np.asarray(m["client_ids"]),
+        results[(name, k, strategy, mesh is None)] = (jax.device_get(state.server.params), np.asarray(m["client_ids"]),
                                                    jax.device_get(state.clients))
     for key, (p, ids, clients) in results.items():
-      ref = results[(key[0], "vmap", True)]
+      ref = results[(key[0], key[1], "vmap", True)]
       np.testing.assert_array_equal(ids, ref[1])
       chex.assert_trees_all_close(p, ref[0], rtol=2e-5, atol=2e-6)
       # SCAFFOLD's control variates are deltas scaled by 1/(local_steps * lr) = 10: tolerance scaled alike.
@@ -67,4 +70,4 @@ def test_round_on_four_host_devices_equals_one_device():
         [sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, cwd=REPO, timeout=600
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert "OK 8" in proc.stdout  # 2 algorithms x 2 strategies x (1 device, 4-device mesh)
+    assert "OK 20" in proc.stdout  # 2 algorithms x 5 (K, strategy, dropout) x (1 device, 4-device mesh)

@@ -8,15 +8,19 @@ as ONE jitted function.
 
 The round state carries `(server state, per-client state [C, ...], aggregator state, round)`; the sampled
 clients' states are gathered by id inside the round and the survivors' new states scattered back, so a
-stateful algorithm (SCAFFOLD, FedDyn) costs one jitted function like FedAvg. Clients are vectorised with
-`jax.vmap` (DrJAX-style: map over a `clients` axis, reduce with a sum) and, with a device mesh, the client
-axis of the data and of the per-client state is sharded over the mesh's `clients` axis so the reduction is
-a cross-device all-reduce. `fl/strategy.py` trades memory for parallelism (vmap / chunked / sequential);
-every strategy computes the same round.
+stateful algorithm (SCAFFOLD, FedDyn) costs one jitted function like FedAvg. On one device the clients run
+by `fl/strategy.py`'s plan: `jax.vmap` over all (DrJAX-style: map over a `clients` axis, reduce with a sum),
+chunks of vmapped clients in a scan, or a scan over single clients (a client whose message cannot arrive, a
+dropout or a padding slot, is then skipped, not computed). With a device mesh the round is a `shard_map`
+over the mesh's `clients` axis: the sampled clients' data and states are gathered into slot order, each
+device runs the plan on its own ceil(K / devices) slots (`client_plan`) and the partial sums meet in one
+all-reduce. The same program serves a GPU cluster and a CPU host split into one device per core
+(`fedtransfer_jax/host_devices.py`). Every strategy and device count computes the same round (up to the order
+of float sums; tests/test_sharding.py).
 
 Keys: everything derives from `fold_in(PRNGKey(seed), round)`: sampling, dropout, the server's key (e.g. DP
 noise), the shared round key (secure aggregation's pairwise secrets) and each client's key
-`fold_in(client_base, client id)`, so the numbers do not depend on the strategy or the device count.
+`fold_in(client_base, client id)`, so no random draw depends on the strategy or the device count.
 """
 
 from __future__ import annotations
@@ -67,10 +71,10 @@ def round_keys(seed: int, round_idx: jax.Array) -> RoundKeys:
 
 
 def make_client_mesh(num_devices: int | None = None) -> Mesh:
-    """A 1-D mesh over the `clients` axis. Auto axis type: the compiler propagates the client sharding
-    through sampling and vmap (DrJAX-style), and the sum over clients becomes an all-reduce."""
+    """A 1-D mesh over the `clients` axis of the first `num_devices` devices (default: all). The round maps
+    over it with shard_map; Auto axis type lets the compiler place everything outside that map."""
     n = num_devices or jax.device_count()
-    return jax.make_mesh((n,), (CLIENT_AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
+    return jax.make_mesh((n,), (CLIENT_AXIS,), axis_types=(jax.sharding.AxisType.Auto,), devices=jax.devices()[:n])
 
 
 def stack_client_state(one: PyTree, num_clients: int) -> PyTree:
@@ -160,6 +164,13 @@ def as_data_dict(data) -> dict:
     raise TypeError(f"client data must be a dict or a NamedTuple of arrays, got {type(data).__name__}")
 
 
+def client_plan(cfg: RoundConfig, num_devices: int = 1) -> strategy_lib.Plan:
+    """How each device runs its share of the round's K sampled clients: ceil(K / devices) clients, by
+    `cfg.strategy` (one device: all K)."""
+    share = -(-int(cfg.clients_per_round) // max(1, int(num_devices)))
+    return strategy_lib.resolve(cfg.strategy, share, cfg.chunk_size)
+
+
 def build_round(
     algorithm: Algorithm,
     cfg: RoundConfig,
@@ -188,14 +199,62 @@ def build_round(
         raise ValueError(f"clients_per_round must be >= 1, got {k}")
     if not 0.0 <= float(cfg.dropout_rate) < 1.0:
         raise ValueError(f"config key fl.dropout_rate must be in [0, 1), got {cfg.dropout_rate}")
-    plan = strategy_lib.resolve(cfg.strategy, k, cfg.chunk_size)
+    n_dev = 1 if mesh is None else int(mesh.shape[CLIENT_AXIS])
+    plan = client_plan(cfg, n_dev)
     chunk, n_chunks = plan.chunk, plan.n_chunks
-    pad = n_chunks * chunk - k
+    per_device = n_chunks * chunk
+    slots = n_dev * per_device  # K sampled clients + padding slots (never arrive, never computed)
+    pad = slots - k
 
-    def constrain(x):
-        if mesh is None:
-            return x
-        return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(CLIENT_AXIS)))
+    def run_clients(shared, positions, cids, arrived, data, states, rows, public):
+        """The slots' local updates, encodings and the partial sum of what arrived: a scan over chunks of
+        `chunk` vmapped clients. `rows[i]` indexes slot i's client in `data` and `states`; `public` is the
+        published message format (shapes only)."""
+        payload_to_clients, agg_state, ids, keys = shared
+
+        def one_client(position, cid, row):
+            client_data = {name: x[row] for name, x in data.items()}
+            client_state = jax.tree_util.tree_map(lambda s: s[row], states)
+            ckey = jax.random.fold_in(keys.clients, cid)
+            out = algorithm.client_update(
+                payload_to_clients, client_state, client_data, cid, jax.random.fold_in(ckey, 0)
+            )
+            ctx = agg_lib.ClientContext(position, cid, ids, keys.shared, jax.random.fold_in(ckey, 1))
+            contribution, client_metrics = aggregator.client_encode(
+                out.message, out.weight, out.loss, agg_state, ctx
+            )
+            return protocol.encode(contribution, ctx), out.state, client_metrics
+
+        def run_chunk(pos, chunk_cids, chunk_rows, chunk_arrived):
+            if chunk == 1:
+                # One client per scan step: a client whose message cannot arrive (a padding slot, a dropout)
+                # is not computed at all (its outputs are never used).
+                args = (pos[0], chunk_cids[0], chunk_rows[0])
+                shapes = jax.eval_shape(one_client, *args)
+                skipped = lambda *_: jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+                out = jax.lax.cond(chunk_arrived[0], one_client, skipped, *args)
+                payload, new_state, cm = jax.tree_util.tree_map(lambda x: x[None], out)
+            else:
+                payload, new_state, cm = jax.vmap(one_client)(pos, chunk_cids, chunk_rows)
+            # Everything the server sees goes through the boundary (and so into the ledger).
+            inbox = send_to_server(payload, ledger, channel=channel, public_template=public)
+            return agg_lib.sum_payloads(inbox.payload, chunk_arrived), new_state, cm
+
+        split = lambda x: x.reshape((n_chunks, chunk) + x.shape[1:])
+        if n_chunks == 1:
+            return run_chunk(positions, cids, rows, arrived)
+        shapes = jax.eval_shape(lambda: run_chunk(positions[:chunk], cids[:chunk], rows[:chunk], arrived[:chunk])[0])
+        zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+
+        def body(acc, xs):
+            part, new_state, cm = run_chunk(*xs)
+            return agg_lib.add_payloads(acc, part), (new_state, cm)
+
+        total, (new_states, client_metrics) = jax.lax.scan(
+            body, zeros, (split(positions), split(cids), split(rows), split(arrived))
+        )
+        merge = lambda x: x.reshape((n_chunks * chunk,) + x.shape[2:])
+        return (total, *jax.tree_util.tree_map(merge, (new_states, client_metrics)))
 
     def round_fn(state: RoundState, data):
         if on_trace is not None:
@@ -210,19 +269,6 @@ def build_round(
             survived = jnp.ones((k,), bool)
         payload_to_clients = algorithm.broadcast(state.server)
 
-        def one_client(position, cid):
-            client_data = {name: x[cid] for name, x in data.items()}
-            client_state = jax.tree_util.tree_map(lambda s: s[cid], state.clients)
-            ckey = jax.random.fold_in(keys.clients, cid)
-            out = algorithm.client_update(
-                payload_to_clients, client_state, client_data, cid, jax.random.fold_in(ckey, 0)
-            )
-            ctx = agg_lib.ClientContext(position, cid, ids, keys.shared, jax.random.fold_in(ckey, 1))
-            contribution, client_metrics = aggregator.client_encode(
-                out.message, out.weight, out.loss, state.aggregator, ctx
-            )
-            return protocol.encode(contribution, ctx), out.state, client_metrics
-
         def template_payload():
             ctx = agg_lib.ClientContext(jnp.int32(0), jnp.int32(0), ids, keys.shared, keys.clients)
             message = algorithm.message_template(state.server)
@@ -233,35 +279,41 @@ def build_round(
 
         # The message format the server publishes (public: derived from the server state only).
         public = jax.eval_shape(template_payload)
-        positions = jnp.arange(k + pad, dtype=jnp.int32)
+        positions = jnp.arange(slots, dtype=jnp.int32)
         ids_p = jnp.concatenate([ids, jnp.zeros((pad,), ids.dtype)])
         arrived_p = jnp.concatenate([survived, jnp.zeros((pad,), bool)])
+        shared = (payload_to_clients, state.aggregator, ids, keys)
 
-        def run_chunk(pos, cids, arrived):
-            if chunk == 1:
-                payload, new_state, cm = jax.tree_util.tree_map(lambda x: x[None], one_client(pos[0], cids[0]))
-            else:
-                payload, new_state, cm = jax.vmap(one_client)(pos, constrain(cids))
-            # Everything the server sees goes through the boundary (and so into the ledger).
-            inbox = send_to_server(payload, ledger, channel=channel, public_template=public)
-            return agg_lib.sum_payloads(inbox.payload, arrived), new_state, cm
-
-        split = lambda x: x.reshape((n_chunks, chunk) + x.shape[1:])
-        if n_chunks == 1:
-            total, new_states, client_metrics = run_chunk(positions, ids_p, arrived_p)
-        else:
-            shapes = jax.eval_shape(lambda: run_chunk(positions[:chunk], ids_p[:chunk], arrived_p[:chunk])[0])
-            zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-
-            def body(acc, xs):
-                part, new_state, cm = run_chunk(*xs)
-                return agg_lib.add_payloads(acc, part), (new_state, cm)
-
-            total, (new_states, client_metrics) = jax.lax.scan(
-                body, zeros, (split(positions), split(ids_p), split(arrived_p))
+        if mesh is None:
+            # Clients read their data and state by id from the resident arrays (no copy of the sampled data).
+            total, new_states, client_metrics = run_clients(
+                shared, positions, ids_p, arrived_p, data, state.clients, ids_p, public
             )
-            merge = lambda x: x.reshape((n_chunks * chunk,) + x.shape[2:])
-            new_states, client_metrics = jax.tree_util.tree_map(merge, (new_states, client_metrics))
+        else:
+            # DrJAX-style map over the `clients` mesh axis: the sampled clients' data and states are gathered
+            # into slot order, sharded so that each device holds `per_device` consecutive slots, and every
+            # device runs its own scan over its slots (shard_map: no partitioner guesswork, no replicated
+            # client work). The partial sums meet in one all-reduce; integer payloads wrap like sum_payloads.
+            sharded = NamedSharding(mesh, P(CLIENT_AXIS))
+            take = lambda x: jax.lax.with_sharding_constraint(x[ids_p], sharded)
+            sampled_data = {name: take(x) for name, x in data.items()}
+            sampled_states = jax.tree_util.tree_map(take, state.clients)
+
+            def on_each_device(shared, positions, cids, arrived, d, st):
+                total, new_states, cm = run_clients(
+                    shared, positions, cids, arrived, d, st, jnp.arange(per_device, dtype=jnp.int32), public
+                )
+                return jax.lax.psum(total, CLIENT_AXIS), new_states, cm
+
+            total, new_states, client_metrics = jax.shard_map(
+                on_each_device,
+                mesh=mesh,
+                in_specs=(P(), P(CLIENT_AXIS), P(CLIENT_AXIS), P(CLIENT_AXIS), P(CLIENT_AXIS), P(CLIENT_AXIS)),
+                out_specs=(P(), P(CLIENT_AXIS), P(CLIENT_AXIS)),
+                # The custom_vjp convs/norms differentiate replicated params inside a per-device client: their
+                # cotangents vary by device by construction, which the varying-axes checker cannot see.
+                check_vma=False,
+            )(shared, positions, ids_p, arrived_p, sampled_data, sampled_states)
 
         sctx = agg_lib.ServerContext(ids, survived, num_clients, keys.shared, keys.server)
         summed = dict(protocol.decode(total, sctx))

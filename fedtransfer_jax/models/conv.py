@@ -194,8 +194,6 @@ def default_impl(backend: Optional[str] = None) -> str:
     return {"cpu": "custom_vjp_map"}.get(backend, "xla")
 
 
-DEFAULT_IMPL: str = default_impl()
-
 
 def conv2d(x: Array, w: Array, *, impl: str = "custom_vjp") -> Array:
     """'SAME', stride-1 2-D convolution of NHWC ``x`` with HWIO ``w`` (odd kernel).

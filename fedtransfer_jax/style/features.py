@@ -35,7 +35,7 @@ import numpy as np
 
 Array = jax.Array
 DESCRIPTOR_SEED = 0x5EED
-_LUMA = jnp.asarray([0.299, 0.587, 0.114], jnp.float32)
+_LUMA = np.asarray([0.299, 0.587, 0.114], np.float32)  # numpy: importing must not start a JAX backend
 _QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 

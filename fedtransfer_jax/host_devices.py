@@ -1,0 +1,60 @@
+"""One XLA:CPU device per core: how a federated round keeps every core of a CPU host busy (issue 10).
+
+XLA:CPU parallelises inside an op. A U-Net client's small convolutions, GroupNorm reductions and transposes
+leave the second of two cores idle much of the time (1.5 of 2 cores busy, docs/PERFORMANCE.md), where
+PyTorch's OpenMP keeps both busy. With one JAX device per core the engine gets a `clients` mesh
+(`run_context.make_mesh`) and the round runs each device's share of the clients side by side
+(`fl/round.py`, shard_map), the same data-parallel map over clients that a GPU cluster gets.
+
+`configure()` must run before JAX initialises its backends (JAX reads `jax_num_cpu_devices` once). It leaves
+JAX alone when XLA_FLAGS already sets a host device count (scripts/launch_local.py, tests/test_sharding.py)
+or when JAX has already started. On a machine with an accelerator the extra CPU devices are idle: the
+default backend, and so the mesh, is the accelerator's.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+
+ENV_VAR = "FEDTRANSFER_CPU_DEVICES"
+XLA_FLAG = "xla_force_host_platform_device_count"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity; containers and `taskset` narrow it)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def requested_count(requested: int | str | None = None) -> int:
+    """`requested` (an int or 'auto'), else $FEDTRANSFER_CPU_DEVICES, else 'auto' = the usable cores."""
+    value = requested if requested not in (None, "", 0, "0") else os.environ.get(ENV_VAR, "auto")
+    if str(value).strip().lower() == "auto":
+        return usable_cores()
+    try:
+        n = int(value)
+    except (TypeError, ValueError):
+        n = 0
+    if n < 1:
+        raise ValueError(f"CPU devices (--cpu_devices / ${ENV_VAR}) must be 'auto' or an integer >= 1, got {value!r}")
+    return n
+
+
+def configure(requested: int | str | None = None) -> int | None:
+    """Splits the host into `requested_count(requested)` XLA:CPU devices before JAX starts.
+
+    Returns the count it set, or None when it left JAX as it was (XLA_FLAGS names a count, or JAX's
+    backends are already initialised: then the device count is whatever they were started with)."""
+    n = requested_count(requested)
+    if XLA_FLAG in os.environ.get("XLA_FLAGS", ""):
+        return None
+    from jax._src import xla_bridge  # noqa: PLC0415 - the only way to ask without starting a backend
+
+    if xla_bridge.backends_are_initialized():
+        return None
+    jax.config.update("jax_num_cpu_devices", n)
+    return n
