@@ -1,7 +1,7 @@
 r"""Federated grain-boundary segmentation on style-non-IID synthetic labs (the main job).
 
   python launch.py --config experiments/grains.py --workdir runs/grains
-  python launch.py --config experiments/grains.py:smoke --workdir /tmp/smoke   # plumbing check, 5-8 min
+  python launch.py --config experiments/grains.py:smoke --workdir /tmp/smoke   # plumbing check, 3-8 min
 
 Four client labs (brightfield, darkfield, sem, lowcontrast), each with its own imaging style and grain
 sizes (data/synthetic.py), plus one unseen lab (tint) that no method trains on; the protocol (splits,
@@ -12,10 +12,11 @@ centralized (pooled data, no privacy). More methods (scaffold, feddyn, fedadam, 
 ...) are defined in `method_specs` and picked with `--config.methods=...`; experiments/grains_seeds.py runs
 this job over the three test seeds, experiments/privacy.py the DP-FedAvg curve.
 
-Cost (2-core CPU, JAX 0.10.2, lightly loaded, measured 2026-11-26): default 8.0-8.2 min wall (478 / 489 s
-for seeds 0 / 1; ~665 CPU-s), per method 50-75 s, fedtransfer (AdaIN, incl. its 15 federated style-network
-rounds) ~100 s; every method compiles its round once. `smoke` 7m49s on a busy machine. `tiny`:
-seconds (tests).
+Cost (2-core CPU, JAX 0.10.2, measured 2026-11-27): default 6.9 min wall (414 s, seed 0; ~700 CPU-s) with
+the default one XLA:CPU device per core (launch.py --cpu_devices=auto): federated methods 41-50 s each,
+fedtransfer (AdaIN, incl. its 15 federated style-network rounds) 86 s, local 58 s, centralized 51 s; every
+method compiles its round once. With --cpu_devices=1: 8.0-8.2 min (478 / 489 s for seeds 0 / 1, 2026-11-26).
+`smoke` ~3.3 min on an idle machine (7m49s on a busy one). `tiny`: seconds (tests).
 """
 
 import ml_collections
