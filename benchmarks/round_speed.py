@@ -62,13 +62,13 @@ from fedtransfer_jax.fl import aggregators, algorithms  # noqa: E402
 from fedtransfer_jax.fl import strategy as strategy_lib  # noqa: E402
 from fedtransfer_jax.fl.algorithms.base import LocalTraining, decode_images  # noqa: E402
 from fedtransfer_jax.fl.round import (  # noqa: E402
-    CLIENT_AXIS,
     STRATEGIES,
     RoundConfig,
     build_round,
     client_plan,
     init_round_state,
     make_client_mesh,
+    shard_client_axis,
 )
 from fedtransfer_jax.models.conv import IMPLS  # noqa: E402
 from fedtransfer_jax.models.unet import NORM_IMPLS  # noqa: E402
@@ -121,20 +121,6 @@ def round_mesh(cfg: common.BenchConfig):
     return None if n == 1 else make_client_mesh(n)
 
 
-def place_on_mesh(data: dict, mesh) -> dict:
-    """The client arrays sharded over the mesh's `clients` axis, padded with empty clients like
-    run_context.place_clients (padding clients have mask False and are never sampled)."""
-    n = mesh.devices.size
-    pad = (-data["mask"].shape[0]) % n
-    out = {}
-    for name, x in data.items():
-        x = np.asarray(x)
-        if pad:
-            x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-        out[name] = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(CLIENT_AXIS)))
-    return out
-
-
 def compile_one_jit(cfg: common.BenchConfig, params, data):
     """(compiled round, initial ServerState, compile seconds): AOT lower + compile of the one-jit round.
 
@@ -147,7 +133,7 @@ def compile_one_jit(cfg: common.BenchConfig, params, data):
     data = as_round_data(data)
     state = init_round_state(alg, params, data["mask"].shape[0] if mesh is None else cfg.clients, mesh=mesh)
     if mesh is not None:
-        data = place_on_mesh(data, mesh)
+        data = {name: shard_client_axis(np.asarray(x), mesh) for name, x in data.items()}
     t0 = time.perf_counter()
     compiled = round_fn.lower(state, data).compile()
     return compiled, state, time.perf_counter() - t0, data

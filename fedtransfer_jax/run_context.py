@@ -62,12 +62,7 @@ def place_clients(data: ClientData, mesh) -> dict:
         arrays["images"] = as_uint8
     if mesh is None:
         return {k: jnp.asarray(v) for k, v in arrays.items()}
-    n_dev = mesh.devices.size
-    pad = (-arrays["mask"].shape[0]) % n_dev
-    if pad:
-        arrays = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in arrays.items()}
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(round_lib.CLIENT_AXIS))
-    return {k: distributed.put(v, sharding) for k, v in arrays.items()}
+    return {k: round_lib.shard_client_axis(np.asarray(v), mesh) for k, v in arrays.items()}
 
 
 def build_context(config: ml_collections.ConfigDict, workdir: str, console=None) -> Context:

@@ -30,6 +30,7 @@ from typing import Any, Callable, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from fedtransfer_jax import distributed
@@ -109,20 +110,23 @@ def place_round_state(state: RoundState, mesh: Mesh | None) -> RoundState:
     if mesh is None:
         return state
     replicated = NamedSharding(mesh, P())
-    n_dev = mesh.devices.size
-
-    def shard_clients(x):
-        pad = (-x.shape[0]) % n_dev
-        if pad:
-            x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
-        return distributed.put(x, NamedSharding(mesh, P(CLIENT_AXIS)))
-
     return RoundState(
         distributed.put_tree(state.server, replicated),
-        jax.tree_util.tree_map(shard_clients, state.clients),
+        jax.tree_util.tree_map(lambda x: shard_client_axis(x, mesh), state.clients),
         distributed.put_tree(state.aggregator, replicated),
         distributed.put(state.round, replicated),
     )
+
+
+def shard_client_axis(x, mesh: Mesh) -> jax.Array:
+    """`x` [C, ...] padded with zeros to a multiple of the mesh's device count (padding clients hold no data,
+    so they are never sampled) and sharded over its `clients` axis; with several processes each process
+    uploads only its own shards (`distributed.put`). Host (numpy) arrays are padded on the host."""
+    pad = (-x.shape[0]) % mesh.devices.size
+    if pad:
+        xp = np if isinstance(x, np.ndarray) else jnp
+        x = xp.concatenate([x, xp.zeros((pad,) + x.shape[1:], x.dtype)])
+    return distributed.put(x, NamedSharding(mesh, P(CLIENT_AXIS)))
 
 
 def pin_round_outputs(state: RoundState, metrics: dict, mesh: Mesh | None) -> tuple[RoundState, dict]:
