@@ -619,34 +619,52 @@ def style_inversion_audit(
     images, labels = np.asarray(images, np.float32), np.asarray(labels)
     scores, recovered = {}, {}
     for mi, (name, fn) in enumerate(sorted(stats_fns.items())):
-        rows, control_rows, recs = [], [], []
         shared = jax.jit(fn)  # what the client computed and sent (one compilation, not one per op)
-        for vi, v in enumerate(victims):
-            others = np.array([i for i in range(len(images)) if i != v])
-            kwargs = dict(
-                boundary_fraction=float((labels[others] > 0).mean()),
-                tolerance=tolerance,
-                boundary_fn=boundary_fn,
-                beta=beta if name == "fourier" else None,
-                twin=name == "fourier",
-            )
+
+        def attack(source: int, victim: int, vi: int) -> np.ndarray:
             k = jax.random.fold_in(jax.random.fold_in(key, mi), vi)
-            rec = invert_statistics(
-                fn, shared(jnp.asarray(images[v])), images.shape[1:], k, steps, lr, tv_weight
+            return invert_statistics(
+                fn, shared(jnp.asarray(images[source])), images.shape[1:], k, steps, lr, tv_weight
             )
-            rows.append(score_reconstruction(rec, images[v], labels[v], images[others], **kwargs))
-            recs.append(rec)
-            if control:
-                other = int(others[vi % len(others)])
-                ctl = invert_statistics(
-                    fn, shared(jnp.asarray(images[other])), images.shape[1:], k, steps, lr, tv_weight
-                )
-                rest = np.array([i for i in others if i != other])
-                control_rows.append(score_reconstruction(ctl, images[v], labels[v], images[rest], **kwargs))
-        scores[name], recovered[name] = summarize(rows), np.stack(recs)
+
+        score_kwargs = dict(
+            tolerance=tolerance, boundary_fn=boundary_fn, beta=beta if name == "fourier" else None,
+            twin=name == "fourier",
+        )
+        found, ctl, recovered[name] = _score_victims(images, labels, victims, attack, score_kwargs, control)
+        scores[name] = found
         if control:
-            scores[name + "/control"] = summarize(control_rows)
+            scores[name + "/control"] = ctl
     return scores, recovered
+
+
+def _score_victims(
+    images: np.ndarray,
+    labels: np.ndarray,
+    victims: Sequence[int],
+    attack: Callable[[int, int, int], np.ndarray],
+    score_kwargs: dict,
+    control: bool,
+) -> tuple[dict, dict | None, np.ndarray]:
+    """The protocol every message-inversion attack is scored by. For victim v (index vi): `attack(v, v, vi)`
+    inverts v's own message, scored against v with the lab's other images as the baseline; the control
+    `attack(other, v, vi)` inverts the message of another image of the lab (`others[vi % len(others)]`),
+    scored against v with the remaining images as the baseline: what the lab's style gives without v's
+    message. Returns (summary, control summary or None, recovered images [V, H, W, 3])."""
+    rows, control_rows, recs = [], [], []
+    for vi, v in enumerate(victims):
+        v = int(v)
+        others = np.array([i for i in range(len(images)) if i != v])
+        kwargs = dict(boundary_fraction=float((labels[others] > 0).mean()), **score_kwargs)
+        rec = attack(v, v, vi)
+        rows.append(score_reconstruction(rec, images[v], labels[v], images[others], **kwargs))
+        recs.append(rec)
+        if control:
+            other = int(others[vi % len(others)])
+            ctl = attack(other, v, vi)
+            rest = np.array([i for i in others if i != other])
+            control_rows.append(score_reconstruction(ctl, images[v], labels[v], images[rest], **kwargs))
+    return summarize(rows), (summarize(control_rows) if control else None), np.stack(recs)
 
 
 def gen_inversion_audit(
@@ -679,34 +697,23 @@ def gen_inversion_audit(
         raise ValueError(f"gen inversion needs >= 3 images (victim, label guess, control), got {len(images)}")
     stats_fn = _gen_attack_fn(int(profile_px), int(noise_min_px))
     message = _jitted_gen_message(int(profile_px), int(noise_min_px))
-    rows, control_rows, recs = [], [], []
 
-    def attack(source: int, guess: int, k: jax.Array) -> np.ndarray:
+    def attack(source: int, victim: int, vi: int) -> np.ndarray:
+        others = [i for i in range(len(images)) if i != victim]
+        guess = others[(vi + 1) % len(others)]  # the attacker's label guess: neither victim nor control
         msg = message(jnp.asarray(images[source]), jnp.asarray(labels[source]))
         context = gen_attack_context(labels[guess], msg["noise_basis"], profile_px)
         return invert_statistics(
-            stats_fn, gen_invariants(msg), images.shape[1:], k, steps, lr, tv_weight, context=context
+            stats_fn, gen_invariants(msg), images.shape[1:], jax.random.fold_in(key, vi), steps, lr, tv_weight,
+            context=context,
         )
 
-    for vi, v in enumerate(victims):
-        others = np.array([i for i in range(len(images)) if i != v])
-        other = int(others[vi % len(others)])  # the control's message (as in style_inversion_audit)
-        guess = int(others[(vi + 1) % len(others)])  # the attacker's label guess: neither victim nor control
-        kwargs = dict(
-            boundary_fraction=float((labels[others] > 0).mean()), tolerance=tolerance, boundary_fn=boundary_fn
-        )
-        k = jax.random.fold_in(key, vi)
-        rec = attack(int(v), guess, k)
-        rows.append(score_reconstruction(rec, images[v], labels[v], images[others], **kwargs))
-        recs.append(rec)
-        if control:
-            ctl = attack(other, guess, k)
-            rest = np.array([i for i in others if i != other])
-            control_rows.append(score_reconstruction(ctl, images[v], labels[v], images[rest], **kwargs))
-    scores = {"gen": summarize(rows)}
+    score_kwargs = dict(tolerance=tolerance, boundary_fn=boundary_fn)
+    found, ctl, recs = _score_victims(images, labels, victims, attack, score_kwargs, control)
+    scores = {"gen": found}
     if control:
-        scores["gen/control"] = summarize(control_rows)
-    return scores, {"gen": np.stack(recs)}
+        scores["gen/control"] = ctl
+    return scores, {"gen": recs}
 
 
 def message_features(
