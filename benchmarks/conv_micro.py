@@ -10,7 +10,7 @@ after a warm-up/compile call):
    alternative formulations: ``lax.map`` over clients inside one jit, a Python loop of jitted
    per-client scans, and bf16 compute.
 
-Usage: ``python benchmarks/conv_micro.py [--repeats 5] [--impls xla,custom_vjp,...] [--skip-unet]``
+Usage: ``python -m benchmarks.conv_micro [--repeats 5] [--impls xla,custom_vjp,...] [--skip-unet]``
 """
 
 from __future__ import annotations
@@ -18,17 +18,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fedtransfer_jax.models.conv import IMPLS, conv2d, default_impl, upsample_nearest  # noqa: E402
+from fedtransfer_jax.models.conv import IMPLS, conv2d, default_impl, upsample_nearest
 
 LR = 1e-3
 N_CLIENTS = 8

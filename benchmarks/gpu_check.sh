@@ -69,23 +69,23 @@ run_step() {  # name, timeout seconds, command...: log to OUT/name.log, status t
 }
 
 python -c "import jax; print(jax.__version__, jax.devices())"
-run_step peaks "$T_PEAK" python benchmarks/matmul_peak.py "${PEAK_ARGS[@]}"
+run_step peaks "$T_PEAK" python -m benchmarks.matmul_peak "${PEAK_ARGS[@]}"
 if [[ -s "$OUT/peaks.log" ]] && tail -1 "$OUT/peaks.log" | grep -q '^{'; then
   PEAKS=(--peaks "$OUT/peaks.log")
 else
   PEAKS=(--roofline)  # step 1 failed: round_speed measures the peaks itself
 fi
-run_step round "$T_ROUND" python benchmarks/round_speed.py "${ROUND_ARGS[@]}" --variants "$ROUND_VARIANTS" \
+run_step round "$T_ROUND" python -m benchmarks.round_speed "${ROUND_ARGS[@]}" --variants "$ROUND_VARIANTS" \
     --skip_torch "${PEAKS[@]}"
-run_step scaling "$T_SCALE" python experiments/scaling.py --out "$OUT/scaling" "${SCALE_ARGS[@]}"
-run_step round_bf16 "$T_BF16" python benchmarks/round_speed.py "${ROUND_ARGS[@]}" --variants "$BF16_VARIANTS" \
+run_step scaling "$T_SCALE" python -m experiments.scaling --out "$OUT/scaling" "${SCALE_ARGS[@]}"
+run_step round_bf16 "$T_BF16" python -m benchmarks.round_speed "${ROUND_ARGS[@]}" --variants "$BF16_VARIANTS" \
     --skip_step_loop --skip_torch "${PEAKS[@]}"
-run_step round_more "$T_MORE" python benchmarks/round_speed.py "${ROUND_ARGS[@]}" --variants "$MORE_VARIANTS" \
+run_step round_more "$T_MORE" python -m benchmarks.round_speed "${ROUND_ARGS[@]}" --variants "$MORE_VARIANTS" \
     --skip_step_loop --skip_torch "${PEAKS[@]}"
 if python -c "import torch" 2>/dev/null; then
-  run_step torch "$T_TORCH" python benchmarks/round_speed.py "${ROUND_ARGS[@]}" --skip_step_loop
+  run_step torch "$T_TORCH" python -m benchmarks.round_speed "${ROUND_ARGS[@]}" --skip_step_loop
 else
   echo "{\"rc\": null, \"seconds\": 0, \"skipped\": true, \"why\": \"torch not importable\"}" > "$OUT/torch.status"
 fi
 
-python benchmarks/gpu_summary.py "$OUT" "$(( $(date +%s) - T0 ))" | tee "$OUT/summary.json"
+python -m benchmarks.gpu_summary "$OUT" "$(( $(date +%s) - T0 ))" | tee "$OUT/summary.json"

@@ -1,6 +1,6 @@
 """Collects the outputs of benchmarks/gpu_check.sh into ONE JSON object (printed on stdout).
 
-  python benchmarks/gpu_summary.py OUT_DIR [TOTAL_SECONDS]
+  python -m benchmarks.gpu_summary OUT_DIR [TOTAL_SECONDS]
 
 Reads OUT/peaks.log and OUT/{round,round_bf16,round_more,torch}.log (the last line of each is the
 script's JSON),

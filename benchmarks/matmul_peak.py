@@ -1,8 +1,8 @@
 """Measured peaks of the default device, the denominators of the roofline: bf16 and f32 matmul FLOP/s and
 memory bandwidth.
 
-  python benchmarks/matmul_peak.py            # prints a line and a final JSON line
-  python benchmarks/matmul_peak.py --tiny     # small sizes (a smoke test of the script)
+  python -m benchmarks.matmul_peak            # prints a line and a final JSON line
+  python -m benchmarks.matmul_peak --tiny     # small sizes (a smoke test of the script)
 
 Matmul: a chain of large square matmuls inside one jit (dispatch amortised), median of several runs.
 Bandwidth: a jitted `y = x * a + b` over an array much larger than the caches (one read + one write per

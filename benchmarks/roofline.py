@@ -23,7 +23,7 @@ from typing import Any
 import jax
 import numpy as np
 
-import common
+from benchmarks import common
 from fedtransfer_jax.fl.algorithms.base import LocalTraining, run_local_training
 
 

@@ -1,10 +1,10 @@
 """Speed of one federated round: our one-jit round vs a per-step-jitted loop vs eager PyTorch FedAvg.
 
-  python benchmarks/round_speed.py                      # defaults: C=8 S=4 B=4 64x64, ~1 min on 2 idle CPU cores
-  python benchmarks/round_speed.py --variants 'auto#1' --torch_threads 2,1   # + the one-device round, torch 1 thread
-  python benchmarks/round_speed.py --variants sequential,vmap,chunked:4,auto@bfloat16 --roofline
-  python benchmarks/round_speed.py --strategy chunked --chunk_size 4 --conv_impl xla
-  python benchmarks/round_speed.py --json               # only the final JSON line
+  python -m benchmarks.round_speed                      # defaults: C=8 S=4 B=4 64x64, ~1 min on 2 idle CPU cores
+  python -m benchmarks.round_speed --variants 'auto#1' --torch_threads 2,1   # + the one-device round, torch 1 thread
+  python -m benchmarks.round_speed --variants sequential,vmap,chunked:4,auto@bfloat16 --roofline
+  python -m benchmarks.round_speed --strategy chunked --chunk_size 4 --conv_impl xla
+  python -m benchmarks.round_speed --json               # only the final JSON line
 
 All train the same U-Net (features 16,32,64), on the same random 8-bit data ([C, N=S*B, 64, 64, 3], kept
 uint8 on device and decoded in the step like the trainer's data; --image_dtype float32 for float data), with
@@ -41,27 +41,20 @@ import dataclasses
 import json
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-_HERE = Path(__file__).resolve().parent
-for _p in (str(_HERE.parent), str(_HERE)):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-
-import common  # noqa: E402
-from fedtransfer_jax import host_devices  # noqa: E402
-from fedtransfer_jax.fl import aggregators, algorithms  # noqa: E402
-from fedtransfer_jax.fl import strategy as strategy_lib  # noqa: E402
-from fedtransfer_jax.fl.algorithms.base import LocalTraining, decode_images  # noqa: E402
-from fedtransfer_jax.fl.round import (  # noqa: E402
+from benchmarks import common
+from fedtransfer_jax import host_devices
+from fedtransfer_jax.fl import aggregators, algorithms
+from fedtransfer_jax.fl.algorithms.base import LocalTraining, decode_images
+from fedtransfer_jax.fl.round import (
     STRATEGIES,
     RoundConfig,
     build_round,
@@ -70,8 +63,8 @@ from fedtransfer_jax.fl.round import (  # noqa: E402
     make_client_mesh,
     shard_client_axis,
 )
-from fedtransfer_jax.models.conv import IMPLS  # noqa: E402
-from fedtransfer_jax.models.unet import NORM_IMPLS  # noqa: E402
+from fedtransfer_jax.models.conv import IMPLS
+from fedtransfer_jax.models.unet import NORM_IMPLS
 
 SERVER_OPT = optax.sgd(1.0)  # FedAvg: the server applies the weighted mean delta as is.
 
@@ -94,20 +87,6 @@ def fedavg_algorithm(cfg: common.BenchConfig):
         unroll=cfg.unroll,
     )
     return algorithms.fedavg(local, SERVER_OPT)
-
-
-def round_compiler(cfg: common.BenchConfig, params, data) -> Callable[[int, int], Any]:
-    """`compile_round(K, chunk)` for `fl.strategy.probe_memory_model`: this benchmark's round with K sampled
-    clients in chunks of `chunk`, compiled against the real data shapes (nothing runs)."""
-    alg = fedavg_algorithm(cfg)
-    state = init_round_state(alg, params, cfg.clients)
-    data = as_round_data(data)
-
-    def compile_round(k: int, chunk: int):
-        fn = build_round(alg, RoundConfig(k, "chunked", chunk), seed=cfg.seed)
-        return fn.lower(state, data).compile()
-
-    return compile_round
 
 
 def round_devices(cfg: common.BenchConfig) -> int:
@@ -228,7 +207,7 @@ def torch_available() -> bool:
 
 def build_torch(cfg: common.BenchConfig, host_data, params=None, num_threads: int | None = None):
     """(run_round, torch global model); `params` (a flax tree) initialises the torch model when given."""
-    import torch_unet
+    from benchmarks import torch_unet
 
     images, labels, mask = host_data
     return torch_unet.make_fedavg_round(
@@ -297,7 +276,7 @@ def _peaks(peaks: str | dict | None, log: Callable[[str], None]) -> dict | None:
     if peaks is None or isinstance(peaks, dict):
         return peaks
     if peaks == "measure":
-        import matmul_peak
+        from benchmarks import matmul_peak
 
         log("measuring the device's peaks (benchmarks/matmul_peak.py) ...")
         return matmul_peak.measure()
@@ -433,7 +412,7 @@ def roofline_by_impl(
     """The roofline of every one-jit round: XLA's bytes of one local step (per dtype/conv/norm: the
     strategy does not change a step's work) and the matmul peak of the round's compute dtype. On the CPU
     also FLOPs per CPU-second against the matmul's (`f32_tflops_per_cpu_s`): the load-independent view."""
-    import roofline
+    from benchmarks import roofline
 
     costs: dict[tuple, dict[str, float]] = {}
     out = {}
@@ -490,7 +469,7 @@ def format_table(out: dict[str, Any]) -> str:
             f"load average (1 min) at start/end: {load[0]:.1f} / {load[1]:.1f} on {os.cpu_count()} CPUs"
         )
     if out.get("roofline"):
-        import roofline
+        from benchmarks import roofline
 
         rows += [roofline.format_roofline(r) for r in out["roofline"].values()]
     return "\n".join(rows)

@@ -3,9 +3,9 @@ r"""Client-count scaling of the one-jit federated round: round time, per-client 
 This is a plain SCRIPT, not a launch.py experiment config (its name under experiments/ is fixed by the
 "Scale and speed" issue):
 
-  python experiments/scaling.py --out /tmp/scaling                       # CPU preset: C = 8,16,32,64
-  python experiments/scaling.py --out runs/scaling --preset gpu          # C = 64..4096, 64 px, B=8 (issue 10)
-  python experiments/scaling.py --out /tmp/s --clients 4,8 --strategy chunked --chunk_size 4
+  python -m experiments.scaling --out /tmp/scaling                       # CPU preset: C = 8,16,32,64
+  python -m experiments.scaling --out runs/scaling --preset gpu          # C = 64..4096, 64 px, B=8 (issue 10)
+  python -m experiments.scaling --out /tmp/s --clients 4,8 --strategy chunked --chunk_size 4
 
 For each C (ascending) it AOT-compiles the round of benchmarks/round_speed.py (same U-Net, loss, random
 8-bit data [C, N=S*B, H, W, 3] kept uint8 on device), runs one warm-up round and --rounds timed rounds
@@ -26,15 +26,10 @@ from __future__ import annotations
 import csv
 import dataclasses
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-_ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(_ROOT), str(_ROOT / "benchmarks")):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
 
 PRESETS: dict[str, dict[str, Any]] = {
     # 2-core CPU: the round_speed.py model and tiles; ~5 min in all.
@@ -79,7 +74,7 @@ def get_config(arg: str | None = None):
     del arg
     raise ValueError(
         "experiments/scaling.py is a benchmark script, not a launch.py experiment config: run "
-        "`python experiments/scaling.py --out DIR [--preset cpu|gpu] [--clients 8,16,...]`"
+        "`python -m experiments.scaling --out DIR [--preset cpu|gpu] [--clients 8,16,...]`"
     )
 
 
@@ -199,8 +194,8 @@ def measure(cfg, rounds: int, warmup: int = 1) -> dict[str, Any]:
     """One row of the study: compile, warm up (`warmup` rounds; 0 times the first rounds too: the round is
     compiled ahead of time, so only its buffers are new), time `rounds` rounds at cfg.clients."""
     import jax
-    import common
-    import round_speed
+    from benchmarks import common
+    from benchmarks import round_speed
 
     row: dict[str, Any] = {
         **{k: v for k, v in cfg.as_dict().items() if k in CSV_FIELDS},
@@ -370,7 +365,7 @@ def main(argv) -> None:
     del argv
     from absl import flags
     import jax
-    import common
+    from benchmarks import common
 
     F = flags.FLAGS
     preset = PRESETS[

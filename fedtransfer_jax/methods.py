@@ -9,131 +9,16 @@
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple
+from typing import Any
 
-import jax
 import numpy as np
 
-from fedtransfer_jax import distributed, engine, evaluation, federation
-from fedtransfer_jax.data.clients import ClientData, as_uint8_images, pad_clients
-from fedtransfer_jax.fl import aggregators as agg_lib
-from fedtransfer_jax.fl import boundary as boundary_lib, round as round_lib, strategy as strategy_lib
-from fedtransfer_jax.fl.algorithms.base import Algorithm
+from fedtransfer_jax import distributed, engine, evaluation, style_protocol
+from fedtransfer_jax.data.clients import ClientData, pad_clients
+from fedtransfer_jax.federated_training import compile_round, train_federation
+from fedtransfer_jax.fl import boundary as boundary_lib
 from fedtransfer_jax.metrics import postprocess_select as pps
-from fedtransfer_jax.run_context import Context, place_clients
-
-
-class CompiledRound(NamedTuple):
-    round_fn: Any
-    traces: list  # one entry per trace of the round (compilations)
-    algorithm: Algorithm
-    aggregator: agg_lib.Aggregator | None
-    mesh: Any
-    info: dict  # the resolved client strategy (for the summary)
-
-
-def compile_round(
-    ctx: Context,
-    algorithm: Algorithm,
-    *,
-    clients_per_round: int,
-    federated: bool,
-    ledger: boundary_lib.PrivacyLedger | None = None,
-    aggregator: agg_lib.Aggregator | None = None,
-    protocol: agg_lib.SumProtocol | None = None,
-    channel: str = "model_update",
-    data: ClientData | None = None,
-    init_params: Any = None,
-) -> CompiledRound:
-    """The jitted round of `algorithm` (traced on first use; reusable for several federations of the same
-    shapes, e.g. every client's local model).
-
-    `fl.strategy=auto` is planned here (fl/strategy.py): on an accelerator from a memory model probed by
-    AOT-compiling the round for `data`'s shapes (the largest chunk that fits the device's memory); on the CPU
-    it is `sequential` and nothing is compiled. With a mesh the plan is each device's share of the clients
-    (`round.client_plan`; no memory probe). The plan is recorded in the round's `info`."""
-    mesh = ctx.mesh if federated else None
-    cfg = engine.round_config(ctx.config, clients_per_round, federated=federated, mesh=mesh)
-    if cfg.strategy == "auto" and mesh is None and data is not None and init_params is not None:
-        shapes = data_shapes(data)
-        compile_probe = strategy_lib.round_compiler(
-            algorithm,
-            init_params,
-            shapes,
-            seed=int(ctx.config.seed),
-            aggregator=aggregator,
-            protocol=protocol,
-            dropout_rate=cfg.dropout_rate,
-        )
-        plan = strategy_lib.plan_round("auto", clients_per_round, compile_round=compile_probe)
-        cfg = cfg._replace(strategy=plan.strategy, chunk_size=plan.chunk)
-    traces: list = []
-    round_fn = round_lib.build_round(
-        algorithm,
-        cfg,
-        seed=int(ctx.config.seed),
-        aggregator=aggregator,
-        protocol=protocol,
-        ledger=ledger,
-        mesh=mesh,
-        on_trace=lambda: traces.append(1),
-        channel=channel,
-    )
-    devices = 1 if mesh is None else int(mesh.devices.size)
-    plan = round_lib.client_plan(cfg, devices)
-    info = {"strategy": plan.strategy, "chunk": plan.chunk, "devices": devices}
-    return CompiledRound(round_fn, traces, algorithm, aggregator, mesh, info)
-
-
-def data_shapes(data: ClientData) -> dict:
-    """ShapeDtypeStructs of the round's data as `place_clients` will place it (8-bit images as uint8)."""
-    arrays = dict(data._asdict())
-    images = as_uint8_images(arrays["images"])
-    if images is not None:
-        arrays["images"] = images
-    return {k: jax.ShapeDtypeStruct(np.shape(v), np.asarray(v).dtype) for k, v in arrays.items()}
-
-
-def train_federation(
-    ctx: Context,
-    tag: str,
-    compiled: CompiledRound,
-    data: ClientData,
-    *,
-    init_params: Any,
-    rounds: int,
-    client_names,
-    ledger: boundary_lib.PrivacyLedger | None = None,
-    channel: str = "model_update",
-) -> federation.FederationResult:
-    """Runs (or resumes) `rounds` rounds of the compiled round on `data`."""
-    placed = place_clients(data, compiled.mesh)
-    state = round_lib.init_round_state(
-        compiled.algorithm, init_params, placed["mask"].shape[0], aggregator=compiled.aggregator, mesh=compiled.mesh
-    )
-    progress = ctx.console.progress(tag, rounds) if ctx.console is not None else None
-    try:
-        return federation.run_federation(
-            workdir=ctx.workdir,
-            tag=tag,
-            round_fn=compiled.round_fn,
-            init_state=state,
-            data=placed,
-            rounds=rounds,
-            get_params=compiled.algorithm.get_params,
-            client_names=client_names,
-            log=ctx.log,
-            checkpoint_every=int(ctx.config.checkpoint_every),
-            ledger=ledger,
-            ledger_channel=channel,
-            traces=compiled.traces,
-            progress=progress.update if progress is not None else None,
-            config_fingerprint=ctx.fingerprint,
-            on_checkpoint=ctx.on_checkpoint,
-        )
-    finally:
-        if progress is not None:
-            progress.close()
+from fedtransfer_jax.run_context import Context
 
 
 def _eval_kw(ctx: Context) -> dict:
@@ -142,8 +27,6 @@ def _eval_kw(ctx: Context) -> dict:
 
 def run_federated(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
     """A federated method: (final params, extra summary entries: privacy ledger, style, rounds)."""
-    from fedtransfer_jax import style_protocol  # noqa: PLC0415 (style code only for style methods)
-
     names = ctx.data.client_names
     k = engine.clients_per_round(ctx.config, len(names))
     ledger = boundary_lib.PrivacyLedger(image_hw=tuple(ctx.data.train.images.shape[2:4]), client_names=names)

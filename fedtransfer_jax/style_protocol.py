@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedtransfer_jax import engine, inference
+from fedtransfer_jax import engine, federated_training, inference
 from fedtransfer_jax.data.clients import ClientData
 from fedtransfer_jax.fl import boundary as boundary_lib
 from fedtransfer_jax.run_context import Context
@@ -39,16 +39,14 @@ _TAG_PRECOMPUTE = 0x9C
 def train_shared_model(ctx: Context, spec: engine.MethodSpec, method, shared, ledger, clients_per_round: int):
     """FedAvg of the style method's shared model on its own loss, on the one-jit round (resumable like any
     federation: checkpoints under `checkpoints/<method>_style_net`). Returns (params, compilations)."""
-    from fedtransfer_jax import methods  # noqa: PLC0415 (methods imports this module lazily too)
-
     sc = ctx.config.style
     tag = f"{spec.name}_style_net"
     local = engine.local_training(ctx.config, method.shared_loss, local_steps=int(sc.local_steps), lr=float(sc.lr))
     algorithm = engine.build_algorithm(engine.MethodSpec(tag), local, float(sc.lr))
-    compiled = methods.compile_round(
+    compiled = federated_training.compile_round(
         ctx, algorithm, clients_per_round=clients_per_round, federated=True, ledger=ledger, channel="style_net_update"
     )
-    result = methods.train_federation(
+    result = federated_training.train_federation(
         ctx,
         tag,
         compiled,
@@ -63,24 +61,17 @@ def train_shared_model(ctx: Context, spec: engine.MethodSpec, method, shared, le
 
 
 def share_styles(ctx: Context, method, shared, ledger) -> tuple:
-    """Step 2-3: each client's message (through the boundary) and the server's bank."""
-    sc, seed, train = ctx.config.style, int(ctx.config.seed), ctx.data.train
-    message_fn = jax.jit(method.client_message)  # one compilation for every client sharing k styles
-    hw = tuple(np.shape(train.images)[2:4])
-    messages = []
-    for c in range(len(ctx.data.client_names)):
-        idx = style_federated.style_sample(np.asarray(train.mask[c]), int(sc.styles_per_client), seed, c)
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), style_federated.TAG_MESSAGE), c)
-        images = np.asarray(train.images[c])[idx]
-        if images.dtype == np.uint8:
-            images = images.astype(np.float32) / np.float32(255.0)
-        msg = message_fn(shared, jnp.asarray(images, jnp.float32), jnp.asarray(np.asarray(train.labels[c])[idx]), jnp.ones(len(idx), bool), key)
-        msg = {name: np.asarray(v) for name, v in msg.items()}
-        style_methods.check_message(msg, hw)  # a style message is never a picture
-        inbox = boundary_lib.send_from_client(msg, ledger, "style_stats", c)
-        messages.append(inbox.payload)
-    bank = jax.tree_util.tree_map(jnp.asarray, method.build_bank(messages))  # server: stack + broadcast
-    return bank
+    """Step 2-3: each client's message (through the boundary, channel `style_stats`) and the server's bank."""
+    train = ctx.data.train
+    clients = [
+        {"images": train.images[c], "labels": train.labels[c], "mask": train.mask[c]}
+        for c in range(len(ctx.data.client_names))
+    ]
+    send = lambda msg, c: boundary_lib.send_from_client(msg, ledger, "style_stats", c).payload  # noqa: E731
+    bank, _ = style_federated.share_styles(
+        method, shared, clients, k=int(ctx.config.style.styles_per_client), seed=int(ctx.config.seed), send=send
+    )
+    return jax.tree_util.tree_map(jnp.asarray, bank)  # server: stack + broadcast
 
 
 def precompute_restyled(ctx: Context, method, shared, bank, targets_mode: str = "foreign") -> ClientData:

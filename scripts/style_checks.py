@@ -13,16 +13,13 @@ timings. Writes ``<out>/style_checks.json`` and ``<out>/style_grid_<method>.png`
 from __future__ import annotations
 
 import os
-import sys
 from typing import Sequence
 
 from absl import app, flags
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from fedtransfer_jax import io_utils  # noqa: E402
-from fedtransfer_jax.style import report as report_lib  # noqa: E402
-from fedtransfer_jax.style.methods import config_defaults  # noqa: E402
+from fedtransfer_jax import io_utils
+from fedtransfer_jax.style import report as report_lib
+from fedtransfer_jax.style.methods import config_defaults
 
 _SEED = flags.DEFINE_integer("seed", 100, "Data and check seed (use the development seeds 100, 101, 102).")
 _OUT = flags.DEFINE_string("out", None, "Output folder (style_checks.json + style grids).")

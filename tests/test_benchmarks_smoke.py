@@ -16,13 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-for _p in (str(ROOT), str(ROOT / "benchmarks"), str(ROOT / "experiments")):
-  if _p not in sys.path:
-    sys.path.insert(0, _p)
-
-import common  # noqa: E402
-import round_speed  # noqa: E402
+from benchmarks import common, round_speed
 
 TINY = common.BenchConfig(clients=2, local_steps=1, batch_size=2, image_size=16, features=(4, 8),
                           optimizer="sgd", lr=0.1, conv_impl="xla")
@@ -156,7 +150,7 @@ def test_time_interleaved_is_round_robin():
 
 
 def test_roofline_math():
-  import roofline
+  from benchmarks import roofline
   # 1 TFLOP in 1 s, 100 GB: intensity 10 FLOP/B; peaks 10 TFLOP/s and 1000 GB/s -> ridge 10: compute-bound.
   r = roofline.roofline(1e12, 1e11, 1.0, 10.0, 1000.0)
   assert r["achieved_tflops"] == pytest.approx(1.0) and r["achieved_gbps"] == pytest.approx(100.0)
@@ -170,7 +164,7 @@ def test_roofline_math():
 def test_local_step_cost_counts_one_step():
   """XLA's FLOPs of one compiled local step are the model's conv FLOPs of one step, to within ~20 % (XLA
   also counts GroupNorm, the loss, the optimizer; the model count is convs only)."""
-  import roofline
+  from benchmarks import roofline
   params = common.init_params(common.make_model(TINY), TINY)
   step = roofline.local_step_cost(TINY, params)
   model_step = common.train_flops_per_round(params, TINY) / (TINY.clients * TINY.local_steps)
@@ -194,14 +188,14 @@ def test_run_benchmark_with_variants_and_roofline(capsys):
 
 
 def test_matmul_peak_tiny_runs():
-  import matmul_peak
+  from benchmarks import matmul_peak
   res = matmul_peak.measure(tiny=True)
   assert res["f32_tflops"] > 0 and res["bf16_tflops"] > 0 and res["bandwidth_gbps"] > 0
 
 
 def test_gpu_summary_reads_partial_outputs(tmp_path):
   """A failed step is reported, not raised: summary of a folder with only the peaks and a failed round."""
-  import gpu_summary
+  from benchmarks import gpu_summary
   (tmp_path / "peaks.log").write_text('text\n{"device": "x", "bf16_tflops": 2.0}\n')
   (tmp_path / "peaks.status").write_text('{"rc": 0, "seconds": 3}')
   (tmp_path / "round.status").write_text('{"rc": 124, "seconds": 150}')
@@ -220,7 +214,7 @@ def test_bad_strategy_is_named():
 
 def test_torch_forward_and_loss_match_flax():
   torch = pytest.importorskip("torch")
-  import torch_unet
+  from benchmarks import torch_unet
   from fedtransfer_jax.models.losses import segmentation_loss
 
   model = common.make_model(TINY)
@@ -256,7 +250,7 @@ def test_torch_round_matches_one_jit(one_round):
 
 
 def torch_unet_state_from_flax(params) -> dict:
-  import torch_unet
+  from benchmarks import torch_unet
   tm = torch_unet.TorchUNet(TINY.features)
   torch_unet.load_flax_params(tm, params)
   return {k: v.numpy() for k, v in tm.state_dict().items()}
@@ -266,20 +260,20 @@ def torch_unet_state_from_flax(params) -> dict:
 
 
 def test_scaling_get_config_says_run_as_script():
-  import scaling
-  with pytest.raises(ValueError, match="python experiments/scaling.py --out"):
+  from experiments import scaling
+  with pytest.raises(ValueError, match="python -m experiments.scaling --out"):
     scaling.get_config()
 
 
 def test_memory_slope_recovers_a_line():
-  import scaling
+  from experiments import scaling
   slope, intercept = scaling.memory_slope([8, 16, 32], [1000 + 5 * c for c in (8, 16, 32)])
   assert slope == pytest.approx(5.0) and intercept == pytest.approx(1000.0)
 
 
 def test_per_client_estimate_hand_count():
   """features (4, 8), 16 px, SGD, B=2, N=2, uint8 images: every term by hand."""
-  import scaling
+  from experiments import scaling
   params = common.init_params(common.make_model(TINY), TINY)
   p = sum(a.size for a in jax.tree_util.tree_leaves(params))
   conv_out = 16 * 16 * (4 + 4 + 4 + 4 + 4) + 8 * 8 * (8 + 8)   # 3x3 convs (down_0 x2, up_proj_0, up_0 x2; down_1 x2)
@@ -297,7 +291,7 @@ def test_per_client_estimate_hand_count():
 
 
 def test_scaling_plans_auto_like_the_trainer():
-  import scaling
+  from experiments import scaling
   params = common.init_params(common.make_model(TINY), TINY)
   cfg, plan = scaling.planned(dataclasses.replace(TINY, strategy="auto"), scaling.memory_model(params, TINY, "sgd"))
   assert (cfg.strategy, cfg.chunk_size) == ("sequential", 1) == (plan.strategy, plan.chunk)  # CPU
@@ -309,7 +303,7 @@ def test_memory_analysis_path_and_outputs(tmp_path):
   """`_memory` on a small compiled function, then the CSV and PNG writers on two fake rows."""
   import csv
   import jax.numpy as jnp
-  import scaling
+  from experiments import scaling
   compiled = jax.jit(lambda x: (x @ x.T).sum()).lower(jnp.ones((64, 32), jnp.float32)).compile()
   mem = scaling._memory(compiled)
   assert mem["compiled_argument_bytes"] == 64 * 32 * 4

@@ -27,9 +27,10 @@ def _run(script: str, **env) -> subprocess.CompletedProcess:
 def test_importing_the_package_starts_no_backend_and_configure_sets_the_count():
     proc = _run(f"""
         import sys
-        sys.path[:0] = [{REPO!r}, {REPO + '/benchmarks'!r}]
+        sys.path[:0] = [{REPO!r}]
         from jax._src import xla_bridge
-        import launch, round_speed
+        import launch
+        from benchmarks import round_speed
         from fedtransfer_jax import (audit, engine, methods, predict, report, run_context, style_protocol, sweep,
                                      train, host_devices)
         assert not xla_bridge.backends_are_initialized(), "an import started a JAX backend"
@@ -74,8 +75,8 @@ def test_round_speed_default_round_is_sharded_over_the_host_devices():
     """The benchmark's default one-jit round uses every host device (the engine's mesh round), `#1` one."""
     proc = _run(f"""
         import sys
-        sys.path[:0] = [{REPO!r}, {REPO + '/benchmarks'!r}]
-        import round_speed
+        sys.path[:0] = [{REPO!r}]
+        from benchmarks import round_speed
         round_speed.main(["--cpu_devices", "2", "--clients", "3", "--local_steps", "1", "--batch_size", "2",
                           "--image_size", "16", "--features", "4,8", "--rounds", "1", "--skip_torch",
                           "--variants", "auto#1", "--json"])

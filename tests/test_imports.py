@@ -16,13 +16,12 @@ SCRIPT = textwrap.dedent("""
             raise ImportError(f"blocked import of {name}")
         return real(name, *args, **kwargs)
     builtins.__import__ = guard
-    sys.path[:0] = [REPO, REPO + "/benchmarks"]
+    sys.path[:0] = [REPO]
     for m in ("fedtransfer_jax.fl.round", "fedtransfer_jax.fl.algorithms", "fedtransfer_jax.models",
               "fedtransfer_jax.style", "fedtransfer_jax.metrics", "fedtransfer_jax.fl.strategy",
-              "common", "round_speed", "matmul_peak", "roofline", "gpu_summary"):
+              "benchmarks.common", "benchmarks.round_speed", "benchmarks.matmul_peak", "benchmarks.roofline",
+              "benchmarks.gpu_summary", "experiments.scaling"):
         importlib.import_module(m)
-    spec = importlib.util.spec_from_file_location("scaling", REPO + "/experiments/scaling.py")
-    spec.loader.exec_module(importlib.util.module_from_spec(spec))
     print("OK")
 """).replace("REPO", repr(REPO))
 

@@ -128,10 +128,10 @@ def _tiny_round_parts():
 
 
 def test_probe_memory_model_and_every_plan_computes_the_same_round():
-    from fedtransfer_jax.fl.round import RoundConfig, build_round, init_round_state
+    from fedtransfer_jax.fl.round import RoundConfig, build_round, init_round_state, round_compiler
 
     alg, params, data = _tiny_round_parts()
-    compile_round = S.round_compiler(alg, params, data, seed=0)
+    compile_round = round_compiler(alg, params, data, seed=0)
     model = S.probe_memory_model(compile_round)
     assert model.source == "probe" and model.per_chunk_client >= 0 and model.per_sampled_client >= 0
     # The fixed part holds at least the arguments (all 16 clients' data and the state).

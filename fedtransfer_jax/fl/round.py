@@ -355,3 +355,35 @@ def build_round(
         return pin_round_outputs(RoundState(server, clients, agg_state, state.round + 1), metrics, mesh)
 
     return jax.jit(round_fn, donate_argnums=(0,)) if jit else round_fn
+
+
+def round_compiler(
+    algorithm: Any,
+    params: Any,
+    data: dict,
+    *,
+    seed: int,
+    aggregator: Any = None,
+    protocol: Any = None,
+    dropout_rate: float = 0.0,
+) -> Callable[[int, int], Any]:
+    """`compile_round(K, chunk)` for `strategy.probe_memory_model`/`strategy.plan_round`: `algorithm`'s round with K sampled
+    clients in chunks of `chunk`, AOT-compiled against the shapes and dtypes of `data` (the placed client
+    arrays, or ShapeDtypeStructs of them: uint8 images count 1 byte) and of the round state built from
+    `params`. Nothing runs, nothing is donated, no privacy ledger records the probe's tracing."""
+    shapes = lambda tree: jax.tree_util.tree_map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree
+    )  # noqa: E731
+    data = shapes(dict(data))
+    num_clients = data["mask"].shape[0]
+    state = shapes(
+        jax.eval_shape(lambda p: init_round_state(algorithm, p, num_clients, aggregator), params)
+    )
+
+    def compile_round(k: int, chunk: int):
+        cfg = RoundConfig(int(k), "chunked", int(chunk), dropout_rate)
+        fn = build_round(algorithm, cfg, seed=seed, aggregator=aggregator, protocol=protocol)
+        return fn.lower(state, data).compile()
+
+    compile_round.num_clients = num_clients  # plan_round scales its probe points to it
+    return compile_round

@@ -220,40 +220,6 @@ def probe_memory_model(
     return fit_memory_model({kc: compiled_peak_bytes(compile_round(*kc)) for kc in points}, source="probe")
 
 
-def round_compiler(
-    algorithm: Any,
-    params: Any,
-    data: dict,
-    *,
-    seed: int,
-    aggregator: Any = None,
-    protocol: Any = None,
-    dropout_rate: float = 0.0,
-) -> Callable[[int, int], Any]:
-    """`compile_round(K, chunk)` for `probe_memory_model`/`plan_round`: `algorithm`'s round with K sampled
-    clients in chunks of `chunk`, AOT-compiled against the shapes and dtypes of `data` (the placed client
-    arrays, or ShapeDtypeStructs of them: uint8 images count 1 byte) and of the round state built from
-    `params`. Nothing runs, nothing is donated, no privacy ledger records the probe's tracing."""
-    from fedtransfer_jax.fl import round as round_lib  # round.py imports this module
-
-    shapes = lambda tree: jax.tree_util.tree_map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree
-    )  # noqa: E731
-    data = shapes(dict(data))
-    num_clients = data["mask"].shape[0]
-    state = shapes(
-        jax.eval_shape(lambda p: round_lib.init_round_state(algorithm, p, num_clients, aggregator), params)
-    )
-
-    def compile_round(k: int, chunk: int):
-        cfg = round_lib.RoundConfig(int(k), "chunked", int(chunk), dropout_rate)
-        fn = round_lib.build_round(algorithm, cfg, seed=seed, aggregator=aggregator, protocol=protocol)
-        return fn.lower(state, data).compile()
-
-    compile_round.num_clients = num_clients  # plan_round scales its probe points to it
-    return compile_round
-
-
 def analytic_memory_model(
     *,
     num_params: int,

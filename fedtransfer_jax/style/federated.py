@@ -1,8 +1,8 @@
 """Standalone federated protocol of a style method, for the style checks CLI and tests.
 
-The trainer runs the same protocol with the one-jit round engine and the privacy ledger; this module is a
-small, dependency-free version (a Python loop over clients with one jitted local-training function, FedAvg
-with server SGD lr 1) so that style methods can be checked without the trainer:
+The trainer runs the protocol inside a run (style_protocol.py: the run's context, its mesh, checkpoints and
+the privacy ledger); this module is the same protocol on plain per-client arrays, on the same one-jit round
+engine, so that style methods can be checked and tested without a run:
 
     shared = train_shared(method, clients, ...)      # FedAvg of method.shared_loss (skipped if None)
     bank = share_styles(method, shared, clients, k, seed)   # client messages -> server bank
@@ -14,18 +14,20 @@ Each client only ever touches its own data; what leaves it is the model update (
 from __future__ import annotations
 
 import time
-from typing import Any, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fedtransfer_jax.fl import round as round_lib
 from fedtransfer_jax.fl.algorithms import base
+from fedtransfer_jax.fl.algorithms.fedavg import fedavg
 from fedtransfer_jax.style.methods.base import StyleMethod, check_message
 
 PyTree = Any
-TAG_INIT, TAG_TRAIN, TAG_MESSAGE, TAG_SAMPLE = 0x57, 0x7A1, 0x3E5, 0x5A3
+TAG_INIT, TAG_MESSAGE, TAG_SAMPLE = 0x57, 0x3E5, 0x5A3
 
 
 class SharedTraining(NamedTuple):
@@ -48,32 +50,27 @@ def train_shared(
     lr: float,
 ) -> SharedTraining:
     """FedAvg (Adam on the clients, server SGD lr 1) of ``method.shared_loss`` from
-    ``method.init_shared(fold_in(PRNGKey(seed), TAG_INIT), tile)``. ``clients``: dicts with ``images``,
-    ``labels``, ``mask`` (same shapes for every client: one compilation). Methods without a shared model
-    return ``params=None`` at no cost."""
-    root = jax.random.PRNGKey(seed)
-    params = method.init_shared(jax.random.fold_in(root, TAG_INIT), tile)
+    ``method.init_shared(fold_in(PRNGKey(seed), TAG_INIT), tile)``, every client in every round, on the
+    engine's one-jit round (`fl/round.py`, clients one after another). ``clients``: dicts with ``images``,
+    ``labels``, ``mask`` (same shapes for every client). Methods without a shared model return
+    ``params=None`` at no cost."""
+    params = method.init_shared(jax.random.fold_in(jax.random.PRNGKey(seed), TAG_INIT), tile)
     if method.shared_loss is None or params is None or rounds == 0:
         return SharedTraining(params, 0.0, [])
     opt = optax.adam(lr)
     if method.shared_trainable is not None:
         opt = optax.masked(opt, method.shared_trainable(params))
-    lt = base.LocalTraining(method.shared_loss, opt, local_steps, batch_size)
-    local = jax.jit(lambda p, d, c, k: base.run_local_training(lt, p, d, c, k))
+    algorithm = fedavg(base.LocalTraining(method.shared_loss, opt, local_steps, batch_size), optax.sgd(1.0))
+    data = {k: jnp.asarray(np.stack([np.asarray(c[k]) for c in clients])) for k in ("images", "labels", "mask")}
+    state = round_lib.init_round_state(algorithm, params, len(clients))
+    # Keys as in the trainer's style-model federation: the round's keys from (seed, round, client id).
+    round_fn = round_lib.build_round(algorithm, round_lib.RoundConfig(len(clients), "sequential"), seed=seed)
     t0 = time.time()
     losses = []
-    for r in range(rounds):
-        deltas, weights, round_loss = [], [], []
-        for c, data in enumerate(clients):
-            key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(root, TAG_TRAIN), r), c)
-            p, loss = local(params, data, jnp.int32(c), key)
-            deltas.append(base.tree_sub(p, params))
-            weights.append(float(np.sum(np.asarray(data["mask"]))))
-            round_loss.append(float(loss))
-        w = np.asarray(weights) / max(np.sum(weights), 1.0)
-        mean = jax.tree_util.tree_map(lambda *d: sum(wi * di for wi, di in zip(w, d)), *deltas)
-        params = base.tree_add(params, mean)
-        losses.append(float(np.mean(round_loss)))
+    for _ in range(rounds):
+        state, metrics = round_fn(state, data)
+        losses.append(float(metrics["loss"]))
+    params = algorithm.get_params(state.server)
     jax.block_until_ready(params)
     return SharedTraining(params, time.time() - t0, losses)
 
@@ -86,25 +83,36 @@ def style_sample(mask: np.ndarray, k: int, seed: int, client_id: int) -> np.ndar
 
 
 def share_styles(
-    method: StyleMethod, shared: PyTree, clients: Sequence[dict], *, k: int, seed: int
+    method: StyleMethod,
+    shared: PyTree,
+    clients: Sequence[dict],
+    *,
+    k: int,
+    seed: int,
+    send: Callable[[dict, int], dict] | None = None,
 ) -> tuple[PyTree, list[dict]]:
-    """Every client's ``client_message`` on k of its examples, checked for image-shaped arrays, stacked
-    by ``method.build_bank``. Returns ``(bank, messages)`` (messages as numpy, e.g. for a ledger)."""
+    """Every client's ``client_message`` on k of its examples, checked for image-shaped arrays, passed to
+    ``send(message, client_id)`` (what the server receives: the trainer sends it through the privacy
+    boundary; default: as is) and stacked by ``method.build_bank``. ``clients``: dicts of one client's
+    ``images`` (float in [0, 1] or uint8), ``labels``, ``mask``. Returns ``(bank, received messages)``."""
     messages = []
     message_fn = jax.jit(method.client_message)  # one compilation for every client sharing k styles
     for c, data in enumerate(clients):
         idx = style_sample(data["mask"], k, seed, c)
         key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), TAG_MESSAGE), c)
+        images = np.asarray(data["images"])[idx]
+        if images.dtype == np.uint8:
+            images = images.astype(np.float32) / np.float32(255.0)
         msg = message_fn(
             shared,
-            jnp.asarray(np.asarray(data["images"])[idx], jnp.float32),
+            jnp.asarray(images, jnp.float32),
             jnp.asarray(np.asarray(data["labels"])[idx]),
             jnp.ones(len(idx), bool),
             key,
         )
         msg = {name: np.asarray(v) for name, v in msg.items()}
-        check_message(msg, tuple(np.shape(data["images"])[1:3]))
-        messages.append(msg)
+        check_message(msg, tuple(np.shape(data["images"])[1:3]))  # a style message is never a picture
+        messages.append(msg if send is None else send(msg, c))
     return method.build_bank(messages), messages
 
 
