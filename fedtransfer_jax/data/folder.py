@@ -506,8 +506,9 @@ def check_client_labels(pairs: Sequence[Pair], *, invert: bool, invert_flag: str
 
     Reads the labels and only the headers of the images. An image whose size (upright, i.e. after its
     EXIF orientation) differs from its label's is an error naming both files (nothing is built or
-    evaluated); an image with an EXIF orientation tag whose label has another one but the same size
-    (square images, 180 degrees) is a warning: only the files say which way the label was drawn.
+    evaluated); an image with an EXIF orientation tag whose label has another one, where the label would
+    fit the stored pixels as well (square images, 180 degrees, mirrors), is a warning: nothing in the
+    files says which way the label was drawn. (A non-square label that fits the upright image is fine.)
 
     Raises:
       ValueError: a size mismatch or an unreadable file; ``LabelError``: wrong labels (``check_labels``).
@@ -518,7 +519,9 @@ def check_client_labels(pairs: Sequence[Pair], *, invert: bool, invert_flag: str
         h, w, orientation = upright_shape(image_path)
         if (h, w) != label.shape:
             raise ValueError(size_mismatch_message(image_path, (h, w), label_path, label.shape, orientation))
-        if orientation not in (1, upright_shape(label_path)[2]):
+        # Ambiguous only when the stored pixels would fit the label as well: no axis swap, or square.
+        ambiguous = orientation in (2, 3, 4) or (orientation in (5, 6, 7, 8) and h == w)
+        if ambiguous and orientation != upright_shape(label_path)[2]:
             turned.append(f"{image_path} (orientation {orientation})")
         stats.append(label_stats_)
     warns = check_labels(stats, invert=invert, invert_flag=invert_flag, where=where, stacklevel=3)
