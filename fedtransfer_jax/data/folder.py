@@ -9,6 +9,15 @@ A label file has the same stem as its image and one of the suffixes in ``LABEL_S
 mark boundaries with 255 (anything > 127 counts); data sets that mark boundaries with 0 are read with
 ``invert=True``. Everything here is plain numpy so it can run inside a tfds builder without TensorFlow.
 
+Reading undoes what a viewer would show differently from the stored samples, for images and labels
+alike: the EXIF/TIFF Orientation tag is applied (a camera JPEG tagged "rotate 90" is read upright), CMYK
+JPEGs (incl. Adobe-inverted) and TIFFs are converted to RGB, and palette (indexed-colour) labels are read
+by colour index (two indices: the brighter colour is boundary; more is an error naming the file). A float
+image with NaN/inf pixels is refused (naming the file and the first bad pixel) rather than repaired: a
+NaN spreads through every convolution of its tile. A FIFO or other non-regular file named like an image
+is never opened (skipped with a ``SkippedFileWarning``; reading it directly is a ``NotRegularFileError``).
+An image whose upright size differs from its label's is an error naming both files.
+
 Label sanity checks (``check_labels``, run on every client folder before a tfds build and by
 ``evaluate --data_dir``). Hand-drawn labels go wrong in a few typical ways; the rule is: what is clearly
 wrong for a whole client is an error (nothing is built or evaluated), one odd image is a warning
