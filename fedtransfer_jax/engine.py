@@ -17,11 +17,13 @@ uses `params_template` to restore a model without rebuilding any optimizer.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
 import ml_collections
+from absl import logging as absl_logging
 
 from fedtransfer_jax import models
 from fedtransfer_jax.fl import aggregators as agg_lib
@@ -207,9 +209,36 @@ def round_config(config: ml_collections.ConfigDict, clients_per_round: int, *, f
     )
 
 
+_CLAMP_WARNED: set = set()
+
+
 def clients_per_round(config: ml_collections.ConfigDict, num_clients: int) -> int:
+    """`fl.clients_per_round` (0 = all clients), at most the number of clients.
+
+    More than there are clients is clamped with a warning naming the key, not an error: the default
+    config's 4 is what a user with a 2- or 3-lab folder (README's real-data command) gets without asking.
+    """
     k = int(config.fl.clients_per_round) or num_clients
+    if k > num_clients and (k, num_clients) not in _CLAMP_WARNED:
+        _CLAMP_WARNED.add((k, num_clients))
+        absl_logging.warning(
+            "config key fl.clients_per_round=%d but there are only %d clients: every round uses all %d "
+            "(set --config.fl.clients_per_round=0 for all clients, or fewer)",
+            k,
+            num_clients,
+            num_clients,
+        )
     return min(k, num_clients)
+
+
+def _check_positive(value: Any, key: str) -> None:
+    """A learning rate (or other strictly positive setting): finite and > 0, else an error naming `key`."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"config key {key} must be a positive number, got {value!r}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise ValueError(f"config key {key} must be a positive number, got {value!r}")
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
@@ -226,6 +255,28 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     if not 0.0 <= float(config.fl.get("dropout_rate", 0.0)) < 1.0:
         raise ValueError(f"config key fl.dropout_rate must be in [0, 1), got {config.fl.dropout_rate}")
     optimizers.make_optimizer(config.fl.client_optimizer, 1.0, key="fl.client_optimizer")
+    # Learning rates: a negative one trains uphill without any error (and exits 0).
+    _check_positive(config.fl.client_lr, "fl.client_lr")
+    if "style" in config and "lr" in config.style:
+        _check_positive(config.style.lr, "style.lr")
+    for name in config.methods:
+        spec = method_spec(config, name)
+        if spec.federated:
+            hp = algorithms.resolve_hparams(spec.algorithm, spec.hparams, f"method_specs.{name}.hparams")
+            for k in sorted(hp):
+                if k.endswith("_lr"):
+                    _check_positive(hp[k], f"method_specs.{name}.hparams.{k}")
+    if int(config.fl.get("clients_per_round", 0)) < 0:
+        raise ValueError(f"config key fl.clients_per_round must be >= 0 (0 = all clients), got {config.fl.clients_per_round}")
+    # Data keys that only fail deep inside the data build (after config.json is written) otherwise.
+    if "data" in config:
+        data = config.data
+        if "tile_size" in data and int(data.tile_size) < 1:
+            raise ValueError(f"config key data.tile_size must be >= 1 px, got {data.tile_size}")
+        if "tile_overlap" in data and "tile_size" in data and not 0 <= int(data.tile_overlap) < int(data.tile_size):
+            raise ValueError(
+                f"config key data.tile_overlap must be in [0, data.tile_size={data.tile_size}), got {data.tile_overlap}"
+            )
 
 
 def privacy_accounting(spec: MethodSpec, *, rounds: int, clients_per_round: int, num_clients: int) -> dict | None:

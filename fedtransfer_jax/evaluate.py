@@ -170,4 +170,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=predict.flags_parser("evaluate"))

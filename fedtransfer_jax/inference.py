@@ -169,10 +169,13 @@ def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
-      ValueError: a folder without images (names the folder and the suffixes looked for).
+      ValueError: a folder without images (names the folder and the suffixes looked for), or ``path``
+        is neither a regular file nor a folder (a FIFO is never opened: reading it would block).
     """
     if os.path.isfile(path):
         return [path], []
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--images {path} is not a regular file or a folder (a FIFO, socket or device?)")
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--images {path}: no such image file or folder")
     images, skipped = [], []
@@ -182,6 +185,8 @@ def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
             reason = "hidden file"
         elif os.path.isdir(full):
             reason = "folder (sub-folders are not searched)"
+        elif os.path.exists(full) and not os.path.isfile(full):  # A FIFO x.png would block forever.
+            reason = "not a regular file (FIFO, socket or device): never opened"
         elif not name.lower().endswith(IMAGE_SUFFIXES):
             reason = f"not an image suffix ({', '.join(IMAGE_SUFFIXES)})"
         else:

@@ -267,7 +267,9 @@ def _measure_one(model, path: str, pixel: float | None, exclude_border: bool, se
     summary = {
         "height": int(image.shape[0]),
         "width": int(image.shape[1]),
-        **metrics_lib.grain_size_summary(grains, pixel_size_um=pixel),
+        # `warnings`/`size_withheld`: a map that cannot give a plausible grain size (metrics/grains.py
+        # grain_size_plausibility) gets null means and G, with the reason, instead of a number.
+        **metrics_lib.grain_size_summary(grains, pixel_size_um=pixel, boundary=boundary),
     }
     return boundary, rows, summary
 
@@ -325,6 +327,9 @@ def predict_folder(
         "outputs": sorted(still_there | planned),
     }
     io_utils.write_json_atomic(manifest_path, manifest)
+    for entry in skipped:
+        if log and "not a regular file" in entry["reason"]:
+            log(f"predict: warning: skipped {entry['file']}: {entry['reason']}")
     for path, name in names.items():
         try:
             boundary, rows, summary = _measure_one(
@@ -341,6 +346,8 @@ def predict_folder(
             continue
         png, csv = output_files(name)
         manifest["images"][name] = {"file": path, "boundary_map": png, "grain_table": csv, **summary}
+        if log and summary.get("warnings"):
+            log(f"predict: warning: {path}: {'; '.join(summary['warnings'])}")
     written = {
         f for entry in manifest["images"].values() for f in (entry["boundary_map"], entry["grain_table"])
     }
@@ -402,6 +409,21 @@ def run(argv_flags: Mapping[str, Any]) -> int:
     return EXIT_SOME_FAILED if manifest["failed"] else EXIT_OK
 
 
+def flags_parser(prog: str):
+    """absl's flag parser, but a malformed flag (`--pixel_size_um=abc`, a missing required flag) prints
+    one line naming it and exits with EXIT_USAGE (2), not absl's status 1 (which here means "some images
+    failed")."""
+
+    def parse(argv):
+        try:
+            return flags.FLAGS(argv)
+        except flags.Error as e:
+            print(f"{prog}: error: {e}", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+
+    return parse
+
+
 def main(argv):
     del argv
     values = {
@@ -426,4 +448,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    app.run(main, flags_parser=flags_parser("predict"))

@@ -173,13 +173,33 @@ def open_workdir(path: str, config_json: dict, *, fresh_start: bool = False, log
     or `distributed.PrimaryError` when it failed), so nothing is cleaned while another process reads.
     """
     with contextlib.ExitStack() as stack:
+        recorded = []  # process 0: this start wrote the workdir's first config.json
 
         def prepare() -> dict:
             stack.enter_context(lock(path))
+            if not os.path.exists(os.path.join(path, CONFIG_NAME)):
+                recorded.append(True)
             return _prepare(path, config_json, fresh_start=fresh_start)
 
         info = distributed.on_primary(prepare)
-        yield info if info is not None else {"resumed": False, "archived": None, "cleaned": []}
+        try:
+            yield info if info is not None else {"resumed": False, "archived": None, "cleaned": []}
+        except BaseException:
+            if recorded:
+                forget_config_if_untrained(path)
+            raise
+
+
+def forget_config_if_untrained(path: str) -> bool:
+    """Removes the `config.json` a failed first start recorded when nothing was trained or reported yet
+    (no checkpoints/, no summary.json), so that the corrected command is not refused as "trained with a
+    different config". Returns whether it removed it."""
+    if any(os.path.exists(os.path.join(path, name)) for name in ("checkpoints", "summary.json")):
+        return False
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(os.path.join(path, CONFIG_NAME))
+        return True
+    return False
 
 
 def _prepare(path: str, config_json: dict, *, fresh_start: bool) -> dict:

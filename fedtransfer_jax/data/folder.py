@@ -9,6 +9,15 @@ A label file has the same stem as its image and one of the suffixes in ``LABEL_S
 mark boundaries with 255 (anything > 127 counts); data sets that mark boundaries with 0 are read with
 ``invert=True``. Everything here is plain numpy so it can run inside a tfds builder without TensorFlow.
 
+Reading undoes what a viewer would show differently from the stored samples, for images and labels
+alike: the EXIF/TIFF Orientation tag is applied (a camera JPEG tagged "rotate 90" is read upright), CMYK
+JPEGs (incl. Adobe-inverted) and TIFFs are converted to RGB, and palette (indexed-colour) labels are read
+by colour index (two indices: the brighter colour is boundary; more is an error naming the file). A float
+image with NaN/inf pixels is refused (naming the file and the first bad pixel) rather than repaired: a
+NaN spreads through every convolution of its tile. A FIFO or other non-regular file named like an image
+is never opened (skipped with a ``SkippedFileWarning``; reading it directly is a ``NotRegularFileError``).
+An image whose upright size differs from its label's is an error naming both files.
+
 Label sanity checks (``check_labels``, run on every client folder before a tfds build and by
 ``evaluate --data_dir``). Hand-drawn labels go wrong in a few typical ways; the rule is: what is clearly
 wrong for a whole client is an error (nothing is built or evaluated), one odd image is a warning
@@ -35,6 +44,7 @@ Messages name the files and the key/flag that fixes them (``data.invert_labels``
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import warnings
 from collections.abc import Sequence
@@ -55,27 +65,162 @@ Pair = tuple[Path, Path]
 # ----------------------------------------------------------------------------------------------
 
 
-def _read_raw(path: Path) -> np.ndarray:
-    """Decodes a file to its native array (uint8/uint16/float...), channel-last.
+class NotRegularFileError(ValueError):
+    """A path named like an image that is not a regular file (a FIFO, socket or device): never opened,
+    because reading a FIFO blocks until something writes to it."""
+
+
+def check_regular_file(path: PathLike) -> None:
+    """Raises ``NotRegularFileError`` (naming the file) unless ``path`` is a regular file (symlinks are
+    followed); a missing path raises ``FileNotFoundError``. Never opens the file."""
+    import stat
+
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise NotRegularFileError(f"{path} is {kind}, not an image file: not read (move it out of the folder)")
+
+
+# EXIF/TIFF Orientation (tag 274): how the stored pixels must be turned to be seen upright.
+_ORIENTATION_TAG = 0x0112
+
+
+def _apply_orientation(arr: np.ndarray, orientation: int | None) -> np.ndarray:
+    """The stored array turned upright for an EXIF/TIFF Orientation value (1-8; others: unchanged).
+
+    Same transforms as ``PIL.ImageOps.exif_transpose`` (tested against it), on numpy so that 16-bit and
+    float data keep their dtype: 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise,
+    7 transverse, 8 rotate 90 counter-clockwise.
+    """
+    if orientation == 2:
+        arr = arr[:, ::-1]
+    elif orientation == 3:
+        arr = arr[::-1, ::-1]
+    elif orientation == 4:
+        arr = arr[::-1]
+    elif orientation == 5:
+        arr = np.swapaxes(arr, 0, 1)
+    elif orientation == 6:
+        arr = np.rot90(arr, -1)
+    elif orientation == 7:
+        arr = np.swapaxes(arr[::-1, ::-1], 0, 1)
+    elif orientation == 8:
+        arr = np.rot90(arr, 1)
+    return np.ascontiguousarray(arr)
+
+
+def _pil_orientation(img) -> int | None:
+    try:
+        return int(img.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not make the pixels unreadable
+        return None
+
+
+def _palette_indices(img, path: Path) -> np.ndarray:
+    """A palette ('P') label read by colour index: 255 = boundary, 0 = background.
+
+    Indexed PNGs (VOC-style annotation tools) store a class index per pixel and a palette of display
+    colours that need not be black and white. A label uses exactly two indices: the one whose palette
+    colour is brighter (brightest channel, as for RGB labels) is the boundary, the darker one the
+    background (with the usual VOC palette, index 0 is black: background). One used index: the label is
+    all background, or all boundary if its colour is bright. More indices, or two equally bright
+    colours, are an error naming the file.
+    """
+    index = np.asarray(img)
+    used = np.flatnonzero(np.bincount(index.ravel(), minlength=256))
+    pal = img.getpalette() or []
+    colours = np.zeros((256, 3), np.int64)
+    flat = np.asarray(pal[: 3 * 256], np.int64)
+    colours[: flat.size // 3] = flat[: flat.size // 3 * 3].reshape(-1, 3)
+    bright = colours.max(axis=-1)
+    if used.size > 2:
+        raise ValueError(
+            f"palette (indexed-colour) label {path} uses {used.size} colour indices "
+            f"{used[:8].tolist()}{'...' if used.size > 8 else ''}: a boundary label needs exactly two "
+            "(background and boundary); merge the classes, or save it as a black (0) / white (255) "
+            "greyscale PNG"
+        )
+    if used.size == 2:
+        a, b = used
+        if bright[a] == bright[b]:
+            raise ValueError(
+                f"palette label {path} uses two colour indices ({a}, {b}) with equally bright colours "
+                f"{tuple(colours[a])} and {tuple(colours[b])}: cannot tell boundary from background; save it "
+                "as a black (0) / white (255) greyscale PNG"
+            )
+        boundary_index = a if bright[a] > bright[b] else b
+    else:
+        boundary_index = used[0] if bright[used[0]] > 127 else -1
+    return np.where(index == boundary_index, 255, 0).astype(np.uint8)
+
+
+def _cmyk_to_rgb(arr: np.ndarray) -> np.ndarray:
+    """A CMYK(A) TIFF's ink amounts as RGB (0 ink = white), the way PIL converts CMYK."""
+    full = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else 1.0
+    ink = arr[..., :4].astype(np.float64) / full
+    rgb = (1.0 - ink[..., :3]) * (1.0 - ink[..., 3:4])
+    return (rgb * full).round().astype(arr.dtype) if full > 1 else rgb.astype(arr.dtype)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        arr = np.asarray(tif.asarray())
+        tag = page.tags.get("Orientation")
+        orientation = int(tag.value) if tag is not None else 1
+        photometric = int(getattr(page, "photometric", 0) or 0)
+        inkset = int(page.tags["InkSet"].value) if "InkSet" in page.tags else 1
+    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim == 3 and arr.shape[-1] > 4 and arr.shape[0] <= 4:
+        arr = np.moveaxis(arr, 0, -1)  # Planar (channel-first) TIFF.
+    if photometric == 5 and inkset == 1 and arr.ndim == 3 and arr.shape[-1] >= 4:  # SEPARATED, CMYK inks
+        arr = _cmyk_to_rgb(arr)
+    if orientation != 1 and arr.ndim in (2, 3):
+        arr = _apply_orientation(arr, orientation)
+    return arr
+
+
+def _read_raw(path: Path, *, palette_as_index: bool = False) -> np.ndarray:
+    """Decodes a file to its native array (uint8/uint16/float...), channel-last, upright.
 
     TIFF goes through tifffile because PIL mangles 16-bit and multi-sample TIFFs; everything else
     through PIL. Any decoder failure is turned into a ValueError naming the file, so a single corrupt
-    micrograph in a folder of hundreds is easy to find.
+    micrograph in a folder of hundreds is easy to find. What a viewer would show differently from the
+    stored samples is undone here, for images and labels alike (so a pair stays aligned):
+
+    * EXIF/TIFF Orientation (a camera's "rotate 90 degrees to display" tag) is applied;
+    * CMYK (JPEG, incl. Adobe's inverted CMYK, and TIFF) is converted to RGB, not read as RGBA;
+    * palette images are expanded to their colours, or, with ``palette_as_index`` (labels), read by
+      colour index (``_palette_indices``).
+
+    A path that is not a regular file (a FIFO named ``x.png``) is refused without being opened.
     """
+    check_regular_file(path)
     try:
         if path.suffix.lower() in _TIFF_SUFFIXES:
-            import tifffile
-
-            arr = np.asarray(tifffile.imread(path))
+            arr = _read_tiff(path)
         else:
             from PIL import Image
 
             with Image.open(path) as img:
-                if img.mode == "P":  # Palette images: expand to real colours first.
-                    img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-                arr = np.asarray(img)
-    except FileNotFoundError:
+                orientation = _pil_orientation(img)
+                if img.mode == "P" and palette_as_index:
+                    arr = _palette_indices(img, path)
+                else:
+                    if img.mode == "P":  # Palette images: expand to real colours first.
+                        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+                    elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):  # Not RGB samples: convert.
+                        img = img.convert("RGB")
+                    arr = np.asarray(img)
+            arr = _apply_orientation(arr, orientation) if orientation not in (None, 1) else arr
+    except (FileNotFoundError, NotRegularFileError):
         raise
+    except ValueError as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
     except Exception as e:  # PIL/tifffile raise many different types for corrupt data.
         raise ValueError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
@@ -104,8 +249,15 @@ def _to_unit(arr: np.ndarray, path: Path) -> np.ndarray:
             raise ValueError(f"signed integer image with negative values in {path}")
         return (arr.astype(np.float64) / float(info.max)).astype(np.float32)
     if np.issubdtype(arr.dtype, np.floating):
-        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
-        if not (np.isfinite(lo) and np.isfinite(hi)) or lo < 0.0 or hi > 1.0:
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:  # NaN would spread through every convolution of its tile and wipe its boundaries.
+            raise ValueError(
+                f"floating-point image {path} has {bad} NaN/inf pixel(s) (first at row, col "
+                f"{tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0][:2])}): not used; fill or mask "
+                "them (e.g. with the neighbouring values) and save again"
+            )
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+        if lo < 0.0 or hi > 1.0:
             raise ValueError(f"floating-point image {path} has values in [{lo}, {hi}], expected [0, 1]")
         return arr.astype(np.float32)
     raise ValueError(f"unsupported pixel dtype {arr.dtype} in {path}")
@@ -215,7 +367,7 @@ def label_stats(raw: np.ndarray, label: np.ndarray, path: PathLike) -> LabelStat
 def read_label_with_stats(path: PathLike, invert: bool = False) -> tuple[np.ndarray, LabelStats]:
     """``read_label`` plus the ``LabelStats`` of the file (one decode)."""
     path = Path(path)
-    raw = _read_raw(path)
+    raw = _read_raw(path, palette_as_index=True)
     label = _label_from_raw(raw, path, invert)
     return label, label_stats(raw, label, path)
 
@@ -319,10 +471,78 @@ def check_labels(
     return warns
 
 
+def upright_shape(path: PathLike) -> tuple[int, int, int]:
+    """``(height, width, orientation)`` of an image as ``read_image`` returns it, from the file's header
+    only (no pixel decoding): the EXIF/TIFF Orientation tag (1 = none) swaps height and width for 5-8."""
+    path = Path(path)
+    check_regular_file(path)
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                h, w = int(page.imagelength), int(page.imagewidth)
+                tag = page.tags.get("Orientation")
+                orientation = int(tag.value) if tag is not None else 1
+        else:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                (w, h), orientation = img.size, _pil_orientation(img) or 1
+    except Exception as e:  # noqa: BLE001 - corrupt headers: named like the readers do
+        raise ValueError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
+    return (w, h, orientation) if orientation in (5, 6, 7, 8) else (h, w, orientation)
+
+
+def size_mismatch_message(image_path: PathLike, image_hw, label_path: PathLike, label_hw, orientation=1) -> str:
+    """The error for an image and a label of different sizes (both files, both sizes, upright)."""
+    msg = (
+        f"image/label size mismatch: {image_path} is {image_hw[0]}x{image_hw[1]} (HxW) but "
+        f"{label_path} is {label_hw[0]}x{label_hw[1]}"
+    )
+    if orientation in (5, 6, 7, 8) and tuple(label_hw) == (image_hw[1], image_hw[0]):
+        msg += (
+            f" ({image_path} carries the EXIF orientation {orientation}, i.e. it is displayed rotated "
+            "by 90 degrees, and is read upright; the label matches the stored, unrotated pixels: rotate the "
+            "label to the upright image)"
+        )
+    return msg
+
+
 def check_client_labels(pairs: Sequence[Pair], *, invert: bool, invert_flag: str, where: str) -> list[str]:
-    """``check_labels`` on the label files of ``(image, label)`` pairs (reads only the labels)."""
-    stats = [read_label_with_stats(label_path, invert)[1] for _, label_path in pairs]
-    return check_labels(stats, invert=invert, invert_flag=invert_flag, where=where, stacklevel=3)
+    """``check_labels`` on the label files of ``(image, label)`` pairs, plus the pairing itself.
+
+    Reads the labels and only the headers of the images. An image whose size (upright, i.e. after its
+    EXIF orientation) differs from its label's is an error naming both files (nothing is built or
+    evaluated); an image with an EXIF orientation tag whose label has another one, where the label would
+    fit the stored pixels as well (square images, 180 degrees, mirrors), is a warning: nothing in the
+    files says which way the label was drawn. (A non-square label that fits the upright image is fine.)
+
+    Raises:
+      ValueError: a size mismatch or an unreadable file; ``LabelError``: wrong labels (``check_labels``).
+    """
+    stats, turned = [], []
+    for image_path, label_path in pairs:
+        label, label_stats_ = read_label_with_stats(label_path, invert)
+        h, w, orientation = upright_shape(image_path)
+        if (h, w) != label.shape:
+            raise ValueError(size_mismatch_message(image_path, (h, w), label_path, label.shape, orientation))
+        # Ambiguous only when the stored pixels would fit the label as well: no axis swap, or square.
+        ambiguous = orientation in (2, 3, 4) or (orientation in (5, 6, 7, 8) and h == w)
+        if ambiguous and orientation != upright_shape(label_path)[2]:
+            turned.append(f"{image_path} (orientation {orientation})")
+        stats.append(label_stats_)
+    warns = check_labels(stats, invert=invert, invert_flag=invert_flag, where=where, stacklevel=3)
+    if turned:
+        message = (
+            f"{len(turned)} image(s) of {where} carry an EXIF orientation tag their label does not have: "
+            f"{', '.join(turned[:_LIST_AT_MOST])}{' and more' if len(turned) > _LIST_AT_MOST else ''}; the "
+            "images are read upright: check that their labels were drawn on the upright images"
+        )
+        warnings.warn(message, LabelWarning, stacklevel=2)
+        warns.append(message)
+    return warns
 
 
 # ----------------------------------------------------------------------------------------------
@@ -330,13 +550,26 @@ def check_client_labels(pairs: Sequence[Pair], *, invert: bool, invert_flag: str
 # ----------------------------------------------------------------------------------------------
 
 
+class SkippedFileWarning(UserWarning):
+    """A file named like an image that is not read (a FIFO, socket or device)."""
+
+
 def _files_with_suffix(folder: Path, suffixes: Sequence[str]) -> list[Path]:
-    """Sorted visible files in ``folder`` whose suffix (case-insensitive) is in ``suffixes``."""
-    return sorted(
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in suffixes
-    )
+    """Sorted visible regular files in ``folder`` whose suffix (case-insensitive) is in ``suffixes``.
+
+    An entry named like an image that is not a regular file (a FIFO ``x.png``, a socket, a device) is
+    skipped with a ``SkippedFileWarning`` naming it: opening a FIFO would block forever.
+    """
+    named = sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.suffix.lower() in suffixes)
+    odd = [p for p in named if p.exists() and not p.is_file() and not p.is_dir()]
+    if odd:
+        warnings.warn(
+            f"{len(odd)} entr{'y' if len(odd) == 1 else 'ies'} of {folder} named like images are not regular "
+            f"files (FIFO, socket or device) and are skipped: {', '.join(map(str, odd[:_LIST_AT_MOST]))}",
+            SkippedFileWarning,
+            stacklevel=3,
+        )
+    return [p for p in named if p.is_file()]
 
 
 def discover_clients(data_dir: PathLike) -> dict[str, Path]:
@@ -407,10 +640,8 @@ def load_pair(
     """
     image, label = read_image(image_path), read_label(label_path, invert=invert)
     if image.shape[:2] != label.shape:
-        raise ValueError(
-            f"image/label size mismatch: {image_path} is {image.shape[0]}x{image.shape[1]} (HxW) but "
-            f"{label_path} is {label.shape[0]}x{label.shape[1]}"
-        )
+        orientation = upright_shape(image_path)[2]
+        raise ValueError(size_mismatch_message(image_path, image.shape[:2], label_path, label.shape, orientation))
     return image, label
 
 

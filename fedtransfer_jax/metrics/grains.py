@@ -30,6 +30,7 @@ __all__ = [
     "astm_grain_size_number",
     "grain_count",
     "grain_count_rel_error",
+    "grain_size_plausibility",
     "grain_size_summary",
     "grain_table",
     "grains_from_boundary",
@@ -340,12 +341,91 @@ def astm_grain_size_number(mean_grain_area_um2: float) -> float:
     return _ASTM_A * math.log10(n_a) - _ASTM_B
 
 
-def grain_size_summary(labels: np.ndarray, pixel_size_um: float | None = None) -> dict[str, Any]:
+# Plausibility limits of a grain-size estimate (grain_size_plausibility explains each).
+MIN_SIDE_PX = 32
+MAX_BOUNDARY_FRACTION = 0.5
+MIN_COMPLETE_GRAINS = 5
+MAX_GRAIN_FRACTION = 0.5
+E112_MIN_GRAINS = 50
+
+
+def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = None) -> tuple[list[str], list[str]]:
+    """``(withhold, notes)``: why a grain size measured on this map would be nonsense, and soft notes.
+
+    A segmentation map always yields *some* grains, so a grain size is only reported when the map could
+    plausibly be a micrograph's grain structure. Each limit follows from what a grain-size measurement
+    needs, not from any data set:
+
+    * the image is at least ``MIN_SIDE_PX`` = 32 px a side: a grain needs a few pixels across plus a
+      boundary line of 1-3 px, and a field must hold several grains (a 1x1 px image gave G = 18);
+    * boundary pixels are at most ``MAX_BOUNDARY_FRACTION`` = 50 % of the map (when ``boundary`` is
+      given): boundaries of width w around grains of diameter d cover about 2w/d of the area, so more
+      than half means grains hardly wider than their own boundary lines, i.e. noise or texture was
+      segmented (or the map is inverted); and not 0 %: a map without a single boundary pixel measures the
+      field, not a grain;
+    * at least ``MIN_COMPLETE_GRAINS`` = 5 grains lie wholly inside the image: with fewer, the Jeffries
+      count is dominated by the half-weighted grains cut by the edge, whose true size is unknown (a
+      relative error of the order of 1/sqrt(N) > 45 %);
+    * no single grain covers ``MAX_GRAIN_FRACTION`` = 50 % of the image or more: the field then does not
+      sample a grain-size distribution (one grain is the field), whatever the others do.
+
+    A soft note (the size is still reported): fewer than ``E112_MIN_GRAINS`` = 50 grains counted, the
+    minimum ASTM E112 asks of a planimetric field.
+
+    Args:
+      labels: grain label map [H, W] (``grains_from_boundary``).
+      boundary: the boolean boundary map it came from, for the boundary-fraction checks (optional).
+    """
+    lab = _as_label_map(labels)
+    withhold: list[str] = []
+    notes: list[str] = []
+    h, w = lab.shape
+    if min(h, w) < MIN_SIDE_PX:
+        withhold.append(f"image too small: {h}x{w} px, below {MIN_SIDE_PX} px a side")
+    if boundary is not None:
+        b = as_bool_map(boundary, "boundary")
+        fraction = float(b.mean()) if b.size else 0.0
+        if fraction > MAX_BOUNDARY_FRACTION:
+            withhold.append(
+                f"boundary pixels {100 * fraction:.0f}% of the map (plausible <= {100 * MAX_BOUNDARY_FRACTION:.0f}%): "
+                "noise or texture segmented, or an inverted map?"
+            )
+        elif fraction == 0.0:
+            withhold.append("no boundary pixel: the map is one grain")
+    if lab.size == 0:
+        return withhold, notes
+    areas = np.bincount(lab.ravel())
+    areas[0] = 0
+    n = int(np.count_nonzero(areas))
+    if n == 0:
+        withhold.append("no grain at all")
+        return withhold, notes
+    n_complete = n - int(_border_labels(lab).size)
+    if n_complete < MIN_COMPLETE_GRAINS:
+        withhold.append(
+            f"only {n_complete} grain(s) not cut by the image edge (need >= {MIN_COMPLETE_GRAINS})"
+        )
+    largest = float(areas.max()) / lab.size
+    if largest >= MAX_GRAIN_FRACTION:
+        withhold.append(f"one grain covers {100 * largest:.0f}% of the image")
+    if n < E112_MIN_GRAINS and not withhold:
+        notes.append(f"{n} grains counted: ASTM E112 asks for >= {E112_MIN_GRAINS} per field, G is uncertain")
+    return withhold, notes
+
+
+def grain_size_summary(
+    labels: np.ndarray,
+    pixel_size_um: float | None = None,
+    *,
+    boundary: np.ndarray | None = None,
+    check: bool = True,
+) -> dict[str, Any]:
     """Grain-size statistics of one label map.
 
     Keys: ``n_grains`` (all grains), ``mean_area_px``, ``mean_equivalent_diameter_px``,
     ``mean_area_um2``, ``mean_equivalent_diameter_um`` (means over all grains), ``n_grains_astm``
-    and ``astm_G``.
+    and ``astm_G``; with ``check`` also ``warnings`` (short strings) and ``size_withheld`` (None, or why
+    the sizes are not reported).
 
     ``astm_G`` follows the E112 planimetric (Jeffries) count: grains cut by the field edge count
     one half, N = N_inside + 0.5 * N_intersected, N_A = N / field area, where the field is the
@@ -353,6 +433,10 @@ def grain_size_summary(labels: np.ndarray, pixel_size_um: float | None = None) -
     on small fields; the two agree when few grains touch the edge.  (The E112 rectangle-corner
     correction is not applied.)  Quantities needing a pixel size are ``None`` without one, and the
     means/G are ``None`` when there are no grains.
+
+    ``check`` (default): ``grain_size_plausibility`` (with ``boundary``, the map the labels came from,
+    when given); when the map cannot plausibly give a grain size, every mean and ``astm_G`` is ``None``,
+    ``size_withheld`` says why and ``warnings`` lists the reasons (plus soft notes, sizes kept).
     """
     lab = _as_label_map(labels)
     _check_pixel_size(pixel_size_um)
@@ -367,7 +451,12 @@ def grain_size_summary(labels: np.ndarray, pixel_size_um: float | None = None) -
         "n_grains_astm": None,
         "astm_G": None,
     }
-    if n == 0:
+    withhold: list[str] = []
+    if check:
+        withhold, notes = grain_size_plausibility(lab, boundary)
+        out["warnings"] = withhold + notes
+        out["size_withheld"] = ("grain size not reported: " + "; ".join(withhold)) if withhold else None
+    if n == 0 or withhold:
         return out
     areas = np.array([r["area_px"] for r in rows], dtype=np.float64)
     diams = np.array([r["equivalent_diameter_px"] for r in rows], dtype=np.float64)
