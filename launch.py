@@ -59,7 +59,7 @@ def _clean_message(e: BaseException) -> str:
 def parse_flags(argv):
     """absl's parser, but a bad flag or config override prints one line instead of a traceback."""
     if not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
-        from fedtransfer_jax import console as console_lib  # noqa: PLC0415
+        from fedtransfer_jax.runtime import console as console_lib  # noqa: PLC0415
 
         console_lib.quiet_library_logs()  # parsing the config imports jax, which logs its backend probing
     try:
@@ -77,7 +77,7 @@ def init_distributed(config) -> bool:
     given = (_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     if not (any(v is not None for v in given) or config.get("distributed", False)):
         return False
-    from fedtransfer_jax import distributed  # noqa: PLC0415
+    from fedtransfer_jax.runtime import distributed  # noqa: PLC0415
 
     distributed.initialize(*given)  # the values not given come from the cluster environment
     return True
@@ -88,15 +88,16 @@ def main(argv):
     config = _CONFIG.value
     joined = init_distributed(config)
     if not joined:
-        from fedtransfer_jax import host_devices  # noqa: PLC0415
+        from fedtransfer_jax.runtime import host_devices  # noqa: PLC0415
 
         try:
             host_devices.configure(_CPU_DEVICES.value)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
-    from fedtransfer_jax import console as console_lib, distributed, report, sweep, train
-    from fedtransfer_jax import workdir as workdir_lib
+    from fedtransfer_jax.runtime import console as console_lib, distributed
+    from fedtransfer_jax.runs import report, sweep, train
+    from fedtransfer_jax.runtime import workdir as workdir_lib
 
     workdir = _WORKDIR.value or os.path.join("runs", config.get("name", "experiment"))
     # The one process that writes the workdir and the console (asked only after joining: a single process

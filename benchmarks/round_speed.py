@@ -15,7 +15,7 @@ local steps x batch B, and server FedAvg (SGD lr 1 on the weighted mean delta):
              scan, aggregation and server update in ONE compiled XLA program (--strategy auto|vmap|chunked|
              sequential, --conv_impl, --norm_impl, --dtype, --unroll), sharded like the engine's round over
              a `clients` mesh of every device (--devices; on the CPU launch.py's and this script's
-             --cpu_devices=auto make one XLA:CPU device per core, fedtransfer_jax/host_devices.py).
+             --cpu_devices=auto make one XLA:CPU device per core, fedtransfer_jax/runtime/host_devices.py).
              `--variants` adds more one-jit rounds side by side, each
              `strategy[:chunk][@dtype][/norm_impl][%conv_impl][#devices]`, e.g. `chunked:32@bfloat16`,
              `auto#1` (one device, no mesh; `/baseline`: nn.GroupNorm and nn.max_pool, the U-Net before
@@ -51,10 +51,10 @@ import numpy as np
 import optax
 
 from benchmarks import common
-from fedtransfer_jax import host_devices
+from fedtransfer_jax.runtime import host_devices
 from fedtransfer_jax.fl import aggregators, algorithms
 from fedtransfer_jax.fl.algorithms.base import LocalTraining, decode_images
-from fedtransfer_jax.fl.round import (
+from fedtransfer_jax.fl.federated_round import (
     STRATEGIES,
     RoundConfig,
     build_round,

@@ -7,7 +7,7 @@ Four client labs (brightfield, darkfield, sem, lowcontrast), each with its own i
 sizes (data/synthetic.py), plus one unseen lab (tint) that no method trains on; the protocol (splits,
 seeds, primary metric, what counts as a win) is fixed in docs/PROTOCOL.md. Methods: local (each lab
 alone), fedavg, fedprox, fedtransfer (AdaIN style sharing, the paper's), fedtransfer_fourier (Fourier
-amplitude style sharing), fedtransfer_gen (parametric label-conditioned imaging model, style/methods/gen.py),
+amplitude style sharing), fedtransfer_gen (parametric label-conditioned imaging model, style/techniques/gen.py),
 centralized (pooled data, no privacy). More methods (scaffold, feddyn, fedadam, dp_fedavg, fedavg_secagg,
 ...) are defined in `method_specs` and picked with `--config.methods=...`; experiments/grains_seeds.py runs
 this job over the three test seeds, experiments/privacy.py the DP-FedAvg curve.
@@ -86,7 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.name = "grains" if variant == "default" else f"grains-{variant}"
     config.seed = 0
-    config.seeds = ()  # non-empty: one run per seed in <workdir>/seed_<s>/ + mean ± std (fedtransfer_jax/sweep.py)
+    config.seeds = ()  # non-empty: one run per seed in <workdir>/seed_<s>/ + mean ± std (fedtransfer_jax/runs/sweep.py)
     config.methods = (
         "local",
         "fedavg",

@@ -252,7 +252,7 @@ GEN_MATCHED_FIELDS = ("tone_mean", "tone_cov", "profile", "contrast_var", "shadi
 
 
 def gen_message(image: jax.Array, label: jax.Array, profile_px: int = 6, noise_min_px: int = 2) -> dict:
-    """What a `gen` client sends for one shared tile (style/methods/gen.py): `fit_style` of the tile with
+    """What a `gen` client sends for one shared tile (style/techniques/gen.py): `fit_style` of the tile with
     its own label map, as a dict of the ImagingStyle fields."""
     from fedtransfer_jax.style import parametric
 
@@ -1022,7 +1022,7 @@ def report_markdown(report: dict) -> str:
 
 def write_report(workdir: str, report: dict) -> None:
     """`workdir/audit.json` and `workdir/audit.md`, each written atomically."""
-    from fedtransfer_jax import io_utils
+    from fedtransfer_jax.runtime import io_utils
 
     io_utils.write_json_atomic(os.path.join(workdir, "audit.json"), report)
     io_utils.write_text_atomic(os.path.join(workdir, "audit.md"), report_markdown(report))
@@ -1127,7 +1127,7 @@ def style_stats_fns(config: dict, image_size: int) -> tuple[dict[str, StatsFn], 
 
 def gen_settings(config: dict) -> tuple[int, int]:
     """(profile_px, noise_min_px) of the gen method as the workdir's clients fitted their messages."""
-    from fedtransfer_jax.style.methods.gen import DEFAULTS
+    from fedtransfer_jax.style.techniques.gen import DEFAULTS
 
     sc = config.get("style", {})
     return int(sc.get("gen_profile_px", DEFAULTS["gen_profile_px"])), int(

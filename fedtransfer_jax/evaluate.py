@@ -30,7 +30,8 @@ from typing import Any
 
 from absl import app, flags
 
-from fedtransfer_jax import inference, metrics as metrics_lib, predict
+from fedtransfer_jax.runs import inference
+from fedtransfer_jax import metrics as metrics_lib, predict
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.metrics import postprocess_select as pps
 

@@ -41,7 +41,9 @@ import numpy as np
 from absl import app, flags
 from PIL import Image
 
-from fedtransfer_jax import inference, io_utils, metrics as metrics_lib
+from fedtransfer_jax.runs import inference
+from fedtransfer_jax.runtime import io_utils
+from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.metrics import postprocess_select as pps
 

@@ -25,8 +25,9 @@ import argparse
 import os
 from collections.abc import Callable, Sequence
 
-from fedtransfer_jax import inference, io_utils
-from fedtransfer_jax import engine
+from fedtransfer_jax.runs import inference
+from fedtransfer_jax.runtime import io_utils
+from fedtransfer_jax.runs import engine
 
 TABLE_KEYS = ("boundary_f1", "ari", "vi", "grain_count_rel_error", "miou")
 

@@ -17,9 +17,9 @@ from typing import Sequence
 
 from absl import app, flags
 
-from fedtransfer_jax import io_utils
+from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax.style import report as report_lib
-from fedtransfer_jax.style.methods import config_defaults
+from fedtransfer_jax.style.techniques import config_defaults
 
 _SEED = flags.DEFINE_integer("seed", 100, "Data and check seed (use the development seeds 100, 101, 102).")
 _OUT = flags.DEFINE_string("out", None, "Output folder (style_checks.json + style grids).")

@@ -13,7 +13,7 @@ import pytest
 
 from fedtransfer_jax.fl import algorithms
 from fedtransfer_jax.fl.algorithms.base import LocalTraining
-from fedtransfer_jax.fl.round import RoundConfig, build_round, init_round_state
+from fedtransfer_jax.fl.federated_round import RoundConfig, build_round, init_round_state
 
 # Client i: f_i(w) = 1/2 (w - b_i)^T A_i (w - b_i), heterogeneous curvature and optima.
 A = np.array(

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fedtransfer_jax import audit, io_utils
+from fedtransfer_jax import audit
+from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax.data.synthetic import make_lab_examples
 from fedtransfer_jax.style.fourier import low_freq_amplitude
 

@@ -23,7 +23,9 @@ import pytest
 import tifffile
 from PIL import Image, ImageOps
 
-from fedtransfer_jax import engine, evaluate, predict, workdir as workdir_lib
+from fedtransfer_jax.runs import engine
+from fedtransfer_jax import evaluate, predict
+from fedtransfer_jax.runtime import workdir as workdir_lib
 from fedtransfer_jax.data import folder, load_federated_data
 from fedtransfer_jax.metrics import grains
 from test_bad_inputs import (  # noqa: I001 (helpers shared with the first catalogue)

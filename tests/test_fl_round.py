@@ -10,7 +10,7 @@ import pytest
 from fedtransfer_jax.fl import algorithms
 from fedtransfer_jax.fl.algorithms.base import LocalTraining, batch_indices
 from fedtransfer_jax.fl.boundary import PrivacyLedger
-from fedtransfer_jax.fl.round import RoundConfig, build_round, init_round_state
+from fedtransfer_jax.fl.federated_round import RoundConfig, build_round, init_round_state
 
 D = 3  # features of the toy linear model
 

@@ -1,4 +1,4 @@
-"""One XLA:CPU device per core (fedtransfer_jax/host_devices.py): importing the package starts no JAX
+"""One XLA:CPU device per core (fedtransfer_jax/runtime/host_devices.py): importing the package starts no JAX
 backend (so launch.py can still choose the device count), `configure` sets the count before JAX starts and
 leaves it alone after, and benchmarks/round_speed.py's default one-jit round is the engine's mesh round."""
 
@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 
-from fedtransfer_jax import host_devices
+from fedtransfer_jax.runtime import host_devices
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -31,8 +31,9 @@ def test_importing_the_package_starts_no_backend_and_configure_sets_the_count():
         from jax._src import xla_bridge
         import launch
         from benchmarks import round_speed
-        from fedtransfer_jax import (audit, engine, methods, predict, report, run_context, style_protocol, sweep,
-                                     train, host_devices)
+        from fedtransfer_jax import audit, predict
+        from fedtransfer_jax.runs import engine, runners, report, run_context, style_protocol, sweep, train
+        from fedtransfer_jax.runtime import host_devices
         assert not xla_bridge.backends_are_initialized(), "an import started a JAX backend"
         assert host_devices.configure(3) == 3
         import jax
@@ -46,7 +47,7 @@ def test_importing_the_package_starts_no_backend_and_configure_sets_the_count():
 
 def test_xla_flags_and_env_var_win():
     script = """
-        from fedtransfer_jax import host_devices
+        from fedtransfer_jax.runtime import host_devices
         import jax
         print(host_devices.configure(), jax.device_count())
     """

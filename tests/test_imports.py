@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent("""
         return real(name, *args, **kwargs)
     builtins.__import__ = guard
     sys.path[:0] = [REPO]
-    for m in ("fedtransfer_jax.fl.round", "fedtransfer_jax.fl.algorithms", "fedtransfer_jax.models",
+    for m in ("fedtransfer_jax.fl.federated_round", "fedtransfer_jax.fl.algorithms", "fedtransfer_jax.models",
               "fedtransfer_jax.style", "fedtransfer_jax.metrics", "fedtransfer_jax.fl.strategy",
               "benchmarks.common", "benchmarks.round_speed", "benchmarks.matmul_peak", "benchmarks.roofline",
               "benchmarks.gpu_summary", "experiments.scaling"):

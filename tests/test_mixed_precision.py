@@ -19,7 +19,7 @@ import pytest
 
 from fedtransfer_jax.fl import algorithms
 from fedtransfer_jax.fl.algorithms.base import LocalTraining
-from fedtransfer_jax.fl.round import RoundConfig, build_round, init_round_state
+from fedtransfer_jax.fl.federated_round import RoundConfig, build_round, init_round_state
 from fedtransfer_jax.models import UNet, make_segmentation_loss
 
 BF16_UPDATE_RTOL = 0.25  # measured 0.04-0.12 (tiny test shapes .. 8/16/32 U-Net at 32 px)

@@ -143,7 +143,7 @@ def max_diff(a: dict, b: dict) -> float:
 
 
 def final_params(workdir, method):
-    from fedtransfer_jax import inference
+    from fedtransfer_jax.runs import inference
 
     return inference.load_model(str(workdir), method).params
 

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fedtransfer_jax import evaluate, inference, io_utils, predict
+from fedtransfer_jax import evaluate, predict
+from fedtransfer_jax.runs import inference
+from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax.metrics import postprocess_select as pps
 
 

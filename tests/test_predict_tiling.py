@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from fedtransfer_jax import inference, models, predict
+from fedtransfer_jax.runs import inference
+from fedtransfer_jax import models, predict
 from fedtransfer_jax.data import tiling
 
 

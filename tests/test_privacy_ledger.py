@@ -8,7 +8,7 @@ import optax
 from fedtransfer_jax.fl import algorithms
 from fedtransfer_jax.fl.algorithms.base import ClientOutput, LocalTraining
 from fedtransfer_jax.fl.boundary import PrivacyLedger, send_from_client
-from fedtransfer_jax.fl.round import RoundConfig, build_round, init_round_state
+from fedtransfer_jax.fl.federated_round import RoundConfig, build_round, init_round_state
 
 H = W = 8
 

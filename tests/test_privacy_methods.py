@@ -9,7 +9,7 @@ import dp_accounting
 import numpy as np
 import pytest
 
-from fedtransfer_jax import inference, train
+from fedtransfer_jax.runs import inference, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)

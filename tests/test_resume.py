@@ -1,4 +1,4 @@
-"""Resume that cannot lie: kills at several moments (SIGKILL via fedtransfer_jax.faults), config changes,
+"""Resume that cannot lie: kills at several moments (SIGKILL via fedtransfer_jax.runtime.faults), config changes,
 concurrent launches, stale temporary files, unfinished models in evaluate/predict."""
 
 import json
@@ -9,7 +9,8 @@ import sys
 import chex
 import pytest
 
-from fedtransfer_jax import inference, train, workdir as workdir_lib
+from fedtransfer_jax.runs import inference, train
+from fedtransfer_jax.runtime import workdir as workdir_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent("""
     from fedtransfer_jax import models
     from fedtransfer_jax.fl import algorithms
     from fedtransfer_jax.fl.algorithms.base import LocalTraining
-    from fedtransfer_jax.fl.round import RoundConfig, build_round, init_round_state, CLIENT_AXIS, make_client_mesh
+    from fedtransfer_jax.fl.federated_round import RoundConfig, build_round, init_round_state, CLIENT_AXIS, make_client_mesh
     from fedtransfer_jax.models.unet import UNet
     assert jax.device_count() == 4, jax.devices()
     model = UNet(features=(4, 8), groups=2)

@@ -128,7 +128,7 @@ def _tiny_round_parts():
 
 
 def test_probe_memory_model_and_every_plan_computes_the_same_round():
-    from fedtransfer_jax.fl.round import RoundConfig, build_round, init_round_state, round_compiler
+    from fedtransfer_jax.fl.federated_round import RoundConfig, build_round, init_round_state, round_compiler
 
     alg, params, data = _tiny_round_parts()
     compile_round = round_compiler(alg, params, data, seed=0)

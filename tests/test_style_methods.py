@@ -11,13 +11,13 @@ import pytest
 
 from fedtransfer_jax.style import federated
 from fedtransfer_jax.style.labelmaps import distance_bins
-from fedtransfer_jax.style.methods import (
-    METHOD_NAMES,
-    StyleBankV2,
-    StyleMethod,
+from fedtransfer_jax.style.techniques import (
+    TECHNIQUE_NAMES,
+    StyleBank,
+    StyleTechnique,
     check_message,
     config_defaults,
-    get_style_method,
+    get_technique,
     make_batch_transform,
     mix_batch,
     pick_styles,
@@ -42,8 +42,8 @@ def built():
     """Every registered method: (method, shared params after 1 tiny FedAvg round, bank)."""
     clients = _clients()
     out = {}
-    for name in METHOD_NAMES:
-        m = get_style_method(name, CFG)
+    for name in TECHNIQUE_NAMES:
+        m = get_technique(name, CFG)
         tr = federated.train_shared(
             m, clients, seed=0, tile=S, rounds=1, local_steps=1, batch_size=2, lr=1e-3
         )
@@ -53,23 +53,23 @@ def built():
 
 
 def test_registry_names_defaults_and_unknown():
-    assert set(METHOD_NAMES) == {"adain", "fourier", "gen"}
+    assert set(TECHNIQUE_NAMES) == {"adain", "fourier", "gen"}
     d = config_defaults()
     for key in ("features", "padding", "alpha", "fourier_beta", "fourier_lam", "gen_profile_px"):
         assert key in d
     with pytest.raises(ValueError, match="unknown"):
-        get_style_method("nope", {})
-    assert get_style_method("gen").name == "gen"  # cfg optional: all defaults
+        get_technique("nope", {})
+    assert get_technique("gen").name == "gen"  # cfg optional: all defaults
 
 
 @pytest.mark.parametrize("name", ["adain", "fourier", "gen"])
 def test_method_contract(built, name):
     m, shared, bank, msgs, _ = built[name]
-    assert isinstance(m, StyleMethod) and m.name == name
+    assert isinstance(m, StyleTechnique) and m.name == name
     for msg in msgs:  # statistics only, never a picture
         check_message(msg, (S, S))
         assert msg["valid"].shape == (3,)
-    assert isinstance(bank, StyleBankV2) and bank.valid.shape == (2, 3)
+    assert isinstance(bank, StyleBank) and bank.valid.shape == (2, 3)
     x, y = toy_lab("dark", 7, 3, S)
     targets = jnp.asarray([1, 0, 1], jnp.int32)
     render = jax.jit(m.render)
@@ -126,7 +126,7 @@ def test_check_message_and_stack_messages():
     with pytest.raises(ValueError, match="per-style shapes"):
         stack_messages([{"a": np.ones((1, 3))}, {"a": np.ones((1, 4))}])
     # pick_styles never draws a padding slot
-    bank = StyleBankV2(
+    bank = StyleBank(
         {"a": jnp.asarray([[[0.0], [1.0]], [[2.0], [9.0]]])}, jnp.asarray([[True, True], [True, False]])
     )
     picked = jax.vmap(lambda k: pick_styles(bank, jnp.asarray([1]), k)["a"])(
@@ -143,13 +143,13 @@ def _stub_method():
             images.dtype
         )
 
-    return StyleMethod("stub", lambda k, t: None, None, None, stack_messages, render)
+    return StyleTechnique("stub", lambda k, t: None, None, None, stack_messages, render)
 
 
 @pytest.mark.parametrize("mix_prob", [0.0, 0.5, 1.0])
 def test_mix_batch_replaces_a_fraction_with_foreign_styles(mix_prob):
     m = _stub_method()
-    bank = StyleBankV2(
+    bank = StyleBank(
         {"a": jnp.zeros((3, 1, 1))}, jnp.asarray([[True], [True], [False]])
     )  # client 2 shares none
     batch = {
@@ -172,7 +172,7 @@ def test_mix_batch_own_targets_is_the_no_sharing_control():
     """targets_mode='own' renders every mixed example in the client's own style (and leaves a client that
     shares none unchanged); an unknown mode fails at set-up with the mode named."""
     m = _stub_method()
-    bank = StyleBankV2({"a": jnp.zeros((3, 1, 1))}, jnp.asarray([[True], [True], [False]]))
+    bank = StyleBank({"a": jnp.zeros((3, 1, 1))}, jnp.asarray([[True], [True], [False]]))
     batch = {
         "images": jnp.zeros((8, 4, 4, 3)),
         "labels": jnp.ones((8, 4, 4), jnp.uint8),
@@ -191,7 +191,7 @@ def test_mix_batch_own_targets_is_the_no_sharing_control():
 
 def test_mix_batch_vmaps_over_clients_and_keeps_batch_without_foreign_styles():
     m = _stub_method()
-    lonely = StyleBankV2({"a": jnp.zeros((2, 1, 1))}, jnp.asarray([[True], [False]]))
+    lonely = StyleBank({"a": jnp.zeros((2, 1, 1))}, jnp.asarray([[True], [False]]))
     batch = {
         "images": jnp.zeros((4, 4, 4, 3)),
         "labels": jnp.zeros((4, 4, 4), jnp.uint8),
@@ -211,7 +211,7 @@ def test_mix_batch_vmaps_over_clients_and_keeps_batch_without_foreign_styles():
 def test_share_styles_uses_only_k_real_examples_and_is_deterministic():
     clients = _clients(n_clients=2, n=4)
     clients[1]["mask"] = jnp.asarray([True, False, True, False])
-    m = get_style_method("fourier", {})
+    m = get_technique("fourier", {})
     bank, msgs = federated.share_styles(m, None, clients, k=3, seed=5)
     assert msgs[0]["fourier_amp"].shape[0] == 3 and msgs[1]["fourier_amp"].shape[0] == 2
     np.testing.assert_array_equal(bank.valid, [[True, True, True], [True, True, False]])

@@ -1,4 +1,4 @@
-"""Multi-seed aggregation (fedtransfer_jax.sweep): mean ± std, paired differences to FedAvg against numpy,
+"""Multi-seed aggregation (fedtransfer_jax.runs.sweep): mean ± std, paired differences to FedAvg against numpy,
 and the FedAvg -> centralized gap reported only where it exists."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from fedtransfer_jax import sweep
+from fedtransfer_jax.runs import sweep
 
 
 def _run(aris: dict[str, float]) -> dict:

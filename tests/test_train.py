@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fedtransfer_jax import inference, train
+from fedtransfer_jax.runs import inference, train
 from fedtransfer_jax.data import folder
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -157,7 +157,7 @@ def test_unknown_method_is_named(tmp_path):
 
 
 def test_method_spec_style_targets_is_checked_and_defaults_to_foreign():
-    from fedtransfer_jax import engine  # noqa: PLC0415
+    from fedtransfer_jax.runs import engine  # noqa: PLC0415
 
     c = tiny_config()
     assert engine.method_spec(c, "fedtransfer_gen").style_targets == "foreign"

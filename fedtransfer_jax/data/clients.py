@@ -321,7 +321,7 @@ def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
     Raises:
       ValueError: unknown source or client (named), a client both trained and unseen, or empty data.
     """
-    from fedtransfer_jax import distributed
+    from fedtransfer_jax.runtime import distributed
     from fedtransfer_jax.data import tfds_builders as tb
 
     configs = builder_configs_from(cfg)

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 from scipy import ndimage
 
-from fedtransfer_jax import io_utils
+from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax.metrics.boundary import as_bool_map
 
 __all__ = [

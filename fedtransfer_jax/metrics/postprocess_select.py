@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from fedtransfer_jax import io_utils
+from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax.metrics import postprocess as pp
 from fedtransfer_jax.metrics.boundary import as_bool_map
 from fedtransfer_jax.metrics.grains import adjusted_rand_index, grains_from_boundary

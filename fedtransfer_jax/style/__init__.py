@@ -1,7 +1,7 @@
 """Style sharing for FedTransfer: clients share style statistics, never images or labels.
 
-- ``methods``: the style-method registry (``get_style_method``: adain, fourier, gen) behind one
-  ``StyleMethod`` interface, the generic bank and in-jit ``mix_batch`` (what the trainer uses).
+- ``methods``: the style-method registry (``get_technique``: adain, fourier, gen) behind one
+  ``StyleTechnique`` interface, the generic bank and in-jit ``mix_batch`` (what the trainer uses).
 - ``parametric`` + ``labelmaps``: the label-conditioned imaging model of the ``gen`` method.
 - ``checks`` / ``features`` / ``report`` / ``federated``: style-fidelity, polarity and structure checks and
   the standalone protocol behind ``scripts/style_checks.py`` (docs/STYLE.md has the findings).
@@ -12,7 +12,7 @@
 
 from fedtransfer_jax.style.adain import adain, feature_stats
 from fedtransfer_jax.style.fourier import fourier_restyle, low_freq_amplitude, window_radius
-from fedtransfer_jax.style.methods import StyleMethod, get_style_method, mix_batch
+from fedtransfer_jax.style.techniques import StyleTechnique, get_technique, mix_batch
 from fedtransfer_jax.style.network import (
     StyleNet,
     init_style_net,
@@ -22,8 +22,8 @@ from fedtransfer_jax.style.network import (
 )
 
 __all__ = [
-    "StyleMethod",
-    "get_style_method",
+    "StyleTechnique",
+    "get_technique",
     "mix_batch",
     "adain",
     "feature_stats",

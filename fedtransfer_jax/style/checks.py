@@ -588,8 +588,8 @@ __all__ = [
 
 
 def method_restyler(method, shared, bank, client_names: Sequence[str]) -> Restyler:
-    """A ``Restyler`` for a ``StyleMethod`` whose bank rows are ``client_names`` (one compiled render)."""
-    from fedtransfer_jax.style.methods.base import render_in_batches
+    """A ``Restyler`` for a ``StyleTechnique`` whose bank rows are ``client_names`` (one compiled render)."""
+    from fedtransfer_jax.style.techniques.base import render_in_batches
 
     fn = jax.jit(method.render)
     names = list(client_names)

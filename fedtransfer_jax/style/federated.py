@@ -21,10 +21,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedtransfer_jax.fl import round as round_lib
+from fedtransfer_jax.fl import federated_round
 from fedtransfer_jax.fl.algorithms import base
 from fedtransfer_jax.fl.algorithms.fedavg import fedavg
-from fedtransfer_jax.style.methods.base import StyleMethod, check_message
+from fedtransfer_jax.style.techniques.base import StyleTechnique, check_message
 
 PyTree = Any
 TAG_INIT, TAG_MESSAGE, TAG_SAMPLE = 0x57, 0x3E5, 0x5A3
@@ -39,7 +39,7 @@ class SharedTraining(NamedTuple):
 
 
 def train_shared(
-    method: StyleMethod,
+    method: StyleTechnique,
     clients: Sequence[dict],
     *,
     seed: int,
@@ -51,7 +51,7 @@ def train_shared(
 ) -> SharedTraining:
     """FedAvg (Adam on the clients, server SGD lr 1) of ``method.shared_loss`` from
     ``method.init_shared(fold_in(PRNGKey(seed), TAG_INIT), tile)``, every client in every round, on the
-    engine's one-jit round (`fl/round.py`, clients one after another). ``clients``: dicts with ``images``,
+    engine's one-jit round (`fl/federated_round.py`, clients one after another). ``clients``: dicts with ``images``,
     ``labels``, ``mask`` (same shapes for every client). Methods without a shared model return
     ``params=None`` at no cost."""
     params = method.init_shared(jax.random.fold_in(jax.random.PRNGKey(seed), TAG_INIT), tile)
@@ -62,9 +62,9 @@ def train_shared(
         opt = optax.masked(opt, method.shared_trainable(params))
     algorithm = fedavg(base.LocalTraining(method.shared_loss, opt, local_steps, batch_size), optax.sgd(1.0))
     data = {k: jnp.asarray(np.stack([np.asarray(c[k]) for c in clients])) for k in ("images", "labels", "mask")}
-    state = round_lib.init_round_state(algorithm, params, len(clients))
+    state = federated_round.init_round_state(algorithm, params, len(clients))
     # Keys as in the trainer's style-model federation: the round's keys from (seed, round, client id).
-    round_fn = round_lib.build_round(algorithm, round_lib.RoundConfig(len(clients), "sequential"), seed=seed)
+    round_fn = federated_round.build_round(algorithm, federated_round.RoundConfig(len(clients), "sequential"), seed=seed)
     t0 = time.time()
     losses = []
     for _ in range(rounds):
@@ -83,7 +83,7 @@ def style_sample(mask: np.ndarray, k: int, seed: int, client_id: int) -> np.ndar
 
 
 def share_styles(
-    method: StyleMethod,
+    method: StyleTechnique,
     shared: PyTree,
     clients: Sequence[dict],
     *,

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from fedtransfer_jax.style import checks, federated
-from fedtransfer_jax.style.methods import get_style_method
+from fedtransfer_jax.style.techniques import get_technique
 
 LabData = Mapping[str, tuple[np.ndarray, np.ndarray]]
 
@@ -101,7 +101,7 @@ def check_methods(
     restylers = {"none": lambda x, y, t, k: np.asarray(x)}
     infos: dict[str, dict] = {"none": {}}
     for name in methods:
-        method = get_style_method(name, cfg)
+        method = get_technique(name, cfg)
         t1 = time.time()
         tr = federated.train_shared(
             method,

@@ -1,7 +1,7 @@
 """What a federated algorithm is: a small NamedTuple of pure functions (optax-style), and the local
 training loop every algorithm's client shares.
 
-The round compiler (`fl/round.py`) drives an `Algorithm` like this, inside one jitted function:
+The round compiler (`fl/federated_round.py`) drives an `Algorithm` like this, inside one jitted function:
 
     server_state = alg.server_init(params)                       # once, on the server
     client_state = alg.client_init(params)                       # once per client (stacked [C, ...])

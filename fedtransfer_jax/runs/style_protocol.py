@@ -1,5 +1,5 @@
 """FedTransfer's style-sharing protocol inside a run, for any style method of the registry
-(`style/methods/`: adain, fourier, gen):
+(`style/techniques/`: adain, fourier, gen):
 
 1. if the method has a shared style model (AdaIN's style network), it is trained federatedly with FedAvg on
    the same one-jit round engine (each client only ever uses its own images; channel `style_net_update`);
@@ -25,12 +25,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fedtransfer_jax import engine, federated_training, inference
+from fedtransfer_jax.runs import engine, federated_training, inference
 from fedtransfer_jax.data.clients import ClientData
 from fedtransfer_jax.fl import boundary as boundary_lib
-from fedtransfer_jax.run_context import Context
+from fedtransfer_jax.runs.run_context import Context
 from fedtransfer_jax.style import checks as checks_lib, federated as style_federated
-from fedtransfer_jax.style import methods as style_methods
+from fedtransfer_jax.style import techniques
 
 STYLE_NET_TAG = 0x57  # fold_in tag of the shared style model's init key
 _TAG_PRECOMPUTE = 0x9C
@@ -90,8 +90,8 @@ def precompute_restyled(ctx: Context, method, shared, bank, targets_mode: str = 
         for cid in range(c):
             key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), _TAG_PRECOMPUTE), copy * 1000 + cid)
             k_t, k_r = jax.random.split(key)
-            targets, has = style_methods.draw_targets(bank.valid, jnp.int32(cid), n, k_t, targets_mode)
-            r = style_methods.render_in_batches(
+            targets, has = techniques.draw_targets(bank.valid, jnp.int32(cid), n, k_t, targets_mode)
+            r = techniques.render_in_batches(
                 method, shared, bank, images[cid], labels[cid], np.asarray(targets), k_r, render_fn=render
             )
             styled[cid] = r if bool(has) else images[cid]
@@ -102,7 +102,7 @@ def precompute_restyled(ctx: Context, method, shared, bank, targets_mode: str = 
 def setup_style_sharing(ctx: Context, spec: engine.MethodSpec, ledger, clients_per_round: int):
     """Runs the style-sharing protocol; returns (training data, batch transform or None, summary info)."""
     sc = ctx.config.style
-    method = style_methods.get_style_method(spec.style, sc)
+    method = techniques.get_technique(spec.style, sc)
     tile = int(np.shape(ctx.data.train.images)[2])
     shared = method.init_shared(jax.random.fold_in(jax.random.PRNGKey(int(ctx.config.seed)), STYLE_NET_TAG), tile)
     info: dict = {
@@ -122,7 +122,7 @@ def setup_style_sharing(ctx: Context, spec: engine.MethodSpec, ledger, clients_p
     info["share_seconds"] = time.time() - t0
     ctx.style_artifacts[spec.name] = {"method": method, "shared": shared, "bank": bank}
     if sc.restyle == "online":
-        return ctx.data.train, style_methods.make_batch_transform(
+        return ctx.data.train, techniques.make_batch_transform(
             method, shared, bank, float(sc.mix_prob), spec.style_targets
         ), info
     if sc.restyle == "precomputed":
@@ -149,7 +149,7 @@ def style_checks(ctx: Context, summary: dict) -> None:
     heldout.update({u: ctx.data.unseen[u] for u in ctx.data.unseen})
     if any(len(v[0]) < 4 for v in heldout.values()):  # too few tiles for reference and query halves
         if ctx.config.get("figures", True):
-            from fedtransfer_jax import figures  # noqa: PLC0415
+            from fedtransfer_jax.runs import figures  # noqa: PLC0415
 
             images = np.stack([ctx.data.test[n][0][0] for n in names])
             labels = np.stack([ctx.data.test[n][1][0] for n in names])

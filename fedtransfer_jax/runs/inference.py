@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fedtransfer_jax import checkpointing, models
+from fedtransfer_jax.runtime import checkpointing
+from fedtransfer_jax import models
 from fedtransfer_jax.data import tiling
 
 
@@ -91,7 +92,7 @@ def config_from_workdir(workdir: str) -> ml_collections.ConfigDict:
 
 def _is_local(workdir: str, method: str) -> bool:
     """A method of kind 'local' (one model per client), by the workdir's config (name 'local' otherwise)."""
-    from fedtransfer_jax import engine  # noqa: PLC0415
+    from fedtransfer_jax.runs import engine  # noqa: PLC0415
 
     try:
         return engine.method_spec(config_from_workdir(workdir), method).kind == "local"
@@ -130,7 +131,7 @@ def load_model(
     Refuses a method whose training did not finish (its latest checkpoint is before the last round) unless
     `allow_incomplete`; the returned model says which round it holds (`.round`, `.rounds`).
     """
-    from fedtransfer_jax import engine  # noqa: PLC0415
+    from fedtransfer_jax.runs import engine  # noqa: PLC0415
 
     config = config_from_workdir(workdir)
     tag = checkpoint_tag(workdir, method, client)

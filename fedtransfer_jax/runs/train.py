@@ -1,8 +1,8 @@
-"""One train loop that reads a config: trains every method in `config.methods` (methods.py), evaluates,
+"""One train loop that reads a config: trains every method in `config.methods` (runners.py), evaluates,
 and writes the workdir contract (summary.json, summary.md, metrics.jsonl, checkpoints/, figures).
 
 The pieces: engine.py (assembly from the config), federation.py (the round loop with checkpoint/resume),
-methods.py (one runner per method kind), evaluation.py, style_protocol.py (FedTransfer's style sharing).
+runners.py (one runner per method kind), evaluation.py, style_protocol.py (FedTransfer's style sharing).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from fedtransfer_jax import console as console_lib, engine, inference, io_utils, methods, report, style_protocol
-from fedtransfer_jax import distributed, faults, workdir as workdir_lib
-from fedtransfer_jax.run_context import Context, build_context
+from fedtransfer_jax.runtime import console as console_lib, io_utils
+from fedtransfer_jax.runs import engine, inference, runners, report, style_protocol
+from fedtransfer_jax.runtime import distributed, faults, workdir as workdir_lib
+from fedtransfer_jax.runs.run_context import Context, build_context
 
 
 def train_and_evaluate(
@@ -67,7 +68,7 @@ def train_and_evaluate(
         ctx.on_checkpoint = on_checkpoint
         try:
             for name in config.methods:
-                result = methods.run_method(ctx, name)
+                result = runners.run_method(ctx, name)
                 summary["methods"][name] = result
                 summary["progress"][name] = {"status": "complete", "rounds": int(config.fl.rounds)}
                 if console is not None:
@@ -90,7 +91,7 @@ def train_and_evaluate(
 def write_figures(ctx: Context) -> None:
     """Prediction overlays (one test tile per client, every method) and, with DP methods, the
     privacy/utility curve; the style grids come with the style checks (style_protocol.style_checks)."""
-    from fedtransfer_jax import figures  # matplotlib only when figures are wanted
+    from fedtransfer_jax.runs import figures  # matplotlib only when figures are wanted
 
     names = list(ctx.data.client_names)
     first = lambda split: (

@@ -1,4 +1,4 @@
-"""AdaIN style sharing (FedTransfer's original method, Ma et al. 2021) behind the ``StyleMethod`` interface.
+"""AdaIN style sharing (FedTransfer's original method, Ma et al. 2021) behind the ``StyleTechnique`` interface.
 
 Shared model: the AdaIN ``StyleNet`` (fixed random encoder, trained decoder), trained federatedly with its
 self-supervised loss (``style.network.style_loss_fn``: each client pairs its own images). Client message:
@@ -18,7 +18,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from fedtransfer_jax.style.methods.base import StyleMethod, pick_styles, stack_messages
+from fedtransfer_jax.style.techniques.base import StyleTechnique, pick_styles, stack_messages
 from fedtransfer_jax.style.network import StyleNet, init_style_net, style_loss_fn, trainable_mask
 
 DEFAULTS = {
@@ -32,7 +32,7 @@ DEFAULTS = {
 }
 
 
-def make(cfg) -> StyleMethod:
+def make(cfg) -> StyleTechnique:
     """``cfg``: mapping with the ``DEFAULTS`` keys (missing keys take the defaults)."""
     c = {k: cfg.get(k, v) for k, v in DEFAULTS.items()}
     net = StyleNet(
@@ -67,7 +67,7 @@ def make(cfg) -> StyleMethod:
             method=StyleNet.stylize,
         )
 
-    return StyleMethod(
+    return StyleTechnique(
         name="adain",
         init_shared=init_shared,
         shared_loss=loss,

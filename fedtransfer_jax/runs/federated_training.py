@@ -1,5 +1,5 @@
 """A federation of one run: the compiled round of an algorithm for the run's context (data, mesh, config),
-and the resumable loop that trains it. The method runners (`methods.py`) and the style-sharing protocol
+and the resumable loop that trains it. The method runners (`runners.py`) and the style-sharing protocol
 (`style_protocol.py`, which trains a shared style model the same way) both build on it, so neither needs
 the other.
 
@@ -14,12 +14,12 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-from fedtransfer_jax import engine, federation
+from fedtransfer_jax.runs import engine, federation
 from fedtransfer_jax.data.clients import ClientData, as_uint8_images
 from fedtransfer_jax.fl import aggregators as agg_lib
-from fedtransfer_jax.fl import boundary as boundary_lib, round as round_lib, strategy as strategy_lib
+from fedtransfer_jax.fl import boundary as boundary_lib, federated_round, strategy as strategy_lib
 from fedtransfer_jax.fl.algorithms.base import Algorithm
-from fedtransfer_jax.run_context import Context, place_clients
+from fedtransfer_jax.runs.run_context import Context, place_clients
 
 
 class CompiledRound(NamedTuple):
@@ -55,7 +55,7 @@ def compile_round(
     cfg = engine.round_config(ctx.config, clients_per_round, federated=federated, mesh=mesh)
     if cfg.strategy == "auto" and mesh is None and data is not None and init_params is not None:
         shapes = data_shapes(data)
-        compile_probe = round_lib.round_compiler(
+        compile_probe = federated_round.round_compiler(
             algorithm,
             init_params,
             shapes,
@@ -67,7 +67,7 @@ def compile_round(
         plan = strategy_lib.plan_round("auto", clients_per_round, compile_round=compile_probe)
         cfg = cfg._replace(strategy=plan.strategy, chunk_size=plan.chunk)
     traces: list = []
-    round_fn = round_lib.build_round(
+    round_fn = federated_round.build_round(
         algorithm,
         cfg,
         seed=int(ctx.config.seed),
@@ -79,7 +79,7 @@ def compile_round(
         channel=channel,
     )
     devices = 1 if mesh is None else int(mesh.devices.size)
-    plan = round_lib.client_plan(cfg, devices)
+    plan = federated_round.client_plan(cfg, devices)
     info = {"strategy": plan.strategy, "chunk": plan.chunk, "devices": devices}
     return CompiledRound(round_fn, traces, algorithm, aggregator, mesh, info)
 
@@ -107,7 +107,7 @@ def train_federation(
 ) -> federation.FederationResult:
     """Runs (or resumes) `rounds` rounds of the compiled round on `data`."""
     placed = place_clients(data, compiled.mesh)
-    state = round_lib.init_round_state(
+    state = federated_round.init_round_state(
         compiled.algorithm, init_params, placed["mask"].shape[0], aggregator=compiled.aggregator, mesh=compiled.mesh
     )
     progress = ctx.console.progress(tag, rounds) if ctx.console is not None else None

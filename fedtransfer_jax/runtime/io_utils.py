@@ -13,7 +13,7 @@ import os
 import tempfile
 from typing import Any
 
-from fedtransfer_jax import faults
+from fedtransfer_jax.runtime import faults
 
 
 def current_umask() -> int:

@@ -24,7 +24,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from fedtransfer_jax import distributed, io_utils
+from fedtransfer_jax.runtime import distributed, io_utils
 
 REPORT_KEYS = ("ari", "boundary_f1", "vi", "grain_count_rel_error")
 
@@ -168,7 +168,7 @@ def ari_figure(path: str, study: dict) -> None:
 
 def run_study(config: ml_collections.ConfigDict, workdir: str, console=None, *, fresh_start: bool = False) -> dict:
     """One run per seed of `config.seeds`, then the study summary in `workdir`."""
-    from fedtransfer_jax import train  # noqa: PLC0415
+    from fedtransfer_jax.runs import train  # noqa: PLC0415
 
     per_seed = {}
     for s in config.seeds:

@@ -4,7 +4,7 @@ XLA:CPU parallelises inside an op. A U-Net client's small convolutions, GroupNor
 leave the second of two cores idle much of the time (1.5 of 2 cores busy, docs/PERFORMANCE.md), where
 PyTorch's OpenMP keeps both busy. With one JAX device per core the engine gets a `clients` mesh
 (`run_context.make_mesh`) and the round runs each device's share of the clients side by side
-(`fl/round.py`, shard_map), the same data-parallel map over clients that a GPU cluster gets.
+(`fl/federated_round.py`, shard_map), the same data-parallel map over clients that a GPU cluster gets.
 
 `configure()` must run before JAX initialises its backends (JAX reads `jax_num_cpu_devices` once). It leaves
 JAX alone when XLA_FLAGS already sets a host device count (scripts/launch_local.py, tests/test_sharding.py)

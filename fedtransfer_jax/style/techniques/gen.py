@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from fedtransfer_jax.style import parametric
-from fedtransfer_jax.style.methods.base import StyleMethod, pick_styles, stack_messages
+from fedtransfer_jax.style.techniques.base import StyleTechnique, pick_styles, stack_messages
 
 DEFAULTS = {
     "gen_profile_px": 6,  # boundary profile length (px from a labelled boundary)
@@ -26,7 +26,7 @@ DEFAULTS = {
 }
 
 
-def make(cfg) -> StyleMethod:
+def make(cfg) -> StyleTechnique:
     c = {k: cfg.get(k, v) for k, v in DEFAULTS.items()}
     radius = int(c["gen_profile_px"])
 
@@ -52,7 +52,7 @@ def make(cfg) -> StyleMethod:
         )(style, labels, keys)
         return out.astype(images.dtype)
 
-    return StyleMethod(
+    return StyleTechnique(
         name="gen",
         init_shared=lambda key, tile: None,
         shared_loss=None,

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fedtransfer_jax import inference, metrics as metrics_lib
+from fedtransfer_jax.runs import inference
+from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.fl import boundary as boundary_lib
 from fedtransfer_jax.metrics import postprocess_select as pps
 

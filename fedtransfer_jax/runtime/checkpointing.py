@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from fedtransfer_jax import distributed
+from fedtransfer_jax.runtime import distributed
 
 
 def manager(directory: str, save_every: int, max_to_keep: int = 2) -> ocp.CheckpointManager:

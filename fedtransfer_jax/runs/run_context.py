@@ -11,9 +11,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fedtransfer_jax import distributed, engine, inference, runlog
+from fedtransfer_jax.runtime import distributed, runlog
+from fedtransfer_jax.runs import engine, inference
 from fedtransfer_jax.data.clients import ClientData, FederatedData, as_uint8_images
-from fedtransfer_jax.fl import round as round_lib
+from fedtransfer_jax.fl import federated_round
 
 
 @dataclasses.dataclass
@@ -27,7 +28,7 @@ class Context:
     mesh: Any
     log: runlog.MetricsLog
     prob_fn: Callable  # jitted boundary probability, shared by every evaluation (one compilation)
-    console: Any = None  # fedtransfer_jax.console.Console (progress display), or None
+    console: Any = None  # fedtransfer_jax.runtime.console.Console (progress display), or None
     style_artifacts: dict = dataclasses.field(default_factory=dict)  # per method: what the figures need
     final_params: dict = dataclasses.field(default_factory=dict)  # per method (per client for local)
     fingerprint: str = ""  # of the config parts that define the trained models
@@ -43,7 +44,7 @@ def make_mesh(config) -> Any:
     n = jax.device_count()
     if not config.fl.get("shard_clients", True) or n == 1:
         return None
-    return round_lib.make_client_mesh(n)
+    return federated_round.make_client_mesh(n)
 
 
 def place_clients(data: ClientData, mesh) -> dict:
@@ -62,7 +63,7 @@ def place_clients(data: ClientData, mesh) -> dict:
         arrays["images"] = as_uint8
     if mesh is None:
         return {k: jnp.asarray(v) for k, v in arrays.items()}
-    return {k: round_lib.shard_client_axis(np.asarray(v), mesh) for k, v in arrays.items()}
+    return {k: federated_round.shard_client_axis(np.asarray(v), mesh) for k, v in arrays.items()}
 
 
 def build_context(config: ml_collections.ConfigDict, workdir: str, console=None) -> Context:

@@ -20,7 +20,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from fedtransfer_jax import checkpointing, distributed, faults
+from fedtransfer_jax.runtime import checkpointing, distributed, faults
 from fedtransfer_jax.fl.boundary import PrivacyLedger
 
 

@@ -27,7 +27,7 @@ import shutil
 import time
 from typing import Any, Iterator
 
-from fedtransfer_jax import distributed, io_utils
+from fedtransfer_jax.runtime import distributed, io_utils
 
 LOCK_NAME = ".lock"
 CONFIG_NAME = "config.json"

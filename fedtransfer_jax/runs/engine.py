@@ -27,7 +27,7 @@ from absl import logging as absl_logging
 
 from fedtransfer_jax import models
 from fedtransfer_jax.fl import aggregators as agg_lib
-from fedtransfer_jax.fl import algorithms, optimizers, round as round_lib, strategy as strategy_lib
+from fedtransfer_jax.fl import algorithms, optimizers, federated_round, strategy as strategy_lib
 from fedtransfer_jax.fl.algorithms.base import BatchTransform, LocalTraining
 
 KINDS = ("federated", "local", "centralized")
@@ -90,8 +90,8 @@ def method_spec(config: ml_collections.ConfigDict, name: str) -> MethodSpec:
     if spec.kind not in KINDS:
         raise ValueError(f"config key {key}.kind: unknown kind {spec.kind!r}; choose from {KINDS}")
     algorithms.resolve_hparams(spec.algorithm, spec.hparams, f"{key}.hparams")
-    from fedtransfer_jax.style.methods import METHOD_NAMES as style_names  # noqa: PLC0415 (the registry)
-    from fedtransfer_jax.style.methods import TARGET_MODES  # noqa: PLC0415
+    from fedtransfer_jax.style.techniques import TECHNIQUE_NAMES as style_names  # noqa: PLC0415 (the registry)
+    from fedtransfer_jax.style.techniques import TARGET_MODES  # noqa: PLC0415
 
     if spec.style and spec.style not in style_names:
         raise ValueError(f"config key {key}.style: unknown style method {spec.style!r}; choose from {style_names}")
@@ -196,12 +196,12 @@ def build_aggregation(
     return aggregator, protocol
 
 
-def round_config(config: ml_collections.ConfigDict, clients_per_round: int, *, federated: bool, mesh) -> round_lib.RoundConfig:
+def round_config(config: ml_collections.ConfigDict, clients_per_round: int, *, federated: bool, mesh) -> federated_round.RoundConfig:
     fl = config.fl
     strategy = fl.strategy if federated else "vmap"  # one client: no client parallelism either way
     if strategy not in strategy_lib.STRATEGIES:
         raise ValueError(f"config key fl.strategy: unknown strategy {strategy!r}; choose from {strategy_lib.STRATEGIES}")
-    return round_lib.RoundConfig(
+    return federated_round.RoundConfig(
         clients_per_round=int(clients_per_round),
         strategy=strategy,
         chunk_size=int(fl.get("chunk_size", 0)),

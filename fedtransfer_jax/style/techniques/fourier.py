@@ -1,4 +1,4 @@
-"""Fourier amplitude style sharing (FedDG-ELCFS, Liu et al. 2021) behind the ``StyleMethod`` interface.
+"""Fourier amplitude style sharing (FedDG-ELCFS, Liu et al. 2021) behind the ``StyleTechnique`` interface.
 
 No shared model. Client message: the centred low-frequency amplitude window (``[2b+1, 2b+1, 3]``) of K of
 its images. Render: the window of a drawn target style replaces (``lam`` ~ U(fourier_lam)) the image's own
@@ -16,12 +16,12 @@ import jax
 import jax.numpy as jnp
 
 from fedtransfer_jax.style.fourier import fourier_restyle, low_freq_amplitude
-from fedtransfer_jax.style.methods.base import StyleMethod, pick_styles, stack_messages
+from fedtransfer_jax.style.techniques.base import StyleTechnique, pick_styles, stack_messages
 
 DEFAULTS = {"fourier_beta": 0.1, "fourier_lam": (0.5, 1.0)}
 
 
-def make(cfg) -> StyleMethod:
+def make(cfg) -> StyleTechnique:
     beta = float(cfg.get("fourier_beta", DEFAULTS["fourier_beta"]))
     lo, hi = (float(v) for v in cfg.get("fourier_lam", DEFAULTS["fourier_lam"]))
 
@@ -36,7 +36,7 @@ def make(cfg) -> StyleMethod:
         lam = jax.random.uniform(k_lam, (images.shape[0],), minval=lo, maxval=hi)
         return fourier_restyle(images, amp, beta, lam)
 
-    return StyleMethod(
+    return StyleTechnique(
         name="fourier",
         init_shared=lambda key, tile: None,
         shared_loss=None,

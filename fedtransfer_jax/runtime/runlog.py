@@ -11,7 +11,7 @@ import json
 import os
 from typing import Callable
 
-from fedtransfer_jax import io_utils
+from fedtransfer_jax.runtime import io_utils
 
 
 class MetricsLog:

@@ -13,12 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from fedtransfer_jax import distributed, engine, evaluation, style_protocol
+from fedtransfer_jax.runtime import distributed
+from fedtransfer_jax.runs import engine, evaluation, style_protocol
 from fedtransfer_jax.data.clients import ClientData, pad_clients
-from fedtransfer_jax.federated_training import compile_round, train_federation
+from fedtransfer_jax.runs.federated_training import compile_round, train_federation
 from fedtransfer_jax.fl import boundary as boundary_lib
 from fedtransfer_jax.metrics import postprocess_select as pps
-from fedtransfer_jax.run_context import Context
+from fedtransfer_jax.runs.run_context import Context
 
 
 def _eval_kw(ctx: Context) -> dict:

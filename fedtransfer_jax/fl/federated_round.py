@@ -15,7 +15,7 @@ dropout or a padding slot, is then skipped, not computed). With a device mesh th
 over the mesh's `clients` axis: the sampled clients' data and states are gathered into slot order, each
 device runs the plan on its own ceil(K / devices) slots (`client_plan`) and the partial sums meet in one
 all-reduce. The same program serves a GPU cluster and a CPU host split into one device per core
-(`fedtransfer_jax/host_devices.py`). Every strategy and device count computes the same round (up to the order
+(`fedtransfer_jax/runtime/host_devices.py`). Every strategy and device count computes the same round (up to the order
 of float sums; tests/test_sharding.py).
 
 Keys: everything derives from `fold_in(PRNGKey(seed), round)`: sampling, dropout, the server's key (e.g. DP
@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from fedtransfer_jax import distributed
+from fedtransfer_jax.runtime import distributed
 from fedtransfer_jax.fl import aggregators as agg_lib
 from fedtransfer_jax.fl import strategy as strategy_lib
 from fedtransfer_jax.fl.algorithms.base import Algorithm, RoundInfo

@@ -1,4 +1,4 @@
-"""Style-method registry: every style-sharing method is one module exposing ``make(cfg) -> StyleMethod``.
+"""Style-method registry: every style-sharing method is one module exposing ``make(cfg) -> StyleTechnique``.
 
   adain    FedTransfer's AdaIN style net (paper baseline), shared model trained federatedly
   fourier  FedDG-ELCFS low-frequency amplitude swap (baseline), no shared model
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from fedtransfer_jax.style.methods import adain, fourier, gen
-from fedtransfer_jax.style.methods.base import (
+from fedtransfer_jax.style.techniques import adain, fourier, gen
+from fedtransfer_jax.style.techniques.base import (
     TARGET_MODES,
-    StyleBankV2,
-    StyleMethod,
+    StyleBank,
+    StyleTechnique,
     check_message,
     draw_targets,
     foreign_targets,
@@ -28,7 +28,7 @@ from fedtransfer_jax.style.methods.base import (
 )
 
 _REGISTRY = {"adain": adain, "fourier": fourier, "gen": gen}
-METHOD_NAMES = tuple(_REGISTRY)
+TECHNIQUE_NAMES = tuple(_REGISTRY)
 
 
 def config_defaults() -> dict[str, Any]:
@@ -39,7 +39,7 @@ def config_defaults() -> dict[str, Any]:
     return out
 
 
-def get_style_method(name: str, cfg: Mapping[str, Any] | None = None) -> StyleMethod:
+def get_technique(name: str, cfg: Mapping[str, Any] | None = None) -> StyleTechnique:
     """The style method ``name`` configured from ``cfg`` (the ``config.style`` section; missing keys take
     the defaults of ``config_defaults()``)."""
     if name not in _REGISTRY:
@@ -60,16 +60,16 @@ class _Cfg:
 
 
 __all__ = [
-    "METHOD_NAMES",
+    "TECHNIQUE_NAMES",
     "TARGET_MODES",
-    "StyleBankV2",
-    "StyleMethod",
+    "StyleBank",
+    "StyleTechnique",
     "check_message",
     "config_defaults",
     "draw_targets",
     "foreign_targets",
     "own_targets",
-    "get_style_method",
+    "get_technique",
     "make_batch_transform",
     "mix_batch",
     "pick_styles",

@@ -1,6 +1,6 @@
 """The one interface every style method implements, the generic style bank, and in-jit batch mixing.
 
-A style method is a ``StyleMethod`` of pure functions. The trainer drives every method the same way:
+A style method is a ``StyleTechnique`` of pure functions. The trainer drives every method the same way:
 
     shared = method.init_shared(key, tile)                 # None: nothing to train federatedly
     if method.shared_loss is not None:                      # train `shared` with the FedAvg round engine
@@ -14,7 +14,7 @@ A style method is a ``StyleMethod`` of pure functions. The trainer drives every 
 label map, ``check_message`` enforces it); ``render`` re-renders a batch in the style of given target
 clients and keeps the geometry, so labels stay valid.
 
-Generic bank (used by every built-in method): ``StyleBankV2(styles, valid)`` where ``styles`` is a dict of
+Generic bank (used by every built-in method): ``StyleBank(styles, valid)`` where ``styles`` is a dict of
 ``[C, K, ...]`` arrays (client c's k-th shared style) and ``valid [C, K]`` marks real slots (clients may
 share different numbers of styles; padding slots are never drawn).
 """
@@ -33,7 +33,7 @@ PyTree = Any
 LossFn = Callable[[PyTree, dict, chex.PRNGKey], tuple[jax.Array, dict]]
 
 
-class StyleMethod(NamedTuple):
+class StyleTechnique(NamedTuple):
     """A style-sharing method (see the module docstring for the call order).
 
     Fields beyond the brief's interface: ``shared_trainable`` (optional ``params -> bool pytree`` mask of
@@ -51,7 +51,7 @@ class StyleMethod(NamedTuple):
     info: Mapping[str, Any] | None = None
 
 
-class StyleBankV2(NamedTuple):
+class StyleBank(NamedTuple):
     """Every client's shared styles: ``styles`` dict of ``[C, K, ...]`` arrays, ``valid [C, K]`` bool."""
 
     styles: dict
@@ -73,8 +73,8 @@ def check_message(message: Mapping[str, Any], image_hw: tuple[int, int]) -> None
                 raise ValueError(f"client message '{name}' has image-shaped axes {shape} (H, W = {h}, {w})")
 
 
-def stack_messages(messages: Sequence[Mapping[str, Any]]) -> StyleBankV2:
-    """Server side (host, numpy): stack per-client dicts of ``[k_c, ...]`` arrays into a ``StyleBankV2``
+def stack_messages(messages: Sequence[Mapping[str, Any]]) -> StyleBank:
+    """Server side (host, numpy): stack per-client dicts of ``[k_c, ...]`` arrays into a ``StyleBank``
     padded to the largest ``k_c``. A message may carry ``valid [k_c]`` (default all True); every client
     must send the same keys with the same per-style shapes."""
     if not messages:
@@ -106,10 +106,10 @@ def stack_messages(messages: Sequence[Mapping[str, Any]]) -> StyleBankV2:
     valid = np.zeros((n, k_max), bool)
     for c, m in enumerate(messages):
         valid[c, : counts[c]] = np.asarray(m["valid"], bool) if "valid" in m else True
-    return StyleBankV2(styles, jnp.asarray(valid))
+    return StyleBank(styles, jnp.asarray(valid))
 
 
-def pick_styles(bank: StyleBankV2, targets: Array, key: chex.PRNGKey) -> dict:
+def pick_styles(bank: StyleBank, targets: Array, key: chex.PRNGKey) -> dict:
     """For each example, one uniformly drawn *valid* style of its target client: dict of ``[B, ...]``.
 
     A target with no valid slot falls back to its slot 0 (``mix_batch`` never asks for such a target)."""
@@ -157,7 +157,7 @@ def draw_targets(valid: Array, client_id: Array, n: int, key: chex.PRNGKey, mode
 
 
 def mix_batch(
-    method: StyleMethod,
+    method: StyleTechnique,
     shared: PyTree,
     bank: PyTree,
     batch: dict,
@@ -190,7 +190,7 @@ def mix_batch(
 
 
 def make_batch_transform(
-    method: StyleMethod, shared: PyTree, bank: PyTree, mix_prob: float, targets_mode: str = "foreign"
+    method: StyleTechnique, shared: PyTree, bank: PyTree, mix_prob: float, targets_mode: str = "foreign"
 ) -> Callable:
     """``mix_batch`` as the engine's ``batch_transform(batch, client_id, rng) -> batch``."""
     check_targets_mode(targets_mode)  # fail at set-up, not inside the first jitted step
@@ -200,7 +200,7 @@ def make_batch_transform(
 
 
 def render_in_batches(
-    method: StyleMethod,
+    method: StyleTechnique,
     shared: PyTree,
     bank: PyTree,
     images: np.ndarray,
@@ -234,8 +234,8 @@ def render_in_batches(
 
 
 __all__ = [
-    "StyleMethod",
-    "StyleBankV2",
+    "StyleTechnique",
+    "StyleBank",
     "check_message",
     "stack_messages",
     "pick_styles",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from fedtransfer_jax import distributed, io_utils
+from fedtransfer_jax.runtime import distributed, io_utils
 
 _MD_KEYS = ("boundary_f1", "ari", "vi", "grain_count_rel_error", "miou")
 
