@@ -36,24 +36,24 @@ from fedtransfer_jax.style.methods.base import (
     stack_messages,
 )
 
-_REGISTRY: dict[str, ModuleType] = {}
+REGISTRY: dict[str, ModuleType] = {}  # name -> the method's module (its DEFAULTS and make)
 METHOD_NAMES: tuple[str, ...] = ()
 
 
 def register(name: str, module: ModuleType) -> None:
     """Make ``module`` (its ``make`` and ``DEFAULTS``) the style method ``name``."""
     global METHOD_NAMES
-    if name in _REGISTRY:
+    if name in REGISTRY:
         raise ValueError(f"style method {name!r} is already registered")
-    _REGISTRY[name] = module
-    METHOD_NAMES = tuple(_REGISTRY)
+    REGISTRY[name] = module
+    METHOD_NAMES = tuple(REGISTRY)
 
 
 def unregister(name: str) -> None:
     """Remove ``name`` (tests that register a toy method clean up with this)."""
     global METHOD_NAMES
-    del _REGISTRY[name]
-    METHOD_NAMES = tuple(_REGISTRY)
+    del REGISTRY[name]
+    METHOD_NAMES = tuple(REGISTRY)
 
 
 register("adain", adain)
@@ -64,7 +64,7 @@ register("gen", gen)
 def config_defaults() -> dict[str, Any]:
     """Every config key the registered methods read from ``config.style``, with its default."""
     out: dict[str, Any] = {}
-    for mod in _REGISTRY.values():
+    for mod in REGISTRY.values():
         out.update(mod.DEFAULTS)
     return out
 
@@ -73,9 +73,9 @@ def resolve_config(name: str, overrides: Mapping[str, Any], key: str = "style") 
     """Method ``name``'s ``DEFAULTS`` updated with ``overrides``; a key the method does not read is an
     error naming ``key.<k>`` (``get_style_method`` itself reads the whole shared ``config.style`` section,
     where the other methods' and the protocol's keys live too)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"config key style method: unknown {name!r}; choose from {sorted(_REGISTRY)}")
-    defaults = _REGISTRY[name].DEFAULTS
+    if name not in REGISTRY:
+        raise ValueError(f"config key style method: unknown {name!r}; choose from {sorted(REGISTRY)}")
+    defaults = REGISTRY[name].DEFAULTS
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
         raise ValueError(
@@ -88,11 +88,11 @@ def resolve_config(name: str, overrides: Mapping[str, Any], key: str = "style") 
 def get_style_method(name: str, cfg: Mapping[str, Any] | None = None) -> StyleMethod:
     """The style method ``name`` configured from ``cfg`` (the ``config.style`` section; missing keys take
     the defaults of ``config_defaults()``)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"config key style method: unknown {name!r}; choose from {sorted(_REGISTRY)}")
+    if name not in REGISTRY:
+        raise ValueError(f"config key style method: unknown {name!r}; choose from {sorted(REGISTRY)}")
     cfg = {} if cfg is None else cfg
     getter = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
-    return _REGISTRY[name].make(_Cfg(getter))
+    return REGISTRY[name].make(_Cfg(getter))
 
 
 class _Cfg:
@@ -107,6 +107,7 @@ class _Cfg:
 
 __all__ = [
     "METHOD_NAMES",
+    "REGISTRY",
     "TARGET_MODES",
     "StyleBankV2",
     "StyleMethod",
