@@ -5,7 +5,7 @@ How to add an algorithm:
      `DEFAULTS`: a dict of every hyper-parameter with its default, and
      `build(name, local, hparams, client_lr, key) -> base.Algorithm`, where `hparams` is `DEFAULTS` updated
      by the config and `key` is the config key to name in errors.
-  2. Add one line below: `register("<name>", <module>)`.
+  2. Import it below and register it with one line: `register("<name>", <name>_lib)`.
   3. Add `tests/test_algorithm_<name>.py` with its known result; the contract tests pick it up by themselves.
   Configs then take it as `method_specs.<m>.algorithm = "<name>"` with `method_specs.<m>.hparams.*` checked
   against `DEFAULTS`.

@@ -3,9 +3,9 @@
 How to add a style method:
   1. Write ``style/methods/<name>.py`` (paper reference in its docstring) exporting
      ``DEFAULTS``: a dict of every ``config.style`` key it reads, with its default (prefix the keys with
-     the method's name unless shared on purpose), and ``make(cfg) -> base.StyleMethod``, where
-     ``cfg.get(key, default)`` reads the ``config.style`` section.
-  2. Add one line below: ``register("<name>", <module>)``.
+     the method's name unless shared on purpose), and ``make(cfg) -> base.StyleMethod`` named ``"<name>"``,
+     where ``cfg.get(key, default)`` reads the ``config.style`` section.
+  2. Import it below and register it with one line: ``register("<name>", <name>)``.
   3. Add ``tests/test_style_method_<name>.py``; the contract tests pick it up by themselves.
   Configs then take it as ``method_specs.<m>.style = "<name>"``; its keys join ``config.style`` with their
   defaults (experiments/grains.py builds the section from ``config_defaults()``).
