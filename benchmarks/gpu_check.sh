@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU measurement of issue 10 ("thousands of clients per GPU at full speed") as one prepared script,
+# Every GPU measurement of the engine ("thousands of clients per GPU at full speed") as one prepared script,
 # <= 6 minutes on one H100/H200 (BUDGET_S, default 340 s of steps), writing ONE JSON summary:
 #
 #   bash benchmarks/gpu_check.sh [OUT_DIR]            # default OUT_DIR: $OUT or /tmp/gpu_check

@@ -11,7 +11,7 @@ uint8 on device and decoded in the step like the trainer's data; --image_dtype f
 the same loss (weighted CE + Dice), client optimizer (--optimizer sgd|adam, fresh every round), C clients x S
 local steps x batch B, and server FedAvg (SGD lr 1 on the weighted mean delta):
 
-  one_jit    fl.round.build_round(fl.algorithms.fedavg(...)): sampling, every client's local
+  one_jit    fl.federated_round.build_round(fl.algorithms.fedavg(...)): sampling, every client's local
              scan, aggregation and server update in ONE compiled XLA program (--strategy auto|vmap|chunked|
              sequential, --conv_impl, --norm_impl, --dtype, --unroll), sharded like the engine's round over
              a `clients` mesh of every device (--devices; on the CPU launch.py's and this script's

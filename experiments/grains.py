@@ -22,6 +22,7 @@ method compiles its round once. With --cpu_devices=1: 8.0-8.2 min (478 / 489 s f
 import ml_collections
 
 from fedtransfer_jax.fl import algorithms
+from fedtransfer_jax.style import techniques
 
 
 # Secure aggregation (privacy/secagg.py): fixed-point ranges per contribution entry ('x' = weight x update,
@@ -175,29 +176,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.fl.unroll_local_steps = False
     config.fl.shard_clients = True  # shard the client axis over all devices
 
-    # --- FedTransfer style sharing (methods fedtransfer, fedtransfer_fourier) ---------------------------------
+    # --- FedTransfer style sharing (methods fedtransfer, fedtransfer_fourier, fedtransfer_gen) ----------
     config.style = ml_collections.ConfigDict()
-    config.style.features = (16, 32, 64)  # AdaIN style network encoder widths (D = last)
-    config.style.train_encoder = False  # False: fixed random encoder, only the decoder trains
+    # Every style method's own keys with their defaults, each written once in its module (DEFAULTS of
+    # style/techniques/adain.py: features, padding, alpha, ...; fourier.py: fourier_*; gen.py: gen_*).
+    config.style.update(techniques.config_defaults())
+    # The sharing protocol's keys (style_protocol.py), common to every method:
     config.style.rounds = 15  # federated rounds of style-network training
     config.style.local_steps = 8
     config.style.lr = 2e-3
-    config.style.content_weight = 1.0
-    config.style.style_weight = 1.0
-    config.style.identity_weight = 1.0
-    config.style.alpha = 1.0  # AdaIN strength when restyling
     config.style.styles_per_client = 8  # style vectors each client shares
     config.style.mix_prob = 0.5  # fraction of every local batch restyled into foreign styles
     config.style.restyle = "online"  # 'online' (inside the jitted local step) | 'precomputed'
     config.style.precomputed_copies = 2  # 'precomputed': restyled copies of each training image
-    config.style.fourier_beta = 0.1  # low-frequency window: b = floor(beta * tile / 2)
-    config.style.fourier_lam = (0.5, 1.0)  # amplitude interpolation range, drawn per image
-    config.style.padding = "reflect"  # AdaIN style net convs ('zero' gave tile-border seams: docs/STYLE.md)
-    # gen: label-conditioned imaging model fitted per client (style/parametric.py, docs/STYLE.md)
-    config.style.gen_profile_px = 6  # signed boundary profile length (px from a labelled boundary)
-    config.style.gen_modulation_px = 6.0  # correlation length of the along-boundary contrast modulation
-    config.style.gen_noise_scale = 1.0  # amplitude of the rendered residual noise (1 = as fitted)
-    config.style.gen_noise_min_px = 2  # noise spectrum measured >= this far from a boundary
     # Style checks in summary.json (style/checks.py): domain-classifier steps (0 = skip); reference
     # segmenter steps when the run has no centralized model to judge structure.
     config.style.check_classifier_steps = 200

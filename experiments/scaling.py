@@ -4,7 +4,7 @@ This is a plain SCRIPT, not a launch.py experiment config (its name under experi
 "Scale and speed" issue):
 
   python -m experiments.scaling --out /tmp/scaling                       # CPU preset: C = 8,16,32,64
-  python -m experiments.scaling --out runs/scaling --preset gpu          # C = 64..4096, 64 px, B=8 (issue 10)
+  python -m experiments.scaling --out runs/scaling --preset gpu          # C = 64..4096, 64 px, B=8
   python -m experiments.scaling --out /tmp/s --clients 4,8 --strategy chunked --chunk_size 4
 
 For each C (ascending) it AOT-compiles the round of benchmarks/round_speed.py (same U-Net, loss, random
@@ -34,7 +34,7 @@ from typing import Any
 PRESETS: dict[str, dict[str, Any]] = {
     # 2-core CPU: the round_speed.py model and tiles; ~5 min in all.
     "cpu": dict(clients="8,16,32,64", image_size=64, features="16,32,64", local_steps=4, batch_size=4),
-    # One GPU: issue 10's configuration (U-Net 16/32/64, 64 px, 4 local steps of batch 8) up to 4096 clients.
+    # One GPU: the GPU benchmark's configuration (U-Net 16/32/64, 64 px, 4 local steps of batch 8) up to 4096 clients.
     "gpu": dict(clients="64,256,1024,4096", image_size=64, features="16,32,64", local_steps=4, batch_size=8),
 }
 PRESETS["tpu"] = PRESETS["gpu"]

@@ -24,7 +24,7 @@ from fedtransfer_jax.style.techniques import config_defaults
 _SEED = flags.DEFINE_integer("seed", 100, "Data and check seed (use the development seeds 100, 101, 102).")
 _OUT = flags.DEFINE_string("out", None, "Output folder (style_checks.json + style grids).")
 _METHODS = flags.DEFINE_list(
-    "methods", ["adain", "fourier", "gen"], "Style methods (style.methods registry)."
+    "methods", ["adain", "fourier", "gen"], "Style methods (style.techniques registry)."
 )
 _LABS = flags.DEFINE_list(
     "labs", ["brightfield", "darkfield", "sem", "lowcontrast"], "Client labs (targets)."

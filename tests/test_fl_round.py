@@ -1,90 +1,15 @@
-"""The one-jit federated round against hand-written numpy references."""
+"""The one-jit federated round against hand-written numpy references (FedAvg on the linear toy of fl_toy.py;
+each algorithm's own results are in tests/test_algorithm_<name>.py)."""
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
-from fedtransfer_jax.fl import algorithms
-from fedtransfer_jax.fl.algorithms.base import LocalTraining, batch_indices
+from fedtransfer_jax.fl.algorithms.base import batch_indices
 from fedtransfer_jax.fl.boundary import PrivacyLedger
-from fedtransfer_jax.fl.federated_round import RoundConfig, build_round, init_round_state
-
-D = 3  # features of the toy linear model
-
-
-def linear_loss(params, batch, rng):
-    """Masked mean squared error of a linear model on per-example feature vectors (images[..., :D])."""
-    del rng
-    x = batch["images"].reshape(batch["images"].shape[0], -1)[:, :D]
-    y = batch["labels"].reshape(batch["labels"].shape[0], -1)[:, 0].astype(jnp.float32)
-    m = batch["mask"].astype(jnp.float32)
-    err = x @ params["w"] + params["b"] - y
-    return (jnp.square(err) * m).sum() / jnp.maximum(m.sum(), 1.0), {}
-
-
-def make_data(counts, n_max, seed=0):
-    """Clients with `counts` real examples each, padded to n_max with garbage (which must not matter)."""
-    rng = np.random.default_rng(seed)
-    c = len(counts)
-    images = rng.normal(size=(c, n_max, 2, 2, 3)).astype(np.float32)
-    labels = rng.integers(0, 5, size=(c, n_max, 2, 2)).astype(np.uint8)
-    mask = np.zeros((c, n_max), bool)
-    for i, n in enumerate(counts):
-        mask[i, :n] = True
-    return images, labels, mask
-
-
-def numpy_sgd_client(w, b, x, y, lr, steps, mu=0.0):
-    """Full-batch SGD on one client's real examples, with an optional FedProx term."""
-    w0, b0 = np.copy(w), float(b)
-    for _ in range(steps):
-        err = x @ w + b - y
-        gw = 2 * x.T @ err / len(y) + mu * (w - w0)
-        gb = 2 * err.mean() + mu * (b - b0)
-        w, b = w - lr * gw, b - lr * gb
-    return w, b
-
-
-def client_xy(images, labels, mask, c):
-    x = images[c].reshape(images.shape[1], -1)[:, :D][mask[c]]
-    y = labels[c].reshape(labels.shape[1], -1)[:, 0][mask[c]].astype(np.float64)
-    return x.astype(np.float64), y
-
-
-def run_round(
-    data,
-    *,
-    clients_per_round,
-    local_steps,
-    batch_size,
-    lr=0.05,
-    mu=0.0,
-    strategy="vmap",
-    chunk_size=0,
-    seed=0,
-    rounds=1,
-    ledger=None,
-):
-    params = {"w": jnp.array([0.1, -0.2, 0.3]), "b": jnp.array(0.05)}
-    local = LocalTraining(linear_loss, optax.sgd(lr), local_steps=local_steps, batch_size=batch_size)
-    alg = algorithms.fedprox(local, mu=mu) if mu else algorithms.fedavg(local)
-    traces = []
-    round_fn = build_round(
-        alg,
-        RoundConfig(clients_per_round, strategy, chunk_size),
-        seed=seed,
-        ledger=ledger,
-        on_trace=lambda: traces.append(1),
-    )
-    state = init_round_state(alg, params, num_clients=data[2].shape[0])
-    ids = []
-    for _ in range(rounds):
-        state, metrics = round_fn(state, dict(zip(("images", "labels", "mask"), map(jnp.asarray, data))))
-        ids.append(np.asarray(metrics["client_ids"]))
-    return state.server, ids, len(traces)
+from fl_toy import client_xy, make_data, numpy_sgd_client, run_round
 
 
 def test_fedavg_one_sgd_step_matches_numpy_weighted_average():
@@ -98,19 +23,6 @@ def test_fedavg_one_sgd_step_matches_numpy_weighted_average():
     w_ref = sum(wt * u[0] for wt, u in zip(weights, updated)) / weights.sum()
     b_ref = sum(wt * u[1] for wt, u in zip(weights, updated)) / weights.sum()
     chex.assert_trees_all_close(state.params, {"w": w_ref, "b": b_ref}, rtol=1e-5, atol=1e-6)
-
-
-def test_fedprox_two_steps_matches_numpy():
-    data = make_data([4, 4], n_max=4)
-    state, _, _ = run_round(data, clients_per_round=2, local_steps=2, batch_size=4, mu=0.5)
-    w0, b0 = np.array([0.1, -0.2, 0.3]), 0.05
-    updated = [numpy_sgd_client(w0, b0, *client_xy(*data, c), lr=0.05, steps=2, mu=0.5) for c in range(2)]
-    w_ref = (updated[0][0] + updated[1][0]) / 2
-    b_ref = (updated[0][1] + updated[1][1]) / 2
-    chex.assert_trees_all_close(state.params, {"w": w_ref, "b": b_ref}, rtol=1e-5, atol=1e-6)
-    # And the proximal term matters: plain FedAvg lands elsewhere.
-    plain, _, _ = run_round(data, clients_per_round=2, local_steps=2, batch_size=4, mu=0.0)
-    assert not np.allclose(plain.params["w"], state.params["w"], atol=1e-6)
 
 
 def test_padded_client_and_padded_examples_change_nothing():

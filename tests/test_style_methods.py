@@ -1,5 +1,6 @@
-"""The style-method registry (style.methods): every method behind one interface, the generic bank, in-jit
-batch mixing, the standalone federated protocol (style.federated), and polarity. Tiny shapes (16 px)."""
+"""What every style method shares (style/techniques/base.py): message checks, the generic bank, in-jit batch
+mixing, and the standalone federated protocol (style.federated). Tiny shapes (16 px). Each method's own
+tests: tests/test_style_method_<name>.py; the registry's contract: tests/test_style_method_contract.py."""
 
 from __future__ import annotations
 
@@ -10,109 +11,17 @@ import numpy as np
 import pytest
 
 from fedtransfer_jax.style import federated
-from fedtransfer_jax.style.labelmaps import distance_bins
 from fedtransfer_jax.style.techniques import (
-    TECHNIQUE_NAMES,
     StyleBank,
     StyleTechnique,
     check_message,
-    config_defaults,
     get_technique,
     make_batch_transform,
     mix_batch,
     pick_styles,
     stack_messages,
 )
-from style_toy import toy_lab, voronoi_labels
-
-S = 16
-CFG = {"features": (4, 8), "gen_profile_px": 3}
-
-
-def _clients(n_clients=2, n=4, size=S):
-    out = []
-    for c in range(n_clients):
-        x, y = toy_lab("dark" if c % 2 == 0 else "bright", c, n, size)
-        out.append({"images": jnp.asarray(x), "labels": jnp.asarray(y), "mask": jnp.ones(n, bool)})
-    return out
-
-
-@pytest.fixture(scope="module")
-def built():
-    """Every registered method: (method, shared params after 1 tiny FedAvg round, bank)."""
-    clients = _clients()
-    out = {}
-    for name in TECHNIQUE_NAMES:
-        m = get_technique(name, CFG)
-        tr = federated.train_shared(
-            m, clients, seed=0, tile=S, rounds=1, local_steps=1, batch_size=2, lr=1e-3
-        )
-        bank, msgs = federated.share_styles(m, tr.params, clients, k=3, seed=0)
-        out[name] = (m, tr.params, bank, msgs, tr.losses)
-    return out
-
-
-def test_registry_names_defaults_and_unknown():
-    assert set(TECHNIQUE_NAMES) == {"adain", "fourier", "gen"}
-    d = config_defaults()
-    for key in ("features", "padding", "alpha", "fourier_beta", "fourier_lam", "gen_profile_px"):
-        assert key in d
-    with pytest.raises(ValueError, match="unknown"):
-        get_technique("nope", {})
-    assert get_technique("gen").name == "gen"  # cfg optional: all defaults
-
-
-@pytest.mark.parametrize("name", ["adain", "fourier", "gen"])
-def test_method_contract(built, name):
-    m, shared, bank, msgs, _ = built[name]
-    assert isinstance(m, StyleTechnique) and m.name == name
-    for msg in msgs:  # statistics only, never a picture
-        check_message(msg, (S, S))
-        assert msg["valid"].shape == (3,)
-    assert isinstance(bank, StyleBank) and bank.valid.shape == (2, 3)
-    x, y = toy_lab("dark", 7, 3, S)
-    targets = jnp.asarray([1, 0, 1], jnp.int32)
-    render = jax.jit(m.render)
-    out = render(shared, bank, jnp.asarray(x), jnp.asarray(y), targets, jax.random.PRNGKey(0))
-    chex.assert_shape(out, (3, S, S, 3))
-    chex.assert_type(out, jnp.float32)
-    chex.assert_tree_all_finite(out)
-    again = render(shared, bank, jnp.asarray(x), jnp.asarray(y), targets, jax.random.PRNGKey(0))
-    chex.assert_trees_all_equal(out, again)  # deterministic per key
-
-
-def test_adain_shared_training_moves_decoder_only(built):
-    m = built["adain"][0]
-    init = m.init_shared(jax.random.fold_in(jax.random.PRNGKey(0), federated.TAG_INIT), S)
-    trained = built["adain"][1]
-    chex.assert_trees_all_close(trained["encoder"], init["encoder"])  # fixed random encoder
-    moved = jax.tree_util.tree_map(
-        lambda a, b: float(jnp.abs(a - b).max()), trained["decoder"], init["decoder"]
-    )
-    assert max(jax.tree_util.tree_leaves(moved)) > 0
-    losses = built["adain"][4]
-    assert len(losses) == 1 and np.isfinite(losses[0])
-    assert built["gen"][4] == [] and built["fourier"][4] == []  # nothing to train
-
-
-def test_gen_has_no_shared_model_and_renders_polarity(built):
-    m, shared, bank, _, _ = built["gen"]
-    assert shared is None and m.shared_loss is None
-    labels, _ = voronoi_labels(11, 3, S)
-    out = jax.jit(m.render)(
-        None,
-        bank,
-        jnp.zeros((3, S, S, 3)),
-        jnp.asarray(labels),
-        jnp.asarray([0, 1, 0], jnp.int32),
-        jax.random.PRNGKey(3),
-    )
-    luma = np.asarray(out).mean(-1)
-    far = np.asarray(jax.vmap(lambda l: distance_bins(l, 3))(labels)) >= 2
-    diff = [luma[i][labels[i] == 1].mean() - luma[i][far[i]].mean() for i in range(3)]
-    assert diff[0] < -0.1 and diff[2] < -0.1, diff  # client 0 ('dark' lab): dark boundaries on bright
-    assert diff[1] > 0.1, diff  # client 1 ('bright' lab): bright boundaries on black
-
+from style_toy import S, toy_clients
 
 def test_check_message_and_stack_messages():
     with pytest.raises(ValueError, match="image-shaped"):
@@ -209,7 +118,7 @@ def test_mix_batch_vmaps_over_clients_and_keeps_batch_without_foreign_styles():
 
 
 def test_share_styles_uses_only_k_real_examples_and_is_deterministic():
-    clients = _clients(n_clients=2, n=4)
+    clients = toy_clients(n_clients=2, n=4)
     clients[1]["mask"] = jnp.asarray([True, False, True, False])
     m = get_technique("fourier", {})
     bank, msgs = federated.share_styles(m, None, clients, k=3, seed=5)

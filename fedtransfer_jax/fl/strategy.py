@@ -28,7 +28,7 @@ import jax
 
 STRATEGIES = ("auto", "vmap", "chunked", "sequential")
 # Largest chunk `auto` picks on an accelerator: chunked-32 beat both larger (vmap-256) and smaller
-# (sequential) chunks on an H100 at batch 8 x 64 px (issue 10); benchmarks/gpu_check.sh re-measures it.
+# (sequential) chunks on an H100 at batch 8 x 64 px (docs/PERFORMANCE.md); benchmarks/gpu_check.sh re-measures it.
 GPU_CHUNK_CAP = 32
 # Share of the device's memory a round may plan for: XLA needs slack for fragmentation, the evaluation
 # programs and the test sets that stay resident next to the training data.

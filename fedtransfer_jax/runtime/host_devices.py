@@ -1,4 +1,4 @@
-"""One XLA:CPU device per core: how a federated round keeps every core of a CPU host busy (issue 10).
+"""One XLA:CPU device per core: how a federated round keeps every core of a CPU host busy.
 
 XLA:CPU parallelises inside an op. A U-Net client's small convolutions, GroupNorm reductions and transposes
 leave the second of two cores idle much of the time (1.5 of 2 cores busy, docs/PERFORMANCE.md), where

@@ -7,7 +7,8 @@ example-weighted mean of the model deltas, and a server optimizer step on the ne
   FedAdam / FedYogi / FedAdagrad  Reddi et al. 2021, "Adaptive federated optimization": server Adam /
            Yogi / Adagrad on the pseudo-gradient -mean_delta.
 
-Which one it is depends only on the server optimizer (`fl/optimizers.py`); clients are stateless.
+Which one it is depends only on the server optimizer (`fl/optimizers.py`); clients are stateless, so the
+four registry names are variants of this one module: the same `build`, different server defaults.
 """
 
 from __future__ import annotations
@@ -15,6 +16,38 @@ from __future__ import annotations
 import optax
 
 from fedtransfer_jax.fl.algorithms import base
+from fedtransfer_jax.fl.optimizers import make_optimizer
+
+
+def _server(optimizer: str, lr: float, momentum: float = 0.0, eps: float = 0.0) -> dict:
+    return {"server_optimizer": optimizer, "server_lr": lr, "server_momentum": momentum, "server_eps": eps}
+
+
+# Every variant takes the same four hyper-parameters (so `fedavg` with server_optimizer='adam' is FedAdam);
+# only the defaults differ. eps = tau = 1e-3 for the adaptive ones, as in Reddi et al. 2021.
+VARIANTS = {
+    "fedavg": _server("sgd", 1.0),
+    "fedavgm": _server("momentum", 1.0, 0.9),
+    "fedadam": _server("adam", 0.01, eps=1e-3),
+    "fedyogi": _server("yogi", 0.01, eps=1e-3),
+}
+DEFAULTS = VARIANTS["fedavg"]
+
+
+def server_optimizer(hparams: dict, key: str) -> optax.GradientTransformation:
+    """The server optimizer the FedOpt hyper-parameters name (`key`: the config key errors name)."""
+    return make_optimizer(
+        hparams["server_optimizer"],
+        hparams["server_lr"],
+        hparams["server_momentum"],
+        eps=hparams["server_eps"],
+        key=f"{key}.server_optimizer",
+    )
+
+
+def build(name: str, local: base.LocalTraining, hparams: dict, client_lr: float, key: str) -> base.Algorithm:
+    del client_lr  # the client optimizer is in `local`
+    return fedavg(local, server_optimizer(hparams, key), name=name)
 
 
 def fedavg(

@@ -24,12 +24,17 @@ import jax.numpy as jnp
 from fedtransfer_jax.fl.algorithms import base
 
 
+DEFAULTS = {"alpha": 0.01}  # the dynamic regulariser's weight
+
+
 class FedDynServerState(NamedTuple):
     params: base.PyTree
     h: base.PyTree
 
 
-def feddyn(local: base.LocalTraining, *, alpha: float = 0.01, name: str = "feddyn") -> base.Algorithm:
+def feddyn(
+    local: base.LocalTraining, *, alpha: float = DEFAULTS["alpha"], name: str = "feddyn"
+) -> base.Algorithm:
     if alpha <= 0:
         raise ValueError(f"feddyn: alpha must be > 0, got {alpha}")
 
@@ -63,3 +68,8 @@ def feddyn(local: base.LocalTraining, *, alpha: float = 0.01, name: str = "feddy
         get_params=lambda state: state.params,
         message_template=lambda state: state.params,
     )
+
+
+def build(name: str, local: base.LocalTraining, hparams: dict, client_lr: float, key: str) -> base.Algorithm:
+    del client_lr, key
+    return feddyn(local, alpha=hparams["alpha"], name=name)

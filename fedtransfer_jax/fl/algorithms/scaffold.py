@@ -25,6 +25,9 @@ import jax.numpy as jnp
 from fedtransfer_jax.fl.algorithms import base
 
 
+DEFAULTS = {"server_lr": 1.0}  # lr_g; the client's lr is the run's client_lr (option II needs it)
+
+
 class ScaffoldServerState(NamedTuple):
     params: base.PyTree
     control: base.PyTree  # c
@@ -39,7 +42,7 @@ def scaffold(
     local: base.LocalTraining,
     *,
     client_lr: float,
-    server_lr: float = 1.0,
+    server_lr: float = DEFAULTS["server_lr"],
     name: str = "scaffold",
 ) -> base.Algorithm:
     if client_lr <= 0:
@@ -76,3 +79,8 @@ def scaffold(
         get_params=lambda state: state.params,
         message_template=lambda state: ScaffoldMessage(state.params, state.params),
     )
+
+
+def build(name: str, local: base.LocalTraining, hparams: dict, client_lr: float, key: str) -> base.Algorithm:
+    del key
+    return scaffold(local, client_lr=client_lr, server_lr=hparams["server_lr"], name=name)

@@ -1,14 +1,23 @@
-"""Style-method registry: every style-sharing method is one module exposing ``make(cfg) -> StyleTechnique``.
+"""Style-method registry: every style-sharing method is one module, picked by name.
+
+How to add a style method:
+  1. Write ``style/techniques/<name>.py`` (paper reference in its docstring) exporting
+     ``DEFAULTS``: a dict of every ``config.style`` key it reads, with its default (prefix the keys with
+     the method's name unless shared on purpose), and ``make(cfg) -> base.StyleTechnique`` named ``"<name>"``,
+     where ``cfg.get(key, default)`` reads the ``config.style`` section.
+  2. Import it below and register it with one line: ``register("<name>", <name>)``.
+  3. Add ``tests/test_style_method_<name>.py``; the contract tests pick it up by themselves.
+  Configs then take it as ``method_specs.<m>.style = "<name>"``; its keys join ``config.style`` with their
+  defaults (experiments/grains.py builds the section from ``config_defaults()``).
 
   adain    FedTransfer's AdaIN style net (paper baseline), shared model trained federatedly
   fourier  FedDG-ELCFS low-frequency amplitude swap (baseline), no shared model
   gen      label-conditioned imaging model fitted per client (polarity, colour, texture from labels)
-
-Adding a method: one module with ``make(cfg)`` + its test, and one line in ``_REGISTRY``.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
 from typing import Any, Mapping
 
 from fedtransfer_jax.style.techniques import adain, fourier, gen
@@ -27,26 +36,63 @@ from fedtransfer_jax.style.techniques.base import (
     stack_messages,
 )
 
-_REGISTRY = {"adain": adain, "fourier": fourier, "gen": gen}
-TECHNIQUE_NAMES = tuple(_REGISTRY)
+REGISTRY: dict[str, ModuleType] = {}  # name -> the method's module (its DEFAULTS and make)
+TECHNIQUE_NAMES: tuple[str, ...] = ()
+
+
+def register(name: str, module: ModuleType) -> None:
+    """Make ``module`` (its ``make`` and ``DEFAULTS``) the style method ``name``."""
+    global TECHNIQUE_NAMES
+    if name in REGISTRY:
+        raise ValueError(f"style method {name!r} is already registered")
+    REGISTRY[name] = module
+    TECHNIQUE_NAMES = tuple(REGISTRY)
+
+
+def unregister(name: str) -> None:
+    """Remove ``name`` (tests that register a toy method clean up with this)."""
+    global TECHNIQUE_NAMES
+    del REGISTRY[name]
+    TECHNIQUE_NAMES = tuple(REGISTRY)
+
+
+register("adain", adain)
+register("fourier", fourier)
+register("gen", gen)
 
 
 def config_defaults() -> dict[str, Any]:
     """Every config key the registered methods read from ``config.style``, with its default."""
     out: dict[str, Any] = {}
-    for mod in _REGISTRY.values():
+    for mod in REGISTRY.values():
         out.update(mod.DEFAULTS)
     return out
+
+
+def resolve_config(name: str, overrides: Mapping[str, Any], key: str = "style") -> dict:
+    """Method ``name``'s ``DEFAULTS`` updated with ``overrides``; a key the method does not read is an
+    error naming ``key.<k>`` (``get_technique`` itself reads the whole shared ``config.style`` section,
+    where the other methods' and the protocol's keys live too)."""
+    if name not in REGISTRY:
+        raise ValueError(f"config key style method: unknown {name!r}; choose from {sorted(REGISTRY)}")
+    defaults = REGISTRY[name].DEFAULTS
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ValueError(
+            f"config key {key}.{unknown[0]}: style method {name!r} reads no key {unknown[0]!r}; "
+            f"it reads {sorted(defaults)}"
+        )
+    return {**defaults, **dict(overrides)}
 
 
 def get_technique(name: str, cfg: Mapping[str, Any] | None = None) -> StyleTechnique:
     """The style method ``name`` configured from ``cfg`` (the ``config.style`` section; missing keys take
     the defaults of ``config_defaults()``)."""
-    if name not in _REGISTRY:
-        raise ValueError(f"config key style method: unknown {name!r}; choose from {sorted(_REGISTRY)}")
+    if name not in REGISTRY:
+        raise ValueError(f"config key style method: unknown {name!r}; choose from {sorted(REGISTRY)}")
     cfg = {} if cfg is None else cfg
     getter = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
-    return _REGISTRY[name].make(_Cfg(getter))
+    return REGISTRY[name].make(_Cfg(getter))
 
 
 class _Cfg:
@@ -61,6 +107,7 @@ class _Cfg:
 
 __all__ = [
     "TECHNIQUE_NAMES",
+    "REGISTRY",
     "TARGET_MODES",
     "StyleBank",
     "StyleTechnique",
@@ -71,6 +118,9 @@ __all__ = [
     "own_targets",
     "get_technique",
     "make_batch_transform",
+    "register",
+    "resolve_config",
+    "unregister",
     "mix_batch",
     "pick_styles",
     "render_in_batches",

@@ -22,13 +22,13 @@ from fedtransfer_jax.style.techniques.base import StyleTechnique, pick_styles, s
 from fedtransfer_jax.style.network import StyleNet, init_style_net, style_loss_fn, trainable_mask
 
 DEFAULTS = {
-    "features": (16, 32, 64),
-    "train_encoder": False,
-    "padding": "reflect",
+    "features": (16, 32, 64),  # style network encoder widths (D = last)
+    "train_encoder": False,  # False: fixed random encoder, only the decoder trains
+    "padding": "reflect",  # style net convs ('zero' gave tile-border seams: docs/STYLE.md)
     "content_weight": 1.0,
     "style_weight": 1.0,
     "identity_weight": 1.0,
-    "alpha": 1.0,
+    "alpha": 1.0,  # AdaIN strength when restyling
 }
 
 

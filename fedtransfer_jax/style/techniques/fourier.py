@@ -18,7 +18,10 @@ import jax.numpy as jnp
 from fedtransfer_jax.style.fourier import fourier_restyle, low_freq_amplitude
 from fedtransfer_jax.style.techniques.base import StyleTechnique, pick_styles, stack_messages
 
-DEFAULTS = {"fourier_beta": 0.1, "fourier_lam": (0.5, 1.0)}
+DEFAULTS = {
+    "fourier_beta": 0.1,  # low-frequency window: b = floor(beta * tile / 2)
+    "fourier_lam": (0.5, 1.0),  # amplitude interpolation range, drawn per image
+}
 
 
 def make(cfg) -> StyleTechnique:

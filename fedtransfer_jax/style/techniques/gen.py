@@ -19,7 +19,7 @@ from fedtransfer_jax.style import parametric
 from fedtransfer_jax.style.techniques.base import StyleTechnique, pick_styles, stack_messages
 
 DEFAULTS = {
-    "gen_profile_px": 6,  # boundary profile length (px from a labelled boundary)
+    "gen_profile_px": 6,  # signed boundary profile length (px from a labelled boundary)
     "gen_modulation_px": 6.0,  # correlation length of the along-boundary contrast modulation
     "gen_noise_scale": 1.0,  # amplitude of the rendered residual noise field (1 = as fitted)
     "gen_noise_min_px": 2,  # noise spectrum measured on pixels >= this far from a boundary (0 = all)
