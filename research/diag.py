@@ -5,7 +5,8 @@ import sys, numpy as np, jax, jax.numpy as jnp
 from research.common import *
 from fedtransfer_jax.style.features import make_descriptor, describe, descriptor_names
 from fedtransfer_jax.style.methods import get_style_method
-from fedtransfer_jax.style.checks import method_restyler, _describe_all
+from fedtransfer_jax.style.checks.fidelity import describe_all
+from fedtransfer_jax.style.checks.scoring import method_restyler
 
 seed = int(sys.argv[1])
 lab = sys.argv[2]
@@ -33,7 +34,7 @@ fake = rs(d[lab]["images"][56:104], lbl, lab, jax.random.PRNGKey(1))
 desc = make_descriptor()
 f = jax.jit(lambda x: describe(desc, x))
 names = descriptor_names(desc)
-a, b = _describe_all(f, real), _describe_all(f, fake)
+a, b = describe_all(f, real), describe_all(f, fake)
 for g in a:
     z = (b[g].mean(0) - a[g].mean(0)) / (a[g].std(0) + 1e-6)
     zs = (b[g].std(0) - a[g].std(0)) / (a[g].std(0) + 1e-6)
