@@ -27,6 +27,7 @@ import numpy as np
 
 from fedtransfer_jax import engine, inference
 from fedtransfer_jax.data.clients import ClientData
+from fedtransfer_jax.data.pixels import decode_uint8
 from fedtransfer_jax.fl import boundary as boundary_lib
 from fedtransfer_jax.run_context import Context
 from fedtransfer_jax.style import checks as checks_lib, federated as style_federated
@@ -71,9 +72,7 @@ def share_styles(ctx: Context, method, shared, ledger) -> tuple:
     for c in range(len(ctx.data.client_names)):
         idx = style_federated.style_sample(np.asarray(train.mask[c]), int(sc.styles_per_client), seed, c)
         key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), style_federated.TAG_MESSAGE), c)
-        images = np.asarray(train.images[c])[idx]
-        if images.dtype == np.uint8:
-            images = images.astype(np.float32) / np.float32(255.0)
+        images = decode_uint8(np.asarray(train.images[c])[idx])
         msg = message_fn(shared, jnp.asarray(images, jnp.float32), jnp.asarray(np.asarray(train.labels[c])[idx]), jnp.ones(len(idx), bool), key)
         msg = {name: np.asarray(v) for name, v in msg.items()}
         style_methods.check_message(msg, hw)  # a style message is never a picture
@@ -87,9 +86,7 @@ def precompute_restyled(ctx: Context, method, shared, bank, targets_mode: str = 
     """`style.restyle=precomputed`: every client's training set plus `style.precomputed_copies` copies of
     it, each image rendered in a uniformly drawn foreign lab's style (done once, on each client)."""
     sc, seed, train = ctx.config.style, int(ctx.config.seed), ctx.data.train
-    images = np.asarray(train.images)
-    if images.dtype == np.uint8:
-        images = images.astype(np.float32) / np.float32(255.0)
+    images = decode_uint8(np.asarray(train.images))
     labels, mask = np.asarray(train.labels), np.asarray(train.mask)
     c, n = mask.shape
     render = jax.jit(method.render)
