@@ -198,7 +198,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.style.gen_modulation_px = 6.0  # correlation length of the along-boundary contrast modulation
     config.style.gen_noise_scale = 1.0  # amplitude of the rendered residual noise (1 = as fitted)
     config.style.gen_noise_min_px = 2  # noise spectrum measured >= this far from a boundary
-    # Style checks in summary.json (style/checks.py): domain-classifier steps (0 = skip); reference
+    # Style checks in summary.json (style/checks/): domain-classifier steps (0 = skip); reference
     # segmenter steps when the run has no centralized model to judge structure.
     config.style.check_classifier_steps = 200
     config.style.check_segmenter_steps = 300

@@ -12,7 +12,7 @@
    the training set is restyled once up front (`style.restyle=precomputed`). Labels never change.
 
 After all methods ran, `style_checks` measures what each style method's restyling looks like
-(style/checks.py: fidelity to the target lab, polarity, structure kept, border seams) for summary.json,
+(style/checks/: fidelity to the target lab, polarity, structure kept, border seams) for summary.json,
 and draws the style grid.
 """
 
