@@ -189,7 +189,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.style.mix_prob = 0.5  # fraction of every local batch restyled into foreign styles
     config.style.restyle = "online"  # 'online' (inside the jitted local step) | 'precomputed'
     config.style.precomputed_copies = 2  # 'precomputed': restyled copies of each training image
-    # Style checks in summary.json (style/checks.py): domain-classifier steps (0 = skip); reference
+    # Style checks in summary.json (style/checks/): domain-classifier steps (0 = skip); reference
     # segmenter steps when the run has no centralized model to judge structure.
     config.style.check_classifier_steps = 200
     config.style.check_segmenter_steps = 300

@@ -14,6 +14,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fedtransfer_jax.data.pixels import decode_uint8
+
 Arrays = tuple[np.ndarray, np.ndarray]
 
 
@@ -40,7 +42,8 @@ def num_examples(data: ClientData) -> Any:
 def as_uint8_images(images: Any) -> np.ndarray | None:
     """``images`` as uint8 when that loses nothing, else None: uint8 already, or float32 values that are all
     exactly k/255 (what ``_to_arrays`` makes of the stored 8-bit tiles; decoded back bit for bit by
-    ``fl.algorithms.base.decode_images``). Restyled or otherwise processed float images give None.
+    ``data.pixels.decode_uint8`` on the host, ``fl.algorithms.base.decode_images`` on device). Restyled or
+    otherwise processed float images give None.
 
     Checked one client at a time, so the temporaries stay a client's size."""
     images = np.asarray(images)
@@ -55,7 +58,7 @@ def as_uint8_images(images: Any) -> np.ndarray | None:
         if k.min(initial=0.0) < 0 or k.max(initial=0.0) > 255:
             return None
         out[i] = k.astype(np.uint8)
-        if not np.array_equal(out[i].astype(np.float32) / np.float32(255.0), x):
+        if not np.array_equal(decode_uint8(out[i]), x):
             return None
     return out
 
@@ -169,7 +172,7 @@ def _as_names(value: Any, key: str) -> tuple[str, ...]:
 
 def _to_arrays(split: dict[str, np.ndarray]) -> Arrays:
     """Stored uint8 tiles -> (float32 images in [0, 1], uint8 labels)."""
-    return split["image"].astype(np.float32) / np.float32(255.0), split["label"].astype(np.uint8)
+    return decode_uint8(split["image"]), split["label"].astype(np.uint8)
 
 
 def _synthetic_builder_config(cfg: Any, labs: tuple[str, ...]) -> Any:

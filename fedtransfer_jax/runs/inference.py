@@ -18,6 +18,7 @@ import numpy as np
 
 from fedtransfer_jax.runtime import checkpointing
 from fedtransfer_jax import models
+from fedtransfer_jax.batching import map_in_batches
 from fedtransfer_jax.data import tiling
 
 
@@ -33,14 +34,9 @@ def make_prob_fn(model) -> Callable:
 
 def batched_probs(prob_fn: Callable, params: Any, images: np.ndarray, batch: int = 32) -> np.ndarray:
     """`prob_fn` over [N,H,W,3] images in fixed-size batches (the last one zero-padded, so one compilation)."""
-    out = []
-    for s in range(0, len(images), batch):
-        chunk = images[s : s + batch]
-        n = len(chunk)
-        if n < batch:
-            chunk = np.concatenate([chunk, np.zeros((batch - n,) + chunk.shape[1:], chunk.dtype)])
-        out.append(np.asarray(prob_fn(params, jnp.asarray(chunk, jnp.float32)))[:n])
-    return np.concatenate(out) if out else np.zeros((0,) + images.shape[1:3], np.float32)
+    if len(images) == 0:
+        return np.zeros((0,) + images.shape[1:3], np.float32)
+    return map_in_batches(lambda x: prob_fn(params, jnp.asarray(x, jnp.float32)), [images], batch)
 
 
 class LoadedModel:

@@ -12,7 +12,7 @@
    the training set is restyled once up front (`style.restyle=precomputed`). Labels never change.
 
 After all methods ran, `style_checks` measures what each style method's restyling looks like
-(style/checks.py: fidelity to the target lab, polarity, structure kept, border seams) for summary.json,
+(style/checks/: fidelity to the target lab, polarity, structure kept, border seams) for summary.json,
 and draws the style grid.
 """
 
@@ -27,6 +27,7 @@ import numpy as np
 
 from fedtransfer_jax.runs import engine, federated_training, inference
 from fedtransfer_jax.data.clients import ClientData
+from fedtransfer_jax.data.pixels import decode_uint8
 from fedtransfer_jax.fl import boundary as boundary_lib
 from fedtransfer_jax.runs.run_context import Context
 from fedtransfer_jax.style import checks as checks_lib, federated as style_federated
@@ -78,9 +79,7 @@ def precompute_restyled(ctx: Context, method, shared, bank, targets_mode: str = 
     """`style.restyle=precomputed`: every client's training set plus `style.precomputed_copies` copies of
     it, each image rendered in a uniformly drawn foreign lab's style (done once, on each client)."""
     sc, seed, train = ctx.config.style, int(ctx.config.seed), ctx.data.train
-    images = np.asarray(train.images)
-    if images.dtype == np.uint8:
-        images = images.astype(np.float32) / np.float32(255.0)
+    images = decode_uint8(np.asarray(train.images))
     labels, mask = np.asarray(train.labels), np.asarray(train.mask)
     c, n = mask.shape
     render = jax.jit(method.render)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fedtransfer_jax.data.pixels import decode_uint8
 from fedtransfer_jax.fl import federated_round
 from fedtransfer_jax.fl.algorithms import base
 from fedtransfer_jax.fl.algorithms.fedavg import fedavg
@@ -100,9 +101,7 @@ def share_styles(
     for c, data in enumerate(clients):
         idx = style_sample(data["mask"], k, seed, c)
         key = jax.random.fold_in(jax.random.fold_in(jax.random.PRNGKey(seed), TAG_MESSAGE), c)
-        images = np.asarray(data["images"])[idx]
-        if images.dtype == np.uint8:
-            images = images.astype(np.float32) / np.float32(255.0)
+        images = decode_uint8(np.asarray(data["images"])[idx])
         msg = message_fn(
             shared,
             jnp.asarray(images, jnp.float32),

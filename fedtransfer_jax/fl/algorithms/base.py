@@ -29,8 +29,9 @@ from typing import Any, Callable, NamedTuple
 import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+
+from fedtransfer_jax.data.pixels import UINT8_TO_UNIT
 
 PyTree = Any
 LossFn = Callable[[PyTree, dict, chex.PRNGKey], tuple[jax.Array, dict]]
@@ -116,19 +117,14 @@ def batch_indices(key: chex.PRNGKey, mask: jax.Array, local_steps: int, batch_si
     return order[flat].reshape(local_steps, batch_size)
 
 
-# uint8 -> float32 in [0, 1] by table: bitwise the host's `u8.astype(float32) / float32(255)` (XLA rewrites a
-# division by the constant 255 into a multiplication by its reciprocal, which is off by an ulp for some values,
-# and a client's round must not depend on whether its images were stored as uint8 or float32).
-_UINT8_TO_UNIT = np.arange(256, dtype=np.float32) / np.float32(255.0)
-
-
 def decode_images(images: jax.Array) -> jax.Array:
     """8-bit images as kept on device (uint8: 4x less memory, so thousands of clients stay resident) ->
-    float32 in [0, 1]; float images pass through unchanged."""
+    float32 in [0, 1]; float images pass through unchanged. uint8 is decoded by the table the host uses
+    (``data.pixels``), so a round is the same whether its images were stored as uint8 or float32."""
     if not jnp.issubdtype(images.dtype, jnp.integer):
         return images
     if images.dtype == jnp.uint8:
-        return jnp.asarray(_UINT8_TO_UNIT)[images.astype(jnp.int32)]
+        return jnp.asarray(UINT8_TO_UNIT)[images.astype(jnp.int32)]  # bitwise the host's decode_uint8
     return images.astype(jnp.float32) / 255.0
 
 

@@ -210,27 +210,22 @@ def render_in_batches(
     batch: int = 16,
     render_fn: Callable | None = None,
 ) -> np.ndarray:
-    """Host helper for checks and figures: ``render`` over any number of examples in zero-padded batches of
-    one size (one compilation); batch i uses ``fold_in(key, i)``."""
+    """Host helper for checks and figures: ``render`` over any number of examples in batches of one size
+    (``batching.map_in_batches``, the last one padded with copies of its first example: one compilation);
+    batch i uses ``fold_in(key, i)``."""
+    from fedtransfer_jax.batching import map_in_batches  # noqa: PLC0415
+
     fn = render_fn or jax.jit(method.render)
-    n = len(images)
-    out = []
-    for i, s in enumerate(range(0, n, batch)):
-        x, y, t = images[s : s + batch], labels[s : s + batch], targets[s : s + batch]
-        m = len(x)
-        if m < batch:
-            pad = lambda a: np.concatenate([a, np.repeat(a[:1], batch - m, axis=0)])
-            x, y, t = pad(x), pad(y), pad(t)
-        r = fn(
-            shared,
-            bank,
-            jnp.asarray(x, jnp.float32),
-            jnp.asarray(y),
-            jnp.asarray(t, jnp.int32),
-            jax.random.fold_in(key, i),
-        )
-        out.append(np.asarray(r)[:m])
-    return np.concatenate(out) if out else np.zeros_like(images)
+    if len(images) == 0:
+        return np.zeros_like(images)
+
+    def render(ids, x, y, t):
+        # Every row carries its batch number (padding copies the first row's): batch i uses fold_in(key, i).
+        k = jax.random.fold_in(key, int(ids[0]))
+        return fn(shared, bank, jnp.asarray(x, jnp.float32), jnp.asarray(y), jnp.asarray(t, jnp.int32), k)
+
+    ids = np.arange(len(images)) // batch
+    return map_in_batches(render, [ids, images, labels, targets], batch, pad="first")
 
 
 __all__ = [
