@@ -21,11 +21,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fedtransfer_jax.data.seeds import STYLE_MODEL_INIT_TAG
 from fedtransfer_jax.fl.algorithms import base
 from fedtransfer_jax.style.methods.base import StyleMethod, check_message
 
 PyTree = Any
-TAG_INIT, TAG_TRAIN, TAG_MESSAGE, TAG_SAMPLE = 0x57, 0x7A1, 0x3E5, 0x5A3
+TAG_INIT = STYLE_MODEL_INIT_TAG  # the trainer's init key too, so both protocols start from one model
+TAG_TRAIN, TAG_MESSAGE, TAG_SAMPLE = 0x7A1, 0x3E5, 0x5A3
 
 
 class SharedTraining(NamedTuple):

@@ -76,3 +76,33 @@ __all__ = [
     "render_in_batches",
     "stack_messages",
 ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Privacy-audit declarations (see base.StyleAudit): the audit asks every registered method for one.
+# ---------------------------------------------------------------------------------------------------------
+from fedtransfer_jax.style.methods.base import AuditCheck, StyleAudit, check_style_audit  # noqa: E402
+
+
+def get_style_audit(
+    name: str, cfg: Mapping[str, Any] | None = None, *, seed: int, image_size: int
+) -> StyleAudit:
+    """What the privacy audit needs to attack method ``name``'s messages as clients configured by ``cfg``
+    (the ``config.style`` section), with ``seed`` the run's seed and ``image_size`` the tiles' side, from its
+    module's ``make_audit``. A registered method without one is an error: it would otherwise be silently
+    left out of the audit."""
+    if name not in _REGISTRY:
+        raise ValueError(f"config key style method: unknown {name!r}; choose from {sorted(_REGISTRY)}")
+    make_audit = getattr(_REGISTRY[name], "make_audit", None)
+    if make_audit is None:
+        raise TypeError(
+            f"style method {name!r} declares no privacy audit: its module must define "
+            "make_audit(cfg, *, seed, image_size) -> StyleAudit (style/methods/base.py) so that "
+            "fedtransfer_jax.privacy.audit can attack what its clients send"
+        )
+    cfg = {} if cfg is None else cfg
+    getter = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
+    return check_style_audit(name, make_audit(_Cfg(getter), seed=int(seed), image_size=int(image_size)))
+
+
+__all__ += ["AuditCheck", "StyleAudit", "get_style_audit"]
