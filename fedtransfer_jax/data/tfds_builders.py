@@ -24,7 +24,6 @@ import dataclasses
 import hashlib
 import json
 import re
-import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from etils import epath
 
 from fedtransfer_jax.data import folder as folder_lib
 from fedtransfer_jax.data import tiling
+from fedtransfer_jax.data.seeds import lab_seed
 
 _HASH_LEN = 12
 INVERT_FLAG = "--config.data.invert_labels"  # How a trainer user flips label polarity (named in errors).
@@ -57,12 +57,6 @@ def _params_hash(params: dict[str, Any]) -> str:
 def _to_uint8(x: np.ndarray) -> np.ndarray:
     """float [0, 1] -> uint8 with rounding (storage format of the ``image`` feature)."""
     return np.clip(np.rint(np.asarray(x, np.float32) * 255.0), 0, 255).astype(np.uint8)
-
-
-def _lab_seed(seed: int, lab: str, split: str) -> int:
-    """Per-(lab, split) integer seed; keyed by names so adding a lab never changes another lab's data."""
-    rng = np.random.default_rng([seed, zlib.crc32(lab.encode()), zlib.crc32(split.encode())])
-    return int(rng.integers(0, 2**31 - 1))
 
 
 @dataclasses.dataclass(eq=False)
@@ -287,7 +281,7 @@ def _synthetic_examples(cfg: SyntheticConfig, lab: str, split: str, n: int) -> I
     if n <= 0:
         return
     images, labels, _ = synthetic.make_lab_examples(
-        lab, n, cfg.image_size, _lab_seed(cfg.seed, lab, split), boundary_width=cfg.boundary_width
+        lab, n, cfg.image_size, lab_seed(cfg.seed, lab, split), boundary_width=cfg.boundary_width
     )
     for i in range(n):
         img_t, pos = tiling.extract_tiles(np.asarray(images[i]), cfg.tile_size, 0)

@@ -28,12 +28,12 @@ import numpy as np
 from fedtransfer_jax.runs import engine, federated_training, inference
 from fedtransfer_jax.data.clients import ClientData
 from fedtransfer_jax.data.pixels import decode_uint8
+from fedtransfer_jax.data.seeds import STYLE_MODEL_INIT_TAG
 from fedtransfer_jax.fl import boundary as boundary_lib
 from fedtransfer_jax.runs.run_context import Context
 from fedtransfer_jax.style import checks as checks_lib, federated as style_federated
 from fedtransfer_jax.style import techniques
 
-STYLE_NET_TAG = 0x57  # fold_in tag of the shared style model's init key
 _TAG_PRECOMPUTE = 0x9C
 
 
@@ -103,7 +103,7 @@ def setup_style_sharing(ctx: Context, spec: engine.MethodSpec, ledger, clients_p
     sc = ctx.config.style
     method = techniques.get_technique(spec.style, sc)
     tile = int(np.shape(ctx.data.train.images)[2])
-    shared = method.init_shared(jax.random.fold_in(jax.random.PRNGKey(int(ctx.config.seed)), STYLE_NET_TAG), tile)
+    shared = method.init_shared(jax.random.fold_in(jax.random.PRNGKey(int(ctx.config.seed)), STYLE_MODEL_INIT_TAG), tile)
     info: dict = {
         "method": spec.style,
         "targets": spec.style_targets,

@@ -23,12 +23,14 @@ import optax
 
 from fedtransfer_jax.data.pixels import decode_uint8
 from fedtransfer_jax.fl import federated_round
+from fedtransfer_jax.data.seeds import STYLE_MODEL_INIT_TAG
 from fedtransfer_jax.fl.algorithms import base
 from fedtransfer_jax.fl.algorithms.fedavg import fedavg
 from fedtransfer_jax.style.techniques.base import StyleTechnique, check_message
 
 PyTree = Any
-TAG_INIT, TAG_MESSAGE, TAG_SAMPLE = 0x57, 0x3E5, 0x5A3
+TAG_INIT = STYLE_MODEL_INIT_TAG  # the trainer's init key too, so both protocols start from one model
+TAG_MESSAGE, TAG_SAMPLE = 0x3E5, 0x5A3
 
 
 class SharedTraining(NamedTuple):

@@ -23,6 +23,8 @@ from typing import Any, Mapping
 from fedtransfer_jax.style.techniques import adain, fourier, gen
 from fedtransfer_jax.style.techniques.base import (
     TARGET_MODES,
+    AuditCheck,
+    StyleAudit,
     StyleBank,
     StyleTechnique,
     check_message,
@@ -33,6 +35,7 @@ from fedtransfer_jax.style.techniques.base import (
     mix_batch,
     pick_styles,
     render_in_batches,
+    check_style_audit,
     stack_messages,
 )
 
@@ -90,22 +93,40 @@ def get_technique(name: str, cfg: Mapping[str, Any] | None = None) -> StyleTechn
     the defaults of ``config_defaults()``)."""
     if name not in REGISTRY:
         raise ValueError(f"config key style method: unknown {name!r}; choose from {sorted(REGISTRY)}")
-    cfg = {} if cfg is None else cfg
-    getter = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
-    return REGISTRY[name].make(_Cfg(getter))
+    return REGISTRY[name].make(_Cfg(cfg))
+
+
+def get_style_audit(name: str, cfg: Mapping[str, Any] | None = None, *, seed: int, image_size: int) -> StyleAudit:
+    """What the privacy audit needs to attack technique ``name``'s messages as clients configured by ``cfg``
+    (the ``config.style`` section), with ``seed`` the run's seed and ``image_size`` the tiles' side, from its
+    module's ``make_audit``. A registered technique without one is an error: it would otherwise be silently
+    left out of the audit."""
+    if name not in REGISTRY:
+        raise ValueError(f"config key style method: unknown {name!r}; choose from {sorted(REGISTRY)}")
+    make_audit = getattr(REGISTRY[name], "make_audit", None)
+    if make_audit is None:
+        raise TypeError(
+            f"style technique {name!r} declares no privacy audit: its module must define "
+            "make_audit(cfg, *, seed, image_size) -> StyleAudit (style/techniques/base.py) so that "
+            "fedtransfer_jax.privacy.audit can attack what its clients send"
+        )
+    return check_style_audit(name, make_audit(_Cfg(cfg), seed=int(seed), image_size=int(image_size)))
 
 
 class _Cfg:
-    """Uniform ``.get(key, default)`` over dicts and ml_collections ConfigDicts."""
+    """Uniform ``.get(key, default)`` over dicts and ml_collections ConfigDicts (None: every default)."""
 
-    def __init__(self, getter):
-        self._get = getter
+    def __init__(self, cfg):
+        cfg = {} if cfg is None else cfg
+        self._get = cfg.get if hasattr(cfg, "get") else (lambda k, d=None: getattr(cfg, k, d))
 
     def get(self, key, default=None):
         return self._get(key, default)
 
 
 __all__ = [
+    "AuditCheck",
+    "StyleAudit",
     "TECHNIQUE_NAMES",
     "REGISTRY",
     "TARGET_MODES",
@@ -116,6 +137,7 @@ __all__ = [
     "draw_targets",
     "foreign_targets",
     "own_targets",
+    "get_style_audit",
     "get_technique",
     "make_batch_transform",
     "register",
@@ -126,3 +148,4 @@ __all__ = [
     "render_in_batches",
     "stack_messages",
 ]
+

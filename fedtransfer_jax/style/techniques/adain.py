@@ -77,3 +77,46 @@ def make(cfg) -> StyleTechnique:
         shared_trainable=lambda p: trainable_mask(p, bool(c["train_encoder"])),
         info={"kind": "adain", **{k: (list(v) if isinstance(v, tuple) else v) for k, v in c.items()}},
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Privacy-audit declaration (base.StyleAudit; fedtransfer_jax.privacy.audit attacks what clients send).
+# ---------------------------------------------------------------------------------------------------------
+def make_audit(cfg, *, seed: int, image_size: int):
+    """The AdaIN statistics of one image, from the frozen random encoder re-initialised from the run's seed
+    exactly as training does (the checkpointed style net is not read)."""
+    from fedtransfer_jax.data.seeds import STYLE_MODEL_INIT_TAG
+    from fedtransfer_jax.style.techniques.base import StyleAudit
+
+    net = StyleNet(
+        features=tuple(cfg.get("features", DEFAULTS["features"])),
+        padding=cfg.get("padding", DEFAULTS["padding"]),
+    )
+    # Only the encoder computes statistics: initialise just it (flax derives each parameter's key from its
+    # module path, so these equal the encoder of `init_style_net` with the training key; a test checks).
+    dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+    init = jax.jit(lambda k: net.init(k, dummy, method=StyleNet.encode)["params"])
+    params = init(jax.random.fold_in(jax.random.PRNGKey(int(seed)), STYLE_MODEL_INIT_TAG))
+
+    def stats(x):
+        mean, std = net.apply({"params": params}, x[None], method=StyleNet.style_stats)
+        return {"mean": mean[0], "std": std[0]}
+
+    caveats = ()
+    if cfg.get("train_encoder", DEFAULTS["train_encoder"]):
+        caveats = (
+            "style.train_encoder=True: the shared AdaIN statistics came from a trained encoder; this "
+            "audit recomputes them with the initial one (the checkpointed style net is not read).",
+        )
+    return StyleAudit(
+        message=lambda x, y: stats(x),
+        statistics=stats,
+        what_is_sent={
+            "style_stats_adain": (
+                "per shared image, the mean and std of every channel of every level of the style encoder's "
+                "features (spatially pooled, so a translation of the image barely changes them; zero padding "
+                "makes the borders an exception)"
+            )
+        },
+        caveats=caveats,
+    )

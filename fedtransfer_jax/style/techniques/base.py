@@ -239,3 +239,73 @@ __all__ = [
     "make_batch_transform",
     "render_in_batches",
 ]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Privacy-audit declaration. Every registered method's module defines
+#     make_audit(cfg, *, seed: int, image_size: int) -> StyleAudit
+# (``cfg`` as for ``make``) saying how `fedtransfer_jax.privacy.audit` recomputes and attacks the message
+# its clients send. The audit iterates over the registry, so a method without it is rejected with an error
+# (``methods.get_style_audit``) instead of silently left out of the privacy audit.
+# ---------------------------------------------------------------------------------------------------------
+class AuditCheck(NamedTuple):
+    """A diagnostic the audit runs on each audited client's first victim (image, label, key) -> result,
+    reported as ``report[report_key][client]``; ``notes({client: result})`` adds lines to the report's notes
+    after the inversion attacks."""
+
+    report_key: str
+    run: Callable[[np.ndarray, np.ndarray, chex.PRNGKey], dict]
+    notes: Callable[[dict], list]
+
+
+class StyleAudit(NamedTuple):
+    """What the privacy audit needs to attack one style method's message.
+
+    Attributes:
+      message: ``(image [H, W, 3], label [H, W]) -> pytree``: what a client sends for that one tile
+        (jittable and vmappable; the property-inference attack regresses tile properties on it).
+      statistics: the differentiable function of a candidate image that the inversion attack matches:
+        ``statistics(image)`` when ``context`` is None, else ``statistics(image, context)``.
+      what_is_sent: ``{report key: description}`` of the message for the report's "What is sent".
+      context: None when the message is a function of the image alone (then ``statistics(x)`` is
+        ``message(x, label)`` for any label). Otherwise ``(message, guessed label [H, W]) -> context``: the
+        message was fitted with the tile's own label map, which the server lacks, so the attacker fits its
+        candidate with another tile's label (the attack is reported as ``<name>_inversion``).
+      target: ``message -> what statistics must match`` (None: the message itself), e.g. a smooth
+        equivalent of non-differentiable message fields.
+      score_kwargs: extra ``privacy.audit.scores.score_reconstruction`` arguments for this method's
+        reconstructions (Fourier: its window ``beta``; ``twin``, since amplitudes cannot tell an image
+        from its 180-degree rotation).
+      notes: report notes on the settings the audit recomputed the messages with.
+      caveats: report notes on where the recomputed messages may differ from what clients sent (listed
+        after every method's ``notes``).
+      check: an optional ``AuditCheck`` diagnostic of the attack.
+    """
+
+    message: Callable[[Array, Array], PyTree]
+    statistics: Callable[..., PyTree]
+    what_is_sent: Mapping[str, str]
+    context: Callable[[PyTree, Array], PyTree] | None = None
+    target: Callable[[PyTree], PyTree] | None = None
+    score_kwargs: Mapping[str, Any] | None = None
+    notes: tuple = ()
+    caveats: tuple = ()
+    check: AuditCheck | None = None
+
+
+def check_style_audit(name: str, audit: Any) -> StyleAudit:
+    """``audit`` if it is a usable ``StyleAudit`` of method ``name``; a TypeError naming what is wrong
+    otherwise."""
+    if not isinstance(audit, StyleAudit):
+        raise TypeError(
+            f"style method {name!r}: make_audit must return a StyleAudit, got {type(audit).__name__}"
+        )
+    for field in ("message", "statistics"):
+        if not callable(getattr(audit, field)):
+            raise TypeError(f"style method {name!r}: StyleAudit.{field} must be callable")
+    if not audit.what_is_sent:
+        raise TypeError(f"style method {name!r}: StyleAudit.what_is_sent must describe the message")
+    return audit
+
+
+__all__ += ["AuditCheck", "StyleAudit", "check_style_audit"]

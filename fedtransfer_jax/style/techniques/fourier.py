@@ -48,3 +48,29 @@ def make(cfg) -> StyleTechnique:
         render=render,
         info={"kind": "fourier", "fourier_beta": beta, "fourier_lam": [lo, hi]},
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Privacy-audit declaration (base.StyleAudit; fedtransfer_jax.privacy.audit attacks what clients send).
+# ---------------------------------------------------------------------------------------------------------
+def make_audit(cfg, *, seed: int, image_size: int):
+    """The low-frequency amplitude window of one image; scored with the amplitude correlation and up to the
+    180-degree "twin" an amplitude spectrum cannot tell apart."""
+    from fedtransfer_jax.style.techniques.base import StyleAudit
+
+    del seed, image_size
+    beta = float(cfg.get("fourier_beta", DEFAULTS["fourier_beta"]))
+    stats = lambda x: low_freq_amplitude(x[None], beta)[0]  # noqa: E731
+    return StyleAudit(
+        message=lambda x, y: stats(x),
+        statistics=stats,
+        what_is_sent={
+            "style_stats_fourier": (
+                "per shared image, the centred low-frequency window of the Fourier amplitude (no phase): "
+                "mean colour, contrast of slow shading; an image and its 180-degree rotation (and circular "
+                "shifts) share it"
+            )
+        },
+        score_kwargs={"beta": beta, "twin": True},
+        notes=(f"Fourier window beta={beta}.",),
+    )

@@ -61,3 +61,30 @@ def make(cfg) -> StyleTechnique:
         render=render,
         info={"kind": "parametric", "floats_per_style": parametric.style_size(radius), **c},
     )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Privacy-audit declaration (base.StyleAudit; fedtransfer_jax.privacy.audit attacks what clients send).
+# ---------------------------------------------------------------------------------------------------------
+def make_audit(cfg, *, seed: int, image_size: int):
+    """The fit of one tile with its own label map. The server lacks that label and some fields are not
+    differentiable in the image, so the attack (privacy/audit/gen_inversion.py) fits a guessed label and
+    matches a smooth equivalent of the message."""
+    from fedtransfer_jax.privacy.audit import gen_inversion  # lazy: the audit imports this registry
+
+    del seed, image_size
+    return gen_inversion.gen_style_audit(
+        int(cfg.get("gen_profile_px", DEFAULTS["gen_profile_px"])),
+        int(cfg.get("gen_noise_min_px", DEFAULTS["gen_noise_min_px"])),
+        what_is_sent={
+            "style_message_gen": (
+                "per shared tile, the imaging model fitted to the tile *with its own label map* "
+                "(style.parametric.fit_style, a few hundred floats): grain-tone mean colour and covariance "
+                "square root, tone blur, the signed boundary profile vs distance to the labelled boundary, "
+                "along-boundary contrast variation, shading coefficients (x, y, x^2, xy, y^2), the "
+                "residual's colour axes and their binned power spectra measured >= noise_min_px from a "
+                "boundary; no image-shaped array, but every field is measured relative to the tile's label "
+                "map"
+            )
+        },
+    )
