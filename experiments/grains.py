@@ -97,7 +97,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "fedtransfer_gen",
         "centralized",
     )
-    # What each method is (engine.py): an algorithm with its own hyper-parameters, a style method, an
+    # What each method is (engine.py): an algorithm with its own hyper-parameters, a style technique, an
     # aggregator. Methods not in config.methods are defined so that `--config.methods=...` can pick them.
     config.method_specs = ml_collections.ConfigDict(
         {
@@ -178,7 +178,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # --- FedTransfer style sharing (methods fedtransfer, fedtransfer_fourier, fedtransfer_gen) ----------
     config.style = ml_collections.ConfigDict()
-    # Every style method's own keys with their defaults, each written once in its module (DEFAULTS of
+    # Every style technique's own keys with their defaults, each written once in its module (DEFAULTS of
     # style/techniques/adain.py: features, padding, alpha, ...; fourier.py: fourier_*; gen.py: gen_*).
     config.style.update(techniques.config_defaults())
     # The sharing protocol's keys (style_protocol.py), common to every method:

@@ -1,4 +1,4 @@
-r"""Style-transfer checks of the style methods on the embedded synthetic labs (thin CLI over
+r"""Style-transfer checks of the style techniques on the embedded synthetic labs (thin CLI over
 fedtransfer_jax.style.report / style.checks).
 
   python scripts/style_checks.py --seed 100 --out /tmp/style_report/100 [--methods adain,fourier,gen]
@@ -24,7 +24,7 @@ from fedtransfer_jax.style.techniques import config_defaults
 _SEED = flags.DEFINE_integer("seed", 100, "Data and check seed (use the development seeds 100, 101, 102).")
 _OUT = flags.DEFINE_string("out", None, "Output folder (style_checks.json + style grids).")
 _METHODS = flags.DEFINE_list(
-    "methods", ["adain", "fourier", "gen"], "Style methods (style.techniques registry)."
+    "methods", ["adain", "fourier", "gen"], "Style techniques (style.techniques registry)."
 )
 _LABS = flags.DEFINE_list(
     "labs", ["brightfield", "darkfield", "sem", "lowcontrast"], "Client labs (targets)."
@@ -48,7 +48,7 @@ _CFG = flags.DEFINE_list(
 
 
 def parse_style_overrides(items: Sequence[str]) -> dict:
-    """``['padding="zero"', 'gen_profile_px=8']`` -> dict; keys must be known style-method config keys."""
+    """``['padding="zero"', 'gen_profile_px=8']`` -> dict; keys must be known style-technique config keys."""
     import ast
 
     known = config_defaults()

@@ -1,5 +1,5 @@
 """Tiny synthetic 'labs' for the style tests: Voronoi grains, two opposite boundary polarities; and every
-style method built on two of them (shared by the contract test and each method's own test)."""
+style technique built on two of them (shared by the contract test and each method's own test)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import functools
 import jax.numpy as jnp
 import numpy as np
 
-S = 16  # tile size of the style-method tests
+S = 16  # tile size of the style-technique tests
 CFG = {"features": (4, 8), "gen_profile_px": 3}  # tiny overrides of the keys some methods read
 
 
@@ -57,7 +57,7 @@ def toy_clients(n_clients=2, n=4, size=S):
 
 @functools.lru_cache(maxsize=None)
 def built(name: str):
-    """Registered style method ``name`` with ``CFG``: (method, shared params after 1 tiny FedAvg round, bank
+    """Registered style technique ``name`` with ``CFG``: (method, shared params after 1 tiny FedAvg round, bank
     of 3 styles per client, client messages, shared-model losses); built once per test process."""
     from fedtransfer_jax.style import federated
     from fedtransfer_jax.style.techniques import get_technique

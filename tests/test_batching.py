@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fedtransfer_jax.batching import map_in_batches, pad_rows
+from fedtransfer_jax.data.batching import map_in_batches, pad_rows
 
 
 def test_pad_rows_modes():

@@ -1,5 +1,5 @@
 """The two recipes at the top of fl/algorithms/__init__.py and style/techniques/__init__.py, followed literally:
-a toy algorithm module and a toy style method module are written to a temporary directory, registered with
+a toy algorithm module and a toy style technique module are written to a temporary directory, registered with
 one line each, and run (one jitted federated round; one render of a tiny batch). Nothing else is edited:
 the config checks, the experiment config and the contract tests pick them up through the registries."""
 
@@ -54,7 +54,7 @@ TOY_ALGORITHM = '''
         )
 '''
 
-# Step 1 of "how to add a style method": one module with DEFAULTS and make(cfg) -> StyleTechnique.
+# Step 1 of "how to add a style technique": one module with DEFAULTS and make(cfg) -> StyleTechnique.
 TOY_STYLE = '''
     """Mean-colour transfer: a toy that shows the recipe. A client shares the mean colour of K images; a
     render shifts each image's mean colour to a drawn style of its target lab."""
@@ -140,7 +140,7 @@ def test_add_an_algorithm(toy_algorithm):
         engine.method_spec(ml_collections.ConfigDict(bad), "toy")
 
 
-def test_add_a_style_method(toy_style):
+def test_add_a_style_technique(toy_style):
     assert "toy_colour" in techniques.TECHNIQUE_NAMES
     # Its keys join config.style with their defaults; the other keys keep theirs.
     _, config = _grains_config("tiny")

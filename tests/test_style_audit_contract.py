@@ -1,4 +1,4 @@
-"""Every registered style method declares what the privacy audit needs (style/techniques/base.py StyleAudit),
+"""Every registered style technique declares what the privacy audit needs (style/techniques/base.py StyleAudit),
 so that a new method cannot be silently left out of `fedtransfer_jax.privacy.audit`."""
 
 import types
@@ -51,10 +51,10 @@ def test_the_audit_asks_every_registered_method():
 
 
 def test_a_method_without_an_audit_declaration_is_rejected(monkeypatch):
-    toy = types.SimpleNamespace(DEFAULTS={}, make=lambda cfg: None)  # a style method module, no make_audit
+    toy = types.SimpleNamespace(DEFAULTS={}, make=lambda cfg: None)  # a style technique module, no make_audit
     monkeypatch.setitem(techniques._REGISTRY, "toy", toy)
     monkeypatch.setattr(techniques, "TECHNIQUE_NAMES", techniques.TECHNIQUE_NAMES + ("toy",))
-    with pytest.raises(TypeError, match="style method 'toy' declares no privacy audit.*make_audit"):
+    with pytest.raises(TypeError, match="style technique 'toy' declares no privacy audit.*make_audit"):
         techniques.get_style_audit("toy", {}, seed=0, image_size=SIZE)
     with pytest.raises(TypeError, match="'toy' declares no privacy audit"):  # the audit does not skip it
         audit_run.style_audits(CONFIG, SIZE)

@@ -1,6 +1,6 @@
-"""What every style method shares (style/techniques/base.py): message checks, the generic bank, in-jit batch
+"""What every style technique shares (style/techniques/base.py): message checks, the generic bank, in-jit batch
 mixing, and the standalone federated protocol (style.federated). Tiny shapes (16 px). Each method's own
-tests: tests/test_style_method_<name>.py; the registry's contract: tests/test_style_method_contract.py."""
+tests: tests/test_style_method_<name>.py; the registry's contract: tests/test_style_technique_contract.py."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 (`accounting`, needs the dp-accounting package) and a reference driver of one aggregation step (`simulate`).
 
 `privacy.audit` (command line: `python -m fedtransfer_jax.audit`) attacks what an honest-but-curious server
-sees, with and without these defences; it is not imported here (it pulls in the style methods).
+sees, with and without these defences; it is not imported here (it pulls in the style techniques).
 """
 
 from fedtransfer_jax.privacy.dp import DPState, dp_fedavg, effective_noise_multiplier, split_noise_multiplier

@@ -94,7 +94,7 @@ def method_spec(config: ml_collections.ConfigDict, name: str) -> MethodSpec:
     from fedtransfer_jax.style.techniques import TARGET_MODES  # noqa: PLC0415
 
     if spec.style and spec.style not in style_names:
-        raise ValueError(f"config key {key}.style: unknown style method {spec.style!r}; choose from {style_names}")
+        raise ValueError(f"config key {key}.style: unknown style technique {spec.style!r}; choose from {style_names}")
     if spec.style_targets not in TARGET_MODES:
         raise ValueError(
             f"config key {key}.style_targets: unknown {spec.style_targets!r}; choose from {TARGET_MODES}"

@@ -18,7 +18,7 @@ import numpy as np
 
 from fedtransfer_jax.runtime import checkpointing
 from fedtransfer_jax import models
-from fedtransfer_jax.batching import map_in_batches
+from fedtransfer_jax.data.batching import map_in_batches
 from fedtransfer_jax.data import tiling
 
 

@@ -1,7 +1,7 @@
 """The method runner: trains one method of `config.methods` with the shared engine and evaluates it.
 
   federated    the method's algorithm over all clients, `fl.clients_per_round` sampled per round (with
-               style sharing first when the spec names a style method)
+               style sharing first when the spec names a style technique)
   local        the same compiled round on one client's data at a time (each client its own model)
   centralized  the same compiled round on one client holding the pooled training data
 """

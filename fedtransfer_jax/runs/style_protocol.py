@@ -1,4 +1,4 @@
-"""FedTransfer's style-sharing protocol inside a run, for any style method of the registry
+"""FedTransfer's style-sharing protocol inside a run, for any style technique of the registry
 (`style/techniques/`: adain, fourier, gen):
 
 1. if the method has a shared style model (AdaIN's style network), it is trained federatedly with FedAvg on
@@ -11,7 +11,7 @@
    images/labels rendered in randomly drawn foreign labs' styles (`mix_batch`, inside the jitted step), or
    the training set is restyled once up front (`style.restyle=precomputed`). Labels never change.
 
-After all methods ran, `style_checks` measures what each style method's restyling looks like
+After all methods ran, `style_checks` measures what each style technique's restyling looks like
 (style/checks/: fidelity to the target lab, polarity, structure kept, border seams) for summary.json,
 and draws the style grid.
 """
@@ -38,7 +38,7 @@ _TAG_PRECOMPUTE = 0x9C
 
 
 def train_shared_model(ctx: Context, spec: engine.MethodSpec, method, shared, ledger, clients_per_round: int):
-    """FedAvg of the style method's shared model on its own loss, on the one-jit round (resumable like any
+    """FedAvg of the style technique's shared model on its own loss, on the one-jit round (resumable like any
     federation: checkpoints under `checkpoints/<method>_style_net`). Returns (params, compilations)."""
     sc = ctx.config.style
     tag = f"{spec.name}_style_net"
@@ -133,7 +133,7 @@ def setup_style_sharing(ctx: Context, spec: engine.MethodSpec, ledger, clients_p
 
 
 def style_checks(ctx: Context, summary: dict) -> None:
-    """Measures every style method of the run (fidelity, polarity, structure, seams) on the labs' test tiles
+    """Measures every style technique of the run (fidelity, polarity, structure, seams) on the labs' test tiles
     and writes `methods.<m>.style_checks` into `summary` and `style_grid_<m>.png` into the workdir.
 
     The structure check's judge is the run's centralized model when it was trained (else a reference

@@ -1,6 +1,6 @@
 """Style sharing for FedTransfer: clients share style statistics, never images or labels.
 
-- ``methods``: the style-method registry (``get_technique``: adain, fourier, gen) behind one
+- ``techniques``: the style-technique registry (``get_technique``: adain, fourier, gen) behind one
   ``StyleTechnique`` interface, the generic bank and in-jit ``mix_batch`` (what the trainer uses).
 - ``parametric`` + ``labelmaps``: the label-conditioned imaging model of the ``gen`` method.
 - ``checks`` / ``features`` / ``report`` / ``federated``: style-fidelity, polarity and structure checks and

@@ -1,8 +1,8 @@
-"""Standalone federated protocol of a style method, for the style checks CLI and tests.
+"""Standalone federated protocol of a style technique, for the style checks CLI and tests.
 
 The trainer runs the protocol inside a run (style_protocol.py: the run's context, its mesh, checkpoints and
 the privacy ledger); this module is the same protocol on plain per-client arrays, on the same one-jit round
-engine, so that style methods can be checked and tested without a run:
+engine, so that style techniques can be checked and tested without a run:
 
     shared = train_shared(method, clients, ...)      # FedAvg of method.shared_loss (skipped if None)
     bank = share_styles(method, shared, clients, k, seed)   # client messages -> server bank

@@ -1,4 +1,4 @@
-"""Style checks of several style methods on one data set, end to end: the library behind
+"""Style checks of several style techniques on one data set, end to end: the library behind
 ``scripts/style_checks.py`` (and what the trainer can call to put the checks in summary.json).
 
     train, heldout = synthetic_labs(labs, n_train=8, n_heldout=96, size=64, seed=100)   # dev seeds only

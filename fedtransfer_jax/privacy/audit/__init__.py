@@ -13,7 +13,7 @@ run that had no information from the client:
 - `property_inference`: (c) predict a tile's grain statistics from its message.
 - `report`: measured leaks and the markdown report; `run`: the audit of a finished workdir.
 
-Which style methods are attacked, and how, comes from the style registry: every registered method declares
+Which style techniques are attacked, and how, comes from the style registry: every registered method declares
 a `StyleAudit` (style/techniques/base.py). `python -m fedtransfer_jax.audit --workdir W` is the command line.
 """
 

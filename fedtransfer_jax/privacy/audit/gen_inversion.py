@@ -1,4 +1,4 @@
-"""Attack (a) on the `gen` style method: invert the imaging model a client fitted to one tile.
+"""Attack (a) on the `gen` style technique: invert the imaging model a client fitted to one tile.
 
 A gen message (`style.parametric.fit_style` of a tile *with its label map*, style/techniques/gen.py) is not a
 function of the image alone, and not all of it is differentiable in the image. This module holds what the

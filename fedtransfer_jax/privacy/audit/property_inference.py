@@ -1,6 +1,6 @@
 """Attack (c): property inference. Does a tile's style message tell the server its microstructure?
 
-For every style method, can the server predict a tile's grain statistics (number of grains, mean grain
+For every style technique, can the server predict a tile's grain statistics (number of grains, mean grain
 area, boundary fraction) from that tile's message better than from the lab's mean? Leave-one-out ridge
 regression and a permutation test: a materials leak that image-similarity scores miss, since a message
 can give away the grain size without giving away any one image.

@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-# What the report says a client sends besides its style messages (each style method describes its own
+# What the report says a client sends besides its style messages (each style technique describes its own
 # message: `StyleAudit.what_is_sent`, listed before this).
 MODEL_DELTA_SENT = {
     "model_delta": (

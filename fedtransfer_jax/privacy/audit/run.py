@@ -1,10 +1,10 @@
-"""The audit of a finished workdir: regenerate its clients' data, ask every style method how to attack its
+"""The audit of a finished workdir: regenerate its clients' data, ask every style technique how to attack its
 messages, run every attack and collect one report dict.
 
 Thin on purpose: the attack modules take arrays, params and functions (never workdirs), and the checkpoint
 layout is still changing. The workdir stores no client data, so the clients' tiles are regenerated from
 config.json (synthetic sources only) with the seeds the data builder used (`data.seeds`): the simulation's
-privilege, not something a real server has. Style methods are not named here: each registered method
+privilege, not something a real server has. Style techniques are not named here: each registered method
 declares its `StyleAudit` (`style.methods.get_style_audit`), so a new method is audited (or rejected).
 """
 
@@ -107,7 +107,7 @@ def load_workdir_clients(
 
 
 def style_audits(config: dict, image_size: int) -> dict[str, techniques.StyleAudit]:
-    """{method: StyleAudit} of every registered style method, configured as the workdir's clients were
+    """{method: StyleAudit} of every registered style technique, configured as the workdir's clients were
     (config.style, the run's seed); raises for a registered method that declares none."""
     return {
         name: techniques.get_style_audit(

@@ -1,4 +1,4 @@
-"""The checks' prepared state: everything that does not depend on the style method under test.
+"""The checks' prepared state: everything that does not depend on the style technique under test.
 
 The descriptor space, the real labs' distances to each other, their boundary polarity and the two judges
 are the expensive part of the checks; ``prepare`` builds them once from held-out real tiles and every
@@ -68,7 +68,7 @@ def prepare(
     """Build the method-independent parts of the checks.
 
     Args:
-      heldout: real tiles per lab that no style method saw (split even/odd into reference / query halves).
+      heldout: real tiles per lab that no style technique saw (split even/odd into reference / query halves).
       targets: the labs that are restyling targets (have styles in the bank); the others only serve as
         "other labs" in the fidelity ratio.
       seed: every key is ``fold_in(PRNGKey(seed), tag)``.

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
-from fedtransfer_jax.batching import map_in_batches
+from fedtransfer_jax.data.batching import map_in_batches
 from fedtransfer_jax.style.features import GROUPS
 from fedtransfer_jax.style.labelmaps import distance_bins
 

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedtransfer_jax.batching import map_in_batches
+from fedtransfer_jax.data.batching import map_in_batches
 from fedtransfer_jax.metrics import segmentation_metrics
 from fedtransfer_jax.models.conv import Conv, default_impl
 from fedtransfer_jax.models.losses import segmentation_loss

@@ -1,4 +1,4 @@
-"""Scoring one style method against a prepared ``CheckContext``.
+"""Scoring one style technique against a prepared ``CheckContext``.
 
 ``restyle_all`` renders held-out tiles of every target lab into every other target lab's style;
 ``evaluate`` turns those tiles into one JSON-able report: fidelity to the target lab (and its goal),

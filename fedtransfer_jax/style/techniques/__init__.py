@@ -1,6 +1,6 @@
-"""Style-method registry: every style-sharing method is one module, picked by name.
+"""Style-technique registry: every style-sharing technique is one module, picked by name.
 
-How to add a style method:
+How to add a style technique:
   1. Write ``style/techniques/<name>.py`` (paper reference in its docstring) exporting
      ``DEFAULTS``: a dict of every ``config.style`` key it reads, with its default (prefix the keys with
      the method's name unless shared on purpose), and ``make(cfg) -> base.StyleTechnique`` named ``"<name>"``,
@@ -44,10 +44,10 @@ TECHNIQUE_NAMES: tuple[str, ...] = ()
 
 
 def register(name: str, module: ModuleType) -> None:
-    """Make ``module`` (its ``make`` and ``DEFAULTS``) the style method ``name``."""
+    """Make ``module`` (its ``make`` and ``DEFAULTS``) the style technique ``name``."""
     global TECHNIQUE_NAMES
     if name in REGISTRY:
-        raise ValueError(f"style method {name!r} is already registered")
+        raise ValueError(f"style technique {name!r} is already registered")
     REGISTRY[name] = module
     TECHNIQUE_NAMES = tuple(REGISTRY)
 
@@ -77,22 +77,22 @@ def resolve_config(name: str, overrides: Mapping[str, Any], key: str = "style") 
     error naming ``key.<k>`` (``get_technique`` itself reads the whole shared ``config.style`` section,
     where the other methods' and the protocol's keys live too)."""
     if name not in REGISTRY:
-        raise ValueError(f"config key style method: unknown {name!r}; choose from {sorted(REGISTRY)}")
+        raise ValueError(f"config key style: unknown style technique {name!r}; choose from {sorted(REGISTRY)}")
     defaults = REGISTRY[name].DEFAULTS
     unknown = sorted(set(overrides) - set(defaults))
     if unknown:
         raise ValueError(
-            f"config key {key}.{unknown[0]}: style method {name!r} reads no key {unknown[0]!r}; "
+            f"config key {key}.{unknown[0]}: style technique {name!r} reads no key {unknown[0]!r}; "
             f"it reads {sorted(defaults)}"
         )
     return {**defaults, **dict(overrides)}
 
 
 def get_technique(name: str, cfg: Mapping[str, Any] | None = None) -> StyleTechnique:
-    """The style method ``name`` configured from ``cfg`` (the ``config.style`` section; missing keys take
+    """The style technique ``name`` configured from ``cfg`` (the ``config.style`` section; missing keys take
     the defaults of ``config_defaults()``)."""
     if name not in REGISTRY:
-        raise ValueError(f"config key style method: unknown {name!r}; choose from {sorted(REGISTRY)}")
+        raise ValueError(f"config key style: unknown style technique {name!r}; choose from {sorted(REGISTRY)}")
     return REGISTRY[name].make(_Cfg(cfg))
 
 
@@ -102,7 +102,7 @@ def get_style_audit(name: str, cfg: Mapping[str, Any] | None = None, *, seed: in
     module's ``make_audit``. A registered technique without one is an error: it would otherwise be silently
     left out of the audit."""
     if name not in REGISTRY:
-        raise ValueError(f"config key style method: unknown {name!r}; choose from {sorted(REGISTRY)}")
+        raise ValueError(f"config key style: unknown style technique {name!r}; choose from {sorted(REGISTRY)}")
     make_audit = getattr(REGISTRY[name], "make_audit", None)
     if make_audit is None:
         raise TypeError(

@@ -1,6 +1,6 @@
-"""The one interface every style method implements, the generic style bank, and in-jit batch mixing.
+"""The one interface every style technique implements, the generic style bank, and in-jit batch mixing.
 
-A style method is a ``StyleTechnique`` of pure functions. The trainer drives every method the same way:
+A style technique is a ``StyleTechnique`` of pure functions. The trainer drives every method the same way:
 
     shared = method.init_shared(key, tile)                 # None: nothing to train federatedly
     if method.shared_loss is not None:                      # train `shared` with the FedAvg round engine
@@ -28,15 +28,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fedtransfer_jax.data.batching import map_in_batches
+
 Array = jax.Array
 PyTree = Any
 LossFn = Callable[[PyTree, dict, chex.PRNGKey], tuple[jax.Array, dict]]
 
 
 class StyleTechnique(NamedTuple):
-    """A style-sharing method (see the module docstring for the call order).
+    """A style-sharing technique (see the module docstring for the call order).
 
-    Fields beyond the brief's interface: ``shared_trainable`` (optional ``params -> bool pytree`` mask of
+    Optional fields: ``shared_trainable`` (optional ``params -> bool pytree`` mask of
     the shared parameters that federated training may change, for ``optax.masked``; None = all) and
     ``info`` (static, JSON-able description for the summary).
     """
@@ -213,8 +215,6 @@ def render_in_batches(
     """Host helper for checks and figures: ``render`` over any number of examples in batches of one size
     (``batching.map_in_batches``, the last one padded with copies of its first example: one compilation);
     batch i uses ``fold_in(key, i)``."""
-    from fedtransfer_jax.batching import map_in_batches  # noqa: PLC0415
-
     fn = render_fn or jax.jit(method.render)
     if len(images) == 0:
         return np.zeros_like(images)
@@ -259,7 +259,7 @@ class AuditCheck(NamedTuple):
 
 
 class StyleAudit(NamedTuple):
-    """What the privacy audit needs to attack one style method's message.
+    """What the privacy audit needs to attack one style technique's message.
 
     Attributes:
       message: ``(image [H, W, 3], label [H, W]) -> pytree``: what a client sends for that one tile
@@ -298,13 +298,13 @@ def check_style_audit(name: str, audit: Any) -> StyleAudit:
     otherwise."""
     if not isinstance(audit, StyleAudit):
         raise TypeError(
-            f"style method {name!r}: make_audit must return a StyleAudit, got {type(audit).__name__}"
+            f"style technique {name!r}: make_audit must return a StyleAudit, got {type(audit).__name__}"
         )
     for field in ("message", "statistics"):
         if not callable(getattr(audit, field)):
-            raise TypeError(f"style method {name!r}: StyleAudit.{field} must be callable")
+            raise TypeError(f"style technique {name!r}: StyleAudit.{field} must be callable")
     if not audit.what_is_sent:
-        raise TypeError(f"style method {name!r}: StyleAudit.what_is_sent must describe the message")
+        raise TypeError(f"style technique {name!r}: StyleAudit.what_is_sent must describe the message")
     return audit
 
 

@@ -1,4 +1,4 @@
-"""What every registered style method (style.techniques) promises, on tiny shapes (16 px): defaults that are
+"""What every registered style technique (style.techniques) promises, on tiny shapes (16 px): defaults that are
 exactly the ``config.style`` keys it reads, a build from them alone, statistics-only client messages, a
 deterministic jitted render that keeps the batch's shape, and config errors that name the key. A newly
 registered method is tested here without edits."""
@@ -63,7 +63,7 @@ def test_method_contract(name):
 
 @pytest.mark.parametrize("name", TECHNIQUE_NAMES)
 def test_unknown_setting_names_the_key(name):
-    with pytest.raises(ValueError, match=rf"config key style\.not_a_key: style method '{name}'"):
+    with pytest.raises(ValueError, match=rf"config key style\.not_a_key: style technique '{name}'"):
         techniques.resolve_config(name, {"not_a_key": 1})
 
 
