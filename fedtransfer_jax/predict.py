@@ -48,7 +48,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from fedtransfer_jax.analysis import outputs, report
 from fedtransfer_jax.analysis.batch import OutputWriteError, predict_folder
@@ -68,7 +68,7 @@ from fedtransfer_jax.runs import inference
 # Re-exported for evaluate.py, scripts and tests (the library lives in fedtransfer_jax/analysis/).
 __all__ = [
     "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "MANIFEST", "OutputLockedError",
-    "OutputWriteError", "USER_ERRORS", "UnsafeOutputError", "check_pixel_size", "define_postprocess_flags",
+    "OutputWriteError", "USER_ERRORS", "UnsafeOutputError", "check_pixel_size", "cli", "define_postprocess_flags",
     "flags_parser", "load_model", "model_and_settings", "output_files", "output_names", "plan_outputs",
     "predict_folder", "previous_outputs", "run", "segment",
 ]
@@ -204,6 +204,7 @@ def flags_parser(prog: str):
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO: keep the terminal readable
     values = {
         "workdir": _WORKDIR.value,
         "method": _METHOD.value,
@@ -217,12 +218,18 @@ def main(argv):
         "exclude_border": _EXCLUDE_BORDER.value,
         "settings": _flag_values(_SETTINGS),
     }
+    return cli(values)
+
+
+def cli(values: Mapping[str, Any], progress: bool = True) -> int:
+    """``run`` with the command line's error handling: one line on stderr and an exit status, never a
+    traceback, for what a user fixes (2), a full disk (2) and Ctrl-C (130)."""
     try:
-        return run(values, progress=True)
+        return run(values, progress=progress)
     except KeyboardInterrupt:
         print("predict: interrupted; rerun the same command to finish", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except USER_ERRORS as e:  # User-fixable: the message names the flag or file.
+    except USER_ERRORS as e:  # User-fixable: the message names the flag or file (or the full disk).
         print(f"predict: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

@@ -189,7 +189,9 @@ th{background:#f2f4f7} td.num{text-align:right;font-variant-numeric:tabular-nums
 dl{display:grid;grid-template-columns:max-content auto;gap:3px 14px;font-size:13px} dt{font-weight:600} dd{margin:0}
 .image{border:1px solid #e2e2e2;border-radius:4px;padding:10px;margin:14px 0}
 .figs{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}
-.figs img{max-width:100%;height:auto;border:1px solid #eee} .figs .ov{max-width:560px} .figs .hist{max-width:440px}
+.figs figure{margin:0} .figs figcaption{font-size:12px;color:#666}
+.figs img{max-width:100%;height:auto;border:1px solid #eee} .figs .ov{width:520px} .figs .hist{width:440px}
+.figs .small{image-rendering:pixelated}
 code{background:#f5f5f5;padding:0 3px;border-radius:2px}
 """
 
@@ -298,11 +300,17 @@ def report_html(manifest: Mapping[str, Any], title: str = "Grain-size report") -
         if e.get("overlay"):
             colour = e.get("overlay_colour")
             alt = f"{name}: boundaries drawn on the micrograph"
-            p.append(f'<a href="{_src(e["overlay"])}"><img class="ov" src="{_src(e["overlay"])}" alt="{_e(alt)}"></a>')
-            if colour:
-                p.append(f'<span class="muted">boundaries in rgb{_e(tuple(colour))}; contrast stretched</span>')
+            small = " small" if isinstance(e.get("width"), int) and e["width"] < 520 else ""
+            caption = "boundaries" + (f" in rgb{tuple(colour)}" if colour else "") + " on the micrograph (contrast stretched)"
+            p.append(
+                f'<figure><a href="{_src(e["overlay"])}"><img class="ov{small}" src="{_src(e["overlay"])}" '
+                f'alt="{_e(alt)}"></a><figcaption>{_e(caption)}</figcaption></figure>'
+            )
         if e.get("histogram"):
-            p.append(f'<img class="hist" src="{_src(e["histogram"])}" alt="{_e(name)}: grain-size histogram">')
+            p.append(
+                f'<figure><img class="hist" src="{_src(e["histogram"])}" alt="{_e(name)}: grain-size histogram">'
+                "<figcaption>equivalent-circle diameters; red line: mean</figcaption></figure>"
+            )
         p.append("</div>")
         links = [(k, e.get(k)) for k in ("boundary_map", "grain_table") if e.get(k)]
         p.append(
