@@ -183,8 +183,10 @@ def kept_entries(manifest: dict | None, out: str) -> dict[str, dict]:
         return {}
     kept = {}
     for name, entry in manifest["images"].items():
-        files = [entry.get(k) for k in FILE_KEYS if entry.get(k)]
-        if isinstance(entry, dict) and files and all(os.path.isfile(os.path.join(out, f)) for f in files):
+        if not isinstance(entry, dict):
+            continue
+        files = [entry[k] for k in FILE_KEYS if isinstance(entry.get(k), str)]
+        if files and all(os.path.isfile(os.path.join(out, f)) for f in files):
             kept[name] = entry
     return kept
 
