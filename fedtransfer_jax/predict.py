@@ -5,65 +5,81 @@ r"""Segments micrographs of any size and measures their grains.
 For every image of IN (a folder, or a single file; grey or RGB, PNG/JPEG/TIFF incl. 16-bit) it writes
   OUT/<name>.png          boundary map of the input's height and width (255 = boundary)
   OUT/<name>_grains.csv   grain table: grain_id, area_px, area_um2, equivalent diameters
-and OUT/grain_sizes.json, keyed by <name>: each image's input file, output files, grain count, mean
-grain size and ASTM E112 grain size number G (areas in um^2 need --pixel_size_um), the post-processing
-settings used and where they came from, and the lists `failed` (file, reason) and `skipped` (entries of
-IN that are not images). <name> is the input's stem (`x.png` -> `x`); inputs whose stems collide
-(`x.png` and `x.tif`) are named stem + '_' + suffix instead (`x_png`, `x_tif`).
+  OUT/<name>_overlay.png  the micrograph with its boundaries drawn in a contrasting colour
+  OUT/<name>_hist.png     grain-size histogram
+and for all images OUT/grain_sizes.csv (every grain, with its image), OUT/grain_sizes_summary.csv (one
+row per image), OUT/report.html (open it in a browser: model, settings, scale, table, overlays,
+histograms, warnings) and OUT/grain_sizes.json, keyed by <name>: each image's input file, output files,
+grain count, mean grain size and ASTM E112 grain size number G (areas in um^2 need --pixel_size_um), the
+model and post-processing settings used and where they came from, and the lists `failed` (file, reason)
+and `skipped` (entries of IN that are not images). <name> is the input's stem (`x.png` -> `x`); inputs
+whose stems collide (`x.png` and `x.tif`) are named stem + '_' + suffix instead (`x_png`, `x_tif`).
+A second run into the same OUT adds to it: earlier images keep their results, an image predicted again
+replaces its own. On the terminal: a progress bar (stderr), then a short table (stdout).
+
+The model: `--method`, else the workdir's best method by validation (runs/inference.py
+choose_default_method; predict says which and why).
 
 Safety: nothing is written when --out is --images or inside it, when an output would replace an input
 file (real paths are compared, so symlinks count), or when an output file already exists in OUT without
-having been written by an earlier predict (OUT/grain_sizes.json lists what predict wrote). Every file is
-written atomically with the umask's permissions. A corrupt or unreadable image is listed under `failed`
-and the others are still written.
+having been written by an earlier predict (OUT/grain_sizes.json lists what predict wrote). One predict
+at a time per OUT (a lock; a second one stops with a message). Every file is written atomically with the
+umask's permissions. A corrupt or unreadable image is listed under `failed` and the others are still
+written. A full disk stops the run at the first failed write, naming the file; the manifest then says
+`failed` and lists what was written. Ctrl-C stops it with the manifest `interrupted`.
 
 Exit status: 0 every image written; 1 some images failed (the rest written, see `failed`); 2 nothing
-done (a bad flag, an unsafe --out, or a model that cannot be loaded; the message names the flag/file).
+done or stopped (a bad flag, an unsafe or busy --out, a model that cannot be loaded, a full disk; the
+message names the flag/file); 130 interrupted (Ctrl-C): rerun the same command to finish.
 
 Inference is a tiled sliding window with overlap (`--overlap`, default tile/4) and optional flip
 test-time augmentation (`--flips`). Post-processing (threshold, `--close_radius`, `--min_fragment_px`,
 `--min_grain_area`, `--line_width`) defaults to the settings chosen on validation tiles for the method
 (<workdir>/postprocess/<method>.json, see metrics/postprocess_select.py), else built-in defaults; a
 flag given on the command line overrides that one setting.
+
+The library behind this command is fedtransfer_jax/analysis/ (outputs, measure, report, batch).
 """
 
 from __future__ import annotations
 
-import io
-import json
-import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-from absl import app, flags
-from PIL import Image
+from absl import app, flags, logging
 
-from fedtransfer_jax.runs import inference
-from fedtransfer_jax.runtime import io_utils
-from fedtransfer_jax import metrics as metrics_lib
-from fedtransfer_jax.data import folder
+from fedtransfer_jax.analysis import outputs, report
+from fedtransfer_jax.analysis.batch import OutputWriteError, predict_folder
+from fedtransfer_jax.analysis.measure import check_pixel_size, load_model, model_and_settings, segment
+from fedtransfer_jax.analysis.outputs import (
+    MANIFEST,
+    OutputLockedError,
+    UnsafeOutputError,
+    output_files,
+    output_names,
+    plan_outputs,
+    previous_outputs,
+)
 from fedtransfer_jax.metrics import postprocess_select as pps
+from fedtransfer_jax.runs import inference
 
-MANIFEST = "grain_sizes.json"
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+# Re-exported for evaluate.py, scripts and tests (the library lives in fedtransfer_jax/analysis/).
+__all__ = [
+    "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "MANIFEST", "OutputLockedError",
+    "OutputWriteError", "USER_ERRORS", "UnsafeOutputError", "check_pixel_size", "cli", "define_postprocess_flags",
+    "flags_parser", "load_model", "model_and_settings", "output_files", "output_names", "plan_outputs",
+    "predict_folder", "previous_outputs", "run", "segment",
+]
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 SETTING_FLAGS = pps.SETTING_KEYS  # The post-processing flags are named like the settings.
 
 
 # Errors a user fixes (the message names the flag or file): reported in one line, exit status 2.
+# (OSError includes OutputWriteError, a full disk; ValueError includes UnsafeOutputError and the lock.)
 USER_ERRORS = (ValueError, OSError, getattr(inference, "IncompleteModelError", ValueError))
-
-
-def load_model(workdir: str, method: str, client: str | None, allow_incomplete: bool = False):
-    """``inference.load_model``; ``--allow_incomplete`` is passed on only when set."""
-    extra = {"allow_incomplete": True} if allow_incomplete else {}
-    return inference.load_model(workdir, method, client, **extra)
-
-
-class UnsafeOutputError(ValueError):
-    """Writing the outputs would replace or mix with files the user owns."""
 
 
 def define_flags() -> None:
@@ -72,7 +88,7 @@ def define_flags() -> None:
     global _WORKDIR, _METHOD, _CLIENT, _ALLOW_INCOMPLETE, _IMAGES, _OUT
     global _OVERLAP, _FLIPS, _PIXEL_SIZE, _EXCLUDE_BORDER, _SETTINGS
     _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir written by launch.py.", required=True)
-    _METHOD = flags.DEFINE_string("method", None, "Method whose model to use (default: best available).")
+    _METHOD = flags.DEFINE_string("method", None, "Method whose model to use (default: the workdir's best by validation; predict says which and why).")
     _CLIENT = flags.DEFINE_string(
         "client",
         None,
@@ -125,290 +141,50 @@ def define_postprocess_flags() -> dict[str, Any]:
     }
 
 
-def check_pixel_size(pixel_size_um: float) -> float | None:
-    """``--pixel_size_um`` as the metrics want it: None when unknown (0)."""
-    if not (math.isfinite(pixel_size_um) and pixel_size_um >= 0):
-        raise ValueError(f"--pixel_size_um must be >= 0 (0 = unknown), got {pixel_size_um}")
-    return pixel_size_um or None
-
-
-def segment(
-    model: inference.LoadedModel,
-    image: np.ndarray,
-    *,
-    settings: pps.PostprocessSettings | None = None,
-    overlap: int | None = None,
-    flips: bool = False,
-    **postprocess_kw: Any,
-) -> np.ndarray:
-    """Boolean boundary map [H, W] for an image [H, W, 3].
-
-    ``settings`` (or, without it, ``threshold=``/``close_radius=``... over the built-in defaults with
-    the config's threshold) says how the probabilities become a map; ``evaluate`` uses the same path.
-    """
-    if settings is None:
-        settings, _ = pps.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
-    return settings.apply(model.predict_prob(image, overlap=overlap, flips=flips))
-
-
-# ----------------------------------------------------------------------------------------------
-# Output plan: names and safety checks, before anything is written.
-# ----------------------------------------------------------------------------------------------
-
-
-def output_names(paths: Sequence[str]) -> dict[str, str]:
-    """Input path -> output name (no suffix): the stem, or stem_suffix where stems collide.
-
-    Collisions are found case-insensitively (so outputs stay apart on macOS/Windows file systems too);
-    anything still colliding after adding the suffix gets _2, _3... in input order.
-    """
-    stems = {p: os.path.splitext(os.path.basename(p))[0] for p in paths}
-    count: dict[str, int] = {}
-    for stem in stems.values():
-        count[stem.casefold()] = count.get(stem.casefold(), 0) + 1
-    names, used = {}, set()
-    for p in paths:
-        stem, suffix = stems[p], os.path.splitext(p)[1].lstrip(".")
-        name = stem if count[stem.casefold()] == 1 else f"{stem}_{suffix}"
-        base, i = name, 2
-        while name.casefold() in used:
-            name, i = f"{base}_{i}", i + 1
-        used.add(name.casefold())
-        names[p] = name
-    return names
-
-
-def output_files(name: str) -> tuple[str, str]:
-    """The files one image produces, relative to OUT."""
-    return name + ".png", name + "_grains.csv"
-
-
-def previous_outputs(out: str) -> set[str]:
-    """Files an earlier predict wrote into ``out`` (listed in its manifest); empty if none.
-
-    Raises:
-      UnsafeOutputError: OUT/grain_sizes.json exists but is not a predict manifest (someone else's).
-    """
-    path = os.path.join(out, MANIFEST)
-    if not os.path.lexists(path):
-        return set()
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-        return set(manifest["outputs"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise UnsafeOutputError(
-            f"--out {out}: {path} exists and is not a manifest written by predict ({type(e).__name__}); "
-            "choose another --out"
-        ) from e
-
-
-def plan_outputs(images: str, out: str) -> tuple[dict[str, str], list[dict[str, str]], set[str]]:
-    """Checks that predicting ``images`` into ``out`` is safe; writes nothing.
-
-    Returns:
-      ``(names, skipped, previous)``: input path -> output name, the entries of the folder that are
-      not images, and the outputs of an earlier predict in ``out``.
-
-    Raises:
-      UnsafeOutputError: --out is --images or inside it, an output would replace an input file, or an
-        output exists that predict did not write (each names the files and flags).
-      FileNotFoundError / ValueError: --images missing or without images.
-    """
-    inputs, skipped = inference.scan_images(images)
-    real_out = os.path.realpath(out)
-    if os.path.isdir(images):
-        real_in = os.path.realpath(images)
-        if real_out == real_in or real_out.startswith(real_in.rstrip(os.sep) + os.sep):
-            raise UnsafeOutputError(
-                f"--out {out} is the --images folder {images} or inside it: outputs would mix with (and "
-                "could replace) the input micrographs and be read as inputs next time; choose another --out"
-            )
-    if os.path.exists(out) and not os.path.isdir(out):
-        raise UnsafeOutputError(f"--out {out} exists and is not a folder")
-    names = output_names(inputs)
-    input_files = {os.path.realpath(p): p for p in inputs}
-    previous = previous_outputs(out)
-    planned = [f for n in names.values() for f in output_files(n)] + [MANIFEST]
-    for rel in planned:
-        target = os.path.join(out, rel)
-        if os.path.realpath(target) in input_files:
-            raise UnsafeOutputError(
-                f"output {target} would overwrite the input image {input_files[os.path.realpath(target)]}; "
-                "choose another --out"
-            )
-        if rel == MANIFEST or not os.path.lexists(target):
-            continue
-        if not os.path.isfile(target) or os.path.islink(target):
-            raise UnsafeOutputError(f"output {target} exists and is not a regular file; choose another --out")
-        if rel not in previous:
-            raise UnsafeOutputError(
-                f"output {target} exists and was not written by predict (not listed in "
-                f"{os.path.join(out, MANIFEST)}); move it away or choose another --out"
-            )
-    return names, skipped, previous
-
-
-# ----------------------------------------------------------------------------------------------
-# Writing.
-# ----------------------------------------------------------------------------------------------
-
-
-def _write_png_atomic(path: str, array: np.ndarray) -> None:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    io_utils.write_bytes_atomic(path, buf.getvalue())
-
-
-def _measure_one(model, path: str, pixel: float | None, exclude_border: bool, settings, overlap, flips):
-    """(boundary map, grain rows, summary) of one image; raises ValueError/OSError for a bad file."""
-    image = folder.read_image(path)
-    boundary = segment(model, image, settings=settings, overlap=overlap, flips=flips)
-    grains = metrics_lib.grains_from_boundary(boundary)
-    rows = metrics_lib.grain_table(grains, pixel_size_um=pixel, exclude_border=exclude_border)
-    summary = {
-        "height": int(image.shape[0]),
-        "width": int(image.shape[1]),
-        # `warnings`/`size_withheld`: a map that cannot give a plausible grain size (metrics/grains.py
-        # grain_size_plausibility) gets null means and G, with the reason, instead of a number.
-        **metrics_lib.grain_size_summary(grains, pixel_size_um=pixel, boundary=boundary),
-    }
-    return boundary, rows, summary
-
-
-def _write_one(out: str, name: str, boundary: np.ndarray, rows: list) -> None:
-    """Both files of one image, or neither (a failed second write removes the first)."""
-    png, csv = (os.path.join(out, f) for f in output_files(name))
-    _write_png_atomic(png, boundary.astype(np.uint8) * 255)
-    try:
-        metrics_lib.write_grain_table_csv(rows, csv)
-    except BaseException:
-        os.unlink(png)
-        raise
-
-
-def predict_folder(
-    model: inference.LoadedModel,
-    images: str,
-    out: str,
-    *,
-    pixel_size_um: float = 0.0,
-    exclude_border: bool = False,
-    settings: pps.PostprocessSettings | None = None,
-    provenance: Mapping[str, Any] | None = None,
-    overlap: int | None = None,
-    flips: bool = False,
-    log=None,
-    **postprocess_kw: Any,
-) -> dict:
-    """Predicts every image of ``images`` into ``out``; returns the manifest (OUT/grain_sizes.json).
-
-    ``settings``/``provenance`` come from ``postprocess_select.resolve_settings``; without them
-    ``postprocess_kw`` (``threshold=``, ``close_radius=``...) apply over the built-in defaults. Bad images
-    are listed in ``manifest['failed']`` (and reported through ``log``), the others are written.
-
-    Raises:
-      UnsafeOutputError, FileNotFoundError, ValueError: before anything is written (see ``plan_outputs``).
-    """
-    pixel = check_pixel_size(pixel_size_um)
-    if settings is None:
-        settings, provenance = pps.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
-    names, skipped, previous = plan_outputs(images, out)
-    manifest_path = os.path.join(out, MANIFEST)
-    still_there = {f for f in previous if os.path.exists(os.path.join(out, f))}
-    planned = {f for n in names.values() for f in output_files(n)}
-    manifest: dict[str, Any] = {
-        "status": "running",
-        "model": model.tag,
-        "postprocess": dict(provenance or {"settings": settings.to_dict()}),
-        "pixel_size_um": pixel,
-        "images": {},
-        "failed": [],
-        "skipped": skipped,
-        # Written first, so a crashed run can be repeated into the same OUT.
-        "outputs": sorted(still_there | planned),
-    }
-    io_utils.write_json_atomic(manifest_path, manifest)
-    for entry in skipped:
-        if log and "not a regular file" in entry["reason"]:
-            log(f"predict: warning: skipped {entry['file']}: {entry['reason']}")
-    for path, name in names.items():
-        try:
-            boundary, rows, summary = _measure_one(
-                model, path, pixel, exclude_border, settings, overlap, flips
-            )
-            _write_one(out, name, boundary, rows)
-        except (ValueError, OSError) as e:
-            manifest["failed"].append({"file": path, "reason": str(e)})
-            if log:
-                log(f"predict: skipped {path}: {e}")
-            for stale in set(output_files(name)) & still_there:  # An earlier run's map of this image
-                os.unlink(os.path.join(out, stale))  # would otherwise pass for this run's.
-                still_there.discard(stale)
-            continue
-        png, csv = output_files(name)
-        manifest["images"][name] = {"file": path, "boundary_map": png, "grain_table": csv, **summary}
-        if log and summary.get("warnings"):
-            log(f"predict: warning: {path}: {'; '.join(summary['warnings'])}")
-    written = {
-        f for entry in manifest["images"].values() for f in (entry["boundary_map"], entry["grain_table"])
-    }
-    manifest["outputs"] = sorted(still_there | written)
-    manifest["status"] = "complete"
-    io_utils.write_json_atomic(manifest_path, manifest)
-    return manifest
-
-
-def model_and_settings(f: Mapping[str, Any], overrides: Mapping[str, Any]):
-    """What predict and evaluate share after their own input checks: the model (`--method`, default the
-    workdir's best; `--client`; `--allow_incomplete`), a valid `--overlap`, and the post-processing
-    settings with their provenance (stored choice, `--client`'s own, flags, built-in defaults)."""
-    method = f["method"] or inference.default_method(f["workdir"])
-    model = load_model(f["workdir"], method, f["client"], f.get("allow_incomplete", False))
-    if f["overlap"] is not None and not 0 <= f["overlap"] < model.tile:
-        raise ValueError(f"--overlap must be in [0, {model.tile}) (the model's tile size), got {f['overlap']}")
-    settings, provenance = pps.resolve_settings(
-        f["workdir"], pps.settings_tag(model.tag, f["client"]), overrides, model.config.eval.threshold
-    )
-    return model, settings, provenance
-
-
 def _flag_values(settings_flags: Mapping[str, Any]) -> dict[str, Any]:
     return {k: f.value for k, f in settings_flags.items()}
 
 
-def run(argv_flags: Mapping[str, Any]) -> int:
-    """The CLI's work, given the flag values; returns the exit status (raises on usage errors)."""
+def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
+    """The CLI's work, given the flag values; returns the exit status (raises on usage errors, a busy
+    --out, a full disk, and KeyboardInterrupt). Messages go to stderr, the results table to stdout."""
     f = argv_flags
     check_pixel_size(f["pixel_size_um"])
     overrides = {k: v for k, v in f["settings"].items() if v is not None}
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?
     plan_outputs(f["images"], f["out"])  # Fail on an unsafe --out before the (slow) model load.
-    model, settings, provenance = model_and_settings(f, overrides)
-    manifest = predict_folder(
-        model,
-        f["images"],
-        f["out"],
-        pixel_size_um=f["pixel_size_um"],
-        exclude_border=f["exclude_border"],
-        settings=settings,
-        provenance=provenance,
-        overlap=f["overlap"],
-        flips=f["flips"],
-        log=lambda msg: print(msg, file=sys.stderr),
-    )
-    print(
-        json.dumps(
-            {
-                "model": model.tag,
-                "out": os.path.abspath(f["out"]),
-                "postprocess": provenance,
-                "images": manifest["images"],
-                "failed": manifest["failed"],
-            }
+    with outputs.lock(f["out"]):  # ...and on a busy one.
+        model, settings, provenance = model_and_settings(f, overrides)
+        source = getattr(model, "source", None) or {}
+        how = source.get("method_reason", "")
+        print(f"predict: model {model.tag}" + (f" ({how})" if how else ""), file=sys.stderr)
+        manifest = predict_folder(
+            model,
+            f["images"],
+            f["out"],
+            pixel_size_um=f["pixel_size_um"],
+            exclude_border=f["exclude_border"],
+            settings=settings,
+            provenance=provenance,
+            overlap=f["overlap"],
+            flips=f["flips"],
+            log=lambda msg: print(msg, file=sys.stderr),
+            progress=progress,
         )
+    this_run = manifest["runs"][-1]
+    done = {n: manifest["images"][n] for n in this_run["predicted"]}
+    if done:
+        print(report.text_table(done))
+    failed = this_run["failed"]
+    earlier = len(manifest["images"]) - len(done)
+    print(
+        f"{len(done)} image(s) measured"
+        + (f", {len(failed)} failed (see {os.path.join(f['out'], MANIFEST)})" if failed else "")
+        + (f"; {earlier} from earlier runs kept" if earlier > 0 else "")
+        + f"; model {model.tag}; settings: {provenance.get('source', 'built-in') if provenance else 'built-in'}"
     )
-    return EXIT_SOME_FAILED if manifest["failed"] else EXIT_OK
+    print(f"report: {os.path.join(os.path.abspath(f['out']), outputs.REPORT)}")
+    return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
 def flags_parser(prog: str):
@@ -428,6 +204,7 @@ def flags_parser(prog: str):
 
 def main(argv):
     del argv
+    logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO: keep the terminal readable
     values = {
         "workdir": _WORKDIR.value,
         "method": _METHOD.value,
@@ -441,9 +218,18 @@ def main(argv):
         "exclude_border": _EXCLUDE_BORDER.value,
         "settings": _flag_values(_SETTINGS),
     }
+    return cli(values)
+
+
+def cli(values: Mapping[str, Any], progress: bool = True) -> int:
+    """``run`` with the command line's error handling: one line on stderr and an exit status, never a
+    traceback, for what a user fixes (2), a full disk (2) and Ctrl-C (130)."""
     try:
-        return run(values)
-    except USER_ERRORS as e:  # User-fixable: the message names the flag or file.
+        return run(values, progress=progress)
+    except KeyboardInterrupt:
+        print("predict: interrupted; rerun the same command to finish", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except USER_ERRORS as e:  # User-fixable: the message names the flag or file (or the full disk).
         print(f"predict: error: {e}", file=sys.stderr)
         return EXIT_USAGE
 

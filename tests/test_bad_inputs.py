@@ -364,13 +364,10 @@ def test_predict_corrupt_image_in_batch(images: Path, tmp_path: Path, fake_load,
     assert "c.png" in capsys.readouterr().err
     manifest = json.loads((tmp_path / "out" / "grain_sizes.json").read_text())
     assert [f["file"] for f in manifest["failed"]] == [str(images / "c.png")]
-    assert sorted(os.listdir(tmp_path / "out")) == [
-        "a.png",
-        "a_grains.csv",
-        "b.png",
-        "b_grains.csv",
-        "grain_sizes.json",
-    ]
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(
+        [f"{n}{f}" for n in "ab" for f in (".png", "_grains.csv", "_overlay.png", "_hist.png")]
+        + ["grain_sizes.json", "grain_sizes.csv", "grain_sizes_summary.csv", "report.html"]
+    )
 
 
 def test_predict_non_image_file_is_listed_as_skipped(images: Path, tmp_path: Path, fake_load) -> None:

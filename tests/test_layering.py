@@ -1,6 +1,6 @@
 """The package's import graph: no circles, and every import points down the layers
 
-    runtime  <-  fl  <-  library (models, data, metrics, privacy, style)  <-  runs  <-  command-line tools
+    runtime  <-  fl  <-  library (models, data, metrics, privacy, style)  <-  runs  <-  analysis  <-  command-line tools
 
 and inside `runs` down the chain engine -> federation -> federated_training -> style_protocol -> runners ->
 train -> sweep (RUNS_CHAIN). Imports inside functions count too: a lazy import hides a circle, it does not remove it."""
@@ -52,6 +52,8 @@ def rank(module: str) -> float:
         if len(parts) == 1:
             return 4
         return 4 + (RUNS_CHAIN.index(parts[1]) + 1) / 100
+    if top == "analysis":  # predict's library: measuring a folder of micrographs, its outputs and report
+        return 5
     if top in CLI:
         return 6
     raise AssertionError(f"{module}: not placed in a layer; add it to tests/test_layering.py")

@@ -108,20 +108,19 @@ def test_colliding_stems_get_distinct_outputs(tmp_path: Path) -> None:
     assert manifest["images"]["x_tif"]["boundary_map"] == "x_tif.png"
     with Image.open(tmp_path / "out" / "x_tif.png") as im:
         assert im.size == (40, 16)  # the tif's own map, not the png's
+    per_image = ("{}.png", "{}_grains.csv", "{}_overlay.png", "{}_hist.png")
+    shared = ["grain_sizes.json", "grain_sizes.csv", "grain_sizes_summary.csv", "report.html"]
     assert sorted(os.listdir(tmp_path / "out")) == sorted(
-        [
-            "x_png.png",
-            "x_png_grains.csv",
-            "x_tif.png",
-            "x_tif_grains.csv",
-            "y.png",
-            "y_grains.csv",
-            "grain_sizes.json",
-        ]
+        [f.format(n) for n in ("x_png", "x_tif", "y") for f in per_image] + shared
     )
     # Case-insensitive collisions (distinct files on Linux, one file on macOS) are kept apart too.
     names = predict.output_names(["d/X.png", "d/x.png", "d/x.PNG", "d/x_png.tif"])
     assert len({n.casefold() for n in names.values()}) == 4
+    # An image named like another's overlay gets a name of its own (here and against an earlier run).
+    names = predict.output_names(["d/a.png", "d/a_overlay.png"])
+    assert names == {"d/a.png": "a", "d/a_overlay.png": "a_overlay_2"}
+    names = predict.output_names(["e/a.png"], earlier={"a_overlay": ["a_overlay.png", "a_overlay_grains.csv"]})
+    assert names == {"e/a.png": "a_2"}
 
 
 def test_a_corrupt_image_is_listed_and_the_rest_written(images: Path, tmp_path: Path) -> None:
@@ -183,7 +182,7 @@ def test_outputs_respect_the_umask(images: Path, tmp_path: Path, umask: int) -> 
     finally:
         os.umask(old)
     files = [p for p in out.iterdir()] + [tmp_path / "j" / "x.json"]
-    assert {p.suffix for p in files} == {".png", ".csv", ".json"}
+    assert {p.suffix for p in files} == {".png", ".csv", ".json", ".html"}
     for p in files:
         assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p
 
@@ -247,8 +246,10 @@ def test_stored_choice_is_the_default_and_flags_override(
     assert (
         used["per_setting"]["close_radius"] == pps.SOURCE_FLAGS and "flags (close_radius)" in used["source"]
     )
-    stdout = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert stdout["postprocess"] == used
+    # stdout: a short table for people (the JSON is in OUT/grain_sizes.json), with the settings' source.
+    printed = capsys.readouterr().out
+    assert printed.splitlines()[0].split()[:2] == ["image", "grains"] and "ASTM G" in printed
+    assert used["source"] in printed and "report.html" in printed
     # evaluate resolves the same way.
     d = tmp_path / "d"
     save(d / "images" / "a.png", grain_image())

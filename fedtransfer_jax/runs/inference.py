@@ -146,14 +146,71 @@ def load_model(
     return model
 
 
-def default_method(workdir: str) -> str:
-    """The best federated method the workdir has: fedtransfer > fedavg > fedprox > centralized."""
+PREFERENCE = ("fedtransfer", "fedtransfer_fourier", "fedavg", "fedprox", "centralized")
+
+
+def _method_scores(summary: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """``(validation, test_ari)``: each method's post-processing validation objective
+    (``methods.<m>.postprocessed.validation_objective.chosen``) and its mean test ARI (``methods.<m>.mean.ari``)."""
+    validation, ari = {}, {}
+    for m, entry in (summary.get("methods") or {}).items():
+        if not isinstance(entry, dict):
+            continue
+        v = ((entry.get("postprocessed") or {}).get("validation_objective") or {}).get("chosen")
+        if isinstance(v, (int, float)) and np.isfinite(v):
+            validation[m] = float(v)
+        a = (entry.get("mean") or {}).get("ari")
+        if isinstance(a, (int, float)) and np.isfinite(a):
+            ari[m] = float(a)
+    return validation, ari
+
+
+def choose_default_method(workdir: str) -> tuple[str, str]:
+    """``(method, reason)``: the method predict/evaluate use when ``--method`` is not given.
+
+    The best of the workdir's trained methods by its own validation: the post-processing validation
+    objective of each method in ``summary.json`` (mean of boundary F1, ARI and grain-count ratio on the
+    validation tiles); where no method has one, the mean ARI recorded in ``summary.json``; where
+    ``summary.json`` scores none, the order fedtransfer > fedtransfer_fourier > fedavg > fedprox >
+    centralized. Only methods with a checkpoint folder and one shared model count (a local method needs
+    ``--client``, so it is never a default). ``reason`` says which rule picked it, with the runner-up.
+    """
     base = os.path.join(workdir, "checkpoints")
-    have = set(os.listdir(base)) if os.path.isdir(base) else set()
-    for m in ("fedtransfer", "fedtransfer_fourier", "fedavg", "fedprox", "centralized"):
-        if m in have:
-            return m
+    have = {d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))} if os.path.isdir(base) else set()
+    eligible = {m for m in have if not _is_local(workdir, m)}
+    summary = {}
+    path = os.path.join(workdir, "summary.json")
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                summary = json.load(f)
+        except (OSError, ValueError):
+            summary = {}
+    validation, ari = _method_scores(summary if isinstance(summary, dict) else {})
+    for scores, what in (
+        (validation, "post-processing validation objective"),
+        (ari, "mean test ARI in summary.json (no validation objective recorded)"),
+    ):
+        ranked = sorted((m for m in scores if m in eligible), key=lambda m: -scores[m])
+        if ranked:
+            best = ranked[0]
+            others = ", ".join(f"{m} {scores[m]:.3f}" for m in ranked[1:4])
+            reason = f"best {what}: {scores[best]:.3f}" + (f" (next: {others})" if others else "")
+            return best, reason
+    for m in PREFERENCE:
+        if m in eligible:
+            return m, "no scores in summary.json: first of " + " > ".join(PREFERENCE)
+    if eligible:
+        m = sorted(eligible)[0]
+        return m, "no scores in summary.json: the only trained method" if len(eligible) == 1 else (
+            "no scores in summary.json: first trained method by name"
+        )
     raise FileNotFoundError(f"no trained model found under {base}")
+
+
+def default_method(workdir: str) -> str:
+    """The method used when ``--method`` is not given (``choose_default_method`` without the reason)."""
+    return choose_default_method(workdir)[0]
 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")

@@ -1,0 +1,295 @@
+"""predict_folder: every image of a folder into OUT, one run at a time, results never lost.
+
+* OUT is locked for the run (``outputs.lock``); a second run into it fails at once.
+* The manifest (OUT/grain_sizes.json) is merged: earlier runs' images keep their entries, an image
+  predicted again replaces its own. It is rewritten after every image, so it always lists exactly the
+  results on disk, whatever stops the run.
+* A write that fails (a full disk: ENOSPC/EDQUOT, or any other OSError in OUT) stops the run at once with
+  ``OutputWriteError`` naming the file; the manifest says ``failed`` and lists what was written.
+* Ctrl-C (KeyboardInterrupt) leaves the manifest ``interrupted``, with the tables and report of what
+  was done, and is raised again for the caller.
+* After the images: grain_sizes.csv, grain_sizes_summary.csv, then report.html (analysis/report.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from fedtransfer_jax import metrics as metrics_lib
+from fedtransfer_jax.analysis import measure, outputs, report
+from fedtransfer_jax.metrics import postprocess_select as pps
+from fedtransfer_jax.runtime import io_utils
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class OutputWriteError(OSError):
+    """Writing into OUT failed (disk full, quota, permissions): the run stopped; the message says which
+    file, what was kept and what to do."""
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S")
+
+
+def write_failure(err: OSError, path: str, out: str, n_done: int) -> OutputWriteError:
+    """The one message for a write that failed: the disk is full (or another OS error), which file."""
+    what = "the disk is full" if err.errno in DISK_FULL else f"cannot write ({err.strerror or err})"
+    if err.errno == errno.EDQUOT:
+        what = "the disk quota is exceeded"
+    msg = (
+        f"{what} while writing {path}: stopped after {n_done} image(s) of this run "
+        f"(listed in {os.path.join(out, outputs.MANIFEST)}, status 'failed'); "
+        "free some space and rerun the same command to finish"
+    )
+    e = OutputWriteError(err.errno, msg)
+    e.path = path
+    return e
+
+
+def _write(path: str, data: bytes) -> None:
+    io_utils.write_bytes_atomic(path, data)
+
+
+def write_image_outputs(out: str, files: Mapping[str, str], m: measure.Measurement, title: str) -> tuple[int, ...]:
+    """The four files of one image, or none of them (a failed write removes those written before it).
+    Returns the overlay colour. Raises ``(OSError, path)`` as ``_ImageWriteError``."""
+    ov, colour = report.overlay(m.image, m.boundary)
+    jobs = (
+        ("boundary_map", lambda: report.png_bytes(m.boundary.astype(np.uint8) * 255)),
+        ("grain_table", None),
+        ("overlay", lambda: report.png_bytes(ov)),
+        ("histogram", lambda: report.histogram_png(m.rows, m.summary, title)),
+    )
+    written: list[str] = []
+    path = ""
+    try:
+        for key, make in jobs:
+            path = os.path.join(out, files[key])
+            if make is None:
+                metrics_lib.write_grain_table_csv(m.rows, path)
+            else:
+                _write(path, make())
+            written.append(path)
+    except OSError as e:
+        _remove(written)
+        raise _ImageWriteError(e, path) from e
+    except BaseException:
+        _remove(written)
+        raise
+    return colour
+
+
+class _ImageWriteError(Exception):
+    def __init__(self, err: OSError, path: str):
+        super().__init__(str(err))
+        self.err, self.path = err, path
+
+
+def _remove(paths) -> None:
+    for p in paths:
+        with contextlib.suppress(OSError):
+            os.unlink(p)
+
+
+def predict_folder(
+    model,
+    images: str,
+    out: str,
+    *,
+    pixel_size_um: float = 0.0,
+    exclude_border: bool = False,
+    settings: pps.PostprocessSettings | None = None,
+    provenance: Mapping[str, Any] | None = None,
+    overlap: int | None = None,
+    flips: bool = False,
+    log: Callable[[str], None] | None = None,
+    progress: bool = False,
+    **postprocess_kw: Any,
+) -> dict:
+    """Predicts every image of ``images`` into ``out``; returns the manifest (OUT/grain_sizes.json).
+
+    ``settings``/``provenance`` come from ``postprocess_select.resolve_settings``; without them
+    ``postprocess_kw`` (``threshold=``, ``close_radius=``...) apply over the built-in defaults. Bad images
+    are listed in ``manifest['failed']`` (and reported through ``log``), the others are written.
+    ``progress``: a tqdm bar over the images on stderr (``log`` messages then go above it).
+    ``manifest['runs'][-1]`` describes this run (``predicted``: its image names, ``failed``: its files).
+
+    Raises:
+      UnsafeOutputError, FileNotFoundError, ValueError: before anything is written (see ``plan_outputs``);
+        ``OutputLockedError`` when another predict writes into ``out``.
+      OutputWriteError: a write into OUT failed (disk full...); the run stopped, the manifest says so.
+      KeyboardInterrupt: after marking the manifest ``interrupted``.
+    """
+    pixel = measure.check_pixel_size(pixel_size_um)
+    if settings is None:
+        settings, provenance = pps.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
+    with outputs.lock(out):
+        return _predict_locked(
+            model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, log, progress
+        )
+
+
+def _predict_locked(model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, log, progress):
+    names, skipped, previous = outputs.plan_outputs(images, out)
+    manifest_path = os.path.join(out, outputs.MANIFEST)
+    previous = previous or {}
+    still_there = {f for f in previous.get("outputs", []) if os.path.exists(os.path.join(out, f))}
+    planned = {f for n in names.values() for f in outputs.output_files(n)}
+    inputs = set(names)
+    source = dict(getattr(model, "source", None) or {"method": model.tag.split("/")[0]})
+    if getattr(model, "round", None) is not None:
+        source.update(round=int(model.round), rounds=int(getattr(model, "rounds", model.round)))
+    run_info: dict[str, Any] = {
+        "started": _now(),
+        "images": images,
+        "model": model.tag,
+        "status": "running",
+        "predicted": [],
+        "failed": [],
+    }
+    manifest: dict[str, Any] = {
+        "status": "running",
+        "updated": _now(),
+        "model": model.tag,
+        "model_info": source,
+        "postprocess": dict(provenance or {"settings": settings.to_dict()}),
+        "pixel_size_um": pixel,
+        "inference": {
+            "overlap_px": overlap if overlap is not None else "tile/4",
+            "flips": bool(flips),
+            "exclude_border_grains": bool(exclude_border),
+        },
+        # Earlier runs' results stay; an image of this run replaces its own entry when it is done.
+        "images": outputs.kept_entries(previous, out),
+        "failed": [f for f in previous.get("failed", []) if isinstance(f, dict) and f.get("file") not in inputs],
+        "skipped": skipped,
+        "runs": list(previous.get("runs", []))[-49:] + [run_info],
+        # Written first, so a crashed run can be repeated into the same OUT.
+        "outputs": sorted(still_there | planned),
+    }
+    bar = None
+    if progress:
+        from tqdm import tqdm  # noqa: PLC0415
+
+        bar = tqdm(total=len(names), file=sys.stderr, unit="image", desc="predict", dynamic_ncols=True)
+
+    def say(msg: str) -> None:
+        if log is None:
+            return
+        if bar is not None:
+            bar.clear()
+            log(msg)
+            bar.refresh()
+        else:
+            log(msg)
+
+    def save_manifest() -> None:
+        manifest["updated"] = _now()
+        ours = {f for e in manifest["images"].values() for k in outputs.FILE_KEYS if (f := e.get(k))}
+        # plan_outputs checked that any shared file already in OUT is ours: every one there now is.
+        shared = {f for f in outputs.SHARED_FILES if os.path.exists(os.path.join(out, f))}
+        keep = set(manifest["outputs"]) if manifest["status"] == "running" else set()
+        manifest["outputs"] = sorted(
+            f for f in (keep | still_there | ours | shared) if os.path.exists(os.path.join(out, f)) or f in keep
+        )
+        try:
+            io_utils.write_json_atomic(manifest_path, manifest)
+        except OSError as e:
+            raise write_failure(e, manifest_path, out, len(run_info["predicted"])) from e
+
+    def finish(status: str, error: str | None = None, tables: bool = True) -> None:
+        manifest["status"] = run_info["status"] = status
+        run_info["finished"] = _now()
+        if error:
+            manifest["error"] = error
+        else:
+            manifest.pop("error", None)
+        if tables:
+            try:
+                report.write_tables_and_report(out, manifest)
+            except OSError as e:
+                if status == "complete":
+                    raise write_failure(e, getattr(e, "filename", None) or out, out, len(run_info["predicted"])) from e
+        save_manifest()
+
+    try:
+        save_manifest()
+        for entry in skipped:
+            if "not a regular file" in entry["reason"]:
+                say(f"predict: warning: skipped {entry['file']}: {entry['reason']}")
+        for path, name in names.items():
+            files = outputs.image_files(name)
+            try:
+                m = measure.measure_image(
+                    model, path, pixel_size_um=pixel, exclude_border=exclude_border,
+                    settings=settings, overlap=overlap, flips=flips,
+                )
+            except (ValueError, OSError) as e:
+                failure = {"file": path, "reason": str(e)}
+                manifest["failed"].append(failure)
+                run_info["failed"].append(path)
+                say(f"predict: skipped {path}: {e}")
+                manifest["images"].pop(name, None)
+                for stale in set(files.values()) & still_there:  # An earlier run's map of this image
+                    os.unlink(os.path.join(out, stale))  # would otherwise pass for this run's.
+                    still_there.discard(stale)
+                save_manifest()
+                if bar is not None:
+                    bar.update(1)
+                continue
+            old = manifest["images"].pop(name, None)  # Its files are about to be replaced.
+            try:
+                colour = write_image_outputs(out, files, m, name)
+            except _ImageWriteError as e:
+                still_there.difference_update(files.values())
+                raise write_failure(e.err, e.path, out, len(run_info["predicted"])) from e.err
+            if old and old.get("file") != path:
+                say(f"predict: note: {name} ({path}) replaces the results of {old.get('file')} in {out}")
+            entry = {
+                "file": path,
+                **files,
+                **m.summary,
+                "overlay_colour": list(colour),
+                "model": model.tag,
+                "pixel_size_um": pixel,
+                "postprocess_settings": settings.to_dict(),
+            }
+            manifest["images"][name] = entry
+            run_info["predicted"].append(name)
+            if m.summary.get("warnings"):
+                say(f"predict: warning: {path}: {'; '.join(m.summary['warnings'])}")
+            save_manifest()
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+            bar = None
+        finish("complete")
+    except OutputWriteError as e:
+        if bar is not None:
+            bar.close()
+        with contextlib.suppress(OSError):  # The disk may still be full: the last manifest stands.
+            finish("failed", str(e), tables=False)
+        raise
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close()
+        with contextlib.suppress(OSError, KeyboardInterrupt):
+            finish("interrupted", "interrupted by the user (Ctrl-C); rerun the same command to finish")
+        raise
+    except BaseException as e:
+        if bar is not None:
+            bar.close()
+        with contextlib.suppress(Exception):
+            finish("failed", f"{type(e).__name__}: {e}", tables=False)
+        raise
+    return manifest

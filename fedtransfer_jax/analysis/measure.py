@@ -1,0 +1,111 @@
+"""One micrograph -> boundary map, grain table and grain-size summary; and the model predict uses."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fedtransfer_jax import metrics as metrics_lib
+from fedtransfer_jax.data import folder
+from fedtransfer_jax.metrics import postprocess_select as pps
+from fedtransfer_jax.runs import inference
+
+
+def check_pixel_size(pixel_size_um: float) -> float | None:
+    """``--pixel_size_um`` as the metrics want it: None when unknown (0)."""
+    if not (math.isfinite(pixel_size_um) and pixel_size_um >= 0):
+        raise ValueError(f"--pixel_size_um must be >= 0 (0 = unknown), got {pixel_size_um}")
+    return pixel_size_um or None
+
+
+def segment(
+    model: inference.LoadedModel,
+    image: np.ndarray,
+    *,
+    settings: pps.PostprocessSettings | None = None,
+    overlap: int | None = None,
+    flips: bool = False,
+    **postprocess_kw: Any,
+) -> np.ndarray:
+    """Boolean boundary map [H, W] for an image [H, W, 3].
+
+    ``settings`` (or, without it, ``threshold=``/``close_radius=``... over the built-in defaults with
+    the config's threshold) says how the probabilities become a map; ``evaluate`` uses the same path.
+    """
+    if settings is None:
+        settings, _ = pps.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
+    return settings.apply(model.predict_prob(image, overlap=overlap, flips=flips))
+
+
+@dataclass
+class Measurement:
+    """One image measured: the micrograph [H, W, 3] in [0, 1], its boolean boundary map [H, W], the grain
+    table rows and the grain-size summary (``metrics.grain_size_summary`` plus height and width)."""
+
+    image: np.ndarray
+    boundary: np.ndarray
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+
+
+def measure_image(
+    model,
+    path: str,
+    *,
+    pixel_size_um: float | None,
+    exclude_border: bool,
+    settings: pps.PostprocessSettings,
+    overlap: int | None = None,
+    flips: bool = False,
+) -> Measurement:
+    """Reads, segments and measures one image; raises ValueError/OSError for a file that cannot be read."""
+    image = folder.read_image(path)
+    boundary = segment(model, image, settings=settings, overlap=overlap, flips=flips)
+    grains = metrics_lib.grains_from_boundary(boundary)
+    rows = metrics_lib.grain_table(grains, pixel_size_um=pixel_size_um, exclude_border=exclude_border)
+    summary = {
+        "height": int(image.shape[0]),
+        "width": int(image.shape[1]),
+        # `warnings`/`size_withheld`: a map that cannot give a plausible grain size (metrics/grains.py
+        # grain_size_plausibility) gets null means and G, with the reason, instead of a number.
+        **metrics_lib.grain_size_summary(grains, pixel_size_um=pixel_size_um, boundary=boundary),
+    }
+    return Measurement(image, boundary, rows, summary)
+
+
+# ----------------------------------------------------------------------------------------------
+# The model: which method, and the post-processing settings.
+# ----------------------------------------------------------------------------------------------
+
+
+def load_model(workdir: str, method: str, client: str | None, allow_incomplete: bool = False):
+    """``inference.load_model``; ``--allow_incomplete`` is passed on only when set."""
+    extra = {"allow_incomplete": True} if allow_incomplete else {}
+    return inference.load_model(workdir, method, client, **extra)
+
+
+def model_and_settings(f: Mapping[str, Any], overrides: Mapping[str, Any]):
+    """What predict and evaluate share after their own input checks: the model (`--method`, default the
+    workdir's best by validation, see ``inference.choose_default_method``; `--client`;
+    `--allow_incomplete`), a valid `--overlap`, and the post-processing settings with their provenance
+    (stored choice, `--client`'s own, flags, built-in defaults).
+
+    The model gets ``source``: ``{"workdir", "method", "method_reason", "client"}`` (which model, and why
+    this method), shown in the manifest and the report.
+    """
+    if f["method"]:
+        method, reason = f["method"], "given with --method"
+    else:
+        method, reason = inference.choose_default_method(f["workdir"])
+    model = load_model(f["workdir"], method, f["client"], f.get("allow_incomplete", False))
+    model.source = {"workdir": f["workdir"], "method": method, "method_reason": reason, "client": f["client"]}
+    if f["overlap"] is not None and not 0 <= f["overlap"] < model.tile:
+        raise ValueError(f"--overlap must be in [0, {model.tile}) (the model's tile size), got {f['overlap']}")
+    settings, provenance = pps.resolve_settings(
+        f["workdir"], pps.settings_tag(model.tag, f["client"]), overrides, model.config.eval.threshold
+    )
+    return model, settings, provenance
