@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 
-from fedtransfer_jax.data.pixels import decode_uint8
+from fedtransfer_jax.runtime.pixels import decode_uint8
 from fedtransfer_jax.fl.algorithms.base import decode_images
 
 

@@ -1,6 +1,7 @@
-"""The two recipes at the top of fl/algorithms/__init__.py and style/techniques/__init__.py, followed literally:
-a toy algorithm module and a toy style technique module are written to a temporary directory, registered with
-one line each, and run (one jitted federated round; one render of a tiny batch). Nothing else is edited:
+"""The three recipes at the top of fl/algorithms/__init__.py, style/techniques/__init__.py and
+data/labs/__init__.py (docs/ARCHITECTURE.md), followed literally: a toy algorithm, a toy style technique and a
+toy lab module are written to a temporary directory, registered with one line each, and run (one jitted
+federated round; one render of a tiny batch and its privacy-audit declaration; two rendered micrographs). Nothing else is edited:
 the config checks, the experiment config and the contract tests pick them up through the registries."""
 
 import importlib
@@ -16,6 +17,8 @@ import numpy as np
 import optax
 import pytest
 
+from fedtransfer_jax.data import labs, synthetic
+from fedtransfer_jax.data.microstructure import boundary_map
 from fedtransfer_jax.runs import engine
 from fedtransfer_jax.fl import algorithms
 from fedtransfer_jax.style import federated
@@ -24,6 +27,7 @@ from fl_toy import A, B, LR, quad_loss, run
 from style_toy import S, toy_clients, toy_lab
 
 REPO = Path(__file__).resolve().parents[1]
+BUILTIN_LABS = ("brightfield", "darkfield", "sem", "tint", "lowcontrast")
 
 # Step 1 of "how to add an algorithm": a module with DEFAULTS and build(name, local, hparams, client_lr, key).
 TOY_ALGORITHM = '''
@@ -59,7 +63,7 @@ TOY_STYLE = '''
     """Mean-colour transfer: a toy that shows the recipe. A client shares the mean colour of K images; a
     render shifts each image's mean colour to a drawn style of its target lab."""
 
-    from fedtransfer_jax.style.techniques.base import StyleTechnique, pick_styles, stack_messages
+    from fedtransfer_jax.style.techniques.base import StyleAudit, StyleTechnique, pick_styles, stack_messages
 
     DEFAULTS = {"toy_strength": 1.0}  # fraction of the colour shift applied
 
@@ -85,6 +89,39 @@ TOY_STYLE = '''
             render=render,
             info={"kind": "toy", "toy_strength": strength},
         )
+
+
+    def make_audit(cfg, *, seed, image_size):
+        del cfg, seed, image_size
+        mean = lambda image: image.mean(axis=(0, 1))
+        return StyleAudit(
+            message=lambda image, label: {"toy_mean": mean(image)},
+            statistics=lambda image: {"toy_mean": mean(image)},
+            what_is_sent={"toy_colour": "the mean colour of each shared tile (3 floats)"},
+        )
+'''
+
+
+# Step 1 of "how to add a lab": one module with RANGES, render, SPEC (and distort if the instrument moves
+# geometry), written from the physics of the technique.
+TOY_LAB = '''
+    """Polarised light on anodised aluminium, reduced to a toy: every grain takes one flat grey level from
+    its orientation, there is no boundary line, so boundaries exist only as steps between grains."""
+
+    import numpy as np
+
+    from fedtransfer_jax.data.synthetic import LabSpec
+
+    RANGES = {"spread": (0.3, 0.6), "noise": (0.0, 0.02)}  # grey-level spread between grains; sensor noise
+
+
+    def render(rng, grains, params):
+        levels = 0.5 + params["spread"] * (rng.random(int(grains.max()) + 1) - 0.5)
+        img = levels[grains] + params["noise"] * rng.standard_normal(grains.shape)
+        return np.repeat(np.clip(img, 0.0, 1.0)[..., None], 3, axis=-1).astype(np.float32)
+
+
+    SPEC = LabSpec("toy_polarised", style="toy_polarised", method="voronoi", diameter_px=(6.0, 9.0))
 '''
 
 
@@ -160,5 +197,30 @@ def test_add_a_style_technique(toy_style):
     assert engine.method_spec(specs, "m").style == "toy_colour"
 
 
+@pytest.fixture
+def toy_lab_module(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = _write_module(tmp_path, "toy_polarised", TOY_LAB)
+    labs.register(module)  # step 2: the one registry line
+    yield module
+    labs.unregister("toy_polarised")
+    sys.modules.pop("toy_polarised", None)
+
+
+def test_add_a_lab(toy_lab_module):
+    assert "toy_polarised" in synthetic.LAB_NAMES and synthetic.LAB_NAMES[: len(BUILTIN_LABS)] == BUILTIN_LABS
+    images, labels, grains = synthetic.make_lab_examples("toy_polarised", 2, size=32, seed=0)
+    assert images.shape == (2, 32, 32, 3) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    for lab, g in zip(labels, grains):  # the labels are exactly the grain map's boundaries
+        np.testing.assert_array_equal(lab, boundary_map(g, 2))
+    # Deterministic, and a new lab leaves the existing labs' images unchanged (they keep their index).
+    again = synthetic.make_lab_examples("toy_polarised", 2, size=32, seed=0)[0]
+    np.testing.assert_array_equal(images, again)
+    # Its identity (grain sizes, imaging ranges) is described like any lab's.
+    assert synthetic.describe_lab("toy_polarised")["style_params"] == toy_lab_module.RANGES
+
+
 def test_registries_are_back_to_the_builtins():
     assert "toy_step" not in algorithms.NAMES and "toy_colour" not in techniques.TECHNIQUE_NAMES
+    assert synthetic.LAB_NAMES == BUILTIN_LABS

@@ -52,7 +52,7 @@ def test_the_audit_asks_every_registered_method():
 
 def test_a_method_without_an_audit_declaration_is_rejected(monkeypatch):
     toy = types.SimpleNamespace(DEFAULTS={}, make=lambda cfg: None)  # a style technique module, no make_audit
-    monkeypatch.setitem(techniques._REGISTRY, "toy", toy)
+    monkeypatch.setitem(techniques.REGISTRY, "toy", toy)
     monkeypatch.setattr(techniques, "TECHNIQUE_NAMES", techniques.TECHNIQUE_NAMES + ("toy",))
     with pytest.raises(TypeError, match="style technique 'toy' declares no privacy audit.*make_audit"):
         techniques.get_style_audit("toy", {}, seed=0, image_size=SIZE)
@@ -62,10 +62,17 @@ def test_a_method_without_an_audit_declaration_is_rejected(monkeypatch):
 
 def test_a_malformed_audit_declaration_is_rejected(monkeypatch):
     toy = types.SimpleNamespace(DEFAULTS={}, make=lambda cfg: None, make_audit=lambda cfg, **kw: {"message": None})
-    monkeypatch.setitem(techniques._REGISTRY, "toy", toy)
+    monkeypatch.setitem(techniques.REGISTRY, "toy", toy)
     with pytest.raises(TypeError, match="make_audit must return a StyleAudit"):
         techniques.get_style_audit("toy", {}, seed=0, image_size=SIZE)
     no_text = techniques.StyleAudit(message=lambda x, y: x.mean(), statistics=lambda x: x.mean(), what_is_sent={})
     monkeypatch.setattr(toy, "make_audit", lambda cfg, **kw: no_text)
     with pytest.raises(TypeError, match="what_is_sent must describe the message"):
         techniques.get_style_audit("toy", {}, seed=0, image_size=SIZE)
+
+
+def test_registering_a_module_without_an_audit_declaration_fails():
+    toy = types.SimpleNamespace(__name__="toy_module", DEFAULTS={}, make=lambda cfg: None)
+    with pytest.raises(TypeError, match="toy_module defines no make_audit"):
+        techniques.register("toy", toy)
+    assert "toy" not in techniques.REGISTRY

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from fedtransfer_jax.data.pixels import decode_uint8
+from fedtransfer_jax.runtime.pixels import decode_uint8
 
 Arrays = tuple[np.ndarray, np.ndarray]
 

@@ -386,6 +386,31 @@ RENDERERS: dict[str, Renderer] = {
 DISTORTIONS: dict[str, Callable[[np.random.Generator, np.ndarray, Params], np.ndarray]] = {"sem": distort_sem}
 
 
+def register_style(
+    name: str,
+    ranges: dict[str, tuple[float, float]],
+    render_fn: Renderer,
+    distort_fn: Callable[[np.random.Generator, np.ndarray, Params], np.ndarray] | None = None,
+) -> None:
+    """Adds an imaging style: its per-image parameter ranges, its renderer and, if the instrument moves
+    geometry, the distortion applied to the grain map before the labels are taken (``data/labs/``)."""
+    global STYLES
+    if name in STYLE_RANGES:
+        raise ValueError(f"imaging style {name!r} is already registered")
+    STYLE_RANGES[name] = dict(ranges)
+    RENDERERS[name] = render_fn
+    if distort_fn is not None:
+        DISTORTIONS[name] = distort_fn
+    STYLES = tuple(STYLE_RANGES)
+
+
+def unregister_style(name: str) -> None:
+    global STYLES
+    for table in (STYLE_RANGES, RENDERERS, DISTORTIONS):
+        table.pop(name, None)
+    STYLES = tuple(STYLE_RANGES)
+
+
 def distort_grains(style: str, rng: np.random.Generator, grains: np.ndarray, params: Params) -> np.ndarray:
     """Geometric artefacts of the instrument, applied to the grain map (identity for most styles)."""
     _check_style(style)

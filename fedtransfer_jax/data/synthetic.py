@@ -26,7 +26,16 @@ from fedtransfer_jax.data.microstructure import (
     MIN_GRAIN_AREA,
 )
 
-__all__ = ["LAB_NAMES", "LabSpec", "LABS", "describe_lab", "make_lab_examples", "generate_microstructure"]
+__all__ = [
+    "LAB_NAMES",
+    "LabSpec",
+    "LABS",
+    "describe_lab",
+    "generate_microstructure",
+    "make_lab_examples",
+    "register_lab",
+    "unregister_lab",
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +68,23 @@ LABS: dict[str, LabSpec] = {
     )
 }
 LAB_NAMES: tuple[str, ...] = tuple(LABS)
+
+
+def register_lab(spec: LabSpec) -> None:
+    """Adds a lab (its imaging style must be registered first, ``styles.register_style``). Labs keep their
+    registration order: a lab's index seeds its images, so a new lab never changes an existing one's data."""
+    global LAB_NAMES
+    if spec.name in LABS:
+        raise ValueError(f"lab {spec.name!r} is already registered")
+    styles._check_style(spec.style)
+    LABS[spec.name] = spec
+    LAB_NAMES = tuple(LABS)
+
+
+def unregister_lab(name: str) -> None:
+    global LAB_NAMES
+    del LABS[name]
+    LAB_NAMES = tuple(LABS)
 
 
 def _lab(name: str) -> tuple[int, LabSpec]:

@@ -27,7 +27,7 @@ import numpy as np
 
 from fedtransfer_jax.runs import engine, federated_training, inference
 from fedtransfer_jax.data.clients import ClientData
-from fedtransfer_jax.data.pixels import decode_uint8
+from fedtransfer_jax.runtime.pixels import decode_uint8
 from fedtransfer_jax.data.seeds import STYLE_MODEL_INIT_TAG
 from fedtransfer_jax.fl import boundary as boundary_lib
 from fedtransfer_jax.runs.run_context import Context

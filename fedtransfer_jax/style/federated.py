@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from fedtransfer_jax.data.pixels import decode_uint8
+from fedtransfer_jax.runtime.pixels import decode_uint8
 from fedtransfer_jax.fl import federated_round
 from fedtransfer_jax.data.seeds import STYLE_MODEL_INIT_TAG
 from fedtransfer_jax.fl.algorithms import base

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fedtransfer_jax.data.pixels import UINT8_TO_UNIT
+from fedtransfer_jax.runtime.pixels import UINT8_TO_UNIT
 
 PyTree = Any
 LossFn = Callable[[PyTree, dict, chex.PRNGKey], tuple[jax.Array, dict]]

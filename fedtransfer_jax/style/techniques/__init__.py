@@ -3,10 +3,12 @@
 How to add a style technique:
   1. Write ``style/techniques/<name>.py`` (paper reference in its docstring) exporting
      ``DEFAULTS``: a dict of every ``config.style`` key it reads, with its default (prefix the keys with
-     the method's name unless shared on purpose), and ``make(cfg) -> base.StyleTechnique`` named ``"<name>"``,
-     where ``cfg.get(key, default)`` reads the ``config.style`` section.
+     the technique's name unless shared on purpose); ``make(cfg) -> base.StyleTechnique`` named
+     ``"<name>"``, where ``cfg.get(key, default)`` reads the ``config.style`` section; and
+     ``make_audit(cfg, *, seed, image_size) -> base.StyleAudit``: what its clients send and how the privacy
+     audit recomputes and attacks it.
   2. Import it below and register it with one line: ``register("<name>", <name>)``.
-  3. Add ``tests/test_style_method_<name>.py``; the contract tests pick it up by themselves.
+  3. Add ``tests/test_style_technique_<name>.py``; the contract tests pick it up by themselves.
   Configs then take it as ``method_specs.<m>.style = "<name>"``; its keys join ``config.style`` with their
   defaults (experiments/grains.py builds the section from ``config_defaults()``).
 
@@ -48,6 +50,9 @@ def register(name: str, module: ModuleType) -> None:
     global TECHNIQUE_NAMES
     if name in REGISTRY:
         raise ValueError(f"style technique {name!r} is already registered")
+    missing = [a for a in ("DEFAULTS", "make", "make_audit") if not hasattr(module, a)]
+    if missing:
+        raise TypeError(f"style technique {name!r}: its module {module.__name__} defines no {', '.join(missing)}")
     REGISTRY[name] = module
     TECHNIQUE_NAMES = tuple(REGISTRY)
 

@@ -242,11 +242,11 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Privacy-audit declaration. Every registered method's module defines
+# Privacy-audit declaration. Every registered technique's module defines
 #     make_audit(cfg, *, seed: int, image_size: int) -> StyleAudit
 # (``cfg`` as for ``make``) saying how `fedtransfer_jax.privacy.audit` recomputes and attacks the message
-# its clients send. The audit iterates over the registry, so a method without it is rejected with an error
-# (``methods.get_style_audit``) instead of silently left out of the privacy audit.
+# its clients send. The audit iterates over the registry, so a technique without it is rejected with an
+# error (``techniques.register`` / ``techniques.get_style_audit``) instead of silently left out of the audit.
 # ---------------------------------------------------------------------------------------------------------
 class AuditCheck(NamedTuple):
     """A diagnostic the audit runs on each audited client's first victim (image, label, key) -> result,
