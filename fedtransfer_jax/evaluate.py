@@ -34,6 +34,7 @@ from fedtransfer_jax.runs import inference
 from fedtransfer_jax import metrics as metrics_lib, predict
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.metrics import postprocess_select as pps
+from fedtransfer_jax.runs import postprocess_choice
 
 EXIT_OK, EXIT_USAGE = 0, 2
 USER_ERRORS = predict.USER_ERRORS
@@ -88,7 +89,7 @@ def evaluate_folder(
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"--tolerance must be >= 0 px, got {tolerance}")
     if settings is None:
-        settings, provenance = pps.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
+        settings, provenance = postprocess_choice.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
     pairs = folder.list_pairs(data_dir)
     label_warnings = folder.check_client_labels(
         pairs, invert=invert_labels, invert_flag=INVERT_FLAG, where=f"--data_dir {data_dir}"

@@ -23,6 +23,7 @@ LIBRARY = ("models", "data", "metrics", "privacy", "style")
 RUNS_CHAIN = (
     "figures",  # leaves: matplotlib figures and the summary's markdown
     "report",
+    "postprocess_choice",  # the stored post-processing choice of a method
     "engine",  # assembly from the config
     "inference",  # a trained model and its probabilities
     "federation",  # the round loop with checkpoints

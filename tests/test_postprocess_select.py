@@ -14,6 +14,8 @@ import pytest
 from scipy import ndimage
 
 from fedtransfer_jax.metrics import postprocess_select as pps
+
+from fedtransfer_jax.runs import postprocess_choice
 from fedtransfer_jax.metrics import segmentation_metrics
 
 
@@ -184,43 +186,43 @@ def test_save_and_load_choice(tmp_path) -> None:
     workdir = str(tmp_path / "wd")
     grid = one_step_grid(thresholds=(0.3, 0.5))
     choice = pps.choose({"a": np.tile([[0.2, 0, 0, 0, 0]], (2, 1)) + [[0], [0.1]]}, grid)
-    path = pps.save_choice(workdir, "fedavg", choice)
+    path = postprocess_choice.save_choice(workdir, "fedavg", choice)
     assert path == os.path.join(workdir, "postprocess", "fedavg.json")
     assert os.listdir(os.path.dirname(path)) == ["fedavg.json"]  # atomic: no temp file left
-    loaded = pps.load_choice(workdir, "fedavg")
+    loaded = postprocess_choice.load_choice(workdir, "fedavg")
     assert loaded["settings"] == choice["settings"] and loaded["path"] == path
     assert loaded["settings_obj"] == pps.PostprocessSettings.from_dict(choice["settings"])
-    assert pps.load_choice(workdir, "fedprox") is None
+    assert postprocess_choice.load_choice(workdir, "fedprox") is None
     # A local model's tag falls back to the method's choice unless it has its own.
-    assert pps.load_choice(workdir, "local/lab") is None
-    pps.save_choice(workdir, "local", choice)
-    assert pps.load_choice(workdir, "local/lab")["path"].endswith(os.path.join("postprocess", "local.json"))
+    assert postprocess_choice.load_choice(workdir, "local/lab") is None
+    postprocess_choice.save_choice(workdir, "local", choice)
+    assert postprocess_choice.load_choice(workdir, "local/lab")["path"].endswith(os.path.join("postprocess", "local.json"))
     with open(path, "w") as f:
         f.write("{not json")
     with pytest.raises(ValueError, match="fedavg.json"):
-        pps.load_choice(workdir, "fedavg")
+        postprocess_choice.load_choice(workdir, "fedavg")
     with pytest.raises(ValueError, match="invalid method name"):
-        pps.choice_path(workdir, "../evil")
+        postprocess_choice.choice_path(workdir, "../evil")
 
 
 def test_resolve_settings_precedence_and_sources(tmp_path) -> None:
     workdir = str(tmp_path)
-    s, prov = pps.resolve_settings(workdir, "fedavg", {}, builtin_threshold=0.4)
+    s, prov = postprocess_choice.resolve_settings(workdir, "fedavg", {}, builtin_threshold=0.4)
     assert s == pps.PostprocessSettings(threshold=0.4) and prov["source"] == pps.SOURCE_BUILTIN
     assert prov["choice_file"] is None
     chosen = pps.PostprocessSettings(0.3, 2, 80, 30, 1)
-    pps.save_choice(workdir, "fedavg", {"settings": chosen.to_dict()})
-    s, prov = pps.resolve_settings(workdir, "fedavg", {"threshold": None}, builtin_threshold=0.4)
+    postprocess_choice.save_choice(workdir, "fedavg", {"settings": chosen.to_dict()})
+    s, prov = postprocess_choice.resolve_settings(workdir, "fedavg", {"threshold": None}, builtin_threshold=0.4)
     assert s == chosen and prov["source"] == pps.SOURCE_CHOSEN and prov["choice_file"].endswith("fedavg.json")
-    s, prov = pps.resolve_settings(workdir, "fedavg", {"threshold": 0.6, "line_width": 0})
+    s, prov = postprocess_choice.resolve_settings(workdir, "fedavg", {"threshold": 0.6, "line_width": 0})
     assert s == pps.PostprocessSettings(0.6, 2, 80, 30, 0)
     assert prov["source"] == "flags (threshold, line_width) over chosen on validation tiles"
     assert prov["per_setting"]["threshold"] == pps.SOURCE_FLAGS
     assert prov["per_setting"]["close_radius"] == pps.SOURCE_CHOSEN
     every = dict(threshold=0.5, close_radius=0, min_fragment_px=0, min_grain_area=0, line_width=0)
-    assert pps.resolve_settings(workdir, "fedavg", every)[1]["source"] == pps.SOURCE_FLAGS
+    assert postprocess_choice.resolve_settings(workdir, "fedavg", every)[1]["source"] == pps.SOURCE_FLAGS
     with pytest.raises(ValueError, match="--threshold"):
-        pps.resolve_settings(workdir, "fedavg", {"threshold": -0.1})
+        postprocess_choice.resolve_settings(workdir, "fedavg", {"threshold": -0.1})
 
 
 def test_score_grid_equals_scoring_each_setting_from_scratch() -> None:

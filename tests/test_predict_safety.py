@@ -20,6 +20,7 @@ from fedtransfer_jax import evaluate, predict
 from fedtransfer_jax.runs import inference
 from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax.metrics import postprocess_select as pps
+from fedtransfer_jax.runs import postprocess_choice
 
 
 class FakeModel:
@@ -234,7 +235,7 @@ def test_stored_choice_is_the_default_and_flags_override(
     used = json.loads((tmp_path / "o1" / "grain_sizes.json").read_text())["postprocess"]
     assert used["source"] == pps.SOURCE_BUILTIN and used["settings"] == pps.BUILTIN_DEFAULTS.to_dict()
     chosen = pps.PostprocessSettings(0.4, 0, 80, 30, 1)
-    pps.save_choice(str(workdir), "fedavg", {"settings": chosen.to_dict()})
+    postprocess_choice.save_choice(str(workdir), "fedavg", {"settings": chosen.to_dict()})
     predict.run(predict_values(images, tmp_path / "o2", workdir))
     used = json.loads((tmp_path / "o2" / "grain_sizes.json").read_text())["postprocess"]
     assert used["source"] == pps.SOURCE_CHOSEN and used["settings"] == chosen.to_dict()

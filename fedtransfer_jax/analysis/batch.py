@@ -26,6 +26,7 @@ import numpy as np
 from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.analysis import measure, outputs, report
 from fedtransfer_jax.metrics import postprocess_select as pps
+from fedtransfer_jax.runs import postprocess_choice
 from fedtransfer_jax.runtime import io_utils
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -131,7 +132,7 @@ def predict_folder(
     """
     pixel = measure.check_pixel_size(pixel_size_um)
     if settings is None:
-        settings, provenance = pps.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
+        settings, provenance = postprocess_choice.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
     with outputs.lock(out):
         return _predict_locked(
             model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, log, progress

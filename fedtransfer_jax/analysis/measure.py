@@ -12,6 +12,7 @@ import numpy as np
 from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.metrics import postprocess_select as pps
+from fedtransfer_jax.runs import postprocess_choice
 from fedtransfer_jax.runs import inference
 
 
@@ -37,7 +38,7 @@ def segment(
     the config's threshold) says how the probabilities become a map; ``evaluate`` uses the same path.
     """
     if settings is None:
-        settings, _ = pps.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
+        settings, _ = postprocess_choice.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
     return settings.apply(model.predict_prob(image, overlap=overlap, flips=flips))
 
 
@@ -105,7 +106,7 @@ def model_and_settings(f: Mapping[str, Any], overrides: Mapping[str, Any]):
     model.source = {"workdir": f["workdir"], "method": method, "method_reason": reason, "client": f["client"]}
     if f["overlap"] is not None and not 0 <= f["overlap"] < model.tile:
         raise ValueError(f"--overlap must be in [0, {model.tile}) (the model's tile size), got {f['overlap']}")
-    settings, provenance = pps.resolve_settings(
-        f["workdir"], pps.settings_tag(model.tag, f["client"]), overrides, model.config.eval.threshold
+    settings, provenance = postprocess_choice.resolve_settings(
+        f["workdir"], postprocess_choice.settings_tag(model.tag, f["client"]), overrides, model.config.eval.threshold
     )
     return model, settings, provenance

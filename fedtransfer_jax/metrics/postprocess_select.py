@@ -21,11 +21,11 @@ Federated protocol (only a small table of numbers leaves a client, no image or l
 
     client c:  table_c = score_grid(probs_c, labels_c, grid)     # float64 [len(grid), len(SCORE_COLUMNS)]
     server:    choice  = choose({c: table_c, ...}, grid)          # best mean objective over clients
-               save_choice(workdir, method, choice)               # <workdir>/postprocess/<method>.json
+               postprocess_choice.save_choice(workdir, method, choice)   # <workdir>/postprocess/<method>.json
 
 Every client counts equally in the mean (as in the workdir summaries). Ties keep the built-in defaults
-if they are among the best, else the first best grid point. ``predict`` and ``evaluate`` then use the
-stored choice of a method by default (``resolve_settings``); explicit flags override single settings.
+if they are among the best, else the first best grid point. The choice is stored in the workdir and
+resolved for ``predict`` and ``evaluate`` by ``runs/postprocess_choice.py``.
 
 Cost: the default grid (``DEFAULT_GRID``, 108 points) shares every intermediate map between the grid points
 that have it in common and scores each distinct final map once; 4 clients x 8 tiles of 64 px take about
@@ -36,15 +36,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
-import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax.metrics import postprocess as pp
 from fedtransfer_jax.metrics.boundary import as_bool_map
 from fedtransfer_jax.metrics.grains import adjusted_rand_index, grains_from_boundary
@@ -371,103 +368,3 @@ def select(
         c: score_grid(p, labels_by_client[c], grid, tolerance) for c, p in probs_by_client.items() if len(p)
     }
     return choose(tables, grid)
-
-
-# ----------------------------------------------------------------------------------------------
-# Storage and resolution: <workdir>/postprocess/<method>.json
-# ----------------------------------------------------------------------------------------------
-
-
-def choice_path(workdir: str, method: str) -> str:
-    """``<workdir>/postprocess/<method>.json``; a local model's tag ``local/<client>`` nests a folder."""
-    parts = method.split("/")
-    if not method or any(p in ("", ".", "..") for p in parts) or os.path.isabs(method):
-        raise ValueError(f"invalid method name {method!r} for a post-processing choice")
-    return os.path.join(workdir, "postprocess", *parts[:-1], parts[-1] + ".json")
-
-
-def save_choice(workdir: str, method: str, choice: Mapping[str, Any]) -> str:
-    """Stores ``choose``'s result for ``method`` atomically; returns the path."""
-    PostprocessSettings.from_dict(choice["settings"])  # Never store what load_choice would reject.
-    path = choice_path(workdir, method)
-    io_utils.write_json_atomic(path, dict(choice, method=method))
-    return path
-
-
-def settings_tag(model_tag: str, client: str | None) -> str:
-    """Which stored choice a model uses: a local model's own (`local/<client>`); for a shared model the one
-    chosen on `client`'s own validation tiles when a client is named (`<method>/<client>`, falling back to
-    the federation's choice), else the federation's (`<method>`)."""
-    if "/" in model_tag or not client:
-        return model_tag
-    return f"{model_tag}/{client}"
-
-
-def load_choice(workdir: str, method: str) -> dict[str, Any] | None:
-    """The stored choice of ``method`` (``<method>/<client>`` falls back to ``<method>``), or None.
-
-    Raises:
-      ValueError: the file exists but is not a valid choice (names the file).
-    """
-    candidates = [choice_path(workdir, method)]
-    if "/" in method:
-        candidates.append(choice_path(workdir, method.split("/")[0]))
-    for path in candidates:
-        if not os.path.exists(path):
-            continue
-        try:
-            with open(path) as f:
-                choice = json.load(f)
-            choice["settings_obj"] = PostprocessSettings.from_dict(choice["settings"])
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise ValueError(
-                f"{path} is not a valid post-processing choice ({type(e).__name__}: {e}); delete it to fall "
-                "back to the built-in defaults, or pass every setting as a flag"
-            ) from e
-        choice["path"] = path
-        return choice
-    return None
-
-
-def resolve_settings(
-    workdir: str | None,
-    method: str | None,
-    overrides: Mapping[str, Any] | None = None,
-    builtin_threshold: float | None = None,
-) -> tuple[PostprocessSettings, dict[str, Any]]:
-    """The settings ``predict``/``evaluate`` use, and where each one came from.
-
-    Precedence per setting: an override (a flag given on the command line, i.e. not None) > the
-    method's stored choice (``load_choice``) > ``BUILTIN_DEFAULTS`` (with the config's
-    ``eval.threshold`` as ``builtin_threshold``).
-
-    Returns:
-      ``(settings, provenance)``; provenance is JSON-able: ``settings``, ``source`` (one of
-      ``SOURCE_CHOSEN``/``SOURCE_FLAGS``/``SOURCE_BUILTIN``, or e.g. ``"flags (threshold) over chosen on
-      validation tiles"``), ``per_setting`` (key -> source) and ``choice_file`` (path or None).
-    """
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    unknown = set(overrides) - set(SETTING_KEYS)
-    if unknown:
-        raise ValueError(f"unknown post-processing settings {sorted(unknown)}; known: {SETTING_KEYS}")
-    choice = load_choice(workdir, method) if workdir and method else None
-    if choice is not None:
-        base, base_source = choice["settings_obj"], SOURCE_CHOSEN
-    else:
-        base, base_source = BUILTIN_DEFAULTS, SOURCE_BUILTIN
-        if builtin_threshold is not None:
-            base = dataclasses.replace(base, threshold=float(builtin_threshold))
-    settings = PostprocessSettings.from_dict({**base.to_dict(), **overrides})
-    per_setting = {k: (SOURCE_FLAGS if k in overrides else base_source) for k in SETTING_KEYS}
-    if not overrides:
-        source = base_source
-    elif len(overrides) == len(SETTING_KEYS):
-        source = SOURCE_FLAGS
-    else:
-        source = f"flags ({', '.join(k for k in SETTING_KEYS if k in overrides)}) over {base_source}"
-    return settings, {
-        "settings": settings.to_dict(),
-        "source": source,
-        "per_setting": per_setting,
-        "choice_file": choice["path"] if choice else None,
-    }

@@ -19,6 +19,7 @@ from fedtransfer_jax.data.clients import ClientData, pad_clients
 from fedtransfer_jax.runs.federated_training import compile_round, train_federation
 from fedtransfer_jax.fl import boundary as boundary_lib
 from fedtransfer_jax.metrics import postprocess_select as pps
+from fedtransfer_jax.runs import postprocess_choice
 from fedtransfer_jax.runs.run_context import Context
 
 
@@ -133,7 +134,7 @@ def postprocess(ctx: Context, spec: engine.MethodSpec, name: str, ledger) -> dic
                 continue
             choice.pop("tables")
             if distributed.is_primary():  # every process chose the same; process 0 writes the workdir
-                pps.save_choice(ctx.workdir, f"{name}/{n}", choice)
+                postprocess_choice.save_choice(ctx.workdir, f"{name}/{n}", choice)
             settings = pps.PostprocessSettings.from_dict(choice["settings"])
             per_client[n] = {
                 "settings": choice["settings"],
@@ -147,11 +148,11 @@ def postprocess(ctx: Context, spec: engine.MethodSpec, name: str, ledger) -> dic
         )
         tables = choice.pop("tables")
         if distributed.is_primary():
-            pps.save_choice(ctx.workdir, name, choice)
+            postprocess_choice.save_choice(ctx.workdir, name, choice)
             # Each lab also keeps the setting best on its own tiles (from its own table; it never needs to be
             # shared): predict/evaluate --client <lab> use it, anyone else the federation's choice.
             for n, table in tables.items():
-                pps.save_choice(ctx.workdir, f"{name}/{n}", pps.choose({n: table}))
+                postprocess_choice.save_choice(ctx.workdir, f"{name}/{n}", pps.choose({n: table}))
         settings = pps.PostprocessSettings.from_dict(choice["settings"])
         out["settings"] = choice["settings"]
         out["validation_objective"] = {"chosen": choice["objective"], "builtin_defaults": choice.get("builtin_defaults", {}).get("mean", {}).get("objective")}
