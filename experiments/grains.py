@@ -108,8 +108,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "fedtransfer": method("fedavg", style="adain"),
             "fedtransfer_fourier": method("fedavg", style="fourier"),
             "fedtransfer_gen": method("fedavg", style="gen"),
-            # Controls (docs/PROTOCOL.md): the same re-rendering in the lab's own style, no foreign style.
+            # Controls (docs/PROTOCOL.md): the same re-rendering in the lab's own style, no foreign style;
+            # and in styles drawn from a broad prior over gen's imaging parameters, no lab's statistics.
             "gen_own_style": method("fedavg", style="gen", style_targets="own"),
+            "gen_random_style": method("fedavg", style="gen", style_targets="random"),
             "fedavgm": method("fedavgm"),
             "fedadam": method("fedadam"),
             "fedyogi": method("fedyogi"),
@@ -186,6 +188,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.style.local_steps = 8
     config.style.lr = 2e-3
     config.style.styles_per_client = 8  # style vectors each client shares
+    config.style.prior_styles = 256  # style_targets='random' (control): styles drawn from the technique's prior
     config.style.mix_prob = 0.5  # fraction of every local batch restyled into foreign styles
     config.style.restyle = "online"  # 'online' (inside the jitted local step) | 'precomputed'
     config.style.precomputed_copies = 2  # 'precomputed': restyled copies of each training image

@@ -240,3 +240,15 @@ def test_predict_needs_client_for_local(tiny_run):
     workdir, _ = tiny_run
     with pytest.raises(ValueError, match="--client"):
         inference.load_model(workdir, "local")
+
+
+def test_random_style_control_shares_nothing_and_trains(tmp_path):
+    """gen_random_style re-renders in styles drawn from gen's prior: no style message crosses the boundary."""
+    c = tiny_config(rounds=1)
+    c.methods = ("gen_random_style",)
+    c.data.tfds_dir = str(tmp_path / "tfds")
+    c.figures = False
+    m = train.train_and_evaluate(c, str(tmp_path / "rand"))["methods"]["gen_random_style"]
+    assert m["style"]["targets"] == "random" and m["style"]["prior_styles"] == c.style.prior_styles
+    assert "style_stats" not in m["privacy_ledger"].get("channels", {}), m["privacy_ledger"]
+    assert np.isfinite(m["mean"]["ari"])

@@ -35,6 +35,7 @@ from fedtransfer_jax.style import checks as checks_lib, federated as style_feder
 from fedtransfer_jax.style import techniques
 
 _TAG_PRECOMPUTE = 0x9C
+_TAG_PRIOR = 0x9D  # the random-style control's prior styles
 
 
 def train_shared_model(ctx: Context, spec: engine.MethodSpec, method, shared, ledger, clients_per_round: int):
@@ -117,9 +118,21 @@ def setup_style_sharing(ctx: Context, spec: engine.MethodSpec, ledger, clients_p
         shared, info["style_round_compilations"] = train_shared_model(ctx, spec, method, shared, ledger, clients_per_round)
     info["shared_model_seconds"] = time.time() - t0
     t0 = time.time()
-    bank = share_styles(ctx, method, shared, ledger)
+    if spec.style_targets == "random":
+        # The random-style control: styles from the technique's prior, so no lab sends anything.
+        if method.prior_bank is None:
+            raise ValueError(
+                f"config key method_specs.{spec.name}.style_targets: 'random' needs a style technique with a "
+                f"prior over its imaging parameters; {spec.style!r} has none"
+            )
+        key = jax.random.fold_in(jax.random.PRNGKey(int(ctx.config.seed)), _TAG_PRIOR)
+        bank = method.prior_bank(key, int(sc.get("prior_styles", 256)))
+        info["prior_styles"] = int(bank.valid.shape[1])
+    else:
+        bank = share_styles(ctx, method, shared, ledger)
+        # The style checks measure fidelity to each lab's style: meaningless for prior styles.
+        ctx.style_artifacts[spec.name] = {"method": method, "shared": shared, "bank": bank}
     info["share_seconds"] = time.time() - t0
-    ctx.style_artifacts[spec.name] = {"method": method, "shared": shared, "bank": bank}
     if sc.restyle == "online":
         return ctx.data.train, techniques.make_batch_transform(
             method, shared, bank, float(sc.mix_prob), spec.style_targets

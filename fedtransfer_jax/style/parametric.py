@@ -307,6 +307,62 @@ def render_style(
     return jnp.clip(out, 0.0, 1.0).astype(jnp.float32)
 
 
+# Broad prior over the imaging model, for the random-style control: appearances drawn from ranges that
+# cover bright-field, dark-field, SEM-like and tinted micrographs without looking at any lab's data.
+PRIOR_RANGES = {
+    "level": (0.1, 0.9),  # mean grain tone
+    "colour_prob": 0.5,  # share of colour (vs grey) appearances
+    "spread": (0.01, 0.25),  # grain-to-grain tone std (log-uniform)
+    "blur": (0.0, 2.0),  # tone-map blur sigma, px (from BLUR_CANDIDATES)
+    "profile_amp": (-0.5, 0.5),  # boundary contrast at the boundary: < 0 dark grooves, > 0 bright lines
+    "profile_width": (0.5, 3.0),  # Gaussian width of the boundary profile, px
+    "contrast_std": (0.0, 0.6),  # along-boundary contrast variation
+    "noise_std": (0.003, 0.1),  # residual noise std (log-uniform)
+    "noise_slope": (0.0, 2.5),  # power-law exponent of the noise spectrum (0 = white, larger = texture)
+    "shading": (0.0, 0.1),  # illumination ramp / vignetting strength
+}
+
+
+def sample_prior_style(key: Array, profile_px: int) -> ImagingStyle:
+    """One appearance drawn from ``PRIOR_RANGES`` (no data): grey or colour grains of random level and
+    spread, a boundary profile of random sign and width, random blur, contrast variation, shading and
+    power-law noise. Same structure as ``fit_style``'s output, so ``render_style`` renders it."""
+    pr = PRIOR_RANGES
+    k = jax.random.split(key, 14)
+    u = lambda kk, lo_hi, shape=(): jax.random.uniform(kk, shape, minval=lo_hi[0], maxval=lo_hi[1])  # noqa: E731
+    logu = lambda kk, lo_hi: jnp.exp(u(kk, (math.log(lo_hi[0]), math.log(lo_hi[1]))))  # noqa: E731
+    colour = jax.random.bernoulli(k[0], pr["colour_prob"])
+    grey3 = jnp.zeros((3, 3)).at[:, 0].set(1.0)  # every channel takes component 0: a grey appearance
+    tint = jnp.clip(1.0 + 0.3 * jax.random.normal(k[1], (3,)), 0.4, 1.6)  # colour of the profile
+    tone_mean = jnp.where(colour, u(k[2], pr["level"], (3,)), u(k[3], pr["level"]) * jnp.ones(3))
+    spread = logu(k[4], pr["spread"])
+    tone_sqrt = spread * jnp.where(colour, 0.6 * grey3 + 0.4 * jnp.diag(u(k[5], (0.3, 1.0), (3,))), grey3)
+    candidates = jnp.asarray([b for b in BLUR_CANDIDATES if pr["blur"][0] <= b <= pr["blur"][1]], jnp.float32)
+    blur = candidates[jax.random.randint(k[6], (), 0, candidates.shape[0])]
+    r = jnp.arange(profile_px, dtype=jnp.float32)
+    width = u(k[7], pr["profile_width"])
+    shape = u(k[8], pr["profile_amp"]) * jnp.exp(-0.5 * jnp.square(r / width))
+    profile = shape[:, None] * jnp.where(colour, tint, jnp.ones(3))[None, :]
+    centres = (np.asarray(PSD_EDGES[:-1]) + np.asarray(PSD_EDGES[1:])) / 2
+    f = np.maximum(np.hypot(centres[:, None], centres[None, :]), 1.0 / 128.0)
+    spectrum = jnp.power(jnp.asarray(f / 0.25, jnp.float32), -u(k[9], pr["noise_slope"]))
+    spectrum = spectrum / jnp.mean(spectrum)  # mean power = noise_std^2 whatever the slope
+    level = jnp.square(logu(k[10], pr["noise_std"])) * spectrum
+    noise_psd = jnp.where(colour, jnp.stack([level] * 3), jnp.stack([level, 0.0 * level, 0.0 * level]))
+    noise_basis = jnp.where(colour, jnp.eye(3), grey3)
+    shading = u(k[11], pr["shading"]) * jax.random.normal(k[12], (5, 1)) * jnp.where(colour, tint, jnp.ones(3))
+    return ImagingStyle(
+        tone_mean=tone_mean,
+        tone_sqrt=tone_sqrt,
+        blur=blur,
+        profile=profile,
+        contrast_std=u(k[13], pr["contrast_std"]),
+        noise_basis=noise_basis,
+        noise_psd=noise_psd,
+        shading=shading,
+    )
+
+
 def style_size(profile_px: int) -> int:
     """Floats per shared style vector."""
     return 3 + 9 + 1 + 3 * profile_px + 1 + 9 + 3 * NUM_PSD_BINS**2 + 15
@@ -321,5 +377,7 @@ __all__ = [
     "smooth_field",
     "fit_style",
     "render_style",
+    "PRIOR_RANGES",
+    "sample_prior_style",
     "style_size",
 ]

@@ -39,8 +39,10 @@ class StyleTechnique(NamedTuple):
     """A style-sharing technique (see the module docstring for the call order).
 
     Optional fields: ``shared_trainable`` (optional ``params -> bool pytree`` mask of
-    the shared parameters that federated training may change, for ``optax.masked``; None = all) and
-    ``info`` (static, JSON-able description for the summary).
+    the shared parameters that federated training may change, for ``optax.masked``; None = all),
+    ``info`` (static, JSON-able description for the summary) and ``prior_bank`` (``(key, k) -> StyleBank``
+    of one virtual lab holding k styles drawn from a broad prior over the technique's imaging parameters,
+    built from no lab's data: the random-style control, ``style_targets='random'``).
     """
 
     name: str
@@ -51,6 +53,7 @@ class StyleTechnique(NamedTuple):
     render: Callable[[PyTree, PyTree, Array, Array, Array, chex.PRNGKey], Array]
     shared_trainable: Callable[[PyTree], PyTree] | None = None
     info: Mapping[str, Any] | None = None
+    prior_bank: Callable[[chex.PRNGKey, int], "StyleBank"] | None = None
 
 
 class StyleBank(NamedTuple):
@@ -135,7 +138,7 @@ def foreign_targets(valid: Array, client_id: Array, n: int, key: chex.PRNGKey) -
 
 # Whose style a client renders its own labels in: other labs' (FedTransfer) or its own (the control that
 # separates style *sharing* from the augmentation of re-rendering, docs/PROTOCOL.md "Controls").
-TARGET_MODES = ("foreign", "own")
+TARGET_MODES = ("foreign", "own", "random")
 
 
 def check_targets_mode(mode: str) -> None:
@@ -150,11 +153,19 @@ def own_targets(valid: Array, client_id: Array, n: int) -> tuple[Array, Array]:
     return jnp.full((n,), client_id, jnp.int32), jnp.any(valid[client_id])
 
 
+def random_targets(valid: Array, n: int) -> tuple[Array, Array]:
+    """The second control: the bank is a technique's ``prior_bank`` (one virtual lab of styles drawn from a
+    broad prior), so every target is that lab: ``(zeros [n], has_prior_style)``."""
+    return jnp.zeros((n,), jnp.int32), jnp.any(valid[0])
+
+
 def draw_targets(valid: Array, client_id: Array, n: int, key: chex.PRNGKey, mode: str = "foreign"):
-    """``foreign_targets`` (FedTransfer) or ``own_targets`` (the control), by ``mode``."""
+    """``foreign_targets`` (FedTransfer), ``own_targets`` or ``random_targets`` (the controls), by ``mode``."""
     check_targets_mode(mode)
     if mode == "foreign":
         return foreign_targets(valid, client_id, n, key)
+    if mode == "random":
+        return random_targets(valid, n)
     return own_targets(valid, client_id, n)
 
 

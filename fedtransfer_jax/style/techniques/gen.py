@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from fedtransfer_jax.style import parametric
-from fedtransfer_jax.style.techniques.base import StyleTechnique, pick_styles, stack_messages
+from fedtransfer_jax.style.techniques.base import StyleBank, StyleTechnique, pick_styles, stack_messages
 
 DEFAULTS = {
     "gen_profile_px": 6,  # signed boundary profile length (px from a labelled boundary)
@@ -52,6 +52,10 @@ def make(cfg) -> StyleTechnique:
         )(style, labels, keys)
         return out.astype(images.dtype)
 
+    def prior_bank(key, k):
+        styles = jax.vmap(lambda kk: parametric.sample_prior_style(kk, radius))(jax.random.split(key, k))
+        return StyleBank({f: v[None] for f, v in styles._asdict().items()}, jnp.ones((1, k), bool))
+
     return StyleTechnique(
         name="gen",
         init_shared=lambda key, tile: None,
@@ -60,6 +64,7 @@ def make(cfg) -> StyleTechnique:
         build_bank=stack_messages,
         render=render,
         info={"kind": "parametric", "floats_per_style": parametric.style_size(radius), **c},
+        prior_bank=prior_bank,
     )
 
 
