@@ -238,7 +238,8 @@ def main(argv):
             sys.exit(EXIT_USER_ERROR)
         if isinstance(e, user_errors):
             logging.info("run failed:\n%s", traceback.format_exc())  # the log file, not the console
-            print(f"error: {e}\n({where})", file=sys.stderr)
+            sep = "\n" if "\n" in str(e) else " "  # one line unless the message is a list (config diffs)
+            print(f"error: {e}{sep}({where})", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
         if not primary:
             raise
