@@ -7,7 +7,11 @@ Overrides (`--config.x=y`) of keys that the config does not define are rejected 
 Re-running with the same --workdir resumes every method from its latest checkpoint; a config whose change
 would not match the trained models is refused (`--fresh_start` archives the old outputs and starts over).
 The console shows progress and results; library logs go to `<workdir>/log.txt` (`--verbosity=0` shows
-them too). Errors the user can fix print one line and exit with status 2 (the traceback is in log.txt).
+them too). Errors the user can fix (a config key, file or variant, a workdir that is a file or not
+writable, a full disk, running out of memory) print one line naming what to change and exit with status
+2 (the traceback is in log.txt); Ctrl-C prints where the run stopped and exits with 130 (rerun the same
+command to resume); any other failure prints its first line and where its traceback went, status 1.
+Fault injection for tests: FEDTRANSFER_CRASH_AT / FEDTRANSFER_FAIL_AT (fedtransfer_jax/runtime/faults.py).
 Several processes (multi-controller JAX; README "Several processes"): each process runs this same command
 with `--coordinator_address=HOST:PORT --num_processes=N --process_id=I` (CPU hosts, any cluster), or with
 `--config.distributed=True` alone where jax.distributed.initialize() finds them in the environment (Cloud
@@ -243,7 +247,7 @@ def main(argv):
             sys.exit(EXIT_USER_ERROR)
         if not primary:
             raise
-        logging.error("run failed (unexpected):\n%s", traceback.format_exc())
+        logging.info("run failed (unexpected):\n%s", traceback.format_exc())  # INFO: the file, not the console
         first = (str(e).strip().splitlines() or [""])[0][:200]
         print(f"error: {type(e).__name__}: {first}\n(an unexpected failure: the traceback is in {log_path})", file=sys.stderr)
         sys.exit(1)
