@@ -90,7 +90,11 @@ def check_config_file(value: str | None) -> str | None:
     if os.path.isfile(path):
         return None
     folder = os.path.dirname(path) or "."
-    there = sorted(f for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_")) if os.path.isdir(folder) else []
+    there = (
+        sorted(f for f in os.listdir(folder) if f.endswith(".py") and not f.startswith("_"))
+        if os.path.isdir(folder)
+        else []
+    )
     close = difflib.get_close_matches(os.path.basename(path), there, n=1)
     hint = f"did you mean {os.path.join(os.path.dirname(path), close[0])}? " if close else ""
     listed = f"config files in {folder}: {', '.join(there)}" if there else f"{folder} is not a folder"
@@ -113,7 +117,9 @@ def parse_flags(argv):
         msg = _clean_message(e)
         print(f"error: {msg}", file=sys.stderr)
         if not msg.startswith("--config "):  # a config file's own error names what to change
-            print("(python launch.py --helpfull lists the flags; the config file lists its keys)", file=sys.stderr)
+            print(
+                "(python launch.py --helpfull lists the flags; the config file lists its keys)", file=sys.stderr
+            )
         sys.exit(EXIT_USER_ERROR)
 
 
@@ -228,7 +234,10 @@ def main(argv):
         if full is not None:
             std_logging.raiseExceptions = False  # the log file may not take the traceback either: no noise
             logging.info("run failed:\n%s", traceback.format_exc())
-            print(f"error: disk full while writing {full}; free space and rerun the same command to resume", file=sys.stderr)
+            print(
+                f"error: disk full while writing {full}; free space and rerun the same command to resume",
+                file=sys.stderr,
+            )
             sys.exit(EXIT_USER_ERROR)
         oom = out_of_memory(e)
         if oom is not None:
@@ -247,12 +256,16 @@ def main(argv):
             sys.exit(EXIT_USER_ERROR)
         if not primary:
             raise
-        logging.info("run failed (unexpected):\n%s", traceback.format_exc())  # INFO: the file, not the console
+        logging.info("run failed (unexpected):\n%s", traceback.format_exc())  # INFO: the file only
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        print(f"error: {type(e).__name__}: {first}\n(an unexpected failure: the traceback is in {log_path})", file=sys.stderr)
+        print(
+            f"error: {type(e).__name__}: {first}\n(an unexpected failure: the traceback is in {log_path})",
+            file=sys.stderr,
+        )
         sys.exit(1)
     if quiet and primary:  # quiet configs (`:tiny`): one line saying where the results are
-        print(f"fedtransfer_jax: {config.get('name', 'experiment')} done; results in {os.path.join(workdir, 'summary.md')}", file=sys.stderr)
+        results = os.path.join(workdir, "summary.md")
+        print(f"fedtransfer_jax: {config.get('name', 'experiment')} done; results in {results}", file=sys.stderr)
         return
     if summary is None:
         return
