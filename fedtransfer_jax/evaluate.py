@@ -1,6 +1,10 @@
-r"""Evaluates a trained segmenter on a folder of labelled micrographs; prints one JSON object.
+r"""Evaluates a trained segmenter on a folder of labelled micrographs: prints a summary (mean metrics, then
+one line per image: boundary F1, ARI, grains predicted vs true) and writes every number to a JSON file.
 
-  python -m fedtransfer_jax.evaluate --workdir /tmp/smoke --method fedavg --data_dir D
+  python -m fedtransfer_jax.evaluate --workdir /tmp/tiny --method fedavg --data_dir D [--out FILE]
+
+The JSON goes to `--out` (default `<workdir>/evaluate_<method>.json`); `--json` prints that object on
+stdout instead of the summary (for scripts).
 
 `D/images/*` and `D/labels/*` (same stems; labels 255 = boundary, or `--invert_labels`). Images of any
 size are predicted with the tiled sliding window of `predict`. The labels are checked first
@@ -14,8 +18,8 @@ Two sets of metrics, per image and as means over images:
 The post-processing settings are resolved as in `predict` (the method's choice on validation tiles,
 else built-in defaults; flags override) and reported under `postprocess` with their source.
 
-Exit status: 0 done; 2 nothing evaluated (a bad flag, bad labels, a model that cannot be loaded; the
-message names the flag/file).
+Exit status: 0 done; 2 nothing evaluated (a bad flag, bad labels, a model that cannot be loaded, an
+`--out` that cannot be written; the message names the flag/file).
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from fedtransfer_jax.runs import inference
+from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax import metrics as metrics_lib, predict
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.metrics import postprocess_select as pps
@@ -45,7 +50,7 @@ def define_flags() -> None:
     """Command-line flags, defined only when run as a program (so evaluate and predict can be
     imported together, e.g. by scripts and tests)."""
     global _WORKDIR, _METHOD, _CLIENT, _ALLOW_INCOMPLETE, _DATA_DIR
-    global _INVERT, _TOLERANCE, _OVERLAP, _FLIPS, _SETTINGS
+    global _INVERT, _TOLERANCE, _OVERLAP, _FLIPS, _SETTINGS, _OUT, _JSON
     _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir written by launch.py.", required=True)
     _METHOD = flags.DEFINE_string("method", None, "Method whose model to use (default: best available).")
     _CLIENT = flags.DEFINE_string(
@@ -63,6 +68,10 @@ def define_flags() -> None:
     _OVERLAP = flags.DEFINE_integer("overlap", None, "Tile overlap in px (default: tile/4).")
     _FLIPS = flags.DEFINE_bool("flips", False, "Test-time augmentation: average over flips.")
     _SETTINGS = predict.define_postprocess_flags()
+    _OUT = flags.DEFINE_string(
+        "out", None, "JSON file for the full results (default: <workdir>/evaluate_<method>.json)."
+    )
+    _JSON = flags.DEFINE_bool("json", False, "Print the full results as one JSON object instead of the summary.")
 
 
 def evaluate_folder(
@@ -117,9 +126,57 @@ def evaluate_folder(
     }
 
 
+def check_out(out: str) -> None:
+    """`--out` names a JSON file in an existing folder this process can write (checked before the model
+    load, so a bad path costs nothing)."""
+    if os.path.isdir(out):
+        raise ValueError(f"--out {out} is a folder: name a file, e.g. {os.path.join(out, 'evaluate.json')}")
+    folder_ = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(folder_):
+        raise FileNotFoundError(f"--out {out}: folder {folder_} does not exist")
+    if not os.access(folder_, os.W_OK):
+        raise PermissionError(f"--out {out}: folder {folder_} is not writable; pass --out elsewhere")
+
+
+def _num(x: Any, fmt: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, fmt)
+
+
+def summary_text(result: Mapping[str, Any], out: str | None = None) -> str:
+    """What a person reads: mean metrics, then one line per image (boundary F1, ARI, grains predicted /
+    true), and where the full results went."""
+    m, raw = result["mean"], result["mean_raw"]
+    lines = [
+        f"{result['method']} on {result['data_dir']}: {result['n_images']} images, post-processing: "
+        f"{result['postprocess'].get('source', 'given settings')}",
+        f"mean: boundary F1 {_num(m.get('boundary_f1'), '.3f')}  ARI {_num(m.get('ari'), '.3f')}  "
+        f"VI {_num(m.get('vi'), '.2f')}  grains {_num(m.get('n_grains_pred'), '.1f')} predicted / "
+        f"{_num(m.get('n_grains_gt'), '.1f')} true   (before post-processing: boundary F1 "
+        f"{_num(raw.get('boundary_f1'), '.3f')}, ARI {_num(raw.get('ari'), '.3f')})",
+    ]
+    width = max([len("image")] + [len(name) for name in result["per_image"]])
+    lines.append(f"{'image':<{width}}  boundary F1    ARI  grains predicted / true")
+    for name, r in result["per_image"].items():
+        lines.append(
+            f"{name:<{width}}  {_num(r.get('boundary_f1'), '11.3f')}  {_num(r.get('ari'), '5.3f')}  "
+            f"{_num(r.get('n_grains_pred'), '16.0f')} / {_num(r.get('n_grains_gt'), '.0f')}"
+        )
+    if result.get("label_warnings"):
+        lines.append(f"{len(result['label_warnings'])} label warning(s): see label_warnings in the JSON")
+    if out:
+        lines.append(f"full results: {out}")
+    return "\n".join(lines)
+
+
 def run(f: Mapping[str, Any]) -> int:
-    """The CLI's work, given the flag values; returns the exit status (raises on usage errors)."""
+    """The CLI's work, given the flag values; returns the exit status (raises on usage errors).
+
+    The full results go to ``f['out']`` (default ``<workdir>/evaluate_<method>.json``); stdout gets the
+    summary, or the JSON object itself with ``f['json']``."""
     overrides = {k: v for k, v in f["settings"].items() if v is not None}
+    out = f.get("out") or None
+    if out:
+        check_out(out)
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?
     if not (math.isfinite(f["tolerance"]) and f["tolerance"] >= 0):
         raise ValueError(f"--tolerance must be >= 0 px, got {f['tolerance']}")
@@ -134,6 +191,9 @@ def run(f: Mapping[str, Any]) -> int:
             where=f"--data_dir {f['data_dir']}",
         )
     model, settings, provenance = predict.model_and_settings(f, overrides)
+    if not out:
+        out = os.path.join(f["workdir"], f"evaluate_{model.tag.replace('/', '_')}.json")
+        check_out(out)
     result = evaluate_folder(
         model,
         f["data_dir"],
@@ -145,12 +205,15 @@ def run(f: Mapping[str, Any]) -> int:
         flips=f["flips"],
     )
     result["workdir"] = os.path.abspath(f["workdir"])
-    print(json.dumps(result))
+    io_utils.write_json_atomic(out, result)
+    print(json.dumps(io_utils._jsonable(result)) if f.get("json") else summary_text(result, out))
     return EXIT_OK
 
 
 def main(argv):
     del argv
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO: keep the summary readable
     values = {
         "workdir": _WORKDIR.value,
         "method": _METHOD.value,
@@ -162,6 +225,8 @@ def main(argv):
         "overlap": _OVERLAP.value,
         "flips": _FLIPS.value,
         "settings": {k: flag.value for k, flag in _SETTINGS.items()},
+        "out": _OUT.value,
+        "json": _JSON.value,
     }
     try:
         return run(values)

@@ -265,6 +265,7 @@ def test_stored_choice_is_the_default_and_flags_override(
         overlap=None,
         flips=False,
         settings={k: None for k in pps.SETTING_KEYS},
+        json=True,
     )
     assert evaluate.run(ev) == evaluate.EXIT_OK
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

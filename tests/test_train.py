@@ -216,9 +216,12 @@ def test_evaluate_and_predict_clis(tiny_run, tmp_path):
         "fedavg",
         "--data_dir",
         str(tmp_path / "d"),
+        "--out",
+        str(tmp_path / "eval.json"),
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert "grey.png" in out.stdout and f"full results: {tmp_path / 'eval.json'}" in out.stdout
+    result = json.loads((tmp_path / "eval.json").read_text())
     assert set(result["per_image"]) == {"grey.png", "rgb.png"}
     assert 0.0 <= result["mean"]["boundary_f1"] <= 1.0
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, Callable, Mapping
 
 import jax
@@ -277,6 +278,27 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             raise ValueError(
                 f"config key data.tile_overlap must be in [0, data.tile_size={data.tile_size}), got {data.tile_overlap}"
             )
+        if data.get("group_regex", ""):
+            try:
+                re.compile(data.group_regex)
+            except re.error as e:
+                raise ValueError(
+                    f"config key data.group_regex: {data.group_regex!r} is not a valid regular expression ({e})"
+                ) from None
+
+
+def check_batch_size(config: ml_collections.ConfigDict, num_examples: Mapping[str, int]) -> None:
+    """`fl.batch_size` no larger than the largest client's training set (a bigger batch only repeats the
+    same tiles, and one of 100000 runs out of memory). `num_examples`: client -> training examples."""
+    if not num_examples:
+        return
+    largest = max(num_examples, key=lambda c: num_examples[c])
+    n = int(num_examples[largest])
+    if int(config.fl.batch_size) > n:
+        raise ValueError(
+            f"config key fl.batch_size={config.fl.batch_size} is larger than every client's training set "
+            f"(the largest, {largest!r}, has {n} tiles): use --config.fl.batch_size={n} or less"
+        )
 
 
 def privacy_accounting(spec: MethodSpec, *, rounds: int, clients_per_round: int, num_clients: int) -> dict | None:

@@ -24,6 +24,21 @@ from fedtransfer_jax.runtime import checkpointing, distributed, faults
 from fedtransfer_jax.fl.boundary import PrivacyLedger
 
 
+# Where the run is (for the one-line "interrupted at <tag> round r" of launch.py): the method being run
+# (set by train.py), and the federation and round in progress (set here before each round).
+POSITION: dict[str, Any] = {}
+
+
+def position_text() -> str:
+    """'fedavg round 3 of 20' / 'fedavg (before its first round)' / 'start-up (before training)'."""
+    if POSITION.get("round"):
+        where = f"{POSITION['tag']} round {POSITION['round']} of {POSITION['rounds']}"
+        return where + (" (its rounds were done)" if POSITION.get("finished") else "")
+    if POSITION.get("method"):
+        return f"{POSITION['method']} (before its first round)"
+    return "start-up (before training)"
+
+
 class FederationResult(NamedTuple):
     state: Any  # the final round state
     params: Any  # the final global params (this process's own copy: evaluation runs on one device)
@@ -89,6 +104,7 @@ def run_federation(
         num_clients = len(client_names)
         t0 = time.time()
         for r in range(start, rounds):
+            POSITION.update(tag=tag, round=r + 1, rounds=rounds, finished=False)
             state, metrics = round_fn(state, data)
             metrics = distributed.fetch(metrics)  # host values, from this process's replicated copy
             loss = float(metrics["loss"])
@@ -120,6 +136,7 @@ def run_federation(
                     mngr.wait_until_finished()
                     faults.crash_point(f"checkpoint:{tag}:{r + 1}")
         mngr.wait_until_finished()
+        POSITION["finished"] = bool(POSITION.get("round"))
     finally:
         mngr.close()
     ran = rounds - start

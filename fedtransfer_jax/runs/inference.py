@@ -96,15 +96,29 @@ def _is_local(workdir: str, method: str) -> bool:
         return method == "local"
 
 
+STYLE_NET_SUFFIX = "_style_net"  # checkpoints/<method>_style_net: FedTransfer's style network, not a segmenter
+
+
+def segmenter_methods(workdir: str) -> list[str]:
+    """The methods with segmenter checkpoints in `workdir` (what --method may name): the folders of
+    `checkpoints/` except the style networks that style-sharing methods train first."""
+    root = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(root):
+        return []
+    return sorted(
+        d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)) and not d.endswith(STYLE_NET_SUFFIX)
+    )
+
+
 def checkpoint_tag(workdir: str, method: str, client: str | None) -> str:
     base = os.path.join(workdir, "checkpoints", method)
-    if not os.path.isdir(base):
-        have = (
-            sorted(os.listdir(os.path.join(workdir, "checkpoints")))
-            if os.path.isdir(os.path.join(workdir, "checkpoints"))
-            else []
-        )
-        raise FileNotFoundError(f"no checkpoints for method {method!r} in {base}; available: {have}")
+    have = segmenter_methods(workdir)
+    if method not in have:
+        if method.endswith(STYLE_NET_SUFFIX) and os.path.isdir(base):
+            why = f"is the style network of {method[: -len(STYLE_NET_SUFFIX)]!r}, not a segmenter"
+        else:
+            why = f"has no checkpoints in {base}"
+        raise FileNotFoundError(f"--method {method!r} {why}; available: {have}")
     if _is_local(workdir, method):
         clients = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)))
         if client is None:

@@ -72,6 +72,7 @@ def build_context(config: ml_collections.ConfigDict, workdir: str, console=None)
 
     tfds.disable_progress_bar()  # the run has its own progress display; tfds's goes nowhere useful
     data = load_federated_data(config.data, workdir)
+    engine.check_batch_size(config, dict(zip(data.client_names, np.asarray(data.train.num_examples).tolist())))
     model = engine.build_model(config)
     tile = data.train.images.shape[2]
     return Context(

@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from fedtransfer_jax.runtime import console as console_lib, io_utils
-from fedtransfer_jax.runs import engine, inference, runners, report, style_protocol
+from fedtransfer_jax.runs import engine, federation, inference, runners, report, style_protocol
 from fedtransfer_jax.runtime import distributed, faults, workdir as workdir_lib
 from fedtransfer_jax.runs.run_context import Context, build_context
 
@@ -68,6 +68,8 @@ def train_and_evaluate(
         ctx.on_checkpoint = on_checkpoint
         try:
             for name in config.methods:
+                federation.POSITION.clear()
+                federation.POSITION["method"] = name
                 result = runners.run_method(ctx, name)
                 summary["methods"][name] = result
                 summary["progress"][name] = {"status": "complete", "rounds": int(config.fl.rounds)}

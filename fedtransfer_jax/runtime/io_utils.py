@@ -43,7 +43,8 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
     """Writes ``data`` to ``path`` via a temp file in the same folder and ``os.replace``.
 
     Readers see the old file or the new one, never a mix; on any error the temp file is removed and
-    ``path`` is untouched.
+    ``path`` is untouched. An OSError that names no file (``write``/``fsync`` on a full disk) is raised
+    again naming ``path``.
     """
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
@@ -54,11 +55,14 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, default_file_mode())  # mkstemp creates 0o600; outputs are meant to be shared.
-        faults.crash_point(f"atomic_write:{os.path.basename(path)}")
+        faults.crash_point(f"atomic_write:{os.path.basename(path)}", path)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno is not None:
+            # write()/fsync() errors (disk full) name no file: name the one being written.
+            raise OSError(e.errno, e.strerror, path) from e
         raise
 
 

@@ -24,6 +24,7 @@ import glob
 import json
 import os
 import shutil
+import tempfile
 import time
 from typing import Any, Iterator
 
@@ -64,6 +65,43 @@ OUTPUTS = (
 
 class WorkdirError(RuntimeError):
     """A workdir problem the user can fix (locked, incompatible config)."""
+
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+NOT_WRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def ensure_workdir(path: str) -> None:
+    """Creates `path` (and its parents) if missing and checks that this process can write in it, before
+    anything is written there. Raises WorkdirError with one line naming `--workdir` (a file in the way,
+    no permission, a read-only file system, a full disk); nothing is created when it fails."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise WorkdirError(f"--workdir {path} is a file, not a folder: pass a folder (it is created if missing)")
+    existed = os.path.isdir(path)
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".tmp-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except (FileExistsError, NotADirectoryError):
+        parent = os.path.dirname(os.path.abspath(path))
+        while parent and not os.path.exists(parent):
+            parent = os.path.dirname(parent)
+        raise WorkdirError(
+            f"--workdir {path}: {parent} is a file, not a folder: pass a path inside a folder"
+        ) from None
+    except OSError as e:
+        if not existed and os.path.isdir(path):
+            with contextlib.suppress(OSError):
+                os.rmdir(path)
+        if e.errno in NOT_WRITABLE_ERRNOS:
+            raise WorkdirError(
+                f"--workdir {path} is not writable ({e.strerror}): pass a folder you can write to, or fix "
+                f"its permissions"
+            ) from None
+        if e.errno in DISK_FULL_ERRNOS:
+            raise WorkdirError(f"--workdir {path}: disk full ({e.strerror}): free space and rerun") from None
+        raise
 
 
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
