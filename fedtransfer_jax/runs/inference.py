@@ -190,8 +190,7 @@ def choose_default_method(workdir: str) -> tuple[str, str]:
     ``--client``, so it is never a default). ``reason`` says which rule picked it, with the runner-up.
     """
     base = os.path.join(workdir, "checkpoints")
-    have = {d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))} if os.path.isdir(base) else set()
-    eligible = {m for m in have if not _is_local(workdir, m)}
+    eligible = {m for m in segmenter_methods(workdir) if not _is_local(workdir, m)}
     summary = {}
     path = os.path.join(workdir, "summary.json")
     if os.path.exists(path):
