@@ -26,7 +26,7 @@ from PIL import Image, ImageOps
 from fedtransfer_jax.runs import engine
 from fedtransfer_jax import evaluate, predict
 from fedtransfer_jax.runtime import workdir as workdir_lib
-from fedtransfer_jax.data import folder, load_federated_data
+from fedtransfer_jax.data import folder, image_files, load_federated_data
 from fedtransfer_jax.metrics import grains
 from test_bad_inputs import (  # noqa: I001 (helpers shared with the first catalogue)
     REPO,
@@ -54,7 +54,7 @@ def exif(orientation: int) -> Image.Exif:
 def stored_for(upright: np.ndarray, orientation: int) -> np.ndarray:
     """The pixels a camera stores so that a viewer applying ``orientation`` shows ``upright``."""
     inverse = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 8, 7: 7, 8: 6}[orientation]
-    return folder._apply_orientation(upright, inverse)
+    return image_files._apply_orientation(upright, inverse)
 
 
 def micrograph(h: int = 24, w: int = 40) -> np.ndarray:
@@ -89,7 +89,7 @@ def test_orientation_transforms_match_pil_exif_transpose() -> None:
         Image.fromarray(a).save(buf, format="PNG", exif=exif(o))
         buf.seek(0)
         expected = np.asarray(ImageOps.exif_transpose(Image.open(buf)))
-        np.testing.assert_array_equal(folder._apply_orientation(a, o), expected, err_msg=f"orientation {o}")
+        np.testing.assert_array_equal(image_files._apply_orientation(a, o), expected, err_msg=f"orientation {o}")
 
 
 @pytest.mark.parametrize("orientation", [3, 6, 8])

@@ -1,0 +1,291 @@
+"""Reading one micrograph or label file as the viewer shows it, in plain numpy (a tfds builder can run it
+without TensorFlow).
+
+Reading undoes what a viewer would show differently from the stored samples, for images and labels
+alike: the EXIF/TIFF Orientation tag is applied (a camera JPEG tagged "rotate 90" is read upright), CMYK
+JPEGs (incl. Adobe-inverted) and TIFFs are converted to RGB, and palette (indexed-colour) labels are read
+by colour index (two indices: the brighter colour is boundary; more is an error naming the file). A float
+image with NaN/inf pixels is refused (naming the file and the first bad pixel) rather than repaired: a
+NaN spreads through every convolution of its tile. A FIFO or other non-regular file named like an image
+is never opened (``NotRegularFileError``; the folder reader skips it with a warning).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+LABEL_SUFFIXES = (".png", ".tif", ".tiff")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+
+PathLike = str | Path
+Pair = tuple[Path, Path]
+
+
+# ----------------------------------------------------------------------------------------------
+# Low-level readers.
+# ----------------------------------------------------------------------------------------------
+
+
+class NotRegularFileError(ValueError):
+    """A path named like an image that is not a regular file (a FIFO, socket or device): never opened,
+    because reading a FIFO blocks until something writes to it."""
+
+
+def check_regular_file(path: PathLike) -> None:
+    """Raises ``NotRegularFileError`` (naming the file) unless ``path`` is a regular file (symlinks are
+    followed); a missing path raises ``FileNotFoundError``. Never opens the file."""
+    import stat
+
+    mode = os.stat(path).st_mode
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
+        raise NotRegularFileError(f"{path} is {kind}, not an image file: not read (move it out of the folder)")
+
+
+# EXIF/TIFF Orientation (tag 274): how the stored pixels must be turned to be seen upright.
+_ORIENTATION_TAG = 0x0112
+
+
+def _apply_orientation(arr: np.ndarray, orientation: int | None) -> np.ndarray:
+    """The stored array turned upright for an EXIF/TIFF Orientation value (1-8; others: unchanged).
+
+    Same transforms as ``PIL.ImageOps.exif_transpose`` (tested against it), on numpy so that 16-bit and
+    float data keep their dtype: 2 mirror, 3 rotate 180, 4 flip, 5 transpose, 6 rotate 90 clockwise,
+    7 transverse, 8 rotate 90 counter-clockwise.
+    """
+    if orientation == 2:
+        arr = arr[:, ::-1]
+    elif orientation == 3:
+        arr = arr[::-1, ::-1]
+    elif orientation == 4:
+        arr = arr[::-1]
+    elif orientation == 5:
+        arr = np.swapaxes(arr, 0, 1)
+    elif orientation == 6:
+        arr = np.rot90(arr, -1)
+    elif orientation == 7:
+        arr = np.swapaxes(arr[::-1, ::-1], 0, 1)
+    elif orientation == 8:
+        arr = np.rot90(arr, 1)
+    return np.ascontiguousarray(arr)
+
+
+def _pil_orientation(img) -> int | None:
+    try:
+        return int(img.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not make the pixels unreadable
+        return None
+
+
+def _palette_indices(img, path: Path) -> np.ndarray:
+    """A palette ('P') label read by colour index: 255 = boundary, 0 = background.
+
+    Indexed PNGs (VOC-style annotation tools) store a class index per pixel and a palette of display
+    colours that need not be black and white. A label uses exactly two indices: the one whose palette
+    colour is brighter (brightest channel, as for RGB labels) is the boundary, the darker one the
+    background (with the usual VOC palette, index 0 is black: background). One used index: the label is
+    all background, or all boundary if its colour is bright. More indices, or two equally bright
+    colours, are an error naming the file.
+    """
+    index = np.asarray(img)
+    used = np.flatnonzero(np.bincount(index.ravel(), minlength=256))
+    pal = img.getpalette() or []
+    colours = np.zeros((256, 3), np.int64)
+    flat = np.asarray(pal[: 3 * 256], np.int64)
+    colours[: flat.size // 3] = flat[: flat.size // 3 * 3].reshape(-1, 3)
+    bright = colours.max(axis=-1)
+    if used.size > 2:
+        raise ValueError(
+            f"palette (indexed-colour) label {path} uses {used.size} colour indices "
+            f"{used[:8].tolist()}{'...' if used.size > 8 else ''}: a boundary label needs exactly two "
+            "(background and boundary); merge the classes, or save it as a black (0) / white (255) "
+            "greyscale PNG"
+        )
+    if used.size == 2:
+        a, b = used
+        if bright[a] == bright[b]:
+            raise ValueError(
+                f"palette label {path} uses two colour indices ({a}, {b}) with equally bright colours "
+                f"{tuple(colours[a])} and {tuple(colours[b])}: cannot tell boundary from background; save it "
+                "as a black (0) / white (255) greyscale PNG"
+            )
+        boundary_index = a if bright[a] > bright[b] else b
+    else:
+        boundary_index = used[0] if bright[used[0]] > 127 else -1
+    return np.where(index == boundary_index, 255, 0).astype(np.uint8)
+
+
+def _cmyk_to_rgb(arr: np.ndarray) -> np.ndarray:
+    """A CMYK(A) TIFF's ink amounts as RGB (0 ink = white), the way PIL converts CMYK."""
+    full = float(np.iinfo(arr.dtype).max) if np.issubdtype(arr.dtype, np.integer) else 1.0
+    ink = arr[..., :4].astype(np.float64) / full
+    rgb = (1.0 - ink[..., :3]) * (1.0 - ink[..., 3:4])
+    return (rgb * full).round().astype(arr.dtype) if full > 1 else rgb.astype(arr.dtype)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        page = tif.pages[0]
+        arr = np.asarray(tif.asarray())
+        tag = page.tags.get("Orientation")
+        orientation = int(tag.value) if tag is not None else 1
+        photometric = int(getattr(page, "photometric", 0) or 0)
+        inkset = int(page.tags["InkSet"].value) if "InkSet" in page.tags else 1
+    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim == 3 and arr.shape[-1] > 4 and arr.shape[0] <= 4:
+        arr = np.moveaxis(arr, 0, -1)  # Planar (channel-first) TIFF.
+    if photometric == 5 and inkset == 1 and arr.ndim == 3 and arr.shape[-1] >= 4:  # SEPARATED, CMYK inks
+        arr = _cmyk_to_rgb(arr)
+    if orientation != 1 and arr.ndim in (2, 3):
+        arr = _apply_orientation(arr, orientation)
+    return arr
+
+
+def _read_raw(path: Path, *, palette_as_index: bool = False) -> np.ndarray:
+    """Decodes a file to its native array (uint8/uint16/float...), channel-last, upright.
+
+    TIFF goes through tifffile because PIL mangles 16-bit and multi-sample TIFFs; everything else
+    through PIL. Any decoder failure is turned into a ValueError naming the file, so a single corrupt
+    micrograph in a folder of hundreds is easy to find. What a viewer would show differently from the
+    stored samples is undone here, for images and labels alike (so a pair stays aligned):
+
+    * EXIF/TIFF Orientation (a camera's "rotate 90 degrees to display" tag) is applied;
+    * CMYK (JPEG, incl. Adobe's inverted CMYK, and TIFF) is converted to RGB, not read as RGBA;
+    * palette images are expanded to their colours, or, with ``palette_as_index`` (labels), read by
+      colour index (``_palette_indices``).
+
+    A path that is not a regular file (a FIFO named ``x.png``) is refused without being opened.
+    """
+    check_regular_file(path)
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            arr = _read_tiff(path)
+        else:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                orientation = _pil_orientation(img)
+                if img.mode == "P" and palette_as_index:
+                    arr = _palette_indices(img, path)
+                else:
+                    if img.mode == "P":  # Palette images: expand to real colours first.
+                        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+                    elif img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):  # Not RGB samples: convert.
+                        img = img.convert("RGB")
+                    arr = np.asarray(img)
+            arr = _apply_orientation(arr, orientation) if orientation not in (None, 1) else arr
+    except (FileNotFoundError, NotRegularFileError):
+        raise
+    except ValueError as e:
+        if str(path) in str(e):
+            raise
+        raise ValueError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
+    except Exception as e:  # PIL/tifffile raise many different types for corrupt data.
+        raise ValueError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
+    arr = np.squeeze(arr) if arr.ndim > 3 else arr
+    if arr.ndim == 3 and arr.shape[-1] > 4 and arr.shape[0] <= 4:
+        arr = np.moveaxis(arr, 0, -1)  # Planar (channel-first) TIFF.
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] > 4):
+        raise ValueError(f"unsupported image layout {arr.shape} in {path} (expected HxW or HxWxC, C<=4)")
+    if arr.size == 0:
+        raise ValueError(f"empty image in {path}")
+    return arr
+
+
+def _to_unit(arr: np.ndarray, path: Path) -> np.ndarray:
+    """Scales an integer/bool/float array to float32 in [0, 1] using the dtype's maximum.
+
+    Scaling by the dtype maximum (not the image maximum) keeps absolute intensities comparable across
+    images of one lab, which is what style statistics rely on.
+    """
+    if arr.dtype == bool:
+        return arr.astype(np.float32)
+    if np.issubdtype(arr.dtype, np.integer):
+        if arr.dtype == np.int32 and arr.min() >= 0 and arr.max() <= 65535:
+            return (arr / 65535.0).astype(np.float32)  # PIL mode 'I' holding a 16-bit PNG.
+        info = np.iinfo(arr.dtype)
+        if info.min < 0 and arr.min() < 0:
+            raise ValueError(f"signed integer image with negative values in {path}")
+        return (arr.astype(np.float64) / float(info.max)).astype(np.float32)
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+        if bad:  # NaN would spread through every convolution of its tile and wipe its boundaries.
+            raise ValueError(
+                f"floating-point image {path} has {bad} NaN/inf pixel(s) (first at row, col "
+                f"{tuple(int(i) for i in np.argwhere(~np.isfinite(arr))[0][:2])}): not used; fill or mask "
+                "them (e.g. with the neighbouring values) and save again"
+            )
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(f"floating-point image {path} has values in [{lo}, {hi}], expected [0, 1]")
+        return arr.astype(np.float32)
+    raise ValueError(f"unsupported pixel dtype {arr.dtype} in {path}")
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """Reads a micrograph as float32 ``[H, W, 3]`` in ``[0, 1]``.
+
+    Grey images are replicated to three channels and alpha is dropped, so every lab feeds the same
+    RGB network regardless of its camera. 16-bit data is scaled by 65535.
+
+    Raises:
+      ValueError: the file is corrupt/unreadable or has an unsupported layout (message names it).
+    """
+    path = Path(path)
+    arr = _to_unit(_read_raw(path), path)
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.shape[-1] in (1, 2):  # Grey or grey+alpha.
+        arr = arr[..., :1]
+    arr = arr[..., :3]  # RGBA -> RGB.
+    return np.ascontiguousarray(np.broadcast_to(arr, arr.shape[:2] + (3,)), dtype=np.float32)
+
+
+def _label_channel_max(raw: np.ndarray) -> np.ndarray:
+    """One value per pixel: the brightest colour channel (alpha ignored); annotators often draw in red."""
+    if raw.ndim == 2:
+        return raw
+    return raw[..., : 3 if raw.shape[-1] >= 3 else 1].max(axis=-1)
+
+
+def _label_from_raw(raw: np.ndarray, path: Path, invert: bool) -> np.ndarray:
+    if raw.dtype == np.uint8 and raw.max() == 1:
+        on = raw > 0
+    else:
+        on = _to_unit(raw, path) > 0.5
+    if on.ndim == 3:
+        channels = on.shape[-1]
+        on = on[..., : 3 if channels >= 3 else 1].any(axis=-1)
+    if invert:
+        on = ~on
+    return on.astype(np.uint8)
+
+
+def upright_shape(path: PathLike) -> tuple[int, int, int]:
+    """``(height, width, orientation)`` of an image as ``read_image`` returns it, from the file's header
+    only (no pixel decoding): the EXIF/TIFF Orientation tag (1 = none) swaps height and width for 5-8."""
+    path = Path(path)
+    check_regular_file(path)
+    try:
+        if path.suffix.lower() in _TIFF_SUFFIXES:
+            import tifffile
+
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                h, w = int(page.imagelength), int(page.imagewidth)
+                tag = page.tags.get("Orientation")
+                orientation = int(tag.value) if tag is not None else 1
+        else:
+            from PIL import Image
+
+            with Image.open(path) as img:
+                (w, h), orientation = img.size, _pil_orientation(img) or 1
+    except Exception as e:  # noqa: BLE001 - corrupt headers: named like the readers do
+        raise ValueError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
+    return (w, h, orientation) if orientation in (5, 6, 7, 8) else (h, w, orientation)
