@@ -88,6 +88,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.name = "grains" if variant == "default" else f"grains-{variant}"
     config.seed = 0
     config.seeds = ()  # non-empty: one run per seed in <workdir>/seed_<s>/ + mean ± std (fedtransfer_jax/runs/sweep.py)
+    config.data_seeds = ()  # one data seed per seed (empty: the data seed is the seed)
+    config.study_references = ("fedavg",)  # baselines/controls every method is compared with (paired, Holm)
     config.methods = (
         "local",
         "fedavg",

@@ -45,3 +45,33 @@ def test_gap_closed_is_not_reported_when_centralized_does_not_beat_fedavg():
     assert all(e["vs_fedavg"]["seen_gap_closed"] is None for e in study["methods"].values())
     text = sweep.markdown(study)
     assert "no FedAvg -> centralized gap to close" in text and "%" not in text.split("| gen |")[1].split("\n")[0]
+
+
+def test_comparisons_against_every_reference_with_ci_and_holm():
+    from scipy import stats as sp_stats  # noqa: PLC0415
+
+    rng = np.random.default_rng(1)
+    fedavg = rng.normal(0.5, 0.03, 6)
+    own = fedavg + rng.normal(0.02, 0.01, 6)
+    gen = fedavg + rng.normal(0.05, 0.01, 6)
+    per_seed = {s: _run({"fedavg": fedavg[s], "own": own[s], "gen": gen[s]}) for s in range(6)}
+    study = sweep.aggregate(per_seed, ("fedavg", "own"))
+    c = study["comparisons"]
+    assert set(c) == {"own vs fedavg", "gen vs fedavg", "fedavg vs own", "gen vs own"}
+    ref = sp_stats.ttest_rel(gen, own)
+    assert c["gen vs own"]["seen_ari"]["p"] == pytest.approx(ref.pvalue, rel=1e-9)
+    ps = sorted(row[k]["p"] for row in c.values() for k in ("seen_ari", "unseen_ari"))
+    assert min(row[k]["p_holm"] for row in c.values() for k in row) == pytest.approx(min(1.0, ps[0] * len(ps)))
+    assert "gen vs own" in sweep.markdown(study) and "95 % CI" in sweep.markdown(study)
+
+
+def test_data_seeds_are_separate_from_the_seed():
+    import ml_collections  # noqa: PLC0415
+
+    cfg = ml_collections.ConfigDict({"seeds": (0, 1), "data_seeds": (1000, 1001), "seed": 0, "data": {"seed": 0}})
+    assert sweep.data_seeds(cfg) == [1000, 1001]
+    c = sweep.seed_config(cfg, 1, 1001)
+    assert (c.seed, c.data.seed, tuple(c.seeds)) == (1, 1001, ())
+    cfg.data_seeds = (5,)
+    with pytest.raises(ValueError, match="config key data_seeds"):
+        sweep.data_seeds(cfg)

@@ -1,9 +1,10 @@
 """Multi-seed studies: the same experiment over several seeds, reported as mean ± std per method.
 
 A config with a non-empty `seeds` tuple runs one complete run per seed in `<workdir>/seed_<s>/` (each
-resumable on its own; the seed sets both `config.seed` and `config.data.seed`, so data and training
-randomness change together), then writes the study's `summary.json` / `summary.md` and `ari_per_lab.png`
-to `<workdir>`:
+resumable on its own; the seed sets `config.seed`, the training randomness and initial model, and
+`config.data.seed` to the same value, or to `config.data_seeds[i]` when that tuple is given, so data and
+initialisation can be drawn separately), then writes the study's `summary.json` / `summary.md` and
+`ari_per_lab.png` to `<workdir>`:
 
   summary.json  {"seeds": [...], "methods": {m: {"seen": {metric: {"mean", "std", "per_seed"}},
                  "unseen": {...}, "per_lab": {lab: {"ari": {"mean", "std"}}},
@@ -12,6 +13,10 @@ to `<workdir>`:
 The comparison to FedAvg is paired over seeds (same data, same seed): the difference's mean and its
 standard error (std / sqrt(n)); "gap closed" is (method - fedavg) / (centralized - fedavg) on seen-lab ARI,
 reported only when centralized beats FedAvg by more than that standard error (`seen_gap.defined`).
+`config.study_references` (default `("fedavg",)`) names the baselines and controls every method is
+compared with: `comparisons[<method> vs <reference>][seen_ari|unseen_ari]` holds the paired difference, its
+t-based 95 % confidence interval, the paired t-test p and the Holm-adjusted p over the whole family of
+comparisons of the study (metrics/stats.py).
 """
 
 from __future__ import annotations
@@ -24,18 +29,36 @@ from typing import Any
 import ml_collections
 import numpy as np
 
+from fedtransfer_jax.metrics import stats as stats_lib
 from fedtransfer_jax.runtime import distributed, io_utils
 
 REPORT_KEYS = ("ari", "boundary_f1", "vi", "grain_count_rel_error")
 
 
-def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+def seed_config(
+    config: ml_collections.ConfigDict, seed: int, data_seed: int | None = None
+) -> ml_collections.ConfigDict:
     c = copy.deepcopy(config)
     with c.unlocked():
         c.seeds = ()
         c.seed = int(seed)
-        c.data.seed = int(seed)
+        c.data.seed = int(seed if data_seed is None else data_seed)
+        if "data_seeds" in c:
+            c.data_seeds = ()
     return c
+
+
+def data_seeds(config: ml_collections.ConfigDict) -> list[int | None]:
+    """The data seed of each study seed: `config.data_seeds` when given (same length as `seeds`), else None
+    (the data seed follows the seed)."""
+    given = tuple(config.get("data_seeds", ()) or ())
+    if not given:
+        return [None] * len(config.seeds)
+    if len(given) != len(config.seeds):
+        raise ValueError(
+            f"config key data_seeds: {len(given)} data seeds for {len(config.seeds)} seeds; give one per seed"
+        )
+    return [int(d) for d in given]
 
 
 def _stats(values: list[float]) -> dict:
@@ -47,7 +70,32 @@ def _stats(values: list[float]) -> dict:
     }
 
 
-def aggregate(per_seed: dict[int, dict]) -> dict:
+def comparisons(methods: dict, references: tuple[str, ...]) -> dict:
+    """Every method against every reference on seen- and unseen-lab ARI, paired over seeds, with Holm's
+    correction over the whole family (each (method, reference, split) is one test)."""
+    out: dict[str, dict] = {}
+    pvalues: dict[tuple[str, str], float] = {}
+    for ref in references:
+        if ref not in methods:
+            continue
+        for m, entry in methods.items():
+            if m == ref:
+                continue
+            row = {}
+            for split in ("seen", "unseen"):
+                if split in entry and split in methods[ref]:
+                    row[f"{split}_ari"] = stats_lib.paired_comparison(
+                        entry[split]["ari"]["per_seed"], methods[ref][split]["ari"]["per_seed"]
+                    )
+                    pvalues[(f"{m} vs {ref}", f"{split}_ari")] = row[f"{split}_ari"]["p"]
+            out[f"{m} vs {ref}"] = row
+    adjusted = stats_lib.holm({f"{k[0]}|{k[1]}": p for k, p in pvalues.items()})
+    for (name, split), _ in pvalues.items():
+        out[name][split]["p_holm"] = adjusted[f"{name}|{split}"]
+    return out
+
+
+def aggregate(per_seed: dict[int, dict], references: tuple[str, ...] = ("fedavg",)) -> dict:
     """Study summary from each seed's summary.json dict."""
     seeds = sorted(per_seed)
     methods = list(per_seed[seeds[0]]["methods"])
@@ -87,6 +135,8 @@ def aggregate(per_seed: dict[int, dict]) -> dict:
             "se": central["diff_se"],
             "defined": bool(_gap_is_defined(central)),
         }
+    out["references"] = [r for r in references if r in out["methods"]]
+    out["comparisons"] = comparisons(out["methods"], tuple(out["references"]))
     return out
 
 
@@ -133,6 +183,25 @@ def markdown(study: dict) -> str:
             f"Seen gap closed: n/a: centralized - FedAvg = {gap['centralized_minus_fedavg']:+.3f} ± {gap['se']:.3f} "
             "(SE) on seen-lab ARI, so there is no FedAvg -> centralized gap to close.",
         ]
+    if study.get("comparisons"):
+        lines += [
+            "",
+            "Paired comparisons (difference of ARI, t-based 95 % CI over seeds, paired t-test p, Holm-adjusted "
+            "over every comparison below):",
+            "",
+            "| comparison | seen ARI diff [95 % CI] | p (Holm) | unseen ARI diff [95 % CI] | p (Holm) |",
+            "|---|---|---|---|---|",
+        ]
+
+        def cell(c):
+            if c is None:
+                return "n/a | n/a"
+            ci = "n/a" if c["ci_low"] != c["ci_low"] else f"[{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+            p = "n/a" if c["p"] != c["p"] else f"{c['p']:.3g} ({c['p_holm']:.3g})"
+            return f"{c['diff_mean']:+.3f} {ci} | {p}"
+
+        for name, row in study["comparisons"].items():
+            lines.append(f"| {name} | {cell(row.get('seen_ari'))} | {cell(row.get('unseen_ari'))} |")
     labs = list(next(iter(study["methods"].values()))["per_lab"])
     lines += ["", "ARI per lab (mean ± std over seeds):", "", "| method | " + " | ".join(labs) + " |", "|---|" + "---|" * len(labs)]
     for m, e in study["methods"].items():
@@ -171,13 +240,15 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, console=None, *, 
     from fedtransfer_jax.runs import train  # noqa: PLC0415
 
     per_seed = {}
-    for s in config.seeds:
+    for s, d in zip(config.seeds, data_seeds(config)):
         if console is not None:
-            console.line(f"--- seed {s} ---")
+            console.line(f"--- seed {s} ---" if d is None else f"--- seed {s} (data seed {d}) ---")
         per_seed[int(s)] = train.train_and_evaluate(
-            seed_config(config, int(s)), os.path.join(workdir, f"seed_{s}"), console, fresh_start=fresh_start
+            seed_config(config, int(s), d), os.path.join(workdir, f"seed_{s}"), console, fresh_start=fresh_start
         )
-    study = aggregate(per_seed)
+    study = aggregate(per_seed, tuple(config.get("study_references", ("fedavg",)) or ("fedavg",)))
+    if any(d is not None for d in data_seeds(config)):
+        study["data_seeds"] = dict(zip([int(s) for s in config.seeds], data_seeds(config)))
     study["config"] = io_utils.config_to_json(config)
     study["protocol"] = "docs/PROTOCOL.md"
     if distributed.is_primary():  # several processes: process 0 writes the workdir
