@@ -49,7 +49,7 @@ from scipy.spatial import cKDTree
 
 METHODS: tuple[str, ...] = ("voronoi", "laguerre", "potts", "twinned", "rolled", "bimodal")
 # Per-image shape parameters of the modified tessellations (uniform ranges, drawn from the image's rng).
-TWIN_FRACTION = (0.3, 0.6)  # fraction of grains (large enough to hold one) that carry twin lamellae
+TWIN_FRACTION = (0.25, 0.5)  # fraction of grains (large enough to hold one) that carry twin lamellae
 TWIN_WIDTH = (0.12, 0.3)  # lamella width as a fraction of the grain's extent across the lamella
 ROLLED_ASPECT = (2.0, 3.5)  # grain length along RD / thickness along ND
 BIMODAL_FACTOR = (3.0, 4.0)  # coarse / fine grain diameter
@@ -461,7 +461,7 @@ def add_annealing_twins(
 
     A lamella is the slab ``c <= (x - x0) . n < c + w`` of the grain for a random trace normal ``n``: its two
     boundaries are straight, parallel and run across the whole grain, as coherent annealing twins do.  Each
-    twinned grain gets one lamella, or two with probability 1/3 (parallel: one twin system).  Grains too thin
+    twinned grain gets one lamella, or two with probability 1/4 (parallel: one twin system).  Grains too thin
     across ``n`` for a lamella of ``min_lamella_px`` with matrix either side are left alone.
     """
     g = np.asarray(grains).astype(np.int32)
@@ -483,7 +483,7 @@ def add_annealing_twins(
         lo, hi = float(t.min()), float(t.max()) + 1.0
         extent = hi - lo
         lam_w = max(min_lamella_px, (width[0] + (width[1] - width[0]) * u_w) * extent)
-        lamellae = 2 if n_lam < 1.0 / 3.0 else 1
+        lamellae = 2 if n_lam < 0.25 else 1
         room = extent - lamellae * lam_w - (lamellae + 1) * min_lamella_px
         if room <= 0:
             continue
