@@ -268,7 +268,8 @@ def _stretched_tessellation(
     if dispersion > 0:
         radii_pool = rng.lognormal(mean=0.0, sigma=dispersion, size=pool_n)
     coords = _pixel_coords(size, rng, warp * mean_diameter, 1.2 * mean_diameter, stretch=stretch)
-    return _size_search(size, mean_diameter, coords, pool, radii_pool, k, float(np.sqrt(span_y * span_x)), max_iters)
+    span = float(np.sqrt(span_y * span_x))  # side of the square of the same area
+    return _size_search(size, mean_diameter, coords, pool, radii_pool, k, span, max_iters)
 
 
 def _size_search(

@@ -1,4 +1,4 @@
-"""Secondary-electron SEM image of a thermally etched ceramic (alumina after abnormal grain growth), with pores.
+"""Secondary-electron SEM image of a thermally etched ceramic (alumina after abnormal grain growth), pores.
 
 Thermal etching (annealing a polished ceramic ~100-200 K below its sintering temperature) lets surface
 diffusion dig a groove where each grain boundary meets the surface (Mullins 1957): a trough with a small
@@ -64,7 +64,8 @@ def render(rng: np.random.Generator, grains: np.ndarray, params: dict) -> np.nda
     det = rng.uniform(0, 2 * np.pi)  # azimuth of the Everhart-Thornley detector
     secant = np.sqrt(1.0 + gy**2 + gx**2)
     level = params["base_level"] + params["grain_contrast"] * rng.standard_normal(n)[grains]
-    img = level * (1.0 + params["edge_gain"] * (secant - 1.0) + params["shadowing"] * (np.cos(det) * gx + np.sin(det) * gy))
+    facing = np.cos(det) * gx + np.sin(det) * gy  # slope towards the detector
+    img = level * (1.0 + params["edge_gain"] * (secant - 1.0) + params["shadowing"] * facing)
 
     # Pores: dark floor, bright rim; at triple junctions and inside grains.
     n_pores = int(rng.poisson(params["pore_density"] * h * w / 4096.0))
@@ -84,10 +85,14 @@ def render(rng: np.random.Generator, grains: np.ndarray, params: dict) -> np.nda
     cols = np.arange(w, dtype=np.float64)
     for _ in range(int(params["n_streaks"])):
         y0, x0 = int(rng.integers(0, h)), rng.uniform(0, w)
-        img[y0] += rng.uniform(0.1, 0.3) * np.where(cols >= x0, np.exp(-(cols - x0) / rng.uniform(0.1, 0.5) / w), 0.0)
+        amp, decay = rng.uniform(0.1, 0.3), rng.uniform(0.1, 0.5) * w
+        img[y0] += amp * np.where(cols >= x0, np.exp(-(cols - x0) / decay), 0.0)
     img = img * (1.0 + params["line_noise"] * rng.standard_normal((h, 1)))
     img = rng.poisson(np.clip(img, 0.0, None) * params["dose"]) / params["dose"]
     return np.repeat(np.clip(img, 0.0, 1.0)[..., None], 3, axis=-1).astype(np.float32)
 
 
-SPEC = LabSpec("ceramic_sem", style="ceramic_sem", method="bimodal", diameter_px=(9.0, 14.0), dispersion=(0.1, 0.3), warp=(0.05, 0.1))
+SPEC = LabSpec(
+    "ceramic_sem", style="ceramic_sem", method="bimodal", diameter_px=(9.0, 14.0), dispersion=(0.1, 0.3),
+    warp=(0.05, 0.1),
+)

@@ -90,7 +90,8 @@ def render(rng: np.random.Generator, grains: np.ndarray, params: dict) -> np.nda
     dist, _ = styles.interface_distance(grains)
     centre = lambda m, size: np.minimum(np.arange(m) * step + step // 2, size - 1)  # grid points' pixels
     dist_grid = dist[centre(gh, h)][:, centre(gw, w)]
-    p_wrong = params["misindexed"] + params["boundary_misindexed"] * np.exp(-((dist_grid / max(step, 1.0)) ** 2))
+    overlap = np.exp(-((dist_grid / max(step, 1.0)) ** 2))
+    p_wrong = params["misindexed"] + params["boundary_misindexed"] * overlap
     u = rng.uniform(size=(gh, gw))
     wrong = u < p_wrong
     black = (u >= p_wrong) & (u < p_wrong + params["unindexed"])
@@ -102,5 +103,6 @@ def render(rng: np.random.Generator, grains: np.ndarray, params: dict) -> np.nda
 
 
 SPEC = LabSpec(
-    "ebsd_ipf", style="ebsd_ipf", method="twinned", diameter_px=(16.0, 26.0), dispersion=(0.2, 0.4), warp=(0.06, 0.12)
+    "ebsd_ipf", style="ebsd_ipf", method="twinned", diameter_px=(16.0, 26.0), dispersion=(0.2, 0.4),
+    warp=(0.06, 0.12),
 )

@@ -48,7 +48,9 @@ def _retarder(angle: np.ndarray, delta: np.ndarray) -> tuple:
     return c * c + e * s * s, (1.0 - e) * c * s, s * s + e * c * c
 
 
-def transmitted(phi: np.ndarray, gamma_nm: np.ndarray, plate_nm: float, uncross: float, lam: float) -> np.ndarray:
+def transmitted(
+    phi: np.ndarray, gamma_nm: np.ndarray, plate_nm: float, uncross: float, lam: float
+) -> np.ndarray:
     """Intensity at wavelength ``lam`` through polariser (x), film (slow axis ``phi``, retardation
     ``gamma_nm``), tint plate (45 deg, ``plate_nm``) and analyser (y rotated by ``uncross`` rad)."""
     a, b, d = _retarder(phi, 2.0 * np.pi * gamma_nm / lam)
@@ -69,7 +71,10 @@ def render(rng: np.random.Generator, grains: np.ndarray, params: dict) -> np.nda
     gamma = gamma * (1.0 + params["film_variation"] * smooth_field(rng, (h, w), 6.0))
     uncross = np.deg2rad(params["uncross_deg"])
     rgb = np.stack(
-        [np.mean([transmitted(phi, gamma, params["plate_nm"], uncross, lam) for lam in band], axis=0) for band in BANDS],
+        [
+            np.mean([transmitted(phi, gamma, params["plate_nm"], uncross, lam) for lam in band], axis=0)
+            for band in BANDS
+        ],
         axis=-1,
     )
     lamp = np.array([1.0, 1.0 - 0.4 * params["lamp_warmth"], 1.0 - params["lamp_warmth"]])
@@ -95,4 +100,7 @@ def _chroma_subsample(rgb: np.ndarray) -> np.ndarray:
     return ycc @ np.linalg.inv(m).T
 
 
-SPEC = LabSpec("polarised_al", style="polarised_al", method="rolled", diameter_px=(16.0, 26.0), dispersion=(0.2, 0.4), warp=(0.05, 0.1))
+SPEC = LabSpec(
+    "polarised_al", style="polarised_al", method="rolled", diameter_px=(16.0, 26.0), dispersion=(0.2, 0.4),
+    warp=(0.05, 0.1),
+)

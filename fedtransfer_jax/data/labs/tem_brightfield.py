@@ -50,7 +50,7 @@ RANGES = {
 
 
 def bright_field(xi_s: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """Two-beam bright-field intensity ``1 - sin^2(pi t w) / w^2``, ``w = sqrt((xi s)^2 + 1)``; ``t`` in xi."""
+    """Two-beam bright-field intensity ``1 - sin^2(pi t w) / w^2``, ``w = sqrt((xi s)^2 + 1)`` (t in xi)."""
     w = np.sqrt(np.square(xi_s) + 1.0)
     return 1.0 - np.square(np.sin(np.pi * t * w)) / np.square(w)
 
@@ -95,4 +95,7 @@ def render(rng: np.random.Generator, grains: np.ndarray, params: dict) -> np.nda
     return np.repeat(np.clip(img, 0.0, 1.0)[..., None], 3, axis=-1).astype(np.float32)
 
 
-SPEC = LabSpec("tem_brightfield", style="tem_brightfield", method="twinned", diameter_px=(14.0, 22.0), dispersion=(0.1, 0.3), warp=(0.05, 0.1))
+SPEC = LabSpec(
+    "tem_brightfield", style="tem_brightfield", method="twinned", diameter_px=(14.0, 22.0),
+    dispersion=(0.1, 0.3), warp=(0.05, 0.1),
+)
