@@ -143,7 +143,8 @@ def lab_data() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
 
 
 def test_lab_names_and_description() -> None:
-    assert set(LAB_NAMES) == {"brightfield", "darkfield", "sem", "tint", "lowcontrast"}
+    # The five built-in labs keep indices 0-4 (their images depend on it); data/labs/ adds more after them.
+    assert LAB_NAMES[:5] == ("brightfield", "darkfield", "sem", "tint", "lowcontrast")
     for lab in LAB_NAMES:
         info = describe_lab(lab)
         assert info["style"] in styles.STYLES and info["method"] in ms.METHODS

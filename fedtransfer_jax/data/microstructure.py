@@ -17,6 +17,23 @@ Three generators are offered because real microstructures differ in how their gr
   ~120 degree triple junctions of annealed metals.  The Metropolis sweep is a jitted JAX loop over the
   four sub-lattices of the Moore neighbourhood, so all non-interacting sites update at once.
 
+Three more for microstructures beyond equiaxed single-phase grains (each a tessellation plus a physical
+modification; their per-image shape parameters are drawn from the ranges below, so a ``LabSpec`` names them
+by ``method`` alone):
+
+* ``twinned``: annealing twins (FCC metals of low stacking-fault energy, some ceramics).  A fraction of the
+  Laguerre grains get one or two parallel-sided lamellae that cross the whole grain with straight traces
+  (coherent Sigma-3 boundaries).  Twin boundaries are **labelled** like any grain boundary (they are
+  boundaries in the map: a segmentation that misses them misses real interfaces).  Limitation: the two
+  matrix pieces either side of a lamella get separate ids, so renderers give them independent orientations,
+  whereas in a real crystal they share one.  ``mean_grain_diameter_px`` is that of the parent grains.
+* ``rolled``: cold-rolled sheet seen on the RD-ND or RD-TD section: Laguerre grains elongated along x
+  (the rolling direction) with aspect ratio ``ROLLED_ASPECT``, made by computing the power diagram in a
+  frame stretched along y, so the size search measures the final, elongated map.
+* ``bimodal``: abnormal grain growth: a fine Laguerre matrix in which a few coarse cells (``BIMODAL_FACTOR``
+  x the diameter, each selected with probability ``BIMODAL_FRACTION``) have consumed the fine grains.
+  ``mean_grain_diameter_px`` is that of the fine matrix.
+
 Grain size is controlled as the mean *equivalent circle diameter* ``mean(sqrt(4 A_g / pi))`` over the
 grains of the map (grains cut by the frame included: that is what an image analyst measures).
 """
@@ -30,7 +47,13 @@ from scipy import ndimage, sparse
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 
-METHODS: tuple[str, ...] = ("voronoi", "laguerre", "potts")
+METHODS: tuple[str, ...] = ("voronoi", "laguerre", "potts", "twinned", "rolled", "bimodal")
+# Per-image shape parameters of the modified tessellations (uniform ranges, drawn from the image's rng).
+TWIN_FRACTION = (0.25, 0.5)  # fraction of grains (large enough to hold one) that carry twin lamellae
+TWIN_WIDTH = (0.12, 0.3)  # lamella width as a fraction of the grain's extent across the lamella
+ROLLED_ASPECT = (2.0, 3.5)  # grain length along RD / thickness along ND
+BIMODAL_FACTOR = (3.0, 4.0)  # coarse / fine grain diameter
+BIMODAL_FRACTION = (0.15, 0.35)  # probability that a coarse cell has grown abnormally
 # Grains smaller than this (px) are merged into a neighbour: see merge_small_grains.
 MIN_GRAIN_AREA = 4
 
@@ -155,12 +178,18 @@ def smooth_field(rng: np.random.Generator, shape: tuple[int, int], corr_len: flo
 # ----------------------------------------------------------------------------------------------
 
 
-def _pixel_coords(size: int, rng: np.random.Generator, warp_px: float, corr_len: float) -> np.ndarray:
-    """Pixel centres ``[H*W, 2]`` (y, x), displaced by a smooth random warp of RMS ``warp_px``."""
+def _pixel_coords(
+    size: int, rng: np.random.Generator, warp_px: float, corr_len: float, stretch: float = 1.0
+) -> np.ndarray:
+    """Pixel centres ``[H*W, 2]`` (y, x), displaced by a smooth random warp of RMS ``warp_px``; with
+    ``stretch != 1`` the y coordinate is then multiplied by it (cells round in that frame come out
+    elongated along x by ``stretch`` in the image)."""
     yy, xx = np.meshgrid(np.arange(size, dtype=np.float64), np.arange(size, dtype=np.float64), indexing="ij")
     if warp_px > 0:
         yy = yy + warp_px * smooth_field(rng, (size, size), corr_len)
         xx = xx + warp_px * smooth_field(rng, (size, size), corr_len)
+    if stretch != 1.0:
+        yy = yy * stretch
     return np.stack([yy.ravel(), xx.ravel()], axis=1)
 
 
@@ -188,6 +217,7 @@ def _tessellation(
     dispersion: float,
     warp: float,
     max_iters: int = _MAX_SIZE_ITERS,
+    stretch: float = 1.0,
 ) -> np.ndarray:
     """Voronoi (``dispersion == 0``) or Laguerre tessellation with mean equivalent diameter ~target.
 
@@ -196,7 +226,13 @@ def _tessellation(
     trials differ only by the seeds added or removed and the search converges instead of re-rolling
     noise.  Seeds cover a frame one grain wider than the image: a micrograph is a crop of a larger
     sample, so grains must be cut by the border, not squeezed against it.
+
+    ``stretch > 1`` (``rolled``): the diagram is computed in a frame where y is multiplied by ``stretch``;
+    cells there have diameter ``mean_diameter * sqrt(stretch)``, so in the image they are elongated along x
+    by ``stretch`` with about the target equivalent diameter.  ``stretch == 1`` is the plain path.
     """
+    if stretch != 1.0:
+        return _stretched_tessellation(rng, size, mean_diameter, dispersion, warp, max_iters, stretch)
     pad = mean_diameter
     span = size + 2 * pad
     target_area = np.pi / 4.0 * mean_diameter**2
@@ -209,6 +245,46 @@ def _tessellation(
     if dispersion > 0:
         radii_pool = rng.lognormal(mean=0.0, sigma=dispersion, size=pool_n)
     coords = _pixel_coords(size, rng, warp * mean_diameter, 1.2 * mean_diameter)
+    return _size_search(size, mean_diameter, coords, pool, radii_pool, k, span, max_iters)
+
+
+def _stretched_tessellation(
+    rng: np.random.Generator,
+    size: int,
+    mean_diameter: float,
+    dispersion: float,
+    warp: float,
+    max_iters: int,
+    stretch: float,
+) -> np.ndarray:
+    """``_tessellation`` in a frame stretched along y (see there); seeds cover the stretched frame."""
+    d_round = mean_diameter * np.sqrt(stretch)  # cell diameter in the stretched frame
+    pad = d_round
+    span_y, span_x = size * stretch + 2 * pad, size + 2 * pad
+    k = max(int(round(0.85 * span_y * span_x / (np.pi / 4.0 * d_round**2))), 2)
+    pool_n = 4 * k + 16
+    pool = rng.uniform(0.0, 1.0, size=(pool_n, 2)) * np.array([span_y, span_x]) - pad
+    radii_pool = None
+    if dispersion > 0:
+        radii_pool = rng.lognormal(mean=0.0, sigma=dispersion, size=pool_n)
+    coords = _pixel_coords(size, rng, warp * mean_diameter, 1.2 * mean_diameter, stretch=stretch)
+    span = float(np.sqrt(span_y * span_x))  # side of the square of the same area
+    return _size_search(size, mean_diameter, coords, pool, radii_pool, k, span, max_iters)
+
+
+def _size_search(
+    size: int,
+    mean_diameter: float,
+    coords: np.ndarray,
+    pool: np.ndarray,
+    radii_pool: np.ndarray | None,
+    k: int,
+    span: float,
+    max_iters: int,
+) -> np.ndarray:
+    """The seed-count search of ``_tessellation`` (the grain map closest to the target diameter);
+    ``span``: side of the (square-equivalent) seed frame, which sets the Laguerre radii."""
+    pool_n = len(pool)
 
     best: tuple[float, np.ndarray] | None = None
     for _ in range(max_iters):
@@ -371,6 +447,72 @@ def potts_grow(starts: list[np.ndarray], seeds: list[int], targets: list[float])
 
 
 # ----------------------------------------------------------------------------------------------
+# Microstructures beyond equiaxed single-phase grains
+# ----------------------------------------------------------------------------------------------
+
+
+def add_annealing_twins(
+    rng: np.random.Generator,
+    grains: np.ndarray,
+    fraction: float,
+    width: tuple[float, float] = TWIN_WIDTH,
+    min_lamella_px: float = 2.0,
+) -> np.ndarray:
+    """Cut parallel-sided twin lamellae across a ``fraction`` of the grains (relabelled ``0..K-1``).
+
+    A lamella is the slab ``c <= (x - x0) . n < c + w`` of the grain for a random trace normal ``n``: its two
+    boundaries are straight, parallel and run across the whole grain, as coherent annealing twins do.  Each
+    twinned grain gets one lamella, or two with probability 1/4 (parallel: one twin system).  Grains too thin
+    across ``n`` for a lamella of ``min_lamella_px`` with matrix either side are left alone.
+    """
+    g = np.asarray(grains).astype(np.int32)
+    h, w = g.shape
+    n_ids = int(g.max()) + 1
+    out = g.copy()
+    next_id = n_ids
+    yy, xx = np.meshgrid(np.arange(h, dtype=np.float64), np.arange(w, dtype=np.float64), indexing="ij")
+    order = np.argsort(g.ravel(), kind="stable")
+    bounds = np.searchsorted(g.ravel()[order], np.arange(n_ids + 1))
+    for gid in range(n_ids):
+        pix = order[bounds[gid] : bounds[gid + 1]]
+        # Draw the same number of values for every grain so one grain's shape never shifts another's twins.
+        u_twin, angle, n_lam, u_w, u_c1, u_c2 = rng.uniform(size=6)
+        if u_twin >= fraction or pix.size < 4 * MIN_GRAIN_AREA:
+            continue
+        theta = np.pi * angle
+        t = yy.ravel()[pix] * np.sin(theta) + xx.ravel()[pix] * np.cos(theta)
+        lo, hi = float(t.min()), float(t.max()) + 1.0
+        extent = hi - lo
+        lam_w = max(min_lamella_px, (width[0] + (width[1] - width[0]) * u_w) * extent)
+        lamellae = 2 if n_lam < 0.25 else 1
+        room = extent - lamellae * lam_w - (lamellae + 1) * min_lamella_px
+        if room <= 0:
+            continue
+        # Start positions leaving matrix (>= min_lamella_px) before, between and after the lamellae.
+        gaps = np.sort([u_c1, u_c2][:lamellae]) * room
+        start = lo + min_lamella_px
+        for j in range(lamellae):
+            c = start + gaps[j] + j * (lam_w + min_lamella_px)
+            sel = pix[(t >= c) & (t < c + lam_w)]
+            out.ravel()[sel] = next_id
+            next_id += 1
+    return merge_small_grains(out, MIN_GRAIN_AREA)
+
+
+def _bimodal(
+    rng: np.random.Generator, size: int, mean_diameter: float, dispersion: float, warp: float
+) -> np.ndarray:
+    """A fine Laguerre matrix in which a few coarse cells have grown abnormally (see the module docstring)."""
+    fine = _tessellation(rng, size, mean_diameter, dispersion, warp)
+    factor = float(rng.uniform(*BIMODAL_FACTOR))
+    p_big = float(rng.uniform(*BIMODAL_FRACTION))
+    coarse = _tessellation(rng, size, min(mean_diameter * factor, 2.0 * size), 0.0, warp, max_iters=2)
+    big = rng.uniform(size=int(coarse.max()) + 1) < p_big
+    grains = np.where(big[coarse], coarse + int(fine.max()) + 1, fine)
+    return merge_small_grains(grains, MIN_GRAIN_AREA)
+
+
+# ----------------------------------------------------------------------------------------------
 # Public entry point
 # ----------------------------------------------------------------------------------------------
 
@@ -387,9 +529,10 @@ def generate_microstructure(
     """A ``size x size`` grain map (int32, ids ``0..K-1``, each 4-connected).
 
     ``mean_grain_diameter_px`` is the target mean equivalent-circle diameter; ``dispersion`` the
-    log-normal sigma of the Laguerre seed radii (``laguerre``; for ``potts`` it shapes the starting
-    tessellation); ``warp`` the RMS boundary displacement as a fraction of the grain diameter
-    (tessellations only; Potts boundaries curve by themselves).
+    log-normal sigma of the Laguerre seed radii (``laguerre``, ``twinned``, ``rolled``, ``bimodal``; for
+    ``potts`` it shapes the starting tessellation); ``warp`` the RMS boundary displacement as a fraction of
+    the grain diameter (tessellations only; Potts boundaries curve by themselves).  ``twinned``, ``rolled``
+    and ``bimodal`` draw their shape parameters (``TWIN_*``, ``ROLLED_ASPECT``, ``BIMODAL_*``) from ``rng``.
     """
     if method not in METHODS:
         raise ValueError(f"unknown microstructure method {method!r}; valid: {', '.join(METHODS)}")
@@ -403,9 +546,18 @@ def generate_microstructure(
         raise ValueError(f"dispersion must be >= 0, got {dispersion}")
     if method == "voronoi" and dispersion > 0:
         raise ValueError("dispersion needs power weights: use method='laguerre' (or 'potts'), not 'voronoi'")
+    d = float(mean_grain_diameter_px)
     if method == "potts":
-        start, seed = potts_start(rng, size, float(mean_grain_diameter_px), float(dispersion))
-        grains = potts_grow([start], [seed], [float(mean_grain_diameter_px)])[0]
+        start, seed = potts_start(rng, size, d, float(dispersion))
+        grains = potts_grow([start], [seed], [d])[0]
+    elif method == "twinned":
+        parents = _tessellation(rng, size, d, float(dispersion), float(warp))
+        grains = add_annealing_twins(rng, parents, float(rng.uniform(*TWIN_FRACTION)))
+    elif method == "rolled":
+        aspect = float(rng.uniform(*ROLLED_ASPECT))
+        grains = _tessellation(rng, size, d, float(dispersion), float(warp), stretch=aspect)
+    elif method == "bimodal":
+        grains = _bimodal(rng, size, d, float(dispersion), float(warp))
     else:
         grains = _tessellation(rng, size, float(mean_grain_diameter_px), float(dispersion), float(warp))
     return merge_small_grains(grains, MIN_GRAIN_AREA)

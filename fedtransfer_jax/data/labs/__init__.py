@@ -43,4 +43,12 @@ def unregister(name: str) -> None:
     styles.unregister_style(style)
 
 
+from fedtransfer_jax.data.labs import ceramic_sem, ebsd_ipf, polarised_al, tem_brightfield  # noqa: E402
+
+# Labs whose imaging the style model `gen` does not mirror (docs/STYLE.md, "Labs outside gen's family").
+register(tem_brightfield)
+register(ebsd_ipf)
+register(polarised_al)
+register(ceramic_sem)
+
 __all__ = ["register", "unregister"]
