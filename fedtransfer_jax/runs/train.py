@@ -15,7 +15,7 @@ import ml_collections
 import numpy as np
 
 from fedtransfer_jax.runtime import console as console_lib, io_utils
-from fedtransfer_jax.runs import engine, inference, runners, report, style_protocol
+from fedtransfer_jax.runs import engine, grain_size, inference, runners, report, style_protocol
 from fedtransfer_jax.runtime import distributed, faults, workdir as workdir_lib
 from fedtransfer_jax.runs.run_context import Context, build_context
 
@@ -38,6 +38,8 @@ def train_and_evaluate(
     with workdir_lib.open_workdir(workdir, config_json, fresh_start=fresh_start) as info:
         if console is not None and info["archived"]:
             console.line(f"previous outputs moved to {info['archived']}")
+        if distributed.is_primary():  # What `predict --scale auto` aims for (runs/grain_size.py).
+            grain_size.record_from_config(workdir, config)
         with console_lib.prints_to_log():  # tfds prints 'Downloading and preparing ...' to stdout
             ctx = build_context(config, workdir, console=console)
         summary = {
