@@ -1,5 +1,6 @@
 """One train loop that reads a config: trains every method in `config.methods` (runners.py), evaluates,
-and writes the workdir contract (summary.json, summary.md, metrics.jsonl, checkpoints/, figures).
+and writes the workdir contract (summary.json, summary.md, metrics.jsonl, checkpoints/, figures,
+trained_grain_size.json: what `predict --scale auto` aims for, runs/grain_size.py).
 
 The pieces: engine.py (assembly from the config), federation.py (the round loop with checkpoint/resume),
 runners.py (one runner per method kind), evaluation.py, style_protocol.py (FedTransfer's style sharing).
