@@ -199,7 +199,8 @@ def scale_text(record: Mapping[str, Any] | None) -> str:
         text += f" ({record.get('reason', '')}; mean grain per scale: {cands})"
         rejected = record.get("rejected") or {}
         if rejected:
-            text += "; rejected: " + "; ".join(f"{k}: {v}" for k, v in rejected.items())
+            short = {k: str(v).split(" (")[0].split(":")[0] for k, v in rejected.items()}  # grain_sizes.json has all
+            text += "; implausible maps at scale " + ", ".join(f"{k} ({v})" for k, v in short.items())
     else:
         text += f" ({record.get('reason', '')})"
     return text + "; boundaries and grains are measured in the original pixels"
