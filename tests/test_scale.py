@@ -131,7 +131,23 @@ def test_auto_picks_the_scale_that_brings_the_grains_to_the_trained_size(k: floa
     assert set(record["candidates"]) == {"1", "0.667", "0.5", "0.333", "0.25"}
     d = record["candidates"][f"{1 / k:.3g}"]
     assert abs(np.log(d / target[0])) < np.log(1.25)
-    assert "closest to the trained" in record["reason"]
+    assert "the trained" in record["reason"]
+
+
+def test_auto_prefers_the_largest_scale_near_the_target(monkeypatch) -> None:
+    """Within 1.25x of the target, the larger scale wins over a closer smaller one (a model shown grains at or
+    below its size merges some); outside that band, the closest wins."""
+    image = render(256, 24.0, 4)
+    for by_side, expected in (
+        ({256: 40.0, 171: 12.4, 128: 11.5, 85: 9.0, 64: 7.0}, 1 / 1.5),  # 12.4 (1.24x), 11.5, 9 all near
+        ({256: 40.0, 171: 30.0, 128: 16.0, 85: 10.5, 64: 8.0}, 1 / 3),  # only 10.5 near
+        ({256: 40.0, 171: 30.0, 128: 20.0, 85: 15.0, 64: 6.0}, 1 / 3),  # none near: the closest (1.5x)
+    ):
+        monkeypatch.setattr(
+            scale_lib.grain_size, "mean_diameter_of_labels", lambda lab, m=by_side: (m[lab.shape[0]], 50)
+        )
+        _, record = scale_lib.probabilities(FakeModel(), image, scale="auto", settings=SETTINGS, target=(10.0, "t"))
+        assert record["used"] == pytest.approx(expected, abs=1e-3), record
 
 
 def test_auto_never_goes_below_64_px_and_small_images_stay_as_they_are() -> None:
@@ -162,7 +178,7 @@ def test_auto_through_predict_records_and_shows_the_scale(tmp_path: Path, target
     assert table.splitlines()[0].split() == ["image", "grains", "mean", "diameter", "ASTM", "G", "scale", "warnings"]
     assert "0.5 auto" in table
     page = (tmp_path / "out" / "report.html").read_text()
-    assert "model scale" in page and "0.5 auto" in page and "closest to the trained" in page
+    assert "model scale" in page and "0.5 auto" in page and "the trained" in page
     summary = (tmp_path / "out" / "grain_sizes_summary.csv").read_text()
     assert summary.splitlines()[0].endswith(",scale") and "0.5 auto" in summary
 

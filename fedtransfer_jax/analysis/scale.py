@@ -24,7 +24,9 @@ widths are what the post-processing makes them. ``--scale 1`` never resamples: e
    half the view) is rejected, unless every candidate is.
 4. The chosen scale is the candidate whose mean grain diameter is closest, in log, to the grain size the
    model was trained on (``runs.grain_size.trained_grain_size``: recorded in the workdir, else from the
-   training config, else 16 px); ties go to the larger scale. No candidate with grains: scale 1.
+   training config, else 16 px); but where several lie within ``TOLERANCE`` = 1.25x of it, the largest of
+   those (the least resolution lost: a model shown grains already at or below its size merges some, so
+   the smaller scale's mean overshoots). Ties go to the larger scale. No candidate with grains: scale 1.
 5. The final prediction runs at the chosen scale on the whole image (reusing the candidate's prediction
    when its view was the whole image).
 
@@ -48,6 +50,7 @@ AUTO = "auto"
 CANDIDATES = (1.0, 1 / 1.5, 1 / 2, 1 / 3, 1 / 4)
 MIN_MODEL_SIDE = 64
 VIEW_PX = 384
+TOLERANCE = 1.25
 FLAG_HELP = (
     "Resample each image by this factor before the model (0.5 halves it; 1 = as is) and map the result "
     "back to the image's pixels; 'auto' (default) picks per image the scale at which the predicted grains "
@@ -168,10 +171,21 @@ def choose(
         best = 1.0
         reason = "no grains predicted at any scale: scale 1"
     else:
-        best = min(pool, key=lambda s: (abs(math.log(diam[s] / target_px)), -s))
-        reason = (
-            f"mean grain {diam[best]:.1f} px at scale {_key(best)} is the closest to the trained {target_px:.1f} px"
-        )
+        def off(s: float) -> float:
+            return abs(math.log(diam[s] / target_px))
+
+        near = [s for s in pool if off(s) <= math.log(TOLERANCE) + 1e-12]
+        if len(near) > 1:
+            best = max(near)
+            reason = (
+                f"mean grain {diam[best]:.1f} px at scale {_key(best)}: the largest scale within "
+                f"{TOLERANCE:g}x of the trained {target_px:.1f} px"
+            )
+        else:
+            best = min(pool, key=lambda s: (off(s), -s))
+            reason = (
+                f"mean grain {diam[best]:.1f} px at scale {_key(best)} is the closest to the trained {target_px:.1f} px"
+            )
         if len(cands) == 1:
             reason = f"only scale 1 tried (the image is under {MIN_MODEL_SIDE / CANDIDATES[1]:.0f} px a side); " + reason
         elif best != 1.0 and diam.get(1.0) is not None:
