@@ -15,6 +15,8 @@ Two sets of metrics, per image and as means over images:
   `per_image_raw` / `mean_raw`  the thresholded probabilities (what the trainer's summaries report);
   `per_image` / `mean`          after post-processing, the boundary maps and grains `predict` writes
                                 for the same image, model and settings.
+Images are predicted at `--scale` as in `predict` (default 'auto': per image, analysis/scale.py), the
+probabilities mapped back to the label's pixels; `scale` records per image the scale used and why.
 The post-processing settings are resolved as in `predict` (the method's choice on validation tiles,
 else built-in defaults; flags override) and reported under `postprocess` with their source.
 
@@ -37,6 +39,7 @@ from absl import app, flags, logging
 from fedtransfer_jax.runs import inference
 from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax import metrics as metrics_lib, predict
+from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import postprocess_choice
@@ -50,7 +53,7 @@ def define_flags() -> None:
     """Command-line flags, defined only when run as a program (so evaluate and predict can be
     imported together, e.g. by scripts and tests)."""
     global _WORKDIR, _METHOD, _CLIENT, _ALLOW_INCOMPLETE, _DATA_DIR
-    global _INVERT, _TOLERANCE, _OVERLAP, _FLIPS, _SETTINGS, _OUT, _JSON
+    global _INVERT, _TOLERANCE, _OVERLAP, _FLIPS, _SETTINGS, _OUT, _JSON, _SCALE
     _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir written by launch.py.", required=True)
     _METHOD = flags.DEFINE_string("method", None, "Method whose model to use (default: best available).")
     _CLIENT = flags.DEFINE_string(
@@ -72,6 +75,7 @@ def define_flags() -> None:
         "out", None, "JSON file for the full results (default: <workdir>/evaluate_<method>.json)."
     )
     _JSON = flags.DEFINE_bool("json", False, "Print the full results as one JSON object instead of the summary.")
+    _SCALE = predict.define_scale_flag()
 
 
 def evaluate_folder(
@@ -84,9 +88,13 @@ def evaluate_folder(
     provenance: Mapping[str, Any] | None = None,
     overlap: int | None = None,
     flips: bool = False,
+    scale: str | float = 1.0,
     **postprocess_kw: Any,
 ) -> dict:
     """Raw and post-processed metrics of ``model`` on ``data_dir`` (``D/images`` + ``D/labels``).
+
+    ``scale``: predict each image resampled by this factor, or 'auto' (analysis/scale.py); the result's
+    ``scale`` maps each image to its scale record.
 
     ``settings``/``provenance`` come from ``postprocess_select.resolve_settings``; without them
     ``postprocess_kw`` (``threshold=``, ``close_radius=``...) apply over the built-in defaults.
@@ -97,17 +105,23 @@ def evaluate_folder(
     """
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"--tolerance must be >= 0 px, got {tolerance}")
+    scale = scale_lib.parse_scale(scale)
     if settings is None:
         settings, provenance = postprocess_choice.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
+    target = scale_lib.target_for(model) if scale == scale_lib.AUTO else None
     pairs = folder.list_pairs(data_dir)
     label_warnings = folder.check_client_labels(
         pairs, invert=invert_labels, invert_flag=INVERT_FLAG, where=f"--data_dir {data_dir}"
     )
-    per_image, per_image_raw = {}, {}
+    per_image, per_image_raw, scales = {}, {}, {}
     for image_path, label_path in pairs:
         image, label = folder.load_pair(image_path, label_path, invert=invert_labels)
-        raw = settings.binarize(model.predict_prob(image, overlap=overlap, flips=flips))
+        prob, record = scale_lib.probabilities(
+            model, image, scale=scale, settings=settings, target=target, overlap=overlap, flips=flips
+        )
+        raw = settings.binarize(prob)
         name = os.path.basename(str(image_path))
+        scales[name] = record
         per_image_raw[name] = metrics_lib.segmentation_metrics(raw, label > 0, tolerance=tolerance)
         per_image[name] = metrics_lib.segmentation_metrics(
             pps.clean_up(raw, settings), label > 0, tolerance=tolerance
@@ -123,6 +137,7 @@ def evaluate_folder(
         "per_image_raw": per_image_raw,
         "mean": metrics_lib.summarize(list(per_image.values())),
         "mean_raw": metrics_lib.summarize(list(per_image_raw.values())),
+        "scale": scales,
     }
 
 
@@ -203,6 +218,7 @@ def run(f: Mapping[str, Any]) -> int:
         provenance=provenance,
         overlap=f["overlap"],
         flips=f["flips"],
+        scale=f.get("scale", scale_lib.AUTO),
     )
     result["workdir"] = os.path.abspath(f["workdir"])
     io_utils.write_json_atomic(out, result)
@@ -227,6 +243,7 @@ def main(argv):
         "settings": {k: flag.value for k, flag in _SETTINGS.items()},
         "out": _OUT.value,
         "json": _JSON.value,
+        "scale": _SCALE.value,
     }
     try:
         return run(values)

@@ -38,7 +38,15 @@ test-time augmentation (`--flips`). Post-processing (threshold, `--close_radius`
 (<workdir>/postprocess/<method>.json, see metrics/postprocess_select.py), else built-in defaults; a
 flag given on the command line overrides that one setting.
 
-The library behind this command is fedtransfer_jax/analysis/ (outputs, measure, report, batch).
+Scale: `--scale auto` (default) resamples each image to the magnification the model was trained at: it
+tries the scales 1, 1/1.5, 1/2, 1/3, 1/4 on a central view and keeps the one whose predicted mean grain
+diameter comes closest to the trained grain size (recorded in the workdir, else from the training config;
+the rule is in analysis/scale.py). `--scale X` resamples every image by X (0.5 halves it); `--scale 1` is
+the image as it is. Either way the probabilities are mapped back to the image's own size before the
+post-processing, so maps, grain tables and sizes are in the original pixels; each image's entry in
+grain_sizes.json records the scale used and why (`scale`), the table and report.html show it.
+
+The library behind this command is fedtransfer_jax/analysis/ (outputs, measure, report, batch, scale).
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ from typing import Any
 from absl import app, flags, logging
 
 from fedtransfer_jax.analysis import outputs, report
+from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.analysis.batch import OutputWriteError, predict_folder
 from fedtransfer_jax.analysis.measure import check_pixel_size, load_model, model_and_settings, segment
 from fedtransfer_jax.analysis.outputs import (
@@ -69,7 +78,7 @@ from fedtransfer_jax.runs import inference
 __all__ = [
     "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "MANIFEST", "OutputLockedError",
     "OutputWriteError", "USER_ERRORS", "UnsafeOutputError", "check_pixel_size", "cli", "define_postprocess_flags",
-    "flags_parser", "load_model", "model_and_settings", "output_files", "output_names", "plan_outputs",
+    "define_scale_flag", "flags_parser", "load_model", "model_and_settings", "output_files", "output_names", "plan_outputs",
     "predict_folder", "previous_outputs", "run", "segment",
 ]
 
@@ -86,7 +95,7 @@ def define_flags() -> None:
     """Command-line flags, defined only when run as a program (so evaluate and predict can be
     imported together, e.g. by scripts and tests)."""
     global _WORKDIR, _METHOD, _CLIENT, _ALLOW_INCOMPLETE, _IMAGES, _OUT
-    global _OVERLAP, _FLIPS, _PIXEL_SIZE, _EXCLUDE_BORDER, _SETTINGS
+    global _OVERLAP, _FLIPS, _PIXEL_SIZE, _EXCLUDE_BORDER, _SETTINGS, _SCALE
     _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir written by launch.py.", required=True)
     _METHOD = flags.DEFINE_string("method", None, "Method whose model to use (default: the workdir's best by validation; predict says which and why).")
     _CLIENT = flags.DEFINE_string(
@@ -107,6 +116,23 @@ def define_flags() -> None:
         "exclude_border_grains", False, "Leave grains touching the image edge out of the grain table."
     )
     _SETTINGS = define_postprocess_flags()
+    _SCALE = define_scale_flag()
+
+
+def define_scale_flag():
+    """``--scale`` (shared with evaluate): 'auto' (default) or a number > 0; a bad value is one line naming
+    the flag and exit status 2 (``flags_parser``)."""
+    flag = flags.DEFINE_string("scale", scale_lib.AUTO, scale_lib.FLAG_HELP)
+
+    def valid(value) -> bool:
+        try:
+            scale_lib.parse_scale(value)
+        except ValueError:
+            return False
+        return True
+
+    flags.register_validator("scale", valid, message="--scale must be 'auto' or a number > 0 (e.g. 0.5 halves the image)")
+    return flag
 
 
 def define_postprocess_flags() -> dict[str, Any]:
@@ -150,6 +176,7 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
     --out, a full disk, and KeyboardInterrupt). Messages go to stderr, the results table to stdout."""
     f = argv_flags
     check_pixel_size(f["pixel_size_um"])
+    scale = scale_lib.parse_scale(f.get("scale", scale_lib.AUTO))
     overrides = {k: v for k, v in f["settings"].items() if v is not None}
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?
     plan_outputs(f["images"], f["out"])  # Fail on an unsafe --out before the (slow) model load.
@@ -168,6 +195,7 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
             provenance=provenance,
             overlap=f["overlap"],
             flips=f["flips"],
+            scale=scale,
             log=lambda msg: print(msg, file=sys.stderr),
             progress=progress,
         )
@@ -217,6 +245,7 @@ def main(argv):
         "pixel_size_um": _PIXEL_SIZE.value,
         "exclude_border": _EXCLUDE_BORDER.value,
         "settings": _flag_values(_SETTINGS),
+        "scale": _SCALE.value,
     }
     return cli(values)
 

@@ -24,6 +24,7 @@ RUNS_CHAIN = (
     "figures",  # leaves: matplotlib figures and the summary's markdown
     "report",
     "postprocess_choice",  # the stored post-processing choice of a method
+    "grain_size",  # the grain size a workdir's models were trained on (predict --scale auto)
     "engine",  # assembly from the config
     "inference",  # a trained model and its probabilities
     "federation",  # the round loop with checkpoints

@@ -181,7 +181,7 @@ def test_cli_run_prints_a_table_and_writes_the_report(tmp_path: Path, monkeypatc
     captured = capsys.readouterr()
     assert "predict: model fedprox (best post-processing validation objective: 0.780" in captured.err
     lines = captured.out.splitlines()
-    assert lines[0].split() == ["image", "grains", "mean", "diameter", "ASTM", "G", "warnings"]
+    assert lines[0].split() == ["image", "grains", "mean", "diameter", "ASTM", "G", "scale", "warnings"]
     assert lines[1].split()[0] == "a" and "px" in lines[1]
     assert not captured.out.lstrip().startswith("{")  # no JSON dump on stdout
     text = "".join(parse(out / "report.html").text)

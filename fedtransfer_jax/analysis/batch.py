@@ -25,6 +25,7 @@ import numpy as np
 
 from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.analysis import measure, outputs, report
+from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import postprocess_choice
 from fedtransfer_jax.runtime import io_utils
@@ -112,6 +113,7 @@ def predict_folder(
     provenance: Mapping[str, Any] | None = None,
     overlap: int | None = None,
     flips: bool = False,
+    scale: str | float = 1.0,
     log: Callable[[str], None] | None = None,
     progress: bool = False,
     **postprocess_kw: Any,
@@ -123,6 +125,8 @@ def predict_folder(
     are listed in ``manifest['failed']`` (and reported through ``log``), the others are written.
     ``progress``: a tqdm bar over the images on stderr (``log`` messages then go above it).
     ``manifest['runs'][-1]`` describes this run (``predicted``: its image names, ``failed``: its files).
+    ``scale``: resample each image by this factor before the model, or 'auto' (analysis/scale.py; the
+    command line's default); each image's entry records the scale used and why (``scale``).
 
     Raises:
       UnsafeOutputError, FileNotFoundError, ValueError: before anything is written (see ``plan_outputs``);
@@ -131,16 +135,20 @@ def predict_folder(
       KeyboardInterrupt: after marking the manifest ``interrupted``.
     """
     pixel = measure.check_pixel_size(pixel_size_um)
+    scale = scale_lib.parse_scale(scale)
     if settings is None:
         settings, provenance = postprocess_choice.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
     with outputs.lock(out):
         return _predict_locked(
-            model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, log, progress
+            model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, scale, log, progress
         )
 
 
-def _predict_locked(model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, log, progress):
+def _predict_locked(
+    model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, scale, log, progress
+):
     names, skipped, previous = outputs.plan_outputs(images, out)
+    target = scale_lib.target_for(model) if scale == scale_lib.AUTO else None
     manifest_path = os.path.join(out, outputs.MANIFEST)
     previous = previous or {}
     still_there = {f for f in previous.get("outputs", []) if os.path.exists(os.path.join(out, f))}
@@ -168,6 +176,8 @@ def _predict_locked(model, images, out, pixel, exclude_border, settings, provena
             "overlap_px": overlap if overlap is not None else "tile/4",
             "flips": bool(flips),
             "exclude_border_grains": bool(exclude_border),
+            "scale": scale,
+            **({"trained_grain_px": round(target[0], 2), "trained_grain_source": target[1]} if target else {}),
         },
         # Earlier runs' results stay; an image of this run replaces its own entry when it is done.
         "images": outputs.kept_entries(previous, out),
@@ -232,7 +242,7 @@ def _predict_locked(model, images, out, pixel, exclude_border, settings, provena
             try:
                 m = measure.measure_image(
                     model, path, pixel_size_um=pixel, exclude_border=exclude_border,
-                    settings=settings, overlap=overlap, flips=flips,
+                    settings=settings, overlap=overlap, flips=flips, scale=scale, target=target,
                 )
             except (ValueError, OSError) as e:
                 failure = {"file": path, "reason": str(e)}
@@ -263,6 +273,7 @@ def _predict_locked(model, images, out, pixel, exclude_border, settings, provena
                 "model": model.tag,
                 "pixel_size_um": pixel,
                 "postprocess_settings": settings.to_dict(),
+                "scale": m.scale,
             }
             manifest["images"][name] = entry
             run_info["predicted"].append(name)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from fedtransfer_jax import metrics as metrics_lib
+from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import postprocess_choice
@@ -30,16 +31,38 @@ def segment(
     settings: pps.PostprocessSettings | None = None,
     overlap: int | None = None,
     flips: bool = False,
+    scale: str | float = 1.0,
     **postprocess_kw: Any,
 ) -> np.ndarray:
     """Boolean boundary map [H, W] for an image [H, W, 3].
 
     ``settings`` (or, without it, ``threshold=``/``close_radius=``... over the built-in defaults with
     the config's threshold) says how the probabilities become a map; ``evaluate`` uses the same path.
+    ``scale``: predict on the image resampled by this factor, or 'auto' (analysis/scale.py); the
+    probabilities come back to [H, W] before the post-processing. ``segment_scaled`` also returns the
+    scale record.
     """
+    return segment_scaled(model, image, settings=settings, overlap=overlap, flips=flips, scale=scale, **postprocess_kw)[0]
+
+
+def segment_scaled(
+    model,
+    image: np.ndarray,
+    *,
+    settings: pps.PostprocessSettings | None = None,
+    overlap: int | None = None,
+    flips: bool = False,
+    scale: str | float = 1.0,
+    target: tuple[float, str] | None = None,
+    **postprocess_kw: Any,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """``(boundary map [H, W], scale record)``; see ``segment`` and ``scale.probabilities``."""
     if settings is None:
         settings, _ = postprocess_choice.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
-    return settings.apply(model.predict_prob(image, overlap=overlap, flips=flips))
+    prob, record = scale_lib.probabilities(
+        model, image, scale=scale, settings=settings, target=target, overlap=overlap, flips=flips
+    )
+    return settings.apply(prob), record
 
 
 @dataclass
@@ -51,6 +74,7 @@ class Measurement:
     boundary: np.ndarray
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
+    scale: dict[str, Any] = field(default_factory=dict)  # the scale record (analysis/scale.py)
 
 
 def measure_image(
@@ -62,10 +86,15 @@ def measure_image(
     settings: pps.PostprocessSettings,
     overlap: int | None = None,
     flips: bool = False,
+    scale: str | float = 1.0,
+    target: tuple[float, str] | None = None,
 ) -> Measurement:
-    """Reads, segments and measures one image; raises ValueError/OSError for a file that cannot be read."""
+    """Reads, segments (at ``scale``, see analysis/scale.py) and measures one image in its own pixels;
+    raises ValueError/OSError for a file that cannot be read."""
     image = folder.read_image(path)
-    boundary = segment(model, image, settings=settings, overlap=overlap, flips=flips)
+    boundary, record = segment_scaled(
+        model, image, settings=settings, overlap=overlap, flips=flips, scale=scale, target=target
+    )
     grains = metrics_lib.grains_from_boundary(boundary)
     rows = metrics_lib.grain_table(grains, pixel_size_um=pixel_size_um, exclude_border=exclude_border)
     summary = {
@@ -75,7 +104,7 @@ def measure_image(
         # grain_size_plausibility) gets null means and G, with the reason, instead of a number.
         **metrics_lib.grain_size_summary(grains, pixel_size_um=pixel_size_um, boundary=boundary),
     }
-    return Measurement(image, boundary, rows, summary)
+    return Measurement(image, boundary, rows, summary, record)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from PIL import Image
 
 from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.analysis import outputs
+from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.runtime import io_utils
 
 # Boundary colours to choose from for the overlay: the one farthest from the micrograph's mean colour.
@@ -41,6 +42,7 @@ IMAGE_COLUMNS = (
     "size_withheld",
     "warnings",
     "model",
+    "scale",
 )
 
 
@@ -141,7 +143,10 @@ def summary_csv(manifest: Mapping[str, Any]) -> str:
     w = csv.writer(buf)
     w.writerow(IMAGE_COLUMNS)
     for name, entry in sorted(manifest["images"].items()):
-        w.writerow([name] + [_cell(entry.get(c)) for c in IMAGE_COLUMNS[1:]])
+        w.writerow(
+            [name]
+            + [scale_lib.describe(entry.get(c)) if c == "scale" else _cell(entry.get(c)) for c in IMAGE_COLUMNS[1:]]
+        )
     return buf.getvalue()
 
 
@@ -159,18 +164,46 @@ def astm(entry: Mapping[str, Any]) -> str:
 
 
 def text_table(entries: Mapping[str, Mapping[str, Any]], width: int = 100) -> str:
-    """The table predict prints: image, grains, mean diameter, ASTM G, warnings (shortened to ``width``)."""
-    head = ("image", "grains", "mean diameter", "ASTM G", "warnings")
+    """The table predict prints: image, grains, mean diameter, ASTM G, the model's scale ('0.5 auto'),
+    warnings (lines shortened to ``width``)."""
+    head = ("image", "grains", "mean diameter", "ASTM G", "scale", "warnings")
     rows = [
-        (name, str(e.get("n_grains", "")), mean_diameter(e), astm(e), "; ".join(e.get("warnings") or []) or "-")
+        (
+            name,
+            str(e.get("n_grains", "")),
+            mean_diameter(e),
+            astm(e),
+            scale_lib.describe(e.get("scale")),
+            "; ".join(e.get("warnings") or []) or "-",
+        )
         for name, e in entries.items()
     ]
-    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    n = len(head) - 1
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(n)]
     lines = []
     for r in [head, *rows]:
-        line = "  ".join(r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i]) for i in range(4)) + "  " + r[4]
+        line = "  ".join(r[i].ljust(widths[i]) if i == 0 else r[i].rjust(widths[i]) for i in range(n)) + "  " + r[n]
         lines.append(line if len(line) <= width else line[: width - 3] + "...")
     return "\n".join(lines)
+
+
+def scale_text(record: Mapping[str, Any] | None) -> str:
+    """One line on how an image was scaled for the model: the scale, the rule and the candidates."""
+    if not record:
+        return "model scale: - (predicted before --scale existed)"
+    text = f"model scale {scale_lib.describe(record)}"
+    if record.get("mode") == scale_lib.AUTO:
+        cands = ", ".join(
+            f"{k}: {'-' if v is None else f'{v:.1f} px'}" for k, v in (record.get("candidates") or {}).items()
+        )
+        text += f" ({record.get('reason', '')}; mean grain per scale: {cands})"
+        rejected = record.get("rejected") or {}
+        if rejected:
+            short = {k: str(v).split(" (")[0].split(":")[0] for k, v in rejected.items()}  # grain_sizes.json has all
+            text += "; implausible maps at scale " + ", ".join(f"{k} ({v})" for k, v in short.items())
+    else:
+        text += f" ({record.get('reason', '')})"
+    return text + "; boundaries and grains are measured in the original pixels"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,7 +256,17 @@ def _settings_rows(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
         rows.append(("settings from", str(post["source"])))
     pixel = manifest.get("pixel_size_um")
     rows.append(("scale", f"{pixel} µm per pixel" if pixel else "unknown (no --pixel_size_um): sizes in px, no ASTM G"))
-    inf = manifest.get("inference") or {}
+    inf = dict(manifest.get("inference") or {})
+    mode = inf.pop("scale", None)
+    target, target_source = inf.pop("trained_grain_px", None), inf.pop("trained_grain_source", None)
+    if mode == scale_lib.AUTO:
+        rows.append((
+            "model scale",
+            f"auto: each image resampled by the scale (1 to 1/4) at which its predicted grains come closest to "
+            f"the {target} px the model was trained on ({target_source})",
+        ))
+    elif mode is not None:
+        rows.append(("model scale", f"{mode}: every image resampled by {mode} for the model (--scale)"))
     if inf:
         rows.append(("inference", ", ".join(f"{k}={v}" for k, v in inf.items())))
     return rows
@@ -257,14 +300,15 @@ def report_html(manifest: Mapping[str, Any], title: str = "Grain-size report") -
     if images:
         p.append(
             "<table><tr><th>image</th><th>input file</th><th>grains</th><th>mean diameter</th>"
-            "<th>ASTM G</th><th>warnings</th></tr>"
+            "<th>ASTM G</th><th>model scale</th><th>warnings</th></tr>"
         )
         for name, e in sorted(images.items()):
             warn = "; ".join(e.get("warnings") or [])
             p.append(
                 f'<tr><td><a href="#img-{_e(name)}">{_e(name)}</a></td><td>{_e(e.get("file", ""))}</td>'
                 f'<td class="num">{_e(e.get("n_grains", ""))}</td><td class="num">{_e(mean_diameter(e))}</td>'
-                f'<td class="num">{_e(astm(e))}</td><td class="{"warn" if warn else ""}">{_e(warn or "-")}</td></tr>'
+                f'<td class="num">{_e(astm(e))}</td><td class="num">{_e(scale_lib.describe(e.get("scale")))}</td>'
+                f'<td class="{"warn" if warn else ""}">{_e(warn or "-")}</td></tr>'
             )
         p.append("</table>")
     else:
@@ -291,6 +335,7 @@ def report_html(manifest: Mapping[str, Any], title: str = "Grain-size report") -
             + (f' &middot; model {_e(e["model"])}' if e.get("model") else "")
             + "</p>"
         )
+        p.append(f'<p class="muted">{_e(scale_text(e.get("scale")))}</p>')
         if e.get("size_withheld"):
             p.append(f'<p class="warn">{_e(e["size_withheld"])}</p>')
         for w in e.get("warnings") or []:

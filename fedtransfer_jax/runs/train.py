@@ -1,5 +1,6 @@
 """One train loop that reads a config: trains every method in `config.methods` (runners.py), evaluates,
-and writes the workdir contract (summary.json, summary.md, metrics.jsonl, checkpoints/, figures).
+and writes the workdir contract (summary.json, summary.md, metrics.jsonl, checkpoints/, figures,
+trained_grain_size.json: what `predict --scale auto` aims for, runs/grain_size.py).
 
 The pieces: engine.py (assembly from the config), federation.py (the round loop with checkpoint/resume),
 runners.py (one runner per method kind), evaluation.py, style_protocol.py (FedTransfer's style sharing).
@@ -15,7 +16,7 @@ import ml_collections
 import numpy as np
 
 from fedtransfer_jax.runtime import console as console_lib, io_utils
-from fedtransfer_jax.runs import engine, federation, inference, runners, report, style_protocol
+from fedtransfer_jax.runs import engine, federation, grain_size, inference, runners, report, style_protocol
 from fedtransfer_jax.runtime import distributed, faults, workdir as workdir_lib
 from fedtransfer_jax.runs.run_context import Context, build_context
 
@@ -38,6 +39,8 @@ def train_and_evaluate(
     with workdir_lib.open_workdir(workdir, config_json, fresh_start=fresh_start) as info:
         if console is not None and info["archived"]:
             console.line(f"previous outputs moved to {info['archived']}")
+        if distributed.is_primary():  # What `predict --scale auto` aims for (runs/grain_size.py).
+            grain_size.record_from_config(workdir, config)
         with console_lib.prints_to_log():  # tfds prints 'Downloading and preparing ...' to stdout
             ctx = build_context(config, workdir, console=console)
         summary = {
