@@ -160,7 +160,7 @@ def load_model(
     return model
 
 
-PREFERENCE = ("fedtransfer", "fedtransfer_fourier", "fedavg", "fedprox", "centralized")
+PREFERENCE = ("fedtransfer_gen", "fedtransfer", "fedtransfer_fourier", "fedavg", "fedprox", "centralized")
 
 
 def _method_scores(summary: dict) -> tuple[dict[str, float], dict[str, float]]:
@@ -184,9 +184,8 @@ def choose_default_method(workdir: str) -> tuple[str, str]:
 
     The best of the workdir's trained methods by its own validation: the post-processing validation
     objective of each method in ``summary.json`` (mean of boundary F1, ARI and grain-count ratio on the
-    validation tiles); where no method has one, the mean ARI recorded in ``summary.json``; where
-    ``summary.json`` scores none, the order fedtransfer > fedtransfer_fourier > fedavg > fedprox >
-    centralized. Only methods with a checkpoint folder and one shared model count (a local method needs
+    validation tiles); where no method has one, the fixed order ``PREFERENCE``. The test metrics in
+    ``summary.json`` are never used: picking a model by its test score would make that score optimistic. Only methods with a checkpoint folder and one shared model count (a local method needs
     ``--client``, so it is never a default). ``reason`` says which rule picked it, with the runner-up.
     """
     base = os.path.join(workdir, "checkpoints")
@@ -200,10 +199,8 @@ def choose_default_method(workdir: str) -> tuple[str, str]:
         except (OSError, ValueError):
             summary = {}
     validation, ari = _method_scores(summary if isinstance(summary, dict) else {})
-    for scores, what in (
-        (validation, "post-processing validation objective"),
-        (ari, "mean test ARI in summary.json (no validation objective recorded)"),
-    ):
+    del ari  # test scores: never a selection criterion
+    for scores, what in ((validation, "post-processing validation objective"),):
         ranked = sorted((m for m in scores if m in eligible), key=lambda m: -scores[m])
         if ranked:
             best = ranked[0]
@@ -212,11 +209,11 @@ def choose_default_method(workdir: str) -> tuple[str, str]:
             return best, reason
     for m in PREFERENCE:
         if m in eligible:
-            return m, "no scores in summary.json: first of " + " > ".join(PREFERENCE)
+            return m, "no validation scores in summary.json: first of " + " > ".join(PREFERENCE)
     if eligible:
         m = sorted(eligible)[0]
-        return m, "no scores in summary.json: the only trained method" if len(eligible) == 1 else (
-            "no scores in summary.json: first trained method by name"
+        return m, "no validation scores in summary.json: the only trained method" if len(eligible) == 1 else (
+            "no validation scores in summary.json: first trained method by name"
         )
     raise FileNotFoundError(f"no trained model found under {base}")
 
