@@ -4,6 +4,7 @@ jitted local step of a tiny U-Net (engine.local_training, as every method builds
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import pytest
 
@@ -230,9 +231,8 @@ def test_validate_config_names_the_key(override, key):
     from fedtransfer_jax.runs import engine
 
     config = grains.get_config("tiny")
-    with config.unlocked():
-        for k, v in override.items():
-            config.augment[k] = v
+    with config.unlocked():  # a whole new section: a type-safe ConfigDict refuses e.g. a float for a pair
+        config.augment = ml_collections.ConfigDict({**config.augment.to_dict(), **override})
     with pytest.raises(ValueError, match=key.replace(".", r"\.")):
         engine.validate_config(config)
 
@@ -278,3 +278,15 @@ def test_augmentation_inside_a_jitted_local_step_of_a_tiny_unet():
     # A style technique's own model never gets the augmentation.
     config.augment.enabled = True
     assert engine.local_training(config, loss_fn, augment=False).batch_transform is None
+
+
+def test_workdir_resume_treats_a_config_without_the_section_as_augmentation_off():
+    from fedtransfer_jax.runtime import workdir
+
+    old = {"methods": ["fedavg"], "fl": {"rounds": 2}}
+    off = {**old, "augment": {**augment.DEFAULTS, "enabled": False}}
+    on = {**old, "augment": dict(augment.DEFAULTS)}
+    assert workdir.incompatible_keys(old, off) == []
+    assert workdir.incompatible_keys(off, {**off, "augment": {**off["augment"], "noise_prob": 0.9}}) == []
+    assert "augment.enabled" in workdir.incompatible_keys(old, on)
+    assert "augment.noise_prob" in workdir.incompatible_keys(on, {**on, "augment": {**on["augment"], "noise_prob": 0.9}})
