@@ -21,6 +21,7 @@ method compiles its round once. With --cpu_devices=1: 8.0-8.2 min (478 / 489 s f
 
 import ml_collections
 
+from fedtransfer_jax.data import augment
 from fedtransfer_jax.fl import algorithms
 from fedtransfer_jax.style import techniques
 
@@ -198,6 +199,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # segmenter steps when the run has no centralized model to judge structure.
     config.style.check_classifier_steps = 200
     config.style.check_segmenter_steps = 300
+
+    # --- augmentation (data/augment.py: ops, order, ranges) --------------------------------------------------
+    # Every method's local step augments its batches alike (the style methods after their re-rendering),
+    # so a style method is not the only augmented one; enabled=False reproduces runs without augmentation.
+    config.augment = ml_collections.ConfigDict(dict(augment.DEFAULTS))
 
     # --- evaluation ----------------------------------------------------------------------------------------
     config.eval = ml_collections.ConfigDict()

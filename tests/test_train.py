@@ -59,6 +59,7 @@ def test_summary_contract(tiny_run):
                 assert np.isfinite(client_metrics[key])
         assert isinstance(m["wall_seconds"], float)
         assert m["round_compilations"] == 1, name
+        assert m["augmentation"]["order"][0] == "flip_h", name  # every method augmented alike (config.augment)
     for name in ("fedavg", "fedprox", "fedtransfer", "fedtransfer_fourier", "fedtransfer_gen"):
         ledger = summary["methods"][name]["privacy_ledger"]
         assert ledger["image_shaped_arrays_sent"] is False

@@ -27,6 +27,7 @@ import ml_collections
 from absl import logging as absl_logging
 
 from fedtransfer_jax import models
+from fedtransfer_jax.data import augment as augment_lib
 from fedtransfer_jax.fl import aggregators as agg_lib
 from fedtransfer_jax.fl import algorithms, optimizers, federated_round, strategy as strategy_lib
 from fedtransfer_jax.fl.algorithms.base import BatchTransform, LocalTraining
@@ -145,7 +146,13 @@ def local_training(
     local_steps: int | None = None,
     batch_transform: BatchTransform | None = None,
     lr: float | None = None,
+    augment: bool = True,
 ) -> LocalTraining:
+    """The local training of a method's segmenter: `batch_transform` (the style re-rendering) first, then
+    `config.augment` (data/augment.py) unless disabled there or here (`augment=False`: a style technique's
+    own model, which must learn the labs' real imaging styles)."""
+    if augment:
+        batch_transform = augment_lib.make_batch_transform(augmentation(config), batch_transform)
     fl = config.fl
     optimizer = optimizers.make_optimizer(
         fl.client_optimizer,
@@ -162,6 +169,16 @@ def local_training(
         batch_transform=batch_transform,
         unroll=bool(fl.get("unroll_local_steps", False)),
     )
+
+
+def augmentation(config: ml_collections.ConfigDict) -> augment_lib.Augment | None:
+    """`config.augment` resolved (None: off, or a config from before the section existed)."""
+    return augment_lib.resolve(config.get("augment", None))
+
+
+def augmentation_summary(config: ml_collections.ConfigDict) -> dict | str:
+    """summary.json's `methods.<m>.augmentation`: the settings every method trained with, or 'off'."""
+    return augment_lib.describe(config.get("augment", None))
 
 
 def build_algorithm(spec: MethodSpec, local: LocalTraining, client_lr: float):
@@ -269,6 +286,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                     _check_positive(hp[k], f"method_specs.{name}.hparams.{k}")
     if int(config.fl.get("clients_per_round", 0)) < 0:
         raise ValueError(f"config key fl.clients_per_round must be >= 0 (0 = all clients), got {config.fl.clients_per_round}")
+    augmentation(config)  # probabilities, ranges, unknown keys of config.augment
     # Data keys that only fail deep inside the data build (after config.json is written) otherwise.
     if "data" in config:
         data = config.data

@@ -43,7 +43,9 @@ def train_shared_model(ctx: Context, spec: engine.MethodSpec, method, shared, le
     federation: checkpoints under `checkpoints/<method>_style_net`). Returns (params, compilations)."""
     sc = ctx.config.style
     tag = f"{spec.name}_style_net"
-    local = engine.local_training(ctx.config, method.shared_loss, local_steps=int(sc.local_steps), lr=float(sc.lr))
+    local = engine.local_training(
+        ctx.config, method.shared_loss, local_steps=int(sc.local_steps), lr=float(sc.lr), augment=False
+    )
     algorithm = engine.build_algorithm(engine.MethodSpec(tag), local, float(sc.lr))
     compiled = federated_training.compile_round(
         ctx, algorithm, clients_per_round=clients_per_round, federated=True, ledger=ledger, channel="style_net_update"

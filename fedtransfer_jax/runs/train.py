@@ -74,6 +74,7 @@ def train_and_evaluate(
                 federation.POSITION.clear()
                 federation.POSITION["method"] = name
                 result = runners.run_method(ctx, name)
+                result["augmentation"] = engine.augmentation_summary(config)  # every method alike
                 summary["methods"][name] = result
                 summary["progress"][name] = {"status": "complete", "rounds": int(config.fl.rounds)}
                 if console is not None:

@@ -127,6 +127,8 @@ def incompatible_keys(old: dict, new: dict) -> list[str]:
             continue
         if any(key == p or (p.endswith(".") and key.startswith(p)) for p in COMPATIBLE_PREFIXES):
             continue
+        if key.startswith("augment.") and not old_f.get("augment.enabled") and not new_f.get("augment.enabled"):
+            continue  # augmentation off in both (a config from before `augment` existed: off): settings unused
         if key == "fl.rounds" and int(new_f.get(key, 0)) >= int(old_f.get(key, 0)):
             continue  # training longer continues from the checkpoints; fewer rounds would misreport them
         if key.startswith("method_specs."):
