@@ -38,6 +38,11 @@ LossFn = Callable[[PyTree, dict, chex.PRNGKey], tuple[jax.Array, dict]]
 # Optional per-batch transform applied on the client before the loss (e.g. style mixing):
 # batch_transform(batch, client_id, rng) -> batch.
 BatchTransform = Callable[[dict, jax.Array, chex.PRNGKey], dict]
+# Optional replacement of the minibatch gradient of a local step, computed from the client's whole data:
+# gradient_fn(loss_fn, params, data, prepare, rng) -> (grads, loss), where prepare(batch, rng) -> batch decodes
+# uint8 images and applies the batch transform. E.g. DP-SGD's sampled, per-unit clipped and noised gradient
+# (`fedtransfer_jax.privacy.dpsgd`).
+GradientFn = Callable[[LossFn, PyTree, dict, Callable[[dict, chex.PRNGKey], dict], chex.PRNGKey], tuple[PyTree, jax.Array]]
 
 
 class ClientOutput(NamedTuple):
@@ -81,6 +86,7 @@ class LocalTraining(NamedTuple):
     batch_size: int
     batch_transform: BatchTransform | None = None
     unroll: bool = False  # unroll the local-step loop instead of lax.scan
+    gradient_fn: GradientFn | None = None  # replaces the minibatch gradient (batch_size is then unused)
 
 
 def tree_sub(a: PyTree, b: PyTree) -> PyTree:
@@ -147,21 +153,30 @@ def run_local_training(
     SCAFFOLD's c - c_i, FedDyn's -g_i + alpha (w - w_global). The optimizer state starts fresh every round.
     Integer (uint8) `images` are decoded to float32 in [0, 1] as each batch is drawn, before the batch
     transform. Returns (final params, mean minibatch loss). Keys: batches from fold_in(rng, 0), step s uses
-    fold_in(fold_in(rng, 1), s) (batch transform: fold_in(., 0), loss: fold_in(., 1)).
+    fold_in(fold_in(rng, 1), s) (batch transform: fold_in(., 0), loss: fold_in(., 1)). With
+    `lt.gradient_fn` the step's gradient is `lt.gradient_fn(loss_fn, p, data, prepare, step_rng)` on the whole
+    client data instead of a minibatch (`prepare` decodes and transforms whatever batch it is given).
     """
     idx = batch_indices(jax.random.fold_in(rng, 0), data["mask"], lt.local_steps, lt.batch_size)
     grad_fn = jax.value_and_grad(lt.loss_fn, has_aux=True)
+
+    def prepare(batch, prepare_rng):
+        batch = dict(batch)
+        if "images" in batch:  # decoded per batch: the client's data stay 8-bit on device
+            batch["images"] = decode_images(batch["images"])
+        if lt.batch_transform is not None:
+            batch = lt.batch_transform(batch, client_id, prepare_rng)
+        return batch
 
     def step(carry, xs):
         p, opt_state = carry
         step_idx, step_i = xs
         step_rng = jax.random.fold_in(jax.random.fold_in(rng, 1), step_i)
-        batch = {k: v[step_idx] for k, v in data.items()}
-        if "images" in batch:  # decoded per batch: the client's data stay 8-bit on device
-            batch["images"] = decode_images(batch["images"])
-        if lt.batch_transform is not None:
-            batch = lt.batch_transform(batch, client_id, jax.random.fold_in(step_rng, 0))
-        (loss, _), grads = grad_fn(p, batch, jax.random.fold_in(step_rng, 1))
+        if lt.gradient_fn is not None:
+            grads, loss = lt.gradient_fn(lt.loss_fn, p, data, prepare, step_rng)
+        else:
+            batch = prepare({k: v[step_idx] for k, v in data.items()}, jax.random.fold_in(step_rng, 0))
+            (loss, _), grads = grad_fn(p, batch, jax.random.fold_in(step_rng, 1))
         if grad_correction is not None:
             grads = tree_add(grads, grad_correction(p))
         updates, opt_state = lt.optimizer.update(grads, opt_state, p)

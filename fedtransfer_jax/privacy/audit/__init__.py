@@ -12,6 +12,10 @@ run that had no information from the client:
 - `gradient_inversion`: (b) invert one client's model delta (Geiping et al. 2020), with and without DP.
 - `property_inference`: (c) predict a tile's grain statistics from its message.
 - `report`: measured leaks and the markdown report; `run`: the audit of a finished workdir.
+- `one_run`: the empirical epsilon lower bound of DP-FedAvg from one training run with canary clients
+  (Steinke, Nasr & Jagielski 2023), beside the accountant's epsilon; `python -m
+  fedtransfer_jax.privacy.audit.one_run --out DIR` writes DIR/audit.json (not re-exported here, so that
+  `python -m` runs it without importing it twice).
 
 Which style techniques are attacked, and how, comes from the style registry: every registered method declares
 a `StyleAudit` (style/techniques/base.py). `python -m fedtransfer_jax.audit --workdir W` is the command line.
