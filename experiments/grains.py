@@ -17,6 +17,14 @@ the default one XLA:CPU device per core (launch.py --cpu_devices=auto): federate
 fedtransfer (AdaIN, incl. its 15 federated style-network rounds) 86 s, local 58 s, centralized 51 s; every
 method compiles its round once. With --cpu_devices=1: 8.0-8.2 min (478 / 489 s for seeds 0 / 1, 2026-11-26).
 `smoke` ~3.3 min on an idle machine (7m49s on a busy one). `tiny`: seconds (tests).
+
+`fair` (python launch.py --config experiments/grains.py:fair --workdir runs/grains_fair): the default job with
+a cosine client learning-rate schedule (fl.lr_schedule='cosine', from client_lr to 0 over the rounds) and
+model selection on the validation tiles (eval.select='best_val', scored every 2 rounds) for every method;
+the centralized baseline is the pooled trainer in both. Cost over the default: the validation scoring, 4
+tiles per lab at 10 of the 20 rounds (about 10 x 16 tile forward passes + metrics per federation, i.e. per
+method and per local client model) and one small params checkpoint whenever the validation ARI improves:
+a few seconds per method on the 2-core CPU (not timed yet; the default's every_rounds=5 does 4 of them).
 """
 
 import ml_collections
@@ -83,8 +91,8 @@ def method(
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = arg or "default"
-    if variant not in ("default", "smoke", "tiny"):
-        raise ValueError(f"experiments/grains.py: unknown variant {variant!r}; choose default, smoke or tiny")
+    if variant not in ("default", "smoke", "tiny", "fair"):
+        raise ValueError(f"experiments/grains.py: unknown variant {variant!r}; choose default, smoke, tiny or fair")
     config = ml_collections.ConfigDict()
     config.name = "grains" if variant == "default" else f"grains-{variant}"
     config.seed = 0
@@ -180,6 +188,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.fl.chunk_size = 0
     config.fl.unroll_local_steps = False
     config.fl.shard_clients = True  # shard the client axis over all devices
+    # Client learning-rate schedule over the rounds (fl/optimizers.py make_schedule), the same for every method
+    # (round r's local steps use lr(r); centralized's steps of round r too): 'constant' | 'cosine'.
+    config.fl.lr_schedule = "constant"
+    config.fl.lr_warmup_rounds = 0  # cosine: linear warmup rounds
+    config.fl.lr_final_fraction = 0.0  # cosine: lr at the end of the run / client_lr
 
     # --- FedTransfer style sharing (methods fedtransfer, fedtransfer_fourier, fedtransfer_gen) ----------
     config.style = ml_collections.ConfigDict()
@@ -209,6 +222,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval = ml_collections.ConfigDict()
     config.eval.threshold = 0.5
     config.eval.tolerance = 2.0  # boundary F1 pixel tolerance
+    # Validation curves (metrics.jsonl rows with eval='val', convergence.png): every k rounds and after the
+    # last, on the validation tiles (never test); scoring does not touch training (same trained params).
+    config.eval.every_rounds = 5  # 0 = off
+    config.eval.select = "last"  # params scored on test: 'last' | 'best_val' (best validation ARI)
 
     if variant == "smoke":
         config.data.test_per_client = 8
@@ -217,6 +234,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.fl.local_steps = 6
         config.style.rounds = 6
         config.style.local_steps = 6
+    elif variant == "fair":  # the default job, every method with a cosine schedule, chosen on validation
+        config.fl.lr_schedule = "cosine"
+        config.eval.select = "best_val"
+        config.eval.every_rounds = 2
     elif variant == "tiny":  # for tests: seconds, not minutes
         config.data.image_size = 32
         config.data.tile_size = 32

@@ -36,7 +36,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from fedtransfer_jax.runtime import distributed
 from fedtransfer_jax.fl import aggregators as agg_lib
 from fedtransfer_jax.fl import strategy as strategy_lib
-from fedtransfer_jax.fl.algorithms.base import Algorithm, RoundInfo
+from fedtransfer_jax.fl.algorithms.base import Algorithm, RoundInfo, fresh_copy, run_local_steps
 from fedtransfer_jax.fl.boundary import PrivacyLedger, send_to_server
 
 STRATEGIES = strategy_lib.STRATEGIES
@@ -271,7 +271,10 @@ def build_round(
             survived = jax.random.uniform(keys.dropout, (k,)) >= cfg.dropout_rate
         else:
             survived = jnp.ones((k,), bool)
-        payload_to_clients = algorithm.broadcast(state.server)
+        if algorithm.broadcast_at is not None:  # e.g. a client learning-rate schedule: the round's lr
+            payload_to_clients = algorithm.broadcast_at(state.server, state.round)
+        else:
+            payload_to_clients = algorithm.broadcast(state.server)
 
         def template_payload():
             ctx = agg_lib.ClientContext(jnp.int32(0), jnp.int32(0), ids, keys.shared, keys.clients)
@@ -387,3 +390,44 @@ def round_compiler(
 
     compile_round.num_clients = num_clients  # plan_round scales its probe points to it
     return compile_round
+
+
+def init_pooled_state(optimizer, params: PyTree) -> RoundState:
+    """The pooled trainer's state before round 1, shaped like a round state (so the federation loop, its
+    checkpoints and `get_params` serve it unchanged): server = the params, clients = the optimizer state
+    (it persists across rounds), no aggregator state."""
+    params = fresh_copy(params)
+    return RoundState(params, optimizer.init(params), (), jnp.zeros((), jnp.int32))
+
+
+def build_pooled_round(
+    local_at: Callable[[Any], Any],
+    *,
+    seed: int,
+    schedule: Callable[[jax.Array], jax.Array] | None = None,
+    on_trace: Callable[[], Any] | None = None,
+    jit: bool = True,
+) -> Callable:
+    """A plain (non-federated) trainer on one client's data, one "round" = `local_at(lr).local_steps` steps:
+    `round_fn(state, data) -> (state, metrics)` like `build_round`'s, with `state` from `init_pooled_state`.
+
+    Unlike a one-client FedAvg round, the optimizer state is carried from round to round (Adam's count and
+    moments continue), so R rounds of S steps are one uninterrupted R x S-step run; split into rounds only
+    for checkpoints, logs and validation. `local_at(lr)` is the local training (optimizer, batch size, batch
+    transform) with learning rate `lr` (None: the configured one); with a `schedule` the steps of round r
+    use schedule(r), as every federated client of round r does. The optimizer state's structure does not
+    depend on the learning rate, so a per-round rebuild continues the same state. Keys: round r's batches
+    and steps derive from `fold_in(fold_in(round_keys(seed, r).clients, 0), 0)`, client 0's key in a round."""
+    constant = local_at(None)
+
+    def round_fn(state: RoundState, data):
+        if on_trace is not None:
+            on_trace()
+        data = {name: x[0] for name, x in as_data_dict(data).items()}  # the one (pooled) client
+        lt = constant if schedule is None else local_at(jnp.asarray(schedule(state.round), jnp.float32))
+        rng = jax.random.fold_in(jax.random.fold_in(round_keys(seed, state.round).clients, 0), 0)
+        params, opt_state, loss = run_local_steps(lt, state.server, state.clients, data, jnp.int32(0), rng)
+        metrics = {"loss": loss, "client_ids": jnp.zeros((1,), jnp.int32), "survived": jnp.ones((1,), bool)}
+        return RoundState(params, opt_state, (), state.round + 1), metrics
+
+    return jax.jit(round_fn, donate_argnums=(0,)) if jit else round_fn

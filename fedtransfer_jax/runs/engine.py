@@ -30,9 +30,11 @@ from fedtransfer_jax import models
 from fedtransfer_jax.data import augment as augment_lib
 from fedtransfer_jax.fl import aggregators as agg_lib
 from fedtransfer_jax.fl import algorithms, optimizers, federated_round, strategy as strategy_lib
+from fedtransfer_jax.fl.algorithms import base as base_lib
 from fedtransfer_jax.fl.algorithms.base import BatchTransform, LocalTraining
 
 KINDS = ("federated", "local", "centralized")
+SELECT = ("last", "best_val")  # eval.select: which params a method is scored with
 AGGREGATORS = ("mean", "dp")
 # Keys of a 'dp' aggregator spec that configure the accountant (privacy/accounting.py), with defaults.
 ACCOUNTING_KEYS = {"delta": 1e-5, "accountant": "rdp"}
@@ -145,18 +147,19 @@ def local_training(
     *,
     local_steps: int | None = None,
     batch_transform: BatchTransform | None = None,
-    lr: float | None = None,
+    lr: Any = None,
     augment: bool = True,
 ) -> LocalTraining:
-    """The local training of a method's segmenter: `batch_transform` (the style re-rendering) first, then
+    """The local training every client runs: `batch_transform` (the style re-rendering) first, then
     `config.augment` (data/augment.py) unless disabled there or here (`augment=False`: a style technique's
-    own model, which must learn the labs' real imaging styles)."""
+    own model, which must learn the labs' real imaging styles). `lr`: None = fl.client_lr, or a number, or
+    a traced array (a learning-rate schedule's value inside the jitted round)."""
     if augment:
         batch_transform = augment_lib.make_batch_transform(augmentation(config), batch_transform)
     fl = config.fl
     optimizer = optimizers.make_optimizer(
         fl.client_optimizer,
-        float(fl.client_lr if lr is None else lr),
+        float(fl.client_lr) if lr is None else (lr if isinstance(lr, jax.Array) else float(lr)),
         float(fl.get("client_momentum", 0.0)),
         clip_norm=float(fl.get("clip_norm", 0.0)),
         key="fl.client_optimizer",
@@ -185,6 +188,47 @@ def build_algorithm(spec: MethodSpec, local: LocalTraining, client_lr: float):
     return algorithms.build_algorithm(
         spec.algorithm, local, spec.hparams, client_lr=client_lr, name=spec.name, key=f"method_specs.{spec.name}"
     )
+
+
+def client_lr_schedule(config: ml_collections.ConfigDict) -> Callable | None:
+    """`fl.lr_schedule` over the run's `fl.rounds` (fl/optimizers.py make_schedule): lr(round index), or None
+    for 'constant' (then every method builds exactly the optimizer it built before schedules existed)."""
+    fl = config.fl
+    return optimizers.make_schedule(
+        str(fl.get("lr_schedule", "constant")),
+        float(fl.client_lr),
+        int(fl.rounds),
+        warmup_rounds=int(fl.get("lr_warmup_rounds", 0)),
+        final_fraction=float(fl.get("lr_final_fraction", 0.0)),
+    )
+
+
+def lr_schedule_summary(config: ml_collections.ConfigDict) -> dict:
+    """What summary.json records of the schedule (per method: the same for every method of a run)."""
+    fl = config.fl
+    out = {"name": str(fl.get("lr_schedule", "constant")), "client_lr": float(fl.client_lr), "index": "round"}
+    schedule = client_lr_schedule(config)
+    if schedule is not None:
+        out.update(
+            warmup_rounds=int(fl.get("lr_warmup_rounds", 0)),
+            final_fraction=float(fl.get("lr_final_fraction", 0.0)),
+            first_round_lr=float(schedule(0)),
+            last_round_lr=float(schedule(int(fl.rounds) - 1)),
+        )
+    return out
+
+
+def build_method_algorithm(
+    config: ml_collections.ConfigDict, spec: MethodSpec, local_at: Callable[[Any], LocalTraining]
+):
+    """The method's algorithm with the run's learning-rate schedule: `local_at(lr)` is its local training
+    with learning rate `lr` (None: fl.client_lr). Constant: `build_algorithm` exactly as before; otherwise
+    the clients of round r train with schedule(r) (fl/algorithms/base.py with_client_lr_schedule)."""
+    lr0 = float(config.fl.client_lr)
+    schedule = client_lr_schedule(config)
+    if schedule is None:
+        return build_algorithm(spec, local_at(None), lr0)
+    return base_lib.with_client_lr_schedule(lambda lr: build_algorithm(spec, local_at(lr), lr), schedule)
 
 
 def build_aggregation(
@@ -284,6 +328,19 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             for k in sorted(hp):
                 if k.endswith("_lr"):
                     _check_positive(hp[k], f"method_specs.{name}.hparams.{k}")
+    # Learning-rate schedule (fl/optimizers.py) and model selection on validation tiles (runners.py).
+    client_lr_schedule(config)  # errors name fl.lr_schedule / fl.lr_warmup_rounds / fl.lr_final_fraction
+    ev = config.get("eval", None) or {}
+    every = ev.get("every_rounds", 0)
+    if not isinstance(every, int) or isinstance(every, bool) or every < 0:
+        raise ValueError(f"config key eval.every_rounds must be an integer >= 0 (0 = off), got {every!r}")
+    select = ev.get("select", "last")
+    if select not in SELECT:
+        raise ValueError(f"config key eval.select: unknown {select!r}; choose from {SELECT}")
+    if select == "best_val" and every == 0:
+        raise ValueError(
+            "config key eval.select='best_val' needs validation: set eval.every_rounds >= 1 (it is 0)"
+        )
     if int(config.fl.get("clients_per_round", 0)) < 0:
         raise ValueError(f"config key fl.clients_per_round must be >= 0 (0 = all clients), got {config.fl.clients_per_round}")
     augmentation(config)  # probabilities, ranges, unknown keys of config.augment

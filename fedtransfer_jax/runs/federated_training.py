@@ -9,7 +9,7 @@ the other.
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -18,7 +18,7 @@ from fedtransfer_jax.runs import engine, federation
 from fedtransfer_jax.data.clients import ClientData, as_uint8_images
 from fedtransfer_jax.fl import aggregators as agg_lib
 from fedtransfer_jax.fl import boundary as boundary_lib, federated_round, strategy as strategy_lib
-from fedtransfer_jax.fl.algorithms.base import Algorithm
+from fedtransfer_jax.fl.algorithms.base import Algorithm, LocalTraining
 from fedtransfer_jax.runs.run_context import Context, place_clients
 
 
@@ -104,8 +104,10 @@ def train_federation(
     client_names,
     ledger: boundary_lib.PrivacyLedger | None = None,
     channel: str = "model_update",
+    validation: Any = None,
 ) -> federation.FederationResult:
-    """Runs (or resumes) `rounds` rounds of the compiled round on `data`."""
+    """Runs (or resumes) `rounds` rounds of the compiled round on `data` (`validation`: see
+    federation.run_federation)."""
     placed = place_clients(data, compiled.mesh)
     state = federated_round.init_round_state(
         compiled.algorithm, init_params, placed["mask"].shape[0], aggregator=compiled.aggregator, mesh=compiled.mesh
@@ -129,6 +131,53 @@ def train_federation(
             progress=progress.update if progress is not None else None,
             config_fingerprint=ctx.fingerprint,
             on_checkpoint=ctx.on_checkpoint,
+            validation=validation,
+        )
+    finally:
+        if progress is not None:
+            progress.close()
+
+
+def train_pooled(
+    ctx: Context,
+    tag: str,
+    local_at: Callable[[Any], LocalTraining],
+    data: ClientData,
+    *,
+    init_params: Any,
+    rounds: int,
+    validation: Any = None,
+) -> federation.FederationResult:
+    """Runs (or resumes) the pooled trainer (`federated_round.build_pooled_round`: one optimizer whose state
+    persists across rounds) on `data` (one client holding the pooled tiles), with the run's learning-rate
+    schedule and the federation loop's checkpoints, resume, log and validation. The round state's per-client
+    part is the optimizer state, so a checkpoint carries Adam's count and moments and resume continues them."""
+    traces: list = []
+    round_fn = federated_round.build_pooled_round(
+        local_at,
+        seed=int(ctx.config.seed),
+        schedule=engine.client_lr_schedule(ctx.config),
+        on_trace=lambda: traces.append(1),
+    )
+    state = federated_round.init_pooled_state(local_at(None).optimizer, init_params)
+    progress = ctx.console.progress(tag, rounds) if ctx.console is not None else None
+    try:
+        return federation.run_federation(
+            workdir=ctx.workdir,
+            tag=tag,
+            round_fn=round_fn,
+            init_state=state,
+            data=place_clients(data, None),
+            rounds=rounds,
+            get_params=lambda params: params,
+            client_names=["pooled"],
+            log=ctx.log,
+            checkpoint_every=int(ctx.config.checkpoint_every),
+            traces=traces,
+            progress=progress.update if progress is not None else None,
+            config_fingerprint=ctx.fingerprint,
+            on_checkpoint=ctx.on_checkpoint,
+            validation=validation,
         )
     finally:
         if progress is not None:

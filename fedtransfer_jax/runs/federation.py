@@ -83,12 +83,19 @@ def run_federation(
     progress: Callable[[int, int, float], None] | None = None,
     config_fingerprint: str = "",
     on_checkpoint: Callable[[str, int, int], None] | None = None,
+    validation: Any = None,
 ) -> FederationResult:
     """Runs rounds `restored+1 .. rounds` of `round_fn` from `init_state` (or the latest checkpoint).
 
     `traces` is the list the round's `on_trace` appends to (compilation count); `progress(round, rounds,
     loss)` is called after every round (console display); the ledger records the sampled survivors of every
     round under `ledger_channel` and is restored from the checkpoint on resume.
+
+    `validation` (host-side, outside the jitted round; runners.Validation): `validation.start(round)` once
+    the checkpoint is restored (its rows past that round were dropped with the training rows), and
+    `validation.after_round(round, rounds, params_fn)` after every round (`params_fn()`: this process's copy
+    of the global params, valid until the next round donates them), before its checkpoint (it may record
+    validation scores in the ledger, which the checkpoint then carries).
     """
     traces = traces if traces is not None else []
     ckpt_dir = os.path.join(workdir, "checkpoints", tag)
@@ -101,6 +108,8 @@ def run_federation(
         # Rows the interrupted process wrote after its last checkpoint (or before its first) are redone.
         log.drop(lambda row: row.get("method") == tag and int(row.get("round", 0)) > start)
         start = min(start, rounds)
+        if validation is not None:
+            validation.start(start)
         num_clients = len(client_names)
         t0 = time.time()
         for r in range(start, rounds):
@@ -119,6 +128,8 @@ def run_federation(
                 survived = np.asarray(metrics["survived"])
                 # Ids >= num_clients are the empty clients that pad the client axis to the device count.
                 ledger.record_round(r + 1, ledger_channel, [int(i) for i, s in zip(ids, survived) if s and i < num_clients])
+            if validation is not None:
+                validation.after_round(r + 1, rounds, lambda: distributed.to_local(get_params(state.server)))
             if progress is not None:
                 progress(r + 1, rounds, loss)
             meta = {

@@ -92,3 +92,39 @@ def ari_vs_epsilon(path: str, summary: dict) -> None:
     ax.set_ylabel("ARI")
     ax.legend(fontsize=7)
     _save(fig, path)
+
+
+def validation_curves(rows: list[dict], methods: list[str]) -> dict[str, tuple[list[int], list[float]]]:
+    """{method: (rounds, validation ARI)} from metrics.jsonl rows with eval='val'; a local method's rows
+    (`local/<client>`, each client's model on its own tiles) are averaged over its clients per round."""
+    per: dict[str, dict[int, list[float]]] = {}
+    for row in rows:
+        if row.get("eval") != "val" or "round" not in row:
+            continue
+        method = str(row["method"]).split("/")[0]
+        if method in methods:
+            per.setdefault(method, {}).setdefault(int(row["round"]), []).append(float(row["ari"]))
+    return {m: (sorted(v), [float(np.mean(v[r])) for r in sorted(v)]) for m, v in per.items()}
+
+
+def convergence(path: str, rows: list[dict], methods: list[str], chosen: Mapping[str, int] | None = None) -> bool:
+    """Validation ARI per round of every method (the convergence figure); `chosen[method]` marks the round
+    whose params were scored on test (eval.select). Returns False (and writes nothing) without any row."""
+    curves = validation_curves(rows, methods)
+    if not curves:
+        return False
+    fig, ax = plt.subplots(figsize=(5.6, 3.6))
+    for m in methods:
+        if m not in curves:
+            continue
+        rounds, ari = curves[m]
+        (line,) = ax.plot(rounds, ari, "o-", ms=3, lw=1.2, label=m)
+        r = (chosen or {}).get(m)
+        if r in rounds:
+            ax.plot([r], [ari[rounds.index(r)]], "*", ms=10, color=line.get_color())
+    ax.set_xlabel("round")
+    ax.set_ylabel("validation ARI")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return True

@@ -3,20 +3,26 @@
   federated    the method's algorithm over all clients, `fl.clients_per_round` sampled per round (with
                style sharing first when the spec names a style technique)
   local        the same compiled round on one client's data at a time (each client its own model)
-  centralized  the same compiled round on one client holding the pooled training data
+  centralized  a plain pooled trainer on all training tiles (optimizer state persists across rounds;
+               the same examples seen, batch size, batch transform and lr schedule as the federated methods)
+
+Every runner validates on the validation tiles every `eval.every_rounds` rounds (`Validation`: rows in
+metrics.jsonl) and scores on test the params `eval.select` picks ('last' or 'best_val').
 """
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
+import jax
 import numpy as np
 
-from fedtransfer_jax.runtime import distributed
+from fedtransfer_jax.runtime import checkpointing, distributed
 from fedtransfer_jax.runs import engine, evaluation, style_protocol
 from fedtransfer_jax.data.clients import ClientData, pad_clients
-from fedtransfer_jax.runs.federated_training import compile_round, train_federation
+from fedtransfer_jax.runs.federated_training import compile_round, train_federation, train_pooled
 from fedtransfer_jax.fl import boundary as boundary_lib
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import postprocess_choice
@@ -25,6 +31,72 @@ from fedtransfer_jax.runs.run_context import Context
 
 def _eval_kw(ctx: Context) -> dict:
     return dict(threshold=float(ctx.config.eval.threshold), tolerance=float(ctx.config.eval.tolerance))
+
+
+VAL_KEYS = ("ari", "boundary_f1", "miou", "vi")  # what a validation row of metrics.jsonl carries
+
+
+class Validation:
+    """Validation curves and model selection of one federation (a method, or one client's local model),
+    host-side between jitted rounds (federation.run_federation calls `start` and `after_round`).
+
+    Every `eval.every_rounds` rounds (and after the last one; 0 = never) the current params are scored with
+    the run's thresholded metrics on the validation tiles of `splits` (never the test tiles) and a row
+    `{"method": tag, "round": r, "eval": "val", "ari", "boundary_f1", ...}` goes to metrics.jsonl. Its rows
+    past a restored checkpoint are dropped with the training rows and re-written by the re-run rounds
+    (deterministic), so a resumed run logs every (tag, round, 'val') once. Scoring never touches the
+    training state or any random key: the trained params are the same with or without it.
+
+    `eval.select='best_val'`: the params with the best validation ARI (the earliest such round on ties) are
+    kept, on disk too (`<workdir>/best_val/<tag>`, params-only checkpoint), so a resume starts from the best
+    stored so far; a stored best from rounds the resumed run re-runs is matched again, never beaten (the same
+    scores), so the choice equals an uninterrupted run's. With `ledger`, each client's scores cross the
+    boundary (channel `val_scores`): in a federation the clients score the broadcast model themselves."""
+
+    def __init__(self, ctx: Context, tag: str, splits: dict, *, ledger=None, client_ids: dict | None = None):
+        ev = ctx.config.eval
+        self.ctx, self.tag = ctx, tag
+        self.every = int(ev.get("every_rounds", 0))
+        self.select = str(ev.get("select", "last"))
+        self.splits = {n: v for n, v in splits.items() if len(v[0])}
+        self.enabled = self.every > 0 and bool(self.splits)
+        self.ledger, self.client_ids = ledger, client_ids
+        self.directory = os.path.join(ctx.workdir, "best_val", tag)
+        self.best: tuple | None = None  # (round, val ARI, params on the host)
+
+    def start(self, restored_round: int) -> None:
+        self.best = None
+        if self.enabled and self.select == "best_val":
+            params, meta, _ = checkpointing.restore_params(self.directory, self.ctx.init_params)
+            if params is not None:
+                self.best = (int(meta["round"]), float(meta["ari"]), jax.device_get(params))
+
+    def after_round(self, r: int, rounds: int, params_fn) -> None:
+        if not self.enabled or (r % self.every and r != rounds):
+            return
+        params = params_fn()
+        per_client = evaluation.evaluate_splits(self.ctx.prob_fn, params, self.splits, **_eval_kw(self.ctx))
+        if self.ledger is not None and self.client_ids is not None:
+            for n, m in per_client.items():
+                scores = np.array([m["ari"], m["boundary_f1"]], np.float32)
+                boundary_lib.send_from_client({"val_scores": scores}, self.ledger, "val_scores", self.client_ids[n], r)
+        mean = evaluation.mean_over_clients(per_client)
+        self.ctx.log.write({"method": self.tag, "round": r, "eval": "val", **{k: mean[k] for k in VAL_KEYS}})
+        ari = float(mean["ari"])
+        if self.select == "best_val" and (self.best is None or ari > self.best[1]):
+            self.best = (r, ari, jax.device_get(params))
+            checkpointing.save_params(self.directory, r, params, {"round": r, "ari": ari, "tag": self.tag})
+
+    def chosen(self, last_params, rounds: int) -> tuple[Any, dict]:
+        """(the params to score on test, the summary's `model_selection`)."""
+        out = {"select": self.select, "every_rounds": self.every, "chosen_round": int(rounds), "best_val_ari": None}
+        if self.select != "best_val":
+            return last_params, out
+        if self.best is None:
+            out["note"] = "no validation score (no validation tiles): the last round's params"
+            return last_params, out
+        out.update(chosen_round=self.best[0], best_val_ari=self.best[1])
+        return self.best[2], out
 
 
 def run_federated(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
@@ -36,9 +108,11 @@ def run_federated(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
     train_data, batch_transform = ctx.data.train, None
     if spec.style:
         train_data, batch_transform, extra["style"] = style_protocol.setup_style_sharing(ctx, spec, ledger, k)
-    local = engine.local_training(ctx.config, ctx.loss_fn, batch_transform=batch_transform)
-    algorithm = engine.build_algorithm(spec, local, float(ctx.config.fl.client_lr))
+    local_at = lambda lr: engine.local_training(ctx.config, ctx.loss_fn, batch_transform=batch_transform, lr=lr)
+    algorithm = engine.build_method_algorithm(ctx.config, spec, local_at)
     aggregator, protocol = engine.build_aggregation(spec, k)
+    ids = {n: i for i, n in enumerate(names)}
+    validation = Validation(ctx, spec.name, ctx.data.val, ledger=ledger, client_ids=ids)
     compiled = compile_round(
         ctx,
         algorithm,
@@ -59,7 +133,9 @@ def run_federated(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
         rounds=int(ctx.config.fl.rounds),
         client_names=names,
         ledger=ledger,
+        validation=validation,
     )
+    params, extra["model_selection"] = validation.chosen(result.params, int(ctx.config.fl.rounds))
     extra["_ledger"] = ledger  # the post-processing scores still have to cross (methods.postprocess)
     accounting = engine.privacy_accounting(
         spec, rounds=int(ctx.config.fl.rounds), clients_per_round=k, num_clients=len(names)
@@ -69,39 +145,50 @@ def run_federated(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
     extra["round_compilations"] = result.round_compilations
     extra["resumed_from_round"] = result.resumed_from
     extra["client_strategy"] = compiled.info
-    return result.params, extra
+    return params, extra
 
 
 def run_centralized(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
-    """All training tiles pooled in one client; as many local steps per round as the federated methods run
-    in total per round, so every method spends the same gradient computations."""
+    """A plain pooled trainer (federated_training.train_pooled): all training tiles in one client, one
+    optimizer whose state (Adam's count and moments) persists across rounds, the run's batch size, batch
+    transform and learning-rate schedule. A "round" is `fl.local_steps x K` steps (K = fl.clients_per_round),
+    so over the run it sees rounds x K x local_steps x batch_size examples: exactly as many as a federated
+    method's K clients per round, each taking local_steps batches of batch_size. Rounds only mark its
+    checkpoints, log rows and validation points."""
     data = ctx.data.train
     mask = np.asarray(data.mask)
     pooled = pad_clients([(np.asarray(data.images)[mask], np.asarray(data.labels)[mask])])
     k = engine.clients_per_round(ctx.config, len(ctx.data.client_names))
-    local = engine.local_training(ctx.config, ctx.loss_fn, local_steps=int(ctx.config.fl.local_steps) * k)
-    algorithm = engine.build_algorithm(engine.MethodSpec(spec.name), local, float(ctx.config.fl.client_lr))
-    compiled = compile_round(ctx, algorithm, clients_per_round=1, federated=False)
-    result = train_federation(
-        ctx,
-        spec.name,
-        compiled,
-        pooled,
-        init_params=ctx.init_params,
-        rounds=int(ctx.config.fl.rounds),
-        client_names=["pooled"],
-    )
-    return result.params, {"round_compilations": result.round_compilations, "resumed_from_round": result.resumed_from}
+    steps = int(ctx.config.fl.local_steps) * k
+    local_at = lambda lr: engine.local_training(ctx.config, ctx.loss_fn, local_steps=steps, lr=lr)
+    validation = Validation(ctx, spec.name, ctx.data.val)
+    rounds = int(ctx.config.fl.rounds)
+    result = train_pooled(ctx, spec.name, local_at, pooled, init_params=ctx.init_params, rounds=rounds, validation=validation)
+    params, selection = validation.chosen(result.params, rounds)
+    return params, {
+        "round_compilations": result.round_compilations,
+        "resumed_from_round": result.resumed_from,
+        "model_selection": selection,
+        "trainer": {
+            "kind": "pooled",
+            "steps_per_round": steps,
+            "batch_size": int(ctx.config.fl.batch_size),
+            "examples_seen": rounds * steps * int(ctx.config.fl.batch_size),
+            "optimizer_state": "persists across rounds",
+        },
+    }
 
 
 def run_local(ctx: Context, spec: engine.MethodSpec) -> tuple[dict, dict]:
     """One model per client, each trained only on its own data: ({client: params}, extra)."""
-    local = engine.local_training(ctx.config, ctx.loss_fn)
-    algorithm = engine.build_algorithm(engine.MethodSpec(spec.name), local, float(ctx.config.fl.client_lr))
+    local_at = lambda lr: engine.local_training(ctx.config, ctx.loss_fn, lr=lr)
+    algorithm = engine.build_method_algorithm(ctx.config, engine.MethodSpec(spec.name), local_at)
     compiled = compile_round(ctx, algorithm, clients_per_round=1, federated=False)  # shared by every client
-    per_client, resumed, compilations = {}, {}, 0
+    per_client, resumed, compilations, selection = {}, {}, 0, {}
     for c, name in enumerate(ctx.data.client_names):
         one = ClientData(*(np.asarray(a)[c : c + 1] for a in ctx.data.train))
+        # Each client's model is validated (and chosen) on its own validation tiles only.
+        validation = Validation(ctx, f"{spec.name}/{name}", {name: ctx.data.val[name]} if name in ctx.data.val else {})
         result = train_federation(
             ctx,
             f"{spec.name}/{name}",
@@ -110,11 +197,12 @@ def run_local(ctx: Context, spec: engine.MethodSpec) -> tuple[dict, dict]:
             init_params=ctx.init_params,
             rounds=int(ctx.config.fl.rounds),
             client_names=[name],
+            validation=validation,
         )
-        per_client[name] = result.params
+        per_client[name], selection[name] = validation.chosen(result.params, int(ctx.config.fl.rounds))
         resumed[name] = result.resumed_from
         compilations = max(compilations, result.round_compilations)
-    return per_client, {"round_compilations": compilations, "resumed_from_round": resumed}
+    return per_client, {"round_compilations": compilations, "resumed_from_round": resumed, "model_selection": selection}
 
 
 def postprocess(ctx: Context, spec: engine.MethodSpec, name: str, ledger) -> dict | None:
@@ -209,6 +297,7 @@ def run_method(ctx: Context, name: str) -> dict:
         result["unseen"] = {"per_client": unseen, "mean": evaluation.mean_over_clients(unseen)}
     if post:
         result["postprocessed"] = post
+    result["lr_schedule"] = engine.lr_schedule_summary(ctx.config)
     result.update(extra)
     ctx.log.drop(lambda row: row.get("method") == name and row.get("eval") == "test")  # re-evaluated on resume
     ctx.log.write(

@@ -95,8 +95,8 @@ def train_and_evaluate(
 
 
 def write_figures(ctx: Context) -> None:
-    """Prediction overlays (one test tile per client, every method) and, with DP methods, the
-    privacy/utility curve; the style grids come with the style checks (style_protocol.style_checks)."""
+    """Prediction overlays (one test tile per client, every method), the validation curves
+    (convergence.png) and, with DP methods, the privacy/utility curve; the style grids come with the style checks (style_protocol.style_checks)."""
     from fedtransfer_jax.runs import figures  # matplotlib only when figures are wanted
 
     names = list(ctx.data.client_names)
@@ -108,7 +108,15 @@ def write_figures(ctx: Context) -> None:
     summary_path = os.path.join(ctx.workdir, "summary.json")
     if os.path.exists(summary_path):
         with open(summary_path) as f:
-            figures.ari_vs_epsilon(os.path.join(ctx.workdir, "ari_vs_epsilon.png"), json.load(f))
+            summary = json.load(f)
+        figures.ari_vs_epsilon(os.path.join(ctx.workdir, "ari_vs_epsilon.png"), summary)
+        # Validation ARI per round of every method (metrics.jsonl rows eval='val'); a star marks the chosen round.
+        chosen = {
+            m: s["model_selection"]["chosen_round"]
+            for m, s in summary.get("methods", {}).items()
+            if isinstance(s.get("model_selection", {}).get("chosen_round"), int)
+        }
+        figures.convergence(os.path.join(ctx.workdir, "convergence.png"), ctx.log.rows(), list(ctx.config.methods), chosen)
     threshold = float(ctx.config.eval.threshold)
     preds = {}
     for method, params in ctx.final_params.items():

@@ -48,6 +48,27 @@ def save(mngr: ocp.CheckpointManager, step: int, state, params, meta: dict, *, f
     )
 
 
+def save_params(directory: str, step: int, params, meta: dict) -> None:
+    """One params-only checkpoint at `directory` (the previous one removed once it lands; e.g. the params a
+    method chose on its validation tiles), written synchronously; `restore_params` reads it back."""
+    mngr = manager(directory, 1, max_to_keep=1)
+    try:
+        if step in mngr.all_steps():  # a resumed run re-chose the same round: the same params
+            return
+        for old in mngr.all_steps():  # e.g. a later round's, stored by a process killed before it checkpointed
+            mngr.delete(old)
+        mngr.save(
+            step,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(distributed.host_local_to_numpy(params)), meta=ocp.args.JsonSave(meta)
+            ),
+            force=True,
+        )
+        mngr.wait_until_finished()
+    finally:
+        mngr.close()
+
+
 def abstract(tree) -> Any:
     """Shapes, dtypes and shardings of `tree` (concrete or abstract), for restoring onto the same placement.
     With several processes a process-local array becomes a numpy template (orbax restores it as numpy)."""

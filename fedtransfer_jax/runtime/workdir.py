@@ -48,6 +48,8 @@ COMPATIBLE_PREFIXES = (
     "fl.unroll_local_steps",
     "privacy_experiment.",
 )
+# Keys added after workdirs were written: absent in a stored config means this value (the old behaviour).
+DEFAULT_OF_NEW_KEYS = {"fl.lr_schedule": "constant", "fl.lr_warmup_rounds": 0, "fl.lr_final_fraction": 0.0}
 # What a fresh start moves aside (everything the trainer writes).
 OUTPUTS = (
     "summary.json",
@@ -56,6 +58,8 @@ OUTPUTS = (
     "config.json",
     "log.txt",
     "checkpoints",
+    "best_val",
+    "convergence.png",
     "postprocess",
     "style_checks.json",
     "audit.json",
@@ -123,7 +127,8 @@ def incompatible_keys(old: dict, new: dict) -> list[str]:
     trained = set(old.get("methods", []))
     diff = []
     for key in sorted(set(old_f) | set(new_f)):
-        if old_f.get(key, "<absent>") == new_f.get(key, "<absent>"):
+        absent = DEFAULT_OF_NEW_KEYS.get(key, "<absent>")
+        if old_f.get(key, absent) == new_f.get(key, absent):
             continue
         if any(key == p or (p.endswith(".") and key.startswith(p)) for p in COMPATIBLE_PREFIXES):
             continue

@@ -75,6 +75,9 @@ class Algorithm(NamedTuple):
     server_update: Callable[[PyTree, PyTree, RoundInfo], PyTree]
     get_params: Callable[[PyTree], PyTree]
     message_template: Callable[[PyTree], PyTree]
+    # Optional: `broadcast_at(server_state, round)` replaces `broadcast` when the payload depends on the round
+    # (rounds completed before this one), e.g. a client learning-rate schedule (`with_client_lr_schedule`).
+    broadcast_at: Callable[[PyTree, jax.Array], PyTree] | None = None
 
 
 class LocalTraining(NamedTuple):
@@ -157,6 +160,21 @@ def run_local_training(
     `lt.gradient_fn` the step's gradient is `lt.gradient_fn(loss_fn, p, data, prepare, step_rng)` on the whole
     client data instead of a minibatch (`prepare` decodes and transforms whatever batch it is given).
     """
+    params, _, loss = run_local_steps(lt, params, lt.optimizer.init(params), data, client_id, rng, grad_correction)
+    return params, loss
+
+
+def run_local_steps(
+    lt: LocalTraining,
+    params: PyTree,
+    opt_state: optax.OptState,
+    data: dict,
+    client_id: jax.Array,
+    rng: chex.PRNGKey,
+    grad_correction: Callable[[PyTree], PyTree] | None = None,
+) -> tuple[PyTree, optax.OptState, jax.Array]:
+    """`run_local_training` continuing from a given optimizer state: (params, optimizer state, mean loss).
+    The pooled trainer (`federated_round.build_pooled_round`) carries the state from round to round."""
     idx = batch_indices(jax.random.fold_in(rng, 0), data["mask"], lt.local_steps, lt.batch_size)
     grad_fn = jax.value_and_grad(lt.loss_fn, has_aux=True)
 
@@ -182,7 +200,7 @@ def run_local_training(
         updates, opt_state = lt.optimizer.update(grads, opt_state, p)
         return (optax.apply_updates(p, updates), opt_state), loss
 
-    carry = (params, lt.optimizer.init(params))
+    carry = (params, opt_state)
     steps = jnp.arange(lt.local_steps)
     if lt.unroll:
         losses = []
@@ -192,7 +210,26 @@ def run_local_training(
         losses = jnp.stack(losses)
     else:
         carry, losses = jax.lax.scan(step, carry, (idx, steps))
-    return carry[0], losses.mean()
+    return carry[0], carry[1], losses.mean()
+
+
+def with_client_lr_schedule(build: Callable[[Any], Algorithm], schedule: Callable[[jax.Array], jax.Array]) -> Algorithm:
+    """The algorithm `build(lr)` (its local training's optimizer built with learning rate `lr`) whose clients
+    train round r with lr = schedule(r). The server state, messages and checkpoints are `build`'s own; the
+    payload to the clients is (payload, lr), and each client rebuilds the algorithm with that traced lr inside
+    the jitted round (optax takes an array learning rate), so SCAFFOLD's control update also sees the round's
+    lr. A round in which nobody's message arrived still advances the schedule (the round counter does)."""
+    ref = build(float(schedule(0)))
+
+    def client_update(payload, client_state, data, client_id, rng):
+        inner, lr = payload
+        return build(lr).client_update(inner, client_state, data, client_id, rng)
+
+    return ref._replace(
+        client_update=client_update,
+        broadcast=lambda state: (ref.broadcast(state), jnp.asarray(schedule(0), jnp.float32)),
+        broadcast_at=lambda state, r: (ref.broadcast(state), jnp.asarray(schedule(r), jnp.float32)),
+    )
 
 
 class ServerOptState(NamedTuple):

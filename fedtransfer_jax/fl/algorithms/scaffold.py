@@ -45,7 +45,7 @@ def scaffold(
     server_lr: float = DEFAULTS["server_lr"],
     name: str = "scaffold",
 ) -> base.Algorithm:
-    if client_lr <= 0:
+    if isinstance(client_lr, (int, float)) and client_lr <= 0:  # a traced lr (a schedule) is checked upstream
         raise ValueError(f"scaffold: client_lr must be > 0, got {client_lr}")
 
     def server_init(params):
