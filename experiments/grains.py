@@ -8,14 +8,20 @@ sizes (data/synthetic.py), plus one unseen lab (tint) that no method trains on; 
 seeds, primary metric, what counts as a win) is fixed in docs/PROTOCOL.md. Methods: local (each lab
 alone), fedavg, fedprox, fedtransfer (AdaIN style sharing, the paper's), fedtransfer_fourier (Fourier
 amplitude style sharing), fedtransfer_gen (parametric label-conditioned imaging model, style/techniques/gen.py),
-centralized (pooled data, no privacy). More methods (scaffold, feddyn, fedadam, dp_fedavg, fedavg_secagg,
+its two controls gen_own_style (the same re-rendering in each lab's own styles) and gen_random_style
+(styles drawn from a broad prior, nothing shared), centralized (pooled data and a pooled trainer, no
+privacy). Every method trains with the same augmentation (config.augment) and logs validation metrics every
+5 rounds (metrics.jsonl, convergence.png). More methods (scaffold, feddyn, fedadam, dp_fedavg, fedavg_secagg,
 ...) are defined in `method_specs` and picked with `--config.methods=...`; experiments/grains_seeds.py runs
 this job over the three test seeds, experiments/privacy.py the DP-FedAvg curve.
 
-Cost (2-core CPU, JAX 0.10.2, measured 2026-11-27): default 6.9 min wall (414 s, seed 0; ~700 CPU-s) with
-the default one XLA:CPU device per core (launch.py --cpu_devices=auto): federated methods 41-50 s each,
-fedtransfer (AdaIN, incl. its 15 federated style-network rounds) 86 s, local 58 s, centralized 51 s; every
-method compiles its round once. With --cpu_devices=1: 8.0-8.2 min (478 / 489 s for seeds 0 / 1, 2026-11-26).
+Cost (2-core CPU, JAX 0.10.2): measured 2026-11-27 for the seven methods without augmentation and
+validation: 6.9 min wall (414 s, seed 0; ~700 CPU-s) with one XLA:CPU device per core
+(launch.py --cpu_devices=auto): federated methods 41-50 s each, fedtransfer (AdaIN, incl. its 15 federated
+style-network rounds) 86 s, local 58 s, centralized 51 s; every method compiles its round once. Since
+2026-12-05 the job also runs the two controls (~45 s each), augments every batch (~3 % of a local step) and
+scores the validation tiles every 5 rounds: expect ~9-10 min on an idle machine (not re-timed yet: the
+machine was loaded all that session).
 `smoke` ~3.3 min on an idle machine (7m49s on a busy one). `tiny`: seconds (tests).
 
 `fair` (python launch.py --config experiments/grains.py:fair --workdir runs/grains_fair): the default job with
@@ -106,6 +112,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         "fedtransfer",
         "fedtransfer_fourier",
         "fedtransfer_gen",
+        "gen_own_style",  # control: the same re-rendering in the lab's own styles
+        "gen_random_style",  # control: re-rendering in styles drawn from a broad prior, nothing shared
         "centralized",
     )
     # What each method is (engine.py): an algorithm with its own hyper-parameters, a style technique, an
@@ -239,6 +247,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.eval.select = "best_val"
         config.eval.every_rounds = 2
     elif variant == "tiny":  # for tests: seconds, not minutes
+        config.methods = tuple(m for m in config.methods if m not in ("gen_own_style", "gen_random_style"))
         config.data.image_size = 32
         config.data.tile_size = 32
         config.data.train_per_client = 4

@@ -1,0 +1,68 @@
+r"""The main study of docs/PROTOCOL.md v2: does sharing styles beat FedAvg + augmentation and both controls?
+
+  python launch.py --config experiments/study_v2.py --workdir runs/study_v2          # 10 seed pairs
+  python launch.py --config experiments/study_v2.py:dev --workdir runs/study_v2_dev  # development seeds
+  python launch.py --config experiments/study_v2.py:tiny --workdir /tmp/study_tiny   # tests: ~1-3 min
+
+experiments/grains.py:fair over 10 (init seed i, data seed 1000 + i) pairs, i = 0..9: every method with the
+same augmentation, budget, cosine schedule and model selection on the validation tiles; the four seen labs
+as clients; tint and the four labs outside gen's imaging family (tem_brightfield, ebsd_ipf, polarised_al,
+ceramic_sem) as unseen labs. summary.md compares every method with FedAvg and with both controls
+(gen_own_style, gen_random_style): paired differences with t-based 95 % CIs and Holm-adjusted p-values
+(fedtransfer_jax/runs/sweep.py, metrics/stats.py). Each seed resumes on its own.
+
+The protocol's primary endpoint (post-processed ARI on whole >= 256 px test images through predict's
+sliding-window path) is not built yet; until it is, this study reports tile-level metrics and v2 draws no
+conclusion from them (docs/PROTOCOL.md, "Status").
+
+Cost (2-core CPU, estimated, not yet timed): about the default job's per seed (~9-10 min idle: eight methods)
+plus the unseen labs' evaluation, i.e. ~1.7 h for the 10 seeds and ~30 min for `dev`. `tiny`: 2 seeds of the
+tests' tiny job.
+"""
+
+import importlib.util
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("_grains_config", Path(__file__).with_name("grains.py"))
+_grains = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_grains)
+
+METHODS = (
+    "local",
+    "fedavg",
+    "fedtransfer",
+    "fedtransfer_fourier",
+    "fedtransfer_gen",
+    "gen_own_style",
+    "gen_random_style",
+    "centralized",
+)
+UNSEEN = ("tint", "tem_brightfield", "ebsd_ipf", "polarised_al", "ceramic_sem")
+
+
+def get_config(arg: str | None = None):
+    variant = arg or "default"
+    if variant not in ("default", "dev", "tiny"):
+        raise ValueError(f"experiments/study_v2.py: unknown variant {variant!r}; choose default, dev or tiny")
+    config = _grains.get_config("tiny" if variant == "tiny" else "fair")
+    config.name = "study-v2" if variant == "default" else f"study-v2-{variant}"
+    config.methods = METHODS
+    config.study_references = ("fedavg", "gen_own_style", "gen_random_style")
+    if variant == "default":
+        config.seeds = tuple(range(10))
+        config.data_seeds = tuple(1000 + i for i in range(10))
+        config.data.unseen_clients = UNSEEN
+    elif variant == "dev":
+        config.seeds = (100, 101, 102)
+        config.data_seeds = (1100, 1101, 1102)
+        config.data.unseen_clients = UNSEEN
+    else:  # tiny: the tests' job, two seed pairs, the fair settings that change code paths
+        config.seeds = (0, 1)
+        config.data_seeds = (1000, 1001)
+        config.data.unseen_clients = ("tem_brightfield",)
+        config.data.val_per_client = 2
+        config.fl.lr_schedule = "cosine"
+        config.eval.select = "best_val"
+        config.eval.every_rounds = 1
+        config.methods = ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style", "centralized")
+    return config
