@@ -219,7 +219,7 @@ def test_config_variant_typo_lists_the_variants(tmp_path: Path) -> None:
     proc = launch(tmp_path / "wd", config="experiments/grains.py:tinyy")
     assert proc.returncode == 2
     assert one_line(proc) == (
-        "error: --config experiments/grains.py:tinyy: unknown variant 'tinyy'; choose default, smoke or tiny"
+        "error: --config experiments/grains.py:tinyy: unknown variant 'tinyy'; choose default, smoke, tiny or fair"
     )
     assert not (tmp_path / "wd").exists()
 
