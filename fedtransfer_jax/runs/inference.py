@@ -60,22 +60,39 @@ class LoadedModel:
         self, image: np.ndarray, *, overlap: int | None = None, flips: bool = False
     ) -> np.ndarray:
         """Boundary probability [H, W] for an image [H, W, 3] of any size (tiled sliding window)."""
-        overlap = self.tile // 4 if overlap is None else overlap
-        h, w = image.shape[:2]
-        tiles, positions = tiling.extract_tiles(image, self.tile, overlap)
-        if flips:
-            views = [
-                (lambda t: t, lambda p: p),
-                (lambda t: t[:, :, ::-1], lambda p: p[:, :, ::-1]),
-                (lambda t: t[:, ::-1], lambda p: p[:, ::-1]),
-                (lambda t: t[:, ::-1, ::-1], lambda p: p[:, ::-1, ::-1]),
-            ]
-            probs = np.mean(
-                [undo(self.tile_probs(np.ascontiguousarray(do(tiles)))) for do, undo in views], axis=0
-            )
-        else:
-            probs = self.tile_probs(tiles)
-        return tiling.stitch(probs, positions, (h, w), self.tile, blend="hann")
+        return sliding_window_prob(self._prob_fn, self.params, image, self.tile, overlap=overlap, flips=flips)
+
+
+def sliding_window_prob(
+    prob_fn: Callable,
+    params: Any,
+    image: np.ndarray,
+    tile: int,
+    *,
+    overlap: int | None = None,
+    flips: bool = False,
+    batch: int = 16,
+) -> np.ndarray:
+    """Boundary probability [H, W] for an image [H, W, 3] of any size: the one sliding window (predict's
+    `LoadedModel.predict_prob` and the training run's whole-image test evaluation both call it).
+
+    Overlapping `tile` x `tile` tiles (default overlap tile/4), optionally averaged over the 4 flips,
+    stitched back with a Hann window."""
+    overlap = tile // 4 if overlap is None else overlap
+    h, w = image.shape[:2]
+    tiles, positions = tiling.extract_tiles(image, tile, overlap)
+    tile_probs = lambda t: batched_probs(prob_fn, params, t, batch)
+    if flips:
+        views = [
+            (lambda t: t, lambda p: p),
+            (lambda t: t[:, :, ::-1], lambda p: p[:, :, ::-1]),
+            (lambda t: t[:, ::-1], lambda p: p[:, ::-1]),
+            (lambda t: t[:, ::-1, ::-1], lambda p: p[:, ::-1, ::-1]),
+        ]
+        probs = np.mean([undo(tile_probs(np.ascontiguousarray(do(tiles)))) for do, undo in views], axis=0)
+    else:
+        probs = tile_probs(tiles)
+    return tiling.stitch(probs, positions, (h, w), tile, blend="hann")
 
 
 def config_from_workdir(workdir: str) -> ml_collections.ConfigDict:
