@@ -31,7 +31,7 @@ def test_true_boundary_prob_scores_perfectly_and_trivial_map_does_not():
     # A fake model whose "image" carries the true boundary map in channel 0: its probability is the truth.
     images = np.repeat(labels[..., None].astype(np.float32), 3, axis=-1)
     prob_fn = lambda params, x: x[..., 0]
-    prob = inference.sliding_window_prob(prob_fn, None, images[0], 32)
+    prob = inference.sliding_window_prob(inference.tile_probs_of(prob_fn, None), images[0], 32)
     np.testing.assert_allclose(prob, labels[0], atol=1e-6)  # the window covers and stitches exactly
     settings = pps.PostprocessSettings(threshold=0.5, close_radius=0, min_fragment_px=0, min_grain_area=0, line_width=0)
     out = evaluation.evaluate_whole_images(prob_fn, None, images, labels, settings, 32)

@@ -113,8 +113,9 @@ def evaluate_whole_images(prob_fn, params, images, labels, settings: pps.Postpro
     """Mean (and spread) of `whole_image_metrics` over whole images [N, H, W, 3] of any size, each run through
     predict's sliding window (`inference.sliding_window_prob`, scale 1, default overlap, no flips) and
     post-processed with `settings`, as predict does."""
+    tile_probs = inference.tile_probs_of(prob_fn, params)
     per_image = [
-        whole_image_metrics(settings.apply(inference.sliding_window_prob(prob_fn, params, im, tile)), l)
+        whole_image_metrics(settings.apply(inference.sliding_window_prob(tile_probs, im, tile)), l)
         for im, l in zip(images, labels)
     ]
     return metrics_lib.summarize(per_image)

@@ -39,6 +39,11 @@ def batched_probs(prob_fn: Callable, params: Any, images: np.ndarray, batch: int
     return map_in_batches(lambda x: prob_fn(params, jnp.asarray(x, jnp.float32)), [images], batch)
 
 
+def tile_probs_of(prob_fn: Callable, params: Any, batch: int = 16) -> Callable:
+    """`tiles -> boundary probabilities` of `prob_fn` with `params`, batched as `LoadedModel.tile_probs` is."""
+    return lambda tiles: batched_probs(prob_fn, params, tiles, batch)
+
+
 class LoadedModel:
     """A segmenter restored from `<workdir>/checkpoints/<method>[/<client>]`."""
 
@@ -54,34 +59,27 @@ class LoadedModel:
 
     def tile_probs(self, tiles: np.ndarray, batch: int = 16) -> np.ndarray:
         """Boundary probability for [T, tile, tile, 3] tiles."""
-        return batched_probs(self._prob_fn, self.params, tiles, batch)
+        return tile_probs_of(self._prob_fn, self.params, batch)(tiles)
 
     def predict_prob(
         self, image: np.ndarray, *, overlap: int | None = None, flips: bool = False
     ) -> np.ndarray:
         """Boundary probability [H, W] for an image [H, W, 3] of any size (tiled sliding window)."""
-        return sliding_window_prob(self._prob_fn, self.params, image, self.tile, overlap=overlap, flips=flips)
+        return sliding_window_prob(self.tile_probs, image, self.tile, overlap=overlap, flips=flips)
 
 
 def sliding_window_prob(
-    prob_fn: Callable,
-    params: Any,
-    image: np.ndarray,
-    tile: int,
-    *,
-    overlap: int | None = None,
-    flips: bool = False,
-    batch: int = 16,
+    tile_probs: Callable, image: np.ndarray, tile: int, *, overlap: int | None = None, flips: bool = False
 ) -> np.ndarray:
     """Boundary probability [H, W] for an image [H, W, 3] of any size: the one sliding window (predict's
     `LoadedModel.predict_prob` and the training run's whole-image test evaluation both call it).
 
+    `tile_probs`: `[T, tile, tile, 3] -> [T, tile, tile]` (a model's `tile_probs`, or `tile_probs_of`).
     Overlapping `tile` x `tile` tiles (default overlap tile/4), optionally averaged over the 4 flips,
     stitched back with a Hann window."""
     overlap = tile // 4 if overlap is None else overlap
     h, w = image.shape[:2]
     tiles, positions = tiling.extract_tiles(image, tile, overlap)
-    tile_probs = lambda t: batched_probs(prob_fn, params, t, batch)
     if flips:
         views = [
             (lambda t: t, lambda p: p),
