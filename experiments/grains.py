@@ -234,6 +234,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # last, on the validation tiles (never test); scoring does not touch training (same trained params).
     config.eval.every_rounds = 5  # 0 = off
     config.eval.select = "last"  # params scored on test: 'last' | 'best_val' (best validation ARI)
+    # docs/PROTOCOL.md v2 primary endpoint: per seen and unseen synthetic lab, this many whole test images of
+    # whole_image_size px (their own seed path, 'test_whole'), each through predict's sliding window,
+    # post-processed with the choice made on validation tiles (methods.<m>.whole_images; 0 = off).
+    config.eval.whole_images = 4
+    config.eval.whole_image_size = 256
 
     if variant == "smoke":
         config.data.test_per_client = 8
@@ -254,6 +259,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.data.test_per_client = 2
         config.data.val_per_client = 0
         config.data.unseen_clients = ()
+        config.eval.whole_images = 0  # tests stay fast; a test turns it on
         config.model.features = (8, 16)
         config.fl.rounds = 2
         config.fl.local_steps = 2

@@ -375,3 +375,38 @@ def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
         unseen={n: read(n, "test") for n in unseen},
         val={n: arrays for n, arrays in val.items() if len(arrays[0])},
     )
+
+
+WHOLE_TEST_SPLIT = "test_whole"  # its own split name: a seed no training, validation or test tile shares
+
+
+def whole_test_images(cfg: Any, labs: Sequence[str], n: int, size: int) -> tuple[dict[str, Arrays], list[str]]:
+    """``({lab: (images f32 [n,S,S,3], labels u8 [n,S,S])}, notes)``: ``n`` whole synthetic test micrographs
+    of ``size`` px per lab (the v2 protocol's primary endpoint scores them through predict's sliding window).
+
+    Generated directly with ``synthetic.make_lab_examples`` (no tfds) from
+    ``seeds.lab_seed(cfg.seed, lab, 'test_whole')``: a split name of its own, so disjoint by construction
+    from the lab's train/val/test tiles. Images are stored as 8 bits and decoded, as every tile is. Labs that
+    are not synthetic (real folder clients) are skipped with a note: only synthetic labs for now.
+    """
+    from fedtransfer_jax.data import synthetic
+    from fedtransfer_jax.data.seeds import lab_seed
+
+    out: dict[str, Arrays] = {}
+    notes: list[str] = []
+    if n <= 0:
+        return out, notes
+    if size < 8:
+        raise ValueError(f"eval.whole_image_size must be >= 8 px, got {size}")
+    seed = int(_field(cfg, "seed"))
+    width = int(_field(cfg, "boundary_width"))
+    for lab in labs:
+        if lab not in synthetic.LAB_NAMES or _field(cfg, "source") == "folder":
+            notes.append(f"{lab}: not a synthetic lab, no whole test images (only synthetic labs for now)")
+            continue
+        images, labels, _ = synthetic.make_lab_examples(
+            lab, n, size, lab_seed(seed, lab, WHOLE_TEST_SPLIT), boundary_width=width
+        )
+        as_u8 = np.clip(np.rint(np.asarray(images, np.float32) * 255.0), 0, 255).astype(np.uint8)
+        out[lab] = (decode_uint8(as_u8), (np.asarray(labels) > 0).astype(np.uint8))
+    return out, notes

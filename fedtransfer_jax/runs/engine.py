@@ -341,6 +341,12 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(
             "config key eval.select='best_val' needs validation: set eval.every_rounds >= 1 (it is 0)"
         )
+    whole = ev.get("whole_images", 0)
+    if not isinstance(whole, int) or isinstance(whole, bool) or whole < 0:
+        raise ValueError(f"config key eval.whole_images must be an integer >= 0 (0 = off), got {whole!r}")
+    whole_size = ev.get("whole_image_size", 256)
+    if whole and (not isinstance(whole_size, int) or isinstance(whole_size, bool) or whole_size < 8):
+        raise ValueError(f"config key eval.whole_image_size must be an integer >= 8 px, got {whole_size!r}")
     if int(config.fl.get("clients_per_round", 0)) < 0:
         raise ValueError(f"config key fl.clients_per_round must be >= 0 (0 = all clients), got {config.fl.clients_per_round}")
     augmentation(config)  # probabilities, ranges, unknown keys of config.augment

@@ -70,3 +70,52 @@ def evaluate_split_postprocessed(prob_fn, params, images, labels, settings: pps.
         metrics_lib.segmentation_metrics(settings.apply(p), l > 0, tolerance=tolerance) for p, l in zip(prob, labels)
     ]
     return metrics_lib.summarize(per_tile)
+
+
+# ----------------------------------------------------------------------------------------------
+# Whole test images (the v2 protocol's primary endpoint, docs/PROTOCOL.md "Endpoints").
+# ----------------------------------------------------------------------------------------------
+
+WHOLE_TOLERANCE = 1.0  # boundary F1 tolerance (px) of the whole-image endpoint
+WHOLE_KEYS = ("ari", "boundary_f1", "vi", "diameter_rel_error", "astm_G_diff", "astm_G_abs_diff")
+
+
+def whole_image_metrics(pred_boundary: np.ndarray, gt_boundary: np.ndarray) -> dict:
+    """One whole image's scores: grain ARI/VI (grains = connected non-boundary regions), boundary F1 at
+    1 px, and the mean-grain-size errors: relative error of the mean equivalent diameter and the ASTM E112
+    G difference (predicted - true; planimetric count, the same field for both, so the pixel size cancels:
+    1 um/px is used). A map without grains has diameter error 1 and no G (None, skipped by the means)."""
+    pred, gt = np.asarray(pred_boundary) > 0, np.asarray(gt_boundary) > 0
+    m = metrics_lib.segmentation_metrics(pred, gt, tolerance=WHOLE_TOLERANCE)
+    size = lambda b: metrics_lib.grain_size_summary(metrics_lib.grains_from_boundary(b), 1.0, check=False)
+    sp, sg = size(pred), size(gt)
+    d_p, d_g = sp["mean_equivalent_diameter_px"], sg["mean_equivalent_diameter_px"]
+    diameter_err = 1.0 if not d_p or not d_g else abs(d_p - d_g) / d_g
+    g_diff = None if sp["astm_G"] is None or sg["astm_G"] is None else float(sp["astm_G"] - sg["astm_G"])
+    return {
+        "ari": m["ari"],
+        "boundary_f1": m["boundary_f1"],
+        "vi": m["vi"],
+        "diameter_rel_error": float(diameter_err),
+        "astm_G_diff": g_diff,
+        "astm_G_abs_diff": None if g_diff is None else abs(g_diff),
+    }
+
+
+def trivial_boundary_f1(labels: np.ndarray) -> float:
+    """Mean F1 at 1 px of the trivial all-boundary map over label maps [N, H, W] (the floor F1 is read against)."""
+    return float(
+        np.mean([metrics_lib.boundary_prf(np.ones(l.shape, bool), l > 0, WHOLE_TOLERANCE)["f1"] for l in labels])
+    )
+
+
+def evaluate_whole_images(prob_fn, params, images, labels, settings: pps.PostprocessSettings, tile: int) -> dict:
+    """Mean (and spread) of `whole_image_metrics` over whole images [N, H, W, 3] of any size, each run through
+    predict's sliding window (`inference.sliding_window_prob`, scale 1, default overlap, no flips) and
+    post-processed with `settings`, as predict does."""
+    tile_probs = inference.tile_probs_of(prob_fn, params)
+    per_image = [
+        whole_image_metrics(settings.apply(inference.sliding_window_prob(tile_probs, im, tile)), l)
+        for im, l in zip(images, labels)
+    ]
+    return metrics_lib.summarize(per_image)

@@ -39,6 +39,11 @@ def batched_probs(prob_fn: Callable, params: Any, images: np.ndarray, batch: int
     return map_in_batches(lambda x: prob_fn(params, jnp.asarray(x, jnp.float32)), [images], batch)
 
 
+def tile_probs_of(prob_fn: Callable, params: Any, batch: int = 16) -> Callable:
+    """`tiles -> boundary probabilities` of `prob_fn` with `params`, batched as `LoadedModel.tile_probs` is."""
+    return lambda tiles: batched_probs(prob_fn, params, tiles, batch)
+
+
 class LoadedModel:
     """A segmenter restored from `<workdir>/checkpoints/<method>[/<client>]`."""
 
@@ -54,28 +59,38 @@ class LoadedModel:
 
     def tile_probs(self, tiles: np.ndarray, batch: int = 16) -> np.ndarray:
         """Boundary probability for [T, tile, tile, 3] tiles."""
-        return batched_probs(self._prob_fn, self.params, tiles, batch)
+        return tile_probs_of(self._prob_fn, self.params, batch)(tiles)
 
     def predict_prob(
         self, image: np.ndarray, *, overlap: int | None = None, flips: bool = False
     ) -> np.ndarray:
         """Boundary probability [H, W] for an image [H, W, 3] of any size (tiled sliding window)."""
-        overlap = self.tile // 4 if overlap is None else overlap
-        h, w = image.shape[:2]
-        tiles, positions = tiling.extract_tiles(image, self.tile, overlap)
-        if flips:
-            views = [
-                (lambda t: t, lambda p: p),
-                (lambda t: t[:, :, ::-1], lambda p: p[:, :, ::-1]),
-                (lambda t: t[:, ::-1], lambda p: p[:, ::-1]),
-                (lambda t: t[:, ::-1, ::-1], lambda p: p[:, ::-1, ::-1]),
-            ]
-            probs = np.mean(
-                [undo(self.tile_probs(np.ascontiguousarray(do(tiles)))) for do, undo in views], axis=0
-            )
-        else:
-            probs = self.tile_probs(tiles)
-        return tiling.stitch(probs, positions, (h, w), self.tile, blend="hann")
+        return sliding_window_prob(self.tile_probs, image, self.tile, overlap=overlap, flips=flips)
+
+
+def sliding_window_prob(
+    tile_probs: Callable, image: np.ndarray, tile: int, *, overlap: int | None = None, flips: bool = False
+) -> np.ndarray:
+    """Boundary probability [H, W] for an image [H, W, 3] of any size: the one sliding window (predict's
+    `LoadedModel.predict_prob` and the training run's whole-image test evaluation both call it).
+
+    `tile_probs`: `[T, tile, tile, 3] -> [T, tile, tile]` (a model's `tile_probs`, or `tile_probs_of`).
+    Overlapping `tile` x `tile` tiles (default overlap tile/4), optionally averaged over the 4 flips,
+    stitched back with a Hann window."""
+    overlap = tile // 4 if overlap is None else overlap
+    h, w = image.shape[:2]
+    tiles, positions = tiling.extract_tiles(image, tile, overlap)
+    if flips:
+        views = [
+            (lambda t: t, lambda p: p),
+            (lambda t: t[:, :, ::-1], lambda p: p[:, :, ::-1]),
+            (lambda t: t[:, ::-1], lambda p: p[:, ::-1]),
+            (lambda t: t[:, ::-1, ::-1], lambda p: p[:, ::-1, ::-1]),
+        ]
+        probs = np.mean([undo(tile_probs(np.ascontiguousarray(do(tiles)))) for do, undo in views], axis=0)
+    else:
+        probs = tile_probs(tiles)
+    return tiling.stitch(probs, positions, (h, w), tile, blend="hann")
 
 
 def config_from_workdir(workdir: str) -> ml_collections.ConfigDict:

@@ -42,6 +42,24 @@ def summary_markdown(summary: dict, *, per_client: bool = True) -> str:
                     + " | ".join(f"{u[k]:.3f} ± {u.get(k + '_std', 0.0):.3f}" for k in _MD_KEYS)
                     + " |"
                 )
+    whole = [(n, m["whole_images"]) for n, m in summary["methods"].items() if m.get("whole_images")]
+    if whole:
+        w0 = whole[0][1]
+        lines += [
+            "",
+            f"Whole test images (v2 primary endpoint: {w0['images_per_lab']} per lab, {w0['image_size']} px, predict's "
+            "sliding window, post-processed; boundary F1 at 1 px beside the trivial all-boundary map's F1):",
+            "",
+        ]
+        num = lambda x: "n/a" if x is None or x != x else f"{x:.3f}"
+        for n, w in whole:
+            seen, unseen, triv = w.get("mean") or {}, (w.get("unseen") or {}).get("mean") or {}, w["trivial_f1"]
+            lines.append(
+                f"- {n}: post-processed ARI seen {num(seen.get('ari'))}, unseen {num(unseen.get('ari'))}; "
+                f"F1 seen {num(seen.get('boundary_f1'))} (trivial {num(triv.get('mean'))}), "
+                f"unseen {num(unseen.get('boundary_f1'))} (trivial {num((triv.get('unseen') or {}).get('mean'))}); "
+                f"diameter error seen {num(seen.get('diameter_rel_error'))}, |ΔG| seen {num(seen.get('astm_G_abs_diff'))}"
+            )
     dp_rows = [(n, m["differential_privacy"]) for n, m in summary["methods"].items() if "differential_privacy" in m]
     if dp_rows:
         lines += [

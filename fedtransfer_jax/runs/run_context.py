@@ -13,7 +13,7 @@ import numpy as np
 
 from fedtransfer_jax.runtime import distributed, runlog
 from fedtransfer_jax.runs import engine, inference
-from fedtransfer_jax.data.clients import ClientData, FederatedData, as_uint8_images
+from fedtransfer_jax.data.clients import ClientData, FederatedData, as_uint8_images, whole_test_images
 from fedtransfer_jax.fl import federated_round
 
 
@@ -33,6 +33,10 @@ class Context:
     final_params: dict = dataclasses.field(default_factory=dict)  # per method (per client for local)
     fingerprint: str = ""  # of the config parts that define the trained models
     on_checkpoint: Callable | None = None  # (federation tag, round, rounds) after each checkpoint save
+    # eval.whole_images > 0: whole test micrographs per lab (data.clients.whole_test_images), seen and unseen
+    whole_test: dict = dataclasses.field(default_factory=dict)
+    whole_unseen: dict = dataclasses.field(default_factory=dict)
+    whole_notes: list = dataclasses.field(default_factory=list)
 
     @property
     def fl(self):
@@ -87,4 +91,17 @@ def build_context(config: ml_collections.ConfigDict, workdir: str, console=None)
         log=runlog.MetricsLog(os.path.join(workdir, "metrics.jsonl"), enabled=distributed.is_primary()),
         prob_fn=inference.make_prob_fn(model),
         console=console,
+        **whole_test_data(config, data),
     )
+
+
+def whole_test_data(config: ml_collections.ConfigDict, data: FederatedData) -> dict:
+    """The Context's whole test images: `eval.whole_images` per seen and unseen synthetic lab, of
+    `eval.whole_image_size` px (0 images, the default: none)."""
+    ev = config.get("eval", None) or {}
+    n, size = int(ev.get("whole_images", 0)), int(ev.get("whole_image_size", 256))
+    if n <= 0:
+        return {}
+    seen, notes = whole_test_images(config.data, data.client_names, n, size)
+    unseen, more = whole_test_images(config.data, list(data.unseen), n, size)
+    return {"whole_test": seen, "whole_unseen": unseen, "whole_notes": notes + more}

@@ -259,6 +259,63 @@ def postprocess(ctx: Context, spec: engine.MethodSpec, name: str, ledger) -> dic
     return out
 
 
+def _settings_of(ctx: Context, choice: dict | None) -> tuple[pps.PostprocessSettings, str]:
+    """The post-processing of the whole-image endpoint: the choice on validation tiles, or (no validation
+    tiles) the built-in defaults with the run's threshold, as predict would use them."""
+    if choice and "settings" in choice:
+        return pps.PostprocessSettings.from_dict(choice["settings"]), postprocess_choice.SOURCE_CHOSEN
+    settings, _ = postprocess_choice.resolve_settings(None, None, None, float(ctx.config.eval.threshold))
+    return settings, postprocess_choice.SOURCE_BUILTIN + " (no validation tiles)"
+
+
+def whole_images(ctx: Context, spec: engine.MethodSpec, name: str, post: dict | None) -> dict | None:
+    """The v2 primary endpoint (docs/PROTOCOL.md): every whole test image of the seen and unseen labs
+    (`ctx.whole_test`, `ctx.whole_unseen`) through predict's sliding window (`inference.sliding_window_prob`,
+    scale 1), post-processed with the settings chosen on validation tiles, then scored
+    (`evaluation.whole_image_metrics`: ARI, F1 at 1 px, grain-size errors), beside the trivial all-boundary
+    map's F1 on the same images. A local method: each client's model (and its own choice) on its own lab;
+    an unseen lab: the mean over the client models."""
+    if not ctx.whole_test and not ctx.whole_unseen:
+        return None
+    t0 = time.time()
+    params, tile = ctx.final_params[name], int(ctx.config.data.tile_size)
+    score = lambda p, arrays, st: evaluation.evaluate_whole_images(ctx.prob_fn, p, *arrays, st, tile)
+    out: dict = {}
+    if spec.kind == "local":
+        chosen = {n: _settings_of(ctx, ((post or {}).get("per_client") or {}).get(n)) for n in params}
+        per_client = {n: score(params[n], ctx.whole_test[n], chosen[n][0]) for n in ctx.whole_test if n in params}
+        unseen = {
+            u: evaluation.mean_over_clients({c: score(params[c], arrays, chosen[c][0]) for c in params})
+            for u, arrays in ctx.whole_unseen.items()
+        }
+        out["settings"] = {n: {"settings": st.to_dict(), "source": src} for n, (st, src) in chosen.items()}
+    else:
+        settings, source = _settings_of(ctx, post)
+        per_client = {n: score(params, arrays, settings) for n, arrays in ctx.whole_test.items()}
+        unseen = {u: score(params, arrays, settings) for u, arrays in ctx.whole_unseen.items()}
+        out["settings"] = {"settings": settings.to_dict(), "source": source}
+    trivial = lambda d: {n: evaluation.trivial_boundary_f1(arrays[1]) for n, arrays in d.items()}
+    t_seen, t_unseen = trivial(ctx.whole_test), trivial(ctx.whole_unseen)
+    out["per_client"] = per_client
+    if per_client:
+        out["mean"] = evaluation.mean_over_clients(per_client)
+    if unseen:
+        out["unseen"] = {"per_client": unseen, "mean": evaluation.mean_over_clients(unseen)}
+    out["trivial_f1"] = {
+        "per_client": t_seen,
+        "mean": float(np.mean(list(t_seen.values()))) if t_seen else None,
+        "unseen": {"per_client": t_unseen, "mean": float(np.mean(list(t_unseen.values())))} if t_unseen else None,
+    }
+    out["image_size"] = int(ctx.config.eval.get("whole_image_size", 256))
+    out["images_per_lab"] = int(ctx.config.eval.get("whole_images", 0))
+    out["tolerance_px"] = evaluation.WHOLE_TOLERANCE
+    out["path"] = "inference.sliding_window_prob (predict's sliding window), scale 1, overlap tile/4, no flips"
+    if ctx.whole_notes:
+        out["notes"] = list(ctx.whole_notes)
+    out["wall_seconds"] = time.time() - t0
+    return out
+
+
 def run_method(ctx: Context, name: str) -> dict:
     """Trains and evaluates method `name`; returns its summary entry."""
     spec = engine.method_spec(ctx.config, name)
@@ -297,6 +354,9 @@ def run_method(ctx: Context, name: str) -> dict:
         result["unseen"] = {"per_client": unseen, "mean": evaluation.mean_over_clients(unseen)}
     if post:
         result["postprocessed"] = post
+    whole = whole_images(ctx, spec, name, post)
+    if whole:
+        result["whole_images"] = whole
     result["lr_schedule"] = engine.lr_schedule_summary(ctx.config)
     result.update(extra)
     ctx.log.drop(lambda row: row.get("method") == name and row.get("eval") == "test")  # re-evaluated on resume

@@ -33,6 +33,9 @@ from fedtransfer_jax.metrics import stats as stats_lib
 from fedtransfer_jax.runtime import distributed, io_utils
 
 REPORT_KEYS = ("ari", "boundary_f1", "vi", "grain_count_rel_error")
+# The v2 primary endpoint (docs/PROTOCOL.md): whole test images, post-processed (methods.<m>.whole_images).
+WHOLE_KEYS = ("ari", "boundary_f1", "diameter_rel_error", "astm_G_abs_diff")
+SPLITS = ("seen", "unseen", "whole_seen", "whole_unseen")  # compared on ARI: comparisons[...][<split>_ari]
 
 
 def seed_config(
@@ -71,8 +74,10 @@ def _stats(values: list[float]) -> dict:
 
 
 def comparisons(methods: dict, references: tuple[str, ...]) -> dict:
-    """Every method against every reference on seen- and unseen-lab ARI, paired over seeds, with Holm's
-    correction over the whole family (each (method, reference, split) is one test)."""
+    """Every method against every reference on seen- and unseen-lab ARI of the test tiles and, where every
+    seed has them, of the whole test images (`whole_seen_ari`, `whole_unseen_ari`: the primary endpoint),
+    paired over seeds, with Holm's correction over the whole family (each (method, reference, split) is one
+    test)."""
     out: dict[str, dict] = {}
     pvalues: dict[tuple[str, str], float] = {}
     for ref in references:
@@ -82,7 +87,7 @@ def comparisons(methods: dict, references: tuple[str, ...]) -> dict:
             if m == ref or f"{ref} vs {m}" in out:  # each pair once: the family stays what it is
                 continue
             row = {}
-            for split in ("seen", "unseen"):
+            for split in SPLITS:
                 if split in entry and split in methods[ref]:
                     row[f"{split}_ari"] = stats_lib.paired_comparison(
                         entry[split]["ari"]["per_seed"], methods[ref][split]["ari"]["per_seed"]
@@ -112,6 +117,13 @@ def aggregate(per_seed: dict[int, dict], references: tuple[str, ...] = ("fedavg"
                 entry["per_lab"][f"{lab} (unseen)"] = {
                     "ari": _stats([r["unseen"]["per_client"][lab]["ari"] for r in runs])
                 }
+        wholes = [r.get("whole_images") or {} for r in runs]
+        if all("mean" in w for w in wholes):
+            entry["whole_seen"] = {k: _stats([w["mean"].get(k, float("nan")) for w in wholes]) for k in WHOLE_KEYS}
+        if all("unseen" in w for w in wholes):
+            entry["whole_unseen"] = {
+                k: _stats([w["unseen"]["mean"].get(k, float("nan")) for w in wholes]) for k in WHOLE_KEYS
+            }
         out["methods"][m] = entry
     if "fedavg" in out["methods"]:
         for m, entry in out["methods"].items():
@@ -183,14 +195,30 @@ def markdown(study: dict) -> str:
             f"Seen gap closed: n/a: centralized - FedAvg = {gap['centralized_minus_fedavg']:+.3f} ± {gap['se']:.3f} "
             "(SE) on seen-lab ARI, so there is no FedAvg -> centralized gap to close.",
         ]
+    whole = any("whole_seen" in e or "whole_unseen" in e for e in study["methods"].values())
+    if whole:
+        lines += [
+            "",
+            "Whole test images (primary endpoint: post-processed, predict's sliding window; mean ± std over seeds):",
+            "",
+            "| method | whole seen ARI | whole unseen ARI | whole seen F1 (1 px) | whole seen diameter error |",
+            "|---|---|---|---|---|",
+        ]
+        for m, e in study["methods"].items():
+            ws, wu = e.get("whole_seen"), e.get("whole_unseen")
+            lines.append(
+                f"| {m} | {fmt(ws['ari']) if ws else 'n/a'} | {fmt(wu['ari']) if wu else 'n/a'} | "
+                f"{fmt(ws['boundary_f1']) if ws else 'n/a'} | {fmt(ws['diameter_rel_error']) if ws else 'n/a'} |"
+            )
     if study.get("comparisons"):
         lines += [
             "",
             "Paired comparisons (difference of ARI, t-based 95 % CI over seeds, paired t-test p, Holm-adjusted "
             "over every comparison below):",
             "",
-            "| comparison | seen ARI diff [95 % CI] | p (Holm) | unseen ARI diff [95 % CI] | p (Holm) |",
-            "|---|---|---|---|---|",
+            "| comparison | seen ARI diff [95 % CI] | p (Holm) | unseen ARI diff [95 % CI] | p (Holm) |"
+            + (" whole-image seen ARI diff [95 % CI] | p (Holm) | whole-image unseen ARI diff [95 % CI] | p (Holm) |" if whole else ""),
+            "|---|---|---|---|---|" + ("---|---|---|---|" if whole else ""),
         ]
 
         def cell(c):
@@ -201,7 +229,8 @@ def markdown(study: dict) -> str:
             return f"{c['diff_mean']:+.3f} {ci} | {p}"
 
         for name, row in study["comparisons"].items():
-            lines.append(f"| {name} | {cell(row.get('seen_ari'))} | {cell(row.get('unseen_ari'))} |")
+            extra = f" {cell(row.get('whole_seen_ari'))} | {cell(row.get('whole_unseen_ari'))} |" if whole else ""
+            lines.append(f"| {name} | {cell(row.get('seen_ari'))} | {cell(row.get('unseen_ari'))} |" + extra)
     labs = list(next(iter(study["methods"].values()))["per_lab"])
     lines += ["", "ARI per lab (mean ± std over seeds):", "", "| method | " + " | ".join(labs) + " |", "|---|" + "---|" * len(labs)]
     for m, e in study["methods"].items():
