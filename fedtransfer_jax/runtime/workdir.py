@@ -47,9 +47,15 @@ COMPATIBLE_PREFIXES = (
     "fl.shard_clients",
     "fl.unroll_local_steps",
     "privacy_experiment.",
+    "study_references",  # how a multi-seed study is summarised, not what it trains
 )
 # Keys added after workdirs were written: absent in a stored config means this value (the old behaviour).
-DEFAULT_OF_NEW_KEYS = {"fl.lr_schedule": "constant", "fl.lr_warmup_rounds": 0, "fl.lr_final_fraction": 0.0}
+DEFAULT_OF_NEW_KEYS = {
+    "fl.lr_schedule": "constant",
+    "fl.lr_warmup_rounds": 0,
+    "fl.lr_final_fraction": 0.0,
+    "style.prior_styles": 256,  # only the random-style control reads it
+}
 # What a fresh start moves aside (everything the trainer writes).
 OUTPUTS = (
     "summary.json",
