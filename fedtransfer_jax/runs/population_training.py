@@ -209,7 +209,7 @@ class PopulationTrainer:
         return {
             "params": params,
             "losses": losses,
-            "strategy": {"strategy": cfg.strategy, "chunk": cfg.chunk_size, "devices": 1 if self.mesh is None else int(self.mesh.devices.size)},
+            "strategy": self._plan(cfg),
             "accounting": accounting,
             "timing": {
                 "first_round_s": round_s[0] if round_s else 0.0,  # includes compilation
@@ -218,6 +218,11 @@ class PopulationTrainer:
                 "host_wait_s_total": float(np.sum(wait_s)),  # time the rounds waited for tiles
             },
         }
+
+    def _plan(self, cfg) -> dict:
+        devices = 1 if self.mesh is None else int(self.mesh.devices.size)
+        plan = federated_round.client_plan(cfg, devices)
+        return {"strategy": plan.strategy, "chunk": plan.chunk, "devices": devices}
 
     def evaluate(self, params, test_sets: dict) -> dict:
         """Threshold metrics and post-processed ones (the built-in post-processing defaults, no choice on
