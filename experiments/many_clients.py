@@ -49,6 +49,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.population.tile_size = 32
     config.population.tiles_per_client = (2, 4)
     config.population.diameter_px = (5.0, 20.0)  # log-uniform prior of a client's smallest grain size
+    config.population.render_workers = 0  # > 0: render a round's clients in that many spawned processes
 
     config.grid = ml_collections.ConfigDict()
     config.grid.num_clients = (1000, 10000)
@@ -125,6 +126,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.model.groups = 8
         config.fl.rounds = 40
         config.fl.local_steps = 8
+        config.population.render_workers = 14  # host rendering is the bottleneck at K = 1000
         config.eval.heldout_clients = 64
         config.eval.unseen_tiles = 64
     return config

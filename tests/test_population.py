@@ -141,3 +141,16 @@ def test_launch_tiny_writes_tables_and_resumes_per_cell(tmp_path):
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["cells"]["N1000_K4_z1_s0"]["timing"]["marker"] == "kept"
     assert "N1000_K4_z0_s0" in summary["cells"] and summary["status"] == "complete"
+
+
+def test_parallel_rendering_gives_the_same_round_data():
+    import concurrent.futures
+    import multiprocessing
+
+    pop = pop_lib.Population(_spec(50))
+    ids = pt.sample_round_clients(0, 0, 50, 5)
+    with concurrent.futures.ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as ex:
+        parallel = pop.client_data(ids, ex)
+    serial = pop.client_data(ids)
+    for a, b in zip(parallel, serial):
+        np.testing.assert_array_equal(a, b)

@@ -205,18 +205,19 @@ class Population:
     def tiles(self, client: int) -> tuple[np.ndarray, np.ndarray]:
         return render_tiles(self.spec, client, self.params(client))
 
-    def client_data(self, clients) -> ClientData:
+    def client_data(self, clients, executor=None) -> ClientData:
         """The tiles of ``clients`` as ``ClientData`` ``[len(clients), max_tiles, S, S, ...]`` (uint8 images,
-        zero-padded, ``mask`` marking real tiles): always the same shapes, so a round compiles once."""
-        s, m = self.spec.tile_size, self.spec.max_tiles
+        zero-padded, ``mask`` marking real tiles): always the same shapes, so a round compiles once.
+
+        ``executor`` (e.g. a spawn-context ``ProcessPoolExecutor``) renders the clients in parallel with the
+        pure ``render_tiles(spec, client)``: the same tiles, since each depends only on (seed, client)."""
         ids = [int(c) for c in clients]
-        images = np.zeros((len(ids), m, s, s, 3), np.uint8)
-        labels = np.zeros((len(ids), m, s, s), np.uint8)
-        mask = np.zeros((len(ids), m), bool)
-        for i, c in enumerate(ids):
-            im, lb = self.tiles(c)
-            images[i, : len(im)], labels[i, : len(lb)], mask[i, : len(im)] = im, lb, True
-        return ClientData(images, labels, mask)
+        if executor is None:
+            parts = [self.tiles(c) for c in ids]
+        else:
+            chunk = max(1, len(ids) // (4 * max(1, getattr(executor, "_max_workers", 1))))
+            parts = list(executor.map(render_tiles, [self.spec] * len(ids), ids, chunksize=chunk))
+        return stack_tiles(self.spec, parts)
 
     def held_out(self, count: int, *, first: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Tiles of ``count`` clients the population never samples (ids ``num_clients ..``, or from ``first``),
@@ -226,6 +227,17 @@ class Population:
             raise ValueError(f"held-out clients must have ids >= num_clients={len(self)}, got {start}")
         parts = [self.tiles(c) for c in range(start, start + int(count))]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def stack_tiles(spec: PopulationSpec, parts) -> ClientData:
+    """``[(images, labels) per client]`` -> zero-padded ``ClientData`` with ``spec.max_tiles`` slots."""
+    s, m = spec.tile_size, spec.max_tiles
+    images = np.zeros((len(parts), m, s, s, 3), np.uint8)
+    labels = np.zeros((len(parts), m, s, s), np.uint8)
+    mask = np.zeros((len(parts), m), bool)
+    for i, (im, lb) in enumerate(parts):
+        images[i, : len(im)], labels[i, : len(lb)], mask[i, : len(im)] = im, lb, True
+    return ClientData(images, labels, mask)
 
 
 PARAM_BYTES = 3 + 3 * 2 * 4 + max(len(r) for r in styles.STYLE_RANGES.values()) * 2 * 4  # at import time

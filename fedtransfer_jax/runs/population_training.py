@@ -26,6 +26,7 @@ from __future__ import annotations
 import concurrent.futures
 import json
 import math
+import multiprocessing
 import os
 import time
 from typing import Any
@@ -177,10 +178,18 @@ class PopulationTrainer:
         slots = k if self.mesh is None else k + (-k) % int(self.mesh.devices.size)
         state = federated_round.init_round_state(algorithm, params0, slots, aggregator=aggregator, mesh=self.mesh)
 
+        workers = int(config.population.get("render_workers", 0))
+        # Spawned (not forked) processes: forking a process whose JAX runtime has threads is unsafe.
+        renderers = (
+            concurrent.futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+            if workers > 0
+            else None
+        )
+
         def render(r: int):
             t0 = time.perf_counter()
             ids = sample_round_clients(seed, r, num_clients, k)
-            return population.client_data(ids), time.perf_counter() - t0
+            return population.client_data(ids, renderers), time.perf_counter() - t0
 
         losses, round_s, render_s, wait_s = [], [], [], []
         pool = concurrent.futures.ThreadPoolExecutor(1) if prefetch else None
@@ -203,6 +212,8 @@ class PopulationTrainer:
         finally:
             if pool:
                 pool.shutdown(wait=True, cancel_futures=True)
+            if renderers is not None:
+                renderers.shutdown(wait=True, cancel_futures=True)
         params = jax.device_get(algorithm.get_params(state.server))
         accounting = engine.privacy_accounting(spec, rounds=rounds, clients_per_round=k, num_clients=num_clients)
         steady = round_s[1:] or round_s
