@@ -357,8 +357,10 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, console=None, *, 
             path = os.path.join(cell_dir, cid + ".json")
             if os.path.exists(path):  # finished before a kill: never rerun
                 with open(path) as f:
-                    summary["cells"][cid] = json.load(f)
-                continue
+                    done = json.load(f)
+                if int(done.get("rounds", -1)) == int(config.fl.rounds):  # (more fl.rounds: rerun from 0)
+                    summary["cells"][cid] = done
+                    continue
             if console is not None:
                 console.line(f"cell {cid}: N={c['N']} K={c['K']} z={c['z']:g} seed={c['seed']}")
             progress = console.progress(cid, int(config.fl.rounds)) if console is not None else None
