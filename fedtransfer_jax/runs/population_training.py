@@ -312,7 +312,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     lo = int(config.population.tiles_per_client[0])
     if int(config.fl.batch_size) > int(config.population.tiles_per_client[1]):
         raise ValueError(
-            f"config key fl.batch_size={config.fl.batch_size} exceeds every client's tiles "
+            f"config key fl.batch_size={config.fl.batch_size} exceeds the most tiles a client holds "
             f"(population.tiles_per_client={tuple(config.population.tiles_per_client)}); use <= {lo}"
         )
     population_spec(config, 1)  # the prior's own checks
