@@ -130,16 +130,21 @@ def test_launch_tiny_writes_tables_and_resumes_per_cell(tmp_path):
     assert len(t["ari_vs_k"]) == 2 and len(t["ari_vs_epsilon"]) == 2
     assert {"heldout/ari", "unseen_lab/ari"} <= set(t["ari_vs_k"][0])
     assert "ARI vs epsilon" in (workdir / "summary.md").read_text()
+    private = [r for r in t["ari_vs_epsilon"] if r["z"] > 0][0]
+    assert 0 < private["epsilon_poisson_q"] < private["epsilon_without_sampling_amplification"]
+    assert private["epsilon"] is not None and private["delta"] <= 1 / 1000
     # Resume: a finished cell is never rerun (its stored result is reused as is).
     cell = workdir / "cells" / "N1000_K4_z1_s0.json"
     stored = json.loads(cell.read_text())
     stored["timing"]["marker"] = "kept"
+    del stored["epsilon_poisson_q"]  # a cell stored before that column: backfilled on resume
     cell.write_text(json.dumps(stored))
     (workdir / "cells" / "N1000_K4_z0_s0.json").unlink()  # as if killed during this cell
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["cells"]["N1000_K4_z1_s0"]["timing"]["marker"] == "kept"
+    assert summary["cells"]["N1000_K4_z1_s0"]["epsilon_poisson_q"] == pytest.approx(private["epsilon_poisson_q"])
     assert "N1000_K4_z0_s0" in summary["cells"] and summary["status"] == "complete"
 
 

@@ -47,6 +47,11 @@ COMPATIBLE_PREFIXES = (
     "fl.shard_clients",
     "fl.unroll_local_steps",
     "privacy_experiment.",
+    # The population runner (runs/population_training.py): how tiles are rendered never changes them, and a
+    # grid cell's result depends only on its own (N, K, z, seed), so a grid may grow and finished cells stay.
+    "prefetch",
+    "population.render_workers",
+    "grid.",
 )
 # What a fresh start moves aside (everything the trainer writes).
 OUTPUTS = (
