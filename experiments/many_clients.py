@@ -53,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     config.grid = ml_collections.ConfigDict()
     config.grid.num_clients = (1000, 10000)
-    config.grid.clients_per_round = (10, 30)
+    config.grid.clients_per_round = (10, 30, 100)
     config.grid.noise_multipliers = (0.0, 0.5, 1.0)  # 0 = FedAvg without DP
     config.grid.seeds = (0,)
 
