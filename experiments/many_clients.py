@@ -10,8 +10,9 @@ labelled tiles rendered on demand). Each round the host samples K of N clients (
 their tiles and runs the one-jit round on them (runs/population_training.py), so a round costs O(K), not
 O(N). Cells: every (N, K, z, seed) of `grid`; z = 0 is FedAvg, z > 0 DP-FedAvg (privacy/dp.py: clip, Gaussian
 noise of std z C on the sum, fixed denominator K, adaptive clipping) with user-level epsilon from the RDP
-accountant (sampling K of N without replacement, q = K/N; delta = 1/(10 N)) and, next to it, epsilon
-without sampling amplification (against the server, which knows the sample). With K in the hundreds the
+accountant at delta = 1/(10 N), three ways: K of N without replacement with replace-one neighbours (the
+engine's accounting, conservative: z/2), Poisson sampling at q = K/N (the usual reference), and without
+sampling amplification (against the server, which knows the sample). With K in the hundreds the
 noise on the mean, z C / K, is small enough to train: the regime where user-level DP protects someone.
 
 Endpoints (summary.md / summary.json `tables`): ARI of the final model on tiles of 'heldout' population
@@ -20,14 +21,21 @@ thresholded at eval.threshold and after the built-in post-processing defaults (n
 the population shares no validation set); ARI vs K and ARI vs epsilon. Resume: a finished cell
 (`<workdir>/cells/<cell>.json`) is never rerun; a killed cell restarts from round 0.
 
-Cost (2-core CPU shared with other jobs, JAX CPU, 2026-11-28): `tiny` ~1 min (2 cells, compile-bound). The
-default grid (N in 1000, 10000; K in 10, 30; z in 0, 0.5, 1; 10 rounds; 1 seed; 12 cells) is sized for one
-session (~25 min on a busy 2-core CPU: ~0.1 s per client-round of 4 local steps of batch 2 at 32 px plus
-~25 s compilation per cell; see docs of the report for measured timings). `gpu`: N = 100,000, K in 100, 300,
-1000, z in 0, 0.5, 1, 2, 40 rounds, 64 px tiles, U-Net 16/32/64, 3 seeds; expected cost ~1.5-3 h on one H100
-(dominated by host-side tile rendering, ~30 clients/s per core at 32 px, ~4x slower at 64 px: 1000 clients a
-round need ~2-8 s of rendering per core; give it >= 16 cores via `population.render_workers`-style sharding
-or accept ~40 s a round; the GPU round itself is < 1 s at K=1000).
+Cost (2-core CPU shared with other jobs, JAX CPU, one XLA:CPU device per core, 2026-12-05): `tiny` ~75 s
+wall (2 cells of 2 rounds; imports and compilation). Default grid (N in 1000, 10000; K in 10, 30, 100; z in
+0, 0.5, 1; 10 rounds; seed 0; 18 cells): the 12 cells with K <= 30 took 13.3 min on a busy machine (a cell
+of K = 10: 9-124 s, of K = 30: 26-86 s; the first compilation of each round ~35-45 s, later ones from the
+persistent compilation cache ~5 s), the 6 cells with K = 100 ~1-2 min each. A round of K clients costs ~0.03 s
+per client (4 local steps of batch 2, 32 px, U-Net 8/16) plus ~0.035 s per client of tile rendering on the
+prefetch thread, the same at N = 1000 and N = 100,000 (benchmarks/population_rounds.py).
+
+`gpu` (N = 100,000; K in 100, 300, 1000; z in 0, 0.5, 1, 2; 40 rounds; 64 px; U-Net 16/32/64; 8 local
+steps; 3 seeds: 36 cells), NOT RUN, an estimate: host rendering dominates. 64 px tiles render at ~8-20
+clients/s per core (measured on this CPU), so with `population.render_workers = 14` a K = 1000 round needs
+~4-9 s of rendering (prefetched, overlapping the GPU round, expected < 1 s at K = 1000); 40 rounds x
+(100 + 300 + 1000) clients x 4 z x 3 seeds = 672,000 client renders ~ 50-90 min, plus ~36 compilations
+(~0.5-1 min each) and evaluation: ~1.5-2.5 h on one H100 host with 16 cores. Population memory: 131 bytes
+a client, 13.1 MB for 100,000 (built in 4-17 s).
 """
 
 import ml_collections
