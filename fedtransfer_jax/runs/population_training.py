@@ -378,6 +378,10 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, console=None, *, 
             "device": f"{jax.default_backend()}:{jax.device_count()}",
             "cells": {},
         }
+        # The floor every cell is read against: the untrained model of each seed on the same test sets.
+        summary["untrained"] = {
+            str(s): trainer.evaluate(trainer.init_params(s), tests) for s in sorted({c["seed"] for c in grid})
+        }
         for c in grid:
             cid = cell_id(c)
             path = os.path.join(cell_dir, cid + ".json")
@@ -503,6 +507,14 @@ def markdown(summary: dict) -> str:
         "",
     ]
     sets = t["test_sets"]
+    for seed, scores in sorted(summary.get("untrained", {}).items()):
+        lines.append(
+            f"Untrained model (seed {seed}), the floor: "
+            + ", ".join(f"{s} ARI {_f(scores[s]['ari'])} (pp {_f(scores[s]['ari_postprocessed'])})" for s in sets if s in scores)
+            + "."
+        )
+    if summary.get("untrained"):
+        lines.append("")
     head = ["N", "K", "z", "seeds", "round s"] + [f"{s} ARI" for s in sets] + [f"{s} ARI pp" for s in sets]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in t["ari_vs_k"]:
