@@ -181,13 +181,21 @@ def main(argv):
     from fedtransfer_jax.runs import engine, federation, report, sweep, train
     from fedtransfer_jax.runtime import workdir as workdir_lib
 
+    # `config.runner = "population"` (experiments/many_clients.py): host-sampled rounds over a simulated
+    # population of many clients (runs/population_training.py) instead of the labs' trainer.
+    population_runner = config.get("runner", "") == "population"
+    if population_runner:
+        from fedtransfer_jax.runs import population_training  # noqa: PLC0415
     workdir = _WORKDIR.value or os.path.join("runs", config.get("name", "experiment"))
     # The one process that writes the workdir and the console (asked only after joining: a single process
     # starts its backend later, after log.txt is set up, as before).
     primary = not joined or distributed.is_primary()
     try:
         # Before anything is written: a refused config or an unusable workdir leaves no folder behind.
-        engine.validate_config(config)
+        if population_runner:
+            population_training.validate_config(config)
+        else:
+            engine.validate_config(config)
         if primary:
             workdir_lib.ensure_workdir(workdir)
         verbose = flags.FLAGS["verbosity"].present
@@ -211,7 +219,13 @@ def main(argv):
         distributed.PrimaryError,
     )
     try:
-        if config.get("seeds", ()):
+        if population_runner:
+            study = population_training.run_study(config, workdir, console=con, fresh_start=_FRESH.value)
+            con.line()
+            con.line(population_training.markdown(study).rstrip())
+            con.line(f"\nfull results: {os.path.join(workdir, 'summary.md')}")
+            summary = None
+        elif config.get("seeds", ()):
             study = sweep.run_study(config, workdir, console=con, fresh_start=_FRESH.value)
             con.line()
             con.line(sweep.markdown(study).rstrip())

@@ -33,6 +33,7 @@ RUNS_CHAIN = (
     "federated_training",
     "style_protocol",
     "runners",
+    "population_training",  # federations of thousands: host-sampled K-client rounds (launch.py runner)
     "train",
     "sweep",
 )

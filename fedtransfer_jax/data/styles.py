@@ -102,11 +102,19 @@ def _check_style(style: str) -> None:
         raise ValueError(f"unknown imaging style {style!r}; valid: {', '.join(STYLES)}")
 
 
-def sample_style_params(style: str, rng: np.random.Generator) -> Params:
-    """Draw one image's parameters uniformly from the style's ranges (``n_*`` keys are integers)."""
+def sample_style_params(
+    style: str, rng: np.random.Generator, ranges: dict[str, tuple[float, float]] | None = None
+) -> Params:
+    """Draw one image's parameters uniformly from the style's ranges (``n_*`` keys are integers).
+
+    ``ranges`` (optional) narrows them: a sub-range per key inside ``STYLE_RANGES[style]`` (one simulated
+    microscope of ``data/population.py``); keys it lacks keep the style's full range, in the same order, so
+    the draws consume the generator exactly as the full ranges do."""
     _check_style(style)
     out: Params = {}
     for key, (lo, hi) in STYLE_RANGES[style].items():
+        if ranges is not None and key in ranges:
+            lo, hi = ranges[key]
         if key.startswith("n_"):
             out[key] = float(rng.integers(int(lo), int(hi) + 1))
         else:

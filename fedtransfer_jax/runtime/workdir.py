@@ -48,6 +48,11 @@ COMPATIBLE_PREFIXES = (
     "fl.unroll_local_steps",
     "privacy_experiment.",
     "study_references",  # how a multi-seed study is summarised, not what it trains
+    # The population runner (runs/population_training.py): how tiles are rendered never changes them, and a
+    # grid cell's result depends only on its own (N, K, z, seed), so a grid may grow and finished cells stay.
+    "prefetch",
+    "population.render_workers",
+    "grid.",
 )
 # Keys added after workdirs were written: absent in a stored config means this value (the old behaviour).
 DEFAULT_OF_NEW_KEYS = {
