@@ -112,30 +112,20 @@ def train_federation(
     state = federated_round.init_round_state(
         compiled.algorithm, init_params, placed["mask"].shape[0], aggregator=compiled.aggregator, mesh=compiled.mesh
     )
-    progress = ctx.console.progress(tag, rounds) if ctx.console is not None else None
-    try:
-        return federation.run_federation(
-            workdir=ctx.workdir,
-            tag=tag,
-            round_fn=compiled.round_fn,
-            init_state=state,
-            data=placed,
-            rounds=rounds,
-            get_params=compiled.algorithm.get_params,
-            client_names=client_names,
-            log=ctx.log,
-            checkpoint_every=int(ctx.config.checkpoint_every),
-            ledger=ledger,
-            ledger_channel=channel,
-            traces=compiled.traces,
-            progress=progress.update if progress is not None else None,
-            config_fingerprint=ctx.fingerprint,
-            on_checkpoint=ctx.on_checkpoint,
-            validation=validation,
-        )
-    finally:
-        if progress is not None:
-            progress.close()
+    return _run_federation(
+        ctx,
+        tag,
+        rounds,
+        round_fn=compiled.round_fn,
+        init_state=state,
+        data=placed,
+        get_params=compiled.algorithm.get_params,
+        client_names=client_names,
+        ledger=ledger,
+        ledger_channel=channel,
+        traces=compiled.traces,
+        validation=validation,
+    )
 
 
 def train_pooled(
@@ -160,24 +150,35 @@ def train_pooled(
         on_trace=lambda: traces.append(1),
     )
     state = federated_round.init_pooled_state(local_at(None).optimizer, init_params)
+    return _run_federation(
+        ctx,
+        tag,
+        rounds,
+        round_fn=round_fn,
+        init_state=state,
+        data=place_clients(data, None),
+        get_params=lambda params: params,
+        client_names=["pooled"],
+        traces=traces,
+        validation=validation,
+    )
+
+
+def _run_federation(ctx: Context, tag: str, rounds: int, **kw) -> federation.FederationResult:
+    """`federation.run_federation` with the run's workdir, log, checkpoint cadence, fingerprint and console
+    progress bar."""
     progress = ctx.console.progress(tag, rounds) if ctx.console is not None else None
     try:
         return federation.run_federation(
             workdir=ctx.workdir,
             tag=tag,
-            round_fn=round_fn,
-            init_state=state,
-            data=place_clients(data, None),
             rounds=rounds,
-            get_params=lambda params: params,
-            client_names=["pooled"],
             log=ctx.log,
             checkpoint_every=int(ctx.config.checkpoint_every),
-            traces=traces,
             progress=progress.update if progress is not None else None,
             config_fingerprint=ctx.fingerprint,
             on_checkpoint=ctx.on_checkpoint,
-            validation=validation,
+            **kw,
         )
     finally:
         if progress is not None:
