@@ -26,6 +26,10 @@ def run(tmp_path_factory):
     config.method_specs.dp_fedavg.aggregator.noise_multiplier = 2.0
     # SGD: Adam turns a 1e-9 quantisation difference on a near-zero gradient into a full lr-sized step.
     config.fl.client_optimizer, config.fl.client_lr = "sgd", 0.05
+    # What is compared is the aggregation. With augmentation on (the default) the same quantisation
+    # differences grew to 1.7e-6 after two rounds (measured), just past the tolerance below; off, the two
+    # runs train on identical batches through fewer nonlinear ops and stay within it.
+    config.augment.enabled = False
     summary = train.train_and_evaluate(config, str(workdir / "w"))
     return str(workdir / "w"), config, summary
 
