@@ -241,6 +241,11 @@ def main(argv):
                 f"interrupted at {federation.position_text()}; rerun the same command to resume",
                 file=sys.stderr,
             )
+        # An interrupt that lands inside an asynchronous checkpoint save leaves orbax's coroutines unawaited,
+        # and interpreter teardown then prints asyncio warnings and a traceback from an event loop's __del__
+        # (seen under load). The one line above is the message; the interrupt's traceback is in the log.
+        sys.stderr.flush()
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
         sys.exit(EXIT_INTERRUPTED)
     except Exception as e:  # noqa: BLE001 - every failure gets its one line; the traceback goes to the log
         where = f"details in {log_path}" if primary else f"process {distributed.process_index()}"
