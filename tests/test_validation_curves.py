@@ -76,6 +76,27 @@ def test_rows_every_round_and_best_val_scores_the_recorded_best(straight):
     assert os.path.exists(workdir / "convergence.png")
 
 
+def test_predict_loads_the_params_the_run_scored(straight):
+    """A best_val run's model for predict/evaluate is the chosen round's, not the last round's."""
+    import jax
+    import numpy as np
+
+    from fedtransfer_jax.runtime import checkpointing
+    from fedtransfer_jax.runs import engine, inference
+
+    workdir = str(straight / "straight")
+    chosen = summary(workdir)["methods"]["fedavg"]["model_selection"]["chosen_round"]
+    model = inference.load_model(workdir, "fedavg")
+    assert (model.round, model.rounds, model.selection) == (chosen, ROUNDS, "best_val")
+    template = engine.params_template(model.config)
+    best, _, _ = checkpointing.restore_params(os.path.join(workdir, "best_val", "fedavg"), template)
+    last, _, step = checkpointing.restore_params(os.path.join(workdir, "checkpoints", "fedavg"), template)
+    assert step == ROUNDS
+    same = lambda a, b: all(jax.tree.leaves(jax.tree.map(lambda x, y: np.array_equal(x, y), a, b)))
+    assert same(model.params, best)
+    assert same(model.params, last) == (chosen == ROUNDS)
+
+
 def test_kill_and_resume_keeps_every_validation_row_once(straight):
     workdir = straight / "killed"
     killed = launch(workdir, straight / "tfds", crash_at=f"checkpoint:fedavg:{ROUNDS}")

@@ -157,6 +157,7 @@ def _predict_locked(
     source = dict(getattr(model, "source", None) or {"method": model.tag.split("/")[0]})
     if getattr(model, "round", None) is not None:
         source.update(round=int(model.round), rounds=int(getattr(model, "rounds", model.round)))
+        source["selection"] = str(getattr(model, "selection", "last"))
     run_info: dict[str, Any] = {
         "started": _now(),
         "images": images,

@@ -151,10 +151,13 @@ class IncompleteModelError(RuntimeError):
 def load_model(
     workdir: str, method: str, client: str | None = None, *, allow_incomplete: bool = False
 ) -> LoadedModel:
-    """Restores the latest global params of `method` (no optimizer or client state is rebuilt).
+    """Restores the params of `method` that its run scored on test (no optimizer or client state is rebuilt):
+    the last round's, or, where the run chose on validation (`eval.select='best_val'`), the params it kept
+    in `<workdir>/best_val/<tag>`, so predict and evaluate use the model summary.json describes.
 
     Refuses a method whose training did not finish (its latest checkpoint is before the last round) unless
-    `allow_incomplete`; the returned model says which round it holds (`.round`, `.rounds`).
+    `allow_incomplete` (then the latest round's params: no choice was made yet); the returned model says
+    which round it holds (`.round`, `.rounds`) and how it was chosen (`.selection`).
     """
     from fedtransfer_jax.runs import engine  # noqa: PLC0415
 
@@ -170,8 +173,15 @@ def load_model(
             f"{tag}: training stopped at round {step} of {rounds} (the run was interrupted): resume it with "
             f"the same launch command, or pass --allow_incomplete to use the round-{step} model"
         )
+    selection = "last"
+    if step >= rounds and str(config.get("eval", {}).get("select", "last")) == "best_val":
+        best, best_meta, best_step = checkpointing.restore_params(
+            os.path.join(workdir, "best_val", tag), engine.params_template(config)
+        )
+        if best is not None:  # none: the run had no validation tiles and scored its last round
+            params, step, selection = best, int(best_meta.get("round", best_step)), "best_val"
     model = LoadedModel(config, params, tag)
-    model.round, model.rounds = int(step), rounds
+    model.round, model.rounds, model.selection = int(step), rounds, selection
     return model
 
 
