@@ -1,0 +1,180 @@
+r"""Study (b) of docs/PROTOCOL.md v2: leave one lab out. Does sharing styles help a lab nobody trained on?
+
+  python -m experiments.leave_one_lab_out --workdir runs/lolo                 # all nine labs, 10 seed pairs
+  python -m experiments.leave_one_lab_out --workdir runs/lolo --labs tint,sem # some labs (resumes the rest later)
+  python launch.py --config experiments/leave_one_lab_out.py:tint --workdir runs/lolo/tint   # one lab by hand
+  python -m experiments.leave_one_lab_out --workdir /tmp/lolo --variant tiny --labs sem       # tests: ~1 min
+
+Each of the nine synthetic labs (data/synthetic.LAB_NAMES) is once the unseen lab; the other eight are the
+clients (4 per round, as in the main study). Same training as the main study (experiments/grains.py:fair:
+augmentation for every method, cosine schedule, model selection on validation tiles) and its 10 seed pairs
+(init i, data 1000 + i). Endpoint: the held-out lab's post-processed ARI on whole 256 px test images
+(`whole_unseen`), per lab and as the macro mean over the held-out labs; the comparisons are paired over seeds
+on that macro mean (fedtransfer_gen against FedAvg and both controls; t-based 95 % CIs, Holm over the family).
+The runner launches one config per lab (<workdir>/<lab>/, each resumable), then writes <workdir>/summary.json
+and summary.md.
+
+Cost (2-core CPU, estimated from the main study's per-method times, not yet run): five methods x ~1 min x
+9 labs x 10 seeds ~ 8-9 h; one lab ~1 h. On one GPU, minutes per lab. `tiny`: 32 px, 2 seeds, 3 methods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("_grains_config", Path(__file__).with_name("grains.py"))
+_grains = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_grains)
+
+METHODS = ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style", "centralized")
+REFERENCES = ("fedavg", "gen_own_style", "gen_random_style")
+PRIMARY = "fedtransfer_gen"
+TINY_METHODS = ("fedavg", "fedtransfer_gen", "gen_random_style")
+
+
+def _labs() -> tuple[str, ...]:
+    from fedtransfer_jax.data import synthetic  # noqa: PLC0415
+
+    return tuple(synthetic.LAB_NAMES)
+
+
+def get_config(arg: str | None = None):
+    """`:<lab>` (the study's budget) or `:<lab>,tiny` (the tests'): `<lab>` is the held-out lab."""
+    parts = [p for p in (arg or "").split(",") if p]
+    tiny = "tiny" in parts
+    held = [p for p in parts if p != "tiny"]
+    labs = _labs()
+    if len(held) != 1 or held[0] not in labs:
+        raise ValueError(
+            f"experiments/leave_one_lab_out.py: name the held-out lab as the variant (':<lab>' or ':<lab>,tiny'), "
+            f"got {arg!r}; labs: {', '.join(labs)}"
+        )
+    lab = held[0]
+    config = _grains.get_config("tiny" if tiny else "fair")
+    config.name = f"lolo-{lab}" + ("-tiny" if tiny else "")
+    config.data.clients = tuple(n for n in labs if n != lab)
+    config.data.unseen_clients = (lab,)
+    config.study_references = REFERENCES
+    if tiny:
+        config.methods = TINY_METHODS
+        config.seeds, config.data_seeds = (0, 1), (1000, 1001)
+        config.data.val_per_client = 1
+        config.eval.select, config.eval.every_rounds = "best_val", 1
+        config.fl.lr_schedule = "cosine"
+        config.eval.whole_images, config.eval.whole_image_size = 1, 64
+        config.figures = False
+    else:
+        config.methods = METHODS
+        config.seeds = tuple(range(10))
+        config.data_seeds = tuple(1000 + i for i in range(10))
+    return config
+
+
+def lab_endpoint(study: dict) -> dict[str, list[float]]:
+    """Per method, the held-out lab's whole-image post-processed ARI per seed (a lab's study summary.json)."""
+    out = {}
+    for m, entry in study["methods"].items():
+        whole = entry.get("whole_unseen")
+        if whole is None:
+            raise ValueError(f"method {m}: no whole-image unseen metrics (config eval.whole_images is 0?)")
+        out[m] = list(whole["ari"]["per_seed"])
+    return out
+
+
+def aggregate(per_lab: dict[str, dict], references=REFERENCES, primary: str = PRIMARY) -> dict:
+    """The study over held-out labs, from each lab's study summary.json (same seeds in every lab): per lab and
+    method the mean ARI, per seed the macro mean over labs, and `primary` against each reference paired over
+    seeds (Holm over the family)."""
+    from fedtransfer_jax.metrics import stats as stats_lib  # noqa: PLC0415
+
+    seeds = {lab: tuple(s["seeds"]) for lab, s in per_lab.items()}
+    if len(set(seeds.values())) != 1:
+        raise ValueError(f"labs ran different seeds: {seeds}")
+    endpoint = {lab: lab_endpoint(s) for lab, s in per_lab.items()}
+    methods = [m for m in next(iter(endpoint.values())) if all(m in e for e in endpoint.values())]
+    n_seeds = len(next(iter(seeds.values())))
+    macro = {m: [sum(endpoint[lab][m][i] for lab in endpoint) / len(endpoint) for i in range(n_seeds)] for m in methods}
+    comparisons, pvalues = {}, {}
+    for ref in references:
+        if ref in macro and primary in macro and ref != primary:
+            c = stats_lib.paired_comparison(macro[primary], macro[ref])
+            comparisons[f"{primary} vs {ref}"] = c
+            pvalues[f"{primary} vs {ref}"] = c["p"]
+    for name, p in stats_lib.holm(pvalues).items():
+        comparisons[name]["p_holm"] = p
+    mean = lambda v: sum(v) / len(v)
+    return {
+        "seeds": list(next(iter(seeds.values()))),
+        "labs": sorted(endpoint),
+        "endpoint": "held-out lab's post-processed ARI on whole test images",
+        "per_lab": {lab: {m: mean(endpoint[lab][m]) for m in methods} for lab in sorted(endpoint)},
+        "macro_per_seed": macro,
+        "macro_mean": {m: mean(v) for m, v in macro.items()},
+        "comparisons": comparisons,
+    }
+
+
+def markdown(study: dict) -> str:
+    methods = list(study["macro_mean"])
+    lines = [
+        "# Leave one lab out (docs/PROTOCOL.md v2, study b)",
+        "",
+        f"Endpoint: {study['endpoint']}; seeds {study['seeds']}; held-out labs {', '.join(study['labs'])}.",
+        "",
+        "| held-out lab | " + " | ".join(methods) + " |",
+        "|---" * (len(methods) + 1) + "|",
+    ]
+    for lab, row in study["per_lab"].items():
+        lines.append(f"| {lab} | " + " | ".join(f"{row[m]:.3f}" for m in methods) + " |")
+    lines.append("| **macro mean** | " + " | ".join(f"**{study['macro_mean'][m]:.3f}**" for m in methods) + " |")
+    lines += ["", "| comparison (macro mean, paired over seeds) | diff | 95 % CI | p | p (Holm) |", "|---|---|---|---|---|"]
+    for name, c in study["comparisons"].items():
+        lines.append(
+            f"| {name} | {c['diff_mean']:+.3f} | [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['p']:.3g} | "
+            f"{c['p_holm']:.3g} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--labs", default="", help="comma-separated held-out labs (default: all)")
+    parser.add_argument("--variant", default="", choices=("", "tiny"))
+    parser.add_argument("--cpu_devices", default="auto")
+    args = parser.parse_args(argv)
+    labs = [s for s in args.labs.split(",") if s] or list(_labs())
+    unknown = [lab for lab in labs if lab not in _labs()]
+    if unknown:
+        print(f"--labs: unknown lab {unknown[0]!r}; labs: {', '.join(_labs())}", file=sys.stderr)
+        return 2
+    repo = Path(__file__).resolve().parent.parent
+    per_lab = {}
+    for lab in labs:
+        workdir = os.path.join(args.workdir, lab)
+        variant = lab + (",tiny" if args.variant else "")
+        cmd = [sys.executable, str(repo / "launch.py"), "--config", f"{Path(__file__).resolve()}:{variant}"]
+        cmd += [f"--cpu_devices={args.cpu_devices}", "--workdir", workdir]
+        print(f"[leave_one_lab_out] {lab}: {' '.join(cmd)}", flush=True)
+        if subprocess.run(cmd, cwd=repo).returncode != 0:
+            print(f"[leave_one_lab_out] {lab} failed: rerun the same command to resume", file=sys.stderr)
+            return 1
+        with open(os.path.join(workdir, "summary.json")) as f:
+            per_lab[lab] = json.load(f)
+    study = aggregate(per_lab)
+    from fedtransfer_jax.runtime import io_utils  # noqa: PLC0415
+
+    io_utils.write_text_atomic(os.path.join(args.workdir, "summary.json"), json.dumps(study, indent=2) + "\n")
+    io_utils.write_text_atomic(os.path.join(args.workdir, "summary.md"), markdown(study))
+    print(markdown(study))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""experiments/leave_one_lab_out.py (docs/PROTOCOL.md v2, study b): each lab held out once with the other
+labs as clients, and the macro-mean comparison paired over seeds (checked against a hand computation)."""
+
+import json
+
+import pytest
+from scipy import stats as sp_stats
+
+from experiments import leave_one_lab_out as lolo
+from fedtransfer_jax.data import synthetic
+
+
+@pytest.mark.parametrize("lab", synthetic.LAB_NAMES)
+def test_each_lab_is_held_out_with_every_other_lab_as_a_client(lab):
+    config = lolo.get_config(lab)
+    assert config.data.unseen_clients == (lab,)
+    assert set(config.data.clients) == set(synthetic.LAB_NAMES) - {lab}
+    assert config.eval.select == "best_val" and config.fl.lr_schedule == "cosine" and config.augment.enabled
+    assert config.eval.whole_images > 0  # the endpoint
+    assert len(config.seeds) == len(config.data_seeds) == 10
+
+
+def test_tiny_and_bad_variants():
+    tiny = lolo.get_config("sem,tiny")
+    assert tiny.data.unseen_clients == ("sem",) and tiny.data.image_size == 32 and len(tiny.seeds) == 2
+    for bad in (None, "", "nolab", "sem,tint", "tiny"):
+        with pytest.raises(ValueError, match="held-out lab"):
+            lolo.get_config(bad)
+
+
+def fake_study(seeds, per_method):
+    return {
+        "seeds": list(seeds),
+        "methods": {m: {"whole_unseen": {"ari": {"per_seed": list(v)}}} for m, v in per_method.items()},
+    }
+
+
+def test_macro_mean_comparison_matches_a_paired_t_test():
+    a = {"fedavg": [0.2, 0.3, 0.4], "fedtransfer_gen": [0.3, 0.3, 0.6], "gen_random_style": [0.1, 0.2, 0.3]}
+    b = {"fedavg": [0.5, 0.5, 0.5], "fedtransfer_gen": [0.6, 0.4, 0.5], "gen_random_style": [0.5, 0.6, 0.4]}
+    study = lolo.aggregate({"sem": fake_study((0, 1, 2), a), "tint": fake_study((0, 1, 2), b)})
+    macro_gen = [(x + y) / 2 for x, y in zip(a["fedtransfer_gen"], b["fedtransfer_gen"])]
+    macro_avg = [(x + y) / 2 for x, y in zip(a["fedavg"], b["fedavg"])]
+    assert study["macro_per_seed"]["fedtransfer_gen"] == pytest.approx(macro_gen)
+    c = study["comparisons"]["fedtransfer_gen vs fedavg"]
+    assert c["p"] == pytest.approx(sp_stats.ttest_rel(macro_gen, macro_avg).pvalue)
+    assert c["diff_mean"] == pytest.approx(sum(macro_gen) / 3 - sum(macro_avg) / 3)
+    # Holm over the two comparisons present (gen_own_style is absent): the smaller p doubled.
+    ps = sorted(x["p"] for x in study["comparisons"].values())
+    assert min(x["p_holm"] for x in study["comparisons"].values()) == pytest.approx(min(1.0, 2 * ps[0]))
+    assert study["per_lab"]["sem"]["fedavg"] == pytest.approx(0.3)
+    md = lolo.markdown(study)
+    assert "| sem | 0.300 |" in md and "fedtransfer_gen vs fedavg" in md
+    json.dumps(study)  # summary.json
+
+
+def test_labs_must_share_seeds_and_have_the_endpoint():
+    a = fake_study((0, 1), {"fedavg": [0.1, 0.2], "fedtransfer_gen": [0.2, 0.3]})
+    with pytest.raises(ValueError, match="different seeds"):
+        lolo.aggregate({"sem": a, "tint": fake_study((0, 2), {"fedavg": [0, 0], "fedtransfer_gen": [0, 0]})})
+    with pytest.raises(ValueError, match="eval.whole_images"):
+        lolo.aggregate({"sem": {"seeds": [0], "methods": {"fedavg": {}}}})
+    one = lolo.aggregate({"sem": a})  # one lab: the macro mean is that lab's
+    assert one["macro_per_seed"] == {"fedavg": [0.1, 0.2], "fedtransfer_gen": [0.2, 0.3]}
+
+
+def test_unknown_lab_exits_2(capsys, tmp_path):
+    assert lolo.main(["--workdir", str(tmp_path), "--labs", "sem,nolab"]) == 2
+    assert "nolab" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing started
