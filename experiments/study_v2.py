@@ -11,9 +11,9 @@ ceramic_sem) as unseen labs. summary.md compares every method with FedAvg and wi
 (gen_own_style, gen_random_style): paired differences with t-based 95 % CIs and Holm-adjusted p-values
 (fedtransfer_jax/runs/sweep.py, metrics/stats.py). Each seed resumes on its own.
 
-The protocol's primary endpoint (post-processed ARI on whole >= 256 px test images through predict's
-sliding-window path) is not built yet; until it is, this study reports tile-level metrics and v2 draws no
-conclusion from them (docs/PROTOCOL.md, "Status").
+Primary endpoint (PROTOCOL v2): post-processed ARI on 4 whole 256 px test images per lab through predict's
+sliding-window path (`whole_seen` / `whole_unseen` in summary.json, `whole_*_ari` in the comparisons); the
+tile-level metrics are reported beside it.
 
 Cost (2-core CPU, estimated, not yet timed): about the default job's per seed (~9-10 min idle: eight methods)
 plus the unseen labs' evaluation, i.e. ~1.7 h for the 10 seeds and ~30 min for `dev`. `tiny`: 2 seeds of the
