@@ -358,7 +358,8 @@ def _fake_synthetic(calls: list) -> types.ModuleType:
     mod = types.ModuleType("fedtransfer_jax.data.synthetic")
     mod.LAB_NAMES = ("brightfield", "darkfield", "sem", "tint", "lowcontrast")
 
-    def make_lab_examples(lab, n, size, seed, *, boundary_width=2):
+    def make_lab_examples(lab, n, size, seed, *, boundary_width=2, diameter_px=None, boundary_width_max=0):
+        assert diameter_px is None and boundary_width_max == 0  # the options are off in these configs
         calls.append((lab, n, size, seed, boundary_width))
         rng = np.random.default_rng([seed])
         images = rng.integers(0, 256, (n, size, size, 3)).astype(np.float32) / 255.0
@@ -367,6 +368,7 @@ def _fake_synthetic(calls: list) -> types.ModuleType:
         return images, labels, grains
 
     mod.make_lab_examples = make_lab_examples
+    mod.check_scale_options = lambda diameter_px, width, width_max: tuple(diameter_px) or None
     return mod
 
 

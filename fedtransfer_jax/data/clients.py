@@ -147,6 +147,8 @@ _DEFAULTS: dict[str, Any] = {
     "pixel_size_um": 0.0,
     "seed": 0,
     "boundary_width": 2,
+    "boundary_width_max": 0,  # synthetic: > boundary_width draws each image's label line width
+    "grain_diameter_px": (),  # synthetic: (lo, hi) px, log-uniform grain diameters for every lab
     "tfds_dir": "",
     "val_per_client": 0,  # synthetic: full images per lab in a validation split
     "val_fraction": 0.0,  # folder: fraction of the training full images held out for validation
@@ -187,6 +189,9 @@ def _synthetic_builder_config(cfg: Any, labs: tuple[str, ...]) -> Any:
         raise ValueError("cfg.train_per_client must be > 0 and cfg.test_per_client >= 0 for synthetic data")
     if int(_field(cfg, "val_per_client")) < 0:
         raise ValueError(f"data.val_per_client must be >= 0, got {_field(cfg, 'val_per_client')}")
+    scale = synthetic.check_scale_options(
+        _field(cfg, "grain_diameter_px"), int(_field(cfg, "boundary_width")), int(_field(cfg, "boundary_width_max"))
+    )
     return tb.SyntheticConfig.create(
         labs=labs,
         train_per_client=int(_field(cfg, "train_per_client")),
@@ -196,6 +201,8 @@ def _synthetic_builder_config(cfg: Any, labs: tuple[str, ...]) -> Any:
         seed=int(_field(cfg, "seed")),
         boundary_width=int(_field(cfg, "boundary_width")),
         val_per_client=int(_field(cfg, "val_per_client")),
+        grain_diameter_px=scale or (),
+        boundary_width_max=int(_field(cfg, "boundary_width_max")),
     )
 
 
@@ -400,12 +407,20 @@ def whole_test_images(cfg: Any, labs: Sequence[str], n: int, size: int) -> tuple
         raise ValueError(f"eval.whole_image_size must be >= 8 px, got {size}")
     seed = int(_field(cfg, "seed"))
     width = int(_field(cfg, "boundary_width"))
+    width_max = int(_field(cfg, "boundary_width_max"))
+    scale = synthetic.check_scale_options(_field(cfg, "grain_diameter_px"), width, width_max)
     for lab in labs:
         if lab not in synthetic.LAB_NAMES or _field(cfg, "source") == "folder":
             notes.append(f"{lab}: not a synthetic lab, no whole test images (only synthetic labs for now)")
             continue
         images, labels, _ = synthetic.make_lab_examples(
-            lab, n, size, lab_seed(seed, lab, WHOLE_TEST_SPLIT), boundary_width=width
+            lab,
+            n,
+            size,
+            lab_seed(seed, lab, WHOLE_TEST_SPLIT),
+            boundary_width=width,
+            diameter_px=scale,
+            boundary_width_max=width_max,
         )
         as_u8 = np.clip(np.rint(np.asarray(images, np.float32) * 255.0), 0, 255).astype(np.uint8)
         out[lab] = (decode_uint8(as_u8), (np.asarray(labels) > 0).astype(np.uint8))

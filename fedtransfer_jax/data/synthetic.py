@@ -107,27 +107,64 @@ def describe_lab(name: str) -> dict:
     }
 
 
-def _sample_grain_params(rng: np.random.Generator, spec: LabSpec, size: int) -> tuple[float, float, float]:
-    d = min(rng.uniform(*spec.diameter_px), size / MIN_GRAINS_ACROSS)
+def _sample_grain_params(
+    rng: np.random.Generator, spec: LabSpec, size: int, diameter_px: tuple[float, float] | None = None
+) -> tuple[float, float, float]:
+    if diameter_px:  # log-uniform: as many images per octave of grain size at 8 px as at 200 px
+        d = float(np.exp(rng.uniform(np.log(diameter_px[0]), np.log(diameter_px[1]))))
+    else:
+        d = rng.uniform(*spec.diameter_px)
+    d = min(d, size / MIN_GRAINS_ACROSS)
     return float(d), float(rng.uniform(*spec.dispersion)), float(rng.uniform(*spec.warp))
 
 
+def check_scale_options(diameter_px, boundary_width: int, boundary_width_max: int) -> tuple[float, float] | None:
+    """The validated grain-diameter override ``(lo, hi)`` (None: each lab's own range)."""
+    if boundary_width < 1:
+        raise ValueError(f"data.boundary_width must be >= 1 px, got {boundary_width}")
+    if boundary_width_max and boundary_width_max < boundary_width:
+        raise ValueError(
+            f"data.boundary_width_max ({boundary_width_max}) must be 0 (fixed width) or >= data.boundary_width "
+            f"({boundary_width})"
+        )
+    if diameter_px is None or len(diameter_px) == 0:
+        return None
+    if len(diameter_px) != 2 or not 2.0 <= float(diameter_px[0]) <= float(diameter_px[1]):
+        raise ValueError(f"data.grain_diameter_px must be () or (lo, hi) with 2 <= lo <= hi px, got {tuple(diameter_px)}")
+    return float(diameter_px[0]), float(diameter_px[1])
+
+
 def make_lab_examples(
-    lab: str, n: int, size: int, seed: int, *, boundary_width: int = 2
+    lab: str,
+    n: int,
+    size: int,
+    seed: int,
+    *,
+    boundary_width: int = 2,
+    diameter_px: tuple[float, float] | None = None,
+    boundary_width_max: int = 0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``n`` synthetic micrographs of ``lab``: images f32 ``[n,S,S,3]``, labels u8 ``[n,S,S]``, grains i32.
 
-    Per image: draw grain parameters, build the grain map, apply instrument distortions to it, take the
-    exact boundary label from the final map, then render.  All draws come from that image's own
+    Per image: draw grain parameters, build the grain map, apply instrument distortions to it, render,
+    and take the exact boundary label from the final map.  All draws come from that image's own
     generator, in that order.
+
+    Scale-robust data (a model for micrographs at any magnification): ``diameter_px=(lo, hi)`` draws every
+    image's mean grain diameter log-uniformly in [lo, hi] px for every lab (instead of the lab's own range;
+    still capped at ``size / MIN_GRAINS_ACROSS``); ``boundary_width_max > boundary_width`` draws each
+    image's label line width uniformly in [boundary_width, boundary_width_max] px, as hand annotations
+    vary (the draw comes after rendering, so the images are those of a fixed width).  Without them the
+    draws, and so the data, are exactly those of before the options existed.
     """
     lab_index, spec = _lab(lab)
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     if size < 8:
         raise ValueError(f"size must be >= 8 px, got {size}")
+    diameter_px = check_scale_options(diameter_px, boundary_width, boundary_width_max)
     rngs = [np.random.default_rng([seed, lab_index, i]) for i in range(n)]
-    gparams = [_sample_grain_params(r, spec, size) for r in rngs]
+    gparams = [_sample_grain_params(r, spec, size, diameter_px) for r in rngs]
 
     if spec.method == "potts":
         starts = [potts_start(r, size, d, disp) for r, (d, disp, _) in zip(rngs, gparams)]
@@ -148,6 +185,9 @@ def make_lab_examples(
         params = styles.sample_style_params(spec.style, r)
         g = styles.distort_grains(spec.style, r, g, params)
         grains_out[i] = g
-        labels[i] = boundary_map(g, boundary_width)
         images[i] = styles.render(spec.style, r, g, params)
+        width = boundary_width
+        if boundary_width_max > boundary_width:
+            width = int(r.integers(boundary_width, boundary_width_max + 1))
+        labels[i] = boundary_map(g, width)
     return images, labels, grains_out

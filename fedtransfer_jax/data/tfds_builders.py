@@ -71,11 +71,14 @@ class SyntheticConfig(tfds.core.BuilderConfig):
     seed: int = 0
     boundary_width: int = 2
     val_per_client: int = 0  # Full images per lab in the '<lab>_val' split (0: no split).
+    grain_diameter_px: tuple[float, ...] = ()  # (lo, hi): log-uniform grain diameters for every lab
+    boundary_width_max: int = 0  # > boundary_width: label line width drawn per image
 
     @classmethod
     def create(cls, **params: Any) -> "SyntheticConfig":
         """Builds the config with a name that hashes every parameter."""
         params["labs"] = tuple(params.get("labs", ()))
+        params["grain_diameter_px"] = tuple(float(x) for x in params.get("grain_diameter_px", ()))
         probe = cls(name="probe", **params)
         return cls(name=f"synthetic_{_params_hash(probe.params())}", **params)
 
@@ -94,6 +97,10 @@ class SyntheticConfig(tfds.core.BuilderConfig):
         }
         if self.val_per_client:  # Only when used, so caches built before val splits existed stay valid.
             out["val_per_client"] = self.val_per_client
+        if self.grain_diameter_px:  # the same: only when used
+            out["grain_diameter_px"] = tuple(self.grain_diameter_px)
+        if self.boundary_width_max:
+            out["boundary_width_max"] = self.boundary_width_max
         return out
 
     def client_names(self) -> tuple[str, ...]:
@@ -281,7 +288,13 @@ def _synthetic_examples(cfg: SyntheticConfig, lab: str, split: str, n: int) -> I
     if n <= 0:
         return
     images, labels, _ = synthetic.make_lab_examples(
-        lab, n, cfg.image_size, lab_seed(cfg.seed, lab, split), boundary_width=cfg.boundary_width
+        lab,
+        n,
+        cfg.image_size,
+        lab_seed(cfg.seed, lab, split),
+        boundary_width=cfg.boundary_width,
+        diameter_px=tuple(cfg.grain_diameter_px) or None,
+        boundary_width_max=cfg.boundary_width_max,
     )
     for i in range(n):
         img_t, pos = tiling.extract_tiles(np.asarray(images[i]), cfg.tile_size, 0)

@@ -60,6 +60,8 @@ DEFAULT_OF_NEW_KEYS = {
     "fl.lr_warmup_rounds": 0,
     "fl.lr_final_fraction": 0.0,
     "style.prior_styles": 256,  # only the random-style control reads it
+    "data.grain_diameter_px": [],  # each lab's own grain sizes
+    "data.boundary_width_max": 0,  # a fixed label line width
 }
 # What a fresh start moves aside (everything the trainer writes).
 OUTPUTS = (
