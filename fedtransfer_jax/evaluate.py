@@ -54,7 +54,9 @@ def define_flags() -> None:
     imported together, e.g. by scripts and tests)."""
     global _WORKDIR, _METHOD, _CLIENT, _ALLOW_INCOMPLETE, _DATA_DIR
     global _INVERT, _TOLERANCE, _OVERLAP, _FLIPS, _SETTINGS, _OUT, _JSON, _SCALE
-    _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir written by launch.py.", required=True)
+    _WORKDIR = flags.DEFINE_string(
+        "workdir", None, "Workdir written by launch.py (default: the model shipped with the package; then --out is needed)."
+    )
     _METHOD = flags.DEFINE_string("method", None, "Method whose model to use (default: best available).")
     _CLIENT = flags.DEFINE_string(
         "client",
@@ -190,6 +192,9 @@ def run(f: Mapping[str, Any]) -> int:
     summary, or the JSON object itself with ``f['json']``."""
     overrides = {k: v for k, v in f["settings"].items() if v is not None}
     out = f.get("out") or None
+    if not f.get("workdir") and not out:
+        raise ValueError("--out: name the results file (without --workdir the model is the shipped one, and its folder is part of the package)")
+    f = predict.with_workdir(f)
     if out:
         check_out(out)
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?

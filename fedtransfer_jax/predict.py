@@ -18,7 +18,9 @@ A second run into the same OUT adds to it: earlier images keep their results, an
 replaces its own. On the terminal: a progress bar (stderr), then a short table (stdout).
 
 The model: `--method`, else the workdir's best method by validation (runs/inference.py
-choose_default_method; predict says which and why).
+choose_default_method; predict says which and why). Without `--workdir`, the model shipped with the package
+(fedtransfer_jax/pretrained/grains, docs/MODEL.md; exported by `python -m fedtransfer_jax.export_model`);
+a copy that ships none says so and exits with status 2.
 
 Safety: nothing is written when --out is --images or inside it, when an output would replace an input
 file (real paths are compared, so symlinks count), or when an output file already exists in OUT without
@@ -61,7 +63,7 @@ from absl import app, flags, logging
 from fedtransfer_jax.analysis import outputs, report
 from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.analysis.batch import OutputWriteError, predict_folder
-from fedtransfer_jax.analysis.measure import check_pixel_size, load_model, model_and_settings, segment
+from fedtransfer_jax.analysis.measure import check_pixel_size, load_model, model_and_settings, segment, with_workdir
 from fedtransfer_jax.analysis.outputs import (
     MANIFEST,
     OutputLockedError,
@@ -78,7 +80,7 @@ from fedtransfer_jax.runs import inference
 __all__ = [
     "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "MANIFEST", "OutputLockedError",
     "OutputWriteError", "USER_ERRORS", "UnsafeOutputError", "check_pixel_size", "cli", "define_postprocess_flags",
-    "define_scale_flag", "flags_parser", "load_model", "model_and_settings", "output_files", "output_names", "plan_outputs",
+    "define_scale_flag", "flags_parser", "load_model", "model_and_settings", "with_workdir", "output_files", "output_names", "plan_outputs",
     "predict_folder", "previous_outputs", "run", "segment",
 ]
 
@@ -96,7 +98,9 @@ def define_flags() -> None:
     imported together, e.g. by scripts and tests)."""
     global _WORKDIR, _METHOD, _CLIENT, _ALLOW_INCOMPLETE, _IMAGES, _OUT
     global _OVERLAP, _FLIPS, _PIXEL_SIZE, _EXCLUDE_BORDER, _SETTINGS, _SCALE
-    _WORKDIR = flags.DEFINE_string("workdir", None, "Workdir written by launch.py.", required=True)
+    _WORKDIR = flags.DEFINE_string(
+        "workdir", None, "Workdir written by launch.py (default: the model shipped with the package, docs/MODEL.md)."
+    )
     _METHOD = flags.DEFINE_string("method", None, "Method whose model to use (default: the workdir's best by validation; predict says which and why).")
     _CLIENT = flags.DEFINE_string(
         "client",
@@ -176,6 +180,7 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
     --out, a full disk, and KeyboardInterrupt). Messages go to stderr, the results table to stdout."""
     f = argv_flags
     check_pixel_size(f["pixel_size_um"])
+    f = with_workdir(f)  # no --workdir: the shipped model, or one line saying this copy has none
     scale = scale_lib.parse_scale(f.get("scale", scale_lib.AUTO))
     overrides = {k: v for k, v in f["settings"].items() if v is not None}
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?

@@ -37,7 +37,7 @@ RUNS_CHAIN = (
     "train",
     "sweep",
 )
-CLI = ("predict", "evaluate", "audit")
+CLI = ("predict", "evaluate", "audit", "export_model")
 
 
 def rank(module: str) -> float:

@@ -118,6 +118,16 @@ def load_model(workdir: str, method: str, client: str | None, allow_incomplete: 
     return inference.load_model(workdir, method, client, **extra)
 
 
+def with_workdir(f: Mapping[str, Any]) -> dict[str, Any]:
+    """The flag values with `workdir` filled in: `--workdir`, else the model shipped with the package
+    (``inference.shipped_workdir``; a clear error when this copy ships none). `shipped` says which."""
+    f = dict(f)
+    f["shipped"] = not f.get("workdir")
+    if f["shipped"]:
+        f["workdir"] = inference.shipped_workdir()
+    return f
+
+
 def model_and_settings(f: Mapping[str, Any], overrides: Mapping[str, Any]):
     """What predict and evaluate share after their own input checks: the model (`--method`, default the
     workdir's best by validation, see ``inference.choose_default_method``; `--client`;
@@ -127,10 +137,14 @@ def model_and_settings(f: Mapping[str, Any], overrides: Mapping[str, Any]):
     The model gets ``source``: ``{"workdir", "method", "method_reason", "client"}`` (which model, and why
     this method), shown in the manifest and the report.
     """
+    if not f.get("workdir"):
+        f = with_workdir(f)
     if f["method"]:
         method, reason = f["method"], "given with --method"
     else:
         method, reason = inference.choose_default_method(f["workdir"])
+        if f.get("shipped"):
+            reason = f"the model shipped with fedtransfer_jax ({f['workdir']})"
     model = load_model(f["workdir"], method, f["client"], f.get("allow_incomplete", False))
     model.source = {"workdir": f["workdir"], "method": method, "method_reason": reason, "client": f["client"]}
     if f["overlap"] is not None and not 0 <= f["overlap"] < model.tile:

@@ -115,7 +115,16 @@ def from_config(config: Any) -> tuple[float, str] | None:
     clients = [str(c) for c in (data.get("clients") or [])]
     labs = [c for c in clients if c in synthetic.LABS] if source in ("synthetic", "mixed") else []
     parts: list[tuple[float, str]] = []
-    if labs:
+    override = [float(x) for x in (data.get("grain_diameter_px") or [])]
+    if labs and len(override) == 2:  # every lab drew its grain sizes log-uniformly in this range
+        px = _geomean(override)
+        size = data.get("image_size")
+        capped = ""
+        if size and px > float(size) / synthetic.MIN_GRAINS_ACROSS:
+            px = float(size) / synthetic.MIN_GRAINS_ACROSS
+            capped = f", capped at image_size/{synthetic.MIN_GRAINS_ACROSS:g} = {px:.1f} px"
+        parts.append((px, f"synthetic labs {', '.join(labs)}: geometric mean of data.grain_diameter_px {override}{capped}"))
+    elif labs:
         parts.append(from_labs(labs, data.get("image_size")))
     if source in ("folder", "mixed") and data.get("dir"):
         try:

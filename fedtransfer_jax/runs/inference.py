@@ -7,8 +7,10 @@ window so tile seams vanish.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 from typing import Any, Callable
 
 import jax
@@ -180,6 +182,12 @@ def load_model(
         )
         if best is not None:  # none: the run had no validation tiles and scored its last round
             params, step, selection = best, int(best_meta.get("round", best_step)), "best_val"
+    shipped = os.path.join(workdir, SHIPPED_MANIFEST)
+    if os.path.isfile(shipped):  # an exported model: its checkpoint holds the params its run chose
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            with open(shipped) as f:
+                meta = json.load(f)
+            step, selection = int(meta["round"]), str(meta["selection"])
     model = LoadedModel(config, params, tag)
     model.round, model.rounds, model.selection = int(step), rounds, selection
     return model
@@ -290,3 +298,83 @@ def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
 def list_images(path: str) -> list[str]:
     """The micrographs of a file or folder, sorted (``scan_images`` without the skipped entries)."""
     return scan_images(path)[0]
+
+
+# ---------------------------------------------------------------------------------- the shipped model
+# A trained model that ships inside the package is a minimal workdir: config.json, one method's params as
+# checkpoints/<method>/<rounds>, its post-processing choice (postprocess/<method>.json), the grain size it
+# was trained on (trained_grain_size.json) and shipped.json (where it came from, what it scored). So every
+# workdir path (load_model, choose_default_method, --scale auto, the post-processing choice) reads it as it
+# reads a run's workdir, and `predict` without --workdir uses it.
+SHIPPED_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "pretrained")
+SHIPPED_DEFAULT = "grains"
+SHIPPED_MANIFEST = "shipped.json"
+
+
+def shipped_workdir(name: str = SHIPPED_DEFAULT, root: str | None = None) -> str:
+    """The folder of the model shipped as `name`; FileNotFoundError (a user-fixable message) when absent."""
+    path = os.path.join(root or SHIPPED_ROOT, name)
+    if not os.path.isfile(os.path.join(path, SHIPPED_MANIFEST)):
+        raise FileNotFoundError(
+            f"no --workdir given and this copy of fedtransfer_jax ships no trained model ({path} has no "
+            f"{SHIPPED_MANIFEST}): pass --workdir of a launch.py run, or train the shipped model with "
+            "experiments/pretrained.py and export it with `python -m fedtransfer_jax.export_model` (docs/MODEL.md)"
+        )
+    return path
+
+
+def export_model(workdir: str, method: str, dest: str, *, note: str = "") -> dict:
+    """Writes `method`'s model from `workdir` as a shipped model at `dest` (a new folder: an existing one is
+    never overwritten): the params `load_model` gives (the validation-chosen ones where the run chose),
+    as a last-round checkpoint under a config whose `eval.select` is 'last'. Returns shipped.json."""
+    from fedtransfer_jax.runs import grain_size, postprocess_choice  # noqa: PLC0415
+    from fedtransfer_jax.runtime import io_utils  # noqa: PLC0415
+
+    if os.path.exists(dest):
+        raise FileExistsError(f"--dest {dest} exists: export writes a new folder (remove it or pick another)")
+    if _is_local(workdir, method):
+        raise ValueError(f"--method {method!r} has one model per client: export a shared model")
+    model = load_model(workdir, method)
+    config = config_from_workdir(workdir)
+    config.eval.select = "last"  # the params below are the chosen ones
+    summary = {}
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(workdir, "summary.json")) as f:
+            summary = json.load(f)
+    entry = (summary.get("methods") or {}).get(method) or {}
+    manifest = {
+        "name": os.path.basename(os.path.normpath(dest)),
+        "method": method,
+        "from_workdir": os.path.abspath(workdir),
+        "round": model.round,
+        "rounds": model.rounds,
+        "selection": model.selection,
+        "config_name": str(config.get("name", "")),
+        "test_metrics": {k: entry[k] for k in ("mean", "unseen", "whole_images") if k in entry},
+        "note": note,
+    }
+    tmp = dest.rstrip("/") + ".partial"
+    if os.path.exists(tmp):
+        shutil.rmtree(tmp)
+    try:
+        os.makedirs(tmp)
+        io_utils.write_json_atomic(os.path.join(tmp, "config.json"), config.to_dict())
+        checkpointing.save_params(
+            os.path.join(tmp, "checkpoints", method), model.rounds, model.params, {"rounds": model.rounds}
+        )
+        choice = postprocess_choice.choice_path(workdir, method)
+        if os.path.isfile(choice):
+            target = postprocess_choice.choice_path(tmp, method)
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.copy(choice, target)
+        px, why = grain_size.trained_grain_size(workdir, config)
+        grain_size.record(tmp, px, why)
+        io_utils.write_json_atomic(
+            os.path.join(tmp, "summary.json"), {"methods": {method: {k: entry[k] for k in ("postprocessed",) if k in entry}}}
+        )
+        io_utils.write_json_atomic(os.path.join(tmp, SHIPPED_MANIFEST), manifest)
+        os.rename(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
