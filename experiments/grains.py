@@ -140,6 +140,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
             "dp_fedavg": method("fedavg", aggregator=dp(1.0)),
         }
     )
+    # Start every method from a trained model instead of the seed's random init: 'shipped' (the package's
+    # model, docs/MODEL.md) or the workdir of an earlier run (init_from_method: its method; '' = its best by
+    # validation). Its model keys must match (model.features).
+    config.init_from = ""
+    config.init_from_method = ""
     config.distributed = False  # True on multi-host pods/clusters: jax.distributed.initialize()
     config.checkpoint_every = 5  # rounds
     config.quiet = False  # no progress bars

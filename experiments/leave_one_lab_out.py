@@ -63,6 +63,7 @@ def get_config(arg: str | None = None):
     config.study_references = REFERENCES
     if tiny:
         config.methods = TINY_METHODS
+        config.study_references = tuple(r for r in REFERENCES if r in TINY_METHODS)
         config.seeds, config.data_seeds = (0, 1), (1000, 1001)
         config.data.val_per_client = 1
         config.eval.select, config.eval.every_rounds = "best_val", 1

@@ -3,14 +3,14 @@ resolves, and multi-seed studies give one data seed per seed and compare with me
 
 import pytest
 
-from experiments import grains, grains_seeds, privacy, real_plus_synthetic, study_v2
+from experiments import grains, grains_seeds, leave_one_lab_out, pretrained, privacy, real_plus_synthetic, study_v2
 from fedtransfer_jax.runs import engine, sweep
 
 CASES = [
     (grains, v) for v in ("default", "smoke", "tiny", "fair")
 ] + [(grains_seeds, None), (privacy, None), (real_plus_synthetic, None)] + [
     (study_v2, v) for v in ("default", "dev", "tiny")
-]
+] + [(pretrained, v) for v in ("default", "synthetic", "tiny")] + [(leave_one_lab_out, v) for v in ("tint", "sem,tiny")]
 
 
 @pytest.mark.parametrize("module,variant", CASES, ids=lambda x: getattr(x, "__name__", str(x)).split(".")[-1])
@@ -33,3 +33,13 @@ def test_study_v2_separates_data_and_init_seeds_and_uses_the_new_labs():
     assert config.fl.lr_schedule == "cosine" and config.eval.select == "best_val" and config.augment.enabled
     with pytest.raises(ValueError, match="unknown variant"):
         study_v2.get_config("huge")
+
+
+def test_pretrained_trains_scale_robust_on_every_lab():
+    config = pretrained.get_config()
+    assert set(pretrained.SYNTHETIC_LABS) | {pretrained.REAL_CLIENT} == set(config.data.clients)
+    lo, hi = config.data.grain_diameter_px
+    assert lo <= 8 and hi >= 140 and config.data.tile_size >= 256 and config.data.boundary_width_max == 5
+    assert len(config.model.features) == 6 and config.augment.enabled
+    with pytest.raises(ValueError, match="unknown variant"):
+        pretrained.get_config("huge")

@@ -1,5 +1,7 @@
-"""The shipped model: `export_model` writes a run's chosen model as a minimal workdir; predict and evaluate
-without --workdir use it; a copy that ships none says so (exit 2) and writes nothing."""
+"""The shipped model: experiments/pretrained.py:tiny trains (scale-robust data: grain sizes over a range, label
+widths per image, a deeper U-Net), `export_model` writes the run's chosen model as a minimal workdir, predict
+and evaluate without --workdir use it, `init_from` starts a run from it; a copy that ships none says so
+(exit 2) and writes nothing."""
 
 import json
 import os
@@ -28,9 +30,8 @@ def predict_values(images, out, workdir=None):
 def trained(tmp_path_factory):
     base = tmp_path_factory.mktemp("shipped")
     args = [
-        sys.executable, os.path.join(REPO, "launch.py"), "--config", os.path.join(REPO, "experiments/grains.py:tiny"),
-        "--config.methods=('fedavg',)", f"--config.data.tfds_dir={base / 'tfds'}", "--config.data.val_per_client=1",
-        "--config.eval.every_rounds=1", "--config.eval.select=best_val", "--workdir", str(base / "run"),
+        sys.executable, os.path.join(REPO, "launch.py"), "--config", os.path.join(REPO, "experiments/pretrained.py:tiny"),
+        "--config.methods=('fedavg',)", f"--config.data.tfds_dir={base / 'tfds'}", "--workdir", str(base / "run"),
     ]
     proc = subprocess.run(args, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=REPO), cwd=REPO, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -70,7 +71,8 @@ def test_export_then_predict_without_workdir(trained, tmp_path, monkeypatch, cap
     assert predict.cli(predict_values(trained / "in", out_run, str(trained / "run")), progress=False) == 0
     a, b = (np.asarray(Image.open(o / "a.png")) for o in (out_shipped, out_run))
     np.testing.assert_array_equal(a, b)  # the same model, the same settings, the same map
-    info = json.loads((out_shipped / "grain_sizes.json").read_text())["model_info"]
+    manifest = json.loads((out_shipped / "grain_sizes.json").read_text())
+    info = manifest["model_info"]
     assert "shipped" in info["method_reason"] and info["selection"] == "best_val"
 
 
@@ -83,3 +85,37 @@ def test_evaluate_without_workdir_needs_out(tmp_path):
 def test_export_refuses_a_missing_workdir(tmp_path, capsys):
     assert export_model.run(str(tmp_path / "nope"), None, str(tmp_path / "d")) == 2
     assert "--workdir" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_init_from_starts_every_method_from_the_trained_model(trained, tmp_path, monkeypatch):
+    import importlib.util
+
+    import jax
+
+    from fedtransfer_jax.runs import engine, run_context
+
+    spec = importlib.util.spec_from_file_location("g", os.path.join(REPO, "experiments", "pretrained.py"))
+    grains = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grains)
+    config = grains.get_config("tiny")
+    model = engine.build_model(config)
+    tile = int(config.data.tile_size)
+    fresh = run_context.starting_params(config, model, tile)
+    config.init_from = str(trained / "run")
+    started = run_context.starting_params(config, model, tile)
+    chosen = inference.load_model(str(trained / "run"), "fedavg").params
+    for a, b in zip(jax.tree.leaves(started), jax.tree.leaves(chosen)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(started), jax.tree.leaves(fresh)))
+    # 'shipped' reads the package's model; a different architecture is refused, naming the key.
+    monkeypatch.setattr(inference, "SHIPPED_ROOT", str(tmp_path / "none"))
+    config.init_from = "shipped"
+    with pytest.raises(FileNotFoundError, match="ships no trained model"):
+        run_context.starting_params(config, model, tile)
+    config.init_from = str(trained / "run")
+    config.model.features = (4, 8)  # the trained one has (4, 8, 8)
+    with pytest.raises(ValueError, match="init_from.*model.features"):
+        run_context.starting_params(config, engine.build_model(config), tile)
+    config.init_from = str(tmp_path / "missing")
+    with pytest.raises(ValueError, match="init_from"):
+        run_context.starting_params(config, model, tile)

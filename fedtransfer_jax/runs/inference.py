@@ -378,3 +378,27 @@ def export_model(workdir: str, method: str, dest: str, *, note: str = "") -> dic
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def initial_params(init_from: str, method: str, template: Any) -> tuple[Any, dict]:
+    """`(params, provenance)` a run starts from instead of its random init (config keys `init_from`,
+    `init_from_method`): 'shipped' (the package's model) or a workdir of an earlier run, its `method`
+    (default: its best by validation). The params must have the run's shapes (same model.features);
+    ValueError otherwise, naming the key."""
+    workdir = shipped_workdir() if init_from == "shipped" else init_from
+    if not os.path.isdir(workdir):
+        raise ValueError(f"config key init_from: {init_from!r} is neither 'shipped' nor a workdir folder")
+    if not method:
+        method, _ = choose_default_method(workdir)
+    model = load_model(workdir, method)
+    got = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), model.params)
+    want = jax.tree_util.tree_map(lambda x: tuple(x.shape), template)
+    if jax.tree_util.tree_structure(got) != jax.tree_util.tree_structure(want) or got != want:
+        raise ValueError(
+            f"config key init_from: the model in {workdir} ({method}, model.features "
+            f"{tuple(model.config.model.features)}) does not have this run's shapes: set "
+            f"--config.model.features={tuple(model.config.model.features)} (and its model keys) to match"
+        )
+    params = jax.tree_util.tree_map(lambda x, t: np.asarray(x, dtype=t.dtype), model.params, template)
+    return params, {"workdir": os.path.abspath(workdir), "method": method, "round": model.round}
+

@@ -85,7 +85,7 @@ def build_context(config: ml_collections.ConfigDict, workdir: str, console=None)
         data=data,
         model=model,
         loss_fn=engine.make_loss(config, model),
-        init_params=distributed.from_primary(lambda: engine.init_params(config, model, tile)),
+        init_params=distributed.from_primary(lambda: starting_params(config, model, tile)),
         mesh=make_mesh(config),
         # Every process runs the same rounds; only process 0 writes them down.
         log=runlog.MetricsLog(os.path.join(workdir, "metrics.jsonl"), enabled=distributed.is_primary()),
@@ -93,6 +93,17 @@ def build_context(config: ml_collections.ConfigDict, workdir: str, console=None)
         console=console,
         **whole_test_data(config, data),
     )
+
+
+def starting_params(config: ml_collections.ConfigDict, model, tile: int):
+    """The params every method starts from: the seed's random init, or a trained model's (`init_from`:
+    'shipped' or a workdir; `init_from_method`), e.g. to fine-tune the shipped model on a lab's labels."""
+    params = engine.init_params(config, model, tile)
+    source = str(config.get("init_from", "") or "")
+    if not source:
+        return params
+    loaded, _ = inference.initial_params(source, str(config.get("init_from_method", "") or ""), params)
+    return jax.tree_util.tree_map(jnp.asarray, loaded)
 
 
 def whole_test_data(config: ml_collections.ConfigDict, data: FederatedData) -> dict:

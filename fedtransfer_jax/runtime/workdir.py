@@ -62,6 +62,8 @@ DEFAULT_OF_NEW_KEYS = {
     "style.prior_styles": 256,  # only the random-style control reads it
     "data.grain_diameter_px": [],  # each lab's own grain sizes
     "data.boundary_width_max": 0,  # a fixed label line width
+    "init_from": "",  # the seed's random init
+    "init_from_method": "",
 }
 # What a fresh start moves aside (everything the trainer writes).
 OUTPUTS = (
