@@ -173,7 +173,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.boundary_width = 2
     # Scale-robust data (experiments/pretrained.py): (lo, hi) px draws each image's mean grain diameter
     # log-uniformly for every lab ((): each lab's own range); boundary_width_max > boundary_width draws each
-    # image's label line width in [boundary_width, boundary_width_max] px (0: fixed).
+    # training image's label line width in [boundary_width, boundary_width_max] px (0: fixed; validation and
+    # test labels keep boundary_width).
     config.data.grain_diameter_px = ()
     config.data.boundary_width_max = 0
     config.data.tfds_dir = ""  # default <workdir>/tfds

@@ -12,7 +12,7 @@ augmentation for every method, cosine schedule, model selection on validation ti
 (`whole_unseen`), per lab and as the macro mean over the held-out labs; the comparisons are paired over seeds
 on that macro mean (fedtransfer_gen against FedAvg and both controls; t-based 95 % CIs, Holm over the family).
 The runner launches one config per lab (<workdir>/<lab>/, each resumable), then writes <workdir>/summary.json
-and summary.md.
+and summary.md (with --labs, summary_<labs>.json / .md: a subset is not the study).
 
 Cost (2-core CPU, estimated from the main study's per-method times, not yet run): five methods x ~1 min x
 9 labs x 10 seeds ~ 8-9 h; one lab ~1 h. On one GPU, minutes per lab. `tiny`: 32 px, 2 seeds, 3 methods.
@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--labs: unknown lab {unknown[0]!r}; labs: {', '.join(_labs())}", file=sys.stderr)
         return 2
     repo = Path(__file__).resolve().parent.parent
+    args.workdir = os.path.abspath(args.workdir)  # the launches run from the repo root
     per_lab = {}
     for lab in labs:
         workdir = os.path.join(args.workdir, lab)
@@ -168,11 +169,19 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         with open(os.path.join(workdir, "summary.json")) as f:
             per_lab[lab] = json.load(f)
-    study = aggregate(per_lab)
+    try:
+        study = aggregate(per_lab)
+    except ValueError as e:
+        print(f"[leave_one_lab_out] {e}", file=sys.stderr)
+        return 2
     from fedtransfer_jax.runtime import io_utils  # noqa: PLC0415
 
-    io_utils.write_text_atomic(os.path.join(args.workdir, "summary.json"), json.dumps(study, indent=2) + "\n")
-    io_utils.write_text_atomic(os.path.join(args.workdir, "summary.md"), markdown(study))
+    # The study's summary covers all nine labs; a subset (--labs) gets its own, named after its labs.
+    complete = set(labs) == set(_labs())
+    stem = "summary" if complete else "summary_" + "_".join(sorted(labs))
+    study["complete"] = complete
+    io_utils.write_text_atomic(os.path.join(args.workdir, stem + ".json"), json.dumps(study, indent=2) + "\n")
+    io_utils.write_text_atomic(os.path.join(args.workdir, stem + ".md"), markdown(study))
     print(markdown(study))
     return 0
 

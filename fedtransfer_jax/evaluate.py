@@ -192,9 +192,9 @@ def run(f: Mapping[str, Any]) -> int:
     summary, or the JSON object itself with ``f['json']``."""
     overrides = {k: v for k, v in f["settings"].items() if v is not None}
     out = f.get("out") or None
-    if not f.get("workdir") and not out:
+    f = predict.with_workdir(f)  # no --workdir and no shipped model: say that first
+    if f["shipped"] and not out:
         raise ValueError("--out: name the results file (without --workdir the model is the shipped one, and its folder is part of the package)")
-    f = predict.with_workdir(f)
     if out:
         check_out(out)
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?

@@ -39,9 +39,12 @@ def run(workdir: str, method: str | None, dest: str, note: str = "") -> int:
         if not method:
             method, _ = inference.choose_default_method(workdir)
         manifest = inference.export_model(workdir, method, dest, note=note)
-    except (ValueError, OSError, inference.IncompleteModelError) as e:
+    except (ValueError, OSError) as e:
         print(f"export_model: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("export_model: interrupted; nothing was written", file=sys.stderr)
+        return 130
     print(f"exported {manifest['method']} (round {manifest['round']} of {manifest['rounds']}, {manifest['selection']}) to {dest}")
     return EXIT_OK
 

@@ -76,8 +76,13 @@ def test_export_then_predict_without_workdir(trained, tmp_path, monkeypatch, cap
     assert "shipped" in info["method_reason"] and info["selection"] == "best_val"
 
 
-def test_evaluate_without_workdir_needs_out(tmp_path):
+def test_evaluate_without_workdir(trained, tmp_path, monkeypatch):
     values = {"workdir": None, "out": None, "settings": {}}
+    monkeypatch.setattr(inference, "SHIPPED_ROOT", str(tmp_path / "none"))
+    with pytest.raises(FileNotFoundError, match="ships no trained model"):  # that first, then --out
+        evaluate.run(values)
+    assert export_model.run(str(trained / "run"), "fedavg", str(tmp_path / "root" / "grains")) == 0
+    monkeypatch.setattr(inference, "SHIPPED_ROOT", str(tmp_path / "root"))
     with pytest.raises(ValueError, match="--out"):
         evaluate.run(values)
 
@@ -114,8 +119,33 @@ def test_init_from_starts_every_method_from_the_trained_model(trained, tmp_path,
         run_context.starting_params(config, model, tile)
     config.init_from = str(trained / "run")
     config.model.features = (4, 8)  # the trained one has (4, 8, 8)
-    with pytest.raises(ValueError, match="init_from.*model.features"):
+    with pytest.raises(ValueError, match="init_from.*model keys"):
         run_context.starting_params(config, engine.build_model(config), tile)
     config.init_from = str(tmp_path / "missing")
     with pytest.raises(ValueError, match="init_from"):
         run_context.starting_params(config, model, tile)
+    # Different GroupNorm groups: the same shapes, another network.
+    config.init_from, config.model.features, config.model.groups = str(trained / "run"), (4, 8, 8), 2
+    with pytest.raises(ValueError, match="init_from.*model keys"):
+        run_context.starting_params(config, engine.build_model(config), tile)
+
+
+def test_init_from_is_recorded_and_pinned_on_resume(trained, tmp_path):
+    import importlib.util
+
+    from fedtransfer_jax.runs import engine, run_context
+
+    spec = importlib.util.spec_from_file_location("g", os.path.join(REPO, "experiments", "pretrained.py"))
+    grains = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(grains)
+    config = grains.get_config("tiny")
+    config.init_from = str(trained / "run")
+    model, tile = engine.build_model(config), int(config.data.tile_size)
+    run_context.starting_params(config, model, tile, str(tmp_path))
+    recorded = json.loads((tmp_path / run_context.INIT_FROM_FILE).read_text())
+    assert recorded["method"] == "fedavg" and len(recorded["digest"]) == 64
+    run_context.starting_params(config, model, tile, str(tmp_path))  # a resume from the same model
+    recorded["digest"] = "0" * 64  # as if the source had been retrained since
+    (tmp_path / run_context.INIT_FROM_FILE).write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match="init_from.*other params"):
+        run_context.starting_params(config, model, tile, str(tmp_path))

@@ -1,6 +1,8 @@
 """Scale-robust synthetic data: grain diameters log-uniform over a range for every lab, label line widths
 drawn per image; off by default, where the data are bit-identical to before the options existed."""
 
+import hashlib
+
 import numpy as np
 import pytest
 
@@ -8,10 +10,32 @@ from fedtransfer_jax.data import clients, synthetic
 from fedtransfer_jax.data.microstructure import boundary_map
 
 
+# sha256 of the labels and grain maps (integers: no float-rounding differences between CPUs) that
+# make_lab_examples gave before the scale options existed (commit 73ebdbb), for these labs and arguments.
+BEFORE_THE_OPTIONS = "b5f6d1e113b6f0bf0c25294133367c10c7b5e6bf560ceb45ec046c79c673d1db"
+
+
 def test_defaults_leave_the_data_unchanged():
     a = synthetic.make_lab_examples("brightfield", 2, 48, 3)
     b = synthetic.make_lab_examples("brightfield", 2, 48, 3, diameter_px=None, boundary_width_max=0)
     assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    h = hashlib.sha256()
+    for lab in ("brightfield", "darkfield", "tint"):
+        _, labels, grains = synthetic.make_lab_examples(lab, 2, 40, 11, boundary_width=2)
+        h.update(np.ascontiguousarray(labels).tobytes())
+        h.update(np.ascontiguousarray(grains.astype(np.int32)).tobytes())
+    assert h.hexdigest() == BEFORE_THE_OPTIONS
+
+
+def test_only_training_labels_vary_in_width():
+    from fedtransfer_jax.data import tfds_builders as tb
+
+    cfg = tb.SyntheticConfig.create(labs=("tint",), image_size=32, tile_size=32, boundary_width=2, boundary_width_max=5)
+    width = lambda split: [ex["label"].sum() for ex in tb._synthetic_examples(cfg, "tint", split, 6)]
+    fixed = tb.SyntheticConfig.create(labs=("tint",), image_size=32, tile_size=32, boundary_width=2)
+    fixed_width = lambda split: [ex["label"].sum() for ex in tb._synthetic_examples(fixed, "tint", split, 6)]
+    assert width("test") == fixed_width("test") and width("val") == fixed_width("val")
+    assert width("train") != fixed_width("train")
 
 
 def test_diameters_are_log_uniform_in_the_range():

@@ -419,8 +419,7 @@ def whole_test_images(cfg: Any, labs: Sequence[str], n: int, size: int) -> tuple
             size,
             lab_seed(seed, lab, WHOLE_TEST_SPLIT),
             boundary_width=width,
-            diameter_px=scale,
-            boundary_width_max=width_max,
+            diameter_px=scale,  # test labels keep one width (the training labels' width varies)
         )
         as_u8 = np.clip(np.rint(np.asarray(images, np.float32) * 255.0), 0, 255).astype(np.uint8)
         out[lab] = (decode_uint8(as_u8), (np.asarray(labels) > 0).astype(np.uint8))

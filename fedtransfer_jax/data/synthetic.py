@@ -154,7 +154,8 @@ def make_lab_examples(
     image's mean grain diameter log-uniformly in [lo, hi] px for every lab (instead of the lab's own range;
     still capped at ``size / MIN_GRAINS_ACROSS``); ``boundary_width_max > boundary_width`` draws each
     image's label line width uniformly in [boundary_width, boundary_width_max] px, as hand annotations
-    vary (the draw comes after rendering, so the images are those of a fixed width).  Without them the
+    vary (the draw comes after rendering, so the images are those of a fixed width; the tfds builder uses it
+    for training labels only).  Without them the
     draws, and so the data, are exactly those of before the options existed.
     """
     lab_index, spec = _lab(lab)

@@ -294,7 +294,9 @@ def _synthetic_examples(cfg: SyntheticConfig, lab: str, split: str, n: int) -> I
         lab_seed(cfg.seed, lab, split),
         boundary_width=cfg.boundary_width,
         diameter_px=tuple(cfg.grain_diameter_px) or None,
-        boundary_width_max=cfg.boundary_width_max,
+        # Hand annotations vary in width: the training labels do too; validation and test labels keep one
+        # width, so model selection and the test metrics are not scored against random widths.
+        boundary_width_max=cfg.boundary_width_max if split == "train" else 0,
     )
     for i in range(n):
         img_t, pos = tiling.extract_tiles(np.asarray(images[i]), cfg.tile_size, 0)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 from typing import Any, Callable
 
 import jax
@@ -334,8 +335,13 @@ def export_model(workdir: str, method: str, dest: str, *, note: str = "") -> dic
         raise FileExistsError(f"--dest {dest} exists: export writes a new folder (remove it or pick another)")
     if _is_local(workdir, method):
         raise ValueError(f"--method {method!r} has one model per client: export a shared model")
-    model = load_model(workdir, method)
+    try:
+        model = load_model(workdir, method)
+    except IncompleteModelError as e:
+        raise ValueError(f"--method {method}: {e.args[0].split(' (the run')[0]}; finish that run first") from None
     config = config_from_workdir(workdir)
+    if "eval" not in config:
+        config.eval = ml_collections.ConfigDict()
     config.eval.select = "last"  # the params below are the chosen ones
     summary = {}
     with contextlib.suppress(OSError, ValueError):
@@ -353,11 +359,10 @@ def export_model(workdir: str, method: str, dest: str, *, note: str = "") -> dic
         "test_metrics": {k: entry[k] for k in ("mean", "unseen", "whole_images") if k in entry},
         "note": note,
     }
-    tmp = dest.rstrip("/") + ".partial"
-    if os.path.exists(tmp):
-        shutil.rmtree(tmp)
+    parent = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(os.path.normpath(dest)) + ".partial-")
     try:
-        os.makedirs(tmp)
         io_utils.write_json_atomic(os.path.join(tmp, "config.json"), config.to_dict())
         checkpointing.save_params(
             os.path.join(tmp, "checkpoints", method), model.rounds, model.params, {"rounds": model.rounds}
@@ -380,17 +385,35 @@ def export_model(workdir: str, method: str, dest: str, *, note: str = "") -> dic
     return manifest
 
 
-def initial_params(init_from: str, method: str, template: Any) -> tuple[Any, dict]:
+def _model_keys(config) -> dict:
+    """What makes two U-Nets the same network (params of equal shapes can still differ in meaning:
+    GroupNorm's groups)."""
+    m = config.get("model", {}) if hasattr(config, "get") else {}
+    return {k: (list(m[k]) if isinstance(m.get(k), (list, tuple)) else m.get(k)) for k in ("name", "features", "groups") if k in m}
+
+
+def initial_params(init_from: str, method: str, template: Any, template_config: Any = None) -> tuple[Any, dict]:
     """`(params, provenance)` a run starts from instead of its random init (config keys `init_from`,
     `init_from_method`): 'shipped' (the package's model) or a workdir of an earlier run, its `method`
     (default: its best by validation). The params must have the run's shapes (same model.features);
     ValueError otherwise, naming the key."""
+    template_config = template_config if template_config is not None else {}
     workdir = shipped_workdir() if init_from == "shipped" else init_from
     if not os.path.isdir(workdir):
         raise ValueError(f"config key init_from: {init_from!r} is neither 'shipped' nor a workdir folder")
     if not method:
         method, _ = choose_default_method(workdir)
-    model = load_model(workdir, method)
+    try:
+        model = load_model(workdir, method)
+    except IncompleteModelError as e:
+        raise ValueError(f"config key init_from: {e.args[0].split(' (the run')[0]}; finish that run first") from None
+    except FileNotFoundError as e:
+        raise ValueError(f"config key init_from: {e}") from None
+    if _model_keys(template_config) and _model_keys(model.config) != _model_keys(template_config):
+        raise ValueError(
+            f"config key init_from: the model in {workdir} ({method}) has model keys {_model_keys(model.config)}, "
+            f"this run {_model_keys(template_config)}: set the run's model.* keys to match"
+        )
     got = jax.tree_util.tree_map(lambda x: tuple(np.shape(x)), model.params)
     want = jax.tree_util.tree_map(lambda x: tuple(x.shape), template)
     if jax.tree_util.tree_structure(got) != jax.tree_util.tree_structure(want) or got != want:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from typing import Any, Callable
 
@@ -11,7 +13,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from fedtransfer_jax.runtime import distributed, runlog
+from fedtransfer_jax.runtime import distributed, io_utils, runlog
 from fedtransfer_jax.runs import engine, inference
 from fedtransfer_jax.data.clients import ClientData, FederatedData, as_uint8_images, whole_test_images
 from fedtransfer_jax.fl import federated_round
@@ -85,7 +87,7 @@ def build_context(config: ml_collections.ConfigDict, workdir: str, console=None)
         data=data,
         model=model,
         loss_fn=engine.make_loss(config, model),
-        init_params=distributed.from_primary(lambda: starting_params(config, model, tile)),
+        init_params=starting_params(config, model, tile, workdir),
         mesh=make_mesh(config),
         # Every process runs the same rounds; only process 0 writes them down.
         log=runlog.MetricsLog(os.path.join(workdir, "metrics.jsonl"), enabled=distributed.is_primary()),
@@ -95,15 +97,49 @@ def build_context(config: ml_collections.ConfigDict, workdir: str, console=None)
     )
 
 
-def starting_params(config: ml_collections.ConfigDict, model, tile: int):
-    """The params every method starts from: the seed's random init, or a trained model's (`init_from`:
-    'shipped' or a workdir; `init_from_method`), e.g. to fine-tune the shipped model on a lab's labels."""
-    params = engine.init_params(config, model, tile)
+INIT_FROM_FILE = "init_from.json"
+
+
+def starting_params(config: ml_collections.ConfigDict, model, tile: int, workdir: str | None = None):
+    """The params every method starts from: the seed's random init (computed on process 0, broadcast), or a
+    trained model's (`init_from`: 'shipped' or a workdir; `init_from_method`), e.g. to fine-tune the shipped
+    model on a lab's labels. A trained model is restored by every process (orbax's restore is collective).
+
+    With `workdir`, where the params came from and their digest go to `<workdir>/init_from.json` at the first
+    start; a resume whose source now holds other params (re-exported, retrained) stops with a message
+    naming `init_from` instead of training the remaining methods from a different start."""
     source = str(config.get("init_from", "") or "")
     if not source:
-        return params
-    loaded, _ = inference.initial_params(source, str(config.get("init_from_method", "") or ""), params)
+        return distributed.from_primary(lambda: engine.init_params(config, model, tile))
+    template = jax.eval_shape(lambda: engine.init_params(config, model, tile))
+    loaded, provenance = inference.initial_params(
+        source, str(config.get("init_from_method", "") or ""), template, config
+    )
+    provenance["digest"] = params_digest(loaded)
+    if workdir:
+        path = os.path.join(workdir, INIT_FROM_FILE)
+        if os.path.isfile(path):
+            with open(path) as f:
+                recorded = json.load(f)
+            if recorded.get("digest") != provenance["digest"]:
+                raise ValueError(
+                    f"config key init_from: {source!r} now holds other params than when this workdir started "
+                    f"({recorded.get('workdir')}, {recorded.get('method')}, round {recorded.get('round')}; see "
+                    f"{path}): restore that model, or start a new --workdir"
+                )
+        elif distributed.is_primary():
+            io_utils.write_json_atomic(path, provenance)
     return jax.tree_util.tree_map(jnp.asarray, loaded)
+
+
+def params_digest(params) -> str:
+    """sha256 over the params' leaves (paths, dtypes, shapes, bytes): which model a run started from."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{jax.tree_util.keystr(path)}|{a.dtype}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def whole_test_data(config: ml_collections.ConfigDict, data: FederatedData) -> dict:

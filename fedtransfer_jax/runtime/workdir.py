@@ -74,6 +74,7 @@ OUTPUTS = (
     "log.txt",
     "checkpoints",
     "best_val",
+    "init_from.json",
     "convergence.png",
     "postprocess",
     "style_checks.json",
