@@ -165,6 +165,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.test_per_client = 16
     config.data.val_per_client = 4
     config.data.val_fraction = 0.0  # folder source: fraction of training images held out for validation
+    config.data.train_groups = 0  # folder source: > 0 keeps this many labelled training micrographs per client
     config.data.test_fraction = 0.25  # folder source: fraction of full images held out
     config.data.group_regex = ""  # folder source: regex, group 1 = full-image id
     config.data.invert_labels = False

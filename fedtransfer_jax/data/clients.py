@@ -152,6 +152,7 @@ _DEFAULTS: dict[str, Any] = {
     "tfds_dir": "",
     "val_per_client": 0,  # synthetic: full images per lab in a validation split
     "val_fraction": 0.0,  # folder: fraction of the training full images held out for validation
+    "train_groups": 0,  # folder: > 0 keeps this many labelled training micrographs per client
 }
 
 
@@ -213,6 +214,9 @@ def _folder_builder_config(cfg: Any) -> Any:
     data_dir = _field(cfg, "dir")
     if not data_dir:
         raise ValueError(f"cfg.dir is empty: source={_field(cfg, 'source')!r} needs the data folder")
+    train_groups = int(_field(cfg, "train_groups"))
+    if train_groups < 0:
+        raise ValueError(f"data.train_groups must be >= 0 (0 = every training micrograph), got {train_groups}")
     val_fraction = float(_field(cfg, "val_fraction"))
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
@@ -226,6 +230,7 @@ def _folder_builder_config(cfg: Any) -> Any:
         invert_labels=bool(_field(cfg, "invert_labels")),
         pixel_size_um=float(_field(cfg, "pixel_size_um")),
         val_fraction=val_fraction,
+        train_groups=train_groups,
     )
 
 

@@ -120,6 +120,7 @@ class FolderConfig(tfds.core.BuilderConfig):
     invert_labels: bool = False
     pixel_size_um: float = 0.0  # Metadata only (stored in info.metadata), never changes the pixels.
     val_fraction: float = 0.0  # Fraction of the training full images (groups) moved to '<client>_val'.
+    train_groups: int = 0  # > 0: keep only this many labelled training micrographs (groups) per client
     fingerprint: str = ""  # Hash of the file listing (names, sizes, mtimes), filled in by create().
 
     @classmethod
@@ -147,6 +148,8 @@ class FolderConfig(tfds.core.BuilderConfig):
         }
         if self.val_fraction:  # Only when used, so caches built before val splits existed stay valid.
             out["val_fraction"] = self.val_fraction
+        if self.train_groups:  # the same
+            out["train_groups"] = self.train_groups
         return out
 
     def client_names(self) -> tuple[str, ...]:
@@ -267,16 +270,27 @@ def folder_splits(pairs: Sequence[tuple[Path, Path]], cfg: FolderConfig, client:
     """
     regex = cfg.group_regex or None
     train, test = folder_lib.split_by_group(pairs, cfg.test_fraction, cfg.seed, regex)
-    if not cfg.val_fraction:
-        return {"train": train, "test": test}
-    try:
-        train, val = folder_lib.split_by_group(train, cfg.val_fraction, cfg.seed, regex)
-    except ValueError as e:
-        raise ValueError(
-            f"data.val_fraction={cfg.val_fraction}: cannot hold out validation images of client {client!r} "
-            f"from its training side ({e}); lower data.test_fraction, add images or set data.val_fraction=0"
-        ) from e
-    return {"train": train, "test": test, "val": val}
+    out = {"test": test}
+    if cfg.val_fraction:
+        try:
+            train, out["val"] = folder_lib.split_by_group(train, cfg.val_fraction, cfg.seed, regex)
+        except ValueError as e:
+            raise ValueError(
+                f"data.val_fraction={cfg.val_fraction}: cannot hold out validation images of client {client!r} "
+                f"from its training side ({e}); lower data.test_fraction, add images or set data.val_fraction=0"
+            ) from e
+    out["train"] = keep_groups(train, cfg.train_groups, cfg.seed, regex) if cfg.train_groups else train
+    return out
+
+
+def keep_groups(pairs: Sequence, k: int, seed: int, regex: str | None) -> list:
+    """The pairs of `k` of the training micrographs (groups), drawn with the split's seed (a few-label lab:
+    `data.train_groups`); the first k of one seeded order, so k + 1 micrographs hold the k of k."""
+    keys = [folder_lib.group_of(p[0] if isinstance(p, tuple) else p, regex) for p in pairs]
+    groups = sorted(set(keys))
+    order = [groups[i] for i in np.random.default_rng([seed, 7]).permutation(len(groups))]
+    kept = set(order[:k])
+    return [p for p, g in zip(pairs, keys) if g in kept]
 
 
 def _synthetic_examples(cfg: SyntheticConfig, lab: str, split: str, n: int) -> Iterator[dict[str, Any]]:

@@ -62,6 +62,7 @@ DEFAULT_OF_NEW_KEYS = {
     "style.prior_styles": 256,  # only the random-style control reads it
     "data.grain_diameter_px": [],  # each lab's own grain sizes
     "data.boundary_width_max": 0,  # a fixed label line width
+    "data.train_groups": 0,  # every training micrograph of a folder client
     "init_from": "",  # the seed's random init
     "init_from_method": "",
 }

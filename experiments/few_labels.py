@@ -1,0 +1,60 @@
+r"""Few labels, then federate: a real lab with 1, 2 or 5 labelled micrographs, fine-tuned alone or federated.
+
+  python launch.py --config experiments/few_labels.py:2 --workdir runs/few_labels/2          # 2 micrographs
+  python launch.py --config experiments/few_labels.py:2,scratch --workdir runs/few_scratch/2 # no shipped model
+  python launch.py --config experiments/few_labels.py:1,tiny --workdir /tmp/few                # tests
+
+The TBM tint-etched lab (../shared/data/tbm_tint_etched) keeps only k of its training micrographs
+(`data.train_groups`, drawn with the split's seed; k = 1, 2 or 5; its validation and test micrographs, split
+by full-image id, are the same for every k). Methods: `local` (the lab fine-tunes alone: the TBM row of
+`methods.local.per_client` is the curve's "local" point) and `fedavg` (the lab federated with the nine
+synthetic labs of experiments/pretrained.py; the TBM row of `methods.fedavg.per_client`). Both start from
+the shipped model (`init_from='shipped'`, docs/MODEL.md) unless the variant says `scratch`; k = 0 is the
+shipped model itself (`python -m fedtransfer_jax.evaluate --data_dir <TBM test micrographs> --out F`).
+Endpoints: the TBM test micrographs' ARI, boundary F1 and grain-count error (summary.json), and the
+mean-grain-size error of predict on them.
+
+Cost (estimated, not run: no shipped model yet): the pretrained config's per-round cost for 10 clients
+over 10 rounds plus local fine-tuning: ~30-40 min per k on the 2-core CPU, minutes on one GPU.
+"""
+
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+
+_spec = importlib.util.spec_from_file_location("_pretrained_config", Path(__file__).with_name("pretrained.py"))
+_pretrained = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_pretrained)
+
+LABELLED = (1, 2, 5)
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    """`:<k>[,scratch][,tiny]`: k labelled TBM micrographs (1, 2 or 5)."""
+    parts = [p for p in (arg or "").split(",") if p]
+    flags = {p for p in parts if p in ("scratch", "tiny")}
+    counts = [p for p in parts if p not in flags]
+    if len(counts) != 1 or not counts[0].isdigit() or int(counts[0]) not in LABELLED:
+        raise ValueError(
+            f"experiments/few_labels.py: name the number of labelled micrographs as the variant, one of "
+            f"{LABELLED} (':2', ':2,scratch', ':1,tiny'), got {arg!r}"
+        )
+    k = int(counts[0])
+    tiny = "tiny" in flags
+    config = _pretrained.get_config("tiny" if tiny else "default")
+    config.name = f"few-labels-{k}" + ("-scratch" if "scratch" in flags else "") + ("-tiny" if tiny else "")
+    config.data.source = "mixed"
+    config.data.dir = _pretrained.DEFAULT_DIR
+    config.data.group_regex = r"_(\d+)-"
+    config.data.test_fraction = 0.25
+    config.data.val_fraction = 0.2
+    config.data.train_groups = k
+    synthetic = tuple(config.data.clients) if tiny else _pretrained.SYNTHETIC_LABS
+    config.data.clients = (_pretrained.REAL_CLIENT,) + tuple(c for c in synthetic if c != _pretrained.REAL_CLIENT)
+    config.methods = ("local", "fedavg")
+    config.init_from = "" if ("scratch" in flags or tiny) else "shipped"
+    if not tiny:
+        config.fl.rounds = 10  # fine-tuning from a trained model
+        config.eval.every_rounds = 2
+    return config
