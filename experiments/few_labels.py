@@ -8,14 +8,17 @@ The TBM tint-etched lab (../shared/data/tbm_tint_etched) keeps only k of its tra
 (`data.train_groups`, drawn with the split's seed; k = 1, 2 or 5; its validation and test micrographs, split
 by full-image id, are the same for every k). Methods: `local` (the lab fine-tunes alone: the TBM row of
 `methods.local.per_client` is the curve's "local" point) and `fedavg` (the lab federated with the nine
-synthetic labs of experiments/pretrained.py; the TBM row of `methods.fedavg.per_client`). Both start from
+synthetic labs of experiments/pretrained.py; the TBM row of `methods.fedavg.per_client`) and
+`fedtransfer_gen` (the same federation, every lab re-rendering its labels in the others' fitted styles: does
+sharing help the data-poor lab? PROTOCOL v2 study (c) on a real lab, with at least one label, since gen
+fits a lab's style from its labelled images). All start from
 the shipped model (`init_from='shipped'`, docs/MODEL.md) unless the variant says `scratch`; k = 0 is the
 shipped model itself (`python -m fedtransfer_jax.evaluate --data_dir <TBM test micrographs> --out F`).
 Endpoints: the TBM test micrographs' ARI, boundary F1 and grain-count error (summary.json), and the
 mean-grain-size error of predict on them.
 
 Cost (estimated, not run: no shipped model yet): the pretrained config's per-round cost for 10 clients
-over 10 rounds plus local fine-tuning: ~30-40 min per k on the 2-core CPU, minutes on one GPU.
+over 10 rounds, twice, plus local fine-tuning: ~45-60 min per k on the 2-core CPU, minutes on one GPU.
 """
 
 import importlib.util
@@ -52,7 +55,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.train_groups = k
     synthetic = tuple(config.data.clients) if tiny else _pretrained.SYNTHETIC_LABS
     config.data.clients = (_pretrained.REAL_CLIENT,) + tuple(c for c in synthetic if c != _pretrained.REAL_CLIENT)
-    config.methods = ("local", "fedavg")
+    config.methods = ("local", "fedavg", "fedtransfer_gen")
     config.init_from = "" if ("scratch" in flags or tiny) else "shipped"
     if not tiny:
         config.fl.rounds = 10  # fine-tuning from a trained model
