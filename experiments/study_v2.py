@@ -15,9 +15,11 @@ Primary endpoint (PROTOCOL v2): post-processed ARI on 4 whole 256 px test images
 sliding-window path (`whole_seen` / `whole_unseen` in summary.json, `whole_*_ari` in the comparisons); the
 tile-level metrics are reported beside it.
 
-Cost (2-core CPU, estimated, not yet timed): about the default job's per seed (~9-10 min idle: eight methods)
-plus the unseen labs' evaluation, i.e. ~1.7 h for the 10 seeds and ~30 min for `dev`. `tiny`: 2 seeds of the
-tests' tiny job.
+Cost (2-core CPU, JAX 0.10.2, measured 2026-12-05): 645-660 s of training and evaluation per seed pair when
+the machine was otherwise quiet (methods 63-107 s each: AdaIN 107, local and centralized 100, the others
+63-71), ~11-12 min wall per seed with data generation; the 10 seed pairs took 2 h 27 min beside other work
+(up to 1,130 s per seed under load). `dev` ~35 min; `tiny`: 2 seeds of the tests' tiny job. At 40 rounds
+(the budget check's next candidate, docs/PROTOCOL.md) about twice that.
 """
 
 import importlib.util
