@@ -18,9 +18,10 @@ from collections.abc import Sequence
 
 from absl import app, flags, logging
 
+from fedtransfer_jax import predict
 from fedtransfer_jax.runs import inference
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_USAGE = 0, predict.EXIT_USAGE
 
 
 def define_flags() -> None:
@@ -56,14 +57,6 @@ def main(argv: Sequence[str]) -> int:
     return run(f.workdir, f.method, f.dest, f.note)
 
 
-def flags_parser(argv):
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as e:
-        print(f"export_model: error: {e}", file=sys.stderr)
-        sys.exit(EXIT_USAGE)
-
-
 if __name__ == "__main__":
     define_flags()
-    app.run(main, flags_parser=flags_parser)
+    app.run(main, flags_parser=predict.flags_parser("export_model"))
