@@ -3,6 +3,7 @@ r"""The model that ships with the package: scale-robust, broad in appearance, tr
   python launch.py --config experiments/pretrained.py --workdir runs/pretrained --cpu_devices=auto
   python -m fedtransfer_jax.export_model --workdir runs/pretrained      # -> fedtransfer_jax/pretrained/grains
   python launch.py --config experiments/pretrained.py:synthetic --workdir runs/pretrained_syn   # without TBM
+  python launch.py --config experiments/pretrained.py:cpu --workdir runs/pretrained_cpu    # what ships now
   python launch.py --config experiments/pretrained.py:tiny --workdir /tmp/pretrained_tiny       # tests
 
 Clients: the nine synthetic labs (data/synthetic.LAB_NAMES: five optical/SEM styles and four labs outside
@@ -23,6 +24,14 @@ Cost (estimated, not yet run: the 2-core CPU was taken by the v2 study when this
 U-Net runs ~150 tiles/s of 64 px on the 2-core CPU, this one ~16x the pixels and ~1.3x the work per
 pixel, so ~1.3 h per method, ~3 h for both plus data generation (~10 min: Potts labs at 512 px are the
 slow part) and evaluation. On one H100, minutes. `tiny`: seconds.
+
+Measured (2026-12-05, 2-core CPU, a light job beside it): a round of `gen_random_style` (10 labs x 10
+steps x 8 tiles of 256 px) takes ~5 min, so the default is ~3.5 h per method and ~7 h for both: more than
+a working session. `cpu` is the budget one CPU session affords and what ships until a GPU run replaces
+it: `gen_random_style` only, 20 rounds (~1.5-2 h). Why that method: in the protocol-v2 main study
+(docs/results/study_v2) it generalised best to labs nobody trained on (whole-image ARI 0.557 vs FedAvg's
+0.452 on unseen labs, 10 seed pairs), which is what a model for other people's micrographs needs; that
+study is a finished, reported result, not a tuning loop on this model's test micrographs.
 """
 
 import importlib.util
@@ -52,13 +61,15 @@ FEATURES = (16, 32, 64, 64, 64, 64)  # six levels: 213 px effective receptive fi
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = arg or "default"
-    if variant not in ("default", "synthetic", "tiny"):
-        raise ValueError(f"experiments/pretrained.py: unknown variant {variant!r}; choose default, synthetic or tiny")
+    if variant not in ("default", "cpu", "synthetic", "tiny"):
+        raise ValueError(
+            f"experiments/pretrained.py: unknown variant {variant!r}; choose default, cpu, synthetic or tiny"
+        )
     config = _grains.get_config("fair")
-    config.name = "pretrained" if variant == "default" else f"pretrained-{variant}"
+    config.name = "pretrained" if variant in ("default", "cpu") else f"pretrained-{variant}"
     config.methods = ("fedavg", "gen_random_style")
     config.study_references = ()
-    if variant == "default":
+    if variant in ("default", "cpu"):
         config.data.source = "mixed"
         config.data.dir = DEFAULT_DIR
         config.data.clients = (REAL_CLIENT,) + SYNTHETIC_LABS
@@ -85,6 +96,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval.every_rounds = 4
     config.eval.whole_images = 2
     config.eval.whole_image_size = 768
+    if variant == "cpu":
+        config.methods = ("gen_random_style",)
+        config.fl.rounds = 20
+        config.checkpoint_every = 2  # a kill loses at most two ~5 min rounds
     if variant == "tiny":
         config.data.clients = ("brightfield", "sem")
         config.data.image_size = 64

@@ -149,3 +149,16 @@ def test_init_from_is_recorded_and_pinned_on_resume(trained, tmp_path):
     (tmp_path / run_context.INIT_FROM_FILE).write_text(json.dumps(recorded))
     with pytest.raises(ValueError, match="init_from.*other params"):
         run_context.starting_params(config, model, tile, str(tmp_path))
+
+
+def test_cpu_variant_is_the_default_data_and_model_with_a_smaller_budget():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("p", os.path.join(REPO, "experiments", "pretrained.py"))
+    pretrained = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pretrained)
+    full, cpu = pretrained.get_config(None), pretrained.get_config("cpu")
+    assert cpu.data == full.data and cpu.model == full.model and cpu.augment == full.augment
+    assert cpu.methods == ("gen_random_style",) and cpu.fl.rounds == 20 < full.fl.rounds
+    with pytest.raises(ValueError, match="choose default, cpu, synthetic or tiny"):
+        pretrained.get_config("gpu")
