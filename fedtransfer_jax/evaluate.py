@@ -20,6 +20,11 @@ probabilities mapped back to the label's pixels; `scale` records per image the s
 The post-processing settings are resolved as in `predict` (the method's choice on validation tiles,
 else built-in defaults; flags override) and reported under `postprocess` with their source.
 
+`--baseline adaptive_threshold|colour_edges` scores a no-learning reference instead of a model
+(analysis/classical.py: adaptive threshold on grey lines, or on colour edges, then thinned lines; no
+--workdir, --out needed): the numbers a model has to beat on the
+same folder, beside the all-boundary map's F1 (`trivial_boundary_f1`, always reported).
+
 Exit status: 0 done; 2 nothing evaluated (a bad flag, bad labels, a model that cannot be loaded, an
 `--out` that cannot be written; the message names the flag/file).
 """
@@ -34,11 +39,13 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from absl import app, flags, logging
 
 from fedtransfer_jax.runs import inference
 from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax import metrics as metrics_lib, predict
+from fedtransfer_jax.analysis import classical
 from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.metrics import postprocess_select as pps
@@ -53,7 +60,7 @@ def define_flags() -> None:
     """Command-line flags, defined only when run as a program (so evaluate and predict can be
     imported together, e.g. by scripts and tests)."""
     global _WORKDIR, _METHOD, _CLIENT, _ALLOW_INCOMPLETE, _DATA_DIR
-    global _INVERT, _TOLERANCE, _OVERLAP, _FLIPS, _SETTINGS, _OUT, _JSON, _SCALE
+    global _INVERT, _TOLERANCE, _OVERLAP, _FLIPS, _SETTINGS, _OUT, _JSON, _SCALE, _BASELINE
     _WORKDIR = flags.DEFINE_string(
         "workdir", None, "Workdir written by launch.py (default: the model shipped with the package; then --out is needed)."
     )
@@ -78,12 +85,16 @@ def define_flags() -> None:
     )
     _JSON = flags.DEFINE_bool("json", False, "Print the full results as one JSON object instead of the summary.")
     _SCALE = predict.define_scale_flag()
+    _BASELINE = flags.DEFINE_enum(
+        "baseline", None, list(classical.NAMES), "Score a no-learning reference instead of a model (needs --out)."
+    )
 
 
 def evaluate_folder(
-    model: inference.LoadedModel,
+    model: inference.LoadedModel | None,
     data_dir: str,
     *,
+    baseline: str = classical.NAME,
     invert_labels: bool = False,
     tolerance: float = 2.0,
     settings: pps.PostprocessSettings | None = None,
@@ -93,7 +104,8 @@ def evaluate_folder(
     scale: str | float = 1.0,
     **postprocess_kw: Any,
 ) -> dict:
-    """Raw and post-processed metrics of ``model`` on ``data_dir`` (``D/images`` + ``D/labels``).
+    """Raw and post-processed metrics of ``model`` on ``data_dir`` (``D/images`` + ``D/labels``); ``model``
+    None scores the classical ``baseline`` (analysis/classical.py) with its own clean-up settings.
 
     ``scale``: predict each image resampled by this factor, or 'auto' (analysis/scale.py); the result's
     ``scale`` maps each image to its scale record.
@@ -108,29 +120,37 @@ def evaluate_folder(
     if not (math.isfinite(tolerance) and tolerance >= 0):
         raise ValueError(f"--tolerance must be >= 0 px, got {tolerance}")
     scale = scale_lib.parse_scale(scale)
-    if settings is None:
+    if model is None:
+        settings = classical.SETTINGS
+        provenance = {"settings": settings.to_dict(), "source": f"--baseline {baseline}: fixed, not chosen"}
+    elif settings is None:
         settings, provenance = postprocess_choice.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
-    target = scale_lib.target_for(model) if scale == scale_lib.AUTO else None
+    target = scale_lib.target_for(model) if model is not None and scale == scale_lib.AUTO else None
     pairs = folder.list_pairs(data_dir)
     label_warnings = folder.check_client_labels(
         pairs, invert=invert_labels, invert_flag=INVERT_FLAG, where=f"--data_dir {data_dir}"
     )
-    per_image, per_image_raw, scales = {}, {}, {}
+    per_image, per_image_raw, scales, trivial = {}, {}, {}, []
     for image_path, label_path in pairs:
         image, label = folder.load_pair(image_path, label_path, invert=invert_labels)
-        prob, record = scale_lib.probabilities(
-            model, image, scale=scale, settings=settings, target=target, overlap=overlap, flips=flips
-        )
-        raw = settings.binarize(prob)
         name = os.path.basename(str(image_path))
-        scales[name] = record
+        if model is None:  # the classical reference: no probabilities, no scale search
+            raw, cleaned = classical.boundary_candidates(image, baseline), classical.segment(image, baseline)
+            scales[name] = {"scale": 1.0, "why": f"--baseline {baseline} runs at the image's own pixels"}
+        else:
+            prob, scales[name] = scale_lib.probabilities(
+                model, image, scale=scale, settings=settings, target=target, overlap=overlap, flips=flips
+            )
+            raw = settings.binarize(prob)
+            cleaned = pps.clean_up(raw, settings)
         per_image_raw[name] = metrics_lib.segmentation_metrics(raw, label > 0, tolerance=tolerance)
-        per_image[name] = metrics_lib.segmentation_metrics(
-            pps.clean_up(raw, settings), label > 0, tolerance=tolerance
-        )
+        per_image[name] = metrics_lib.segmentation_metrics(cleaned, label > 0, tolerance=tolerance)
+        # The F1 that predicting every pixel as boundary gets: what a reader calibrates F1 against.
+        trivial.append(metrics_lib.boundary_prf(np.ones(label.shape, bool), label > 0, tolerance)["f1"])
     return {
         "workdir": None,
-        "method": model.tag,
+        "method": model.tag if model is not None else f"baseline:{baseline}",
+        "trivial_boundary_f1": float(np.mean(trivial)) if trivial else float("nan"),
         "data_dir": os.path.abspath(data_dir),
         "n_images": len(per_image),
         "postprocess": dict(provenance or {"settings": settings.to_dict()}),
@@ -171,6 +191,8 @@ def summary_text(result: Mapping[str, Any], out: str | None = None) -> str:
         f"{_num(m.get('n_grains_gt'), '.1f')} true   (before post-processing: boundary F1 "
         f"{_num(raw.get('boundary_f1'), '.3f')}, ARI {_num(raw.get('ari'), '.3f')})",
     ]
+    if "trivial_boundary_f1" in result:
+        lines.append(f"(marking every pixel as boundary scores boundary F1 {_num(result['trivial_boundary_f1'], '.3f')})")
     width = max([len("image")] + [len(name) for name in result["per_image"]])
     lines.append(f"{'image':<{width}}  boundary F1    ARI  grains predicted / true")
     for name, r in result["per_image"].items():
@@ -192,6 +214,8 @@ def run(f: Mapping[str, Any]) -> int:
     summary, or the JSON object itself with ``f['json']``."""
     overrides = {k: v for k, v in f["settings"].items() if v is not None}
     out = f.get("out") or None
+    if f.get("baseline"):
+        return _run_baseline(f, out, overrides)
     f = predict.with_workdir(f)  # no --workdir and no shipped model: say that first
     if f["shipped"] and not out:
         raise ValueError("--out: name the results file (without --workdir the model is the shipped one, and its folder is part of the package)")
@@ -200,16 +224,7 @@ def run(f: Mapping[str, Any]) -> int:
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?
     if not (math.isfinite(f["tolerance"]) and f["tolerance"] >= 0):
         raise ValueError(f"--tolerance must be >= 0 px, got {f['tolerance']}")
-    # Wrong --data_dir or clearly wrong labels fail before the (slow) model load; evaluate_folder
-    # checks again and then reports the warnings.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", folder.LabelWarning)
-        folder.check_client_labels(
-            folder.list_pairs(f["data_dir"]),
-            invert=f["invert_labels"],
-            invert_flag=INVERT_FLAG,
-            where=f"--data_dir {f['data_dir']}",
-        )
+    _check_labels(f)
     model, settings, provenance = predict.model_and_settings(f, overrides)
     if not out:
         out = os.path.join(f["workdir"], f"evaluate_{model.tag.replace('/', '_')}.json")
@@ -226,6 +241,38 @@ def run(f: Mapping[str, Any]) -> int:
         scale=f.get("scale", scale_lib.AUTO),
     )
     result["workdir"] = os.path.abspath(f["workdir"])
+    io_utils.write_json_atomic(out, result)
+    print(json.dumps(io_utils._jsonable(result)) if f.get("json") else summary_text(result, out))
+    return EXIT_OK
+
+
+def _check_labels(f: Mapping[str, Any]) -> None:
+    """Wrong --data_dir or clearly wrong labels fail before the (slow) model load; evaluate_folder
+    checks again and then reports the warnings."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", folder.LabelWarning)
+        folder.check_client_labels(
+            folder.list_pairs(f["data_dir"]),
+            invert=f["invert_labels"],
+            invert_flag=INVERT_FLAG,
+            where=f"--data_dir {f['data_dir']}",
+        )
+
+
+def _run_baseline(f: Mapping[str, Any], out: str | None, overrides: Mapping[str, Any]) -> int:
+    """--baseline: the classical reference on the folder; model flags make no sense with it."""
+    given = [k for k in ("workdir", "method", "client") if f.get(k)] + [f"{k} (post-processing)" for k in overrides]
+    if given:
+        raise ValueError(f"--baseline {f['baseline']} uses no model and fixed settings: drop --{', --'.join(given)}")
+    if not out:
+        raise ValueError(f"--out: name the results file (--baseline {f['baseline']} has no workdir to write into)")
+    check_out(out)
+    if not (math.isfinite(f["tolerance"]) and f["tolerance"] >= 0):
+        raise ValueError(f"--tolerance must be >= 0 px, got {f['tolerance']}")
+    _check_labels(f)
+    result = evaluate_folder(
+        None, f["data_dir"], baseline=f["baseline"], invert_labels=f["invert_labels"], tolerance=f["tolerance"]
+    )
     io_utils.write_json_atomic(out, result)
     print(json.dumps(io_utils._jsonable(result)) if f.get("json") else summary_text(result, out))
     return EXIT_OK
@@ -249,6 +296,7 @@ def main(argv):
         "out": _OUT.value,
         "json": _JSON.value,
         "scale": _SCALE.value,
+        "baseline": _BASELINE.value,
     }
     try:
         return run(values)
