@@ -15,7 +15,8 @@ run that had no information from the client:
 - `one_run`: the empirical epsilon lower bound of DP-FedAvg from one training run with canary clients
   (Steinke, Nasr & Jagielski 2023), beside the accountant's epsilon; `python -m
   fedtransfer_jax.privacy.audit.one_run --out DIR` writes DIR/audit.json (not re-exported here, so that
-  `python -m` runs it without importing it twice).
+  `python -m` runs it without importing it twice); `fdp_one_run`: the tighter f-DP (Gaussian DP) bound on the
+  same run (Mahloujifar, Melis & Chaudhuri 2024), reported beside it in every audit.json row.
 
 Which style techniques are attacked, and how, comes from the style registry: every registered method declares
 a `StyleAudit` (style/techniques/base.py). `python -m fedtransfer_jax.audit --workdir W` is the command line.
