@@ -11,9 +11,12 @@ by full-image id, are the same for every k). Methods: `local` (the lab fine-tune
 synthetic labs of experiments/pretrained.py; the TBM row of `methods.fedavg.per_client`) and
 `fedtransfer_gen` (the same federation, every lab re-rendering its labels in the others' fitted styles: does
 sharing help the data-poor lab? PROTOCOL v2 study (c) on a real lab, with at least one label, since gen
-fits a lab's style from its labelled images). All start from
-the shipped model (`init_from='shipped'`, docs/MODEL.md) unless the variant says `scratch`; k = 0 is the
-shipped model itself (`python -m fedtransfer_jax.evaluate --data_dir <TBM test micrographs> --out F`).
+fits a lab's style from its labelled images). All start from a model trained WITHOUT this lab
+(`init_from=SYNTHETIC_MODEL`: `python launch.py --config experiments/pretrained.py:synthetic --workdir
+runs/pretrained_syn`, the nine synthetic labs only) unless the variant says `scratch`; k = 0 is that model
+itself (`python -m fedtransfer_jax.evaluate --workdir runs/pretrained_syn --data_dir <TBM test micrographs>
+--out F`). Not the shipped model: it trained on every TBM training and validation micrograph, so "k labels"
+on top of it would not be k labels.
 Endpoints: the TBM test micrographs' ARI, boundary F1 and grain-count error (summary.json), and the
 mean-grain-size error of predict on them.
 
@@ -31,6 +34,9 @@ _pretrained = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_pretrained)
 
 LABELLED = (1, 2, 5)
+# The starting model must not have seen the recipient lab (see the docstring); override with
+# --config.init_from=<workdir of experiments/pretrained.py:synthetic>.
+SYNTHETIC_MODEL = str(Path(__file__).resolve().parents[1] / "runs" / "pretrained_syn")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -56,7 +62,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     synthetic = tuple(config.data.clients) if tiny else _pretrained.SYNTHETIC_LABS
     config.data.clients = (_pretrained.REAL_CLIENT,) + tuple(c for c in synthetic if c != _pretrained.REAL_CLIENT)
     config.methods = ("local", "fedavg", "fedtransfer_gen")
-    config.init_from = "" if ("scratch" in flags or tiny) else "shipped"
+    config.init_from = "" if ("scratch" in flags or tiny) else SYNTHETIC_MODEL
     if not tiny:
         config.fl.rounds = 10  # fine-tuning from a trained model
         config.eval.every_rounds = 2
