@@ -25,10 +25,12 @@ U-Net runs ~150 tiles/s of 64 px on the 2-core CPU, this one ~16x the pixels and
 pixel, so ~1.3 h per method, ~3 h for both plus data generation (~10 min: Potts labs at 512 px are the
 slow part) and evaluation. On one H100, minutes. `tiny`: seconds.
 
-Measured (2026-12-05, 2-core CPU, a light job beside it): a round of `gen_random_style` (10 labs x 10
-steps x 8 tiles of 256 px) takes ~5 min, so the default is ~3.5 h per method and ~7 h for both: more than
-a working session. `cpu` is the budget one CPU session affords and what ships until a GPU run replaces
-it: `gen_random_style` only, 20 rounds (~1.5-2 h). Why that method: in the protocol-v2 main study
+Measured (2026-12-05, 2-core CPU with other jobs beside it): a round of `gen_random_style` (10 labs x 10
+steps x 8 tiles of 256 px) takes 2-5 min; `cpu` trained in 87 min (5249 s, 20 rounds with 5 validation
+passes) plus ~4 min of data generation (reusable: `data.tfds_dir`) and ~6 min of whole-image evaluation,
+so the default is ~1.5-3 h per method, ~3-6 h for both: more than a working session. `cpu` is the budget
+one CPU session affords and is what ships (docs/MODEL.md) until a longer or GPU run replaces it:
+`gen_random_style` only, 20 rounds. Why that method: in the protocol-v2 main study
 (docs/results/study_v2) it generalised best to labs nobody trained on (whole-image ARI 0.557 vs FedAvg's
 0.452 on unseen labs, 10 seed pairs), which is what a model for other people's micrographs needs; that
 study is a finished, reported result, not a tuning loop on this model's test micrographs.

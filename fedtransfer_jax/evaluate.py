@@ -191,8 +191,6 @@ def summary_text(result: Mapping[str, Any], out: str | None = None) -> str:
         f"{_num(m.get('n_grains_gt'), '.1f')} true   (before post-processing: boundary F1 "
         f"{_num(raw.get('boundary_f1'), '.3f')}, ARI {_num(raw.get('ari'), '.3f')})",
     ]
-    if "trivial_boundary_f1" in result:
-        lines.append(f"(marking every pixel as boundary scores boundary F1 {_num(result['trivial_boundary_f1'], '.3f')})")
     width = max([len("image")] + [len(name) for name in result["per_image"]])
     lines.append(f"{'image':<{width}}  boundary F1    ARI  grains predicted / true")
     for name, r in result["per_image"].items():
@@ -200,6 +198,8 @@ def summary_text(result: Mapping[str, Any], out: str | None = None) -> str:
             f"{name:<{width}}  {_num(r.get('boundary_f1'), '11.3f')}  {_num(r.get('ari'), '5.3f')}  "
             f"{_num(r.get('n_grains_pred'), '16.0f')} / {_num(r.get('n_grains_gt'), '.0f')}"
         )
+    if "trivial_boundary_f1" in result:  # after the table: the lines above are read by scripts
+        lines.append(f"(marking every pixel as boundary scores boundary F1 {_num(result['trivial_boundary_f1'], '.3f')})")
     if result.get("label_warnings"):
         lines.append(f"{len(result['label_warnings'])} label warning(s): see label_warnings in the JSON")
     if out:
