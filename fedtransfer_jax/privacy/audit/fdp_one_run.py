@@ -55,7 +55,7 @@ from typing import Callable, Sequence
 import numpy as np
 from scipy import optimize, special
 
-from fedtransfer_jax.privacy.audit.one_run import DEFAULT_FRACTIONS, guess_from_scores
+from fedtransfer_jax.privacy.audit.guesses import DEFAULT_FRACTIONS, guess_from_scores
 
 # --------------------------------------------------------------------------------------------------------------
 # Gaussian differential privacy.

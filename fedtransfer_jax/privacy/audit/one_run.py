@@ -59,7 +59,6 @@ writes DIR/audit.json: one row for the mechanism as configured and one for the b
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -68,6 +67,9 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 from scipy import special, stats
+
+from fedtransfer_jax.privacy.audit import fdp_one_run
+from fedtransfer_jax.privacy.audit.guesses import DEFAULT_FRACTIONS, guess_from_scores  # noqa: F401 (API)
 
 # --------------------------------------------------------------------------------------------------------------
 # The bound (pure numpy / scipy).
@@ -109,20 +111,6 @@ def epsilon_lower_bound(m: int, r: int, v: int, delta: float, beta: float = 0.05
     return lo
 
 
-def guess_from_scores(scores: np.ndarray, k_plus: int, k_minus: int) -> np.ndarray:
-    """+1 ("in") for the k+ highest scores, -1 ("out") for the k- lowest, 0 (abstain) elsewhere."""
-    scores = np.asarray(scores, np.float64)
-    m = scores.shape[0]
-    if k_plus < 0 or k_minus < 0 or k_plus + k_minus > m:
-        raise ValueError(f"need k+, k- >= 0 and k+ + k- <= m = {m}, got {k_plus}, {k_minus}")
-    order = np.argsort(-scores, kind="stable")
-    out = np.zeros(m, np.int8)
-    out[order[:k_plus]] = 1
-    out[order[m - k_minus :]] = -1
-    return out
-
-
-DEFAULT_FRACTIONS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 
 
 def audit_scores(
@@ -236,7 +224,6 @@ def run_canary_federation(
     included w.p. 1/2; returns the white-box canary scores. `noise_multiplier` is the noise the aggregator
     really adds (0 for the broken mechanism). `dim` (default max(2 canaries, 4 task_dim)) is the model size:
     a canary's coordinate lies outside the task's `task_dim` coordinates only with chance 1 - task_dim / dim."""
-    import jax
     import jax.numpy as jnp
     import optax
 
@@ -294,7 +281,6 @@ def audit_dp_fedavg(
     project's default, and PLD), the one-run lower bound, and the counts behind it. The aggregator adds
     `noise_scale * noise_multiplier` (1: as claimed; 0: the broken, noise-free mechanism)."""
     from fedtransfer_jax.privacy import accounting
-    from fedtransfer_jax.privacy.audit import fdp_one_run  # imports this module: not at the top
 
     actual = float(noise_multiplier) * float(noise_scale)
     run = run_canary_federation(
