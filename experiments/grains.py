@@ -69,6 +69,20 @@ def dp(noise_multiplier: float, clip_norm: float = 0.1, *, adaptive: bool = True
     }
 
 
+def dpsgd(noise_multiplier: float, units_per_batch: float, clip_norm: float = 1.0, *, max_units_per_step: int = 0) -> dict:
+    """Example-level DP-SGD spec (privacy/dpsgd.py: per-micrograph clipping inside every lab; accountant
+    settings in engine.example_privacy_accounting). One 64 px tile is one micrograph in these labs."""
+    return {
+        "noise_multiplier": noise_multiplier,
+        "clip_norm": clip_norm,
+        "units_per_batch": units_per_batch,
+        "tiles_per_unit": 1,
+        "max_units_per_step": max_units_per_step,
+        "delta": 1e-5,
+        "accountant": "rdp",
+    }
+
+
 def method(
     algorithm: str = "fedavg",
     *,
@@ -77,6 +91,7 @@ def method(
     style_targets: str = "foreign",
     aggregator=None,
     secure=False,
+    dpsgd=None,
     **hparams,
 ):
     """A method spec with every hyper-parameter of its algorithm present (so each can be overridden on the
@@ -92,6 +107,8 @@ def method(
     }
     if style_targets != "foreign":  # only where set: workdirs written before the key existed still resume
         spec["style_targets"] = style_targets
+    if dpsgd:  # likewise
+        spec["dpsgd"] = dict(dpsgd)
     return spec
 
 

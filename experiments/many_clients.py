@@ -43,8 +43,10 @@ import ml_collections
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     variant = arg or "default"
-    if variant not in ("default", "tiny", "gpu"):
-        raise ValueError(f"experiments/many_clients.py: unknown variant {variant!r}; choose default, tiny or gpu")
+    if variant not in ("default", "tiny", "gpu", "cpu_large"):
+        raise ValueError(
+            f"experiments/many_clients.py: unknown variant {variant!r}; choose default, tiny, gpu or cpu_large"
+        )
     config = ml_collections.ConfigDict()
     config.name = "many_clients" if variant == "default" else f"many_clients-{variant}"
     config.runner = "population"  # launch.py: runs/population_training.py instead of runs/train.py
@@ -123,6 +125,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.fl.local_steps = 1
         config.eval.heldout_clients = 2
         config.eval.unseen_tiles = 2
+    elif variant == "cpu_large":  # the default cell shape at N = 100,000 and K up to 1,000 on the CPU
+        config.grid.num_clients = (100_000,)
+        config.grid.clients_per_round = (100, 300, 1000)
+        config.grid.noise_multipliers = (0.0, 1.0, 2.0)
+        config.grid.seeds = (0, 1)
     elif variant == "gpu":
         config.population.tile_size = 64
         config.population.diameter_px = (8.0, 30.0)

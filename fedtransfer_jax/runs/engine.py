@@ -9,6 +9,8 @@ A method in `config.methods` is a name; `config.method_specs.<name>` says what i
     style       '' or a style-sharing method (FedTransfer); the segmenter trains on restyled batches
     aggregator  {'name': 'mean'} (example-weighted) or {'name': 'dp', ...} (DP-FedAvg, privacy/dp.py)
     secure      {'enabled': False, ...}: secure aggregation of the client messages (privacy/secagg.py)
+    dpsgd       {} (off) or {'noise_multiplier', 'clip_norm', 'units_per_batch', ...}: example-level DP
+                inside every client, DP-SGD with per-micrograph clipping (privacy/dpsgd.py, DPSGD_KEYS)
 
 A name without a spec is the algorithm of that name (or the `local` / `centralized` baseline). Inference
 uses `params_template` to restore a model without rebuilding any optimizer.
@@ -38,7 +40,17 @@ SELECT = ("last", "best_val")  # eval.select: which params a method is scored wi
 AGGREGATORS = ("mean", "dp")
 # Keys of a 'dp' aggregator spec that configure the accountant (privacy/accounting.py), with defaults.
 ACCOUNTING_KEYS = {"delta": 1e-5, "accountant": "rdp"}
-_SPEC_KEYS = ("kind", "algorithm", "hparams", "style", "style_targets", "aggregator", "secure")
+_SPEC_KEYS = ("kind", "algorithm", "hparams", "style", "style_targets", "aggregator", "secure", "dpsgd")
+# A method's `dpsgd` spec (privacy/dpsgd.py), with defaults; the first three have none.
+DPSGD_KEYS = {
+    "noise_multiplier": None,  # z: noise std z C on the sum of a step's clipped micrograph gradients
+    "clip_norm": None,  # C: L2 clip of each micrograph's gradient
+    "units_per_batch": None,  # B: expected micrographs per step (Poisson rate q = B / the lab's micrographs)
+    "tiles_per_unit": 1,  # consecutive tiles of a client's data that form one micrograph
+    "max_units_per_step": 0,  # physical batch cap (0: exact Poisson sampling); its truncation goes into delta
+    "delta": 1e-5,
+    "accountant": "rdp",
+}
 _INIT_TAG = 0x1217  # fold_in tag of the segmenter's init key
 
 
@@ -52,13 +64,17 @@ class MethodSpec:
     style_targets: str = "foreign"
     aggregator: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"name": "mean"})
     secure: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"enabled": False})
+    dpsgd: Mapping[str, Any] = dataclasses.field(default_factory=dict)  # empty: no example-level DP
 
     @property
     def federated(self) -> bool:
         return self.kind == "federated"
 
     def as_dict(self) -> dict:
-        return {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in dataclasses.asdict(self).items()}
+        out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in dataclasses.asdict(self).items()}
+        if not out["dpsgd"]:  # absent when off: specs recorded before the key existed compare equal
+            del out["dpsgd"]
+        return out
 
 
 def _plain(x) -> Any:
@@ -90,6 +106,7 @@ def method_spec(config: ml_collections.ConfigDict, name: str) -> MethodSpec:
         style_targets=raw.get("style_targets", "foreign") or "foreign",
         aggregator=dict(_plain(raw.get("aggregator", {})) or {"name": "mean"}),
         secure=dict(_plain(raw.get("secure", {})) or {"enabled": False}),
+        dpsgd=_dpsgd_spec(_plain(raw.get("dpsgd", {})) or {}, f"{key}.dpsgd"),
     )
     if spec.kind not in KINDS:
         raise ValueError(f"config key {key}.kind: unknown kind {spec.kind!r}; choose from {KINDS}")
@@ -108,9 +125,51 @@ def method_spec(config: ml_collections.ConfigDict, name: str) -> MethodSpec:
             f"config key {key}.aggregator.name: unknown aggregator {spec.aggregator.get('name')!r}; "
             f"choose from {AGGREGATORS}"
         )
+    if spec.dpsgd and not spec.federated:
+        raise ValueError(f"config key {key}.dpsgd: example-level DP is built for federated methods only")
     if not spec.federated and (spec.style or spec.aggregator.get("name", "mean") != "mean"):
         raise ValueError(f"config key {key}: a {spec.kind!r} baseline shares nothing: no style or aggregator")
     return spec
+
+
+def _dpsgd_spec(raw: Mapping[str, Any], key: str) -> dict:
+    """A method's `dpsgd` spec with its defaults filled ({} when off); errors name the config key."""
+    if not raw:
+        return {}
+    unknown = sorted(set(raw) - set(DPSGD_KEYS))
+    if unknown:
+        raise ValueError(f"config key {key}.{unknown[0]}: unknown; dpsgd has {list(DPSGD_KEYS)}")
+    missing = [k for k, v in DPSGD_KEYS.items() if v is None and k not in raw]
+    if missing:
+        raise ValueError(f"config key {key}.{missing[0]}: required for example-level DP (privacy/dpsgd.py)")
+    out = {k: raw.get(k, d) for k, d in DPSGD_KEYS.items()}
+    for k, lo, strict in (("noise_multiplier", 0.0, False), ("clip_norm", 0.0, True), ("units_per_batch", 0.0, True)):
+        v = float(out[k])
+        if not math.isfinite(v) or v < lo or (strict and v == lo):
+            raise ValueError(f"config key {key}.{k}: must be {'>' if strict else '>='} {lo:g}, got {out[k]!r}")
+    if int(out["tiles_per_unit"]) < 1 or int(out["max_units_per_step"]) < 0:
+        raise ValueError(f"config key {key}: tiles_per_unit must be >= 1 and max_units_per_step >= 0")
+    if not 0.0 < float(out["delta"]) < 1.0:
+        raise ValueError(f"config key {key}.delta: must lie in (0, 1), got {out['delta']!r}")
+    if out["accountant"] not in ("rdp", "pld"):
+        raise ValueError(f"config key {key}.accountant: choose 'rdp' or 'pld', got {out['accountant']!r}")
+    return out
+
+
+def dpsgd_mechanism(spec: MethodSpec):
+    """The method's privacy/dpsgd.DPSGD, or None when it has no example-level DP."""
+    if not spec.dpsgd:
+        return None
+    from fedtransfer_jax.privacy import dpsgd  # noqa: PLC0415 (only DP-SGD runs need it)
+
+    d = spec.dpsgd
+    return dpsgd.DPSGD(
+        clip_norm=float(d["clip_norm"]),
+        noise_multiplier=float(d["noise_multiplier"]),
+        units_per_batch=float(d["units_per_batch"]),
+        tiles_per_unit=int(d["tiles_per_unit"]),
+        max_units_per_step=int(d["max_units_per_step"]),
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -149,11 +208,14 @@ def local_training(
     batch_transform: BatchTransform | None = None,
     lr: Any = None,
     augment: bool = True,
+    dpsgd: Any = None,
 ) -> LocalTraining:
     """The local training every client runs: `batch_transform` (the style re-rendering) first, then
     `config.augment` (data/augment.py) unless disabled there or here (`augment=False`: a style technique's
     own model, which must learn the labs' real imaging styles). `lr`: None = fl.client_lr, or a number, or
-    a traced array (a learning-rate schedule's value inside the jitted round)."""
+    a traced array (a learning-rate schedule's value inside the jitted round). `dpsgd`: a privacy/dpsgd.DPSGD
+    (`dpsgd_mechanism`): every local step is then a DP-SGD step over the client's micrographs (the
+    minibatch and `fl.batch_size` are not used; the optimizer sees the noised gradient)."""
     if augment:
         batch_transform = augment_lib.make_batch_transform(augmentation(config), batch_transform)
     fl = config.fl
@@ -171,7 +233,14 @@ def local_training(
         batch_size=int(fl.batch_size),
         batch_transform=batch_transform,
         unroll=bool(fl.get("unroll_local_steps", False)),
+        gradient_fn=None if dpsgd is None else _dp_gradient_fn(dpsgd),
     )
+
+
+def _dp_gradient_fn(mechanism):
+    from fedtransfer_jax.privacy import dpsgd  # noqa: PLC0415
+
+    return dpsgd.dp_gradient_fn(mechanism)
 
 
 def augmentation(config: ml_collections.ConfigDict) -> augment_lib.Augment | None:
@@ -395,7 +464,7 @@ def privacy_accounting(spec: MethodSpec, *, rounds: int, clients_per_round: int,
     agg = dict(spec.aggregator)
     if agg.get("name", "mean") != "dp":
         return None
-    from fedtransfer_jax.privacy import accounting, dp  # noqa: PLC0415
+    from fedtransfer_jax.privacy import accounting  # noqa: PLC0415
 
     delta = float(agg.get("delta", ACCOUNTING_KEYS["delta"]))
     acct = str(agg.get("accountant", ACCOUNTING_KEYS["accountant"]))
@@ -422,3 +491,55 @@ def privacy_accounting(spec: MethodSpec, *, rounds: int, clients_per_round: int,
         "epsilon_per_round_cumulative": [float(e) for e in curve.cumulative],
     }
     return out
+
+
+def example_privacy_accounting(
+    spec: MethodSpec, *, rounds: int, local_steps: int, units_per_client: Mapping[str, int]
+) -> dict | None:
+    """Example-level (epsilon, delta) per micrograph of a DP-SGD method (privacy/dpsgd.py), per client and
+    the worst over clients; None for methods without `dpsgd`.
+
+    Every local step is a Poisson-sampled Gaussian mechanism at q = B / U (U: the client's real
+    micrographs), composed over rounds x local steps: every round is counted, also when a client was not
+    sampled (conservative; exact when every client trains every round). A physical batch cap adds
+    steps x P[a step samples more than the cap] to delta. Validation tiles and the aggregation weight
+    (the client's example count) are not covered: they are not training micrographs' gradients."""
+    mech = dpsgd_mechanism(spec)
+    if mech is None:
+        return None
+    from fedtransfer_jax.privacy import dpsgd  # noqa: PLC0415
+
+    d = spec.dpsgd
+    steps = int(rounds) * int(local_steps)
+    delta, acct = float(d["delta"]), str(d["accountant"])
+    per_client = {}
+    for name, units in units_per_client.items():
+        units = int(units)
+        trunc = steps * dpsgd.truncation_probability(mech.units_per_batch, units, mech.max_units_per_step)
+        per_client[name] = {
+            "micrographs": units,
+            "q": dpsgd.sampling_rate(mech.units_per_batch, units) if units else 0.0,
+            "epsilon": (
+                dpsgd.epsilon(mech.noise_multiplier, steps, mech.units_per_batch, units, delta, accountant=acct)
+                if units
+                else 0.0
+            ),
+            "delta": delta + trunc,
+        }
+    worst = max(per_client.values(), key=lambda c: (c["epsilon"], c["delta"])) if per_client else None
+    return {
+        "mechanism": "DP-SGD (Abadi et al. 2016) inside every client: Poisson sampling of micrographs, "
+        "per-micrograph clipping, Gaussian noise on the sum, fixed denominator B",
+        "protects": "each training micrograph of a client against everything its updates release",
+        "unit": f"micrograph ({mech.tiles_per_unit} tile{'s' if mech.tiles_per_unit > 1 else ''})",
+        "noise_multiplier": mech.noise_multiplier,
+        "clip_norm": mech.clip_norm,
+        "units_per_batch": mech.units_per_batch,
+        "max_units_per_step": mech.max_units_per_step,
+        "noise_std_of_mean": dpsgd.noise_std_of_mean(mech),
+        "steps": steps,
+        "accountant": acct,
+        "delta": worst["delta"] if worst else delta,
+        "epsilon": worst["epsilon"] if worst else 0.0,
+        "per_client": per_client,
+    }

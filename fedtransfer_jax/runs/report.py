@@ -78,6 +78,27 @@ def summary_markdown(summary: dict, *, per_client: bool = True) -> str:
                 f"{d['epsilon_without_sampling_amplification']:.2f} | {ari:.3f} | "
                 + (f"{100 * ari / ref:.0f} % |" if ref else "n/a |")
             )
+    ex_rows = [(n, m["example_level_dp"]) for n, m in summary["methods"].items() if m.get("example_level_dp")]
+    if ex_rows:
+        lines += [
+            "",
+            "Differential privacy (example level: one micrograph inside each lab; DP-SGD, privacy/dpsgd.py; "
+            "ε of the lab with the fewest micrographs):",
+            "",
+            "| method | noise multiplier z | clip norm C | micrographs per step B | steps | q | ε at δ | seen ARI | % of FedAvg's |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        ref = summary["methods"].get("fedavg", {}).get("mean", {}).get("ari")
+        for n, d in ex_rows:
+            ari = summary["methods"][n]["mean"]["ari"]
+            q = max((c["q"] for c in d["per_client"].values()), default=0.0)
+            eps = d["epsilon"]
+            eps_s = "inf" if eps is None or eps == float("inf") else f"{eps:.2f}"
+            lines.append(
+                f"| {n} | {d['noise_multiplier']:g} | {d['clip_norm']:g} | {d['units_per_batch']:g} | {d['steps']} | "
+                f"{q:.3f} | {eps_s} at {d['delta']:.2g} | {ari:.3f} | "
+                + (f"{100 * ari / ref:.0f} % |" if ref else "n/a |")
+            )
     status = summary.get("status")
     if status == "running":
         pending = [m for m, p in summary.get("progress", {}).items() if p.get("status") != "complete"]

@@ -108,7 +108,10 @@ def run_federated(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
     train_data, batch_transform = ctx.data.train, None
     if spec.style:
         train_data, batch_transform, extra["style"] = style_protocol.setup_style_sharing(ctx, spec, ledger, k)
-    local_at = lambda lr: engine.local_training(ctx.config, ctx.loss_fn, batch_transform=batch_transform, lr=lr)
+    mechanism = engine.dpsgd_mechanism(spec)  # example-level DP inside every client, or None
+    local_at = lambda lr: engine.local_training(
+        ctx.config, ctx.loss_fn, batch_transform=batch_transform, lr=lr, dpsgd=mechanism
+    )
     algorithm = engine.build_method_algorithm(ctx.config, spec, local_at)
     aggregator, protocol = engine.build_aggregation(spec, k)
     ids = {n: i for i, n in enumerate(names)}
@@ -142,10 +145,31 @@ def run_federated(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
     )
     if accounting is not None:
         extra["differential_privacy"] = accounting
+    if mechanism is not None:
+        extra["example_level_dp"] = engine.example_privacy_accounting(
+            spec,
+            rounds=int(ctx.config.fl.rounds),
+            local_steps=int(ctx.config.fl.local_steps),
+            units_per_client=_micrographs_per_client(
+                ctx.data.train.mask, names, mechanism.tiles_per_unit, key=f"method_specs.{spec.name}.dpsgd"
+            ),
+        )
     extra["round_compilations"] = result.round_compilations
     extra["resumed_from_round"] = result.resumed_from
     extra["client_strategy"] = compiled.info
     return params, extra
+
+
+def _micrographs_per_client(mask, names, tiles_per_unit: int, *, key: str) -> dict[str, int]:
+    """Real micrographs each client holds: groups of `tiles_per_unit` consecutive tiles with a real one."""
+    mask = np.asarray(mask)
+    t = int(tiles_per_unit)
+    if mask.shape[1] % t:
+        raise ValueError(
+            f"config key {key}.tiles_per_unit={t}: {mask.shape[1]} tiles per client is not a multiple of it"
+        )
+    units = mask.reshape(mask.shape[0], -1, t).any(axis=2).sum(axis=1)
+    return {n: int(u) for n, u in zip(names, units)}
 
 
 def run_centralized(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
