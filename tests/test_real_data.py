@@ -93,7 +93,7 @@ def test_mixed_source_errors_and_builders(real_folder, tmp_path: Path) -> None:
     load_federated_data(_mixed_cfg(root, tmp_path, dir=""), tmp_path)
   with pytest.raises(ValueError, match="cfg.clients is empty"):
     load_federated_data(_mixed_cfg(root, tmp_path, clients=()), tmp_path)
-  with pytest.raises(ValueError, match="expected 'synthetic', 'folder' or 'mixed'"):
+  with pytest.raises(ValueError, match="expected 'synthetic', 'folder', 'mixed' or 'prior_labs'"):
     load_federated_data(_mixed_cfg(root, tmp_path, source="mix"), tmp_path)
   # A client folder named like a synthetic lab would be ambiguous.
   (root / "sem" / "images").mkdir(parents=True)

@@ -7,7 +7,7 @@ examples carry zero weight downstream (docs/ARCHITECTURE.md).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
@@ -153,6 +153,7 @@ _DEFAULTS: dict[str, Any] = {
     "val_per_client": 0,  # synthetic: full images per lab in a validation split
     "val_fraction": 0.0,  # folder: fraction of the training full images held out for validation
     "train_groups": 0,  # folder: > 0 keeps this many labelled training micrographs per client
+    "prior_labs": 0,  # source 'prior_labs': how many labs to draw from the population prior (data/prior_labs.py)
 }
 
 
@@ -258,7 +259,9 @@ def builder_config_from(cfg: Any) -> Any:
         return _folder_builder_config(cfg)
     if source == "mixed":
         raise ValueError("cfg.source='mixed' uses two tfds builders: call builder_configs_from(cfg)")
-    raise ValueError(f"unknown cfg.source {source!r}; expected 'synthetic', 'folder' or 'mixed'")
+    if source == "prior_labs":
+        raise ValueError("cfg.source='prior_labs' builds its unseen labs only: call builder_configs_from(cfg)")
+    raise ValueError(f"unknown cfg.source {source!r}; expected 'synthetic', 'folder', 'mixed' or 'prior_labs'")
 
 
 def mixed_client_kinds(cfg: Any) -> dict[str, str]:
@@ -307,6 +310,9 @@ def builder_configs_from(cfg: Any) -> list[Any]:
     with source 'folder'), and the synthetic builder only the labs named; a builder nobody needs is
     left out. Both use ``cfg.tile_size``, so their tiles stack into one ``ClientData``.
     """
+    if _field(cfg, "source") == "prior_labs":  # its labs are rendered directly (data/prior_labs.py)
+        unseen = _as_names(_field(cfg, "unseen_clients"), "unseen_clients")
+        return [_synthetic_builder_config(cfg, unseen)] if unseen else []
     if _field(cfg, "source") != "mixed":
         return [builder_config_from(cfg)]
     kinds = mixed_client_kinds(cfg)
@@ -319,7 +325,9 @@ def builder_configs_from(cfg: Any) -> list[Any]:
     return configs
 
 
-def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
+def load_federated_data(
+    cfg: Any, workdir: str | Path, rendered: Mapping[str, Callable[[str], Arrays]] | None = None
+) -> FederatedData:
     """Builds (once) and reads the tfds cache for ``cfg``'s clients.
 
     The cache lives in ``cfg.tfds_dir`` (default ``<workdir>/tfds``); a second call with the same
@@ -330,8 +338,12 @@ def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
     lab, ``cfg.val_fraction`` of a folder client's training images; default none).
 
     ``cfg.source``: 'synthetic' (labs of ``data.synthetic``), 'folder' (real micrographs under
-    ``cfg.dir``) or 'mixed' (both; ``cfg.clients`` names real client folders and synthetic labs side by
-    side, e.g. ``('tbm_tint_etched', 'brightfield', 'sem')``, all cut into ``cfg.tile_size`` tiles).
+    ``cfg.dir``), 'mixed' (both; ``cfg.clients`` names real client folders and synthetic labs side by
+    side, e.g. ``('tbm_tint_etched', 'brightfield', 'sem')``, all cut into ``cfg.tile_size`` tiles) or
+    'prior_labs' (``cfg.prior_labs`` labs drawn from the population prior, loaded by
+    ``data.prior_labs.load_federated_data``, which passes them here as ``rendered``: client name -> its
+    split's ``(images, labels)``, made without tfds; the unseen clients are synthetic labs from the tfds
+    cache).
 
     Raises:
       ValueError: unknown source or client (named), a client both trained and unseen, or empty data.
@@ -339,11 +351,19 @@ def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
     from fedtransfer_jax.runtime import distributed
     from fedtransfer_jax.data import tfds_builders as tb
 
+    source, rendered = _field(cfg, "source"), dict(rendered or {})
+    if source == "prior_labs" and not rendered:
+        raise ValueError("data.source='prior_labs' is loaded by data.prior_labs.load_federated_data (it renders labs)")
+    count = _field(cfg, "prior_labs")
+    if count and source != "prior_labs":  # training on other clients than asked for: stop instead
+        raise ValueError(f"data.prior_labs={count!r} is only read by data.source='prior_labs' (it is {source!r})")
     configs = builder_configs_from(cfg)
     available: dict[str, tuple[int, str]] = {}  # original name -> (builder index, split prefix)
     for b, config in enumerate(configs):
         for name, prefix in tb.client_map(config).items():
             available.setdefault(name, (b, prefix))  # 'mixed' already rejected names of both kinds.
+    for name in rendered:
+        available.setdefault(name, (-1, name))  # -1: rendered directly, no builder
     clients = _as_names(_field(cfg, "clients"), "clients")
     unseen = _as_names(_field(cfg, "unseen_clients"), "unseen_clients")
     both = set(clients) & set(unseen)
@@ -376,6 +396,8 @@ def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
 
     def read(name: str, split: str) -> Arrays:
         b, prefix = available[name]
+        if b < 0:
+            return rendered[name](split)
         return _to_arrays(tb.read_split(builders[b], f"{prefix}_{split}", missing_ok=True))
 
     train = [read(n, "train") for n in clients]
@@ -392,14 +414,22 @@ def load_federated_data(cfg: Any, workdir: str | Path) -> FederatedData:
 WHOLE_TEST_SPLIT = "test_whole"  # its own split name: a seed no training, validation or test tile shares
 
 
-def whole_test_images(cfg: Any, labs: Sequence[str], n: int, size: int) -> tuple[dict[str, Arrays], list[str]]:
+def whole_test_images(
+    cfg: Any,
+    labs: Sequence[str],
+    n: int,
+    size: int,
+    rendered: Mapping[str, Callable[[int, int], Arrays]] | None = None,
+) -> tuple[dict[str, Arrays], list[str]]:
     """``({lab: (images f32 [n,S,S,3], labels u8 [n,S,S])}, notes)``: ``n`` whole synthetic test micrographs
     of ``size`` px per lab (the v2 protocol's primary endpoint scores them through predict's sliding window).
 
     Generated directly with ``synthetic.make_lab_examples`` (no tfds) from
     ``seeds.lab_seed(cfg.seed, lab, 'test_whole')``: a split name of its own, so disjoint by construction
     from the lab's train/val/test tiles. Images are stored as 8 bits and decoded, as every tile is. Labs that
-    are not synthetic (real folder clients) are skipped with a note: only synthetic labs for now.
+    are not synthetic (real folder clients) are skipped with a note: only synthetic labs for now, except those
+    in ``rendered`` (lab -> ``(n, size) -> (images, labels)``: the prior labs' own split 'test_whole',
+    ``data.prior_labs.whole_test_images``).
     """
     from fedtransfer_jax.data import synthetic
     from fedtransfer_jax.data.seeds import lab_seed
@@ -415,6 +445,9 @@ def whole_test_images(cfg: Any, labs: Sequence[str], n: int, size: int) -> tuple
     width_max = int(_field(cfg, "boundary_width_max"))
     scale = synthetic.check_scale_options(_field(cfg, "grain_diameter_px"), width, width_max)
     for lab in labs:
+        if lab in (rendered or {}):
+            out[lab] = rendered[lab](n, size)
+            continue
         if lab not in synthetic.LAB_NAMES or _field(cfg, "source") == "folder":
             notes.append(f"{lab}: not a synthetic lab, no whole test images (only synthetic labs for now)")
             continue

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import zlib
 
 import numpy as np
 
@@ -33,7 +34,15 @@ from fedtransfer_jax.data import styles, synthetic
 from fedtransfer_jax.data.clients import ClientData
 from fedtransfer_jax.data.microstructure import boundary_map, generate_microstructure
 
-__all__ = ["PopulationSpec", "Population", "ClientParams", "client_params", "render_tiles", "measure"]
+__all__ = [
+    "PopulationSpec",
+    "Population",
+    "ClientParams",
+    "client_params",
+    "render_tiles",
+    "render_split",
+    "measure",
+]
 
 # The unseen lab of the main job (tint) stays out of the population: it is the held-out style.
 DEFAULT_STYLES = ("brightfield", "darkfield", "sem", "lowcontrast")
@@ -128,14 +137,35 @@ def render_tiles(spec: PopulationSpec, client: int, params: ClientParams | None 
     ``(spec, client, t)``: the same pipeline as ``synthetic.make_lab_examples`` (grain parameters, grain map,
     instrument distortion, labels, render), with the client's ranges instead of a lab's."""
     p = client_params(spec, client) if params is None else params
-    size = int(spec.tile_size)
+    rngs = [np.random.default_rng([spec.seed, TILE_TAG, int(client), t]) for t in range(p.n_tiles)]
+    return _render(spec, p, rngs, int(spec.tile_size))
+
+
+def render_split(
+    spec: PopulationSpec, client: int, split: str, n: int, size: int, params: ClientParams | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` images of ``size`` px of client ``client`` for a named split (train/val/test/test_whole of a
+    client used as a lab, data/prior_labs.py), as ``render_tiles`` renders them: image ``i`` depends only on
+    ``(spec.seed, client, split, i)``, so the splits are disjoint by seed and asking for more images never
+    changes earlier ones. ``n`` overrides the client's own tile count (``params.n_tiles``)."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    if size < 8:
+        raise ValueError(f"size must be >= 8 px, got {size}")
+    p = client_params(spec, client) if params is None else params
+    tag = zlib.crc32(split.encode())  # by name, as seeds.lab_seed keys a synthetic lab's splits
+    rngs = [np.random.default_rng([spec.seed, TILE_TAG, int(client), tag, i]) for i in range(n)]
+    return _render(spec, p, rngs, int(size))
+
+
+def _render(spec: PopulationSpec, p: ClientParams, rngs: list, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One image per generator in ``rngs``, every draw of an image from its own generator, in this order."""
     style, method = spec.styles[p.style], spec.methods[p.method]
     ranges = p.style_ranges(spec)
-    images = np.zeros((p.n_tiles, size, size, 3), np.uint8)
-    labels = np.zeros((p.n_tiles, size, size), np.uint8)
+    images = np.zeros((len(rngs), size, size, 3), np.uint8)
+    labels = np.zeros((len(rngs), size, size), np.uint8)
     cap = size / synthetic.MIN_GRAINS_ACROSS
-    for t in range(p.n_tiles):
-        rng = np.random.default_rng([spec.seed, TILE_TAG, int(client), t])
+    for t, rng in enumerate(rngs):
         d = min(float(np.exp(rng.uniform(np.log(p.diameter[0]), np.log(p.diameter[1])))), cap)
         disp = float(rng.uniform(p.dispersion[0], p.dispersion[1]))
         warp = float(rng.uniform(p.warp[0], p.warp[1]))

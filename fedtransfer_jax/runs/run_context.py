@@ -15,6 +15,7 @@ import numpy as np
 
 from fedtransfer_jax.runtime import distributed, io_utils, runlog
 from fedtransfer_jax.runs import engine, inference
+from fedtransfer_jax.data import prior_labs
 from fedtransfer_jax.data.clients import ClientData, FederatedData, as_uint8_images, whole_test_images
 from fedtransfer_jax.fl import federated_round
 
@@ -77,7 +78,9 @@ def build_context(config: ml_collections.ConfigDict, workdir: str, console=None)
     import tensorflow_datasets as tfds  # noqa: PLC0415
 
     tfds.disable_progress_bar()  # the run has its own progress display; tfds's goes nowhere useful
-    data = load_federated_data(config.data, workdir)
+    # Labs drawn from the population prior are rendered by their own module (data/prior_labs.py).
+    load = prior_labs.load_federated_data if config.data.get("source") == "prior_labs" else load_federated_data
+    data = load(config.data, workdir)
     engine.check_batch_size(config, dict(zip(data.client_names, np.asarray(data.train.num_examples).tolist())))
     model = engine.build_model(config)
     tile = data.train.images.shape[2]
@@ -149,6 +152,7 @@ def whole_test_data(config: ml_collections.ConfigDict, data: FederatedData) -> d
     n, size = int(ev.get("whole_images", 0)), int(ev.get("whole_image_size", 256))
     if n <= 0:
         return {}
-    seen, notes = whole_test_images(config.data, data.client_names, n, size)
-    unseen, more = whole_test_images(config.data, list(data.unseen), n, size)
+    whole = prior_labs.whole_test_images if config.data.get("source") == "prior_labs" else whole_test_images
+    seen, notes = whole(config.data, data.client_names, n, size)
+    unseen, more = whole(config.data, list(data.unseen), n, size)
     return {"whole_test": seen, "whole_unseen": unseen, "whole_notes": notes + more}
