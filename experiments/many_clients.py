@@ -96,7 +96,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
     # DP-FedAvg (privacy/dp.py) for z > 0; epsilon by engine.privacy_accounting.
     config.dp = ml_collections.ConfigDict()
-    config.dp.clip_norm = 0.1  # initial clip norm (adaptive)
+    # Initial clip norm (adaptive). 0 = auto: Adam's bound on an update, client_lr x local_steps x sqrt(params)
+    # (runs/population_training.initial_clip_norm); 0.1 reproduces docs/many_clients_cpu.md's first grid.
+    config.dp.clip_norm = 0.0
     config.dp.adaptive = True
     config.dp.target_quantile = 0.5
     config.dp.clip_lr = 0.2

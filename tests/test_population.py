@@ -104,8 +104,30 @@ def test_driver_two_rounds_k4_of_1000(z):
         acc = out["accounting"]
         assert acc["q"] == pytest.approx(4 / 1000) and acc["delta"] <= 1 / 1000
         assert 0 < acc["epsilon"] < acc["epsilon_without_sampling_amplification"]
+        # dp.clip_norm = 0 (the config's default): the initial clip is Adam's update bound lr x steps x sqrt(d).
+        d = sum(int(x.size) for x in __import__("jax").tree_util.tree_leaves(out["params"]))
+        lr, steps = float(config.fl.client_lr), int(config.fl.local_steps)
+        assert float(config.dp.clip_norm) == 0.0
+        assert acc["clip_norm"] == pytest.approx(lr * steps * np.sqrt(d), rel=1e-6)
     leaves = [np.asarray(x) for x in __import__("jax").tree_util.tree_leaves(out["params"])]
     assert all(np.isfinite(x).all() for x in leaves)
+
+
+def test_initial_clip_norm_explicit_or_adam_bound():
+    config = _config()
+    config.dp.clip_norm = 0.25
+    assert pt.initial_clip_norm(config, 10_000) == 0.25
+    config.dp.clip_norm = 0.0
+    config.fl.client_lr, config.fl.local_steps = 1e-3, 5
+    assert pt.initial_clip_norm(config, 10_000) == pytest.approx(1e-3 * 5 * 100)
+    config.fl.client_optimizer = "sgd"  # no data-independent bound on an SGD step
+    with pytest.raises(ValueError, match="dp.clip_norm"):
+        pt.initial_clip_norm(config, 10_000)
+    with pytest.raises(ValueError, match="dp.clip_norm"):
+        pt.validate_config(config)
+    config.dp.clip_norm = -1.0
+    with pytest.raises(ValueError, match="dp.clip_norm"):
+        pt.validate_config(config)
 
 
 def test_stateful_algorithm_refused():
