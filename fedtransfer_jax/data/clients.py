@@ -129,6 +129,11 @@ class FederatedData(NamedTuple):
     test: dict[str, Arrays]
     unseen: dict[str, Arrays]
     val: Mapping[str, Arrays] = MappingProxyType({})  # Read-only default: never shared mutable state.
+    # A data-poor recipient lab (`data.recipient`, `apply_recipient`): its name, and its unlabelled training
+    # images [n,H,W,3] (only its style message reads them; they never leave it). At `recipient_labels = 0`
+    # it is no segmentation client: its test tiles are in `unseen`.
+    recipient: str = ""
+    unlabelled: Mapping[str, np.ndarray] = MappingProxyType({})
 
 
 _DEFAULTS: dict[str, Any] = {
@@ -154,6 +159,11 @@ _DEFAULTS: dict[str, Any] = {
     "val_fraction": 0.0,  # folder: fraction of the training full images held out for validation
     "train_groups": 0,  # folder: > 0 keeps this many labelled training micrographs per client
     "prior_labs": 0,  # source 'prior_labs': how many labs to draw from the population prior (data/prior_labs.py)
+    # A data-poor recipient lab (apply_recipient; experiments/data_poor.py): one of `clients` keeps only the
+    # first `recipient_labels` of its training tiles labelled and the next `recipient_unlabelled` as images.
+    "recipient": "",
+    "recipient_labels": 0,
+    "recipient_unlabelled": 0,
 }
 
 
@@ -400,15 +410,81 @@ def load_federated_data(
             return rendered[name](split)
         return _to_arrays(tb.read_split(builders[b], f"{prefix}_{split}", missing_ok=True))
 
-    train = [read(n, "train") for n in clients]
+    check_recipient(cfg, clients)
+    train = {n: read(n, "train") for n in clients}
     val = {n: read(n, "val") for n in clients}
+    test = {n: read(n, "test") for n in clients}
+    unseen_test = {n: read(n, "test") for n in unseen}
+    recipient, unlabelled = str(_field(cfg, "recipient") or ""), {}
+    if recipient:
+        clients, train, unlabelled = apply_recipient(cfg, clients, train)
+        val.pop(recipient)  # k labels are all it has: no validation tiles (model selection by the others)
+        if recipient not in clients:  # k = 0: no segmentation client, evaluated like a lab nobody trained on
+            unseen_test = {recipient: test.pop(recipient), **unseen_test}
     return FederatedData(
         client_names=clients,
-        train=pad_clients(train, names=clients),
-        test={n: read(n, "test") for n in clients},
-        unseen={n: read(n, "test") for n in unseen},
+        train=pad_clients([train[n] for n in clients], names=clients),
+        test=test,
+        unseen=unseen_test,
         val={n: arrays for n, arrays in val.items() if len(arrays[0])},
+        recipient=recipient,
+        unlabelled=unlabelled,
     )
+
+
+def check_recipient(cfg: Any, clients: Sequence[str]) -> None:
+    """Validates the data-poor recipient keys (`data.recipient`, `data.recipient_labels`,
+    `data.recipient_unlabelled`); ValueError naming the key."""
+    recipient = str(_field(cfg, "recipient") or "")
+    k, n = int(_field(cfg, "recipient_labels")), int(_field(cfg, "recipient_unlabelled"))
+    if not recipient:
+        for key, value in (("recipient_labels", k), ("recipient_unlabelled", n)):
+            if value:
+                raise ValueError(f"config key data.{key}={value} is only read with data.recipient (it is empty)")
+        return
+    if recipient not in clients:
+        raise ValueError(f"config key data.recipient: {recipient!r} is not one of data.clients {tuple(clients)}")
+    if len(clients) < 2:
+        raise ValueError("config key data.recipient: the recipient needs at least one other client to federate with")
+    if k < 0:
+        raise ValueError(f"config key data.recipient_labels must be >= 0, got {k}")
+    if n < 0:
+        raise ValueError(f"config key data.recipient_unlabelled must be >= 0, got {n}")
+    if k == 0 and n == 0:
+        raise ValueError(
+            "config key data.recipient_unlabelled must be > 0 when data.recipient_labels = 0: the recipient "
+            "would hold nothing at all"
+        )
+    per_client = int(_field(cfg, "train_per_client"))
+    if _field(cfg, "source") in ("synthetic", "prior_labs") and k + n > per_client:
+        raise ValueError(
+            f"config keys data.recipient_labels + data.recipient_unlabelled = {k} + {n} exceed "
+            f"data.train_per_client={per_client}: the recipient's tiles are drawn from its training split"
+        )
+
+
+def apply_recipient(
+    cfg: Any, clients: tuple[str, ...], train: dict[str, Arrays]
+) -> tuple[tuple[str, ...], dict[str, Arrays], dict[str, np.ndarray]]:
+    """The recipient's training split cut into its first k labelled tiles (`data.recipient_labels`) and the
+    next n tiles as unlabelled images (`data.recipient_unlabelled`; their labels are dropped here, on the
+    client). Returns (segmentation clients, their training arrays, {recipient: unlabelled images}); at k = 0
+    the recipient is no segmentation client. Deterministic: the split's order (from the data seed)."""
+    recipient = str(_field(cfg, "recipient"))
+    k, n = int(_field(cfg, "recipient_labels")), int(_field(cfg, "recipient_unlabelled"))
+    images, labels = train[recipient]
+    if len(images) < k + n:
+        raise ValueError(
+            f"config keys data.recipient_labels + data.recipient_unlabelled = {k} + {n}: {recipient!r} has only "
+            f"{len(images)} training tiles"
+        )
+    train = dict(train)
+    unlabelled = {recipient: np.asarray(images[k : k + n])}
+    if k == 0:
+        del train[recipient]
+        return tuple(c for c in clients if c != recipient), train, unlabelled
+    train[recipient] = (images[:k], labels[:k])
+    return clients, train, unlabelled
 
 
 WHOLE_TEST_SPLIT = "test_whole"  # its own split name: a seed no training, validation or test tile shares

@@ -103,7 +103,9 @@ def run_federated(ctx: Context, spec: engine.MethodSpec) -> tuple[Any, dict]:
     """A federated method: (final params, extra summary entries: privacy ledger, style, rounds)."""
     names = ctx.data.client_names
     k = engine.clients_per_round(ctx.config, len(names))
-    ledger = boundary_lib.PrivacyLedger(image_hw=tuple(ctx.data.train.images.shape[2:4]), client_names=names)
+    # A recipient lab without labels sends its style message only (style_protocol.style_client_names).
+    ledger_names = style_protocol.style_client_names(ctx.data) if spec.style else names
+    ledger = boundary_lib.PrivacyLedger(image_hw=tuple(ctx.data.train.images.shape[2:4]), client_names=ledger_names)
     extra: dict = {"spec": spec.as_dict()}
     train_data, batch_transform = ctx.data.train, None
     if spec.style:
@@ -241,6 +243,8 @@ def postprocess(ctx: Context, spec: engine.MethodSpec, name: str, ledger) -> dic
     if spec.kind == "local":
         per_client = {}
         for n in data.client_names:
+            if n not in data.val:  # no validation tiles (a data-poor recipient): built-in defaults
+                continue
             choice = evaluation.choose_postprocessing(ctx.prob_fn, lambda c: params[n], {n: data.val[n]}, tolerance=tol)
             if choice is None:
                 continue

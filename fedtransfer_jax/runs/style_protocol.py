@@ -64,13 +64,57 @@ def train_shared_model(ctx: Context, spec: engine.MethodSpec, method, shared, le
     return result.params, result.round_compilations
 
 
+def pseudo_labels(images) -> np.ndarray:
+    """Boundary maps u8 [n,H,W] for images that have no label, from the label-free classical segmenter
+    (analysis/classical.py: adaptive threshold + clean-up), computed on the client: what a recipient lab
+    without labels gives the one technique whose style fit reads a label map (gen)."""
+    from fedtransfer_jax.analysis import classical  # noqa: PLC0415
+
+    images = decode_uint8(np.asarray(images))
+    return np.stack([(np.asarray(classical.segment(x)) > 0).astype(np.uint8) for x in images])
+
+
+def recipient_style_data(data) -> dict:
+    """The data-poor recipient's style sample (`data.recipient`): its k labelled tiles with their labels and
+    its unlabelled images with classical pseudo-labels (only gen reads labels; AdaIN and Fourier read the
+    images alone). It never leaves the client: only the message computed from it does."""
+    name = data.recipient
+    images, labels = [], []
+    if name in data.client_names:
+        c = data.client_names.index(name)
+        real = np.asarray(data.train.mask[c])
+        images.append(decode_uint8(np.asarray(data.train.images[c])[real]))
+        labels.append(np.asarray(data.train.labels[c])[real])
+    unlabelled = np.asarray(data.unlabelled.get(name, np.zeros((0,) + np.shape(data.train.images)[2:], np.float32)))
+    if len(unlabelled):
+        images.append(decode_uint8(unlabelled))
+        labels.append(pseudo_labels(unlabelled))
+    images, labels = np.concatenate(images), np.concatenate(labels)
+    return {"images": images, "labels": labels, "mask": np.ones(len(images), bool)}
+
+
+def style_client_names(data) -> tuple[str, ...]:
+    """Who sends a style message, by client id: the segmentation clients, then a recipient lab that holds no
+    label (`data.recipient_labels = 0`: no segmentation client, but its style still reaches the others)."""
+    names = tuple(data.client_names)
+    if data.recipient and data.recipient not in names:
+        names += (data.recipient,)
+    return names
+
+
 def share_styles(ctx: Context, method, shared, ledger) -> tuple:
-    """Step 2-3: each client's message (through the boundary, channel `style_stats`) and the server's bank."""
+    """Step 2-3: each client's message (through the boundary, channel `style_stats`) and the server's bank.
+    A data-poor recipient (`data.recipient`) computes its message on its labelled and unlabelled images
+    (`recipient_style_data`); at k = 0 it is the bank's last row, a style only (it trains no segmenter)."""
     train = ctx.data.train
     clients = [
         {"images": train.images[c], "labels": train.labels[c], "mask": train.mask[c]}
         for c in range(len(ctx.data.client_names))
     ]
+    if ctx.data.recipient:
+        names = style_client_names(ctx.data)
+        clients += [None] * (len(names) - len(clients))
+        clients[names.index(ctx.data.recipient)] = recipient_style_data(ctx.data)
     send = lambda msg, c: boundary_lib.send_from_client(msg, ledger, "style_stats", c).payload  # noqa: E731
     bank, _ = style_federated.share_styles(
         method, shared, clients, k=int(ctx.config.style.styles_per_client), seed=int(ctx.config.seed), send=send

@@ -1,0 +1,252 @@
+r"""Study (c) of docs/PROTOCOL.md v2: a data-poor recipient lab with 0, 1, 2 and 4 labelled tiles, federated with
+the other labs. Does style sharing (the other labs re-rendering their labels in the recipient's style, which the
+recipient shares without sharing images) help the recipient's own test ARI, beyond FedAvg and the controls?
+
+  python -m experiments.data_poor --workdir runs/data_poor                     # k = 0, 1, 2, 4; 10 seed pairs
+  python -m experiments.data_poor --workdir runs/data_poor --labels 0,4        # some k (resumes the rest later)
+  python launch.py --config experiments/data_poor.py:2 --workdir runs/data_poor/k2   # one k by hand
+  python -m experiments.data_poor --workdir /tmp/dp --variant tiny --labels 0  # tests: seconds
+
+Clients: the main study's four seen labs (brightfield, darkfield, sem, lowcontrast). The recipient is
+`lowcontrast` (RECIPIENT, fixed before any run: its boundaries are the faintest of the four by construction,
+the lab where few labels should hurt most; one lab because each costs ~6 h, see below; another with
+`--recipient <lab>` / `:<k>,<lab>`, reported as a separate, post-hoc study). It keeps the first k of its 8
+training tiles labelled (`data.recipient_labels`, k in 0, 1, 2, 4) and the next 4 as unlabelled images
+(`data.recipient_unlabelled = 4`: the same 4 images at every k, so k + 4 <= 8); its labels beyond k and its
+validation tiles are dropped on the client (model selection and the post-processing choice use the other
+labs' validation tiles; `local` takes the built-in post-processing and its model selection has no validation
+tiles: the last round). The other three labs keep their 8 labelled tiles each.
+
+The recipient's style message (data/clients.apply_recipient, runs/style_protocol.recipient_style_data) is
+computed on its k labelled tiles and its unlabelled images, on the client, and crosses fl.boundary like any
+style message (channel `style_stats`, in the privacy ledger; no image-shaped array). AdaIN (and Fourier)
+read images only; gen's style fit reads a label map, so on the unlabelled images it gets pseudo-labels from
+the label-free classical segmenter (analysis/classical.py: adaptive threshold + clean-up), the simplest honest
+option (no label of the recipient, no model that saw it; the federation's initial model is random). With
+k = 0 the recipient is no segmentation client (it holds no label): the federation is the other three labs
+(all three every round), its style is the bank's extra row, and it is scored as a lab that no segmenter trained
+on (`whole_unseen`). AdaIN's shared style network trains federatedly on the segmentation clients' labelled
+tiles only (the recipient's unlabelled images are used for its message, not for that network).
+
+Methods: fedavg (k = 0: the other labs' federation, evaluated on the recipient), fedtransfer (AdaIN),
+fedtransfer_gen, the controls gen_own_style (every lab re-renders in its own style: the recipient's style
+reaches no one) and gen_random_style (prior styles, nothing shared), and local (the recipient alone, k >= 1;
+`local` trains every lab's own model, the recipient's is scored). Training as in the main study
+(experiments/grains.py:fair: augmentation for every method, cosine schedule, model selection on validation
+tiles; 20 rounds x all clients x 10 local steps x batch 8; FedAvg weights updates by tile counts, so a
+recipient with k tiles weighs k / (24 + k)). 10 seed pairs (init i, data 1000 + i).
+
+Endpoint: the recipient's post-processed ARI on its 4 whole 256 px test images (v2 primary path,
+config.eval.whole_images; read from each seed's summary.json: `whole_images.per_client[<recipient>]`, at k = 0
+`whole_images.unseen.per_client[<recipient>]`). Per k: each method's mean with its t-based 95 % CI; the style
+methods (fedtransfer_gen, the primary, and fedtransfer) against fedavg, gen_own_style and gen_random_style,
+paired over seeds; Holm over every comparison of every k (the study's family). The runner launches one config
+per k (<workdir>/k<k>/, each resumable), then writes <workdir>/summary.json and summary.md (with --labels,
+summary_k<..>.json / .md: a subset is not the study).
+
+Cost (2-core CPU, an ESTIMATE, not run): the main study took 2 h 27 min for 10 seed pairs x 8 methods beside
+other work (~80 s a method on the quiet machine, AdaIN and local ~100 s). Here 6 methods at k >= 1 and 5 at
+k = 0 (one fewer client, ~3/4 of a round's work): ~9 min per seed pair, ~1.5 h per k, ~5.5-6 h for the four
+k on the quiet machine and ~7-8 h beside other work. Each further recipient lab costs as much again.
+`tiny` (32 px, one seed pair, fedavg, fedtransfer_gen and local): ~30-60 s per k on the loaded machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+_spec = importlib.util.spec_from_file_location("_grains_config", Path(__file__).with_name("grains.py"))
+_grains = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_grains)
+
+SEEN = ("brightfield", "darkfield", "sem", "lowcontrast")
+RECIPIENT = "lowcontrast"  # fixed before any run (docstring)
+LABELS = (0, 1, 2, 4)
+UNLABELLED = 4  # the recipient's unlabelled images at every k (k + 4 <= the 8 training tiles)
+METHODS = ("local", "fedavg", "fedtransfer", "fedtransfer_gen", "gen_own_style", "gen_random_style")
+PRIMARIES = ("fedtransfer_gen", "fedtransfer")
+REFERENCES = ("fedavg", "gen_own_style", "gen_random_style")
+TINY_METHODS = ("local", "fedavg", "fedtransfer_gen")
+
+
+def methods_at(k: int, methods=METHODS) -> tuple[str, ...]:
+    """`local` needs labels of the recipient: none at k = 0."""
+    return tuple(m for m in methods if k > 0 or m != "local")
+
+
+def get_config(arg: str | None = None):
+    """`:<k>`, `:<k>,<lab>` (the study's budget) or with `,tiny` (the tests'): k labelled recipient tiles."""
+    parts = [p for p in (arg or "").split(",") if p]
+    tiny = "tiny" in parts
+    counts = [p for p in parts if p.isdigit()]
+    labs = [p for p in parts if p != "tiny" and not p.isdigit()]
+    if len(counts) != 1 or int(counts[0]) not in LABELS or len(labs) > 1 or (labs and labs[0] not in SEEN):
+        raise ValueError(
+            f"experiments/data_poor.py: name the recipient's labelled tiles k as the variant (':<k>', ':<k>,<lab>', "
+            f"':<k>,tiny'), got {arg!r}; k in {LABELS}, lab one of {SEEN} (default {RECIPIENT})"
+        )
+    k, recipient = int(counts[0]), (labs[0] if labs else RECIPIENT)
+    config = _grains.get_config("tiny" if tiny else "fair")
+    config.name = f"data-poor-{recipient}-k{k}" + ("-tiny" if tiny else "")
+    config.data.clients = SEEN
+    config.data.unseen_clients = ()  # the endpoint is the recipient's own ARI
+    config.data.recipient = recipient
+    config.data.recipient_labels = k
+    config.data.recipient_unlabelled = UNLABELLED
+    config.fl.clients_per_round = 0  # every client every round: 4 at k >= 1, the other 3 at k = 0
+    config.study_references = REFERENCES
+    if tiny:
+        config.methods = methods_at(k, TINY_METHODS)
+        config.study_references = ("fedavg",)
+        config.seeds, config.data_seeds = (0,), (1000,)
+        config.data.train_per_client = 8  # the recipient's k + 4 tiles come from its training split
+        config.data.val_per_client = 1
+        config.eval.select, config.eval.every_rounds = "best_val", 1
+        config.fl.lr_schedule = "cosine"
+        config.eval.whole_images, config.eval.whole_image_size = 1, 64
+        config.figures = False
+    else:
+        config.methods = methods_at(k)
+        config.seeds = tuple(range(10))
+        config.data_seeds = tuple(1000 + i for i in range(10))
+    return config
+
+
+def recipient_endpoint(seed_summary: dict, recipient: str) -> dict[str, float]:
+    """Per method, the recipient's whole-image post-processed ARI in one seed's summary.json (a segmentation
+    client at k >= 1, a lab nobody trained on at k = 0)."""
+    out = {}
+    for m, entry in seed_summary["methods"].items():
+        whole = entry.get("whole_images") or {}
+        lab = (whole.get("per_client") or {}).get(recipient) or ((whole.get("unseen") or {}).get("per_client") or {}).get(recipient)
+        if lab is None:
+            raise ValueError(f"method {m}: no whole-image metrics of the recipient {recipient!r} (eval.whole_images is 0?)")
+        out[m] = float(lab["ari"])
+    return out
+
+
+def _mean_ci(values: list[float]) -> dict:
+    """Mean and t-based 95 % CI over seeds (NaN interval with one seed)."""
+    from scipy import stats as sp_stats  # noqa: PLC0415
+
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return {"n": n, "mean": mean, "ci_low": math.nan, "ci_high": math.nan}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = float(sp_stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+    return {"n": n, "mean": mean, "ci_low": mean - half, "ci_high": mean + half}
+
+
+def aggregate(per_k: dict[int, dict[int, dict]], recipient: str, primaries=PRIMARIES, references=REFERENCES) -> dict:
+    """The study over k, from {k: {seed: that seed's summary.json}} (same seeds at every k): per k and method
+    the recipient's mean ARI with its CI, each style method against each reference paired over seeds, Holm over
+    every k's comparisons."""
+    from fedtransfer_jax.metrics import stats as stats_lib  # noqa: PLC0415
+
+    seeds = {k: tuple(sorted(s)) for k, s in per_k.items()}
+    if len(set(seeds.values())) != 1:
+        raise ValueError(f"label counts ran different seeds: {seeds}")
+    order = next(iter(seeds.values()))
+    out = {"recipient": recipient, "seeds": list(order), "labels": sorted(per_k),
+           "endpoint": f"{recipient}'s post-processed ARI on its whole test images", "per_k": {}}
+    pvalues = {}
+    for k in sorted(per_k):
+        rows = [recipient_endpoint(per_k[k][s], recipient) for s in order]
+        values = {m: [r[m] for r in rows] for m in rows[0] if all(m in r for r in rows)}
+        comparisons = {}
+        for p in primaries:
+            for ref in references:
+                if p in values and ref in values and p != ref:
+                    c = stats_lib.paired_comparison(values[p], values[ref])
+                    comparisons[f"{p} vs {ref}"] = c
+                    pvalues[(k, f"{p} vs {ref}")] = c["p"]
+        out["per_k"][k] = {"methods": {m: _mean_ci(v) for m, v in values.items()}, "per_seed": values,
+                           "comparisons": comparisons}
+    for (k, name), p in stats_lib.holm(pvalues).items():
+        out["per_k"][k]["comparisons"][name]["p_holm"] = p
+    out["per_k"] = {str(k): v for k, v in out["per_k"].items()}
+    return out
+
+
+def _num(x: float, fmt: str) -> str:
+    return "n/a" if x != x else format(x, fmt)
+
+
+def markdown(study: dict) -> str:
+    lines = [
+        "# A data-poor recipient lab (docs/PROTOCOL.md v2, study c)",
+        "",
+        f"Recipient {study['recipient']}; k = {', '.join(map(str, study['labels']))} labelled tiles; "
+        f"seeds {study['seeds']}. Endpoint: {study['endpoint']}. Holm over every k's comparisons.",
+    ]
+    for k, entry in study["per_k"].items():
+        lines += ["", f"## k = {k} labelled tiles", "", "| method | ARI [95 % CI] |", "|---|---|"]
+        for m, s in entry["methods"].items():
+            lines.append(f"| {m} | {s['mean']:.3f} [{_num(s['ci_low'], '.3f')}, {_num(s['ci_high'], '.3f')}] |")
+        lines += ["", "| comparison (paired over seeds) | diff | 95 % CI | p | p (Holm) |", "|---|---|---|---|---|"]
+        for name, c in entry["comparisons"].items():
+            lines.append(
+                f"| {name} | {c['diff_mean']:+.3f} | [{_num(c['ci_low'], '+.3f')}, {_num(c['ci_high'], '+.3f')}] | "
+                f"{_num(c['p'], '.3g')} | {_num(c['p_holm'], '.3g')} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--labels", default="", help="comma-separated k (default: 0,1,2,4)")
+    parser.add_argument("--recipient", default=RECIPIENT, choices=SEEN)
+    parser.add_argument("--variant", default="", choices=("", "tiny"))
+    parser.add_argument("--cpu_devices", default="auto")
+    args = parser.parse_args(argv)
+    ks = [s for s in args.labels.split(",") if s] or [str(k) for k in LABELS]
+    bad = [s for s in ks if not s.isdigit() or int(s) not in LABELS]
+    if bad:
+        print(f"--labels: unknown k {bad[0]!r}; the study's k: {LABELS}", file=sys.stderr)
+        return 2
+    ks = sorted({int(s) for s in ks})
+    repo = Path(__file__).resolve().parent.parent
+    args.workdir = os.path.abspath(args.workdir)  # the launches run from the repo root
+    per_k = {}
+    for k in ks:
+        workdir = os.path.join(args.workdir, f"k{k}")
+        variant = f"{k},{args.recipient}" + (",tiny" if args.variant else "")
+        cmd = [sys.executable, str(repo / "launch.py"), "--config", f"{Path(__file__).resolve()}:{variant}"]
+        cmd += [f"--cpu_devices={args.cpu_devices}", "--workdir", workdir]
+        print(f"[data_poor] k = {k}: {' '.join(cmd)}", flush=True)
+        if subprocess.run(cmd, cwd=repo).returncode != 0:
+            print(f"[data_poor] k = {k} failed: rerun the same command to resume", file=sys.stderr)
+            return 1
+        with open(os.path.join(workdir, "summary.json")) as f:
+            seeds = json.load(f)["seeds"]
+        per_k[k] = {}
+        for s in seeds:
+            with open(os.path.join(workdir, f"seed_{s}", "summary.json")) as f:
+                per_k[k][int(s)] = json.load(f)
+    try:
+        study = aggregate(per_k, args.recipient)
+    except ValueError as e:
+        print(f"[data_poor] {e}", file=sys.stderr)
+        return 2
+    from fedtransfer_jax.runtime import io_utils  # noqa: PLC0415
+
+    complete = set(ks) == set(LABELS)
+    stem = "summary" if complete else "summary_" + "_".join(f"k{k}" for k in ks)
+    study["complete"] = complete
+    io_utils.write_text_atomic(os.path.join(args.workdir, stem + ".json"), json.dumps(study, indent=2) + "\n")
+    io_utils.write_text_atomic(os.path.join(args.workdir, stem + ".md"), markdown(study))
+    print(markdown(study))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
