@@ -19,7 +19,7 @@ tiles: the last round). The other three labs keep their 8 labelled tiles each.
 
 The recipient's style message (data/clients.apply_recipient, runs/style_protocol.recipient_style_data) is
 computed on its k labelled tiles and its unlabelled images, on the client, and crosses fl.boundary like any
-style message (channel `style_stats`, in the privacy ledger; no image-shaped array). AdaIN (and Fourier)
+style message (channel `style_stats`, in the privacy ledger; no image-shaped array). AdaIN (and Fourier, not among this study's methods)
 read images only; gen's style fit reads a label map, so on the unlabelled images it gets pseudo-labels from
 the label-free classical segmenter (analysis/classical.py: adaptive threshold + clean-up), the simplest honest
 option (no label of the recipient, no model that saw it; the federation's initial model is random). With
@@ -48,7 +48,8 @@ Cost (2-core CPU, an ESTIMATE, not run): the main study took 2 h 27 min for 10 s
 other work (~80 s a method on the quiet machine, AdaIN and local ~100 s). Here 6 methods at k >= 1 and 5 at
 k = 0 (one fewer client, ~3/4 of a round's work): ~9 min per seed pair, ~1.5 h per k, ~5.5-6 h for the four
 k on the quiet machine and ~7-8 h beside other work. Each further recipient lab costs as much again.
-`tiny` (32 px, one seed pair, fedavg, fedtransfer_gen and local): ~30-60 s per k on the loaded machine.
+`tiny` (32 px, one seed pair, fedavg, fedtransfer_gen and local at k >= 1; measured on the loaded 2-core machine:
+k = 0 ~35-50 s, k = 1 ~55 s, data and compilation included).
 """
 
 from __future__ import annotations

@@ -53,15 +53,17 @@ def test_the_recipient_holds_exactly_k_labelled_tiles(k, tfds_dir):
         data.unlabelled["sem"]
 
 
-def test_at_k0_the_style_message_crosses_the_boundary_and_reaches_the_others(tfds_dir):
+@pytest.mark.parametrize("technique", ["gen", "adain"])
+def test_at_k0_the_style_message_crosses_the_boundary_and_reaches_the_others(technique, tfds_dir):
     data = load(tiny_data_config(0), tfds_dir)
     names = style_protocol.style_client_names(data)
     assert names == ("brightfield", "darkfield", "sem", "lowcontrast")
     ledger = boundary_lib.PrivacyLedger(image_hw=tuple(data.train.images.shape[2:4]), client_names=names)
     config = types.SimpleNamespace(style=types.SimpleNamespace(styles_per_client=8), seed=0)
     ctx = types.SimpleNamespace(data=data, config=config)
-    method = techniques.get_technique("gen", {})
-    bank = style_protocol.share_styles(ctx, method, None, ledger)
+    method = techniques.get_technique(technique, {"features": (8, 16)})
+    shared = method.init_shared(jax.random.PRNGKey(0), int(data.train.images.shape[2]))
+    bank = style_protocol.share_styles(ctx, method, shared, ledger)
     assert np.asarray(bank.valid).shape[0] == 4  # the segmentation clients + the recipient's row
     assert int(np.asarray(bank.valid[3]).sum()) == 4  # its 4 unlabelled images' styles
     summary = ledger.summary()

@@ -202,15 +202,15 @@ def style_checks(ctx: Context, summary: dict) -> None:
         return
     sc = ctx.config.style
     seed = int(ctx.config.seed)
-    names = list(ctx.data.client_names)
-    heldout = {n: ctx.data.test[n] for n in names}
+    names = list(style_client_names(ctx.data))  # the bank's rows (a k = 0 recipient's style too)
+    heldout = {n: ctx.data.test[n] for n in ctx.data.client_names}
     heldout.update({u: ctx.data.unseen[u] for u in ctx.data.unseen})
     if any(len(v[0]) < 4 for v in heldout.values()):  # too few tiles for reference and query halves
         if ctx.config.get("figures", True):
             from fedtransfer_jax.runs import figures  # noqa: PLC0415
 
-            images = np.stack([ctx.data.test[n][0][0] for n in names])
-            labels = np.stack([ctx.data.test[n][1][0] for n in names])
+            images = np.stack([heldout[n][0][0] for n in names])
+            labels = np.stack([heldout[n][1][0] for n in names])
             for name, art in ctx.style_artifacts.items():
                 restyler = checks_lib.method_restyler(art["method"], art["shared"], art["bank"], names)
                 figures.style_grid(
