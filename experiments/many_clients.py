@@ -129,7 +129,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.eval.unseen_tiles = 2
     elif variant == "cpu_large":  # the default cell shape at N = 100,000 and K up to 1,000 on the CPU
         config.grid.num_clients = (100_000,)
-        config.grid.clients_per_round = (100, 300, 1000)
+        config.grid.clients_per_round = (10, 30, 100, 300, 1000)
         config.grid.noise_multipliers = (0.0, 1.0, 2.0)
         config.grid.seeds = (0, 1)
     elif variant == "gpu":

@@ -152,6 +152,7 @@ def test_launch_tiny_writes_tables_and_resumes_per_cell(tmp_path):
     assert len(t["ari_vs_k"]) == 2 and len(t["ari_vs_epsilon"]) == 2
     assert {"heldout/ari", "unseen_lab/ari"} <= set(t["ari_vs_k"][0])
     assert "ARI vs epsilon" in (workdir / "summary.md").read_text()
+    assert (workdir / "ari_vs_epsilon.png").stat().st_size > 0 and (workdir / "ari_vs_k.png").stat().st_size > 0
     private = [r for r in t["ari_vs_epsilon"] if r["z"] > 0][0]
     assert 0 < private["epsilon_poisson_q"] < private["epsilon_without_sampling_amplification"]
     assert private["epsilon"] is not None and private["delta"] <= 1 / 1000

@@ -594,28 +594,48 @@ def write_summary(workdir: str, summary: dict) -> None:
 
 
 def write_figure(path: str, t: dict) -> None:
-    """ARI (first test set) against epsilon per K, non-private cells at the right edge."""
+    """Post-processed ARI (the endpoint; raw ARI dashed) of every test set against epsilon per (N, K), the
+    non-private cells at the right edge; beside it (`ari_vs_k.png` in the same folder) against K per z."""
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, axes = plt.subplots(1, len(t["test_sets"]), figsize=(5 * len(t["test_sets"]), 3.6), squeeze=False)
     rows = t["ari_vs_k"]
     finite = [r["epsilon"] for r in rows if math.isfinite(r["epsilon"])]
     edge = 2 * max(finite) if finite else 1.0
+
+    def save(fig, out):
+        fig.tight_layout()
+        tmp = out + ".tmp.png"
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, out)
+
+    fig, axes = plt.subplots(1, len(t["test_sets"]), figsize=(5 * len(t["test_sets"]), 3.6), squeeze=False)
     for ax, s in zip(axes[0], t["test_sets"]):
-        for (n, k) in sorted({(r["N"], r["K"]) for r in rows}):
+        for i, (n, k) in enumerate(sorted({(r["N"], r["K"]) for r in rows})):
             rs = sorted((r for r in rows if r["N"] == n and r["K"] == k), key=lambda r: r["z"], reverse=True)
             xs = [r["epsilon"] if math.isfinite(r["epsilon"]) else edge for r in rs]
-            ax.plot(xs, [r[f"{s}/ari"] for r in rs], "o-", label=f"N={n} K={k}")
+            colour = f"C{i % 10}"
+            ax.plot(xs, [r[f"{s}/ari_postprocessed"] for r in rs], "o-", color=colour, label=f"N={n} K={k}")
+            ax.plot(xs, [r[f"{s}/ari"] for r in rs], ":", color=colour, lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("epsilon (non-private at the right edge)")
-        ax.set_ylabel("ARI")
+        ax.set_ylabel("ARI, post-processed (dotted: raw)")
         ax.set_title(s)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save(fig, path)
+
+    fig, axes = plt.subplots(1, len(t["test_sets"]), figsize=(5 * len(t["test_sets"]), 3.6), squeeze=False)
+    for ax, s in zip(axes[0], t["test_sets"]):
+        for i, (n, z) in enumerate(sorted({(r["N"], r["z"]) for r in rows})):
+            rs = sorted((r for r in rows if r["N"] == n and r["z"] == z), key=lambda r: r["K"])
+            label = f"N={n} " + ("FedAvg (no DP)" if z == 0 else f"DP z={z:g}")
+            ax.plot([r["K"] for r in rs], [r[f"{s}/ari_postprocessed"] for r in rs], "o-", color=f"C{i % 10}", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("clients per round K")
+        ax.set_ylabel("ARI, post-processed")
+        ax.set_title(s)
+        ax.legend(fontsize=7)
+    save(fig, os.path.join(os.path.dirname(path), "ari_vs_k.png"))
