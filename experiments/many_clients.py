@@ -3,6 +3,7 @@ r"""Federations of thousands: a many-client study where differential privacy pro
   python launch.py --config experiments/many_clients.py:tiny --workdir /tmp/mc_tiny   # seconds (tests)
   python launch.py --config experiments/many_clients.py --workdir runs/many_clients   # 2-core CPU
   python launch.py --config experiments/many_clients.py:gpu --workdir runs/many_clients_gpu  # one GPU
+  python launch.py --config experiments/many_clients.py:cpu_large --workdir runs/mc_large --cpu_devices=auto
 
 A population of N simulated clients (data/population.py: one per microscope or operator, each drawn from a
 continuous prior over the built-in imaging styles' parameter ranges and over grain sizes, holding 2-4 small
@@ -28,6 +29,10 @@ of K = 10: 9-124 s, of K = 30: 26-86 s; the first compilation of each round ~35-
 persistent compilation cache ~5 s), the 6 cells with K = 100 ~1-2 min each. A round of K clients costs ~0.03 s
 per client (4 local steps of batch 2, 32 px, U-Net 8/16) plus ~0.035 s per client of tile rendering on the
 prefetch thread, the same at N = 1000 and N = 100,000 (benchmarks/population_rounds.py).
+
+`cpu_large` (the default cell at N = 100,000; K in 10, 30, 100, 300, 1000; z in 0, 1, 2; seeds 0, 1: 30
+cells): 41 min measured on the 2-core CPU (2026-12-05, beside other jobs; the K = 1000 cells 24 min of it,
+~3.5-5 min each); the process peaked at 1.24 GB resident. Results: docs/many_clients_cpu.md.
 
 `gpu` (N = 100,000; K in 100, 300, 1000; z in 0, 0.5, 1, 2; 40 rounds; 64 px; U-Net 16/32/64; 8 local
 steps; 3 seeds: 36 cells), NOT RUN, an estimate: host rendering dominates. 64 px tiles render at ~8-20
