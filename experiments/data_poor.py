@@ -21,7 +21,7 @@ The recipient's style message (data/clients.apply_recipient, runs/style_protocol
 computed on its k labelled tiles and its unlabelled images, on the client, and crosses fl.boundary like any
 style message (channel `style_stats`, in the privacy ledger; no image-shaped array). AdaIN (and Fourier, not among this study's methods)
 read images only; gen's style fit reads a label map, so on the unlabelled images it gets pseudo-labels from
-the label-free classical segmenter (analysis/classical.py: adaptive threshold + clean-up), the simplest honest
+the label-free classical segmenter (metrics/classical.py: adaptive threshold + clean-up), the simplest honest
 option (no label of the recipient, no model that saw it; the federation's initial model is random). With
 k = 0 the recipient is no segmentation client (it holds no label): the federation is the other three labs
 (all three every round), its style is the bank's extra row, and it is scored as a lab that no segmenter trained

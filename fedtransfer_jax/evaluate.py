@@ -21,7 +21,7 @@ The post-processing settings are resolved as in `predict` (the method's choice o
 else built-in defaults; flags override) and reported under `postprocess` with their source.
 
 `--baseline adaptive_threshold|colour_edges` scores a no-learning reference instead of a model
-(analysis/classical.py: adaptive threshold on grey lines, or on colour edges, then thinned lines; no
+(metrics/classical.py: adaptive threshold on grey lines, or on colour edges, then thinned lines; no
 --workdir, --out needed): the numbers a model has to beat on the
 same folder, beside the all-boundary map's F1 (`trivial_boundary_f1`, always reported).
 
@@ -45,7 +45,7 @@ from absl import app, flags, logging
 from fedtransfer_jax.runs import inference
 from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax import metrics as metrics_lib, predict
-from fedtransfer_jax.analysis import classical
+from fedtransfer_jax.metrics import classical
 from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.metrics import postprocess_select as pps
@@ -105,7 +105,7 @@ def evaluate_folder(
     **postprocess_kw: Any,
 ) -> dict:
     """Raw and post-processed metrics of ``model`` on ``data_dir`` (``D/images`` + ``D/labels``); ``model``
-    None scores the classical ``baseline`` (analysis/classical.py) with its own clean-up settings.
+    None scores the classical ``baseline`` (metrics/classical.py) with its own clean-up settings.
 
     ``scale``: predict each image resampled by this factor, or 'auto' (analysis/scale.py); the result's
     ``scale`` maps each image to its scale record.

@@ -1,4 +1,4 @@
-"""The no-learning references (analysis/classical.py) and `evaluate --baseline`: they find what they are
+"""The no-learning references (metrics/classical.py) and `evaluate --baseline`: they find what they are
 built to find on images whose truth is known, fail where they say they fail, and the CLI refuses model
 flags with one line and exit status 2."""
 
@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from fedtransfer_jax import metrics as metrics_lib
-from fedtransfer_jax.analysis import classical
+from fedtransfer_jax.metrics import classical
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

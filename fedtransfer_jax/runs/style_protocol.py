@@ -66,9 +66,9 @@ def train_shared_model(ctx: Context, spec: engine.MethodSpec, method, shared, le
 
 def pseudo_labels(images) -> np.ndarray:
     """Boundary maps u8 [n,H,W] for images that have no label, from the label-free classical segmenter
-    (analysis/classical.py: adaptive threshold + clean-up), computed on the client: what a recipient lab
+    (metrics/classical.py: adaptive threshold + clean-up), computed on the client: what a recipient lab
     without labels gives the one technique whose style fit reads a label map (gen)."""
-    from fedtransfer_jax.analysis import classical  # noqa: PLC0415
+    from fedtransfer_jax.metrics import classical  # noqa: PLC0415
 
     images = decode_uint8(np.asarray(images))
     return np.stack([(np.asarray(classical.segment(x)) > 0).astype(np.uint8) for x in images])
