@@ -27,9 +27,10 @@ delta 1e-5). The unit is a micrograph (here one 64 px image), so each lab needs 
 gives every lab DPSGD_MICROGRAPHS labelled micrographs instead of the main job's 8 (at U = 8 no z gives a
 useful epsilon: q = B / 8 composed 200 times), and runs beside it, on the same data and budget, FedAvg,
 local and user-level DP-FedAvg. Cosine schedule, the last round's model scored (no validation-based
-choice, so validation scores never influence a private model). Cost: data generation plus 7 methods; a
-DP-SGD step computes up to 2B = 64 micrograph gradients instead of a batch of 8 (measured in the closing
-note of the session that ran it).
+choice, so validation scores never influence a private model). Cost measured on the 2-core CPU
+(2026-12-05): ~1 h in all; local, FedAvg and each DP-FedAvg ~105 s, each DP-SGD method 15 min alone (23 min
+beside the test suite): a DP-SGD step computes up to 2B = 64 micrograph gradients instead of a batch of 8.
+Results: README "Results", docs/results/privacy_dpsgd/.
 """
 
 import importlib.util
