@@ -56,10 +56,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -133,19 +130,6 @@ def recipient_endpoint(seed_summary: dict, recipient: str) -> dict[str, float]:
     return out
 
 
-def _mean_ci(values: list[float]) -> dict:
-    """Mean and t-based 95 % CI over seeds (NaN interval with one seed)."""
-    from scipy import stats as sp_stats  # noqa: PLC0415
-
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return {"n": n, "mean": mean, "ci_low": math.nan, "ci_high": math.nan}
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(sp_stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return {"n": n, "mean": mean, "ci_low": mean - half, "ci_high": mean + half}
-
-
 def aggregate(per_k: dict[int, dict[int, dict]], recipient: str, primaries=PRIMARIES, references=REFERENCES) -> dict:
     """The study over k, from {k: {seed: that seed's summary.json}} (same seeds at every k): per k and method
     the recipient's mean ARI with its CI, each style method against each reference paired over seeds, Holm over
@@ -169,7 +153,7 @@ def aggregate(per_k: dict[int, dict[int, dict]], recipient: str, primaries=PRIMA
                     c = stats_lib.paired_comparison(values[p], values[ref])
                     comparisons[f"{p} vs {ref}"] = c
                     pvalues[(k, f"{p} vs {ref}")] = c["p"]
-        out["per_k"][k] = {"methods": {m: _mean_ci(v) for m, v in values.items()}, "per_seed": values,
+        out["per_k"][k] = {"methods": {m: stats_lib.mean_ci(v) for m, v in values.items()}, "per_seed": values,
                            "comparisons": comparisons}
     for (k, name), p in stats_lib.holm(pvalues).items():
         out["per_k"][k]["comparisons"][name]["p_holm"] = p
@@ -177,11 +161,9 @@ def aggregate(per_k: dict[int, dict[int, dict]], recipient: str, primaries=PRIMA
     return out
 
 
-def _num(x: float, fmt: str) -> str:
-    return "n/a" if x != x else format(x, fmt)
-
-
 def markdown(study: dict) -> str:
+    from experiments.study_driver import num  # noqa: PLC0415
+
     lines = [
         "# A data-poor recipient lab (docs/PROTOCOL.md v2, study c)",
         "",
@@ -191,12 +173,12 @@ def markdown(study: dict) -> str:
     for k, entry in study["per_k"].items():
         lines += ["", f"## k = {k} labelled tiles", "", "| method | ARI [95 % CI] |", "|---|---|"]
         for m, s in entry["methods"].items():
-            lines.append(f"| {m} | {s['mean']:.3f} [{_num(s['ci_low'], '.3f')}, {_num(s['ci_high'], '.3f')}] |")
+            lines.append(f"| {m} | {s['mean']:.3f} [{num(s['ci_low'], '.3f')}, {num(s['ci_high'], '.3f')}] |")
         lines += ["", "| comparison (paired over seeds) | diff | 95 % CI | p | p (Holm) |", "|---|---|---|---|---|"]
         for name, c in entry["comparisons"].items():
             lines.append(
-                f"| {name} | {c['diff_mean']:+.3f} | [{_num(c['ci_low'], '+.3f')}, {_num(c['ci_high'], '+.3f')}] | "
-                f"{_num(c['p'], '.3g')} | {_num(c['p_holm'], '.3g')} |"
+                f"| {name} | {c['diff_mean']:+.3f} | [{num(c['ci_low'], '+.3f')}, {num(c['ci_high'], '+.3f')}] | "
+                f"{num(c['p'], '.3g')} | {num(c['p_holm'], '.3g')} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -215,37 +197,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--labels: unknown k {bad[0]!r}; the study's k: {LABELS}", file=sys.stderr)
         return 2
     ks = sorted({int(s) for s in ks})
-    repo = Path(__file__).resolve().parent.parent
+    from experiments import study_driver  # noqa: PLC0415
+
     args.workdir = os.path.abspath(args.workdir)  # the launches run from the repo root
     per_k = {}
     for k in ks:
         workdir = os.path.join(args.workdir, f"k{k}")
         variant = f"{k},{args.recipient}" + (",tiny" if args.variant else "")
-        cmd = [sys.executable, str(repo / "launch.py"), "--config", f"{Path(__file__).resolve()}:{variant}"]
-        cmd += [f"--cpu_devices={args.cpu_devices}", "--workdir", workdir]
-        print(f"[data_poor] k = {k}: {' '.join(cmd)}", flush=True)
-        if subprocess.run(cmd, cwd=repo).returncode != 0:
-            print(f"[data_poor] k = {k} failed: rerun the same command to resume", file=sys.stderr)
+        if not study_driver.launch("data_poor", f"k = {k}", __file__, variant, workdir, args.cpu_devices):
             return 1
-        with open(os.path.join(workdir, "summary.json")) as f:
-            seeds = json.load(f)["seeds"]
-        per_k[k] = {}
-        for s in seeds:
-            with open(os.path.join(workdir, f"seed_{s}", "summary.json")) as f:
-                per_k[k][int(s)] = json.load(f)
+        seeds = study_driver.read_json(os.path.join(workdir, "summary.json"))["seeds"]
+        per_k[k] = {int(s): study_driver.read_json(os.path.join(workdir, f"seed_{s}", "summary.json")) for s in seeds}
     try:
         study = aggregate(per_k, args.recipient)
     except ValueError as e:
         print(f"[data_poor] {e}", file=sys.stderr)
         return 2
-    from fedtransfer_jax.runtime import io_utils  # noqa: PLC0415
-
     complete = set(ks) == set(LABELS)
-    stem = "summary" if complete else "summary_" + "_".join(f"k{k}" for k in ks)
     study["complete"] = complete
-    io_utils.write_text_atomic(os.path.join(args.workdir, stem + ".json"), json.dumps(study, indent=2) + "\n")
-    io_utils.write_text_atomic(os.path.join(args.workdir, stem + ".md"), markdown(study))
-    print(markdown(study))
+    stem = "summary" if complete else "summary_" + "_".join(f"k{k}" for k in ks)
+    study_driver.write_study(args.workdir, stem, study, markdown(study))
     return 0
 
 

@@ -44,10 +44,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
-import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -110,19 +107,6 @@ def get_config(arg: str | None = None):
     return config
 
 
-def _mean_ci(values: list[float]) -> dict:
-    """Mean and t-based 95 % CI over seeds (NaN interval with one seed)."""
-    from scipy import stats as sp_stats  # noqa: PLC0415
-
-    n = len(values)
-    mean = sum(values) / n
-    if n < 2:
-        return {"n": n, "mean": mean, "ci_low": math.nan, "ci_high": math.nan}
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = float(sp_stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
-    return {"n": n, "mean": mean, "ci_low": mean - half, "ci_high": mean + half}
-
-
 def endpoint(study: dict, key: str) -> dict[str, list[float]]:
     """Per method, the whole-image post-processed ARI per seed under `key` ('whole_unseen' / 'whole_seen') of
     one L's study summary.json."""
@@ -168,7 +152,7 @@ def aggregate(per_count: dict[int, dict], references=REFERENCES, primary: str = 
                     comparisons[f"{primary} vs {ref}"] = c
                     pvalues[(n, f"{primary} vs {ref}")] = c["p"]
             per_l[n]["endpoints"][key] = {
-                "methods": {m: _mean_ci(v) for m, v in values.items()},
+                "methods": {m: stats_lib.mean_ci(v) for m, v in values.items()},
                 "per_seed": values,
                 "comparisons": comparisons,
             }
@@ -178,11 +162,9 @@ def aggregate(per_count: dict[int, dict], references=REFERENCES, primary: str = 
     return out
 
 
-def _num(x: float, fmt: str) -> str:
-    return "n/a" if x != x else format(x, fmt)
-
-
 def markdown(study: dict) -> str:
+    from experiments.study_driver import num  # noqa: PLC0415
+
     lines = [
         "# Number of labs at a fixed number of labels (docs/PROTOCOL.md v2, study d)",
         "",
@@ -204,15 +186,15 @@ def markdown(study: dict) -> str:
             cells = []
             for key in ENDPOINTS:
                 s = ends[key]["methods"][m]
-                cells.append(f"{s['mean']:.3f} [{_num(s['ci_low'], '.3f')}, {_num(s['ci_high'], '.3f')}]")
+                cells.append(f"{s['mean']:.3f} [{num(s['ci_low'], '.3f')}, {num(s['ci_high'], '.3f')}]")
             lines.append(f"| {m} | " + " | ".join(cells) + " |")
         lines += ["", "| comparison (paired over seeds) | endpoint | diff | 95 % CI | p | p (Holm) |"]
         lines.append("|---|---|---|---|---|---|")
         for key, label in (("whole_unseen", "unseen"), ("whole_seen", "prior labs")):
             for name, c in ends[key]["comparisons"].items():
                 lines.append(
-                    f"| {name} | {label} | {c['diff_mean']:+.3f} | [{_num(c['ci_low'], '+.3f')}, "
-                    f"{_num(c['ci_high'], '+.3f')}] | {_num(c['p'], '.3g')} | {_num(c['p_holm'], '.3g')} |"
+                    f"| {name} | {label} | {c['diff_mean']:+.3f} | [{num(c['ci_low'], '+.3f')}, "
+                    f"{num(c['ci_high'], '+.3f')}] | {num(c['p'], '.3g')} | {num(c['p_holm'], '.3g')} |"
                 )
     return "\n".join(lines) + "\n"
 
@@ -230,34 +212,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--labs: unknown lab count {bad[0]!r}; the study's counts: {LAB_COUNTS}", file=sys.stderr)
         return 2
     counts = sorted({int(s) for s in counts})
-    repo = Path(__file__).resolve().parent.parent
+    from experiments import study_driver  # noqa: PLC0415
+
     args.workdir = os.path.abspath(args.workdir)  # the launches run from the repo root
     per_count = {}
     for n in counts:
         workdir = os.path.join(args.workdir, f"L{n}")
         variant = str(n) + (",tiny" if args.variant else "")
-        cmd = [sys.executable, str(repo / "launch.py"), "--config", f"{Path(__file__).resolve()}:{variant}"]
-        cmd += [f"--cpu_devices={args.cpu_devices}", "--workdir", workdir]
-        print(f"[lab_count] L = {n}: {' '.join(cmd)}", flush=True)
-        if subprocess.run(cmd, cwd=repo).returncode != 0:
-            print(f"[lab_count] L = {n} failed: rerun the same command to resume", file=sys.stderr)
+        if not study_driver.launch("lab_count", f"L = {n}", __file__, variant, workdir, args.cpu_devices):
             return 1
-        with open(os.path.join(workdir, "summary.json")) as f:
-            per_count[n] = json.load(f)
+        per_count[n] = study_driver.read_json(os.path.join(workdir, "summary.json"))
     try:
         study = aggregate(per_count)
     except ValueError as e:
         print(f"[lab_count] {e}", file=sys.stderr)
         return 2
-    from fedtransfer_jax.runtime import io_utils  # noqa: PLC0415
-
     # The study's summary covers all four L; a subset (--labs) gets its own, named after its L.
     complete = set(counts) == set(LAB_COUNTS)
-    stem = "summary" if complete else "summary_" + "_".join(f"L{n}" for n in counts)
     study["complete"] = complete
-    io_utils.write_text_atomic(os.path.join(args.workdir, stem + ".json"), json.dumps(study, indent=2) + "\n")
-    io_utils.write_text_atomic(os.path.join(args.workdir, stem + ".md"), markdown(study))
-    print(markdown(study))
+    stem = "summary" if complete else "summary_" + "_".join(f"L{n}" for n in counts)
+    study_driver.write_study(args.workdir, stem, study, markdown(study))
     return 0
 
 

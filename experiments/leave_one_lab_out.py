@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -155,34 +153,26 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"--labs: unknown lab {unknown[0]!r}; labs: {', '.join(_labs())}", file=sys.stderr)
         return 2
-    repo = Path(__file__).resolve().parent.parent
+    from experiments import study_driver  # noqa: PLC0415
+
     args.workdir = os.path.abspath(args.workdir)  # the launches run from the repo root
     per_lab = {}
     for lab in labs:
         workdir = os.path.join(args.workdir, lab)
         variant = lab + (",tiny" if args.variant else "")
-        cmd = [sys.executable, str(repo / "launch.py"), "--config", f"{Path(__file__).resolve()}:{variant}"]
-        cmd += [f"--cpu_devices={args.cpu_devices}", "--workdir", workdir]
-        print(f"[leave_one_lab_out] {lab}: {' '.join(cmd)}", flush=True)
-        if subprocess.run(cmd, cwd=repo).returncode != 0:
-            print(f"[leave_one_lab_out] {lab} failed: rerun the same command to resume", file=sys.stderr)
+        if not study_driver.launch("leave_one_lab_out", lab, __file__, variant, workdir, args.cpu_devices):
             return 1
-        with open(os.path.join(workdir, "summary.json")) as f:
-            per_lab[lab] = json.load(f)
+        per_lab[lab] = study_driver.read_json(os.path.join(workdir, "summary.json"))
     try:
         study = aggregate(per_lab)
     except ValueError as e:
         print(f"[leave_one_lab_out] {e}", file=sys.stderr)
         return 2
-    from fedtransfer_jax.runtime import io_utils  # noqa: PLC0415
-
     # The study's summary covers all nine labs; a subset (--labs) gets its own, named after its labs.
     complete = set(labs) == set(_labs())
-    stem = "summary" if complete else "summary_" + "_".join(sorted(labs))
     study["complete"] = complete
-    io_utils.write_text_atomic(os.path.join(args.workdir, stem + ".json"), json.dumps(study, indent=2) + "\n")
-    io_utils.write_text_atomic(os.path.join(args.workdir, stem + ".md"), markdown(study))
-    print(markdown(study))
+    stem = "summary" if complete else "summary_" + "_".join(sorted(labs))
+    study_driver.write_study(args.workdir, stem, study, markdown(study))
     return 0
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sp_stats
 
-from fedtransfer_jax.metrics.stats import holm, paired_comparison
+from fedtransfer_jax.metrics.stats import holm, mean_ci, paired_comparison
 
 
 def test_paired_comparison_matches_scipy_ttest_rel_and_the_t_interval():
@@ -40,3 +40,13 @@ def test_holm_worked_example():
     assert adj["c"] == pytest.approx(0.06) and adj["b"] == pytest.approx(0.06)
     assert math.isnan(adj["e"])
     assert holm({"x": 0.9, "y": 0.8})["x"] == 1.0
+
+
+def test_mean_ci_matches_scipy_t_interval():
+    x = [0.61, 0.55, 0.70, 0.66, 0.58]
+    out = mean_ci(x)
+    lo, hi = sp_stats.t.interval(0.95, len(x) - 1, loc=np.mean(x), scale=sp_stats.sem(x))
+    assert out["n"] == 5 and out["mean"] == pytest.approx(np.mean(x))
+    assert (out["ci_low"], out["ci_high"]) == (pytest.approx(lo), pytest.approx(hi))
+    one = mean_ci([0.4])
+    assert one["mean"] == 0.4 and one["ci_low"] != one["ci_low"]  # one seed: no interval (NaN)

@@ -40,6 +40,18 @@ def paired_comparison(a: Sequence[float], b: Sequence[float], confidence: float 
     return {"n": n, "diff_mean": mean, "diff_se": se, "ci_low": mean - half, "ci_high": mean + half, "t": t, "p": p}
 
 
+def mean_ci(values: Sequence[float], confidence: float = 0.95) -> dict:
+    """Mean over seeds with its t-based confidence interval: ``{"n", "mean", "ci_low", "ci_high"}`` (a NaN
+    interval with fewer than 2 values)."""
+    v = np.asarray(values, np.float64)
+    n = int(v.size)
+    mean = float(v.mean()) if n else float("nan")
+    if n < 2:
+        return {"n": n, "mean": mean, "ci_low": float("nan"), "ci_high": float("nan")}
+    half = float(sp_stats.t.ppf(0.5 + confidence / 2, n - 1)) * float(v.std(ddof=1)) / math.sqrt(n)
+    return {"n": n, "mean": mean, "ci_low": mean - half, "ci_high": mean + half}
+
+
 def holm(pvalues: Mapping[str, float]) -> dict[str, float]:
     """Holm-adjusted p-values of a family of tests (NaN p-values are left out of the family and stay NaN):
     sorted ascending, p_(i) * (m - i + 1), made monotone, capped at 1."""
@@ -53,4 +65,4 @@ def holm(pvalues: Mapping[str, float]) -> dict[str, float]:
     return out
 
 
-__all__ = ["holm", "paired_comparison"]
+__all__ = ["holm", "mean_ci", "paired_comparison"]

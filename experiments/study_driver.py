@@ -1,0 +1,42 @@
+"""What the multi-run study drivers share (leave_one_lab_out, lab_count, data_poor): launch one config variant
+per part of the study in its own resumable workdir, and write the study's summary (json + md) atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def launch(tag: str, part: str, config_file: str, variant: str, workdir: str, cpu_devices: str) -> bool:
+    """`launch.py --config <config_file>:<variant> --workdir <workdir>` from the repo root; False (with a
+    message saying how to resume) when it fails."""
+    cmd = [sys.executable, str(REPO / "launch.py"), "--config", f"{Path(config_file).resolve()}:{variant}"]
+    cmd += [f"--cpu_devices={cpu_devices}", "--workdir", workdir]
+    print(f"[{tag}] {part}: {' '.join(cmd)}", flush=True)
+    if subprocess.run(cmd, cwd=REPO).returncode != 0:
+        print(f"[{tag}] {part} failed: rerun the same command to resume", file=sys.stderr)
+        return False
+    return True
+
+
+def read_json(path: str) -> dict:
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_study(workdir: str, stem: str, study: dict, markdown: str) -> None:
+    from fedtransfer_jax.runtime import io_utils  # noqa: PLC0415
+
+    io_utils.write_text_atomic(os.path.join(workdir, stem + ".json"), json.dumps(study, indent=2) + "\n")
+    io_utils.write_text_atomic(os.path.join(workdir, stem + ".md"), markdown)
+    print(markdown)
+
+
+def num(x: float, fmt: str) -> str:
+    """A number for a markdown table; NaN (an undefined interval or p) as n/a."""
+    return "n/a" if x != x else format(x, fmt)
