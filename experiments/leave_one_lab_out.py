@@ -3,6 +3,7 @@ r"""Study (b) of docs/PROTOCOL.md v2: leave one lab out. Does sharing styles hel
   python -m experiments.leave_one_lab_out --workdir runs/lolo                 # all nine labs, 10 seed pairs
   python -m experiments.leave_one_lab_out --workdir runs/lolo --labs tint,sem # some labs (resumes the rest later)
   python launch.py --config experiments/leave_one_lab_out.py:tint --workdir runs/lolo/tint   # one lab by hand
+  python -m experiments.leave_one_lab_out --workdir runs/lolo1 --variant session            # one session: ~75 min
   python -m experiments.leave_one_lab_out --workdir /tmp/lolo --variant tiny --labs sem       # tests: ~1 min
 
 Each of the nine synthetic labs (data/synthetic.LAB_NAMES) is once the unseen lab; the other eight are the
@@ -14,8 +15,14 @@ on that macro mean (fedtransfer_gen against FedAvg and both controls; t-based 95
 The runner launches one config per lab (<workdir>/<lab>/, each resumable), then writes <workdir>/summary.json
 and summary.md (with --labs, summary_<labs>.json / .md: a subset is not the study).
 
-Cost (2-core CPU, estimated from the main study's per-method times, not yet run): five methods x ~1 min x
-9 labs x 10 seeds ~ 8-9 h; one lab ~1 h. On one GPU, minutes per lab. `tiny`: 32 px, 2 seeds, 3 methods.
+Cost (2-core CPU, from the main study's 2 h 27 min for 8 methods x 10 seeds): five methods x ~1.8 min x 9 labs
+x 10 seeds ~ 14 h; one lab ~1.5 h. On one GPU, minutes per lab. `session` (docs/PROTOCOL.md, "Study (b) in one
+session"): one seed pair per lab, four methods (no centralized), the nine labs as the replicates: ~75 min.
+`tiny`: 32 px, 2 seeds, 3 methods.
+
+The comparisons are made two ways: paired over seeds on the macro mean over labs (the full study's), and
+paired over held-out labs on each lab's mean over seeds (the session study's, where one seed leaves nothing
+to pair over seeds); `primary_analysis` in summary.json says which one the study's protocol named.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ METHODS = ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style", "ce
 REFERENCES = ("fedavg", "gen_own_style", "gen_random_style")
 PRIMARY = "fedtransfer_gen"
 TINY_METHODS = ("fedavg", "fedtransfer_gen", "gen_random_style")
+SESSION_METHODS = ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style")
+VARIANTS = ("tiny", "session")
 
 
 def _labs() -> tuple[str, ...]:
@@ -43,19 +52,21 @@ def _labs() -> tuple[str, ...]:
 
 
 def get_config(arg: str | None = None):
-    """`:<lab>` (the study's budget) or `:<lab>,tiny` (the tests'): `<lab>` is the held-out lab."""
+    """`:<lab>` (the full study's budget), `:<lab>,session` (one seed pair, four methods) or `:<lab>,tiny` (the
+    tests'): `<lab>` is the held-out lab."""
     parts = [p for p in (arg or "").split(",") if p]
-    tiny = "tiny" in parts
-    held = [p for p in parts if p != "tiny"]
+    tiny, session = "tiny" in parts, "session" in parts
+    held = [p for p in parts if p not in VARIANTS]
     labs = _labs()
     if len(held) != 1 or held[0] not in labs:
         raise ValueError(
-            f"experiments/leave_one_lab_out.py: name the held-out lab as the variant (':<lab>' or ':<lab>,tiny'), "
+            "experiments/leave_one_lab_out.py: name the held-out lab as the variant (':<lab>', ':<lab>,session' or "
+            f"':<lab>,tiny'), "
             f"got {arg!r}; labs: {', '.join(labs)}"
         )
     lab = held[0]
     config = _grains.get_config("tiny" if tiny else "fair")
-    config.name = f"lolo-{lab}" + ("-tiny" if tiny else "")
+    config.name = f"lolo-{lab}" + ("-tiny" if tiny else "-session" if session else "")
     config.data.clients = tuple(n for n in labs if n != lab)
     config.data.unseen_clients = (lab,)
     config.study_references = REFERENCES
@@ -68,6 +79,9 @@ def get_config(arg: str | None = None):
         config.fl.lr_schedule = "cosine"
         config.eval.whole_images, config.eval.whole_image_size = 1, 64
         config.figures = False
+    elif session:
+        config.methods = SESSION_METHODS
+        config.seeds, config.data_seeds = (0,), (1000,)
     else:
         config.methods = METHODS
         config.seeds = tuple(range(10))
@@ -86,10 +100,25 @@ def lab_endpoint(study: dict) -> dict[str, list[float]]:
     return out
 
 
+def _compare(values: dict[str, list[float]], references, primary: str) -> dict:
+    """`primary` against each reference, paired over the lists' positions, Holm over the family."""
+    from fedtransfer_jax.metrics import stats as stats_lib  # noqa: PLC0415
+
+    comparisons, pvalues = {}, {}
+    for ref in references:
+        if ref in values and primary in values and ref != primary:
+            c = stats_lib.paired_comparison(values[primary], values[ref])
+            comparisons[f"{primary} vs {ref}"] = c
+            pvalues[f"{primary} vs {ref}"] = c["p"]
+    for name, p in stats_lib.holm(pvalues).items():
+        comparisons[name]["p_holm"] = p
+    return comparisons
+
+
 def aggregate(per_lab: dict[str, dict], references=REFERENCES, primary: str = PRIMARY) -> dict:
     """The study over held-out labs, from each lab's study summary.json (same seeds in every lab): per lab and
     method the mean ARI, per seed the macro mean over labs, and `primary` against each reference paired over
-    seeds (Holm over the family)."""
+    seeds (`comparisons`) and paired over labs (`comparisons_over_labs`), each family Holm-adjusted."""
     from fedtransfer_jax.metrics import stats as stats_lib  # noqa: PLC0415
 
     seeds = {lab: tuple(s["seeds"]) for lab, s in per_lab.items()}
@@ -99,15 +128,9 @@ def aggregate(per_lab: dict[str, dict], references=REFERENCES, primary: str = PR
     methods = [m for m in next(iter(endpoint.values())) if all(m in e for e in endpoint.values())]
     n_seeds = len(next(iter(seeds.values())))
     macro = {m: [sum(endpoint[lab][m][i] for lab in endpoint) / len(endpoint) for i in range(n_seeds)] for m in methods}
-    comparisons, pvalues = {}, {}
-    for ref in references:
-        if ref in macro and primary in macro and ref != primary:
-            c = stats_lib.paired_comparison(macro[primary], macro[ref])
-            comparisons[f"{primary} vs {ref}"] = c
-            pvalues[f"{primary} vs {ref}"] = c["p"]
-    for name, p in stats_lib.holm(pvalues).items():
-        comparisons[name]["p_holm"] = p
     mean = lambda v: sum(v) / len(v)
+    labs = sorted(endpoint)
+    lab_means = {m: [mean(endpoint[lab][m]) for lab in labs] for m in methods}
     return {
         "seeds": list(next(iter(seeds.values()))),
         "labs": sorted(endpoint),
@@ -115,8 +138,17 @@ def aggregate(per_lab: dict[str, dict], references=REFERENCES, primary: str = PR
         "per_lab": {lab: {m: mean(endpoint[lab][m]) for m in methods} for lab in sorted(endpoint)},
         "macro_per_seed": macro,
         "macro_mean": {m: mean(v) for m, v in macro.items()},
-        "comparisons": comparisons,
+        "macro_mean_ci": {m: stats_lib.mean_ci(v) for m, v in lab_means.items()},
+        "primary_analysis": "seeds" if n_seeds > 1 else "labs",
+        "comparisons": _compare(macro, references, primary),
+        "comparisons_over_labs": _compare(lab_means, references, primary),
     }
+
+
+def num(x: float, fmt: str) -> str:
+    from experiments import study_driver  # noqa: PLC0415
+
+    return study_driver.num(x, fmt)
 
 
 def markdown(study: dict) -> str:
@@ -132,12 +164,24 @@ def markdown(study: dict) -> str:
     for lab, row in study["per_lab"].items():
         lines.append(f"| {lab} | " + " | ".join(f"{row[m]:.3f}" for m in methods) + " |")
     lines.append("| **macro mean** | " + " | ".join(f"**{study['macro_mean'][m]:.3f}**" for m in methods) + " |")
-    lines += ["", "| comparison (macro mean, paired over seeds) | diff | 95 % CI | p | p (Holm) |", "|---|---|---|---|---|"]
-    for name, c in study["comparisons"].items():
+    ci = study.get("macro_mean_ci")
+    if ci:
         lines.append(
-            f"| {name} | {c['diff_mean']:+.3f} | [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}] | {c['p']:.3g} | "
-            f"{c['p_holm']:.3g} |"
+            "| 95 % CI over labs | "
+            + " | ".join(f"[{num(ci[m]['ci_low'], '.3f')}, {num(ci[m]['ci_high'], '.3f')}]" for m in methods)
+            + " |"
         )
+    protocol_key = {"seeds": "comparisons", "labs": "comparisons_over_labs"}[study.get("primary_analysis", "seeds")]
+    for key, over in (("comparisons", "seeds, on the macro mean over labs"), ("comparisons_over_labs", "held-out labs")):
+        if key not in study:
+            continue
+        tag = " (the protocol's analysis)" if key == protocol_key else ""
+        lines += ["", f"| comparison, paired over {over}{tag} | n | diff | 95 % CI | p | p (Holm) |", "|---|---|---|---|---|---|"]
+        for name, c in study[key].items():
+            lines.append(
+                f"| {name} | {c['n']} | {c['diff_mean']:+.3f} | [{num(c['ci_low'], '+.3f')}, {num(c['ci_high'], '+.3f')}] | "
+                f"{num(c['p'], '.3g')} | {num(c['p_holm'], '.3g')} |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -145,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--labs", default="", help="comma-separated held-out labs (default: all)")
-    parser.add_argument("--variant", default="", choices=("", "tiny"))
+    parser.add_argument("--variant", default="", choices=("",) + VARIANTS)
     parser.add_argument("--cpu_devices", default="auto")
     args = parser.parse_args(argv)
     labs = [s for s in args.labs.split(",") if s] or list(_labs())
@@ -159,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     per_lab = {}
     for lab in labs:
         workdir = os.path.join(args.workdir, lab)
-        variant = lab + (",tiny" if args.variant else "")
+        variant = lab + (f",{args.variant}" if args.variant else "")
         if not study_driver.launch("leave_one_lab_out", lab, __file__, variant, workdir, args.cpu_devices):
             return 1
         per_lab[lab] = study_driver.read_json(os.path.join(workdir, "summary.json"))

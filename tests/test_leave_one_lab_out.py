@@ -2,6 +2,9 @@
 labs as clients, and the macro-mean comparison paired over seeds (checked against a hand computation)."""
 
 import json
+import math
+
+import numpy as np
 
 import pytest
 from scipy import stats as sp_stats
@@ -68,3 +71,34 @@ def test_unknown_lab_exits_2(capsys, tmp_path):
     assert lolo.main(["--workdir", str(tmp_path), "--labs", "sem,nolab"]) == 2
     assert "nolab" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing started
+
+
+def test_one_seed_pairs_over_labs_against_scipy():
+    """The session study: one seed per lab, so the labs are the pairs (the seed analysis has nothing to say)."""
+    per = {
+        "sem": {"fedavg": [0.30], "fedtransfer_gen": [0.35], "gen_own_style": [0.31]},
+        "tint": {"fedavg": [0.20], "fedtransfer_gen": [0.28], "gen_own_style": [0.26]},
+        "ebsd_ipf": {"fedavg": [0.50], "fedtransfer_gen": [0.49], "gen_own_style": [0.40]},
+    }
+    study = lolo.aggregate({lab: fake_study((0,), v) for lab, v in per.items()})
+    assert study["primary_analysis"] == "labs"
+    labs = study["labs"]
+    gen = [per[lab]["fedtransfer_gen"][0] for lab in labs]
+    avg = [per[lab]["fedavg"][0] for lab in labs]
+    c = study["comparisons_over_labs"]["fedtransfer_gen vs fedavg"]
+    assert c["n"] == 3 and c["p"] == pytest.approx(sp_stats.ttest_rel(gen, avg).pvalue)
+    ci = sp_stats.t.interval(0.95, 2, loc=np.mean(np.subtract(gen, avg)), scale=sp_stats.sem(np.subtract(gen, avg)))
+    assert (c["ci_low"], c["ci_high"]) == pytest.approx(ci)
+    assert math.isnan(study["comparisons"]["fedtransfer_gen vs fedavg"]["p"])  # n = 1 seed
+    md = lolo.markdown(study)
+    assert "paired over held-out labs (the protocol's analysis)" in md and "n/a" in md
+    json.dumps(study)
+
+
+def test_session_variant_is_the_protocols():
+    config = lolo.get_config("tint,session")
+    assert tuple(config.methods) == ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style")
+    assert tuple(config.seeds) == (0,) and tuple(config.data_seeds) == (1000,)
+    assert tuple(config.data.unseen_clients) == ("tint",) and "tint" not in config.data.clients
+    full = lolo.get_config("tint")
+    assert config.fl.rounds == full.fl.rounds and config.data.tile_size == full.data.tile_size
