@@ -86,8 +86,14 @@ def test_tiny_run_writes_whole_images_for_each_method(tmp_path):
         for k in ("ari", "boundary_f1", "diameter_rel_error"):
             assert np.isfinite(w["mean"][k]) and np.isfinite(w["unseen"]["mean"][k])
     assert summary["methods"]["fedavg"]["whole_images"]["settings"]["source"] == pps.SOURCE_CHOSEN
+    # The endpoint's floor: the starting model through the same path, with its own post-processing choice.
+    floor = summary["whole_images_untrained"]
+    assert floor["settings"]["source"] == pps.SOURCE_CHOSEN and set(floor["unseen"]["per_client"]) == {"tint"}
+    assert -1.0 <= floor["mean"]["ari"] <= 1.0 and np.isfinite(floor["unseen"]["mean"]["ari"])
+    assert floor["mean"] != summary["methods"]["fedavg"]["whole_images"]["mean"]  # untrained is not the trained model
     md = (tmp_path / "summary.md").read_text()
     assert "Whole test images" in md and "- fedavg: post-processed ARI seen" in md
+    assert "- untrained (the starting model through the same path: the endpoint's floor)" in md
 
 
 def _seed_summary(aris: dict[str, float]) -> dict:
@@ -119,6 +125,17 @@ def test_study_compares_whole_image_ari_in_the_holm_family():
     assert row["whole_seen_ari"]["p_holm"] >= row["whole_seen_ari"]["p"]
     text = sweep.markdown(study)
     assert "whole-image seen ARI diff" in text and "Whole test images" in text
+    assert "whole_untrained" not in study and "untrained" not in text  # no seed recorded a floor
+    floors = [0.2, 0.3, 0.1, 0.25]
+    per_seed = {s: _seed_summary({"fedavg": fedavg[s], "gen": gen[s]}) for s in range(4)}
+    for s in range(4):
+        per_seed[s]["whole_images_untrained"] = {
+            "mean": {"ari": floors[s], "boundary_f1": 0.4, "diameter_rel_error": 0.5, "astm_G_abs_diff": 1.0}
+        }
+    study = sweep.aggregate(per_seed)
+    assert study["whole_untrained"]["whole_seen"]["ari"]["mean"] == pytest.approx(np.mean(floors))
+    assert "whole_unseen" not in study["whole_untrained"]  # no seed had unseen labs for it
+    assert "| *untrained (the endpoint's floor)* | 0.212" in sweep.markdown(study)
     # A seed without whole images: no whole entries (and no comparison on them), nothing else changes.
     per_seed = {s: _seed_summary({"fedavg": fedavg[s], "gen": gen[s]}) for s in range(4)}
     del per_seed[2]["methods"]["gen"]["whole_images"]

@@ -60,6 +60,13 @@ def summary_markdown(summary: dict, *, per_client: bool = True) -> str:
                 f"unseen {num(unseen.get('boundary_f1'))} (trivial {num((triv.get('unseen') or {}).get('mean'))}); "
                 f"diameter error seen {num(seen.get('diameter_rel_error'))}, |ΔG| seen {num(seen.get('astm_G_abs_diff'))}"
             )
+    floor = summary.get("whole_images_untrained")
+    if whole and floor:
+        num = lambda x: "n/a" if x is None or x != x else f"{x:.3f}"
+        lines.append(
+            f"- untrained (the starting model through the same path: the endpoint's floor): post-processed ARI seen "
+            f"{num((floor.get('mean') or {}).get('ari'))}, unseen {num(((floor.get('unseen') or {}).get('mean') or {}).get('ari'))}"
+        )
     dp_rows = [(n, m["differential_privacy"]) for n, m in summary["methods"].items() if "differential_privacy" in m]
     if dp_rows:
         lines += [

@@ -344,6 +344,37 @@ def whole_images(ctx: Context, spec: engine.MethodSpec, name: str, post: dict | 
     return out
 
 
+def untrained_whole_images(ctx: Context) -> dict | None:
+    """The floor of the whole-image endpoint: the starting model (no training step) through the same path as
+    every method (post-processing chosen on the validation tiles, predict's sliding window, the same scores).
+    Post-processing can turn a map that knows nothing about boundaries into grain-like regions that follow
+    the image's contrast, so the endpoint's floor is not 0; a method's number is read against this one. An
+    evaluation instrument like the test scores themselves: no client sends anything for it."""
+    if not ctx.whole_test and not ctx.whole_unseen:
+        return None
+    t0 = time.time()
+    params, tile, tol = ctx.init_params, int(ctx.config.data.tile_size), float(ctx.config.eval.tolerance)
+    choice = None
+    if any(len(v[0]) for v in ctx.data.val.values()):
+        choice = evaluation.choose_postprocessing(ctx.prob_fn, lambda c: params, ctx.data.val, tolerance=tol)
+        if choice is not None:
+            choice.pop("tables")
+    settings, source = _settings_of(ctx, choice)
+    score = lambda arrays: evaluation.evaluate_whole_images(ctx.prob_fn, params, *arrays, settings, tile)
+    out: dict = {
+        "what": "the starting model, untrained, through the endpoint's path (its floor)",
+        "settings": {"settings": settings.to_dict(), "source": source},
+    }
+    seen = {n: score(arrays) for n, arrays in ctx.whole_test.items()}
+    if seen:
+        out["per_client"], out["mean"] = seen, evaluation.mean_over_clients(seen)
+    unseen = {u: score(arrays) for u, arrays in ctx.whole_unseen.items()}
+    if unseen:
+        out["unseen"] = {"per_client": unseen, "mean": evaluation.mean_over_clients(unseen)}
+    out["wall_seconds"] = time.time() - t0
+    return out
+
+
 def run_method(ctx: Context, name: str) -> dict:
     """Trains and evaluates method `name`; returns its summary entry."""
     spec = engine.method_spec(ctx.config, name)

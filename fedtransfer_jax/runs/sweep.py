@@ -16,7 +16,9 @@ reported only when centralized beats FedAvg by more than that standard error (`s
 `config.study_references` (default `("fedavg",)`) names the baselines and controls every method is
 compared with: `comparisons[<method> vs <reference>][seen_ari|unseen_ari]` holds the paired difference, its
 t-based 95 % confidence interval, the paired t-test p and the Holm-adjusted p over the whole family of
-comparisons of the study (metrics/stats.py).
+comparisons of the study (metrics/stats.py). `whole_untrained` holds, over seeds, the whole-image scores of
+the starting model before any training (runners.untrained_whole_images): the floor the primary endpoint is
+read against, since post-processing gives a map that knows nothing about boundaries a non-zero ARI.
 """
 
 from __future__ import annotations
@@ -125,6 +127,14 @@ def aggregate(per_seed: dict[int, dict], references: tuple[str, ...] = ("fedavg"
                 k: _stats([w["unseen"]["mean"].get(k, float("nan")) for w in wholes]) for k in WHOLE_KEYS
             }
         out["methods"][m] = entry
+    floors = [per_seed[s].get("whole_images_untrained") or {} for s in seeds]
+    floor: dict[str, Any] = {}
+    if all("mean" in f for f in floors):
+        floor["whole_seen"] = {k: _stats([f["mean"].get(k, float("nan")) for f in floors]) for k in WHOLE_KEYS}
+    if all("unseen" in f for f in floors):
+        floor["whole_unseen"] = {k: _stats([f["unseen"]["mean"].get(k, float("nan")) for f in floors]) for k in WHOLE_KEYS}
+    if floor:
+        out["whole_untrained"] = floor  # the endpoint's floor: the starting model, untrained (runners.untrained_whole_images)
     if "fedavg" in out["methods"]:
         for m, entry in out["methods"].items():
             entry["vs_fedavg"] = {}
@@ -208,6 +218,13 @@ def markdown(study: dict) -> str:
             ws, wu = e.get("whole_seen"), e.get("whole_unseen")
             lines.append(
                 f"| {m} | {fmt(ws['ari']) if ws else 'n/a'} | {fmt(wu['ari']) if wu else 'n/a'} | "
+                f"{fmt(ws['boundary_f1']) if ws else 'n/a'} | {fmt(ws['diameter_rel_error']) if ws else 'n/a'} |"
+            )
+        floor = study.get("whole_untrained")
+        if floor:
+            ws, wu = floor.get("whole_seen"), floor.get("whole_unseen")
+            lines.append(
+                f"| *untrained (the endpoint's floor)* | {fmt(ws['ari']) if ws else 'n/a'} | {fmt(wu['ari']) if wu else 'n/a'} | "
                 f"{fmt(ws['boundary_f1']) if ws else 'n/a'} | {fmt(ws['diameter_rel_error']) if ws else 'n/a'} |"
             )
     if study.get("comparisons"):

@@ -82,6 +82,9 @@ def train_and_evaluate(
                 # Written after every method, atomically: a crash leaves the last complete summary.
                 report.write_summary(workdir, summary)
                 faults.crash_point(f"method_done:{name}")
+            floor = runners.untrained_whole_images(ctx)  # what the whole-image endpoint gives without training
+            if floor is not None:
+                summary["whole_images_untrained"] = floor
             if ctx.style_artifacts and distributed.is_primary():  # local work only: no collective
                 style_protocol.style_checks(ctx, summary)
                 report.write_summary(workdir, summary)
