@@ -115,6 +115,23 @@ def _compare(values: dict[str, list[float]], references, primary: str) -> dict:
     return comparisons
 
 
+def verdict(comparisons: dict, references, primary: str, alpha: float = 0.05) -> dict:
+    """The protocol's rule: sharing helps unseen labs only if `primary` beats *every* reference (a positive
+    difference at Holm p < alpha). A missing reference or an undefined p (fewer than 2 pairs, no spread)
+    leaves the question open rather than shrinking the family."""
+    refs = [r for r in references if r != primary]
+    rows = {r: comparisons.get(f"{primary} vs {r}") for r in refs}
+    missing = [r for r, c in rows.items() if c is None or c.get("p_holm") != c.get("p_holm")]
+    if missing:
+        return {"sharing_shown": None, "why": f"no defined comparison with {', '.join(missing)}"}
+    beaten = [r for r, c in rows.items() if c["diff_mean"] > 0 and c["p_holm"] < alpha]
+    return {
+        "sharing_shown": len(beaten) == len(refs),
+        "why": f"{primary} beats {len(beaten)} of {len(refs)} references at Holm p < {alpha}"
+        + (f" ({', '.join(beaten)})" if beaten else ""),
+    }
+
+
 def aggregate(per_lab: dict[str, dict], references=REFERENCES, primary: str = PRIMARY) -> dict:
     """The study over held-out labs, from each lab's study summary.json (same seeds in every lab): per lab and
     method the mean ARI, per seed the macro mean over labs, and `primary` against each reference paired over
@@ -131,6 +148,15 @@ def aggregate(per_lab: dict[str, dict], references=REFERENCES, primary: str = PR
     mean = lambda v: sum(v) / len(v)
     labs = sorted(endpoint)
     lab_means = {m: [mean(endpoint[lab][m]) for lab in labs] for m in methods}
+    # The endpoint's floor per held-out lab (the untrained model through the same path), where recorded.
+    floor = {
+        lab: s["whole_untrained"]["whole_unseen"]["ari"]["mean"]
+        for lab, s in per_lab.items()
+        if "whole_unseen" in (s.get("whole_untrained") or {})
+    }
+    analysis = "seeds" if n_seeds > 1 else "labs"
+    comparisons = _compare(macro, references, primary)
+    over_labs = _compare(lab_means, references, primary)
     return {
         "seeds": list(next(iter(seeds.values()))),
         "labs": sorted(endpoint),
@@ -139,9 +165,11 @@ def aggregate(per_lab: dict[str, dict], references=REFERENCES, primary: str = PR
         "macro_per_seed": macro,
         "macro_mean": {m: mean(v) for m, v in macro.items()},
         "macro_mean_ci": {m: stats_lib.mean_ci(v) for m, v in lab_means.items()},
-        "primary_analysis": "seeds" if n_seeds > 1 else "labs",
-        "comparisons": _compare(macro, references, primary),
-        "comparisons_over_labs": _compare(lab_means, references, primary),
+        "untrained_floor_per_lab": floor,
+        "primary_analysis": analysis,
+        "comparisons": comparisons,
+        "comparisons_over_labs": over_labs,
+        "verdict": verdict(comparisons if analysis == "seeds" else over_labs, references, primary),
     }
 
 
@@ -153,23 +181,30 @@ def num(x: float, fmt: str) -> str:
 
 def markdown(study: dict) -> str:
     methods = list(study["macro_mean"])
+    # The endpoint's floor (the untrained model through the same path), a last column where recorded.
+    floor = study.get("untrained_floor_per_lab") or {}
+    floor_cell = (lambda lab: " " + num(floor.get(lab, float("nan")), ".3f") + " |") if floor else (lambda lab: "")
     lines = [
         "# Leave one lab out (docs/PROTOCOL.md v2, study b)",
         "",
         f"Endpoint: {study['endpoint']}; seeds {study['seeds']}; held-out labs {', '.join(study['labs'])}.",
         "",
-        "| held-out lab | " + " | ".join(methods) + " |",
-        "|---" * (len(methods) + 1) + "|",
+        "| held-out lab | " + " | ".join(methods) + " |" + (" *untrained (floor)* |" if floor else ""),
+        "|---" * (len(methods) + 1 + bool(floor)) + "|",
     ]
     for lab, row in study["per_lab"].items():
-        lines.append(f"| {lab} | " + " | ".join(f"{row[m]:.3f}" for m in methods) + " |")
-    lines.append("| **macro mean** | " + " | ".join(f"**{study['macro_mean'][m]:.3f}**" for m in methods) + " |")
+        lines.append(f"| {lab} | " + " | ".join(f"{row[m]:.3f}" for m in methods) + " |" + floor_cell(lab))
+    floor_mean = sum(floor.values()) / len(floor) if floor and len(floor) == len(study["per_lab"]) else float("nan")
+    lines.append(
+        "| **macro mean** | " + " | ".join(f"**{study['macro_mean'][m]:.3f}**" for m in methods) + " |"
+        + (f" {num(floor_mean, '.3f')} |" if floor else "")
+    )
     ci = study.get("macro_mean_ci")
     if ci:
         lines.append(
             "| 95 % CI over labs | "
             + " | ".join(f"[{num(ci[m]['ci_low'], '.3f')}, {num(ci[m]['ci_high'], '.3f')}]" for m in methods)
-            + " |"
+            + " |" + (" |" if floor else "")
         )
     protocol_key = {"seeds": "comparisons", "labs": "comparisons_over_labs"}[study.get("primary_analysis", "seeds")]
     for key, over in (("comparisons", "seeds, on the macro mean over labs"), ("comparisons_over_labs", "held-out labs")):
@@ -182,6 +217,10 @@ def markdown(study: dict) -> str:
                 f"| {name} | {c['n']} | {c['diff_mean']:+.3f} | [{num(c['ci_low'], '+.3f')}, {num(c['ci_high'], '+.3f')}] | "
                 f"{num(c['p'], '.3g')} | {num(c['p_holm'], '.3g')} |"
             )
+    v = study.get("verdict")
+    if v:
+        shown = {True: "sharing is shown", False: "sharing is not shown", None: "undetermined"}[v["sharing_shown"]]
+        lines += ["", f"**Verdict (the protocol's rule): {shown}**: {v['why']}."]
     return "\n".join(lines) + "\n"
 
 

@@ -33,8 +33,10 @@ so the default is ~1.5-3 h per method, ~3-6 h for both: more than a working sess
 one CPU session affords and is what ships (docs/MODEL.md) until a longer or GPU run replaces it:
 `gen_random_style` only, 20 rounds. `cpu_cycle2` starts from the shipped model (`init_from='shipped'`) and
 trains it a second cycle of the same 20-round cosine schedule (a warm restart: the shipped model's validation
-ARI was still rising when its schedule reached 0); it replaces the shipped model only if its validation
-objective is higher, ~1.5-3 h like `cpu`. Why that method: in the protocol-v2 main study
+ARI was still rising when its schedule reached 0), ~1.5-3 h like `cpu`. Nothing swaps models by itself
+(export_model never overwrites): it should replace the shipped one only if its validation objective
+(summary.json `methods.gen_random_style.postprocessed.validation_objective.chosen`, the same validation
+tiles) beats the shipped model's, compared by hand before exporting. Why that method: in the protocol-v2 main study
 (docs/results/study_v2) it generalised best to labs nobody trained on (whole-image ARI 0.557 vs FedAvg's
 0.452 on unseen labs, 10 seed pairs), which is what a model for other people's micrographs needs; that
 study is a finished, reported result, not a tuning loop on this model's test micrographs.

@@ -102,3 +102,24 @@ def test_session_variant_is_the_protocols():
     assert tuple(config.data.unseen_clients) == ("tint",) and "tint" not in config.data.clients
     full = lolo.get_config("tint")
     assert config.fl.rounds == full.fl.rounds and config.data.tile_size == full.data.tile_size
+
+
+def test_verdict_needs_every_reference_beaten_and_the_floor_is_a_column():
+    refs = ("fedavg", "gen_own_style", "gen_random_style")
+    win = {"diff_mean": 0.1, "p_holm": 0.01}
+    rows = {f"fedtransfer_gen vs {r}": dict(win) for r in refs}
+    assert lolo.verdict(rows, refs, "fedtransfer_gen")["sharing_shown"] is True
+    rows["fedtransfer_gen vs gen_random_style"] = {"diff_mean": -0.1, "p_holm": 0.001}  # significantly worse
+    v = lolo.verdict(rows, refs, "fedtransfer_gen")
+    assert v["sharing_shown"] is False and "2 of 3" in v["why"]
+    rows["fedtransfer_gen vs gen_random_style"] = {"diff_mean": 0.1, "p_holm": float("nan")}  # undefined p
+    assert lolo.verdict(rows, refs, "fedtransfer_gen")["sharing_shown"] is None
+    del rows["fedtransfer_gen vs gen_random_style"]  # a missing reference does not shrink the family
+    assert lolo.verdict(rows, refs, "fedtransfer_gen")["sharing_shown"] is None
+    per = {lab: fake_study((0,), {"fedavg": [0.3 + i / 10], "fedtransfer_gen": [0.2 + i / 9]}) for i, lab in enumerate(("sem", "tint", "ebsd_ipf"))}
+    for i, s in enumerate(per.values()):
+        s["whole_untrained"] = {"whole_unseen": {"ari": {"mean": 0.1 * i}}}
+    study = lolo.aggregate(per, references=("fedavg",))
+    assert study["untrained_floor_per_lab"] == pytest.approx({"sem": 0.0, "tint": 0.1, "ebsd_ipf": 0.2})
+    md = lolo.markdown(study)
+    assert "*untrained (floor)* |" in md and "| **macro mean** |" in md and "Verdict (the protocol's rule)" in md

@@ -142,3 +142,30 @@ def test_study_compares_whole_image_ari_in_the_holm_family():
     study = sweep.aggregate(per_seed)
     assert "whole_seen" not in study["methods"]["gen"]
     assert "whole_seen_ari" not in study["comparisons"]["gen vs fedavg"]
+
+
+def test_floor_scores_the_random_init_even_when_the_run_starts_from_a_trained_model(monkeypatch):
+    """`init_from` runs start from a trained model; the floor must still be the untrained network."""
+    import types
+
+    import jax
+
+    from fedtransfer_jax.runs import engine, runners
+
+    config = grains.get_config("tiny")
+    model, tile = engine.build_model(config), int(config.data.tile_size)
+    fresh = engine.init_params(config, model, tile)
+    trained = jax.tree.map(lambda x: x + 1.0, fresh)
+    seen = []
+    monkeypatch.setattr(evaluation, "evaluate_whole_images", lambda fn, params, *a: seen.append(params) or {"ari": 0.0})
+    images = np.zeros((1, tile, tile, 3), np.float32), np.zeros((1, tile, tile), np.uint8)
+    ctx = types.SimpleNamespace(
+        config=config, model=model, init_params=trained, prob_fn=None, whole_test={"lab": images}, whole_unseen={},
+        data=types.SimpleNamespace(val={"lab": (images[0][:0], images[1][:0])}),  # no validation tiles
+    )
+    for init_from, expected in (("", trained), ("shipped", fresh)):
+        config.init_from, seen[:] = init_from, []
+        out = runners.untrained_whole_images(ctx)
+        assert out["mean"]["ari"] == 0.0 and "unseen" not in out
+        for a, b in zip(jax.tree.leaves(seen[0]), jax.tree.leaves(expected)):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

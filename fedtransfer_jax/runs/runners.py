@@ -348,12 +348,19 @@ def untrained_whole_images(ctx: Context) -> dict | None:
     """The floor of the whole-image endpoint: the starting model (no training step) through the same path as
     every method (post-processing chosen on the validation tiles, predict's sliding window, the same scores).
     Post-processing can turn a map that knows nothing about boundaries into grain-like regions that follow
-    the image's contrast, so the endpoint's floor is not 0; a method's number is read against this one. An
-    evaluation instrument like the test scores themselves: no client sends anything for it."""
+    the image's contrast, so the endpoint's floor is not 0; a method's number is read against this one. A run
+    that starts from a trained model (`init_from`) is still scored against the seed's random init, the
+    floor, not against its starting model. An evaluation instrument like the test scores themselves: it
+    reads the validation and test tiles directly, as the test evaluation does, and is no part of the
+    federated protocol."""
     if not ctx.whole_test and not ctx.whole_unseen:
         return None
     t0 = time.time()
-    params, tile, tol = ctx.init_params, int(ctx.config.data.tile_size), float(ctx.config.eval.tolerance)
+    tile, tol = int(ctx.config.data.tile_size), float(ctx.config.eval.tolerance)
+    if ctx.config.get("init_from", ""):
+        params = distributed.from_primary(lambda: engine.init_params(ctx.config, ctx.model, tile))
+    else:
+        params = ctx.init_params  # the seed's random init, what every method started from
     choice = None
     if any(len(v[0]) for v in ctx.data.val.values()):
         choice = evaluation.choose_postprocessing(ctx.prob_fn, lambda c: params, ctx.data.val, tolerance=tol)
