@@ -3,7 +3,7 @@ r"""Study (b) of docs/PROTOCOL.md v2: leave one lab out. Does sharing styles hel
   python -m experiments.leave_one_lab_out --workdir runs/lolo                 # all nine labs, 10 seed pairs
   python -m experiments.leave_one_lab_out --workdir runs/lolo --labs tint,sem # some labs (resumes the rest later)
   python launch.py --config experiments/leave_one_lab_out.py:tint --workdir runs/lolo/tint   # one lab by hand
-  python -m experiments.leave_one_lab_out --workdir runs/lolo1 --variant session            # one session: ~75 min
+  python -m experiments.leave_one_lab_out --workdir runs/lolo1 --variant session            # one session: ~1 h
   python -m experiments.leave_one_lab_out --workdir /tmp/lolo --variant tiny --labs sem       # tests: ~1 min
 
 Each of the nine synthetic labs (data/synthetic.LAB_NAMES) is once the unseen lab; the other eight are the
@@ -17,7 +17,8 @@ and summary.md (with --labs, summary_<labs>.json / .md: a subset is not the stud
 
 Cost (2-core CPU, from the main study's 2 h 27 min for 8 methods x 10 seeds): five methods x ~1.8 min x 9 labs
 x 10 seeds ~ 14 h; one lab ~1.5 h. On one GPU, minutes per lab. `session` (docs/PROTOCOL.md, "Study (b) in one
-session"): one seed pair per lab, four methods (no centralized), the nine labs as the replicates: ~75 min.
+session"): one seed pair per lab, four methods (no centralized), the nine labs as the replicates: measured
+62 min (6.9 min per held-out lab; 70-82 s per method, data and evaluation included), 2026-12-05.
 `tiny`: 32 px, 2 seeds, 3 methods.
 
 The comparisons are made two ways: paired over seeds on the macro mean over labs (the full study's), and
