@@ -5,6 +5,7 @@ recipient shares without sharing images) help the recipient's own test ARI, beyo
   python -m experiments.data_poor --workdir runs/data_poor                     # k = 0, 1, 2, 4; 10 seed pairs
   python -m experiments.data_poor --workdir runs/data_poor --labels 0,4        # some k (resumes the rest later)
   python launch.py --config experiments/data_poor.py:2 --workdir runs/data_poor/k2   # one k by hand
+  python -m experiments.data_poor --workdir runs/dp1 --variant session           # one session: k = 0, 1, ~95 min
   python -m experiments.data_poor --workdir /tmp/dp --variant tiny --labels 0  # tests: seconds
 
 Clients: the main study's four seen labs (brightfield, darkfield, sem, lowcontrast). The recipient is
@@ -48,6 +49,9 @@ Cost (2-core CPU, an ESTIMATE, not run): the main study took 2 h 27 min for 10 s
 other work (~80 s a method on the quiet machine, AdaIN and local ~100 s). Here 6 methods at k >= 1 and 5 at
 k = 0 (one fewer client, ~3/4 of a round's work): ~9 min per seed pair, ~1.5 h per k, ~5.5-6 h for the four
 k on the quiet machine and ~7-8 h beside other work. Each further recipient lab costs as much again.
+`session` (docs/PROTOCOL.md "Study (c) in one session"; `--variant session`): k = 0 and 1, seed pairs 0-6,
+fedavg, fedtransfer, fedtransfer_gen and both controls (no local), Holm over its 12 comparisons: ~95 min
+(estimated, not run); its summary.json is the session part's (`variant`: 'session').
 `tiny` (32 px, one seed pair, fedavg, fedtransfer_gen and local at k >= 1; measured on the loaded 2-core machine:
 k = 0 ~35-50 s, k = 1 ~55 s, data and compilation included).
 """
@@ -72,6 +76,11 @@ METHODS = ("local", "fedavg", "fedtransfer", "fedtransfer_gen", "gen_own_style",
 PRIMARIES = ("fedtransfer_gen", "fedtransfer")
 REFERENCES = ("fedavg", "gen_own_style", "gen_random_style")
 TINY_METHODS = ("local", "fedavg", "fedtransfer_gen")
+# The one-session part (docs/PROTOCOL.md "Study (c) in one session"): k = 0, 1, seed pairs 0-6, no `local`.
+SESSION_LABELS = (0, 1)
+SESSION_METHODS = ("fedavg", "fedtransfer", "fedtransfer_gen", "gen_own_style", "gen_random_style")
+SESSION_SEEDS = tuple(range(7))
+VARIANTS = ("tiny", "session")
 
 
 def methods_at(k: int, methods=METHODS) -> tuple[str, ...]:
@@ -80,19 +89,22 @@ def methods_at(k: int, methods=METHODS) -> tuple[str, ...]:
 
 
 def get_config(arg: str | None = None):
-    """`:<k>`, `:<k>,<lab>` (the study's budget) or with `,tiny` (the tests'): k labelled recipient tiles."""
+    """`:<k>`, `:<k>,<lab>` (the study's budget), with `,session` (the one-session part: k = 0 or 1, seed pairs
+    0-6, no `local`) or with `,tiny` (the tests'): k labelled recipient tiles."""
     parts = [p for p in (arg or "").split(",") if p]
-    tiny = "tiny" in parts
+    tiny, session = "tiny" in parts, "session" in parts
     counts = [p for p in parts if p.isdigit()]
-    labs = [p for p in parts if p != "tiny" and not p.isdigit()]
-    if len(counts) != 1 or int(counts[0]) not in LABELS or len(labs) > 1 or (labs and labs[0] not in SEEN):
+    labs = [p for p in parts if p not in VARIANTS and not p.isdigit()]
+    allowed = SESSION_LABELS if session else LABELS
+    if len(counts) != 1 or int(counts[0]) not in allowed or len(labs) > 1 or (labs and labs[0] not in SEEN) or (tiny and session):
         raise ValueError(
             f"experiments/data_poor.py: name the recipient's labelled tiles k as the variant (':<k>', ':<k>,<lab>', "
-            f"':<k>,tiny'), got {arg!r}; k in {LABELS}, lab one of {SEEN} (default {RECIPIENT})"
+            f"':<k>,session', ':<k>,tiny'), got {arg!r}; k in {LABELS} ({SESSION_LABELS} with session), lab one of "
+            f"{SEEN} (default {RECIPIENT})"
         )
     k, recipient = int(counts[0]), (labs[0] if labs else RECIPIENT)
     config = _grains.get_config("tiny" if tiny else "fair")
-    config.name = f"data-poor-{recipient}-k{k}" + ("-tiny" if tiny else "")
+    config.name = f"data-poor-{recipient}-k{k}" + ("-tiny" if tiny else "-session" if session else "")
     config.data.clients = SEEN
     config.data.unseen_clients = ()  # the endpoint is the recipient's own ARI
     config.data.recipient = recipient
@@ -110,6 +122,10 @@ def get_config(arg: str | None = None):
         config.fl.lr_schedule = "cosine"
         config.eval.whole_images, config.eval.whole_image_size = 1, 64
         config.figures = False
+    elif session:
+        config.methods = methods_at(k, SESSION_METHODS)
+        config.seeds = SESSION_SEEDS
+        config.data_seeds = tuple(1000 + i for i in SESSION_SEEDS)
     else:
         config.methods = methods_at(k)
         config.seeds = tuple(range(10))
@@ -157,12 +173,16 @@ def aggregate(per_k: dict[int, dict[int, dict]], recipient: str, primaries=PRIMA
                            "comparisons": comparisons}
     for (k, name), p in stats_lib.holm(pvalues).items():
         out["per_k"][k]["comparisons"][name]["p_holm"] = p
+    from experiments import study_driver  # noqa: PLC0415
+
+    for entry in out["per_k"].values():  # the protocol's rule, per k and style method
+        entry["verdict"] = {p: study_driver.verdict(entry["comparisons"], references, p) for p in primaries if p in entry["methods"]}
     out["per_k"] = {str(k): v for k, v in out["per_k"].items()}
     return out
 
 
 def markdown(study: dict) -> str:
-    from experiments.study_driver import num  # noqa: PLC0415
+    from experiments.study_driver import num, verdict_words  # noqa: PLC0415
 
     lines = [
         "# A data-poor recipient lab (docs/PROTOCOL.md v2, study c)",
@@ -180,6 +200,8 @@ def markdown(study: dict) -> str:
                 f"| {name} | {c['diff_mean']:+.3f} | [{num(c['ci_low'], '+.3f')}, {num(c['ci_high'], '+.3f')}] | "
                 f"{num(c['p'], '.3g')} | {num(c['p_holm'], '.3g')} |"
             )
+        for p, v in (entry.get("verdict") or {}).items():
+            lines += ["", f"**{p} at k = {k} (the protocol's rule): {verdict_words(v)}**: {v['why']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -188,13 +210,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--labels", default="", help="comma-separated k (default: 0,1,2,4)")
     parser.add_argument("--recipient", default=RECIPIENT, choices=SEEN)
-    parser.add_argument("--variant", default="", choices=("", "tiny"))
+    parser.add_argument("--variant", default="", choices=("",) + VARIANTS)
     parser.add_argument("--cpu_devices", default="auto")
     args = parser.parse_args(argv)
-    ks = [s for s in args.labels.split(",") if s] or [str(k) for k in LABELS]
-    bad = [s for s in ks if not s.isdigit() or int(s) not in LABELS]
+    study_labels = SESSION_LABELS if args.variant == "session" else LABELS
+    ks = [s for s in args.labels.split(",") if s] or [str(k) for k in study_labels]
+    bad = [s for s in ks if not s.isdigit() or int(s) not in study_labels]
     if bad:
-        print(f"--labels: unknown k {bad[0]!r}; the study's k: {LABELS}", file=sys.stderr)
+        print(f"--labels: unknown k {bad[0]!r}; the study's k: {study_labels}", file=sys.stderr)
         return 2
     ks = sorted({int(s) for s in ks})
     from experiments import study_driver  # noqa: PLC0415
@@ -203,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     per_k = {}
     for k in ks:
         workdir = os.path.join(args.workdir, f"k{k}")
-        variant = f"{k},{args.recipient}" + (",tiny" if args.variant else "")
+        variant = f"{k},{args.recipient}" + (f",{args.variant}" if args.variant else "")
         if not study_driver.launch("data_poor", f"k = {k}", __file__, variant, workdir, args.cpu_devices):
             return 1
         seeds = study_driver.read_json(os.path.join(workdir, "summary.json"))["seeds"]
@@ -213,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"[data_poor] {e}", file=sys.stderr)
         return 2
-    complete = set(ks) == set(LABELS)
+    complete = set(ks) == set(study_labels)
     study["complete"] = complete
+    study["variant"] = args.variant or "full"
     stem = "summary" if complete else "summary_" + "_".join(f"k{k}" for k in ks)
     study_driver.write_study(args.workdir, stem, study, markdown(study))
     return 0

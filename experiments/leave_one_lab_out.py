@@ -117,20 +117,11 @@ def _compare(values: dict[str, list[float]], references, primary: str) -> dict:
 
 
 def verdict(comparisons: dict, references, primary: str, alpha: float = 0.05) -> dict:
-    """The protocol's rule: sharing helps unseen labs only if `primary` beats *every* reference (a positive
-    difference at Holm p < alpha). A missing reference or an undefined p (fewer than 2 pairs, no spread)
-    leaves the question open rather than shrinking the family."""
-    refs = [r for r in references if r != primary]
-    rows = {r: comparisons.get(f"{primary} vs {r}") for r in refs}
-    missing = [r for r, c in rows.items() if c is None or c.get("p_holm") != c.get("p_holm")]
-    if missing:
-        return {"sharing_shown": None, "why": f"no defined comparison with {', '.join(missing)}"}
-    beaten = [r for r, c in rows.items() if c["diff_mean"] > 0 and c["p_holm"] < alpha]
-    return {
-        "sharing_shown": len(beaten) == len(refs),
-        "why": f"{primary} beats {len(beaten)} of {len(refs)} references at Holm p < {alpha}"
-        + (f" ({', '.join(beaten)})" if beaten else ""),
-    }
+    """The protocol's rule (study_driver.verdict): sharing helps unseen labs only if `primary` beats every
+    reference at Holm p < alpha."""
+    from experiments import study_driver  # noqa: PLC0415
+
+    return study_driver.verdict(comparisons, references, primary, alpha)
 
 
 def aggregate(per_lab: dict[str, dict], references=REFERENCES, primary: str = PRIMARY) -> dict:
@@ -220,8 +211,9 @@ def markdown(study: dict) -> str:
             )
     v = study.get("verdict")
     if v:
-        shown = {True: "sharing is shown", False: "sharing is not shown", None: "undetermined"}[v["sharing_shown"]]
-        lines += ["", f"**Verdict (the protocol's rule): {shown}**: {v['why']}."]
+        from experiments.study_driver import verdict_words  # noqa: PLC0415
+
+        lines += ["", f"**Verdict (the protocol's rule): {verdict_words(v)}**: {v['why']}."]
     return "\n".join(lines) + "\n"
 
 

@@ -27,7 +27,6 @@ import csv
 import dataclasses
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 

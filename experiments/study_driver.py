@@ -40,3 +40,25 @@ def write_study(workdir: str, stem: str, study: dict, markdown: str) -> None:
 def num(x: float, fmt: str) -> str:
     """A number for a markdown table; NaN (an undefined interval or p) as n/a."""
     return "n/a" if x != x else format(x, fmt)
+
+
+def verdict(comparisons: dict, references, primary: str, alpha: float = 0.05) -> dict:
+    """The protocols' rule: sharing is shown only if `primary` beats *every* reference (a positive difference
+    at Holm p < alpha) in `comparisons` ({"<primary> vs <reference>": paired_comparison + p_holm}). A missing
+    reference or an undefined p (fewer than 2 pairs, no spread) leaves the question open rather than
+    shrinking the family."""
+    refs = [r for r in references if r != primary]
+    rows = {r: comparisons.get(f"{primary} vs {r}") for r in refs}
+    missing = [r for r, c in rows.items() if c is None or c.get("p_holm") != c.get("p_holm")]
+    if missing:
+        return {"sharing_shown": None, "why": f"no defined comparison with {', '.join(missing)}"}
+    beaten = [r for r, c in rows.items() if c["diff_mean"] > 0 and c["p_holm"] < alpha]
+    return {
+        "sharing_shown": len(beaten) == len(refs),
+        "why": f"{primary} beats {len(beaten)} of {len(refs)} references at Holm p < {alpha}"
+        + (f" ({', '.join(beaten)})" if beaten else ""),
+    }
+
+
+def verdict_words(v: dict) -> str:
+    return {True: "sharing is shown", False: "sharing is not shown", None: "undetermined"}[v["sharing_shown"]]

@@ -28,6 +28,22 @@ def test_the_study_config_at_every_k(k):
     assert data_poor.get_config(f"{k},sem").data.recipient == "sem"
 
 
+def test_session_variant_is_the_protocols():
+    """docs/PROTOCOL.md "Study (c) in one session": k = 0, 1; seed pairs 0-6; no local; the full budget."""
+    for k in (0, 1):
+        config, full = data_poor.get_config(f"{k},session"), data_poor.get_config(str(k))
+        assert tuple(config.methods) == ("fedavg", "fedtransfer", "fedtransfer_gen", "gen_own_style", "gen_random_style")
+        assert tuple(config.seeds) == tuple(range(7)) and tuple(config.data_seeds) == tuple(range(1000, 1007))
+        assert config.data.recipient == "lowcontrast" and config.data.recipient_labels == k
+        assert config.fl.rounds == full.fl.rounds and config.fl.local_steps == full.fl.local_steps
+        assert config.eval.whole_images == full.eval.whole_images and config.eval.select == full.eval.select
+        engine.validate_config(config)
+    for bad in ("2,session", "4,session", "1,session,tiny"):
+        with pytest.raises(ValueError, match="labelled tiles k"):
+            data_poor.get_config(bad)
+    assert data_poor.main(["--workdir", "/nonexistent/never", "--variant", "session", "--labels", "2"]) == 2
+
+
 def test_bad_variants_name_k():
     for bad in (None, "", "3", "tiny", "1,2", "1,tint", "two"):
         with pytest.raises(ValueError, match="labelled tiles k"):
@@ -62,6 +78,12 @@ def test_comparisons_are_paired_t_tests_with_holm_over_every_k():
     for i, key in enumerate(order):
         running = max(running, min(1.0, (m - i) * ps[key]))
         assert study["per_k"][key[0]]["comparisons"][key[1]]["p_holm"] == pytest.approx(running)
+    # The protocol's rule per k: with references (fedavg, gen_random_style) given, gen must beat both.
+    assert k0["verdict"]["fedtransfer_gen"]["sharing_shown"] is None  # gen_own_style absent: left open
+    two = data_poor.aggregate({0: fake(0, a)}, "lowcontrast", primaries=("fedtransfer_gen",),
+                              references=("fedavg", "gen_random_style"))
+    assert two["per_k"]["0"]["verdict"]["fedtransfer_gen"]["sharing_shown"] is False  # p_holm > 0.05 here
+    assert "(the protocol's rule): sharing is not shown" in data_poor.markdown(two)
     with pytest.raises(ValueError, match="different seeds"):
         data_poor.aggregate({0: fake(0, a), 2: {0: fake(2, b)[0]}}, "lowcontrast")
     with pytest.raises(ValueError, match="recipient"):
