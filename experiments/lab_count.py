@@ -4,6 +4,7 @@ labelled tiles. Does sharing styles help more when the same labels are spread ov
   python -m experiments.lab_count --workdir runs/lab_count                   # L = 2, 4, 8, 16; 10 seed pairs
   python -m experiments.lab_count --workdir runs/lab_count --labs 2,16       # some L (resumes the rest later)
   python launch.py --config experiments/lab_count.py:8 --workdir runs/lab_count/L8   # one L by hand
+  python -m experiments.lab_count --workdir runs/lc1 --variant session        # one session: L = 2, 16, ~95 min
   python -m experiments.lab_count --workdir /tmp/lc --variant tiny --labs 2  # tests: seconds
 
 Clients: L labs drawn from the population prior (data/prior_labs.py, `data.source='prior_labs'`): each lab one
@@ -37,6 +38,8 @@ Cost (2-core CPU, an ESTIMATE: the study has not been run). Measured 2026-12-05 
 16). The main study took 645-660 s per seed pair for 8 methods on the quiet machine (~80 s a method); five
 methods at ~1.6x that is ~11-12 min per seed pair and L, so the study (4 L x 10 seed pairs) ~8 h on the quiet
 machine and ~10-11 h beside other work (the main study's 2 h 27 min was ~1.35x its quiet time). One L ~2-3 h.
+`session` (docs/PROTOCOL.md "Study (d) in one session"; `--variant session`): L = 2 and 16, seed pairs 0-4,
+fedavg, fedtransfer_gen and both controls (no centralized): ~95 min (estimated, not run).
 `tiny` (32 px, one seed pair, fedavg and fedtransfer_gen, 2 rounds): ~45 s per L on the loaded machine.
 """
 
@@ -62,6 +65,11 @@ VAL_TILES = 16  # validation tiles over all labs (the main study's 4 x 4)
 # The budget of every L (see the docstring): clients per round x local steps x batch = 320 examples a round.
 CLIENTS_PER_ROUND, LOCAL_STEPS, BATCH_SIZE = 2, 80, 2
 TINY_METHODS = ("fedavg", "fedtransfer_gen")  # the tests' plumbing: one comparison
+# The one-session part (docs/PROTOCOL.md "Study (d) in one session"): L = 2, 16; seed pairs 0-4; no centralized.
+SESSION_LAB_COUNTS = (2, 16)
+SESSION_METHODS = ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style")
+SESSION_SEEDS = tuple(range(5))
+VARIANTS = ("tiny", "session")
 ENDPOINTS = {  # summary.json key of a method's whole-image metrics -> what it is
     "whole_unseen": "unseen labs' post-processed ARI on whole test images",
     "whole_seen": "prior labs' own post-processed ARI on whole test images",
@@ -69,18 +77,23 @@ ENDPOINTS = {  # summary.json key of a method's whole-image metrics -> what it i
 
 
 def get_config(arg: str | None = None):
-    """`:<L>` (the study's budget) or `:<L>,tiny` (the tests'): L labs drawn from the population prior."""
+    """`:<L>` (the study's budget), `:<L>,session` (the one-session part: L = 2 or 16, seed pairs 0-4, no
+    centralized) or `:<L>,tiny` (the tests'): L labs drawn from the population prior."""
     parts = [p for p in (arg or "").split(",") if p]
-    tiny = "tiny" in parts
-    counts = [p for p in parts if p != "tiny"]
-    if len(counts) != 1 or not counts[0].isdigit() or int(counts[0]) < 1 or TRAIN_TILES % int(counts[0]):
+    tiny, session = "tiny" in parts, "session" in parts
+    counts = [p for p in parts if p not in VARIANTS]
+    if (
+        len(counts) != 1 or not counts[0].isdigit() or int(counts[0]) < 1 or TRAIN_TILES % int(counts[0])
+        or (session and (tiny or int(counts[0]) not in SESSION_LAB_COUNTS))
+    ):
         raise ValueError(
-            f"experiments/lab_count.py: name the number of labs L as the variant (':<L>' or ':<L>,tiny'), got "
-            f"{arg!r}; L must divide the {TRAIN_TILES} training tiles (the study runs L = {LAB_COUNTS})"
+            f"experiments/lab_count.py: name the number of labs L as the variant (':<L>', ':<L>,session' or "
+            f"':<L>,tiny'), got {arg!r}; L must divide the {TRAIN_TILES} training tiles (the study runs L = "
+            f"{LAB_COUNTS}, its session part L = {SESSION_LAB_COUNTS})"
         )
     labs = int(counts[0])
     config = _grains.get_config("tiny" if tiny else "fair")
-    config.name = f"lab-count-{labs}" + ("-tiny" if tiny else "")
+    config.name = f"lab-count-{labs}" + ("-tiny" if tiny else "-session" if session else "")
     config.data.source = "prior_labs"
     config.data.prior_labs = labs
     config.data.clients = ()  # the prior labs, prior_00 .. (data/prior_labs.py)
@@ -97,9 +110,10 @@ def get_config(arg: str | None = None):
         config.eval.whole_images, config.eval.whole_image_size = 1, 64
         config.figures = False
     else:
-        config.methods = METHODS
-        config.seeds = tuple(range(10))
-        config.data_seeds = tuple(1000 + i for i in range(10))
+        config.methods = SESSION_METHODS if session else METHODS
+        seeds = SESSION_SEEDS if session else tuple(range(10))
+        config.seeds = seeds
+        config.data_seeds = tuple(1000 + i for i in seeds)
         config.data.unseen_clients = UNSEEN
         config.fl.clients_per_round = CLIENTS_PER_ROUND
         config.fl.local_steps = LOCAL_STEPS
@@ -158,12 +172,16 @@ def aggregate(per_count: dict[int, dict], references=REFERENCES, primary: str = 
             }
         for (n, name), p in stats_lib.holm(pvalues).items():
             per_l[n]["endpoints"][key]["comparisons"][name]["p_holm"] = p
+    from experiments import study_driver  # noqa: PLC0415
+
+    for entry in per_l.values():  # the protocol's rule, on the primary endpoint
+        entry["verdict"] = study_driver.verdict(entry["endpoints"]["whole_unseen"]["comparisons"], references, primary)
     out["per_lab_count"] = {str(n): per_l[n] for n in sorted(per_l)}
     return out
 
 
 def markdown(study: dict) -> str:
-    from experiments.study_driver import num  # noqa: PLC0415
+    from experiments.study_driver import num, verdict_words  # noqa: PLC0415
 
     lines = [
         "# Number of labs at a fixed number of labels (docs/PROTOCOL.md v2, study d)",
@@ -196,6 +214,9 @@ def markdown(study: dict) -> str:
                     f"| {name} | {label} | {c['diff_mean']:+.3f} | [{num(c['ci_low'], '+.3f')}, "
                     f"{num(c['ci_high'], '+.3f')}] | {num(c['p'], '.3g')} | {num(c['p_holm'], '.3g')} |"
                 )
+        v = entry.get("verdict")
+        if v:
+            lines += ["", f"**L = {n}, unseen labs (the protocol's rule): {verdict_words(v)}**: {v['why']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -203,13 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--labs", default="", help="comma-separated lab counts L (default: 2,4,8,16)")
-    parser.add_argument("--variant", default="", choices=("", "tiny"))
+    parser.add_argument("--variant", default="", choices=("",) + VARIANTS)
     parser.add_argument("--cpu_devices", default="auto")
     args = parser.parse_args(argv)
-    counts = [s for s in args.labs.split(",") if s] or [str(n) for n in LAB_COUNTS]
-    bad = [s for s in counts if not s.isdigit() or int(s) not in LAB_COUNTS]
+    study_counts = SESSION_LAB_COUNTS if args.variant == "session" else LAB_COUNTS
+    counts = [s for s in args.labs.split(",") if s] or [str(n) for n in study_counts]
+    bad = [s for s in counts if not s.isdigit() or int(s) not in study_counts]
     if bad:
-        print(f"--labs: unknown lab count {bad[0]!r}; the study's counts: {LAB_COUNTS}", file=sys.stderr)
+        print(f"--labs: unknown lab count {bad[0]!r}; the study's counts: {study_counts}", file=sys.stderr)
         return 2
     counts = sorted({int(s) for s in counts})
     from experiments import study_driver  # noqa: PLC0415
@@ -218,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     per_count = {}
     for n in counts:
         workdir = os.path.join(args.workdir, f"L{n}")
-        variant = str(n) + (",tiny" if args.variant else "")
+        variant = str(n) + (f",{args.variant}" if args.variant else "")
         if not study_driver.launch("lab_count", f"L = {n}", __file__, variant, workdir, args.cpu_devices):
             return 1
         per_count[n] = study_driver.read_json(os.path.join(workdir, "summary.json"))
@@ -228,8 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[lab_count] {e}", file=sys.stderr)
         return 2
     # The study's summary covers all four L; a subset (--labs) gets its own, named after its L.
-    complete = set(counts) == set(LAB_COUNTS)
+    complete = set(counts) == set(study_counts)
     study["complete"] = complete
+    study["variant"] = args.variant or "full"
     stem = "summary" if complete else "summary_" + "_".join(f"L{n}" for n in counts)
     study_driver.write_study(args.workdir, stem, study, markdown(study))
     return 0

@@ -32,7 +32,21 @@ def test_fixed_labels_and_the_same_budget_for_every_l(labs):
     assert config.seeds == tuple(range(10)) and config.data_seeds == tuple(1000 + i for i in range(10))
 
 
+@pytest.mark.parametrize("labs", lab_count.SESSION_LAB_COUNTS)
+def test_session_variant_is_the_protocols(labs):
+    """docs/PROTOCOL.md "Study (d) in one session": L = 2, 16; seed pairs 0-4; no centralized; the full budget."""
+    config, full = lab_count.get_config(f"{labs},session"), lab_count.get_config(str(labs))
+    engine.validate_config(config)
+    assert config.methods == ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style")
+    assert config.seeds == tuple(range(5)) and config.data_seeds == tuple(range(1000, 1005))
+    assert budget(config) == budget(full) and config.data == full.data and config.eval == full.eval
+
+
 def test_bad_variants_name_the_lab_count():
+    for bad in ("4,session", "8,session", "2,session,tiny"):
+        with pytest.raises(ValueError, match="number of labs"):
+            lab_count.get_config(bad)
+    assert lab_count.main(["--workdir", "/nonexistent/never", "--variant", "session", "--labs", "4"]) == 2
     for bad in (None, "", "0", "3", "tiny", "2,4", "two"):
         with pytest.raises(ValueError, match="number of labs"):
             lab_count.get_config(bad)
@@ -67,8 +81,11 @@ def test_per_l_comparisons_match_paired_t_tests_with_holm_over_every_l():
     styles = study["per_lab_count"]["16"]["base_styles"]
     assert sorted(styles) == ["1000", "1001", "1002"] and all(len(v) == 16 for v in styles.values())
     assert styles["1000"][:2] == study["per_lab_count"]["2"]["base_styles"]["1000"]  # nested labs
+    # The protocol's rule per L (on the unseen labs): gen_own_style is not among these fakes, so it stays open.
+    assert per_l["2"]["verdict"]["sharing_shown"] is None and "gen_own_style" in per_l["2"]["verdict"]["why"]
     md = lab_count.markdown(study)
     assert "## L = 2 labs" in md and "## L = 16 labs" in md and "| fedtransfer_gen vs fedavg | unseen |" in md
+    assert "**L = 16, unseen labs (the protocol's rule): undetermined**" in md
     json.dumps(study)
 
 
