@@ -183,6 +183,19 @@ def test_invalid_group_regex_names_the_key_and_creates_nothing(tmp_path: Path) -
     assert not wd.exists()
 
 
+def test_missing_data_folder_names_it_and_leaves_only_the_log(tmp_path: Path) -> None:
+    """A config with a trained grain size (pretrained.py) whose data folder is missing: one line naming the
+    folder, exit 2, and no output a later `predict` could mistake for a run's (only the log it points to)."""
+    wd, missing = tmp_path / "wd", tmp_path / "no_such_data"
+    proc = launch(
+        wd, "--config.data.source=mixed", f"--config.data.dir={missing}", "--config.data.clients=('real','brightfield')",
+        config="experiments/pretrained.py:tiny",
+    )
+    assert proc.returncode == 2
+    assert one_line(proc) == f"error: data folder {missing} does not exist (details in {wd / 'log.txt'})"
+    assert sorted(p.name for p in wd.iterdir() if p.name != ".lock") == ["log.txt"] and lock_is_free(wd)
+
+
 def test_batch_size_larger_than_every_client_names_the_key(tmp_path: Path) -> None:
     wd = tmp_path / "wd"
     proc = launch(wd, *fedavg_only(tmp_path / "tfds", "--config.fl.batch_size=100000"))

@@ -39,10 +39,12 @@ def train_and_evaluate(
     with workdir_lib.open_workdir(workdir, config_json, fresh_start=fresh_start) as info:
         if console is not None and info["archived"]:
             console.line(f"previous outputs moved to {info['archived']}")
-        if distributed.is_primary():  # What `predict --scale auto` aims for (runs/grain_size.py).
-            grain_size.record_from_config(workdir, config)
         with console_lib.prints_to_log():  # tfds prints 'Downloading and preparing ...' to stdout
             ctx = build_context(config, workdir, console=console)
+        # What `predict --scale auto` aims for (runs/grain_size.py); after the data loaded, so a run stopped by
+        # bad data leaves no grain size behind.
+        if distributed.is_primary():
+            grain_size.record_from_config(workdir, config)
         summary = {
             "status": "running",
             "methods": {},
