@@ -182,7 +182,7 @@ def aggregate(per_k: dict[int, dict[int, dict]], recipient: str, primaries=PRIMA
 
 
 def markdown(study: dict) -> str:
-    from experiments.study_driver import num, verdict_words  # noqa: PLC0415
+    from experiments.study_driver import comparison_cells, num, verdict_words  # noqa: PLC0415
 
     lines = [
         "# A data-poor recipient lab (docs/PROTOCOL.md v2, study c)",
@@ -196,10 +196,7 @@ def markdown(study: dict) -> str:
             lines.append(f"| {m} | {s['mean']:.3f} [{num(s['ci_low'], '.3f')}, {num(s['ci_high'], '.3f')}] |")
         lines += ["", "| comparison (paired over seeds) | diff | 95 % CI | p | p (Holm) |", "|---|---|---|---|---|"]
         for name, c in entry["comparisons"].items():
-            lines.append(
-                f"| {name} | {c['diff_mean']:+.3f} | [{num(c['ci_low'], '+.3f')}, {num(c['ci_high'], '+.3f')}] | "
-                f"{num(c['p'], '.3g')} | {num(c['p_holm'], '.3g')} |"
-            )
+            lines.append(f"| {name} | {comparison_cells(c)} |")
         for p, v in (entry.get("verdict") or {}).items():
             lines += ["", f"**{p} at k = {k} (the protocol's rule): {verdict_words(v)}**: {v['why']}."]
     return "\n".join(lines) + "\n"

@@ -181,7 +181,7 @@ def aggregate(per_count: dict[int, dict], references=REFERENCES, primary: str = 
 
 
 def markdown(study: dict) -> str:
-    from experiments.study_driver import num, verdict_words  # noqa: PLC0415
+    from experiments.study_driver import comparison_cells, num, verdict_words  # noqa: PLC0415
 
     lines = [
         "# Number of labs at a fixed number of labels (docs/PROTOCOL.md v2, study d)",
@@ -210,10 +210,7 @@ def markdown(study: dict) -> str:
         lines.append("|---|---|---|---|---|---|")
         for key, label in (("whole_unseen", "unseen"), ("whole_seen", "prior labs")):
             for name, c in ends[key]["comparisons"].items():
-                lines.append(
-                    f"| {name} | {label} | {c['diff_mean']:+.3f} | [{num(c['ci_low'], '+.3f')}, "
-                    f"{num(c['ci_high'], '+.3f')}] | {num(c['p'], '.3g')} | {num(c['p_holm'], '.3g')} |"
-                )
+                lines.append(f"| {name} | {label} | {comparison_cells(c)} |")
         v = entry.get("verdict")
         if v:
             lines += ["", f"**L = {n}, unseen labs (the protocol's rule): {verdict_words(v)}**: {v['why']}."]

@@ -165,13 +165,9 @@ def aggregate(per_lab: dict[str, dict], references=REFERENCES, primary: str = PR
     }
 
 
-def num(x: float, fmt: str) -> str:
-    from experiments import study_driver  # noqa: PLC0415
-
-    return study_driver.num(x, fmt)
-
-
 def markdown(study: dict) -> str:
+    from experiments.study_driver import comparison_cells, num, verdict_words  # noqa: PLC0415
+
     methods = list(study["macro_mean"])
     # The endpoint's floor (the untrained model through the same path), a last column where recorded.
     floor = study.get("untrained_floor_per_lab") or {}
@@ -205,14 +201,9 @@ def markdown(study: dict) -> str:
         tag = " (the protocol's analysis)" if key == protocol_key else ""
         lines += ["", f"| comparison, paired over {over}{tag} | n | diff | 95 % CI | p | p (Holm) |", "|---|---|---|---|---|---|"]
         for name, c in study[key].items():
-            lines.append(
-                f"| {name} | {c['n']} | {c['diff_mean']:+.3f} | [{num(c['ci_low'], '+.3f')}, {num(c['ci_high'], '+.3f')}] | "
-                f"{num(c['p'], '.3g')} | {num(c['p_holm'], '.3g')} |"
-            )
+            lines.append(f"| {name} | {c['n']} | {comparison_cells(c)} |")
     v = study.get("verdict")
     if v:
-        from experiments.study_driver import verdict_words  # noqa: PLC0415
-
         lines += ["", f"**Verdict (the protocol's rule): {verdict_words(v)}**: {v['why']}."]
     return "\n".join(lines) + "\n"
 

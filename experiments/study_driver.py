@@ -42,6 +42,14 @@ def num(x: float, fmt: str) -> str:
     return "n/a" if x != x else format(x, fmt)
 
 
+def comparison_cells(c: dict) -> str:
+    """A paired comparison's markdown cells: difference | 95 % CI | p | p (Holm)."""
+    return (
+        f"{c['diff_mean']:+.3f} | [{num(c['ci_low'], '+.3f')}, {num(c['ci_high'], '+.3f')}] | "
+        f"{num(c['p'], '.3g')} | {num(c.get('p_holm', float('nan')), '.3g')}"
+    )
+
+
 def verdict(comparisons: dict, references, primary: str, alpha: float = 0.05) -> dict:
     """The protocols' rule: sharing is shown only if `primary` beats *every* reference (a positive difference
     at Holm p < alpha) in `comparisons` ({"<primary> vs <reference>": paired_comparison + p_holm}). A missing
