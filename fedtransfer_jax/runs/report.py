@@ -61,8 +61,7 @@ def summary_markdown(summary: dict, *, per_client: bool = True) -> str:
                 f"diameter error seen {num(seen.get('diameter_rel_error'))}, |ΔG| seen {num(seen.get('astm_G_abs_diff'))}"
             )
     floor = summary.get("whole_images_untrained")
-    if whole and floor:
-        num = lambda x: "n/a" if x is None or x != x else f"{x:.3f}"
+    if whole and floor:  # `num` from the whole-image block above
         lines.append(
             f"- untrained (the starting model through the same path: the endpoint's floor): post-processed ARI seen "
             f"{num((floor.get('mean') or {}).get('ari'))}, unseen {num(((floor.get('unseen') or {}).get('mean') or {}).get('ari'))}"

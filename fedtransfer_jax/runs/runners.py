@@ -296,6 +296,31 @@ def _settings_of(ctx: Context, choice: dict | None) -> tuple[pps.PostprocessSett
     return settings, postprocess_choice.SOURCE_BUILTIN + " (no validation tiles)"
 
 
+def _whole_image_scorer(ctx: Context):
+    """`score(params, (images, labels), settings)`: `evaluation.evaluate_whole_images` at the run's tile."""
+    tile = int(ctx.config.data.tile_size)
+    return lambda p, arrays, st: evaluation.evaluate_whole_images(ctx.prob_fn, p, *arrays, st, tile)
+
+
+def _whole_image_entry(per_client: dict, unseen: dict) -> dict:
+    """The per-lab scores and their means, as `whole_images` entries carry them in summary.json."""
+    out: dict = {"per_client": per_client}
+    if per_client:
+        out["mean"] = evaluation.mean_over_clients(per_client)
+    if unseen:
+        out["unseen"] = {"per_client": unseen, "mean": evaluation.mean_over_clients(unseen)}
+    return out
+
+
+def _score_one_model(ctx: Context, params, settings: pps.PostprocessSettings) -> dict:
+    """One model (a global method's, or the untrained floor's) on every whole test image, seen and unseen."""
+    score = _whole_image_scorer(ctx)
+    return _whole_image_entry(
+        {n: score(params, arrays, settings) for n, arrays in ctx.whole_test.items()},
+        {u: score(params, arrays, settings) for u, arrays in ctx.whole_unseen.items()},
+    )
+
+
 def whole_images(ctx: Context, spec: engine.MethodSpec, name: str, post: dict | None) -> dict | None:
     """The v2 primary endpoint (docs/PROTOCOL.md): every whole test image of the seen and unseen labs
     (`ctx.whole_test`, `ctx.whole_unseen`) through predict's sliding window (`inference.sliding_window_prob`,
@@ -306,10 +331,10 @@ def whole_images(ctx: Context, spec: engine.MethodSpec, name: str, post: dict | 
     if not ctx.whole_test and not ctx.whole_unseen:
         return None
     t0 = time.time()
-    params, tile = ctx.final_params[name], int(ctx.config.data.tile_size)
-    score = lambda p, arrays, st: evaluation.evaluate_whole_images(ctx.prob_fn, p, *arrays, st, tile)
+    params = ctx.final_params[name]
     out: dict = {}
     if spec.kind == "local":
+        score = _whole_image_scorer(ctx)
         chosen = {n: _settings_of(ctx, ((post or {}).get("per_client") or {}).get(n)) for n in params}
         per_client = {n: score(params[n], ctx.whole_test[n], chosen[n][0]) for n in ctx.whole_test if n in params}
         unseen = {
@@ -317,18 +342,13 @@ def whole_images(ctx: Context, spec: engine.MethodSpec, name: str, post: dict | 
             for u, arrays in ctx.whole_unseen.items()
         }
         out["settings"] = {n: {"settings": st.to_dict(), "source": src} for n, (st, src) in chosen.items()}
+        out.update(_whole_image_entry(per_client, unseen))
     else:
         settings, source = _settings_of(ctx, post)
-        per_client = {n: score(params, arrays, settings) for n, arrays in ctx.whole_test.items()}
-        unseen = {u: score(params, arrays, settings) for u, arrays in ctx.whole_unseen.items()}
         out["settings"] = {"settings": settings.to_dict(), "source": source}
+        out.update(_score_one_model(ctx, params, settings))
     trivial = lambda d: {n: evaluation.trivial_boundary_f1(arrays[1]) for n, arrays in d.items()}
     t_seen, t_unseen = trivial(ctx.whole_test), trivial(ctx.whole_unseen)
-    out["per_client"] = per_client
-    if per_client:
-        out["mean"] = evaluation.mean_over_clients(per_client)
-    if unseen:
-        out["unseen"] = {"per_client": unseen, "mean": evaluation.mean_over_clients(unseen)}
     out["trivial_f1"] = {
         "per_client": t_seen,
         "mean": float(np.mean(list(t_seen.values()))) if t_seen else None,
@@ -367,17 +387,11 @@ def untrained_whole_images(ctx: Context) -> dict | None:
         if choice is not None:
             choice.pop("tables")
     settings, source = _settings_of(ctx, choice)
-    score = lambda arrays: evaluation.evaluate_whole_images(ctx.prob_fn, params, *arrays, settings, tile)
     out: dict = {
         "what": "the starting model, untrained, through the endpoint's path (its floor)",
         "settings": {"settings": settings.to_dict(), "source": source},
+        **_score_one_model(ctx, params, settings),
     }
-    seen = {n: score(arrays) for n, arrays in ctx.whole_test.items()}
-    if seen:
-        out["per_client"], out["mean"] = seen, evaluation.mean_over_clients(seen)
-    unseen = {u: score(arrays) for u, arrays in ctx.whole_unseen.items()}
-    if unseen:
-        out["unseen"] = {"per_client": unseen, "mean": evaluation.mean_over_clients(unseen)}
     out["wall_seconds"] = time.time() - t0
     return out
 
