@@ -210,14 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="", choices=("",) + VARIANTS)
     parser.add_argument("--cpu_devices", default="auto")
     args = parser.parse_args(argv)
-    study_labels = SESSION_LABELS if args.variant == "session" else LABELS
-    ks = [s for s in args.labels.split(",") if s] or [str(k) for k in study_labels]
-    bad = [s for s in ks if not s.isdigit() or int(s) not in study_labels]
-    if bad:
-        print(f"--labels: unknown k {bad[0]!r}; the study's k: {study_labels}", file=sys.stderr)
-        return 2
-    ks = sorted({int(s) for s in ks})
     from experiments import study_driver  # noqa: PLC0415
+
+    study_labels = SESSION_LABELS if args.variant == "session" else LABELS
+    ks = study_driver.pick(args.labels, study_labels, "--labels", "k")
+    if ks is None:
+        return 2
 
     args.workdir = os.path.abspath(args.workdir)  # the launches run from the repo root
     per_k = {}
@@ -233,11 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"[data_poor] {e}", file=sys.stderr)
         return 2
-    complete = set(ks) == set(study_labels)
-    study["complete"] = complete
-    study["variant"] = args.variant or "full"
-    stem = "summary" if complete else "summary_" + "_".join(f"k{k}" for k in ks)
-    study_driver.write_study(args.workdir, stem, study, markdown(study))
+    study_driver.write_summary(args.workdir, study, markdown(study), ks, study_labels, "k{}".format, args.variant)
     return 0
 
 

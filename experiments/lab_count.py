@@ -224,14 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="", choices=("",) + VARIANTS)
     parser.add_argument("--cpu_devices", default="auto")
     args = parser.parse_args(argv)
-    study_counts = SESSION_LAB_COUNTS if args.variant == "session" else LAB_COUNTS
-    counts = [s for s in args.labs.split(",") if s] or [str(n) for n in study_counts]
-    bad = [s for s in counts if not s.isdigit() or int(s) not in study_counts]
-    if bad:
-        print(f"--labs: unknown lab count {bad[0]!r}; the study's counts: {study_counts}", file=sys.stderr)
-        return 2
-    counts = sorted({int(s) for s in counts})
     from experiments import study_driver  # noqa: PLC0415
+
+    study_counts = SESSION_LAB_COUNTS if args.variant == "session" else LAB_COUNTS
+    counts = study_driver.pick(args.labs, study_counts, "--labs", "lab count")
+    if counts is None:
+        return 2
 
     args.workdir = os.path.abspath(args.workdir)  # the launches run from the repo root
     per_count = {}
@@ -246,12 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"[lab_count] {e}", file=sys.stderr)
         return 2
-    # The study's summary covers all four L; a subset (--labs) gets its own, named after its L.
-    complete = set(counts) == set(study_counts)
-    study["complete"] = complete
-    study["variant"] = args.variant or "full"
-    stem = "summary" if complete else "summary_" + "_".join(f"L{n}" for n in counts)
-    study_driver.write_study(args.workdir, stem, study, markdown(study))
+    # The study's summary covers all its L; a subset (--labs) gets its own, named after its L.
+    study_driver.write_summary(args.workdir, study, markdown(study), counts, study_counts, "L{}".format, args.variant)
     return 0
 
 

@@ -116,18 +116,11 @@ def _compare(values: dict[str, list[float]], references, primary: str) -> dict:
     return comparisons
 
 
-def verdict(comparisons: dict, references, primary: str, alpha: float = 0.05) -> dict:
-    """The protocol's rule (study_driver.verdict): sharing helps unseen labs only if `primary` beats every
-    reference at Holm p < alpha."""
-    from experiments import study_driver  # noqa: PLC0415
-
-    return study_driver.verdict(comparisons, references, primary, alpha)
-
-
 def aggregate(per_lab: dict[str, dict], references=REFERENCES, primary: str = PRIMARY) -> dict:
     """The study over held-out labs, from each lab's study summary.json (same seeds in every lab): per lab and
     method the mean ARI, per seed the macro mean over labs, and `primary` against each reference paired over
     seeds (`comparisons`) and paired over labs (`comparisons_over_labs`), each family Holm-adjusted."""
+    from experiments import study_driver  # noqa: PLC0415
     from fedtransfer_jax.metrics import stats as stats_lib  # noqa: PLC0415
 
     seeds = {lab: tuple(s["seeds"]) for lab, s in per_lab.items()}
@@ -161,7 +154,7 @@ def aggregate(per_lab: dict[str, dict], references=REFERENCES, primary: str = PR
         "primary_analysis": analysis,
         "comparisons": comparisons,
         "comparisons_over_labs": over_labs,
-        "verdict": verdict(comparisons if analysis == "seeds" else over_labs, references, primary),
+        "verdict": study_driver.verdict(comparisons if analysis == "seeds" else over_labs, references, primary),
     }
 
 
@@ -215,12 +208,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variant", default="", choices=("",) + VARIANTS)
     parser.add_argument("--cpu_devices", default="auto")
     args = parser.parse_args(argv)
-    labs = [s for s in args.labs.split(",") if s] or list(_labs())
-    unknown = [lab for lab in labs if lab not in _labs()]
-    if unknown:
-        print(f"--labs: unknown lab {unknown[0]!r}; labs: {', '.join(_labs())}", file=sys.stderr)
-        return 2
     from experiments import study_driver  # noqa: PLC0415
+
+    labs = study_driver.pick(args.labs, _labs(), "--labs", "lab")
+    if labs is None:
+        return 2
 
     args.workdir = os.path.abspath(args.workdir)  # the launches run from the repo root
     per_lab = {}
@@ -236,10 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[leave_one_lab_out] {e}", file=sys.stderr)
         return 2
     # The study's summary covers all nine labs; a subset (--labs) gets its own, named after its labs.
-    complete = set(labs) == set(_labs())
-    study["complete"] = complete
-    stem = "summary" if complete else "summary_" + "_".join(sorted(labs))
-    study_driver.write_study(args.workdir, stem, study, markdown(study))
+    study_driver.write_summary(args.workdir, study, markdown(study), sorted(labs), _labs(), str, args.variant)
     return 0
 
 

@@ -24,6 +24,32 @@ def launch(tag: str, part: str, config_file: str, variant: str, workdir: str, cp
     return True
 
 
+def pick(text: str, allowed, flag: str, what: str) -> list | None:
+    """The parts of a study a comma-separated flag names (every one of `allowed` when it names none), in
+    `allowed`'s order; None, after one line naming the flag, when it names a part the study does not have.
+    A numeric part (k, L) matches its number ('04' is 4)."""
+    def find(s: str):
+        return next((a for a in allowed if str(a) == s or (isinstance(a, int) and s.isdigit() and int(s) == a)), None)
+
+    names = [s for s in text.split(",") if s]
+    bad = [s for s in names if find(s) is None]
+    if bad:
+        print(f"{flag}: unknown {what} {bad[0]!r}; the study's: {', '.join(map(str, allowed))}", file=sys.stderr)
+        return None
+    chosen = {find(s) for s in names} or set(allowed)
+    return [a for a in allowed if a in chosen]
+
+
+def write_summary(workdir: str, study: dict, markdown: str, parts, allowed, stem_part, variant: str = "") -> None:
+    """The study's summary.json / .md when `parts` are all of `allowed`; a subset gets its own,
+    summary_<stem_part(part)>_... (a subset is not the study). `complete` and `variant` go into the study."""
+    complete = set(parts) == set(allowed)
+    study["complete"] = complete
+    study["variant"] = variant or "full"
+    stem = "summary" if complete else "summary_" + "_".join(stem_part(x) for x in parts)
+    write_study(workdir, stem, study, markdown)
+
+
 def read_json(path: str) -> dict:
     with open(path) as f:
         return json.load(f)

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats as sp_stats
 
 from experiments import leave_one_lab_out as lolo
+from experiments import study_driver
 from fedtransfer_jax.data import synthetic
 
 
@@ -108,14 +109,14 @@ def test_verdict_needs_every_reference_beaten_and_the_floor_is_a_column():
     refs = ("fedavg", "gen_own_style", "gen_random_style")
     win = {"diff_mean": 0.1, "p_holm": 0.01}
     rows = {f"fedtransfer_gen vs {r}": dict(win) for r in refs}
-    assert lolo.verdict(rows, refs, "fedtransfer_gen")["sharing_shown"] is True
+    assert study_driver.verdict(rows, refs, "fedtransfer_gen")["sharing_shown"] is True
     rows["fedtransfer_gen vs gen_random_style"] = {"diff_mean": -0.1, "p_holm": 0.001}  # significantly worse
-    v = lolo.verdict(rows, refs, "fedtransfer_gen")
+    v = study_driver.verdict(rows, refs, "fedtransfer_gen")
     assert v["sharing_shown"] is False and "2 of 3" in v["why"]
     rows["fedtransfer_gen vs gen_random_style"] = {"diff_mean": 0.1, "p_holm": float("nan")}  # undefined p
-    assert lolo.verdict(rows, refs, "fedtransfer_gen")["sharing_shown"] is None
+    assert study_driver.verdict(rows, refs, "fedtransfer_gen")["sharing_shown"] is None
     del rows["fedtransfer_gen vs gen_random_style"]  # a missing reference does not shrink the family
-    assert lolo.verdict(rows, refs, "fedtransfer_gen")["sharing_shown"] is None
+    assert study_driver.verdict(rows, refs, "fedtransfer_gen")["sharing_shown"] is None
     per = {lab: fake_study((0,), {"fedavg": [0.3 + i / 10], "fedtransfer_gen": [0.2 + i / 9]}) for i, lab in enumerate(("sem", "tint", "ebsd_ipf"))}
     for i, s in enumerate(per.values()):
         s["whole_untrained"] = {"whole_unseen": {"ari": {"mean": 0.1 * i}}}
@@ -123,3 +124,12 @@ def test_verdict_needs_every_reference_beaten_and_the_floor_is_a_column():
     assert study["untrained_floor_per_lab"] == pytest.approx({"sem": 0.0, "tint": 0.1, "ebsd_ipf": 0.2})
     md = lolo.markdown(study)
     assert "*untrained (floor)* |" in md and "| **macro mean** |" in md and "Verdict (the protocol's rule)" in md
+
+
+def test_study_parts_a_flag_names(capsys):
+    """study_driver.pick, shared by the three study drivers' --labs / --labels."""
+    assert study_driver.pick("", (0, 1, 2, 4), "--labels", "k") == [0, 1, 2, 4]
+    assert study_driver.pick("4,04,0", (0, 1, 2, 4), "--labels", "k") == [0, 4]  # the study's order, once each
+    assert study_driver.pick("tint,sem", ("sem", "tint", "ebsd_ipf"), "--labs", "lab") == ["sem", "tint"]
+    assert study_driver.pick("2,5", (2, 4, 8, 16), "--labs", "lab count") is None
+    assert "--labs: unknown lab count '5'" in capsys.readouterr().err
