@@ -1,7 +1,7 @@
 """Quiet test output: orbax/tfds log every checkpoint and shard at INFO level through absl.
 
-One persistent XLA compilation cache for the whole pytest session (this process and every `launch.py` or
-`python -c` it starts, which inherit the environment): the tests train the same `:tiny` programs many times
+One persistent XLA compilation cache for the whole pytest session (this process, its pytest-xdist workers
+and every `launch.py` or `python -c` they start, which all inherit the environment set here): the tests train the same `:tiny` programs many times
 over (every resume test launches the same config again and again), and on the 2-core CPU most of a tiny run
 is compilation. A cache hit loads the executable XLA compiled earlier in the session, so results stay bit
 for bit the same (checked: summaries and params of cached and uncached runs are equal). The cache lives in a
