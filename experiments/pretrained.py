@@ -33,7 +33,8 @@ so the default is ~1.5-3 h per method, ~3-6 h for both: more than a working sess
 one CPU session affords and is what ships (docs/MODEL.md) until a longer or GPU run replaces it:
 `gen_random_style` only, 20 rounds. `cpu_cycle2` starts from the shipped model (`init_from='shipped'`) and
 trains it a second cycle of the same 20-round cosine schedule (a warm restart: the shipped model's validation
-ARI was still rising when its schedule reached 0), ~1.5-3 h like `cpu`. Nothing swaps models by itself
+ARI was still rising when its schedule reached 0), ~1.5-3 h like `cpu`, with every image intensity-stretched
+(`data.intensity='stretch'`, as every variant but `cpu`): the shipped model was trained on raw intensities. Nothing swaps models by itself
 (export_model never overwrites): it should replace the shipped one only if its validation objective
 (summary.json `methods.gen_random_style.postprocessed.validation_objective.chosen`, the same validation
 tiles) beats the shipped model's, compared by hand before exporting. Why that method: in the protocol-v2 main study
@@ -97,6 +98,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.grain_diameter_px = (8.0, 140.0)  # capped at 512 / 3.5 = 146 px
     config.data.boundary_width = 2
     config.data.boundary_width_max = 5
+    # Every image stretched to its own 0.5-99.5 intensity percentiles, in training and in predict
+    # (data/intensity.py): the raw-trained `cpu` model lost 0.10-0.24 ARI on its validation crops saved
+    # darker, washed out or brighter. `cpu` keeps 'raw': it is what ships and must stay reproducible.
+    config.data.intensity = "raw" if variant == "cpu" else "stretch"
     config.model.features = FEATURES
     config.fl.rounds = 40
     config.fl.clients_per_round = 0  # every lab every round

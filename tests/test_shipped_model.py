@@ -158,7 +158,12 @@ def test_cpu_variant_is_the_default_data_and_model_with_a_smaller_budget():
     pretrained = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(pretrained)
     full, cpu = pretrained.get_config(None), pretrained.get_config("cpu")
-    assert cpu.data == full.data and cpu.model == full.model and cpu.augment == full.augment
+    assert cpu.model == full.model and cpu.augment == full.augment
+    # The same data, except that what ships now was trained on raw intensities and later models stretch them.
+    assert (cpu.data.intensity, full.data.intensity) == ("raw", "stretch")
+    cpu.data.intensity = full.data.intensity
+    assert cpu.data == full.data
+    assert pretrained.get_config("cpu_cycle2").data.intensity == "stretch"
     assert cpu.methods == ("gen_random_style",) and cpu.fl.rounds == 20 < full.fl.rounds
     with pytest.raises(ValueError, match="unknown variant .gpu.; choose default, cpu"):
         pretrained.get_config("gpu")

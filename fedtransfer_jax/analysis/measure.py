@@ -12,6 +12,7 @@ import numpy as np
 from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.data import folder
+from fedtransfer_jax.data import intensity
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import postprocess_choice
 from fedtransfer_jax.runs import inference
@@ -104,6 +105,11 @@ def measure_image(
         # grain_size_plausibility) gets null means and G, with the reason, instead of a number.
         **metrics_lib.grain_size_summary(grains, pixel_size_um=pixel_size_um, boundary=boundary),
     }
+    # How the model was fed the image (data/intensity.py), and a warning where a raw model gets an image far
+    # darker or flatter than its training labs.
+    summary["intensity"] = intensity.record(image, intensity.mode_of(model))
+    if "warning" in summary["intensity"]:
+        summary["warnings"] = [*summary.get("warnings", []), summary["intensity"]["warning"]]
     return Measurement(image, boundary, rows, summary, record)
 
 

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from fedtransfer_jax.data import intensity
 from fedtransfer_jax.metrics import grains as grains_lib
 from fedtransfer_jax.runs import grain_size
 
@@ -216,8 +217,10 @@ def probabilities(
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """``(prob [H, W], record)``: boundary probabilities of ``image`` at ``scale`` (a float > 0, or
     'auto' with ``settings`` and ``target`` (default: ``target_for(model)``)) in the image's pixels, and
-    the scale record (module docstring). Scale 1 is the model's own output, untouched."""
+    the scale record (module docstring). Scale 1 is the model's own output, untouched. The image is first
+    normalised as the model's training images were (``data.intensity``, data/intensity.py)."""
     scale = parse_scale(scale)
+    image = intensity.normalise(image, intensity.mode_of(model))
     hw = image.shape[:2]
     if scale == AUTO:
         if settings is None:

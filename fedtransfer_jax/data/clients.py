@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fedtransfer_jax.data import intensity
 from fedtransfer_jax.runtime.pixels import decode_uint8
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -164,6 +165,7 @@ _DEFAULTS: dict[str, Any] = {
     "recipient": "",
     "recipient_labels": 0,
     "recipient_unlabelled": 0,
+    "intensity": intensity.RAW,  # per-image normalisation of every image (data/intensity.py): 'raw' or 'stretch'
 }
 
 
@@ -182,6 +184,16 @@ def _as_names(value: Any, key: str) -> tuple[str, ...]:
     if dup:
         raise ValueError(f"cfg.{key} lists {sorted(dup)} more than once")
     return names
+
+
+def _normalised(images: np.ndarray, mode: str) -> np.ndarray:
+    """A split's images as the model is fed them (``data.intensity``, data/intensity.py). Stretched 8-bit
+    images are put back on the 8-bit levels k/255 (an error below 1/510), so that they stay uint8 on device
+    (``as_uint8_images``), as a stretched micrograph saved in 8 bits would be."""
+    if mode == intensity.RAW or len(images) == 0:
+        return images
+    out = intensity.normalise(images, mode)
+    return decode_uint8(np.clip(np.rint(out * np.float32(255.0)), 0, 255).astype(np.uint8))
 
 
 def _to_arrays(split: dict[str, np.ndarray]) -> Arrays:
@@ -404,11 +416,15 @@ def load_federated_data(
     if builders is None:
         builders = build()
 
+    mode = intensity.check_mode(_field(cfg, "intensity") or intensity.RAW)
+
     def read(name: str, split: str) -> Arrays:
         b, prefix = available[name]
         if b < 0:
-            return rendered[name](split)
-        return _to_arrays(tb.read_split(builders[b], f"{prefix}_{split}", missing_ok=True))
+            images, labels = rendered[name](split)
+        else:
+            images, labels = _to_arrays(tb.read_split(builders[b], f"{prefix}_{split}", missing_ok=True))
+        return _normalised(images, mode), labels
 
     check_recipient(cfg, clients)
     train = {n: read(n, "train") for n in clients}
@@ -537,4 +553,5 @@ def whole_test_images(
         )
         as_u8 = np.clip(np.rint(np.asarray(images, np.float32) * 255.0), 0, 255).astype(np.uint8)
         out[lab] = (decode_uint8(as_u8), (np.asarray(labels) > 0).astype(np.uint8))
-    return out, notes
+    mode = intensity.check_mode(_field(cfg, "intensity") or intensity.RAW)
+    return {lab: (_normalised(images, mode), labels) for lab, (images, labels) in out.items()}, notes

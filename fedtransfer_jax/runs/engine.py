@@ -30,6 +30,7 @@ from absl import logging as absl_logging
 
 from fedtransfer_jax import models
 from fedtransfer_jax.data import augment as augment_lib
+from fedtransfer_jax.data import intensity
 from fedtransfer_jax.fl import aggregators as agg_lib
 from fedtransfer_jax.fl import algorithms, optimizers, federated_round, strategy as strategy_lib
 from fedtransfer_jax.fl.algorithms import base as base_lib
@@ -418,6 +419,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config key eval.whole_image_size must be an integer >= 8 px, got {whole_size!r}")
     if int(config.fl.get("clients_per_round", 0)) < 0:
         raise ValueError(f"config key fl.clients_per_round must be >= 0 (0 = all clients), got {config.fl.clients_per_round}")
+    if "data" in config:
+        intensity.check_mode(config.data.get("intensity", intensity.RAW))  # the error names data.intensity
     augmentation(config)  # probabilities, ranges, unknown keys of config.augment
     # Data keys that only fail deep inside the data build (after config.json is written) otherwise.
     if "data" in config:

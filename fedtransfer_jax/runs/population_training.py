@@ -367,6 +367,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"(population.tiles_per_client={tuple(config.population.tiles_per_client)}); use <= {lo}"
         )
     population_spec(config, 1)  # the prior's own checks
+    if "data" in config and config.data.get("intensity", "raw") != "raw":  # its clients are rendered raw
+        raise ValueError("config key data.intensity: the population trainer feeds raw intensities; leave it 'raw'")
     if float(config.dp.clip_norm) < 0:
         raise ValueError(f"config key dp.clip_norm must be >= 0 (0 = auto), got {config.dp.clip_norm}")
     if float(config.dp.clip_norm) == 0 and any(float(z) > 0 for z in g.noise_multipliers):

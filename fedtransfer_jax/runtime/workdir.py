@@ -65,6 +65,7 @@ DEFAULT_OF_NEW_KEYS = {
     "data.train_groups": 0,  # every training micrograph of a folder client
     "init_from": "",  # the seed's random init
     "init_from_method": "",
+    "data.intensity": "raw",  # every image as it was read (data/intensity.py)
 }
 # What a fresh start moves aside (everything the trainer writes).
 OUTPUTS = (

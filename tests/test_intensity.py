@@ -1,0 +1,155 @@
+"""Per-image intensity normalisation (data/intensity.py): the stretch against a closed form, its invariance to
+exposure and gain, and that a run's data and predict feed a model as its config says."""
+
+import importlib.util
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+import pytest
+
+from fedtransfer_jax.analysis import measure, scale as scale_lib
+from fedtransfer_jax.data import clients, intensity
+from fedtransfer_jax.runs import engine
+from fedtransfer_jax.runtime import workdir as workdir_lib
+from test_predict_safety import FakeModel, grain_image, save
+
+REPO = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("_grains_config", REPO / "experiments" / "grains.py")
+grains = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(grains)
+
+
+def micrograph(seed: int = 0, size: int = 48) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.2, 0.7, (size, size, 3)).astype(np.float32)
+
+
+def test_stretch_maps_the_percentiles_to_0_and_1_like_a_direct_computation():
+    x = micrograph()
+    lo, hi = np.percentile(x.astype(np.float64), [0.5, 99.5])  # the reference, in float64
+    want = np.clip((x - lo) / (hi - lo), 0, 1)
+    got = intensity.stretch(x)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # after clipping, the percentiles interpolate between clipped and unclipped pixels: close, not exact
+    assert np.isclose(np.percentile(got, 0.5), 0, atol=1e-3) and np.isclose(np.percentile(got, 99.5), 1, atol=1e-3)
+
+
+@pytest.mark.parametrize("gain, offset", [(1 / 16, 0.0), (0.2, 0.4), (0.5, 0.5), (1.0, 0.0)])
+def test_stretch_removes_exposure_and_gain(gain, offset):
+    x = micrograph(1)
+    np.testing.assert_allclose(intensity.stretch(gain * x + offset), intensity.stretch(x), atol=2e-5)
+
+
+def test_stretch_is_idempotent_and_leaves_a_flat_image_alone():
+    x = micrograph(2)
+    once = intensity.stretch(x)
+    np.testing.assert_allclose(intensity.stretch(once), once, atol=1e-4)
+    flat = np.full((8, 8, 3), 0.3, np.float32)
+    np.testing.assert_array_equal(intensity.stretch(flat), flat)
+
+
+def test_normalise_stretches_each_image_of_a_stack_on_its_own_and_raw_is_untouched():
+    stack = np.stack([micrograph(3), 0.1 * micrograph(4)])
+    out = intensity.normalise(stack, "stretch")
+    for i in range(2):
+        np.testing.assert_array_equal(out[i], intensity.stretch(stack[i]))
+    assert intensity.normalise(stack, "raw") is stack
+    with pytest.raises(ValueError, match="data.intensity"):
+        intensity.normalise(stack, "zscore")
+
+
+def test_mode_of_configs_models_and_configs_from_before_the_key():
+    old = ml_collections.ConfigDict({"data": {"source": "synthetic"}})
+    assert intensity.mode_of(old) == "raw"
+    new = ml_collections.ConfigDict({"data": {"intensity": "stretch"}})
+    assert intensity.mode_of(new) == "stretch"
+    assert intensity.mode_of({"data": {"intensity": "stretch"}}) == "stretch"  # config.json as a dict
+    assert intensity.mode_of(FakeModel()) == "raw"  # a model whose config has no data section
+    model = FakeModel()
+    model.config = new
+    assert intensity.mode_of(model) == "stretch"
+
+
+def test_range_warning_names_a_dark_12_bit_image_for_a_raw_model_only():
+    x = micrograph(5)
+    assert intensity.range_warning(x, "raw") is None
+    dark = x / 16.0  # 12-bit data read from a 16-bit file
+    assert "darker or flatter" in intensity.range_warning(dark, "raw")
+    assert intensity.range_warning(dark, "stretch") is None
+    rec = intensity.record(dark, "raw")
+    assert rec["mode"] == "raw" and rec["percentiles"][1] < 0.05 and "warning" in rec
+
+
+def test_config_validation_names_the_key_and_old_workdirs_stay_compatible():
+    config = grains.get_config("tiny")
+    assert config.data.intensity == "raw"
+    engine.validate_config(config)
+    config.data.intensity = "per_tile"
+    with pytest.raises(ValueError, match="data.intensity"):
+        engine.validate_config(config)
+    new = {"methods": ["fedavg"], "data": {"source": "synthetic", "intensity": "raw"}}
+    old = {"methods": ["fedavg"], "data": {"source": "synthetic"}}
+    assert workdir_lib.incompatible_keys(old, new) == []
+    assert workdir_lib.incompatible_keys(old, {**new, "data": {"source": "synthetic", "intensity": "stretch"}}) == [
+        "data.intensity"
+    ]
+
+
+class RecordingModel(FakeModel):
+    def __init__(self, mode: str):
+        super().__init__()
+        self.config = ml_collections.ConfigDict({"eval": {"threshold": 0.5}, "data": {"intensity": mode}})
+        self.inputs: list[np.ndarray] = []
+
+    def predict_prob(self, image, *, overlap=None, flips=False):
+        self.inputs.append(np.array(image))
+        return super().predict_prob(image)
+
+
+@pytest.mark.parametrize("mode", ["raw", "stretch"])
+def test_predict_feeds_the_model_as_its_config_says(mode):
+    image = grain_image(40, 40).astype(np.float32)[..., None].repeat(3, -1) / 255.0 * 0.2  # dark
+    model = RecordingModel(mode)
+    scale_lib.probabilities(model, image, scale=1.0)
+    (seen,) = model.inputs
+    want = intensity.stretch(image) if mode == "stretch" else image
+    np.testing.assert_array_equal(seen, want)
+
+
+def test_measure_records_the_intensity_and_warns_a_raw_model_of_a_dark_image(tmp_path):
+    dark = (grain_image(40, 40).astype(np.uint16) * 16)  # 12-bit levels in a 16-bit file: max 3680 of 65535
+    path = save(tmp_path / "dark.png", dark)
+    settings = measure.postprocess_choice.resolve_settings(None, None, {}, 0.5)[0]
+    raw = measure.measure_image(RecordingModel("raw"), str(path), pixel_size_um=None, exclude_border=False, settings=settings)
+    assert raw.summary["intensity"]["mode"] == "raw"
+    assert any("darker or flatter" in w for w in raw.summary["warnings"])
+    stretched = measure.measure_image(
+        RecordingModel("stretch"), str(path), pixel_size_um=None, exclude_border=False, settings=settings
+    )
+    assert stretched.summary["intensity"]["mode"] == "stretch"
+    assert not any("darker or flatter" in w for w in stretched.summary.get("warnings", []))
+
+
+def test_a_stretch_run_loads_every_split_stretched_on_8_bit_levels(tmp_path):
+    cfg = grains.get_config("tiny").data
+    cfg.tfds_dir = str(tmp_path / "tfds")
+    cfg.val_per_client = 1
+    raw = clients.load_federated_data(cfg, tmp_path)
+    cfg.intensity = "stretch"
+    stretched = clients.load_federated_data(cfg, tmp_path)
+    mask = np.asarray(raw.train.mask)
+    for c in range(mask.shape[0]):
+        for i in np.flatnonzero(mask[c]):
+            x, y = np.asarray(raw.train.images[c, i]), np.asarray(stretched.train.images[c, i])
+            np.testing.assert_allclose(y, intensity.stretch(x), atol=1 / 510 + 1e-6)
+    assert clients.as_uint8_images(stretched.train.images) is not None  # still 8-bit on device
+    for split in ("test", "val"):
+        for name, (images, labels) in getattr(stretched, split).items():
+            raw_images, raw_labels = getattr(raw, split)[name]
+            np.testing.assert_array_equal(labels, raw_labels)
+            np.testing.assert_allclose(images, intensity.normalise(raw_images, "stretch"), atol=1 / 510 + 1e-6)
+    whole, _ = clients.whole_test_images(cfg, ["brightfield"], 1, 32)
+    (images, _), = whole.values()
+    assert np.isclose(np.percentile(images[0], 99.5), 1.0, atol=1 / 255)
