@@ -144,6 +144,7 @@ def test_init_from_is_recorded_and_pinned_on_resume(trained, tmp_path):
     run_context.starting_params(config, model, tile, str(tmp_path))
     recorded = json.loads((tmp_path / run_context.INIT_FROM_FILE).read_text())
     assert recorded["method"] == "fedavg" and len(recorded["digest"]) == 64
+    assert recorded["intensity"] == "stretch"  # how the initial model was fed (pretrained.py:tiny stretches)
     run_context.starting_params(config, model, tile, str(tmp_path))  # a resume from the same model
     recorded["digest"] = "0" * 64  # as if the source had been retrained since
     (tmp_path / run_context.INIT_FROM_FILE).write_text(json.dumps(recorded))

@@ -23,6 +23,7 @@ from fedtransfer_jax.runtime import checkpointing
 from fedtransfer_jax import models
 from fedtransfer_jax.data.batching import map_in_batches
 from fedtransfer_jax.data import tiling
+from fedtransfer_jax.data import intensity
 
 
 def make_prob_fn(model) -> Callable:
@@ -423,5 +424,12 @@ def initial_params(init_from: str, method: str, template: Any, template_config: 
             f"--config.model.features={tuple(model.config.model.features)} (and its model keys) to match"
         )
     params = jax.tree_util.tree_map(lambda x, t: np.asarray(x, dtype=t.dtype), model.params, template)
-    return params, {"workdir": os.path.abspath(workdir), "method": method, "round": model.round}
+    # Allowed to differ (a raw model can be fine-tuned on stretched images), but written down: the run's
+    # model is fed as *its* config says, not as the initial model was.
+    return params, {
+        "workdir": os.path.abspath(workdir),
+        "method": method,
+        "round": model.round,
+        "intensity": intensity.mode_of(model),
+    }
 
