@@ -48,6 +48,7 @@ from fedtransfer_jax import metrics as metrics_lib, predict
 from fedtransfer_jax.metrics import classical
 from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.data import folder
+from fedtransfer_jax.data import intensity
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import postprocess_choice
 
@@ -160,6 +161,8 @@ def evaluate_folder(
         "mean": metrics_lib.summarize(list(per_image.values())),
         "mean_raw": metrics_lib.summarize(list(per_image_raw.values())),
         "scale": scales,
+        # How every image was fed to the model: as it trained (data/intensity.py); the baselines read raw images.
+        "intensity": intensity.mode_of(model) if model is not None else intensity.RAW,
     }
 
 

@@ -153,3 +153,14 @@ def test_a_stretch_run_loads_every_split_stretched_on_8_bit_levels(tmp_path):
     whole, _ = clients.whole_test_images(cfg, ["brightfield"], 1, 32)
     (images, _), = whole.values()
     assert np.isclose(np.percentile(images[0], 99.5), 1.0, atol=1 / 255)
+
+
+def test_evaluate_records_how_it_fed_the_model(tmp_path):
+    from fedtransfer_jax import evaluate
+
+    save(tmp_path / "d" / "images" / "a.png", grain_image(40, 40))
+    save(tmp_path / "d" / "labels" / "a.png", np.where(grain_image(40, 40) < 128, 255, 0).astype(np.uint8))
+    for mode in ("raw", "stretch"):
+        result = evaluate.evaluate_folder(RecordingModel(mode), str(tmp_path / "d"), scale=1.0)
+        assert result["intensity"] == mode
+    assert evaluate.evaluate_folder(None, str(tmp_path / "d"))["intensity"] == "raw"  # the classical baseline
