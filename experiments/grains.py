@@ -195,8 +195,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # test labels keep boundary_width).
     config.data.grain_diameter_px = ()
     config.data.boundary_width_max = 0
-    # 'stretch' maps every image's 0.5-99.5 intensity percentiles to [0, 1] in training and in predict
-    # (data/intensity.py): exposure, gain and bit depth stop mattering. The studies keep 'raw' (their protocol).
+    # 'stretch' maps every whole image's 0.5-99.5 intensity percentiles to [0, 1] in training and in predict
+    # (data/intensity.py): exposure and gain stop mattering. The studies keep 'raw' (their protocol).
     config.data.intensity = "raw"
     config.data.tfds_dir = ""  # default <workdir>/tfds
 

@@ -34,7 +34,8 @@ one CPU session affords and is what ships (docs/MODEL.md) until a longer or GPU 
 `gen_random_style` only, 20 rounds. `cpu_cycle2` starts from the shipped model (`init_from='shipped'`) and
 trains it a second cycle of the same 20-round cosine schedule (a warm restart: the shipped model's validation
 ARI was still rising when its schedule reached 0), ~1.5-3 h like `cpu`, with every image intensity-stretched
-(`data.intensity='stretch'`, as every variant but `cpu`): the shipped model was trained on raw intensities. Nothing swaps models by itself
+(`data.intensity='stretch'`, as every variant but `cpu`): the shipped model was trained on raw intensities.
+(A workdir of these variants started before they stretched is refused on resume, naming data.intensity.) Nothing swaps models by itself
 (export_model never overwrites): it should replace the shipped one only if its validation objective
 (summary.json `methods.gen_random_style.postprocessed.validation_objective.chosen`, the same validation
 tiles) beats the shipped model's, compared by hand before exporting. Why that method: in the protocol-v2 main study

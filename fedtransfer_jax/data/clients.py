@@ -186,14 +186,19 @@ def _as_names(value: Any, key: str) -> tuple[str, ...]:
     return names
 
 
+def _intensity(cfg: Any) -> str:
+    """``data.intensity`` (data/intensity.py), checked: how every image of the run is fed to the model. Tiles
+    are normalised as whole images before they are cut and stored (tfds builders, prior labs), as predict
+    normalises a whole micrograph before its sliding window."""
+    return intensity.check_mode(_field(cfg, "intensity") or intensity.RAW)
+
+
 def _normalised(images: np.ndarray, mode: str) -> np.ndarray:
-    """A split's images as the model is fed them (``data.intensity``, data/intensity.py). Stretched 8-bit
-    images are put back on the 8-bit levels k/255 (an error below 1/510), so that they stay uint8 on device
-    (``as_uint8_images``), as a stretched micrograph saved in 8 bits would be."""
+    """Whole images ``[N, H, W, 3]`` as the model is fed them, put back on the 8-bit levels k/255 (as every
+    stored tile is: an error below 1/510), so that they stay uint8 on device (``as_uint8_images``)."""
     if mode == intensity.RAW or len(images) == 0:
         return images
-    out = intensity.normalise(images, mode)
-    return decode_uint8(np.clip(np.rint(out * np.float32(255.0)), 0, 255).astype(np.uint8))
+    return decode_uint8(intensity.to_uint8(intensity.normalise(images, mode)))
 
 
 def _to_arrays(split: dict[str, np.ndarray]) -> Arrays:
@@ -227,6 +232,7 @@ def _synthetic_builder_config(cfg: Any, labs: tuple[str, ...]) -> Any:
         val_per_client=int(_field(cfg, "val_per_client")),
         grain_diameter_px=scale or (),
         boundary_width_max=int(_field(cfg, "boundary_width_max")),
+        intensity=_intensity(cfg),
     )
 
 
@@ -254,6 +260,7 @@ def _folder_builder_config(cfg: Any) -> Any:
         pixel_size_um=float(_field(cfg, "pixel_size_um")),
         val_fraction=val_fraction,
         train_groups=train_groups,
+        intensity=_intensity(cfg),
     )
 
 
@@ -416,15 +423,11 @@ def load_federated_data(
     if builders is None:
         builders = build()
 
-    mode = intensity.check_mode(_field(cfg, "intensity") or intensity.RAW)
-
-    def read(name: str, split: str) -> Arrays:
+    def read(name: str, split: str) -> Arrays:  # tiles stored as the model is fed them (data.intensity)
         b, prefix = available[name]
         if b < 0:
-            images, labels = rendered[name](split)
-        else:
-            images, labels = _to_arrays(tb.read_split(builders[b], f"{prefix}_{split}", missing_ok=True))
-        return _normalised(images, mode), labels
+            return rendered[name](split)
+        return _to_arrays(tb.read_split(builders[b], f"{prefix}_{split}", missing_ok=True))
 
     check_recipient(cfg, clients)
     train = {n: read(n, "train") for n in clients}
@@ -553,5 +556,5 @@ def whole_test_images(
         )
         as_u8 = np.clip(np.rint(np.asarray(images, np.float32) * 255.0), 0, 255).astype(np.uint8)
         out[lab] = (decode_uint8(as_u8), (np.asarray(labels) > 0).astype(np.uint8))
-    mode = intensity.check_mode(_field(cfg, "intensity") or intensity.RAW)
+    mode = _intensity(cfg)  # whole images, normalised as predict normalises a micrograph
     return {lab: (_normalised(images, mode), labels) for lab, (images, labels) in out.items()}, notes

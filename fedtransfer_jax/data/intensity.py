@@ -8,8 +8,11 @@ such transforms (dev probe, docs/MODEL.md "Intensity"). ``stretch`` maps each im
 of all pixels and channels to [0, 1] (clipped): an affine map of the whole image, so colour ratios, polarity
 and the shape of the histogram stay; only offset and gain go. It is applied to every image of a run (train,
 validation, test, whole test images: ``data/clients.py``) and, with the model's own mode, to every image that
-``predict``/``evaluate`` read (``analysis/scale.py``), before any resampling or tiling: the statistics are
-the whole image's, not a tile's (a tile inside one large grain has no boundary to stretch to).
+``predict``/``evaluate`` read (``analysis/scale.py``), always on the whole image before it is resampled or
+tiled: the statistics are the whole image's, not a tile's (a tile inside one large grain has no boundary to
+stretch to). Training tiles are cut from whole images normalised the same way (tfds builders, at the source
+image's full bit depth, then stored in 8 bits; prior labs), and a style technique's re-rendered tiles are
+stretched too (``stretch_batch``, inside the jitted step), since a rendered style has its own offset and gain.
 
 The mode is a training choice recorded in the run's config (``data.intensity``; configs from before it
 existed are ``raw``), so a model is always fed as it was trained. For a ``raw`` model, ``range_warning``
@@ -30,8 +33,9 @@ LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
 MIN_SPAN = 1e-6  # a flat image (no contrast at all) is left as it is: nothing to map
 
 # For raw models: every training lab's images reach at least this high (0.5-99.5 percentile span >= 0.11 and
-# 99.5th percentile >= 0.35 on the shipped model's ten labs, docs/MODEL.md); an image below both halves is
-# well outside what they saw.
+# 99.5th percentile >= 0.35 on the shipped model's ten labs, docs/MODEL.md); an image below either half of
+# that is near black or near flat, far outside what they saw. Only such images are flagged: a washed-out or
+# brighter copy still costs a raw model ARI (MODEL.md "Intensity") without any warning.
 WARN_SPAN = 0.05
 WARN_HIGH = 0.15
 
@@ -57,18 +61,44 @@ def mode_of(config: Any) -> str:
 
 
 def percentiles(image: np.ndarray) -> tuple[float, float]:
-    """``(low, high)``: the 0.5th and 99.5th percentiles of an image's pixels, all channels together."""
-    lo, hi = np.percentile(np.asarray(image, np.float64), [LOW_PERCENTILE, HIGH_PERCENTILE])
+    """``(low, high)``: the 0.5th and 99.5th percentiles of a float image's pixels, all channels together."""
+    lo, hi = np.percentile(np.asarray(image, np.float32), [LOW_PERCENTILE, HIGH_PERCENTILE])
     return float(lo), float(hi)
 
 
 def stretch(image: np.ndarray) -> np.ndarray:
-    """One image ``[H, W, C]`` with its (low, high) percentiles mapped to (0, 1), clipped; float32."""
+    """One float image ``[H, W, C]`` in [0, 1] with its (low, high) percentiles mapped to (0, 1), clipped;
+    float32. A flat image (no contrast) is returned as it is."""
     image = np.asarray(image, np.float32)
+    if image.size == 0:
+        return image
     lo, hi = percentiles(image)
     if hi - lo < MIN_SPAN:
         return image
-    return np.clip((image.astype(np.float64) - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
+    out = image - np.float32(lo)
+    out *= np.float32(1.0 / (hi - lo))
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def stretch_batch(images):
+    """``stretch`` of every image of a batch ``[B, H, W, C]`` in jax.numpy (jittable): what a style
+    technique's re-rendered tiles get inside the training step when the run stretches."""
+    import jax.numpy as jnp  # noqa: PLC0415 - the numpy paths (data, predict) need no jax
+
+    flat = images.reshape(images.shape[0], -1).astype(jnp.float32)
+    lo, hi = jnp.percentile(flat, jnp.asarray([LOW_PERCENTILE, HIGH_PERCENTILE]), axis=1)
+    span = hi - lo
+    ok = span >= MIN_SPAN
+    scale = jnp.where(ok, 1.0 / jnp.where(ok, span, 1.0), 1.0)
+    shift = jnp.where(ok, lo, 0.0)
+    out = jnp.clip((flat - shift[:, None]) * scale[:, None], 0.0, 1.0)
+    out = jnp.where(ok[:, None], out, flat)
+    return out.reshape(images.shape).astype(images.dtype)
+
+
+def to_uint8(x: np.ndarray) -> np.ndarray:
+    """float [0, 1] -> uint8 with rounding (how tiles are stored)."""
+    return np.clip(np.rint(np.asarray(x, np.float32) * 255.0), 0, 255).astype(np.uint8)
 
 
 def normalise(images: np.ndarray, mode: str) -> np.ndarray:
@@ -78,19 +108,19 @@ def normalise(images: np.ndarray, mode: str) -> np.ndarray:
     if mode == RAW:
         return images
     images = np.asarray(images)
-    if images.ndim == 3:
+    if images.ndim == 3:  # one colour image [H, W, C] (every image here has 3 channels)
         return stretch(images)
     if images.ndim != 4:
         raise ValueError(f"expected an image [H, W, C] or a stack [N, H, W, C], got shape {images.shape}")
     return np.stack([stretch(x) for x in images]) if len(images) else images.astype(np.float32)
 
 
-def range_warning(image: np.ndarray, mode: str) -> str | None:
-    """For a ``raw`` model: a sentence when the image's intensities are far outside the training labs'
-    (almost no contrast, or everything near black, e.g. 12-bit data in a 16-bit file); else None."""
+def range_warning(image: np.ndarray, mode: str, found: tuple[float, float] | None = None) -> str | None:
+    """For a ``raw`` model: a sentence when the image is near black or near flat (e.g. 12-bit data in a
+    16-bit file), far outside the training labs; else None. ``found``: its ``percentiles``, if known."""
     if check_mode(mode) != RAW:
         return None
-    lo, hi = percentiles(image)
+    lo, hi = found if found is not None else percentiles(image)
     if hi - lo >= WARN_SPAN and hi >= WARN_HIGH:
         return None
     return (
@@ -106,7 +136,7 @@ def record(image: np.ndarray, mode: str) -> dict[str, Any]:
     where ``range_warning`` has one."""
     lo, hi = percentiles(image)
     out: dict[str, Any] = {"mode": mode, "percentiles": [round(lo, 4), round(hi, 4)]}
-    warning = range_warning(image, mode)
+    warning = range_warning(image, mode, (lo, hi))
     if warning:
         out["warning"] = warning
     return out

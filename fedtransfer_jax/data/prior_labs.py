@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 
 from fedtransfer_jax.data import clients, population, synthetic, tiling
+from fedtransfer_jax.data import intensity
+from fedtransfer_jax.runtime.pixels import decode_uint8
 
 PREFIX = "prior_"
 
@@ -77,10 +79,14 @@ def lab_tiles(
     tile_size: int,
     *,
     boundary_width: int = 2,
+    intensity_mode: str = intensity.RAW,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The ``tile_size`` tiles (no overlap) of ``n`` full images of ``image_size`` px, in image order: uint8
-    images ``[T,t,t,3]`` and labels ``[T,t,t]``, as the synthetic builder stores a lab's split."""
+    images ``[T,t,t,3]`` and labels ``[T,t,t]``, as the synthetic builder stores a lab's split (each full
+    image normalised by ``intensity_mode`` before it is tiled)."""
     images, labels = lab_images(name, count, seed, split, n, image_size, boundary_width=boundary_width)
+    if intensity_mode != intensity.RAW and n:
+        images = intensity.to_uint8(intensity.normalise(decode_uint8(images), intensity_mode))
     if n == 0:
         return np.zeros((0, tile_size, tile_size, 3), np.uint8), np.zeros((0, tile_size, tile_size), np.uint8)
     img_t = [tiling.extract_tiles(im, tile_size, 0)[0] for im in images]
@@ -125,6 +131,7 @@ def _split(cfg: Any, name: str, split: str) -> clients.Arrays:
         int(field("image_size")),
         int(field("tile_size")),
         boundary_width=int(field("boundary_width")),
+        intensity_mode=clients._intensity(cfg),
     )
     return clients._to_arrays({"image": images, "label": labels})
 

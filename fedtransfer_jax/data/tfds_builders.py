@@ -33,6 +33,7 @@ import tensorflow_datasets as tfds
 from etils import epath
 
 from fedtransfer_jax.data import folder as folder_lib
+from fedtransfer_jax.data import intensity
 from fedtransfer_jax.data import tiling
 from fedtransfer_jax.data.seeds import lab_seed
 
@@ -54,9 +55,7 @@ def _params_hash(params: dict[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:_HASH_LEN]
 
 
-def _to_uint8(x: np.ndarray) -> np.ndarray:
-    """float [0, 1] -> uint8 with rounding (storage format of the ``image`` feature)."""
-    return np.clip(np.rint(np.asarray(x, np.float32) * 255.0), 0, 255).astype(np.uint8)
+_to_uint8 = intensity.to_uint8  # float [0, 1] -> uint8 with rounding (storage format of the ``image`` feature)
 
 
 @dataclasses.dataclass(eq=False)
@@ -73,6 +72,7 @@ class SyntheticConfig(tfds.core.BuilderConfig):
     val_per_client: int = 0  # Full images per lab in the '<lab>_val' split (0: no split).
     grain_diameter_px: tuple[float, ...] = ()  # (lo, hi): log-uniform grain diameters for every lab
     boundary_width_max: int = 0  # > boundary_width: label line width drawn per image
+    intensity: str = "raw"  # data/intensity.py: each full image normalised before it is tiled and stored
 
     @classmethod
     def create(cls, **params: Any) -> "SyntheticConfig":
@@ -101,6 +101,8 @@ class SyntheticConfig(tfds.core.BuilderConfig):
             out["grain_diameter_px"] = tuple(self.grain_diameter_px)
         if self.boundary_width_max:
             out["boundary_width_max"] = self.boundary_width_max
+        if self.intensity != "raw":  # the same: raw caches keep their names
+            out["intensity"] = self.intensity
         return out
 
     def client_names(self) -> tuple[str, ...]:
@@ -122,6 +124,7 @@ class FolderConfig(tfds.core.BuilderConfig):
     val_fraction: float = 0.0  # Fraction of the training full images (groups) moved to '<client>_val'.
     train_groups: int = 0  # > 0: keep only this many labelled training micrographs (groups) per client
     fingerprint: str = ""  # Hash of the file listing (names, sizes, mtimes), filled in by create().
+    intensity: str = "raw"  # data/intensity.py: each micrograph normalised (full precision) before tiling
 
     @classmethod
     def create(cls, **params: Any) -> "FolderConfig":
@@ -150,6 +153,8 @@ class FolderConfig(tfds.core.BuilderConfig):
             out["val_fraction"] = self.val_fraction
         if self.train_groups:  # the same
             out["train_groups"] = self.train_groups
+        if self.intensity != "raw":  # the same
+            out["intensity"] = self.intensity
         return out
 
     def client_names(self) -> tuple[str, ...]:
@@ -313,7 +318,8 @@ def _synthetic_examples(cfg: SyntheticConfig, lab: str, split: str, n: int) -> I
         boundary_width_max=cfg.boundary_width_max if split == "train" else 0,
     )
     for i in range(n):
-        img_t, pos = tiling.extract_tiles(np.asarray(images[i]), cfg.tile_size, 0)
+        image = intensity.normalise(np.asarray(images[i]), cfg.intensity)  # the whole image, then its tiles
+        img_t, pos = tiling.extract_tiles(image, cfg.tile_size, 0)
         lab_t, _ = tiling.extract_tiles(np.asarray(labels[i]), cfg.tile_size, 0)
         for it, lt, p in zip(img_t, lab_t, pos):
             yield {
@@ -328,6 +334,8 @@ def _folder_examples(cfg: FolderConfig, pairs: Sequence[tuple[Path, Path]]) -> I
     """Reads each (image, label) pair, checks sizes, and yields its overlapping tiles."""
     for image_path, label_path in pairs:
         image, label = folder_lib.load_pair(image_path, label_path, invert=cfg.invert_labels)
+        # The whole micrograph at its full bit depth, as predict normalises it; then tiles and 8 bits.
+        image = intensity.normalise(image, cfg.intensity)
         img_t, pos = tiling.extract_tiles(image, cfg.tile_size, cfg.tile_overlap)
         lab_t, _ = tiling.extract_tiles(label, cfg.tile_size, cfg.tile_overlap)
         for it, lt, p in zip(img_t, lab_t, pos):

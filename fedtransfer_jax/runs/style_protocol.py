@@ -27,6 +27,7 @@ import numpy as np
 
 from fedtransfer_jax.runs import engine, federated_training, inference
 from fedtransfer_jax.data.clients import ClientData
+from fedtransfer_jax.data import intensity
 from fedtransfer_jax.runtime.pixels import decode_uint8
 from fedtransfer_jax.data.seeds import STYLE_MODEL_INIT_TAG
 from fedtransfer_jax.fl import boundary as boundary_lib
@@ -140,7 +141,7 @@ def precompute_restyled(ctx: Context, method, shared, bank, targets_mode: str = 
             r = techniques.render_in_batches(
                 method, shared, bank, images[cid], labels[cid], np.asarray(targets), k_r, render_fn=render
             )
-            styled[cid] = r if bool(has) else images[cid]
+            styled[cid] = intensity.normalise(r, intensity.mode_of(ctx.config)) if bool(has) else images[cid]
         out.append(styled)
     return ClientData(np.concatenate(out, axis=1), np.concatenate([labels] * len(out), axis=1), np.concatenate([mask] * len(out), axis=1))
 
@@ -180,8 +181,10 @@ def setup_style_sharing(ctx: Context, spec: engine.MethodSpec, ledger, clients_p
         ctx.style_artifacts[spec.name] = {"method": method, "shared": shared, "bank": bank}
     info["share_seconds"] = time.time() - t0
     if sc.restyle == "online":
+        # A rendered style has its own offset and gain: stretched like every other image of a stretching run.
+        post = intensity.stretch_batch if intensity.mode_of(ctx.config) == intensity.STRETCH else None
         return ctx.data.train, techniques.make_batch_transform(
-            method, shared, bank, float(sc.mix_prob), spec.style_targets
+            method, shared, bank, float(sc.mix_prob), spec.style_targets, post
         ), info
     if sc.restyle == "precomputed":
         t0 = time.time()
@@ -189,6 +192,14 @@ def setup_style_sharing(ctx: Context, spec: engine.MethodSpec, ledger, clients_p
         info["precompute_seconds"] = time.time() - t0
         return data, None, info
     raise ValueError(f"config key style.restyle: unknown {sc.restyle!r}; choose 'online' or 'precomputed'")
+
+
+def _fed_as_trained(restyler, mode: str):
+    """A restyler whose tiles are normalised as the run's (data.intensity): the checks compare them with real
+    tiles and judge them with the run's model, which both saw normalised images."""
+    if mode == intensity.RAW:
+        return restyler
+    return lambda *args: intensity.normalise(restyler(*args), mode)
 
 
 def style_checks(ctx: Context, summary: dict) -> None:
@@ -232,7 +243,9 @@ def style_checks(ctx: Context, summary: dict) -> None:
     prepare_seconds = time.time() - t0
     for name, art in ctx.style_artifacts.items():
         t0 = time.time()
-        restyler = checks_lib.method_restyler(art["method"], art["shared"], art["bank"], names)
+        restyler = _fed_as_trained(
+            checks_lib.method_restyler(art["method"], art["shared"], art["bank"], names), intensity.mode_of(ctx.config)
+        )
         report = checks_lib.evaluate(cctx, checks_lib.restyle_all(cctx, restyler, seed))
         report["judge"] = "centralized model of this run" if central is not None else "reference segmenter"
         report["seconds"] = time.time() - t0 + prepare_seconds / len(ctx.style_artifacts)

@@ -178,13 +178,15 @@ def mix_batch(
     key: chex.PRNGKey,
     mix_prob: float,
     targets_mode: str = "foreign",
+    post_render: Callable | None = None,
 ) -> dict:
     """Replace ``round(mix_prob * B)`` random examples of a client's batch by its own images/labels
     rendered in randomly drawn *foreign* labs' styles (labels unchanged; ``targets_mode='own'``: in its own
     styles, the control). Jittable; ``client_id`` may be
     traced (one compiled step for every client under vmap); ``mix_prob`` is static. Only the chosen
     examples are rendered (gather -> render -> scatter), so the cost is proportional to ``mix_prob``.
-    With no foreign style in the bank the batch is returned unchanged."""
+    With no foreign style in the bank the batch is returned unchanged. ``post_render`` (jittable, ``[n, H, W, C]
+    -> same``) is applied to the rendered images: the run's intensity normalisation (data/intensity.py)."""
     if not 0.0 <= float(mix_prob) <= 1.0:
         raise ValueError(f"config key style.mix_prob must be in [0, 1], got {mix_prob}")
     images = batch["images"]
@@ -198,17 +200,24 @@ def mix_batch(
     targets, has_foreign = draw_targets(valid, jnp.asarray(client_id, jnp.int32), n_mix, k_target, targets_mode)
     rendered = method.render(shared, bank, images[idx], batch["labels"][idx], targets, k_render)
     chex.assert_shape(rendered, images[idx].shape)
+    if post_render is not None:
+        rendered = post_render(rendered)
     rendered = jnp.where(has_foreign, rendered.astype(images.dtype), images[idx])
     return {**batch, "images": images.at[idx].set(rendered)}
 
 
 def make_batch_transform(
-    method: StyleTechnique, shared: PyTree, bank: PyTree, mix_prob: float, targets_mode: str = "foreign"
+    method: StyleTechnique,
+    shared: PyTree,
+    bank: PyTree,
+    mix_prob: float,
+    targets_mode: str = "foreign",
+    post_render: Callable | None = None,
 ) -> Callable:
     """``mix_batch`` as the engine's ``batch_transform(batch, client_id, rng) -> batch``."""
     check_targets_mode(targets_mode)  # fail at set-up, not inside the first jitted step
     return lambda batch, client_id, rng: mix_batch(
-        method, shared, bank, batch, client_id, rng, mix_prob, targets_mode
+        method, shared, bank, batch, client_id, rng, mix_prob, targets_mode, post_render
     )
 
 
