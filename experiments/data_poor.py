@@ -50,8 +50,9 @@ other work (~80 s a method on the quiet machine, AdaIN and local ~100 s). Here 6
 k = 0 (one fewer client, ~3/4 of a round's work): ~9 min per seed pair, ~1.5 h per k, ~5.5-6 h for the four
 k on the quiet machine and ~7-8 h beside other work. Each further recipient lab costs as much again.
 `session` (docs/PROTOCOL.md "Study (c) in one session"; `--variant session`): k = 0 and 1, seed pairs 0-6,
-fedavg, fedtransfer, fedtransfer_gen and both controls (no local), Holm over its 12 comparisons: ~95 min
-(estimated, not run); its summary.json is the session part's (`variant`: 'session').
+fedavg, fedtransfer, fedtransfer_gen and both controls (no local), Holm over its 12 comparisons: ~95 min estimated; it ran in
+2 h 14 min wall beside other work (~5-6 min per seed pair and k on the quiet machine; README "A data-poor
+lab"); its summary.json is the session part's (`variant`: 'session').
 `tiny` (32 px, one seed pair, fedavg, fedtransfer_gen and local at k >= 1; measured on the loaded 2-core machine:
 k = 0 ~35-50 s, k = 1 ~55 s, data and compilation included).
 """
