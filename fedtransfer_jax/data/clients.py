@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from fedtransfer_jax.data import intensity
-from fedtransfer_jax.runtime.pixels import decode_uint8
+from fedtransfer_jax.runtime.pixels import decode_uint8, encode_uint8
 
 Arrays = tuple[np.ndarray, np.ndarray]
 
@@ -194,11 +194,11 @@ def _intensity(cfg: Any) -> str:
 
 
 def _normalised(images: np.ndarray, mode: str) -> np.ndarray:
-    """Whole images ``[N, H, W, 3]`` as the model is fed them, put back on the 8-bit levels k/255 (as every
-    stored tile is: an error below 1/510), so that they stay uint8 on device (``as_uint8_images``)."""
-    if mode == intensity.RAW or len(images) == 0:
+    """Whole images ``[N, H, W, 3]`` as the model is fed them, on the 8-bit levels k/255 as every stored tile
+    is (so that they stay uint8 on device, ``as_uint8_images``)."""
+    if len(images) == 0:
         return images
-    return decode_uint8(intensity.to_uint8(intensity.normalise(images, mode)))
+    return decode_uint8(encode_uint8(intensity.normalise(images, mode)))
 
 
 def _to_arrays(split: dict[str, np.ndarray]) -> Arrays:
@@ -521,9 +521,9 @@ def whole_test_images(
 
     Generated directly with ``synthetic.make_lab_examples`` (no tfds) from
     ``seeds.lab_seed(cfg.seed, lab, 'test_whole')``: a split name of its own, so disjoint by construction
-    from the lab's train/val/test tiles. Images are stored as 8 bits and decoded, as every tile is. Labs that
-    are not synthetic (real folder clients) are skipped with a note: only synthetic labs for now, except those
-    in ``rendered`` (lab -> ``(n, size) -> (images, labels)``: the prior labs' own split 'test_whole',
+    from the lab's train/val/test tiles. Images are normalised (``data.intensity``), stored as 8 bits and
+    decoded, as every tile is. Labs that are not synthetic (real folder clients) are skipped with a note: only
+    synthetic labs for now, except those in ``rendered`` (lab -> ``(n, size) -> (images, labels)``: the prior labs' own split 'test_whole',
     ``data.prior_labs.whole_test_images``).
     """
     from fedtransfer_jax.data import synthetic
@@ -539,9 +539,11 @@ def whole_test_images(
     width = int(_field(cfg, "boundary_width"))
     width_max = int(_field(cfg, "boundary_width_max"))
     scale = synthetic.check_scale_options(_field(cfg, "grain_diameter_px"), width, width_max)
+    mode = _intensity(cfg)
     for lab in labs:
         if lab in (rendered or {}):
-            out[lab] = rendered[lab](n, size)
+            images, labels = rendered[lab](n, size)  # 8-bit already: normalised as the lab's tiles are
+            out[lab] = (_normalised(images, mode), labels)
             continue
         if lab not in synthetic.LAB_NAMES or _field(cfg, "source") == "folder":
             notes.append(f"{lab}: not a synthetic lab, no whole test images (only synthetic labs for now)")
@@ -554,7 +556,6 @@ def whole_test_images(
             boundary_width=width,
             diameter_px=scale,  # test labels keep one width (the training labels' width varies)
         )
-        as_u8 = np.clip(np.rint(np.asarray(images, np.float32) * 255.0), 0, 255).astype(np.uint8)
-        out[lab] = (decode_uint8(as_u8), (np.asarray(labels) > 0).astype(np.uint8))
-    mode = _intensity(cfg)  # whole images, normalised as predict normalises a micrograph
-    return {lab: (_normalised(images, mode), labels) for lab, (images, labels) in out.items()}, notes
+        # Normalised at full precision, then stored in 8 bits, as the builders make the tiles.
+        out[lab] = (_normalised(np.asarray(images, np.float32), mode), (np.asarray(labels) > 0).astype(np.uint8))
+    return out, notes

@@ -96,11 +96,6 @@ def stretch_batch(images):
     return out.reshape(images.shape).astype(images.dtype)
 
 
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """float [0, 1] -> uint8 with rounding (how tiles are stored)."""
-    return np.clip(np.rint(np.asarray(x, np.float32) * 255.0), 0, 255).astype(np.uint8)
-
-
 def normalise(images: np.ndarray, mode: str) -> np.ndarray:
     """``images`` (one ``[H, W, C]`` or a stack ``[N, H, W, C]``) as a model trained with ``mode`` sees
     them: unchanged for ``raw``, each image stretched on its own for ``stretch``."""

@@ -29,7 +29,7 @@ import numpy as np
 
 from fedtransfer_jax.data import clients, population, synthetic, tiling
 from fedtransfer_jax.data import intensity
-from fedtransfer_jax.runtime.pixels import decode_uint8
+from fedtransfer_jax.runtime.pixels import decode_uint8, encode_uint8
 
 PREFIX = "prior_"
 
@@ -86,7 +86,7 @@ def lab_tiles(
     image normalised by ``intensity_mode`` before it is tiled)."""
     images, labels = lab_images(name, count, seed, split, n, image_size, boundary_width=boundary_width)
     if intensity_mode != intensity.RAW and n:
-        images = intensity.to_uint8(intensity.normalise(decode_uint8(images), intensity_mode))
+        images = encode_uint8(intensity.normalise(decode_uint8(images), intensity_mode))
     if n == 0:
         return np.zeros((0, tile_size, tile_size, 3), np.uint8), np.zeros((0, tile_size, tile_size), np.uint8)
     img_t = [tiling.extract_tiles(im, tile_size, 0)[0] for im in images]

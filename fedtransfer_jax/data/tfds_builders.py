@@ -36,6 +36,7 @@ from fedtransfer_jax.data import folder as folder_lib
 from fedtransfer_jax.data import intensity
 from fedtransfer_jax.data import tiling
 from fedtransfer_jax.data.seeds import lab_seed
+from fedtransfer_jax.runtime.pixels import encode_uint8
 
 _HASH_LEN = 12
 INVERT_FLAG = "--config.data.invert_labels"  # How a trainer user flips label polarity (named in errors).
@@ -53,9 +54,6 @@ def _params_hash(params: dict[str, Any]) -> str:
     """Stable short hash of the parameters (JSON with sorted keys; tuples become lists)."""
     blob = json.dumps(params, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:_HASH_LEN]
-
-
-_to_uint8 = intensity.to_uint8  # float [0, 1] -> uint8 with rounding (storage format of the ``image`` feature)
 
 
 @dataclasses.dataclass(eq=False)
@@ -323,7 +321,7 @@ def _synthetic_examples(cfg: SyntheticConfig, lab: str, split: str, n: int) -> I
         lab_t, _ = tiling.extract_tiles(np.asarray(labels[i]), cfg.tile_size, 0)
         for it, lt, p in zip(img_t, lab_t, pos):
             yield {
-                "image": _to_uint8(it),
+                "image": encode_uint8(it),
                 "label": (lt > 0).astype(np.uint8),
                 "source": f"synthetic/{lab}/{split}/{i}",
                 "position": np.asarray(p, np.int32),
@@ -340,7 +338,7 @@ def _folder_examples(cfg: FolderConfig, pairs: Sequence[tuple[Path, Path]]) -> I
         lab_t, _ = tiling.extract_tiles(label, cfg.tile_size, cfg.tile_overlap)
         for it, lt, p in zip(img_t, lab_t, pos):
             yield {
-                "image": _to_uint8(it),
+                "image": encode_uint8(it),
                 "label": lt,
                 "source": Path(image_path).name,
                 "position": np.asarray(p, np.int32),

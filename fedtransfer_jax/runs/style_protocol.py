@@ -131,6 +131,7 @@ def precompute_restyled(ctx: Context, method, shared, bank, targets_mode: str = 
     labels, mask = np.asarray(train.labels), np.asarray(train.mask)
     c, n = mask.shape
     render = jax.jit(method.render)
+    mode = intensity.mode_of(ctx.config)  # a rendered style has its own offset and gain: normalised like the rest
     out = [images]
     for copy in range(int(sc.precomputed_copies)):
         styled = np.empty_like(images)
@@ -141,7 +142,7 @@ def precompute_restyled(ctx: Context, method, shared, bank, targets_mode: str = 
             r = techniques.render_in_batches(
                 method, shared, bank, images[cid], labels[cid], np.asarray(targets), k_r, render_fn=render
             )
-            styled[cid] = intensity.normalise(r, intensity.mode_of(ctx.config)) if bool(has) else images[cid]
+            styled[cid] = intensity.normalise(r, mode) if bool(has) else images[cid]
         out.append(styled)
     return ClientData(np.concatenate(out, axis=1), np.concatenate([labels] * len(out), axis=1), np.concatenate([mask] * len(out), axis=1))
 

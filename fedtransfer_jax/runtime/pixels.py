@@ -23,4 +23,9 @@ def decode_uint8(images: np.ndarray) -> np.ndarray:
     return UINT8_TO_UNIT[images]
 
 
-__all__ = ["UINT8_TO_UNIT", "decode_uint8"]
+def encode_uint8(x: np.ndarray) -> np.ndarray:
+    """float [0, 1] -> uint8 ``k`` with rounding (clipped): how tiles are stored, the inverse of ``decode_uint8``."""
+    return np.clip(np.rint(np.asarray(x, np.float32) * np.float32(255.0)), 0, 255).astype(np.uint8)
+
+
+__all__ = ["UINT8_TO_UNIT", "decode_uint8", "encode_uint8"]

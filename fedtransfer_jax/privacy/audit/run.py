@@ -20,6 +20,7 @@ import numpy as np
 
 from fedtransfer_jax.data.seeds import lab_seed
 from fedtransfer_jax.data import intensity
+from fedtransfer_jax.runtime.pixels import decode_uint8, encode_uint8
 from fedtransfer_jax.privacy.audit.gradient_inversion import gradient_inversion_audit, tiny_segmenter
 from fedtransfer_jax.privacy.audit.property_inference import PROPERTY_TARGETS, property_inference_audit
 from fedtransfer_jax.privacy.audit.report import MODEL_DELTA_SENT
@@ -73,8 +74,7 @@ def lab_tiles(data: dict, lab: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     # Each whole image normalised as the run's were (data.intensity), then its tile stored as 8-bit (tfds) and
     # read back as k / 255: the same here, exactly.
     images = intensity.normalise(np.asarray(images, np.float32), data.get("intensity", intensity.RAW))
-    k = np.clip(np.rint(np.asarray(images[:, :tile, :tile], np.float32) * 255.0), 0, 255)
-    return k.astype(np.float32) / np.float32(255.0), (labels[:, :tile, :tile] > 0).astype(np.uint8)
+    return decode_uint8(encode_uint8(images[:, :tile, :tile])), (labels[:, :tile, :tile] > 0).astype(np.uint8)
 
 
 def _check_synthetic(data: dict) -> None:
