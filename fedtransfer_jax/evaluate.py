@@ -20,6 +20,10 @@ probabilities mapped back to the label's pixels; `scale` records per image the s
 The post-processing settings are resolved as in `predict` (the method's choice on validation tiles,
 else built-in defaults; flags override) and reported under `postprocess` with their source.
 
+Grain size as a lab reports it: Heyn's mean lineal intercept (metrics/intercept.py) of the predicted and
+the true map, per image and per micrograph (`per_micrograph`, `mean_per_micrograph`): with `--group_regex`
+the crops of one micrograph are pooled (group 1 of the regex on the file stem names it, e.g. '_(\d+)-').
+
 `--baseline adaptive_threshold|colour_edges` scores a no-learning reference instead of a model
 (metrics/classical.py: adaptive threshold on grey lines, or on colour edges, then thinned lines; no
 --workdir, --out needed): the numbers a model has to beat on the
@@ -34,6 +38,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sys
 import warnings
 from collections.abc import Mapping
@@ -46,6 +51,7 @@ from fedtransfer_jax.runs import inference
 from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax import metrics as metrics_lib, predict
 from fedtransfer_jax.metrics import classical
+from fedtransfer_jax.metrics.intercept import Intercepts, count_intercepts, pooled
 from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.data import intensity
@@ -61,7 +67,7 @@ def define_flags() -> None:
     """Command-line flags, defined only when run as a program (so evaluate and predict can be
     imported together, e.g. by scripts and tests)."""
     global _WORKDIR, _METHOD, _CLIENT, _ALLOW_INCOMPLETE, _DATA_DIR
-    global _INVERT, _TOLERANCE, _OVERLAP, _FLIPS, _SETTINGS, _OUT, _JSON, _SCALE, _BASELINE
+    global _INVERT, _TOLERANCE, _OVERLAP, _FLIPS, _SETTINGS, _OUT, _JSON, _SCALE, _BASELINE, _GROUP_REGEX
     _WORKDIR = flags.DEFINE_string(
         "workdir", None, "Workdir written by launch.py (default: the model shipped with the package; then --out is needed)."
     )
@@ -89,6 +95,13 @@ def define_flags() -> None:
     _BASELINE = flags.DEFINE_enum(
         "baseline", None, list(classical.NAMES), "Score a no-learning reference instead of a model (needs --out)."
     )
+    _GROUP_REGEX = flags.DEFINE_string(
+        "group_regex",
+        "",
+        "Images that are crops of one micrograph: group 1 of this regex on the file stem names the micrograph "
+        "(e.g. '_(\\d+)-' for TestDataset_12-256-768.png), and the grain size is also measured per micrograph, "
+        "its crops pooled (default: every image its own micrograph).",
+    )
 
 
 def evaluate_folder(
@@ -103,6 +116,7 @@ def evaluate_folder(
     overlap: int | None = None,
     flips: bool = False,
     scale: str | float = 1.0,
+    group_regex: str = "",
     **postprocess_kw: Any,
 ) -> dict:
     """Raw and post-processed metrics of ``model`` on ``data_dir`` (``D/images`` + ``D/labels``); ``model``
@@ -110,6 +124,12 @@ def evaluate_folder(
 
     ``scale``: predict each image resampled by this factor, or 'auto' (analysis/scale.py); the result's
     ``scale`` maps each image to its scale record.
+
+    ``group_regex``: group 1 on an image's stem names the micrograph it was cut from ('' = each image its
+    own); ``per_micrograph`` gives each micrograph's mean lineal intercept (predicted and true, its images'
+    test lines and crossings pooled: metrics/intercept.py), its relative error and the ASTM E112 G
+    difference, and the grain counts summed; ``mean_per_micrograph`` their means and worst cases. Per image,
+    ``intercept_px_pred``/``_gt`` and ``intercept_rel_error`` sit beside the other metrics.
 
     ``settings``/``provenance`` come from ``postprocess_select.resolve_settings``; without them
     ``postprocess_kw`` (``threshold=``, ``close_radius=``...) apply over the built-in defaults.
@@ -128,10 +148,11 @@ def evaluate_folder(
         settings, provenance = postprocess_choice.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
     target = scale_lib.target_for(model) if model is not None and scale == scale_lib.AUTO else None
     pairs = folder.list_pairs(data_dir)
+    groups = _groups(pairs, group_regex)
     label_warnings = folder.check_client_labels(
         pairs, invert=invert_labels, invert_flag=INVERT_FLAG, where=f"--data_dir {data_dir}"
     )
-    per_image, per_image_raw, scales, trivial = {}, {}, {}, []
+    per_image, per_image_raw, scales, trivial, intercepts = {}, {}, {}, [], {}
     for image_path, label_path in pairs:
         image, label = folder.load_pair(image_path, label_path, invert=invert_labels)
         name = os.path.basename(str(image_path))
@@ -145,9 +166,14 @@ def evaluate_folder(
             raw = settings.binarize(prob)
             cleaned = pps.clean_up(raw, settings)
         per_image_raw[name] = metrics_lib.segmentation_metrics(raw, label > 0, tolerance=tolerance)
+        per_image_raw[name].update(_intercept_metrics(raw, label > 0)[0])
         per_image[name] = metrics_lib.segmentation_metrics(cleaned, label > 0, tolerance=tolerance)
+        row, pred_int, gt_int = _intercept_metrics(cleaned, label > 0)
+        per_image[name].update(row)
+        intercepts[name] = (groups[str(image_path)], pred_int, gt_int, per_image[name])
         # The F1 that predicting every pixel as boundary gets: what a reader calibrates F1 against.
         trivial.append(metrics_lib.boundary_prf(np.ones(label.shape, bool), label > 0, tolerance)["f1"])
+    per_group = _per_group(intercepts, group_regex)
     return {
         "workdir": None,
         "method": model.tag if model is not None else f"baseline:{baseline}",
@@ -160,9 +186,83 @@ def evaluate_folder(
         "per_image_raw": per_image_raw,
         "mean": metrics_lib.summarize(list(per_image.values())),
         "mean_raw": metrics_lib.summarize(list(per_image_raw.values())),
+        # Heyn's mean lineal intercept per micrograph, its images pooled (the grain size a lab reports).
+        "group_regex": group_regex,
+        "per_micrograph": per_group,
+        "mean_per_micrograph": _mean_per_group(per_group),
         "scale": scales,
         # How every image was fed to the model: as it trained (data/intensity.py); the baselines read raw images.
         "intensity": intensity.mode_of(model) if model is not None else intensity.RAW,
+    }
+
+
+def _groups(pairs: list, group_regex: str) -> dict[str, str]:
+    """Image path -> micrograph id (``--group_regex``, folder.group_of); '' -> every image its own."""
+    if group_regex:
+        try:
+            re.compile(group_regex)
+        except re.error as e:
+            raise ValueError(f"--group_regex {group_regex!r} is not a valid regular expression ({e})") from None
+    out = {}
+    for image_path, _ in pairs:
+        try:
+            out[str(image_path)] = folder.group_of(image_path, group_regex or None)
+        except ValueError as e:
+            raise ValueError(f"--{e}") from None  # names the regex and the file
+    return out
+
+
+def _relative_error(pred: float | None, true: float | None) -> float | None:
+    return None if pred is None or not true else abs(pred - true) / true
+
+
+def _intercept_metrics(pred: np.ndarray, gt: np.ndarray) -> tuple[dict, Intercepts, Intercepts]:
+    """Per image: Heyn's mean lineal intercept of the predicted and the true map (grains as for ARI), and
+    the relative error (None where a map has no crossing: one grain, no size)."""
+    p = count_intercepts(metrics_lib.grains_from_boundary(pred))
+    g = count_intercepts(metrics_lib.grains_from_boundary(gt))
+    row = {
+        "intercept_px_pred": p.mean_px,
+        "intercept_px_gt": g.mean_px,
+        "intercept_rel_error": _relative_error(p.mean_px, g.mean_px),
+    }
+    return row, p, g
+
+
+def _per_group(intercepts: Mapping[str, tuple], group_regex: str) -> dict[str, dict]:
+    """Micrograph -> its pooled intercepts (pred / true), their relative error, the ASTM E112 G difference
+    (pred - true: -6.643856 log10 of the intercept ratio, no pixel size needed) and summed grain counts."""
+    by_group: dict[str, list] = {}
+    for name, (group, p, g, row) in intercepts.items():
+        by_group.setdefault(group, []).append((name, p, g, row))
+    out = {}
+    for group, items in sorted(by_group.items()):
+        p = pooled(i[1] for i in items)
+        g = pooled(i[2] for i in items)
+        both = p.mean_px is not None and g.mean_px is not None
+        out[group] = {
+            "images": [i[0] for i in items],
+            "intercept_px_pred": p.mean_px,
+            "intercept_px_gt": g.mean_px,
+            "intercept_rel_error": _relative_error(p.mean_px, g.mean_px),
+            "astm_G_diff": -6.643856 * math.log10(p.mean_px / g.mean_px) if both else None,
+            "n_grains_pred": float(sum(i[3]["n_grains_pred"] for i in items)),
+            "n_grains_gt": float(sum(i[3]["n_grains_gt"] for i in items)),
+        }
+    return out
+
+
+def _mean_per_group(per_group: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean and worst relative intercept error and mean |Delta G| over micrographs (None-valued ones skipped,
+    counted in ``n_undefined``)."""
+    errors = [r["intercept_rel_error"] for r in per_group.values() if r["intercept_rel_error"] is not None]
+    dg = [abs(r["astm_G_diff"]) for r in per_group.values() if r["astm_G_diff"] is not None]
+    return {
+        "n_micrographs": len(per_group),
+        "n_undefined": len(per_group) - len(errors),
+        "intercept_rel_error": float(np.mean(errors)) if errors else None,
+        "intercept_rel_error_max": float(np.max(errors)) if errors else None,
+        "astm_G_abs_diff": float(np.mean(dg)) if dg else None,
     }
 
 
@@ -203,6 +303,22 @@ def summary_text(result: Mapping[str, Any], out: str | None = None) -> str:
         )
     if "trivial_boundary_f1" in result:  # after the table: the lines above are read by scripts
         lines.append(f"(marking every pixel as boundary scores boundary F1 {_num(result['trivial_boundary_f1'], '.3f')})")
+    per_group, mg = result.get("per_micrograph"), result.get("mean_per_micrograph")
+    if per_group and mg:
+        how = f"images grouped by --group_regex '{result['group_regex']}'" if result.get("group_regex") else "each image"
+        lines.append(
+            f"grain size (mean lineal intercept, {how}): error {_num(mg['intercept_rel_error'], '.1%')} on average, "
+            f"{_num(mg['intercept_rel_error_max'], '.1%')} at worst, |Delta G| {_num(mg['astm_G_abs_diff'], '.2f')} "
+            f"over {mg['n_micrographs']} micrograph(s)"
+            + (f", {mg['n_undefined']} without a size" if mg["n_undefined"] else "")
+        )
+        if result.get("group_regex"):
+            for group, r in per_group.items():
+                lines.append(
+                    f"  micrograph {group}: intercept {_num(r['intercept_px_pred'], '.1f')} / "
+                    f"{_num(r['intercept_px_gt'], '.1f')} px predicted / true, error "
+                    f"{_num(r['intercept_rel_error'], '.1%')}, grains {r['n_grains_pred']:.0f} / {r['n_grains_gt']:.0f}"
+                )
     if result.get("label_warnings"):
         lines.append(f"{len(result['label_warnings'])} label warning(s): see label_warnings in the JSON")
     if out:
@@ -242,6 +358,7 @@ def run(f: Mapping[str, Any]) -> int:
         overlap=f["overlap"],
         flips=f["flips"],
         scale=f.get("scale", scale_lib.AUTO),
+        group_regex=f.get("group_regex") or "",
     )
     result["workdir"] = os.path.abspath(f["workdir"])
     io_utils.write_json_atomic(out, result)
@@ -252,10 +369,12 @@ def run(f: Mapping[str, Any]) -> int:
 def _check_labels(f: Mapping[str, Any]) -> None:
     """Wrong --data_dir or clearly wrong labels fail before the (slow) model load; evaluate_folder
     checks again and then reports the warnings."""
+    pairs = folder.list_pairs(f["data_dir"])
+    _groups(pairs, f.get("group_regex") or "")  # a bad --group_regex fails here, before the model load
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", folder.LabelWarning)
         folder.check_client_labels(
-            folder.list_pairs(f["data_dir"]),
+            pairs,
             invert=f["invert_labels"],
             invert_flag=INVERT_FLAG,
             where=f"--data_dir {f['data_dir']}",
@@ -274,7 +393,12 @@ def _run_baseline(f: Mapping[str, Any], out: str | None, overrides: Mapping[str,
         raise ValueError(f"--tolerance must be >= 0 px, got {f['tolerance']}")
     _check_labels(f)
     result = evaluate_folder(
-        None, f["data_dir"], baseline=f["baseline"], invert_labels=f["invert_labels"], tolerance=f["tolerance"]
+        None,
+        f["data_dir"],
+        baseline=f["baseline"],
+        invert_labels=f["invert_labels"],
+        tolerance=f["tolerance"],
+        group_regex=f.get("group_regex") or "",
     )
     io_utils.write_json_atomic(out, result)
     print(json.dumps(io_utils._jsonable(result)) if f.get("json") else summary_text(result, out))
@@ -300,6 +424,7 @@ def main(argv):
         "json": _JSON.value,
         "scale": _SCALE.value,
         "baseline": _BASELINE.value,
+        "group_regex": _GROUP_REGEX.value,
     }
     try:
         return run(values)

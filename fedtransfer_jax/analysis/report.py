@@ -39,6 +39,9 @@ IMAGE_COLUMNS = (
     "mean_equivalent_diameter_um",
     "n_grains_astm",
     "astm_G",
+    "mean_intercept_px",
+    "mean_intercept_um",
+    "astm_G_intercept",
     "size_withheld",
     "warnings",
     "model",
@@ -159,8 +162,17 @@ def mean_diameter(entry: Mapping[str, Any]) -> str:
     return "-"
 
 
-def astm(entry: Mapping[str, Any]) -> str:
-    return "-" if entry.get("astm_G") is None else f"{entry['astm_G']:.1f}"
+def astm(entry: Mapping[str, Any], key: str = "astm_G") -> str:
+    return "-" if entry.get(key) is None else f"{entry[key]:.1f}"
+
+
+def mean_intercept(entry: Mapping[str, Any]) -> str:
+    """'12.3 µm', '45.6 px' or '-': Heyn's mean lineal intercept (metrics/intercept.py)."""
+    if entry.get("mean_intercept_um") is not None:
+        return f"{entry['mean_intercept_um']:.3g} µm"
+    if entry.get("mean_intercept_px") is not None:
+        return f"{entry['mean_intercept_px']:.3g} px"
+    return "-"
 
 
 def text_table(entries: Mapping[str, Mapping[str, Any]], width: int = 100) -> str:
@@ -293,21 +305,25 @@ def report_html(manifest: Mapping[str, Any], title: str = "Grain-size report") -
     p.append("</dl>")
     p.append(
         '<p class="muted">Grain size: mean equivalent-circle diameter over all grains; ASTM E112 G by the '
-        "planimetric (Jeffries) count over the whole image, grains cut by the edge counted one half. "
-        "Sizes are withheld where the map cannot give a plausible grain size (see warnings).</p>"
+        "planimetric (Jeffries) count over the whole image, grains cut by the edge counted one half; mean "
+        "lineal intercept (Heyn) on every row and column of the map, and E112's G from it (the two G agree "
+        "for equiaxed grains). Sizes are withheld where the map cannot give a plausible grain size (see warnings).</p>"
     )
     p.append("<h2>Summary</h2>")
     if images:
         p.append(
             "<table><tr><th>image</th><th>input file</th><th>grains</th><th>mean diameter</th>"
-            "<th>ASTM G</th><th>model scale</th><th>warnings</th></tr>"
+            "<th>ASTM G</th><th>mean intercept</th><th>ASTM G (intercept)</th><th>model scale</th>"
+            "<th>warnings</th></tr>"
         )
         for name, e in sorted(images.items()):
             warn = "; ".join(e.get("warnings") or [])
             p.append(
                 f'<tr><td><a href="#img-{_e(name)}">{_e(name)}</a></td><td>{_e(e.get("file", ""))}</td>'
                 f'<td class="num">{_e(e.get("n_grains", ""))}</td><td class="num">{_e(mean_diameter(e))}</td>'
-                f'<td class="num">{_e(astm(e))}</td><td class="num">{_e(scale_lib.describe(e.get("scale")))}</td>'
+                f'<td class="num">{_e(astm(e))}</td><td class="num">{_e(mean_intercept(e))}</td>'
+                f'<td class="num">{_e(astm(e, "astm_G_intercept"))}</td>'
+                f'<td class="num">{_e(scale_lib.describe(e.get("scale")))}</td>'
                 f'<td class="{"warn" if warn else ""}">{_e(warn or "-")}</td></tr>'
             )
         p.append("</table>")
@@ -331,7 +347,7 @@ def report_html(manifest: Mapping[str, Any], title: str = "Grain-size report") -
         p.append(
             f'<p class="muted">{_e(e.get("file", ""))} &middot; {_e(e.get("width"))}&times;{_e(e.get("height"))} px '
             f'&middot; {_e(e.get("n_grains"))} grains &middot; mean diameter {_e(mean_diameter(e))} '
-            f'&middot; ASTM G {_e(astm(e))}'
+            f'&middot; ASTM G {_e(astm(e))} &middot; mean intercept {_e(mean_intercept(e))}'
             + (f' &middot; model {_e(e["model"])}' if e.get("model") else "")
             + "</p>"
         )

@@ -22,6 +22,7 @@ from scipy import ndimage
 
 from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax.metrics.boundary import as_bool_map
+from fedtransfer_jax.metrics.intercept import astm_grain_size_from_intercept, count_intercepts
 
 __all__ = [
     "GRAIN_TABLE_COLUMNS",
@@ -424,8 +425,9 @@ def grain_size_summary(
 
     Keys: ``n_grains`` (all grains), ``mean_area_px``, ``mean_equivalent_diameter_px``,
     ``mean_area_um2``, ``mean_equivalent_diameter_um`` (means over all grains), ``n_grains_astm``
-    and ``astm_G``; with ``check`` also ``warnings`` (short strings) and ``size_withheld`` (None, or why
-    the sizes are not reported).
+    and ``astm_G``; ``mean_intercept_px``, ``mean_intercept_um`` and ``astm_G_intercept`` (Heyn's mean
+    lineal intercept on every row and column, metrics/intercept.py, and E112's G from it); with ``check``
+    also ``warnings`` (short strings) and ``size_withheld`` (None, or why the sizes are not reported).
 
     ``astm_G`` follows the E112 planimetric (Jeffries) count: grains cut by the field edge count
     one half, N = N_inside + 0.5 * N_intersected, N_A = N / field area, where the field is the
@@ -450,6 +452,9 @@ def grain_size_summary(
         "mean_equivalent_diameter_um": None,
         "n_grains_astm": None,
         "astm_G": None,
+        "mean_intercept_px": None,
+        "mean_intercept_um": None,
+        "astm_G_intercept": None,
     }
     withhold: list[str] = []
     if check:
@@ -465,9 +470,14 @@ def grain_size_summary(
     out["mean_area_px"] = float(areas.mean())
     out["mean_equivalent_diameter_px"] = float(diams.mean())
     out["n_grains_astm"] = float(n_astm)
+    intercept = count_intercepts(lab).mean_px
+    out["mean_intercept_px"] = None if intercept is None else float(intercept)
     if pixel_size_um is not None:
         out["mean_area_um2"] = float(areas.mean() * pixel_size_um**2)
         out["mean_equivalent_diameter_um"] = float(diams.mean() * pixel_size_um)
         field_um2 = lab.size * pixel_size_um**2
         out["astm_G"] = astm_grain_size_number(field_um2 / n_astm)
+        if intercept is not None:
+            out["mean_intercept_um"] = float(intercept * pixel_size_um)
+            out["astm_G_intercept"] = astm_grain_size_from_intercept(intercept * pixel_size_um)
     return out
