@@ -206,9 +206,15 @@ def _groups(pairs: list, group_regex: str) -> dict[str, str]:
     out = {}
     for image_path, _ in pairs:
         try:
-            out[str(image_path)] = folder.group_of(image_path, group_regex or None)
+            group = folder.group_of(image_path, group_regex or None)
         except ValueError as e:
             raise ValueError(f"--{e}") from None  # names the regex and the file
+        if not group:  # e.g. an optional group 1 that took no part in the match
+            raise ValueError(
+                f"--group_regex {group_regex!r}: group 1 is empty on the file name {os.path.basename(str(image_path))!r}; "
+                "it must name the micrograph"
+            )
+        out[str(image_path)] = group
     return out
 
 
@@ -218,20 +224,22 @@ def _relative_error(pred: float | None, true: float | None) -> float | None:
 
 def _intercept_metrics(pred: np.ndarray, gt: np.ndarray) -> tuple[dict, Intercepts, Intercepts]:
     """Per image: Heyn's mean lineal intercept of the predicted and the true map (grains as for ARI), and
-    the relative error (None where a map has no crossing: one grain, no size)."""
+    the relative error. A predicted map without a crossing (one grain) has no intercept (None) but is not
+    let off: its error uses the lower bound ``at_least_px``. Without a true crossing the error is None."""
     p = count_intercepts(metrics_lib.grains_from_boundary(pred))
     g = count_intercepts(metrics_lib.grains_from_boundary(gt))
     row = {
         "intercept_px_pred": p.mean_px,
         "intercept_px_gt": g.mean_px,
-        "intercept_rel_error": _relative_error(p.mean_px, g.mean_px),
+        "intercept_rel_error": _relative_error(p.at_least_px, g.mean_px),
     }
     return row, p, g
 
 
 def _per_group(intercepts: Mapping[str, tuple], group_regex: str) -> dict[str, dict]:
     """Micrograph -> its pooled intercepts (pred / true), their relative error, the ASTM E112 G difference
-    (pred - true: -6.643856 log10 of the intercept ratio, no pixel size needed) and summed grain counts."""
+    (pred - true: -6.643856 log10 of the intercept ratio, no pixel size needed) and summed grain counts. A
+    prediction without a crossing is scored with its lower bound (``Intercepts.at_least_px``)."""
     by_group: dict[str, list] = {}
     for name, (group, p, g, row) in intercepts.items():
         by_group.setdefault(group, []).append((name, p, g, row))
@@ -239,13 +247,13 @@ def _per_group(intercepts: Mapping[str, tuple], group_regex: str) -> dict[str, d
     for group, items in sorted(by_group.items()):
         p = pooled(i[1] for i in items)
         g = pooled(i[2] for i in items)
-        both = p.mean_px is not None and g.mean_px is not None
+        both = p.at_least_px is not None and g.mean_px is not None
         out[group] = {
             "images": [i[0] for i in items],
             "intercept_px_pred": p.mean_px,
             "intercept_px_gt": g.mean_px,
-            "intercept_rel_error": _relative_error(p.mean_px, g.mean_px),
-            "astm_G_diff": -6.643856 * math.log10(p.mean_px / g.mean_px) if both else None,
+            "intercept_rel_error": _relative_error(p.at_least_px, g.mean_px),
+            "astm_G_diff": -6.643856 * math.log10(p.at_least_px / g.mean_px) if both else None,
             "n_grains_pred": float(sum(i[3]["n_grains_pred"] for i in items)),
             "n_grains_gt": float(sum(i[3]["n_grains_gt"] for i in items)),
         }
@@ -253,8 +261,8 @@ def _per_group(intercepts: Mapping[str, tuple], group_regex: str) -> dict[str, d
 
 
 def _mean_per_group(per_group: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
-    """Mean and worst relative intercept error and mean |Delta G| over micrographs (None-valued ones skipped,
-    counted in ``n_undefined``)."""
+    """Mean and worst relative intercept error and mean |Delta G| over micrographs; micrographs whose true
+    map has no crossing (no size to compare with) are skipped and counted in ``n_undefined``."""
     errors = [r["intercept_rel_error"] for r in per_group.values() if r["intercept_rel_error"] is not None]
     dg = [abs(r["astm_G_diff"]) for r in per_group.values() if r["astm_G_diff"] is not None]
     return {
@@ -305,11 +313,12 @@ def summary_text(result: Mapping[str, Any], out: str | None = None) -> str:
         lines.append(f"(marking every pixel as boundary scores boundary F1 {_num(result['trivial_boundary_f1'], '.3f')})")
     per_group, mg = result.get("per_micrograph"), result.get("mean_per_micrograph")
     if per_group and mg:
-        how = f"images grouped by --group_regex '{result['group_regex']}'" if result.get("group_regex") else "each image"
+        grouped = bool(result.get("group_regex"))
+        how = f"images grouped by --group_regex '{result['group_regex']}'" if grouped else "each image"
         lines.append(
-            f"grain size (mean lineal intercept, {how}): error {_num(mg['intercept_rel_error'], '.1%')} on average, "
-            f"{_num(mg['intercept_rel_error_max'], '.1%')} at worst, |Delta G| {_num(mg['astm_G_abs_diff'], '.2f')} "
-            f"over {mg['n_micrographs']} micrograph(s)"
+            f"grain size (mean lineal intercept, {how}): |Delta G| {_num(mg['astm_G_abs_diff'], '.2f')}, error "
+            f"{_num(mg['intercept_rel_error'], '.1%')} on average, {_num(mg['intercept_rel_error_max'], '.1%')} at "
+            f"worst, over {mg['n_micrographs']} {'micrograph' if grouped else 'image'}(s)"
             + (f", {mg['n_undefined']} without a size" if mg["n_undefined"] else "")
         )
         if result.get("group_regex"):

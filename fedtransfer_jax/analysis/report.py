@@ -306,8 +306,8 @@ def report_html(manifest: Mapping[str, Any], title: str = "Grain-size report") -
     p.append(
         '<p class="muted">Grain size: mean equivalent-circle diameter over all grains; ASTM E112 G by the '
         "planimetric (Jeffries) count over the whole image, grains cut by the edge counted one half; mean "
-        "lineal intercept (Heyn) on every row and column of the map, and E112's G from it (the two G agree "
-        "for equiaxed grains). Sizes are withheld where the map cannot give a plausible grain size (see warnings).</p>"
+        "lineal intercept (Heyn) on every row, column and diagonal of the map, and E112's G from it (for equiaxed "
+        "grains the two G agree within a few tenths). Sizes are withheld where the map cannot give a plausible grain size (see warnings).</p>"
     )
     p.append("<h2>Summary</h2>")
     if images:

@@ -426,7 +426,7 @@ def grain_size_summary(
     Keys: ``n_grains`` (all grains), ``mean_area_px``, ``mean_equivalent_diameter_px``,
     ``mean_area_um2``, ``mean_equivalent_diameter_um`` (means over all grains), ``n_grains_astm``
     and ``astm_G``; ``mean_intercept_px``, ``mean_intercept_um`` and ``astm_G_intercept`` (Heyn's mean
-    lineal intercept on every row and column, metrics/intercept.py, and E112's G from it); with ``check``
+    lineal intercept on every row, column and diagonal, metrics/intercept.py, and E112's G from it); with ``check``
     also ``warnings`` (short strings) and ``size_withheld`` (None, or why the sizes are not reported).
 
     ``astm_G`` follows the E112 planimetric (Jeffries) count: grains cut by the field edge count

@@ -5,16 +5,20 @@ how the grains cut by the edge are weighted. The intercept method does not: it l
 the map and counts where they cross from one grain into another. For a single-phase structure the mean
 lineal intercept is
 
-    l = L / P
+    l = 1 / P_L,    P_L = P / L
 
-with ``L`` the total length of test line and ``P`` the number of grain-boundary crossings on it. A line of
-length L placed at random in a structure crosses on average L / l boundaries, so ``l`` needs no edge
-correction, and crossings counted on several fields (the crops of one micrograph) pool into one estimate
-by summing both ``L`` and ``P``. It is also what materials papers report (e.g. MLOgraphy's "Heyn
-intercept"), so an error in ``l`` reads against theirs.
+with ``P`` the number of grain-boundary crossings on test lines of total length ``L``. A line of length L
+placed at random in a structure crosses on average L / l boundaries, so ``l`` needs no edge correction, and
+crossings counted on several fields (the crops of one micrograph) pool into one estimate by summing ``L``
+and ``P``. It is also what materials papers report (e.g. MLOgraphy's "Heyn intercept"), so an error in
+``l`` reads against theirs.
 
-Test lines here are every ``spacing``-th row and column of the map (horizontal and vertical lines: E112
-asks for several orientations; two orthogonal ones are the pixel grid's). A crossing is a change of grain
+Test lines here are every ``spacing``-th row, column and diagonal of the map (0, 90, 45 and 135 degrees;
+E112 asks for several orientations), and ``P_L`` is averaged over the four orientations with equal weight,
+as isotropic random lines would weigh them. Rows and columns alone would read the intercept of lamellae
+aligned with the pixel grid 31 % long (against isotropic lines); with the diagonals the worst orientation
+errs by under 8 %, and an isotropic (Poisson-Voronoi) structure by about 1 %. A line of n pixels is n - 1
+steps long (a diagonal step sqrt(2) px). A crossing is a change of grain
 label between two consecutive pixels of a line. Boundary pixels are first given to the nearest grain (as
 for ARI), so a boundary line of any width counts once where a line crosses it, and a test line lying inside
 a boundary drawn along it still sees the crossings of the boundaries across it: left unassigned, a 5 px
@@ -44,16 +48,33 @@ _ASTM_INTERCEPT_A = 6.643856
 _ASTM_INTERCEPT_B = 3.288
 
 
-class Intercepts(NamedTuple):
-    """Test-line length (px) and the number of grain-boundary crossings on it; ``mean_px`` = their ratio."""
+DIRECTIONS = ("0", "90", "45", "135")  # test-line orientations in degrees
 
-    line_px: float
-    crossings: int
+
+class Intercepts(NamedTuple):
+    """Per test-line direction (``DIRECTIONS``): line length in px and grain-boundary crossings on it."""
+
+    line_px: tuple[float, ...]
+    crossings: tuple[int, ...]
 
     @property
     def mean_px(self) -> float | None:
-        """The mean lineal intercept in px, or None when no line crosses a boundary (one grain, or no line)."""
-        return self.line_px / self.crossings if self.crossings > 0 else None
+        """The mean lineal intercept in px: 1 / P_L, with P_L (crossings per px of line) averaged over the
+        directions with equal weight, as isotropic test lines would; None when no line crosses a boundary
+        (one grain, or no line)."""
+        if sum(self.crossings) == 0:
+            return None
+        p_l = [c / l for l, c in zip(self.line_px, self.crossings) if l > 0]
+        return len(p_l) / sum(p_l)
+
+    @property
+    def at_least_px(self) -> float | None:
+        """``mean_px``, or where no line crosses a boundary the intercept one crossing per direction would
+        give: a lower bound on a size the map cannot measure (for errors that must not drop such a map)."""
+        if sum(self.crossings) > 0:
+            return self.mean_px
+        p_l = [1.0 / l for l in self.line_px if l > 0]
+        return len(p_l) / sum(p_l) if p_l else None
 
 
 def _crossings_along_rows(lab: np.ndarray) -> int:
@@ -68,13 +89,26 @@ def _crossings_along_rows(lab: np.ndarray) -> int:
     return int(np.count_nonzero((lab > 0) & (prev > 0) & (prev_label != lab)))
 
 
+def _diagonals_as_rows(lab: np.ndarray) -> np.ndarray:
+    """``[H + W - 1, H]``: row d holds the pixels (i, j) with j - i = d - (H - 1), padded with 0 (skipped)."""
+    h, w = lab.shape
+    sheared = np.zeros((h, w + h - 1), lab.dtype)
+    rows = np.arange(h)[:, None]
+    sheared[rows, np.arange(w)[None, :] + (h - 1 - rows)] = lab  # row i shifted right by h - 1 - i
+    return sheared.T
+
+
 def count_intercepts(labels: np.ndarray, spacing: int = 1) -> Intercepts:
-    """Heyn intercepts of a grain label map on horizontal and vertical test lines ``spacing`` px apart.
+    """Heyn intercepts of a grain label map on test lines at 0, 90, 45 and 135 degrees, every
+    ``spacing``-th row, column and diagonal (a diagonal step is sqrt(2) px long).
+
+    Four orientations, not two: on the pixel grid's rows and columns alone the intercept of lamellae
+    aligned with the grid reads 31 % long; with the diagonals the worst orientation errs by under 8 %.
 
     Args:
       labels: int ``[H, W]`` grain labels; 0 (no grain) is skipped along a line, so two grains with
         unlabelled pixels between them count one crossing.
-      spacing: every ``spacing``-th row and column is a test line (>= 1).
+      spacing: every ``spacing``-th line of each orientation is used (>= 1).
     """
     lab = np.asarray(labels)
     if lab.ndim != 2 or not np.issubdtype(lab.dtype, np.integer):
@@ -82,18 +116,38 @@ def count_intercepts(labels: np.ndarray, spacing: int = 1) -> Intercepts:
     if int(spacing) != spacing or spacing < 1:
         raise ValueError(f"spacing must be an integer >= 1, got {spacing}")
     spacing = int(spacing)
-    rows, cols = lab[::spacing], lab[:, ::spacing].T
-    line_px = float(rows.shape[0] * lab.shape[1] + cols.shape[0] * lab.shape[0])
-    return Intercepts(line_px, _crossings_along_rows(rows) + _crossings_along_rows(cols))
+    h, w = lab.shape
+    # Pixels on each diagonal (the same for both diagonal directions): a line of n pixels is n - 1 steps.
+    diagonal_pixels = np.bincount((np.arange(w)[None, :] - np.arange(h)[:, None] + h - 1).ravel(), minlength=h + w - 1)
+    steps = {
+        "0": np.full(h, w - 1),
+        "90": np.full(w, h - 1),
+        "45": diagonal_pixels - 1,
+        "135": diagonal_pixels - 1,
+    }
+    line_sets = {
+        "0": lab,
+        "90": lab.T,
+        "45": _diagonals_as_rows(lab),
+        "135": _diagonals_as_rows(lab[:, ::-1]),
+    }
+    lines, crossings = [], []
+    for direction in DIRECTIONS:
+        step_px = 1.0 if direction in ("0", "90") else math.sqrt(2.0)
+        n_steps = np.maximum(steps[direction][::spacing], 0)
+        lines.append(float(n_steps.sum()) * step_px if lab.size else 0.0)
+        crossings.append(_crossings_along_rows(line_sets[direction][::spacing]))
+    return Intercepts(tuple(lines), tuple(crossings))
 
 
 def pooled(parts: Iterable[Intercepts]) -> Intercepts:
-    """Several fields of one specimen as one: line lengths and crossings summed (E112's pooled estimate)."""
-    line, crossings = 0.0, 0
+    """Several fields of one specimen as one: line lengths and crossings summed per direction (E112's
+    pooled estimate)."""
+    line, crossings = np.zeros(len(DIRECTIONS)), np.zeros(len(DIRECTIONS), np.int64)
     for p in parts:
-        line += float(p.line_px)
-        crossings += int(p.crossings)
-    return Intercepts(line, crossings)
+        line += np.asarray(p.line_px, np.float64)
+        crossings += np.asarray(p.crossings, np.int64)
+    return Intercepts(tuple(float(x) for x in line), tuple(int(x) for x in crossings))
 
 
 def astm_grain_size_from_intercept(mean_intercept_um: float) -> float:
