@@ -321,7 +321,7 @@ def test_evaluate_prints_a_summary_and_writes_the_json(tmp_path: Path, fake_load
         assert line.split() == [name, f"{r['boundary_f1']:.3f}", f"{r['ari']:.3f}",
                                 f"{r['n_grains_pred']:.0f}", "/", f"{r['n_grains_gt']:.0f}"]
     assert out[5] == f"(marking every pixel as boundary scores boundary F1 {result['trivial_boundary_f1']:.3f})"
-    assert out[6].startswith("grain size (mean lineal intercept, each image): error ")
+    assert out[6].startswith("grain size (mean lineal intercept, each image): |Delta G| ")
     assert out[7:] == [f"full results: {path}"]
     assert set(result) >= {"per_image", "per_image_raw", "mean", "mean_raw", "postprocess", "workdir"}
     assert not temp_files(wd)
