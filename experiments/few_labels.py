@@ -20,7 +20,7 @@ on top of it would not be k labels.
 Endpoints: the TBM test micrographs' ARI, boundary F1 and grain-count error (summary.json), and the
 mean-grain-size error of predict on them.
 
-Cost (estimated, not run: no shipped model yet): the pretrained config's per-round cost for 10 clients
+Cost (estimated, not run): the pretrained config's per-round cost for 10 clients
 over 10 rounds, twice, plus local fine-tuning: ~45-60 min per k on the 2-core CPU, minutes on one GPU.
 """
 

@@ -160,7 +160,7 @@ def test_cpu_variant_is_the_default_data_and_model_with_a_smaller_budget():
     spec.loader.exec_module(pretrained)
     full, cpu = pretrained.get_config(None), pretrained.get_config("cpu")
     assert cpu.model == full.model and cpu.augment == full.augment
-    # The same data, except that what ships now was trained on raw intensities and later models stretch them.
+    # The same data, except that `cpu` (the first shipped model) trained on raw intensities and later models stretch.
     assert (cpu.data.intensity, full.data.intensity) == ("raw", "stretch")
     cpu.data.intensity = full.data.intensity
     assert cpu.data == full.data

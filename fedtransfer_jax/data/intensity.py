@@ -3,7 +3,7 @@ bit depth.
 
 A segmenter trained on raw intensities learns the brightness and contrast of its training images. The same
 micrograph saved darker (12-bit data in a 16-bit file reads at 1/16 of the range), washed out or brighter is
-then a different input: the shipped model, trained raw, lost 0.10-0.24 ARI on its own validation crops under
+then a different input: the first shipped model, trained raw, lost 0.10-0.24 ARI on its own validation crops under
 such transforms (dev probe, docs/MODEL.md "Intensity"). ``stretch`` maps each image's 0.5th-99.5th percentile
 of all pixels and channels to [0, 1] (clipped): an affine map of the whole image, so colour ratios, polarity
 and the shape of the histogram stay; only offset and gain go. It is applied to every image of a run (train,
@@ -33,7 +33,7 @@ LOW_PERCENTILE, HIGH_PERCENTILE = 0.5, 99.5
 MIN_SPAN = 1e-6  # a flat image (no contrast at all) is left as it is: nothing to map
 
 # For raw models: every training lab's images reach at least this high (0.5-99.5 percentile span >= 0.11 and
-# 99.5th percentile >= 0.35 on the shipped model's ten labs, docs/MODEL.md); an image below either half of
+# 99.5th percentile >= 0.35 on the first shipped model's ten labs, docs/MODEL.md); an image below either half of
 # that is near black or near flat, far outside what they saw. Only such images are flagged: a washed-out or
 # brighter copy still costs a raw model ARI (MODEL.md "Intensity") without any warning.
 WARN_SPAN = 0.05
