@@ -35,7 +35,7 @@ one CPU session affords and was the first model to ship: `gen_random_style` only
 trains it a second cycle of the same 20-round cosine schedule (a warm restart: the shipped model's validation
 ARI was still rising when its schedule reached 0), ~1.5-3 h like `cpu`, with every image intensity-stretched
 (`data.intensity='stretch'`, as every variant but `cpu`): the first model was trained on raw intensities.
-Measured (2026-12-06, 2-core CPU, partly beside the test suite): 3869 s of training for its 20 rounds (65 min),
+Measured (2026-12-06, 2-core CPU, partly beside the test suite): 3869 s of training for its 20 rounds (64 min),
 plus ~6 min of evaluation; its validation objective 0.647 beat the first model's 0.586, so it was exported
 and replaced it (on the TBM test crops, scored afterwards, it is not better: docs/MODEL.md).
 (A workdir of these variants started before they stretched is refused on resume, naming data.intensity.) Nothing swaps models by itself
