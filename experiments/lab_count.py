@@ -39,7 +39,8 @@ Cost (2-core CPU, an ESTIMATE: the study has not been run). Measured 2026-12-05 
 methods at ~1.6x that is ~11-12 min per seed pair and L, so the study (4 L x 10 seed pairs) ~8 h on the quiet
 machine and ~10-11 h beside other work (the main study's 2 h 27 min was ~1.35x its quiet time). One L ~2-3 h.
 `session` (docs/PROTOCOL.md "Study (d) in one session"; `--variant session`): L = 2 and 16, seed pairs 0-4,
-fedavg, fedtransfer_gen and both controls (no centralized): ~95 min (estimated, not run).
+fedavg, fedtransfer_gen and both controls (no centralized): measured 92 min (2026-12-06, partly beside other
+work; ~7.5 min per seed pair at L = 2, ~9.5 at L = 16).
 `tiny` (32 px, one seed pair, fedavg and fedtransfer_gen, 2 rounds): ~45 s per L on the loaded machine.
 """
 
