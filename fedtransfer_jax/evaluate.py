@@ -51,7 +51,7 @@ from fedtransfer_jax.runs import inference
 from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax import metrics as metrics_lib, predict
 from fedtransfer_jax.metrics import classical
-from fedtransfer_jax.metrics.intercept import Intercepts, count_intercepts, pooled
+from fedtransfer_jax.metrics.intercept import Intercepts, astm_grain_size_from_intercept, count_intercepts, pooled
 from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.data import intensity
@@ -166,9 +166,10 @@ def evaluate_folder(
             raw = settings.binarize(prob)
             cleaned = pps.clean_up(raw, settings)
         per_image_raw[name] = metrics_lib.segmentation_metrics(raw, label > 0, tolerance=tolerance)
-        per_image_raw[name].update(_intercept_metrics(raw, label > 0)[0])
+        gt_int = count_intercepts(metrics_lib.grains_from_boundary(label > 0))
+        per_image_raw[name].update(_intercept_metrics(raw, gt_int)[0])
         per_image[name] = metrics_lib.segmentation_metrics(cleaned, label > 0, tolerance=tolerance)
-        row, pred_int, gt_int = _intercept_metrics(cleaned, label > 0)
+        row, pred_int = _intercept_metrics(cleaned, gt_int)
         per_image[name].update(row)
         intercepts[name] = (groups[str(image_path)], pred_int, gt_int, per_image[name])
         # The F1 that predicting every pixel as boundary gets: what a reader calibrates F1 against.
@@ -222,23 +223,23 @@ def _relative_error(pred: float | None, true: float | None) -> float | None:
     return None if pred is None or not true else abs(pred - true) / true
 
 
-def _intercept_metrics(pred: np.ndarray, gt: np.ndarray) -> tuple[dict, Intercepts, Intercepts]:
-    """Per image: Heyn's mean lineal intercept of the predicted and the true map (grains as for ARI), and
-    the relative error. A predicted map without a crossing (one grain) has no intercept (None) but is not
-    let off: its error uses the lower bound ``at_least_px``. Without a true crossing the error is None."""
+def _intercept_metrics(pred: np.ndarray, g: Intercepts) -> tuple[dict, Intercepts]:
+    """Per image: Heyn's mean lineal intercept of the predicted map (grains as for ARI) beside the true
+    map's ``g``, and the relative error. A predicted map without a crossing (one grain) has no intercept
+    (None) but is not let off: its error uses the lower bound ``at_least_px``. Without a true crossing the
+    error is None."""
     p = count_intercepts(metrics_lib.grains_from_boundary(pred))
-    g = count_intercepts(metrics_lib.grains_from_boundary(gt))
     row = {
         "intercept_px_pred": p.mean_px,
         "intercept_px_gt": g.mean_px,
         "intercept_rel_error": _relative_error(p.at_least_px, g.mean_px),
     }
-    return row, p, g
+    return row, p
 
 
 def _per_group(intercepts: Mapping[str, tuple], group_regex: str) -> dict[str, dict]:
     """Micrograph -> its pooled intercepts (pred / true), their relative error, the ASTM E112 G difference
-    (pred - true: -6.643856 log10 of the intercept ratio, no pixel size needed) and summed grain counts. A
+    (pred - true: the pixel size cancels, so both are taken in px) and summed grain counts. A
     prediction without a crossing is scored with its lower bound (``Intercepts.at_least_px``)."""
     by_group: dict[str, list] = {}
     for name, (group, p, g, row) in intercepts.items():
@@ -253,7 +254,9 @@ def _per_group(intercepts: Mapping[str, tuple], group_regex: str) -> dict[str, d
             "intercept_px_pred": p.mean_px,
             "intercept_px_gt": g.mean_px,
             "intercept_rel_error": _relative_error(p.at_least_px, g.mean_px),
-            "astm_G_diff": -6.643856 * math.log10(p.at_least_px / g.mean_px) if both else None,
+            "astm_G_diff": astm_grain_size_from_intercept(p.at_least_px) - astm_grain_size_from_intercept(g.mean_px)
+            if both
+            else None,
             "n_grains_pred": float(sum(i[3]["n_grains_pred"] for i in items)),
             "n_grains_gt": float(sum(i[3]["n_grains_gt"] for i in items)),
         }

@@ -153,13 +153,17 @@ def summary_csv(manifest: Mapping[str, Any]) -> str:
     return buf.getvalue()
 
 
-def mean_diameter(entry: Mapping[str, Any]) -> str:
-    """'12.3 µm', '45.6 px' or '-' (withheld or no grains)."""
-    if entry.get("mean_equivalent_diameter_um") is not None:
-        return f"{entry['mean_equivalent_diameter_um']:.3g} µm"
-    if entry.get("mean_equivalent_diameter_px") is not None:
-        return f"{entry['mean_equivalent_diameter_px']:.3g} px"
+def _length(entry: Mapping[str, Any], stem: str) -> str:
+    """'12.3 µm' (``<stem>_um``), else '45.6 px' (``<stem>_px``), else '-' (withheld or no grains)."""
+    for unit, suffix in (("µm", "_um"), ("px", "_px")):
+        if entry.get(stem + suffix) is not None:
+            return f"{entry[stem + suffix]:.3g} {unit}"
     return "-"
+
+
+def mean_diameter(entry: Mapping[str, Any]) -> str:
+    """The mean equivalent-circle diameter: '12.3 µm', '45.6 px' or '-'."""
+    return _length(entry, "mean_equivalent_diameter")
 
 
 def astm(entry: Mapping[str, Any], key: str = "astm_G") -> str:
@@ -167,12 +171,8 @@ def astm(entry: Mapping[str, Any], key: str = "astm_G") -> str:
 
 
 def mean_intercept(entry: Mapping[str, Any]) -> str:
-    """'12.3 µm', '45.6 px' or '-': Heyn's mean lineal intercept (metrics/intercept.py)."""
-    if entry.get("mean_intercept_um") is not None:
-        return f"{entry['mean_intercept_um']:.3g} µm"
-    if entry.get("mean_intercept_px") is not None:
-        return f"{entry['mean_intercept_px']:.3g} px"
-    return "-"
+    """Heyn's mean lineal intercept (metrics/intercept.py): '12.3 µm', '45.6 px' or '-'."""
+    return _length(entry, "mean_intercept")
 
 
 def text_table(entries: Mapping[str, Mapping[str, Any]], width: int = 100) -> str:

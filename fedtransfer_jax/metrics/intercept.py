@@ -71,10 +71,9 @@ class Intercepts(NamedTuple):
     def at_least_px(self) -> float | None:
         """``mean_px``, or where no line crosses a boundary the intercept one crossing per direction would
         give: a lower bound on a size the map cannot measure (for errors that must not drop such a map)."""
-        if sum(self.crossings) > 0:
+        if sum(self.crossings) > 0 or not any(l > 0 for l in self.line_px):
             return self.mean_px
-        p_l = [1.0 / l for l in self.line_px if l > 0]
-        return len(p_l) / sum(p_l) if p_l else None
+        return Intercepts(self.line_px, (1,) * len(self.line_px)).mean_px
 
 
 def _crossings_along_rows(lab: np.ndarray) -> int:
@@ -117,27 +116,17 @@ def count_intercepts(labels: np.ndarray, spacing: int = 1) -> Intercepts:
         raise ValueError(f"spacing must be an integer >= 1, got {spacing}")
     spacing = int(spacing)
     h, w = lab.shape
-    # Pixels on each diagonal (the same for both diagonal directions): a line of n pixels is n - 1 steps.
+    # Pixels per line (the same for both diagonal directions); a line of n pixels is n - 1 steps.
     diagonal_pixels = np.bincount((np.arange(w)[None, :] - np.arange(h)[:, None] + h - 1).ravel(), minlength=h + w - 1)
-    steps = {
-        "0": np.full(h, w - 1),
-        "90": np.full(w, h - 1),
-        "45": diagonal_pixels - 1,
-        "135": diagonal_pixels - 1,
-    }
-    line_sets = {
-        "0": lab,
-        "90": lab.T,
-        "45": _diagonals_as_rows(lab),
-        "135": _diagonals_as_rows(lab[:, ::-1]),
-    }
-    lines, crossings = [], []
-    for direction in DIRECTIONS:
-        step_px = 1.0 if direction in ("0", "90") else math.sqrt(2.0)
-        n_steps = np.maximum(steps[direction][::spacing], 0)
-        lines.append(float(n_steps.sum()) * step_px if lab.size else 0.0)
-        crossings.append(_crossings_along_rows(line_sets[direction][::spacing]))
-    return Intercepts(tuple(lines), tuple(crossings))
+    directions = (  # (lines as rows, pixels per line, step length in px), in DIRECTIONS' order
+        (lab, np.full(h, w), 1.0),
+        (lab.T, np.full(w, h), 1.0),
+        (_diagonals_as_rows(lab), diagonal_pixels, math.sqrt(2.0)),
+        (_diagonals_as_rows(lab[:, ::-1]), diagonal_pixels, math.sqrt(2.0)),
+    )
+    lines = tuple(float(np.maximum(n[::spacing] - 1, 0).sum()) * step for _, n, step in directions)
+    crossings = tuple(_crossings_along_rows(rows[::spacing]) for rows, _, _ in directions)
+    return Intercepts(lines, crossings)
 
 
 def pooled(parts: Iterable[Intercepts]) -> Intercepts:
