@@ -10,7 +10,7 @@ CASES = [
     (grains, v) for v in ("default", "smoke", "tiny", "fair")
 ] + [(grains_seeds, None), (privacy, None), (real_plus_synthetic, None)] + [
     (study_v2, v) for v in ("default", "dev", "tiny")
-] + [(pretrained, v) for v in ("default", "cpu", "cpu_cycle2", "synthetic", "tiny")] + [(leave_one_lab_out, v) for v in ("tint", "sem,tiny")]
+] + [(pretrained, v) for v in pretrained.VARIANTS] + [(leave_one_lab_out, v) for v in ("tint", "sem,tiny")]
 
 
 @pytest.mark.parametrize("module,variant", CASES, ids=lambda x: getattr(x, "__name__", str(x)).split(".")[-1])
