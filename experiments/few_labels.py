@@ -39,20 +39,24 @@ LABELLED = (1, 2, 5)
 SYNTHETIC_MODEL = str(Path(__file__).resolve().parents[1] / "runs" / "pretrained_syn")
 
 
+FLAGS = ("scratch", "tiny", "local", "fedavg", "cpu")
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """`:<k>[,scratch][,tiny]`: k labelled TBM micrographs (1, 2 or 5)."""
+    """`:<k>[,scratch][,local|fedavg][,cpu][,tiny]`: k labelled TBM micrographs (1, 2 or 5)."""
     parts = [p for p in (arg or "").split(",") if p]
-    flags = {p for p in parts if p in ("scratch", "tiny")}
-    counts = [p for p in parts if p not in flags]
-    if len(counts) != 1 or not counts[0].isdigit() or int(counts[0]) not in LABELLED:
+    flags = {p for p in parts if p in FLAGS}
+    counts = [p for p in parts if p not in FLAGS]
+    if len(counts) != 1 or not counts[0].isdigit() or int(counts[0]) not in LABELLED or {"local", "fedavg"} <= flags:
         raise ValueError(
             f"experiments/few_labels.py: name the number of labelled micrographs as the variant, one of "
-            f"{LABELLED} (':2', ':2,scratch', ':1,tiny'), got {arg!r}"
+            f"{LABELLED}, then any of {FLAGS} (local or fedavg, not both) (':2', ':2,scratch', ':2,local,cpu', "
+            f"':1,tiny'), got {arg!r}"
         )
     k = int(counts[0])
     tiny = "tiny" in flags
     config = _pretrained.get_config("tiny" if tiny else "default")
-    config.name = f"few-labels-{k}" + ("-scratch" if "scratch" in flags else "") + ("-tiny" if tiny else "")
+    config.name = "few-labels-" + "-".join([str(k)] + [f for f in FLAGS if f in flags])
     config.data.source = "mixed"
     config.data.dir = _pretrained.DEFAULT_DIR
     config.data.group_regex = r"_(\d+)-"
@@ -62,8 +66,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     synthetic = tuple(config.data.clients) if tiny else _pretrained.SYNTHETIC_LABS
     config.data.clients = (_pretrained.REAL_CLIENT,) + tuple(c for c in synthetic if c != _pretrained.REAL_CLIENT)
     config.methods = ("local", "fedavg", "fedtransfer_gen")
+    if "local" in flags:  # the lab alone: the synthetic labs' own local models would cost 9x and add nothing
+        config.data.clients = (_pretrained.REAL_CLIENT,)
+        config.methods = ("local",)
+    if "fedavg" in flags:
+        config.methods = ("fedavg",)
     config.init_from = "" if ("scratch" in flags or tiny) else SYNTHETIC_MODEL
     if not tiny:
         config.fl.rounds = 10  # fine-tuning from a trained model
         config.eval.every_rounds = 2
+    if "cpu" in flags and not tiny:
+        # What one 2-core CPU session affords (see the docstring's cost): 5 rounds of 10 local steps, the
+        # recipient lab taking the same 50 steps alone or federated; validated once, at the end.
+        config.fl.rounds = 5
+        config.eval.every_rounds = 5
+        config.checkpoint_every = 1
     return config

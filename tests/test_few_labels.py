@@ -56,7 +56,20 @@ def test_configs_are_valid(variant):
     assert config.init_from != "shipped"
 
 
-@pytest.mark.parametrize("bad", [None, "", "3", "0", "two", "2,huge"])
+def test_cpu_variants_give_the_lab_the_same_steps_alone_or_federated():
+    alone, federated = few_labels.get_config("2,local,cpu"), few_labels.get_config("2,fedavg,cpu")
+    assert alone.data.clients == ("tbm_tint_etched",) and alone.methods == ("local",)
+    assert federated.data.clients[0] == "tbm_tint_etched" and len(federated.data.clients) == 10
+    assert federated.methods == ("fedavg",)
+    for key in ("rounds", "local_steps", "batch_size"):
+        assert alone.fl[key] == federated.fl[key]
+    assert alone.init_from == federated.init_from == few_labels.SYNTHETIC_MODEL
+    assert alone.data.train_groups == federated.data.train_groups == 2
+    for config in (alone, federated):
+        engine.validate_config(config)
+
+
+@pytest.mark.parametrize("bad", [None, "", "3", "0", "two", "2,huge", "2,local,fedavg"])
 def test_bad_variants(bad):
     with pytest.raises(ValueError, match="labelled micrographs"):
         few_labels.get_config(bad)
