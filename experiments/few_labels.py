@@ -82,3 +82,173 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.eval.every_rounds = 5
         config.checkpoint_every = 1
     return config
+
+
+# --- The curve's driver: `python -m experiments.few_labels --workdir W --init_from SYN` -------------------
+# Runs (each resumable in W/k<k>_<method>), scores each model and the starting model on the lab's test
+# micrographs with `evaluate` (W/eval/<model>_s<scale>.json), then writes W/summary.{json,md}
+# (docs/PROTOCOL.md, "The few-label curve on a real lab").
+SCALES = ("auto", "1")
+METHODS = ("local", "fedavg")
+REGEX = r"_(\d+)-"
+
+
+def test_folder(data_dir: str, out: str, seed: int = 0) -> str:
+    """`out/{images,labels}`: links to the lab's test crops, exactly the split every run holds out (the
+    same split as training: test_fraction 0.25 by micrograph, seed 0)."""
+    from fedtransfer_jax.data import folder as folder_lib  # noqa: PLC0415
+    from fedtransfer_jax.data import tfds_builders as tb  # noqa: PLC0415
+
+    config = get_config("1,cpu")
+    cfg = tb.FolderConfig(name="t", group_regex=REGEX, test_fraction=config.data.test_fraction, seed=seed,
+                          val_fraction=config.data.val_fraction)
+    pairs = folder_lib.list_pairs(data_dir)
+    for image, label in tb.folder_splits(pairs, cfg, _pretrained.REAL_CLIENT)["test"]:
+        for src, sub in ((image, "images"), (label, "labels")):
+            dst = Path(out) / sub / Path(src).name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if not dst.exists():
+                dst.symlink_to(Path(src).resolve())
+    return out
+
+
+def model_scores(evaluation: dict) -> dict:
+    """One `evaluate` JSON -> per-crop ARI and F1 (by file name) and the per-micrograph intercept errors."""
+    per_image = evaluation["per_image"]
+    return {
+        "ari": {k: v["ari"] for k, v in per_image.items()},
+        "boundary_f1": {k: v["boundary_f1"] for k, v in per_image.items()},
+        "intercept_rel_error": {g: v["intercept_rel_error"] for g, v in evaluation["per_micrograph"].items()},
+    }
+
+
+def aggregate(scores: dict[str, dict[str, dict]]) -> dict:
+    """`scores[model][scale]` (model_scores) -> per model and scale the means with t-based 95 % CIs over crops
+    (micrographs for the intercept), and the protocol's paired comparisons over crops."""
+    from fedtransfer_jax.metrics import stats  # noqa: PLC0415
+
+    out = {"models": {}, "comparisons": {}}
+    for model, by_scale in scores.items():
+        for scale, s in by_scale.items():
+            out["models"].setdefault(model, {})[scale] = {
+                "ari": stats.mean_ci(list(s["ari"].values())),
+                "boundary_f1": stats.mean_ci(list(s["boundary_f1"].values())),
+                "intercept_rel_error": stats.mean_ci(list(s["intercept_rel_error"].values())),
+                "intercept_rel_error_max": max(s["intercept_rel_error"].values()),
+            }
+
+    def paired(a: str, b: str, scale: str, metric: str) -> dict:
+        sa, sb = scores[a][scale][metric], scores[b][scale][metric]
+        if set(sa) != set(sb):
+            raise ValueError(f"{a} and {b} were scored on different crops")
+        names = sorted(sa)
+        return stats.paired_comparison([sa[n] for n in names], [sb[n] for n in names])
+
+    for scale in SCALES:
+        for k in LABELLED:
+            local, fed = f"k{k}_local", f"k{k}_fedavg"
+            pairs = [(fed, local)] + [(m, "k0") for m in (local, fed)]
+            for a, b in pairs:
+                if scale in scores.get(a, {}) and scale in scores.get(b, {}):
+                    out["comparisons"][f"{a} vs {b} @ {scale}"] = {
+                        metric: paired(a, b, scale, metric) for metric in ("ari", "boundary_f1")
+                    }
+    return out
+
+
+def markdown(study: dict) -> str:
+    from experiments import study_driver  # noqa: PLC0415
+
+    def ci(m: dict) -> str:
+        return f"{m['mean']:.3f} [{study_driver.num(m['ci_low'], '.3f')}, {study_driver.num(m['ci_high'], '.3f')}]"
+
+    lines = [
+        "# The few-label curve: the TBM lab with k labelled micrographs (docs/PROTOCOL.md)",
+        "",
+        "One training seed; intervals are t-based 95 % over the 21 test crops (ARI, F1) or the 5 test micrographs",
+        "(intercept error), so they cover test-image variation only.",
+        "",
+        "| model | scale | ARI per crop | boundary F1 | intercept error per micrograph (max) |",
+        "|---|---|---|---|---|",
+    ]
+    for model, by_scale in study["models"].items():
+        for scale, m in by_scale.items():
+            lines.append(
+                f"| {model} | {scale} | {ci(m['ari'])} | {ci(m['boundary_f1'])} | "
+                f"{m['intercept_rel_error']['mean']:.1%} ({m['intercept_rel_error_max']:.0%}) |"
+            )
+    lines += ["", "Paired over the 21 crops (crops of one micrograph are not independent: p is descriptive):", "",
+              "| comparison | metric | difference | 95 % CI | p |", "|---|---|---|---|---|"]
+    for name, by_metric in study["comparisons"].items():
+        for metric, c in by_metric.items():
+            lines.append(f"| {name} | {metric} | {study_driver.comparison_cells(c).rsplit(' | ', 1)[0]} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse  # noqa: PLC0415
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from experiments import study_driver  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description="The few-label curve (session-sized `cpu` variants).")
+    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--init_from", required=True, help="workdir of experiments/pretrained.py:synthetic_cpu")
+    parser.add_argument("--data_dir", default=_pretrained.DEFAULT_DIR, help="the TBM lab's folder")
+    parser.add_argument("--labels", default="", help="comma-separated k (default: 1,2,5)")
+    parser.add_argument("--methods", default="", help="comma-separated (default: local,fedavg)")
+    parser.add_argument("--cpu_devices", default="auto")
+    parser.add_argument("--tfds_dir", default="")
+    args = parser.parse_args(argv)
+    ks = study_driver.pick(args.labels, LABELLED, "--labels", "k")
+    methods = study_driver.pick(args.methods, METHODS, "--methods", "method")
+    if ks is None or methods is None:
+        return 2
+    for flag, path in (("--init_from", args.init_from), ("--data_dir", args.data_dir)):
+        if not os.path.isdir(path):
+            print(f"{flag}: {path} is not a folder", file=sys.stderr)
+            return 2
+    work = os.path.abspath(args.workdir)
+    tests = test_folder(args.data_dir, os.path.join(work, "test_crops"))
+
+    def evaluate(model: str, run_dir: str, method: str, client: str) -> dict:
+        by_scale = {}
+        for scale in SCALES:
+            out = os.path.join(work, "eval", f"{model}_s{scale}.json")
+            if not os.path.exists(out):
+                cmd = [sys.executable, "-m", "fedtransfer_jax.evaluate", "--workdir", run_dir, "--method", method,
+                       "--data_dir", tests, "--group_regex", REGEX, "--scale", scale, "--out", out]
+                if subprocess.run(cmd + (["--client", client] if client else []), cwd=study_driver.REPO).returncode:
+                    print(f"[few_labels] evaluating {model} failed: rerun to resume", file=sys.stderr)
+                    raise SystemExit(1)
+            by_scale[scale] = model_scores(study_driver.read_json(out))
+        return by_scale
+
+    os.makedirs(os.path.join(work, "eval"), exist_ok=True)
+    scores = {"k0": evaluate("k0", os.path.abspath(args.init_from), "gen_random_style", "")}
+    for k in ks:
+        for method in methods:
+            run_dir = os.path.join(work, f"k{k}_{method}")
+            if not os.path.exists(os.path.join(run_dir, "summary.json")):
+                cmd = [sys.executable, str(study_driver.REPO / "launch.py"), "--config",
+                       f"{Path(__file__).resolve()}:{k},{method},cpu", f"--cpu_devices={args.cpu_devices}",
+                       "--workdir", run_dir, f"--config.init_from={os.path.abspath(args.init_from)}",
+                       f"--config.data.dir={os.path.abspath(args.data_dir)}"]
+                cmd += [f"--config.data.tfds_dir={args.tfds_dir}"] if args.tfds_dir else []
+                print(f"[few_labels] k = {k}, {method}: {' '.join(cmd)}", flush=True)
+                if subprocess.run(cmd, cwd=study_driver.REPO).returncode:
+                    print(f"[few_labels] k = {k}, {method} failed: rerun the same command to resume", file=sys.stderr)
+                    return 1
+            scores[f"k{k}_{method}"] = evaluate(f"k{k}_{method}", run_dir, method, _pretrained.REAL_CLIENT)
+    study = aggregate(scores)
+    study_driver.write_summary(work, study, markdown(study), [(k, m) for k in ks for m in methods],
+                               [(k, m) for k in LABELLED for m in METHODS], lambda p: f"k{p[0]}_{p[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

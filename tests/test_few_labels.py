@@ -73,3 +73,53 @@ def test_cpu_variants_give_the_lab_the_same_steps_alone_or_federated():
 def test_bad_variants(bad):
     with pytest.raises(ValueError, match="labelled micrographs"):
         few_labels.get_config(bad)
+
+
+def test_test_folder_links_exactly_the_held_out_micrographs(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    lab = tmp_path / "lab"
+    for sub in ("images", "labels"):
+        (lab / sub).mkdir(parents=True)
+    for g in range(10, 22):
+        for i in range(2):
+            for sub in ("images", "labels"):
+                Image.fromarray(np.zeros((4, 4), np.uint8)).save(lab / sub / f"TrainDataset_{g}-{i}-0.png")
+    out = few_labels.test_folder(str(lab), str(tmp_path / "tests"))
+    cfg = tb.FolderConfig(name="t", group_regex=r"_(\d+)-", test_fraction=0.25, seed=0, val_fraction=0.2)
+    pairs = [(p, lab / "labels" / p.name) for p in sorted(lab.glob("images/*"))]
+    held_out = {p[0].name for p in tb.folder_splits(pairs, cfg, "tbm")["test"]}
+    assert {p.name for p in (Path(out) / "images").iterdir()} == held_out == {p.name for p in (Path(out) / "labels").iterdir()}
+    assert len(group_set([(Path(n),) for n in held_out])) == 3  # 25 % of 12 micrographs
+
+
+def test_aggregate_pairs_models_crop_by_crop():
+    import numpy as np
+
+    crops = [f"c{i}" for i in range(6)]
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.2, 0.6, 6)
+
+    def scores(shift):
+        return {"ari": dict(zip(crops, base + shift + rng.normal(0, 0.01, 6))),
+                "boundary_f1": dict(zip(crops, base)), "intercept_rel_error": {"1": 0.1, "2": 0.3}}
+
+    s = {"k0": {"auto": scores(0.0)}, "k2_local": {"auto": scores(0.05)}, "k2_fedavg": {"auto": scores(0.1)}}
+    study = few_labels.aggregate(s)
+    c = study["comparisons"]["k2_fedavg vs k2_local @ auto"]["ari"]
+    d = np.array([s["k2_fedavg"]["auto"]["ari"][n] - s["k2_local"]["auto"]["ari"][n] for n in crops])
+    assert c["n"] == 6 and abs(c["diff_mean"] - d.mean()) < 1e-12 and c["p"] < 0.01
+    assert set(study["comparisons"]) == {"k2_fedavg vs k2_local @ auto", "k2_local vs k0 @ auto", "k2_fedavg vs k0 @ auto"}
+    assert abs(study["models"]["k0"]["auto"]["intercept_rel_error"]["mean"] - 0.2) < 1e-12
+    assert study["models"]["k0"]["auto"]["intercept_rel_error_max"] == 0.3
+    assert "k2_fedavg vs k2_local @ auto" in few_labels.markdown(study)
+    s["k2_local"]["auto"]["ari"].pop("c0")
+    with pytest.raises(ValueError, match="different crops"):
+        few_labels.aggregate(s)
+
+
+def test_driver_names_a_bad_flag(tmp_path, capsys):
+    assert few_labels.main(["--workdir", str(tmp_path), "--init_from", str(tmp_path / "none")]) == 2
+    assert "--init_from" in capsys.readouterr().err
+    assert few_labels.main(["--workdir", str(tmp_path), "--init_from", str(tmp_path), "--labels", "3"]) == 2
