@@ -1,27 +1,31 @@
 r"""Few labels, then federate: a real lab with 1, 2 or 5 labelled micrographs, fine-tuned alone or federated.
 
-  python launch.py --config experiments/few_labels.py:2 --workdir runs/few_labels/2          # 2 micrographs
+  python -m experiments.few_labels --workdir runs/few_labels --init_from runs/pretrained_syn_cpu   # the curve
+  python launch.py --config experiments/few_labels.py:2,local,cpu --workdir runs/few_labels/k2_local  # one run
   python launch.py --config experiments/few_labels.py:2,scratch --workdir runs/few_scratch/2 # no shipped model
   python launch.py --config experiments/few_labels.py:1,tiny --workdir /tmp/few                # tests
 
 The TBM tint-etched lab (../shared/data/tbm_tint_etched) keeps only k of its training micrographs
 (`data.train_groups`, drawn with the split's seed; k = 1, 2 or 5; its validation and test micrographs, split
-by full-image id, are the same for every k). Methods: `local` (the lab fine-tunes alone: the TBM row of
-`methods.local.per_client` is the curve's "local" point) and `fedavg` (the lab federated with the nine
-synthetic labs of experiments/pretrained.py; the TBM row of `methods.fedavg.per_client`) and
-`fedtransfer_gen` (the same federation, every lab re-rendering its labels in the others' fitted styles: does
-sharing help the data-poor lab? PROTOCOL v2 study (c) on a real lab, with at least one label, since gen
-fits a lab's style from its labelled images). All start from a model trained WITHOUT this lab
-(`init_from=SYNTHETIC_MODEL`: `python launch.py --config experiments/pretrained.py:synthetic --workdir
-runs/pretrained_syn`, the nine synthetic labs only) unless the variant says `scratch`; k = 0 is that model
-itself (`python -m fedtransfer_jax.evaluate --workdir runs/pretrained_syn --data_dir <TBM test micrographs>
---out F`). Not the shipped model: it trained on every TBM training and validation micrograph, so "k labels"
-on top of it would not be k labels.
-Endpoints: the TBM test micrographs' ARI, boundary F1 and grain-count error (summary.json), and the
-mean-grain-size error of predict on them.
+by full-image id, are the same for every k). Methods: `local` (the lab fine-tunes alone) and `fedavg` (the
+lab federated with the nine synthetic labs of experiments/pretrained.py) and `fedtransfer_gen` (the same
+federation, every lab re-rendering its labels in the others' fitted styles). All start from a model trained
+WITHOUT this lab (`init_from`: `python launch.py --config experiments/pretrained.py:synthetic_cpu --workdir
+runs/pretrained_syn_cpu`, the nine synthetic labs only) unless the variant says `scratch`; k = 0 is that
+model itself. Not the shipped model: it trained on every TBM training micrograph, so "k labels" on top of it
+would not be k labels.
 
-Cost (estimated, not run): the pretrained config's per-round cost for 10 clients
-over 10 rounds, twice, plus local fine-tuning: ~45-60 min per k on the 2-core CPU, minutes on one GPU.
+Flags after k: `local` (the lab alone, method `local`) or `fedavg` (the federation, method `fedavg` only);
+`cpu` (5 rounds, one validation pass: what one 2-core CPU session affords); `scratch`; `tiny` (tests).
+The driver (`python -m experiments.few_labels`) runs `:k,local,cpu` and `:k,fedavg,cpu` for k = 1, 2, 5,
+scores every model and the starting model on the lab's test micrographs with `evaluate` (scale 1 and auto,
+crops pooled per micrograph) and writes the curve (W/summary.md): the design is docs/PROTOCOL.md's "The
+few-label curve on a real lab". Endpoints: ARI and boundary F1 per test crop, the mean-intercept error per
+test micrograph.
+
+Cost (2-core CPU): the starting model ~70-90 min; per k, `local` ~2-4 min and `fedavg` ~20 min (10 labs x 5
+rounds x 10 steps x 8 tiles of 256 px), plus ~2 min of evaluation per model; ~1.5 h for the curve after the
+starting model. Without `cpu` (10 rounds, three methods with `fedtransfer_gen`): ~45-60 min per k, not run.
 """
 
 import importlib.util
@@ -71,6 +75,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.methods = ("local",)
     if "fedavg" in flags:
         config.methods = ("fedavg",)
+    # With k = 1 the lab holds 3 tiles: alone it repeats them within a batch of 8, as it does in the federation.
+    config.fl.allow_batch_repeats = True
     config.init_from = "" if ("scratch" in flags or tiny) else SYNTHETIC_MODEL
     if not tiny:
         config.fl.rounds = 10  # fine-tuning from a trained model
@@ -95,20 +101,26 @@ REGEX = r"_(\d+)-"
 
 def test_folder(data_dir: str, out: str, seed: int = 0) -> str:
     """`out/{images,labels}`: links to the lab's test crops, exactly the split every run holds out (the
-    same split as training: test_fraction 0.25 by micrograph, seed 0)."""
+    same split as training: test_fraction 0.25 by micrograph, seed 0). Links from an earlier call are
+    replaced, so the folder always shows `data_dir`'s split."""
     from fedtransfer_jax.data import folder as folder_lib  # noqa: PLC0415
-    from fedtransfer_jax.data import tfds_builders as tb  # noqa: PLC0415
 
     config = get_config("1,cpu")
-    cfg = tb.FolderConfig(name="t", group_regex=REGEX, test_fraction=config.data.test_fraction, seed=seed,
-                          val_fraction=config.data.val_fraction)
-    pairs = folder_lib.list_pairs(data_dir)
-    for image, label in tb.folder_splits(pairs, cfg, _pretrained.REAL_CLIENT)["test"]:
+    client_dir = folder_lib.discover_clients(data_dir)
+    client_dir = client_dir.get(_pretrained.REAL_CLIENT) or next(iter(client_dir.values()))
+    split = folder_lib.split_pairs(
+        folder_lib.list_pairs(client_dir), test_fraction=config.data.test_fraction, seed=seed, group_regex=REGEX,
+        val_fraction=config.data.val_fraction,
+    )
+    for sub in ("images", "labels"):
+        folder = Path(out) / sub
+        folder.mkdir(parents=True, exist_ok=True)
+        for old in folder.iterdir():
+            if old.is_symlink():
+                old.unlink()
+    for image, label in split["test"]:
         for src, sub in ((image, "images"), (label, "labels")):
-            dst = Path(out) / sub / Path(src).name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            if not dst.exists():
-                dst.symlink_to(Path(src).resolve())
+            (Path(out) / sub / Path(src).name).symlink_to(Path(src).resolve())
     return out
 
 
@@ -118,6 +130,8 @@ def model_scores(evaluation: dict) -> dict:
     return {
         "ari": {k: v["ari"] for k, v in per_image.items()},
         "boundary_f1": {k: v["boundary_f1"] for k, v in per_image.items()},
+        # The thresholded map before any clean-up: training's effect without the post-processing choice.
+        "ari_raw": {k: v["ari"] for k, v in evaluation["per_image_raw"].items()},
         "intercept_rel_error": {g: v["intercept_rel_error"] for g, v in evaluation["per_micrograph"].items()},
     }
 
@@ -133,6 +147,7 @@ def aggregate(scores: dict[str, dict[str, dict]]) -> dict:
             out["models"].setdefault(model, {})[scale] = {
                 "ari": stats.mean_ci(list(s["ari"].values())),
                 "boundary_f1": stats.mean_ci(list(s["boundary_f1"].values())),
+                "ari_raw": stats.mean_ci(list(s["ari_raw"].values())),
                 "intercept_rel_error": stats.mean_ci(list(s["intercept_rel_error"].values())),
                 "intercept_rel_error_max": max(s["intercept_rel_error"].values()),
             }
@@ -144,14 +159,14 @@ def aggregate(scores: dict[str, dict[str, dict]]) -> dict:
         names = sorted(sa)
         return stats.paired_comparison([sa[n] for n in names], [sb[n] for n in names])
 
-    for scale in SCALES:
+    for scale in SCALES[::-1]:  # scale 1 (the primary) first
         for k in LABELLED:
             local, fed = f"k{k}_local", f"k{k}_fedavg"
             pairs = [(fed, local)] + [(m, "k0") for m in (local, fed)]
             for a, b in pairs:
                 if scale in scores.get(a, {}) and scale in scores.get(b, {}):
                     out["comparisons"][f"{a} vs {b} @ {scale}"] = {
-                        metric: paired(a, b, scale, metric) for metric in ("ari", "boundary_f1")
+                        metric: paired(a, b, scale, metric) for metric in ("ari", "boundary_f1", "ari_raw")
                     }
     return out
 
@@ -168,13 +183,13 @@ def markdown(study: dict) -> str:
         "One training seed; intervals are t-based 95 % over the 21 test crops (ARI, F1) or the 5 test micrographs",
         "(intercept error), so they cover test-image variation only.",
         "",
-        "| model | scale | ARI per crop | boundary F1 | intercept error per micrograph (max) |",
-        "|---|---|---|---|---|",
+        "| model | scale | ARI per crop | boundary F1 | ARI before clean-up | intercept error per micrograph (max) |",
+        "|---|---|---|---|---|---|",
     ]
     for model, by_scale in study["models"].items():
         for scale, m in by_scale.items():
             lines.append(
-                f"| {model} | {scale} | {ci(m['ari'])} | {ci(m['boundary_f1'])} | "
+                f"| {model} | {scale} | {ci(m['ari'])} | {ci(m['boundary_f1'])} | {ci(m['ari_raw'])} | "
                 f"{m['intercept_rel_error']['mean']:.1%} ({m['intercept_rel_error_max']:.0%}) |"
             )
     lines += ["", "Paired over the 21 crops (crops of one micrograph are not independent: p is descriptive):", "",
@@ -213,40 +228,57 @@ def main(argv: list[str] | None = None) -> int:
     work = os.path.abspath(args.workdir)
     tests = test_folder(args.data_dir, os.path.join(work, "test_crops"))
 
-    def evaluate(model: str, run_dir: str, method: str, client: str) -> dict:
-        by_scale = {}
+    def evaluate(model: str, run_dir: str, method: str, client: str) -> bool:
         for scale in SCALES:
             out = os.path.join(work, "eval", f"{model}_s{scale}.json")
             if not os.path.exists(out):
                 cmd = [sys.executable, "-m", "fedtransfer_jax.evaluate", "--workdir", run_dir, "--method", method,
                        "--data_dir", tests, "--group_regex", REGEX, "--scale", scale, "--out", out]
                 if subprocess.run(cmd + (["--client", client] if client else []), cwd=study_driver.REPO).returncode:
-                    print(f"[few_labels] evaluating {model} failed: rerun to resume", file=sys.stderr)
-                    raise SystemExit(1)
-            by_scale[scale] = model_scores(study_driver.read_json(out))
-        return by_scale
+                    print(f"[few_labels] evaluating {model} at scale {scale} failed: rerun to resume", file=sys.stderr)
+                    return False
+        return True
 
     os.makedirs(os.path.join(work, "eval"), exist_ok=True)
-    scores = {"k0": evaluate("k0", os.path.abspath(args.init_from), "gen_random_style", "")}
-    for k in ks:
-        for method in methods:
-            run_dir = os.path.join(work, f"k{k}_{method}")
-            if not os.path.exists(os.path.join(run_dir, "summary.json")):
-                cmd = [sys.executable, str(study_driver.REPO / "launch.py"), "--config",
-                       f"{Path(__file__).resolve()}:{k},{method},cpu", f"--cpu_devices={args.cpu_devices}",
-                       "--workdir", run_dir, f"--config.init_from={os.path.abspath(args.init_from)}",
-                       f"--config.data.dir={os.path.abspath(args.data_dir)}"]
-                cmd += [f"--config.data.tfds_dir={args.tfds_dir}"] if args.tfds_dir else []
-                print(f"[few_labels] k = {k}, {method}: {' '.join(cmd)}", flush=True)
-                if subprocess.run(cmd, cwd=study_driver.REPO).returncode:
-                    print(f"[few_labels] k = {k}, {method} failed: rerun the same command to resume", file=sys.stderr)
-                    return 1
-            scores[f"k{k}_{method}"] = evaluate(f"k{k}_{method}", run_dir, method, _pretrained.REAL_CLIENT)
-    study = aggregate(scores)
-    study_driver.write_summary(work, study, markdown(study), [(k, m) for k in ks for m in methods],
-                               [(k, m) for k in LABELLED for m in METHODS], lambda p: f"k{p[0]}_{p[1]}")
-    return 0
+    failed = []
+    scores = {}
+    for k, method in [(0, "")] + [(k, m) for k in ks for m in methods]:
+        model = f"k{k}_{method}" if k else "k0"
+        run_dir = os.path.join(work, model) if k else os.path.abspath(args.init_from)
+        if k and not os.path.exists(os.path.join(run_dir, "summary.json")):
+            for scale in SCALES:  # scores of an earlier model of this name are not this run's
+                stale = os.path.join(work, "eval", f"{model}_s{scale}.json")
+                if os.path.exists(stale):
+                    os.remove(stale)
+            cmd = [sys.executable, str(study_driver.REPO / "launch.py"), "--config",
+                   f"{Path(__file__).resolve()}:{k},{method},cpu", f"--cpu_devices={args.cpu_devices}",
+                   "--workdir", run_dir, f"--config.init_from={os.path.abspath(args.init_from)}",
+                   f"--config.data.dir={os.path.abspath(args.data_dir)}"]
+            cmd += [f"--config.data.tfds_dir={args.tfds_dir}"] if args.tfds_dir else []
+            print(f"[few_labels] k = {k}, {method}: {' '.join(cmd)}", flush=True)
+            if subprocess.run(cmd, cwd=study_driver.REPO).returncode:
+                print(f"[few_labels] k = {k}, {method} failed: rerun the same command to resume", file=sys.stderr)
+                failed.append(model)
+                continue
+        if not evaluate(model, run_dir, method or "gen_random_style", _pretrained.REAL_CLIENT if k else ""):
+            failed.append(model)
+    # Every model scored so far (earlier calls' too), so a partial curve pairs with what finished before.
+    for name in sorted(os.listdir(os.path.join(work, "eval"))):
+        model = name.rsplit("_s", 1)[0]
+        if model not in scores and all(os.path.exists(os.path.join(work, "eval", f"{model}_s{s}.json")) for s in SCALES):
+            scores[model] = {s: model_scores(study_driver.read_json(os.path.join(work, "eval", f"{model}_s{s}.json")))
+                             for s in SCALES}
+    study = aggregate(dict(sorted(scores.items(), key=lambda kv: model_order(kv[0]))))
+    done = [(int(m[1:].split("_")[0]), m.split("_", 1)[1]) for m in scores if m != "k0"]
+    study_driver.write_summary(work, study, markdown(study), done, [(k, m) for k in LABELLED for m in METHODS],
+                               lambda p: f"k{p[0]}_{p[1]}")
+    return 1 if failed else 0
 
+
+def model_order(model: str) -> tuple:
+    """k0, then each k's local and fedavg models."""
+    k, _, method = model[1:].partition("_")
+    return int(k), METHODS.index(method) if method in METHODS else -1
 
 if __name__ == "__main__":
     import sys

@@ -219,6 +219,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.fl.clients_per_round = 4  # 0 = all clients
     config.fl.local_steps = 10
     config.fl.batch_size = 8
+    # A client with fewer tiles than a batch repeats them within it (fl/base.batch_indices); a batch larger
+    # than *every* client's set is refused as a likely typo unless this says the repeats are meant.
+    config.fl.allow_batch_repeats = False
     config.fl.client_optimizer = "adam"
     config.fl.client_lr = 2e-3
     config.fl.client_momentum = 0.0

@@ -103,7 +103,8 @@ def test_aggregate_pairs_models_crop_by_crop():
 
     def scores(shift):
         return {"ari": dict(zip(crops, base + shift + rng.normal(0, 0.01, 6))),
-                "boundary_f1": dict(zip(crops, base)), "intercept_rel_error": {"1": 0.1, "2": 0.3}}
+                "boundary_f1": dict(zip(crops, base)), "ari_raw": dict(zip(crops, base)),
+                "intercept_rel_error": {"1": 0.1, "2": 0.3}}
 
     s = {"k0": {"auto": scores(0.0)}, "k2_local": {"auto": scores(0.05)}, "k2_fedavg": {"auto": scores(0.1)}}
     study = few_labels.aggregate(s)
@@ -117,6 +118,14 @@ def test_aggregate_pairs_models_crop_by_crop():
     s["k2_local"]["auto"]["ari"].pop("c0")
     with pytest.raises(ValueError, match="different crops"):
         few_labels.aggregate(s)
+
+
+def test_one_micrograph_alone_may_repeat_tiles_in_a_batch():
+    config = few_labels.get_config("1,local,cpu")
+    engine.check_batch_size(config, {"tbm_tint_etched": 3})  # 3 tiles, batch 8: meant
+    config.fl.allow_batch_repeats = False
+    with pytest.raises(ValueError, match="allow_batch_repeats"):
+        engine.check_batch_size(config, {"tbm_tint_etched": 3})
 
 
 def test_driver_names_a_bad_flag(tmp_path, capsys):

@@ -220,13 +220,27 @@ def test_trained_grain_size_from_config_record_and_default(tmp_path: Path) -> No
     assert grain_size.trained_grain_size(None, ml_collections.ConfigDict({"eval": {}}))[0] == grain_size.DEFAULT_PX
 
 
-def test_trained_grain_size_of_folder_data_is_measured_on_its_labels(tmp_path: Path) -> None:
-    label = ((grain_image(96, 96, 16) < 128) * 255).astype(np.uint8)
-    save(tmp_path / "data" / "labA" / "images" / "x.png", grain_image(96, 96, 16))
-    save(tmp_path / "data" / "labA" / "labels" / "x.png", label)
-    cfg = ml_collections.ConfigDict({"data": {"source": "folder", "dir": str(tmp_path / "data"), "clients": []}})
+def test_trained_grain_size_of_folder_data_is_measured_on_its_training_labels_only(tmp_path: Path) -> None:
+    # Eight micrographs, two crops each: the run's validation and test micrographs have grains twice as
+    # large, and must not move the trained grain size (it sets predict's --scale auto target).
+    data = {"source": "folder", "dir": str(tmp_path / "data"), "clients": [], "group_regex": r"_(\d+)-",
+            "test_fraction": 0.25, "val_fraction": 0.2, "seed": 0}
+    names = [f"m_{g}-{i}" for g in range(8) for i in range(2)]
+    pairs = [(Path(f"{n}.png"), Path(f"{n}.png")) for n in names]
+    held_out = {p[0].stem for part in ("val", "test") for p in folder.split_pairs(
+        pairs, test_fraction=0.25, seed=0, group_regex=r"_(\d+)-", val_fraction=0.2)[part]}
+    assert held_out and len(held_out) < len(names)
+    for n in names:
+        cell = 32 if n in held_out else 16
+        save(tmp_path / "data" / "labA" / "images" / f"{n}.png", grain_image(96, 96, cell))
+        save(tmp_path / "data" / "labA" / "labels" / f"{n}.png", ((grain_image(96, 96, cell) < 128) * 255).astype(np.uint8))
+    cfg = ml_collections.ConfigDict({"data": data})
     px, why = grain_size.trained_grain_size(None, cfg)
     assert px == pytest.approx(16 * np.sqrt(4 / np.pi), rel=0.02) and "training label" in why
+    # Fewer training micrographs (a few-label lab) measure only those, and still not the held-out ones.
+    cfg.data.train_groups = 1
+    assert grain_size.trained_grain_size(None, cfg)[0] == pytest.approx(px, rel=0.02)
+    assert "in 2 training label(s)" in grain_size.trained_grain_size(None, cfg)[1]
 
 
 # ----------------------------------------------------------------------------------------------

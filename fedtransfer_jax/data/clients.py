@@ -169,10 +169,13 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
-def _field(cfg: Any, key: str) -> Any:
-    """``cfg.key`` with the documented default when the config omits it."""
+def data_field(cfg: Any, key: str) -> Any:
+    """``cfg.key`` of a data config with the documented default when the config omits it."""
     value = cfg.get(key, _DEFAULTS[key]) if hasattr(cfg, "get") else getattr(cfg, key, _DEFAULTS[key])
     return tuple(value) if isinstance(value, list) else value
+
+
+_field = data_field
 
 
 def _as_names(value: Any, key: str) -> tuple[str, ...]:

@@ -200,6 +200,48 @@ def split_by_group(
     return train, test
 
 
+def keep_groups(pairs: Sequence, k: int, seed: int, regex: str | None) -> list:
+    """The pairs of `k` of the training micrographs (groups), drawn with the split's seed (a few-label lab:
+    `data.train_groups`); the first k of one seeded order, so k + 1 micrographs hold the k of k."""
+    keys = [group_of(p[0] if isinstance(p, tuple) else p, regex) for p in pairs]
+    groups = sorted(set(keys))
+    order = [groups[i] for i in np.random.default_rng([seed, 7]).permutation(len(groups))]
+    kept = set(order[:k])
+    return [p for p, g in zip(pairs, keys) if g in kept]
+
+
+def split_pairs(
+    pairs: Sequence[Pair],
+    *,
+    test_fraction: float,
+    seed: int,
+    group_regex: str | None = None,
+    val_fraction: float = 0.0,
+    train_groups: int = 0,
+    client: str = "",
+) -> dict[str, list]:
+    """``{'train', 'test'[, 'val']}`` -> pairs of one client folder, split by full-image group: what a run
+    trains on, validates on and holds out (the tfds builder stores exactly these splits).
+
+    The test split is made first and exactly as without a val split; ``val_fraction`` of the remaining
+    (training) groups then become 'val', so asking for validation tiles never changes the test tiles;
+    ``train_groups`` > 0 then keeps that many training micrographs (``keep_groups``).
+    """
+    regex = group_regex or None
+    train, test = split_by_group(pairs, test_fraction, seed, regex)
+    out = {"test": test}
+    if val_fraction:
+        try:
+            train, out["val"] = split_by_group(train, val_fraction, seed, regex)
+        except ValueError as e:
+            raise ValueError(
+                f"data.val_fraction={val_fraction}: cannot hold out validation images of client {client!r} "
+                f"from its training side ({e}); lower data.test_fraction, add images or set data.val_fraction=0"
+            ) from e
+    out["train"] = keep_groups(train, train_groups, seed, regex) if train_groups else train
+    return out
+
+
 __all__ = [
     "GREY_ERROR_ABOVE",
     "GREY_WARN_ABOVE",
@@ -219,6 +261,7 @@ __all__ = [
     "check_regular_file",
     "discover_clients",
     "group_of",
+    "keep_groups",
     "label_issues",
     "label_stats",
     "list_pairs",
@@ -228,5 +271,6 @@ __all__ = [
     "read_label_with_stats",
     "size_mismatch_message",
     "split_by_group",
+    "split_pairs",
     "upright_shape",
 ]

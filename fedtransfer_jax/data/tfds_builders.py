@@ -266,34 +266,17 @@ class GrainMicrographs(tfds.core.GeneratorBasedBuilder):
 
 
 def folder_splits(pairs: Sequence[tuple[Path, Path]], cfg: FolderConfig, client: str) -> dict[str, list]:
-    """``{'train', 'test'[, 'val']}`` -> pairs of one folder client, split by full-image group.
-
-    The test split is made first and exactly as without a val split; ``val_fraction`` of the remaining
-    (training) groups then become 'val', so asking for validation tiles never changes the test tiles.
-    """
-    regex = cfg.group_regex or None
-    train, test = folder_lib.split_by_group(pairs, cfg.test_fraction, cfg.seed, regex)
-    out = {"test": test}
-    if cfg.val_fraction:
-        try:
-            train, out["val"] = folder_lib.split_by_group(train, cfg.val_fraction, cfg.seed, regex)
-        except ValueError as e:
-            raise ValueError(
-                f"data.val_fraction={cfg.val_fraction}: cannot hold out validation images of client {client!r} "
-                f"from its training side ({e}); lower data.test_fraction, add images or set data.val_fraction=0"
-            ) from e
-    out["train"] = keep_groups(train, cfg.train_groups, cfg.seed, regex) if cfg.train_groups else train
-    return out
-
-
-def keep_groups(pairs: Sequence, k: int, seed: int, regex: str | None) -> list:
-    """The pairs of `k` of the training micrographs (groups), drawn with the split's seed (a few-label lab:
-    `data.train_groups`); the first k of one seeded order, so k + 1 micrographs hold the k of k."""
-    keys = [folder_lib.group_of(p[0] if isinstance(p, tuple) else p, regex) for p in pairs]
-    groups = sorted(set(keys))
-    order = [groups[i] for i in np.random.default_rng([seed, 7]).permutation(len(groups))]
-    kept = set(order[:k])
-    return [p for p, g in zip(pairs, keys) if g in kept]
+    """``{'train', 'test'[, 'val']}`` -> pairs of one folder client (``folder.split_pairs`` with ``cfg``'s
+    fractions, seed, group regex and ``train_groups``)."""
+    return folder_lib.split_pairs(
+        pairs,
+        test_fraction=cfg.test_fraction,
+        seed=cfg.seed,
+        group_regex=cfg.group_regex,
+        val_fraction=cfg.val_fraction,
+        train_groups=cfg.train_groups,
+        client=client,
+    )
 
 
 def _synthetic_examples(cfg: SyntheticConfig, lab: str, split: str, n: int) -> Iterator[dict[str, Any]]:

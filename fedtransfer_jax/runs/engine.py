@@ -442,15 +442,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
 
 def check_batch_size(config: ml_collections.ConfigDict, num_examples: Mapping[str, int]) -> None:
     """`fl.batch_size` no larger than the largest client's training set (a bigger batch only repeats the
-    same tiles, and one of 100000 runs out of memory). `num_examples`: client -> training examples."""
-    if not num_examples:
+    same tiles, and one of 100000 runs out of memory), unless `fl.allow_batch_repeats` says the repeats are
+    meant (a lab with a few labelled micrographs, alone). `num_examples`: client -> training examples."""
+    if not num_examples or bool(config.fl.get("allow_batch_repeats", False)):
         return
     largest = max(num_examples, key=lambda c: num_examples[c])
     n = int(num_examples[largest])
     if int(config.fl.batch_size) > n:
         raise ValueError(
             f"config key fl.batch_size={config.fl.batch_size} is larger than every client's training set "
-            f"(the largest, {largest!r}, has {n} tiles): use --config.fl.batch_size={n} or less"
+            f"(the largest, {largest!r}, has {n} tiles): use --config.fl.batch_size={n} or less "
+            "(or --config.fl.allow_batch_repeats=True where repeated tiles are meant)"
         )
 
 

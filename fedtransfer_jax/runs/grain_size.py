@@ -13,7 +13,8 @@ Where the number comes from, first found wins:
        ``data.image_size / synthetic.MIN_GRAINS_ACROSS``; the geometric mean of all ranges' ends;
      * real folders (``data.source`` 'folder', or the real clients of 'mixed'): the mean equivalent-circle
        diameter of the grains of the training labels (``measure_labels``: up to ``MAX_LABELS`` label files
-       per client, grains cut by the image edge left out);
+       per client of its training split, never a validation or test image; grains cut by the image edge
+       left out);
      the two are combined by their geometric mean when a run mixes them;
   3. ``DEFAULT_PX`` = 16 px (the middle of the built-in labs' 9-30 px) when neither is available.
 """
@@ -104,6 +105,22 @@ def measure_labels(label_paths: Sequence[str], invert: bool = False) -> tuple[fl
     return float(np.average(diams, weights=weights)), int(sum(weights))
 
 
+def training_pairs(pairs: Sequence, data: Any) -> list:
+    """The pairs a run with data config ``data`` trains on: its training split (``folder.split_pairs`` with
+    the run's fractions, seed, group regex and ``train_groups``), never its validation or test images."""
+    from fedtransfer_jax.data import folder  # noqa: PLC0415
+    from fedtransfer_jax.data.clients import data_field  # noqa: PLC0415
+
+    return folder.split_pairs(
+        pairs,
+        test_fraction=float(data_field(data, "test_fraction")),
+        seed=int(data_field(data, "seed")),
+        group_regex=str(data_field(data, "group_regex") or ""),
+        val_fraction=float(data_field(data, "val_fraction")),
+        train_groups=int(data_field(data, "train_groups")),
+    )["train"]
+
+
 def from_config(config: Any) -> tuple[float, str] | None:
     """``(px, source)`` computed from a training config, or None when it says nothing usable."""
     from fedtransfer_jax.data import folder, synthetic  # noqa: PLC0415
@@ -136,7 +153,7 @@ def from_config(config: Any) -> tuple[float, str] | None:
         paths = []
         for client_dir in found.values():
             try:
-                pairs = folder.list_pairs(client_dir)
+                pairs = training_pairs(folder.list_pairs(client_dir), data)
             except (OSError, ValueError):
                 continue
             paths += [lab for _, lab in pairs[:MAX_LABELS]]

@@ -66,6 +66,7 @@ DEFAULT_OF_NEW_KEYS = {
     "init_from": "",  # the seed's random init
     "init_from_method": "",
     "data.intensity": "raw",  # every image as it was read (data/intensity.py)
+    "fl.allow_batch_repeats": False,
 }
 # What a fresh start moves aside (everything the trainer writes).
 OUTPUTS = (
