@@ -166,5 +166,9 @@ def test_cpu_variant_is_the_default_data_and_model_with_a_smaller_budget():
     assert cpu.data == full.data
     assert pretrained.get_config("cpu_cycle2").data.intensity == "stretch"
     assert cpu.methods == ("gen_random_style",) and cpu.fl.rounds == 20 < full.fl.rounds
-    with pytest.raises(ValueError, match="unknown variant .gpu.; choose default, cpu"):
+    with pytest.raises(ValueError, match="unknown variant .gpu.; choose one of default, cpu"):
         pretrained.get_config("gpu")
+    # `synthetic_cpu` (the few-label curve's start) is `cpu`'s recipe on the synthetic labs only, stretched.
+    syn = pretrained.get_config("synthetic_cpu")
+    assert syn.data.clients == pretrained.SYNTHETIC_LABS and syn.data.source == "synthetic"
+    assert (syn.methods, syn.fl.rounds, syn.model, syn.data.intensity) == (cpu.methods, 20, cpu.model, "stretch")
