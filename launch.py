@@ -27,8 +27,12 @@ import signal
 import sys
 import traceback
 
-from absl import app, flags, logging
-from ml_collections import config_flags
+from fedtransfer_jax.runtime import host_devices
+
+host_devices.patient_collectives()  # before anything imports jax (the config's parsing does)
+
+from absl import app, flags, logging  # noqa: E402
+from ml_collections import config_flags  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:variant]).", lock_config=True

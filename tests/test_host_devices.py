@@ -87,3 +87,31 @@ def test_round_speed_default_round_is_sharded_over_the_host_devices():
     assert out["plans"]["one_jit"] == {"strategy": "sequential", "chunk": 1, "n_chunks": 2, "devices": 2}
     assert out["plans"]["one_jit[auto#1]"]["devices"] == 1
     assert out["images_per_s"]["one_jit"] > 0 and out["ratio_vs_step_loop"] > 0
+
+
+UNEVEN_ROUND = """
+    import sys
+    from fedtransfer_jax.runtime import host_devices
+    print(host_devices.patient_collectives({seconds}), flush=True)
+    import jax, jax.numpy as jnp
+    assert host_devices.patient_collectives() is False  # too late: jax is imported
+    host_devices.configure(2)
+
+    def step(x):  # device 0 works ~4 s before the all-reduce; device 1 waits for it there
+        slow = lambda y: jax.lax.fori_loop(0, 6000, lambda _, z: jnp.tanh(z @ z), y)
+        return jax.lax.psum(jax.lax.cond(jax.lax.axis_index("i") == 0, slow, lambda y: y, x), "i")
+
+    jax.pmap(step, axis_name="i")(jnp.full((2, 384, 384), 1e-3)).block_until_ready()
+    print("OK")
+"""
+
+
+def test_a_slow_device_at_a_collective_is_waited_for_not_aborted():
+    # Through patient_collectives the wait is XLA's to honour: 1 + 1 s makes XLA abort the uneven round (so
+    # the flags reach XLA), the default lets it finish; a user's own XLA_FLAGS value is left alone.
+    impatient = _run(UNEVEN_ROUND.format(seconds="1, 1"))
+    assert impatient.returncode != 0 and "Termination timeout" in impatient.stderr, impatient.stderr[-2000:]
+    patient = _run(UNEVEN_ROUND.format(seconds=""))
+    assert patient.returncode == 0 and patient.stdout.split() == ["True", "OK"], patient.stderr[-2000:]
+    own = _run(UNEVEN_ROUND.format(seconds=""), XLA_FLAGS=f"--{host_devices.COLLECTIVE_FLAG}=600")
+    assert own.returncode == 0 and own.stdout.split() == ["False", "OK"], own.stderr[-2000:]

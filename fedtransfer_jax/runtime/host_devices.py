@@ -15,11 +15,31 @@ default backend, and so the mesh, is the accelerator's.
 from __future__ import annotations
 
 import os
-
-import jax
+import sys
 
 ENV_VAR = "FEDTRANSFER_CPU_DEVICES"
 XLA_FLAG = "xla_force_host_platform_device_count"
+# XLA:CPU aborts the whole process (SIGABRT, "Termination timeout ... exceeded") when one device waits more
+# than 20 + 40 s for another at a collective (it warns after the first, aborts after both). The round's all-reduce over the `clients` mesh is one, and on a
+# loaded host (another job beside the run) a device's thread can be starved that long: a 70-minute run
+# died this way at round 10. A run waits up to this long instead; a real deadlock still ends, later.
+COLLECTIVE_FLAG = "xla_cpu_collective_call_terminate_timeout_seconds"
+COLLECTIVE_WARN_FLAG = "xla_cpu_collective_call_warn_stuck_timeout_seconds"
+COLLECTIVE_WAIT_S = 1800
+COLLECTIVE_WARN_S = 60
+
+
+def patient_collectives(seconds: int = COLLECTIVE_WAIT_S, warn_seconds: int = COLLECTIVE_WARN_S) -> bool:
+    """Lets XLA:CPU collectives wait for a slow device (a warning in the log after `warn_seconds`, an abort
+    `seconds` later) instead of aborting after 60 s, through XLA_FLAGS, which XLA reads when jax is first
+    imported: so call this before anything imports jax. False (nothing changed) when jax is already imported
+    or XLA_FLAGS already sets either timeout (the user's settings win)."""
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "jax" in sys.modules or COLLECTIVE_FLAG in flags or COLLECTIVE_WARN_FLAG in flags:
+        return False
+    ours = f"--{COLLECTIVE_WARN_FLAG}={int(warn_seconds)} --{COLLECTIVE_FLAG}={int(seconds)}"
+    os.environ["XLA_FLAGS"] = f"{flags} {ours}".strip()
+    return True
 
 
 def usable_cores() -> int:
@@ -52,6 +72,7 @@ def configure(requested: int | str | None = None) -> int | None:
     n = requested_count(requested)
     if XLA_FLAG in os.environ.get("XLA_FLAGS", ""):
         return None
+    import jax  # noqa: PLC0415 - not at the top: patient_collectives must run before jax is imported
     from jax._src import xla_bridge  # noqa: PLC0415 - the only way to ask without starting a backend
 
     if xla_bridge.backends_are_initialized():
