@@ -27,12 +27,8 @@ import signal
 import sys
 import traceback
 
-from fedtransfer_jax.runtime import host_devices
-
-host_devices.patient_collectives()  # before anything imports jax (the config's parsing does)
-
-from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags, logging
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (path[:variant]).", lock_config=True
@@ -172,9 +168,11 @@ def init_distributed(config) -> bool:
 def main(argv):
     del argv
     config = _CONFIG.value
+    from fedtransfer_jax.runtime import host_devices  # noqa: PLC0415
+
+    host_devices.patient_collectives()  # before JAX starts its backends (jax.distributed's too)
     joined = init_distributed(config)
     if not joined:
-        from fedtransfer_jax.runtime import host_devices  # noqa: PLC0415
 
         try:
             host_devices.configure(_CPU_DEVICES.value)

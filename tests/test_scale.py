@@ -241,6 +241,13 @@ def test_trained_grain_size_of_folder_data_is_measured_on_its_training_labels_on
     cfg.data.train_groups = 1
     assert grain_size.trained_grain_size(None, cfg)[0] == pytest.approx(px, rel=0.02)
     assert "in 2 training label(s)" in grain_size.trained_grain_size(None, cfg)[1]
+    # A lab held out of training (unseen_clients) is not measured either.
+    for i in range(4):
+        n = f"u_{i}-0"
+        save(tmp_path / "data" / "labU" / "images" / f"{n}.png", grain_image(96, 96, 32))
+        save(tmp_path / "data" / "labU" / "labels" / f"{n}.png", ((grain_image(96, 96, 32) < 128) * 255).astype(np.uint8))
+    cfg.data.unseen_clients = ["labU"]
+    assert grain_size.trained_grain_size(None, cfg)[0] == pytest.approx(px, rel=0.02)
 
 
 # ----------------------------------------------------------------------------------------------

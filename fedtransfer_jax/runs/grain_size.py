@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -148,13 +149,14 @@ def from_config(config: Any) -> tuple[float, str] | None:
             found = folder.discover_clients(data["dir"])
         except (OSError, ValueError):
             found = {}
-        if source == "mixed":
-            found = {k: v for k, v in found.items() if k in clients}
+        unseen = {str(c) for c in (data.get("unseen_clients") or [])}
+        # The trained clients only: those listed, else (a 'folder' run lists none) every folder not held out.
+        found = {k: v for k, v in found.items() if (k in clients if clients else k not in unseen)}
         paths = []
         for client_dir in found.values():
             try:
                 pairs = training_pairs(folder.list_pairs(client_dir), data)
-            except (OSError, ValueError):
+            except (OSError, ValueError, re.error):
                 continue
             paths += [lab for _, lab in pairs[:MAX_LABELS]]
         px, n = measure_labels(paths, invert=bool(data.get("invert_labels", False)))

@@ -29,13 +29,21 @@ COLLECTIVE_WAIT_S = 1800
 COLLECTIVE_WARN_S = 60
 
 
+def _backends_started() -> bool:
+    if "jax" not in sys.modules:
+        return False
+    from jax._src import xla_bridge  # noqa: PLC0415 - the only way to ask without starting a backend
+
+    return xla_bridge.backends_are_initialized()
+
+
 def patient_collectives(seconds: int = COLLECTIVE_WAIT_S, warn_seconds: int = COLLECTIVE_WARN_S) -> bool:
     """Lets XLA:CPU collectives wait for a slow device (a warning in the log after `warn_seconds`, an abort
-    `seconds` later) instead of aborting after 60 s, through XLA_FLAGS, which XLA reads when jax is first
-    imported: so call this before anything imports jax. False (nothing changed) when jax is already imported
-    or XLA_FLAGS already sets either timeout (the user's settings win)."""
+    `seconds` later) instead of aborting after 60 s, through XLA_FLAGS, which XLA reads when JAX starts its
+    backends (`configure` calls this). False (nothing changed) when the backends have started or XLA_FLAGS
+    already sets either timeout (the user's settings win)."""
     flags = os.environ.get("XLA_FLAGS", "")
-    if "jax" in sys.modules or COLLECTIVE_FLAG in flags or COLLECTIVE_WARN_FLAG in flags:
+    if _backends_started() or COLLECTIVE_FLAG in flags or COLLECTIVE_WARN_FLAG in flags:
         return False
     ours = f"--{COLLECTIVE_WARN_FLAG}={int(warn_seconds)} --{COLLECTIVE_FLAG}={int(seconds)}"
     os.environ["XLA_FLAGS"] = f"{flags} {ours}".strip()
@@ -70,12 +78,12 @@ def configure(requested: int | str | None = None) -> int | None:
     Returns the count it set, or None when it left JAX as it was (XLA_FLAGS names a count, or JAX's
     backends are already initialised: then the device count is whatever they were started with)."""
     n = requested_count(requested)
+    if _backends_started():
+        return None
+    patient_collectives()  # several devices meet at collectives; so may one device beside other processes
     if XLA_FLAG in os.environ.get("XLA_FLAGS", ""):
         return None
-    import jax  # noqa: PLC0415 - not at the top: patient_collectives must run before jax is imported
-    from jax._src import xla_bridge  # noqa: PLC0415 - the only way to ask without starting a backend
+    import jax  # noqa: PLC0415
 
-    if xla_bridge.backends_are_initialized():
-        return None
     jax.config.update("jax_num_cpu_devices", n)
     return n
