@@ -23,9 +23,9 @@ crops pooled per micrograph) and writes the curve (W/summary.md): the design is 
 few-label curve on a real lab". Endpoints: ARI and boundary F1 per test crop, the mean-intercept error per
 test micrograph.
 
-Cost (2-core CPU): the starting model ~70-90 min; per k, `local` ~2-4 min and `fedavg` ~20 min (10 labs x 5
-rounds x 10 steps x 8 tiles of 256 px), plus ~2 min of evaluation per model; ~1.5 h for the curve after the
-starting model. Without `cpu` (10 rounds, three methods with `fedtransfer_gen`): ~45-60 min per k, not run.
+Cost (2-core CPU, measured 2026-12-06): the starting model ~85 min; per k, `local` 2.5 min of training
+(143-161 s) and `fedavg` ~20 min (10 labs x 5 rounds x 10 steps x 8 tiles of 256 px), plus ~3-4 min of
+scoring per model (both scales); ~1.5 h for the curve after the starting model. Without `cpu` (10 rounds, three methods with `fedtransfer_gen`): ~45-60 min per k, not run.
 """
 
 import importlib.util
