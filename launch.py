@@ -173,7 +173,6 @@ def main(argv):
     host_devices.patient_collectives()  # before JAX starts its backends (jax.distributed's too)
     joined = init_distributed(config)
     if not joined:
-
         try:
             host_devices.configure(_CPU_DEVICES.value)
         except ValueError as e:

@@ -25,7 +25,8 @@ test micrograph.
 
 Cost (2-core CPU, measured 2026-12-06): the starting model ~85 min; per k, `local` 2.5 min of training
 (143-161 s) and `fedavg` ~20 min (10 labs x 5 rounds x 10 steps x 8 tiles of 256 px), plus ~3-4 min of
-scoring per model (both scales); ~1.5 h for the curve after the starting model. Without `cpu` (10 rounds, three methods with `fedtransfer_gen`): ~45-60 min per k, not run.
+scoring per model (both scales); ~1.5 h for the curve after the starting model. Without `cpu` (10 rounds,
+three methods with `fedtransfer_gen`): ~45-60 min per k, not run.
 """
 
 import importlib.util
@@ -38,6 +39,7 @@ _pretrained = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_pretrained)
 
 LABELLED = (1, 2, 5)
+REGEX = r"_(\d+)-"  # TestDataset_18-256-256.png -> micrograph 18: the split's groups and evaluate's pooling
 # The starting model must not have seen the recipient lab (see the docstring); override with
 # --config.init_from=<workdir of experiments/pretrained.py:synthetic>.
 SYNTHETIC_MODEL = str(Path(__file__).resolve().parents[1] / "runs" / "pretrained_syn")
@@ -63,7 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.name = "few-labels-" + "-".join([str(k)] + [f for f in FLAGS if f in flags])
     config.data.source = "mixed"
     config.data.dir = _pretrained.DEFAULT_DIR
-    config.data.group_regex = r"_(\d+)-"
+    config.data.group_regex = REGEX
     config.data.test_fraction = 0.25
     config.data.val_fraction = 0.2
     config.data.train_groups = k
@@ -96,29 +98,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 # (docs/PROTOCOL.md, "The few-label curve on a real lab").
 SCALES = ("auto", "1")
 METHODS = ("local", "fedavg")
-REGEX = r"_(\d+)-"
 
 
-def test_folder(data_dir: str, out: str, seed: int = 0) -> str:
-    """`out/{images,labels}`: links to the lab's test crops, exactly the split every run holds out (the
-    same split as training: test_fraction 0.25 by micrograph, seed 0). Links from an earlier call are
+def test_folder(data_dir: str, out: str) -> str:
+    """`out/{images,labels}`: links to the lab's test crops, exactly the split every run of the curve holds
+    out (its config's split: test_fraction 0.25 by micrograph, seed 0). Links from an earlier call are
     replaced, so the folder always shows `data_dir`'s split."""
+    from fedtransfer_jax.data import clients  # noqa: PLC0415
     from fedtransfer_jax.data import folder as folder_lib  # noqa: PLC0415
 
-    config = get_config("1,cpu")
-    client_dir = folder_lib.discover_clients(data_dir)
-    client_dir = client_dir.get(_pretrained.REAL_CLIENT) or next(iter(client_dir.values()))
-    split = folder_lib.split_pairs(
-        folder_lib.list_pairs(client_dir), test_fraction=config.data.test_fraction, seed=seed, group_regex=REGEX,
-        val_fraction=config.data.val_fraction,
-    )
+    found = folder_lib.discover_clients(data_dir)
+    client_dir = found.get(_pretrained.REAL_CLIENT) or next(iter(found.values()))
+    test = clients.folder_split(folder_lib.list_pairs(client_dir), get_config("1,cpu").data)["test"]
     for sub in ("images", "labels"):
         folder = Path(out) / sub
         folder.mkdir(parents=True, exist_ok=True)
         for old in folder.iterdir():
             if old.is_symlink():
                 old.unlink()
-    for image, label in split["test"]:
+    for image, label in test:
         for src, sub in ((image, "images"), (label, "labels")):
             (Path(out) / sub / Path(src).name).symlink_to(Path(src).resolve())
     return out
@@ -228,9 +226,12 @@ def main(argv: list[str] | None = None) -> int:
     work = os.path.abspath(args.workdir)
     tests = test_folder(args.data_dir, os.path.join(work, "test_crops"))
 
+    def scored(model: str, scale: str) -> str:  # where evaluate's JSON of one model at one scale goes
+        return os.path.join(work, "eval", f"{model}_s{scale}.json")
+
     def evaluate(model: str, run_dir: str, method: str, client: str) -> bool:
         for scale in SCALES:
-            out = os.path.join(work, "eval", f"{model}_s{scale}.json")
+            out = scored(model, scale)
             if not os.path.exists(out):
                 cmd = [sys.executable, "-m", "fedtransfer_jax.evaluate", "--workdir", run_dir, "--method", method,
                        "--data_dir", tests, "--group_regex", REGEX, "--scale", scale, "--out", out]
@@ -247,9 +248,8 @@ def main(argv: list[str] | None = None) -> int:
         run_dir = os.path.join(work, model) if k else os.path.abspath(args.init_from)
         if k and not os.path.exists(os.path.join(run_dir, "summary.json")):
             for scale in SCALES:  # scores of an earlier model of this name are not this run's
-                stale = os.path.join(work, "eval", f"{model}_s{scale}.json")
-                if os.path.exists(stale):
-                    os.remove(stale)
+                if os.path.exists(scored(model, scale)):
+                    os.remove(scored(model, scale))
             cmd = [sys.executable, str(study_driver.REPO / "launch.py"), "--config",
                    f"{Path(__file__).resolve()}:{k},{method},cpu", f"--cpu_devices={args.cpu_devices}",
                    "--workdir", run_dir, f"--config.init_from={os.path.abspath(args.init_from)}",
@@ -265,9 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     # Every model scored so far (earlier calls' too), so a partial curve pairs with what finished before.
     for name in sorted(os.listdir(os.path.join(work, "eval"))):
         model = name.rsplit("_s", 1)[0]
-        if model not in scores and all(os.path.exists(os.path.join(work, "eval", f"{model}_s{s}.json")) for s in SCALES):
-            scores[model] = {s: model_scores(study_driver.read_json(os.path.join(work, "eval", f"{model}_s{s}.json")))
-                             for s in SCALES}
+        if model not in scores and all(os.path.exists(scored(model, s)) for s in SCALES):
+            scores[model] = {s: model_scores(study_driver.read_json(scored(model, s))) for s in SCALES}
     study = aggregate(dict(sorted(scores.items(), key=lambda kv: model_order(kv[0]))))
     done = [(int(m[1:].split("_")[0]), m.split("_", 1)[1]) for m in scores if m != "k0"]
     study_driver.write_summary(work, study, markdown(study), done, [(k, m) for k in LABELLED for m in METHODS],
@@ -279,6 +278,7 @@ def model_order(model: str) -> tuple:
     """k0, then each k's local and fedavg models."""
     k, _, method = model[1:].partition("_")
     return int(k), METHODS.index(method) if method in METHODS else -1
+
 
 if __name__ == "__main__":
     import sys

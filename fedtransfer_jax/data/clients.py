@@ -175,7 +175,22 @@ def data_field(cfg: Any, key: str) -> Any:
     return tuple(value) if isinstance(value, list) else value
 
 
-_field = data_field
+
+def folder_split(pairs: Sequence, cfg: Any, client: str = "") -> dict[str, list]:
+    """``{'train', 'test'[, 'val']}``: one folder client's pairs split as a run with data config ``cfg``
+    splits them (``folder.split_pairs`` with its fractions, seed, group regex and ``train_groups``; the tfds
+    builder stores exactly these splits)."""
+    from fedtransfer_jax.data import folder  # noqa: PLC0415
+
+    return folder.split_pairs(
+        pairs,
+        test_fraction=float(data_field(cfg, "test_fraction")),
+        seed=int(data_field(cfg, "seed")),
+        group_regex=str(data_field(cfg, "group_regex") or ""),
+        val_fraction=float(data_field(cfg, "val_fraction")),
+        train_groups=int(data_field(cfg, "train_groups")),
+        client=client,
+    )
 
 
 def _as_names(value: Any, key: str) -> tuple[str, ...]:
@@ -193,7 +208,7 @@ def _intensity(cfg: Any) -> str:
     """``data.intensity`` (data/intensity.py), checked: how every image of the run is fed to the model. Tiles
     are normalised as whole images before they are cut and stored (tfds builders, prior labs), as predict
     normalises a whole micrograph before its sliding window."""
-    return intensity.check_mode(_field(cfg, "intensity") or intensity.RAW)
+    return intensity.check_mode(data_field(cfg, "intensity") or intensity.RAW)
 
 
 def _normalised(images: np.ndarray, mode: str) -> np.ndarray:
@@ -217,24 +232,24 @@ def _synthetic_builder_config(cfg: Any, labs: tuple[str, ...]) -> Any:
     for name in labs:
         if name not in synthetic.LAB_NAMES:
             raise ValueError(f"unknown client {name!r}: synthetic labs are {tuple(synthetic.LAB_NAMES)}")
-    if int(_field(cfg, "train_per_client")) <= 0 or int(_field(cfg, "test_per_client")) < 0:
+    if int(data_field(cfg, "train_per_client")) <= 0 or int(data_field(cfg, "test_per_client")) < 0:
         raise ValueError("cfg.train_per_client must be > 0 and cfg.test_per_client >= 0 for synthetic data")
-    if int(_field(cfg, "val_per_client")) < 0:
-        raise ValueError(f"data.val_per_client must be >= 0, got {_field(cfg, 'val_per_client')}")
+    if int(data_field(cfg, "val_per_client")) < 0:
+        raise ValueError(f"data.val_per_client must be >= 0, got {data_field(cfg, 'val_per_client')}")
     scale = synthetic.check_scale_options(
-        _field(cfg, "grain_diameter_px"), int(_field(cfg, "boundary_width")), int(_field(cfg, "boundary_width_max"))
+        data_field(cfg, "grain_diameter_px"), int(data_field(cfg, "boundary_width")), int(data_field(cfg, "boundary_width_max"))
     )
     return tb.SyntheticConfig.create(
         labs=labs,
-        train_per_client=int(_field(cfg, "train_per_client")),
-        test_per_client=int(_field(cfg, "test_per_client")),
-        image_size=int(_field(cfg, "image_size")),
-        tile_size=int(_field(cfg, "tile_size")),
-        seed=int(_field(cfg, "seed")),
-        boundary_width=int(_field(cfg, "boundary_width")),
-        val_per_client=int(_field(cfg, "val_per_client")),
+        train_per_client=int(data_field(cfg, "train_per_client")),
+        test_per_client=int(data_field(cfg, "test_per_client")),
+        image_size=int(data_field(cfg, "image_size")),
+        tile_size=int(data_field(cfg, "tile_size")),
+        seed=int(data_field(cfg, "seed")),
+        boundary_width=int(data_field(cfg, "boundary_width")),
+        val_per_client=int(data_field(cfg, "val_per_client")),
         grain_diameter_px=scale or (),
-        boundary_width_max=int(_field(cfg, "boundary_width_max")),
+        boundary_width_max=int(data_field(cfg, "boundary_width_max")),
         intensity=_intensity(cfg),
     )
 
@@ -243,24 +258,24 @@ def _folder_builder_config(cfg: Any) -> Any:
     """FolderConfig for the real micrographs under ``cfg.dir`` (every client folder found there)."""
     from fedtransfer_jax.data import tfds_builders as tb
 
-    data_dir = _field(cfg, "dir")
+    data_dir = data_field(cfg, "dir")
     if not data_dir:
-        raise ValueError(f"cfg.dir is empty: source={_field(cfg, 'source')!r} needs the data folder")
-    train_groups = int(_field(cfg, "train_groups"))
+        raise ValueError(f"cfg.dir is empty: source={data_field(cfg, 'source')!r} needs the data folder")
+    train_groups = int(data_field(cfg, "train_groups"))
     if train_groups < 0:
         raise ValueError(f"data.train_groups must be >= 0 (0 = every training micrograph), got {train_groups}")
-    val_fraction = float(_field(cfg, "val_fraction"))
+    val_fraction = float(data_field(cfg, "val_fraction"))
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
     return tb.FolderConfig.create(
         data_dir=str(data_dir),
-        group_regex=str(_field(cfg, "group_regex") or ""),
-        test_fraction=float(_field(cfg, "test_fraction")),
-        seed=int(_field(cfg, "seed")),
-        tile_size=int(_field(cfg, "tile_size")),
-        tile_overlap=int(_field(cfg, "tile_overlap")),
-        invert_labels=bool(_field(cfg, "invert_labels")),
-        pixel_size_um=float(_field(cfg, "pixel_size_um")),
+        group_regex=str(data_field(cfg, "group_regex") or ""),
+        test_fraction=float(data_field(cfg, "test_fraction")),
+        seed=int(data_field(cfg, "seed")),
+        tile_size=int(data_field(cfg, "tile_size")),
+        tile_overlap=int(data_field(cfg, "tile_overlap")),
+        invert_labels=bool(data_field(cfg, "invert_labels")),
+        pixel_size_um=float(data_field(cfg, "pixel_size_um")),
         val_fraction=val_fraction,
         train_groups=train_groups,
         intensity=_intensity(cfg),
@@ -273,9 +288,9 @@ def builder_config_from(cfg: Any) -> Any:
     Only for the single-builder sources 'synthetic' and 'folder'; 'mixed' needs two builders
     (``builder_configs_from``).
     """
-    source = _field(cfg, "source")
-    clients = _as_names(_field(cfg, "clients"), "clients")
-    unseen = _as_names(_field(cfg, "unseen_clients"), "unseen_clients")
+    source = data_field(cfg, "source")
+    clients = _as_names(data_field(cfg, "clients"), "clients")
+    unseen = _as_names(data_field(cfg, "unseen_clients"), "unseen_clients")
     if source == "synthetic":
         if not clients:
             from fedtransfer_jax.data import synthetic
@@ -310,11 +325,11 @@ def mixed_client_kinds(cfg: Any) -> dict[str, str]:
     from fedtransfer_jax.data import folder as folder_lib
     from fedtransfer_jax.data import synthetic
 
-    clients = _as_names(_field(cfg, "clients"), "clients")
-    unseen = _as_names(_field(cfg, "unseen_clients"), "unseen_clients")
+    clients = _as_names(data_field(cfg, "clients"), "clients")
+    unseen = _as_names(data_field(cfg, "unseen_clients"), "unseen_clients")
     if not clients:
         raise ValueError("cfg.clients is empty: source='mixed' needs the real and synthetic clients named")
-    data_dir = _field(cfg, "dir")
+    data_dir = data_field(cfg, "dir")
     if not data_dir:
         raise ValueError("cfg.dir is empty: source='mixed' needs the data folder of the real clients")
     real = tuple(folder_lib.discover_clients(data_dir))
@@ -342,10 +357,10 @@ def builder_configs_from(cfg: Any) -> list[Any]:
     with source 'folder'), and the synthetic builder only the labs named; a builder nobody needs is
     left out. Both use ``cfg.tile_size``, so their tiles stack into one ``ClientData``.
     """
-    if _field(cfg, "source") == "prior_labs":  # its labs are rendered directly (data/prior_labs.py)
-        unseen = _as_names(_field(cfg, "unseen_clients"), "unseen_clients")
+    if data_field(cfg, "source") == "prior_labs":  # its labs are rendered directly (data/prior_labs.py)
+        unseen = _as_names(data_field(cfg, "unseen_clients"), "unseen_clients")
         return [_synthetic_builder_config(cfg, unseen)] if unseen else []
-    if _field(cfg, "source") != "mixed":
+    if data_field(cfg, "source") != "mixed":
         return [builder_config_from(cfg)]
     kinds = mixed_client_kinds(cfg)
     configs = []
@@ -383,10 +398,10 @@ def load_federated_data(
     from fedtransfer_jax.runtime import distributed
     from fedtransfer_jax.data import tfds_builders as tb
 
-    source, rendered = _field(cfg, "source"), dict(rendered or {})
+    source, rendered = data_field(cfg, "source"), dict(rendered or {})
     if source == "prior_labs" and not rendered:
         raise ValueError("data.source='prior_labs' is loaded by data.prior_labs.load_federated_data (it renders labs)")
-    count = _field(cfg, "prior_labs")
+    count = data_field(cfg, "prior_labs")
     if count and source != "prior_labs":  # training on other clients than asked for: stop instead
         raise ValueError(f"data.prior_labs={count!r} is only read by data.source='prior_labs' (it is {source!r})")
     configs = builder_configs_from(cfg)
@@ -396,8 +411,8 @@ def load_federated_data(
             available.setdefault(name, (b, prefix))  # 'mixed' already rejected names of both kinds.
     for name in rendered:
         available.setdefault(name, (-1, name))  # -1: rendered directly, no builder
-    clients = _as_names(_field(cfg, "clients"), "clients")
-    unseen = _as_names(_field(cfg, "unseen_clients"), "unseen_clients")
+    clients = _as_names(data_field(cfg, "clients"), "clients")
+    unseen = _as_names(data_field(cfg, "unseen_clients"), "unseen_clients")
     both = set(clients) & set(unseen)
     if both:
         raise ValueError(f"clients {sorted(both)} are listed both in cfg.clients and cfg.unseen_clients")
@@ -411,7 +426,7 @@ def load_federated_data(
     if not clients:
         raise ValueError("no clients left to train on after removing cfg.unseen_clients")
 
-    data_dir = _field(cfg, "tfds_dir") or str(Path(workdir) / "tfds")
+    data_dir = data_field(cfg, "tfds_dir") or str(Path(workdir) / "tfds")
 
     def build() -> list:
         builders = [tb.make_builder(config, data_dir) for config in configs]
@@ -437,7 +452,7 @@ def load_federated_data(
     val = {n: read(n, "val") for n in clients}
     test = {n: read(n, "test") for n in clients}
     unseen_test = {n: read(n, "test") for n in unseen}
-    recipient, unlabelled = str(_field(cfg, "recipient") or ""), {}
+    recipient, unlabelled = str(data_field(cfg, "recipient") or ""), {}
     if recipient:
         clients, train, unlabelled = apply_recipient(cfg, clients, train)
         val.pop(recipient)  # k labels are all it has: no validation tiles (model selection by the others)
@@ -457,8 +472,8 @@ def load_federated_data(
 def check_recipient(cfg: Any, clients: Sequence[str]) -> None:
     """Validates the data-poor recipient keys (`data.recipient`, `data.recipient_labels`,
     `data.recipient_unlabelled`); ValueError naming the key."""
-    recipient = str(_field(cfg, "recipient") or "")
-    k, n = int(_field(cfg, "recipient_labels")), int(_field(cfg, "recipient_unlabelled"))
+    recipient = str(data_field(cfg, "recipient") or "")
+    k, n = int(data_field(cfg, "recipient_labels")), int(data_field(cfg, "recipient_unlabelled"))
     if not recipient:
         for key, value in (("recipient_labels", k), ("recipient_unlabelled", n)):
             if value:
@@ -477,8 +492,8 @@ def check_recipient(cfg: Any, clients: Sequence[str]) -> None:
             "config key data.recipient_unlabelled must be > 0 when data.recipient_labels = 0: the recipient "
             "would hold nothing at all"
         )
-    per_client = int(_field(cfg, "train_per_client"))
-    if _field(cfg, "source") in ("synthetic", "prior_labs") and k + n > per_client:
+    per_client = int(data_field(cfg, "train_per_client"))
+    if data_field(cfg, "source") in ("synthetic", "prior_labs") and k + n > per_client:
         raise ValueError(
             f"config keys data.recipient_labels + data.recipient_unlabelled = {k} + {n} exceed "
             f"data.train_per_client={per_client}: the recipient's tiles are drawn from its training split"
@@ -492,8 +507,8 @@ def apply_recipient(
     next n tiles as unlabelled images (`data.recipient_unlabelled`; their labels are dropped here, on the
     client). Returns (segmentation clients, their training arrays, {recipient: unlabelled images}); at k = 0
     the recipient is no segmentation client. Deterministic: the split's order (from the data seed)."""
-    recipient = str(_field(cfg, "recipient"))
-    k, n = int(_field(cfg, "recipient_labels")), int(_field(cfg, "recipient_unlabelled"))
+    recipient = str(data_field(cfg, "recipient"))
+    k, n = int(data_field(cfg, "recipient_labels")), int(data_field(cfg, "recipient_unlabelled"))
     images, labels = train[recipient]
     if len(images) < k + n:
         raise ValueError(
@@ -538,17 +553,17 @@ def whole_test_images(
         return out, notes
     if size < 8:
         raise ValueError(f"eval.whole_image_size must be >= 8 px, got {size}")
-    seed = int(_field(cfg, "seed"))
-    width = int(_field(cfg, "boundary_width"))
-    width_max = int(_field(cfg, "boundary_width_max"))
-    scale = synthetic.check_scale_options(_field(cfg, "grain_diameter_px"), width, width_max)
+    seed = int(data_field(cfg, "seed"))
+    width = int(data_field(cfg, "boundary_width"))
+    width_max = int(data_field(cfg, "boundary_width_max"))
+    scale = synthetic.check_scale_options(data_field(cfg, "grain_diameter_px"), width, width_max)
     mode = _intensity(cfg)
     for lab in labs:
         if lab in (rendered or {}):
             images, labels = rendered[lab](n, size)  # 8-bit already: normalised as the lab's tiles are
             out[lab] = (_normalised(images, mode), labels)
             continue
-        if lab not in synthetic.LAB_NAMES or _field(cfg, "source") == "folder":
+        if lab not in synthetic.LAB_NAMES or data_field(cfg, "source") == "folder":
             notes.append(f"{lab}: not a synthetic lab, no whole test images (only synthetic labs for now)")
             continue
         images, labels, _ = synthetic.make_lab_examples(

@@ -101,7 +101,7 @@ def lab_names_from(cfg: Any) -> tuple[str, ...]:
       ValueError naming the key: another source, ``data.prior_labs`` not an integer >= 1, a split count out of
       range, or an option of the synthetic labs that the prior draws itself (grain sizes, label widths).
     """
-    field = functools.partial(clients._field, cfg)
+    field = functools.partial(clients.data_field, cfg)
     if field("source") != "prior_labs":
         raise ValueError(f"data.source must be 'prior_labs' to draw labs from the prior, got {field('source')!r}")
     count = field("prior_labs")
@@ -121,7 +121,7 @@ def lab_names_from(cfg: Any) -> tuple[str, ...]:
 
 def _split(cfg: Any, name: str, split: str) -> clients.Arrays:
     """A prior lab's train/val/test tiles (``data.<split>_per_client`` full images, tiled), decoded."""
-    field = functools.partial(clients._field, cfg)
+    field = functools.partial(clients.data_field, cfg)
     images, labels = lab_tiles(
         name,
         int(field("prior_labs")),
@@ -137,7 +137,7 @@ def _split(cfg: Any, name: str, split: str) -> clients.Arrays:
 
 
 def _whole(cfg: Any, name: str, n: int, size: int) -> clients.Arrays:
-    field = functools.partial(clients._field, cfg)
+    field = functools.partial(clients.data_field, cfg)
     count, seed, width = int(field("prior_labs")), int(field("seed")), int(field("boundary_width"))
     images, labels = lab_images(name, count, seed, clients.WHOLE_TEST_SPLIT, n, size, boundary_width=width)
     return clients._to_arrays({"image": images, "label": labels})

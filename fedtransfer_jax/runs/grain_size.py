@@ -106,25 +106,10 @@ def measure_labels(label_paths: Sequence[str], invert: bool = False) -> tuple[fl
     return float(np.average(diams, weights=weights)), int(sum(weights))
 
 
-def training_pairs(pairs: Sequence, data: Any) -> list:
-    """The pairs a run with data config ``data`` trains on: its training split (``folder.split_pairs`` with
-    the run's fractions, seed, group regex and ``train_groups``), never its validation or test images."""
-    from fedtransfer_jax.data import folder  # noqa: PLC0415
-    from fedtransfer_jax.data.clients import data_field  # noqa: PLC0415
-
-    return folder.split_pairs(
-        pairs,
-        test_fraction=float(data_field(data, "test_fraction")),
-        seed=int(data_field(data, "seed")),
-        group_regex=str(data_field(data, "group_regex") or ""),
-        val_fraction=float(data_field(data, "val_fraction")),
-        train_groups=int(data_field(data, "train_groups")),
-    )["train"]
-
-
 def from_config(config: Any) -> tuple[float, str] | None:
     """``(px, source)`` computed from a training config, or None when it says nothing usable."""
     from fedtransfer_jax.data import folder, synthetic  # noqa: PLC0415
+    from fedtransfer_jax.data.clients import folder_split  # noqa: PLC0415
 
     data = config.get("data") if hasattr(config, "get") else None
     if not data:
@@ -155,7 +140,7 @@ def from_config(config: Any) -> tuple[float, str] | None:
         paths = []
         for client_dir in found.values():
             try:
-                pairs = training_pairs(folder.list_pairs(client_dir), data)
+                pairs = folder_split(folder.list_pairs(client_dir), data)["train"]
             except (OSError, ValueError, re.error):
                 continue
             paths += [lab for _, lab in pairs[:MAX_LABELS]]

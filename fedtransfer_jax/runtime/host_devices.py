@@ -20,9 +20,9 @@ import sys
 ENV_VAR = "FEDTRANSFER_CPU_DEVICES"
 XLA_FLAG = "xla_force_host_platform_device_count"
 # XLA:CPU aborts the whole process (SIGABRT, "Termination timeout ... exceeded") when one device waits more
-# than 20 + 40 s for another at a collective (it warns after the first, aborts after both). The round's all-reduce over the `clients` mesh is one, and on a
-# loaded host (another job beside the run) a device's thread can be starved that long: a 70-minute run
-# died this way at round 10. A run waits up to this long instead; a real deadlock still ends, later.
+# than 20 + 40 s for another at a collective (it warns after the first, aborts after both). The round's
+# all-reduce over the `clients` mesh is one, and on a loaded host (another job beside the run) a device's
+# thread can be starved that long: a 70-minute run died this way at round 10. A run waits up to this long instead; a real deadlock still ends, later.
 COLLECTIVE_FLAG = "xla_cpu_collective_call_terminate_timeout_seconds"
 COLLECTIVE_WARN_FLAG = "xla_cpu_collective_call_warn_stuck_timeout_seconds"
 COLLECTIVE_WAIT_S = 1800
