@@ -112,7 +112,7 @@ def parse_flags(argv):
         print(f"error: {missing}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
     try:
-        return flags.FLAGS(argv)
+        rest = flags.FLAGS(argv)
     except Exception as e:  # noqa: BLE001 - every parse failure is the user's to fix
         msg = _clean_message(e)
         print(f"error: {msg}", file=sys.stderr)
@@ -121,6 +121,11 @@ def parse_flags(argv):
                 "(python launch.py --helpfull lists the flags; the config file lists its keys)", file=sys.stderr
             )
         sys.exit(EXIT_USER_ERROR)
+    if rest[1:]:  # absl would drop them silently: a typo'd override must not run the default config
+        print(f"error: unexpected argument(s) {' '.join(rest[1:4])}: every setting is a flag "
+              "(--config.<key>=value)", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    return rest
 
 
 def _causes(e: BaseException):

@@ -2,7 +2,8 @@ r"""Segments micrographs of any size and measures their grains.
 
   python -m fedtransfer_jax.predict --workdir /tmp/smoke --method fedavg --images IN --out OUT
 
-For every image of IN (a folder, or a single file; grey or RGB, PNG/JPEG/TIFF incl. 16-bit) it writes
+For every image of IN (a folder, or a single file; grey or RGB, PNG/JPEG/TIFF incl. 16-bit; one image per
+file: a TIFF stack is refused) it writes
   OUT/<name>.png          boundary map of the input's height and width (255 = boundary)
   OUT/<name>_grains.csv   grain table: grain_id, area_px, area_um2, equivalent diameters
   OUT/<name>_overlay.png  the micrograph with its boundaries drawn in a contrasting colour
@@ -31,8 +32,10 @@ written. A full disk stops the run at the first failed write, naming the file; t
 `failed` and lists what was written. Ctrl-C stops it with the manifest `interrupted`.
 
 Exit status: 0 every image written; 1 some images failed (the rest written, see `failed`); 2 nothing
-done or stopped (a bad flag, an unsafe or busy --out, a model that cannot be loaded, a full disk; the
-message names the flag/file); 130 interrupted (Ctrl-C): rerun the same command to finish.
+done or stopped (a bad flag, an unsafe or busy --out, a model that cannot be loaded, a full disk, or
+every image failed, which leaves no new --out behind; the message names the flag/file); 130 interrupted
+(Ctrl-C): rerun the same command to finish. Extra arguments (`--images *.tif` expanded by the shell)
+are refused with status 2.
 
 Inference is a tiled sliding window with overlap (`--overlap`, default tile/4) and optional flip
 test-time augmentation (`--flips`). Post-processing (threshold, `--close_radius`, `--min_fragment_px`,
@@ -75,6 +78,7 @@ from fedtransfer_jax.analysis.outputs import (
 )
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import inference
+from fedtransfer_jax.runtime import console
 
 # Re-exported for evaluate.py, scripts and tests (the library lives in fedtransfer_jax/analysis/).
 __all__ = [
@@ -131,11 +135,11 @@ def define_scale_flag():
     def valid(value) -> bool:
         try:
             scale_lib.parse_scale(value)
-        except ValueError:
-            return False
+        except ValueError as e:
+            raise flags.ValidationError(str(e)) from None
         return True
 
-    flags.register_validator("scale", valid, message="--scale must be 'auto' or a number > 0 (e.g. 0.5 halves the image)")
+    flags.register_validator("scale", valid)
     return flag
 
 
@@ -179,6 +183,7 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
     """The CLI's work, given the flag values; returns the exit status (raises on usage errors, a busy
     --out, a full disk, and KeyboardInterrupt). Messages go to stderr, the results table to stdout."""
     f = argv_flags
+    console.tolerant_streams()  # file names are printed: one in another encoding must not fail the run
     check_pixel_size(f["pixel_size_um"])
     f = with_workdir(f)  # no --workdir: the shipped model, or one line saying this copy has none
     scale = scale_lib.parse_scale(f.get("scale", scale_lib.AUTO))
@@ -204,11 +209,18 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
             log=lambda msg: print(msg, file=sys.stderr),
             progress=progress,
         )
-    this_run = manifest["runs"][-1]
-    done = {n: manifest["images"][n] for n in this_run["predicted"]}
+        this_run = manifest["runs"][-1]
+        done = {n: manifest["images"][n] for n in this_run["predicted"]}
+        nothing = not done and not manifest["images"]  # this run measured nothing, and no earlier run did
+        if nothing:
+            outputs.remove_run_outputs(f["out"], manifest)  # ...so OUT holds nothing worth keeping
     if done:
         print(report.text_table(done))
     failed = this_run["failed"]
+    if failed and not done:  # every image failed: nothing done, as for a bad flag (the reasons are above, one per file)
+        kept = "" if nothing else f"; {os.path.join(f['out'], MANIFEST)} lists them beside the earlier results"
+        print(f"predict: error: none of the {len(failed)} image(s) could be measured{kept}", file=sys.stderr)
+        return EXIT_USAGE
     earlier = len(manifest["images"]) - len(done)
     print(
         f"{len(done)} image(s) measured"
@@ -226,11 +238,22 @@ def flags_parser(prog: str):
     failed")."""
 
     def parse(argv):
+        console.tolerant_streams()  # for evaluate and export_model too: they print file names
         try:
-            return flags.FLAGS(argv)
+            rest = flags.FLAGS(argv)
         except flags.Error as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
             sys.exit(EXIT_USAGE)
+        stray = rest[1:]
+        if stray:  # `--images *.tif`: the shell expands it and all but the first name would be dropped
+            shown = " ".join(stray[:3]) + (f" ... ({len(stray)} in all)" if len(stray) > 3 else "")
+            print(
+                f"{prog}: error: unexpected argument(s) {shown}: every input is a flag (--name=value); "
+                "--images takes one file or one folder (give the folder, not a shell pattern like *.tif)",
+                file=sys.stderr,
+            )
+            sys.exit(EXIT_USAGE)
+        return rest
 
     return parse
 

@@ -255,11 +255,19 @@ def test_trained_grain_size_of_folder_data_is_measured_on_its_training_labels_on
 # ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("bad", ["0", "-1", "abc", "nan", "inf", ""])
+@pytest.mark.parametrize("bad", ["0", "-1", "abc", "nan", "inf", "", "100", "4.01"])
 def test_bad_scale_values_name_the_flag(bad: str) -> None:
     with pytest.raises(ValueError, match="--scale"):
         scale_lib.parse_scale(bad)
     assert scale_lib.parse_scale("AUTO") == "auto" and scale_lib.parse_scale("0.5") == 0.5
+    assert scale_lib.parse_scale("4") == 4.0
+
+
+def test_an_enlargement_past_the_pixel_budget_is_refused_before_resampling() -> None:
+    scale_lib.check_scaled_size((1000, 1000), 4.0)  # 16 Mpx: fine
+    scale_lib.check_scaled_size((10000, 10000), 1.0)  # not an enlargement: not this check's business
+    with pytest.raises(ValueError, match=r"--scale 4 would enlarge this 5000x5000 px image to 20000x20000"):
+        scale_lib.check_scaled_size((5000, 5000), 4.0)
 
 
 def test_predict_run_refuses_a_bad_scale_before_the_model_load(tmp_path: Path, capsys) -> None:

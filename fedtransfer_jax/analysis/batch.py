@@ -233,6 +233,20 @@ def _predict_locked(
                     raise write_failure(e, getattr(e, "filename", None) or out, out, len(run_info["predicted"])) from e
         save_manifest()
 
+    def skip(path: str, name: str, files: Mapping[str, str], e: Exception) -> None:
+        """Lists an image that could not be measured or drawn under `failed`, and goes on."""
+        reason = str(e) if isinstance(e, (ValueError, OSError)) else f"unexpected {type(e).__name__}: {e}"
+        manifest["failed"].append({"file": path, "reason": reason})
+        run_info["failed"].append(path)
+        say(f"predict: skipped {path}: {reason}")
+        manifest["images"].pop(name, None)
+        for stale in set(files.values()) & still_there:  # An earlier run's map of this image
+            os.unlink(os.path.join(out, stale))  # would otherwise pass for this run's.
+            still_there.discard(stale)
+        save_manifest()
+        if bar is not None:
+            bar.update(1)
+
     try:
         save_manifest()
         for entry in skipped:
@@ -245,18 +259,8 @@ def _predict_locked(
                     model, path, pixel_size_um=pixel, exclude_border=exclude_border,
                     settings=settings, overlap=overlap, flips=flips, scale=scale, target=target,
                 )
-            except (ValueError, OSError) as e:
-                failure = {"file": path, "reason": str(e)}
-                manifest["failed"].append(failure)
-                run_info["failed"].append(path)
-                say(f"predict: skipped {path}: {e}")
-                manifest["images"].pop(name, None)
-                for stale in set(files.values()) & still_there:  # An earlier run's map of this image
-                    os.unlink(os.path.join(out, stale))  # would otherwise pass for this run's.
-                    still_there.discard(stale)
-                save_manifest()
-                if bar is not None:
-                    bar.update(1)
+            except Exception as e:  # noqa: BLE001 - one image's failure must not cost the others
+                skip(path, name, files, e)
                 continue
             old = manifest["images"].pop(name, None)  # Its files are about to be replaced.
             try:
@@ -264,6 +268,10 @@ def _predict_locked(
             except _ImageWriteError as e:
                 still_there.difference_update(files.values())
                 raise write_failure(e.err, e.path, out, len(run_info["predicted"])) from e.err
+            except Exception as e:  # noqa: BLE001 - not the disk (that is _ImageWriteError): this image only
+                still_there.difference_update(files.values())  # write_image_outputs removed them
+                skip(path, name, files, e)
+                continue
             if old and old.get("file") != path:
                 say(f"predict: note: {name} ({path}) replaces the results of {old.get('file')} in {out}")
             entry = {

@@ -206,6 +206,32 @@ def _holder(path: str) -> str:
         return ""
 
 
+def _missing_folders(out: str) -> list[str]:
+    """OUT and those of its parents that do not exist yet, deepest first."""
+    missing, path = [], os.path.abspath(out)
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def _remove_empty(folders: Sequence[str]) -> None:
+    """Removes the folders a run created, deepest first, as long as they are empty."""
+    for folder in folders:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+
+
+def remove_run_outputs(out: str, manifest: Mapping[str, Any]) -> None:
+    """Removes what a run that measured nothing wrote into a fresh OUT (its manifest, empty tables and
+    report), so that `lock` removes OUT too: a run with nothing to show leaves nothing behind."""
+    for name in [*manifest.get("outputs", []), *SHARED_FILES, MANIFEST]:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(out, name))
+
+
 @contextlib.contextmanager
 def lock(out: str) -> Iterator[None]:
     """An exclusive lock on OUT (``OUT/.predict.lock``) for the duration of a run.
@@ -213,9 +239,9 @@ def lock(out: str) -> Iterator[None]:
     A second run into the same OUT fails at once with ``OutputLockedError`` naming OUT and the holder's
     pid. The lock is an ``flock`` on the file, so the OS drops it when its process dies: a lock left by a
     killed process (its pid no longer alive) is simply taken over. The file is removed on release (and
-    a run that locked a file someone just removed retries on the new one), and so is OUT when the lock
-    created it and nothing was written (a run that failed early leaves no trace). Re-entrant within a
-    thread.
+    a run that locked a file someone just removed retries on the new one), and so are OUT and the parent
+    folders the lock created when nothing was written into them (a run that failed early leaves no
+    trace). Re-entrant within a thread.
     """
     key = os.path.realpath(out)
     depth = getattr(_held, "locks", None)
@@ -228,7 +254,7 @@ def lock(out: str) -> Iterator[None]:
         finally:
             depth[key] -= 1
         return
-    created = not os.path.isdir(out)
+    created = _missing_folders(out)  # OUT and any missing parents, removed again if left empty
     os.makedirs(out, exist_ok=True)
     path = os.path.join(out, LOCK_NAME)
     while True:
@@ -237,9 +263,7 @@ def lock(out: str) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
             os.close(fd)
-            if created:
-                with contextlib.suppress(OSError):
-                    os.rmdir(out)
+            _remove_empty(created)
             if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
                 raise
             holder = _holder(path) or "another process"
@@ -264,6 +288,4 @@ def lock(out: str) -> Iterator[None]:
         with contextlib.suppress(OSError):
             os.unlink(path)
         os.close(fd)  # Closing drops the flock.
-        if created:
-            with contextlib.suppress(OSError):
-                os.rmdir(out)  # Only when empty.
+        _remove_empty(created)

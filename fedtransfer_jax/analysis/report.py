@@ -106,7 +106,7 @@ def histogram_png(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
         )
     ax.set_xlabel(f"equivalent circle diameter ({unit})")
     ax.set_ylabel("grains")
-    ax.set_title(f"{title}  ({values.size} grains)", fontsize=9)
+    ax.set_title(f"{io_utils.printable(title)}  ({values.size} grains)", fontsize=9)
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -247,7 +247,7 @@ def _e(v: Any) -> str:
 
 def _src(rel: str) -> str:
     """A relative path inside OUT as an <img src> / href: URL-quoted, then HTML-escaped."""
-    return _e(quote(rel.replace(os.sep, "/")))
+    return _e(quote(rel.replace(os.sep, "/"), errors="surrogateescape"))
 
 
 def _settings_rows(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -67,9 +67,28 @@ def parse_scale(value: Any) -> str | float:
         s = float(value)
     except (TypeError, ValueError):
         s = math.nan
-    if isinstance(value, bool) or not (math.isfinite(s) and s > 0):
-        raise ValueError(f"--scale must be 'auto' or a number > 0 (e.g. 0.5 halves the image), got {value!r}")
+    if isinstance(value, bool) or not (math.isfinite(s) and 0 < s <= MAX_SCALE):
+        raise ValueError(
+            f"--scale must be 'auto' or a factor in (0, {MAX_SCALE:g}] (0.5 halves the image, 2 doubles it; "
+            f"not a percentage), got {value!r}"
+        )
     return s
+
+
+def check_scaled_size(hw: tuple[int, int], s: float) -> None:
+    """Refuses an enlargement past MAX_SCALED_PIXELS (ValueError): the resampled image, its probabilities
+    and the network's activations are held in memory at once."""
+    h, w = scaled_shape(hw, s)
+    if s > 1.0 and h * w > MAX_SCALED_PIXELS:
+        raise ValueError(
+            f"--scale {s:g} would enlarge this {hw[0]}x{hw[1]} px image to {h}x{w} px, more than "
+            f"{MAX_SCALED_PIXELS / 1e6:.0f} Mpx: use a smaller --scale or crop the image"
+        )
+
+
+# Enlarging helps only grains a few pixels across; 4x is already 16x the pixels (and the work).
+MAX_SCALE = 4.0
+MAX_SCALED_PIXELS = 64_000_000
 
 
 def scaled_shape(hw: tuple[int, int], s: float) -> tuple[int, int]:
@@ -96,6 +115,7 @@ def predict_at(model, image: np.ndarray, s: float, *, overlap=None, flips=False)
     """The model's boundary probabilities at scale ``s``, at the model's resolution [round(sH), round(sW)]."""
     if s == 1.0:
         return model.predict_prob(image, overlap=overlap, flips=flips)
+    check_scaled_size(image.shape[:2], s)
     return model.predict_prob(resample(image, scaled_shape(image.shape[:2], s)), overlap=overlap, flips=flips)
 
 

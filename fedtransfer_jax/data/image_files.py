@@ -7,7 +7,11 @@ JPEGs (incl. Adobe-inverted) and TIFFs are converted to RGB, and palette (indexe
 by colour index (two indices: the brighter colour is boundary; more is an error naming the file). A float
 image with NaN/inf pixels is refused (naming the file and the first bad pixel) rather than repaired: a
 NaN spreads through every convolution of its tile. A FIFO or other non-regular file named like an image
-is never opened (``NotRegularFileError``; the folder reader skips it with a warning).
+is never opened (``NotRegularFileError``; the folder reader skips it with a warning). A TIFF is read from
+its largest full-resolution page (not a thumbnail or pyramid level), with planar samples made
+channel-last, white-is-zero grey inverted and palette indices mapped to their colours; a TIFF holding
+several images of that size (a Fiji stack of slices or channels) is refused naming the file, since which
+one is the micrograph is the user's call. Compressed TIFFs need `imagecodecs`; without it PIL reads them.
 """
 
 from __future__ import annotations
@@ -127,24 +131,91 @@ def _cmyk_to_rgb(arr: np.ndarray) -> np.ndarray:
     return (rgb * full).round().astype(arr.dtype) if full > 1 else rgb.astype(arr.dtype)
 
 
+def _tiff_main_page(tif, path: Path):
+    """The page of a TIFF that holds the micrograph: the largest full-resolution page.
+
+    Reduced-resolution pages (thumbnails, pyramid levels: NewSubfileType bit 0) are skipped, and a
+    thumbnail stored first without that flag loses to the larger image. A file holding several images
+    of that largest size (a Fiji/ImageJ stack, channels or z-slices as pages) is refused naming the file:
+    which slice is "the" micrograph is for the user to say, and reading the slices as colour channels
+    would segment a false-colour mix.
+    """
+    pages = list(tif.pages)
+    if not pages:
+        raise ValueError(f"cannot read image file {path}: a TIFF without a readable image (truncated?)")
+    full = [p for p in pages if not int(getattr(p, "subfiletype", 0) or 0) & 1] or pages
+    area = lambda p: int(p.imagelength) * int(p.imagewidth)  # noqa: E731
+    largest = max(area(p) for p in full)
+    main = [p for p in full if area(p) == largest]
+    count = len(main)
+    if tif.is_imagej:  # a contiguous ImageJ stack may keep only its first page's header
+        count = max(count, int((tif.imagej_metadata or {}).get("images", 1) or 1))
+    page = main[0]
+    if count > 1:
+        raise ValueError(
+            f"{path} is a stack of {count} images of {page.imagelength}x{page.imagewidth} px (pages, channels "
+            "or slices): one micrograph per file is read; save the slice or channel you want as its own file "
+            "(Fiji: Image > Duplicate, or Image > Stacks > Stack to Images)"
+        )
+    return page
+
+
+def _tiff_as_shown(arr: np.ndarray, page) -> np.ndarray:
+    """A page's samples as a viewer shows them: channel-last, CMYK and palette colours as RGB, white-is-zero
+    grey inverted, upright."""
+    photometric = int(getattr(page, "photometric", 1) if page.photometric is not None else 1)
+    if int(getattr(page, "planarconfig", 1) or 1) == 2 and arr.ndim == 3 and arr.shape[0] == page.samplesperpixel:
+        arr = np.moveaxis(arr, 0, -1)  # planar (channel-first) samples
+    if photometric == 0 and arr.ndim == 2:  # MINISWHITE: 0 is white
+        if arr.dtype == bool:
+            arr = ~arr
+        elif np.issubdtype(arr.dtype, np.integer):
+            arr = (2 ** int(page.bitspersample) - 1 - arr.astype(np.int64)).astype(arr.dtype)
+        else:
+            arr = 1.0 - arr
+    elif photometric == 3 and arr.ndim == 2 and page.colormap is not None:  # PALETTE: indices into a colour map
+        colours = np.asarray(page.colormap)
+        arr = np.moveaxis(colours[:, arr], 0, -1)
+        arr = arr.astype(np.uint8) if colours.max() <= 255 else arr.astype(np.uint16)
+    elif photometric == 5 and arr.ndim == 3 and arr.shape[-1] >= 4:  # SEPARATED, CMYK inks
+        inkset = int(page.tags["InkSet"].value) if "InkSet" in page.tags else 1
+        arr = _cmyk_to_rgb(arr) if inkset == 1 else arr
+    tag = page.tags.get("Orientation")
+    orientation = int(tag.value) if tag is not None else 1
+    return _apply_orientation(arr, orientation) if orientation != 1 and arr.ndim in (2, 3) else arr
+
+
 def _read_tiff(path: Path) -> np.ndarray:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        page = tif.pages[0]
-        arr = np.asarray(tif.asarray())
-        tag = page.tags.get("Orientation")
-        orientation = int(tag.value) if tag is not None else 1
-        photometric = int(getattr(page, "photometric", 0) or 0)
-        inkset = int(page.tags["InkSet"].value) if "InkSet" in page.tags else 1
-    arr = np.squeeze(arr) if arr.ndim > 3 else arr
-    if arr.ndim == 3 and arr.shape[-1] > 4 and arr.shape[0] <= 4:
-        arr = np.moveaxis(arr, 0, -1)  # Planar (channel-first) TIFF.
-    if photometric == 5 and inkset == 1 and arr.ndim == 3 and arr.shape[-1] >= 4:  # SEPARATED, CMYK inks
-        arr = _cmyk_to_rgb(arr)
-    if orientation != 1 and arr.ndim in (2, 3):
-        arr = _apply_orientation(arr, orientation)
-    return arr
+        page = _tiff_main_page(tif, path)
+        try:
+            arr = page.asarray()
+        except Exception as e:  # noqa: BLE001 - e.g. a codec tifffile lacks (imagecodecs not installed)
+            arr = _read_tiff_with_pil(path, page, e)
+        else:
+            arr = _tiff_as_shown(np.asarray(arr), page)
+    return np.squeeze(arr) if arr.ndim > 3 else arr
+
+
+def _read_tiff_with_pil(path: Path, page, error: Exception) -> np.ndarray:
+    """PIL's reading of a TIFF tifffile cannot decode (LZW/JPEG/Deflate without the `imagecodecs`
+    package): fine for 8-bit grey and RGB, which is what such files mostly hold."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            orientation = _pil_orientation(img)
+            if img.mode in ("CMYK", "YCbCr", "LAB", "HSV", "P"):
+                img = img.convert("RGB")
+            arr = np.asarray(img)
+    except Exception as pil_error:  # noqa: BLE001
+        hint = " (pip install imagecodecs)" if "imagecodecs" in str(error) else ""
+        raise ValueError(
+            f"cannot read TIFF {path}: {error}{hint}; PIL failed too: {type(pil_error).__name__}: {pil_error}"
+        ) from error
+    return _apply_orientation(arr, orientation) if orientation not in (None, 1) else arr
 
 
 def _read_raw(path: Path, *, palette_as_index: bool = False) -> np.ndarray:
@@ -189,8 +260,6 @@ def _read_raw(path: Path, *, palette_as_index: bool = False) -> np.ndarray:
     except Exception as e:  # PIL/tifffile raise many different types for corrupt data.
         raise ValueError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
     arr = np.squeeze(arr) if arr.ndim > 3 else arr
-    if arr.ndim == 3 and arr.shape[-1] > 4 and arr.shape[0] <= 4:
-        arr = np.moveaxis(arr, 0, -1)  # Planar (channel-first) TIFF.
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] > 4):
         raise ValueError(f"unsupported image layout {arr.shape} in {path} (expected HxW or HxWxC, C<=4)")
     if arr.size == 0:
@@ -277,7 +346,7 @@ def upright_shape(path: PathLike) -> tuple[int, int, int]:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
+                page = _tiff_main_page(tif, path)
                 h, w = int(page.imagelength), int(page.imagewidth)
                 tag = page.tags.get("Orientation")
                 orientation = int(tag.value) if tag is not None else 1
@@ -286,6 +355,10 @@ def upright_shape(path: PathLike) -> tuple[int, int, int]:
 
             with Image.open(path) as img:
                 (w, h), orientation = img.size, _pil_orientation(img) or 1
+    except ValueError as e:
+        if str(path) in str(e):  # already names the file (a TIFF stack)
+            raise
+        raise ValueError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
     except Exception as e:  # noqa: BLE001 - corrupt headers: named like the readers do
         raise ValueError(f"cannot read image file {path}: {type(e).__name__}: {e}") from e
     return (w, h, orientation) if orientation in (5, 6, 7, 8) else (h, w, orientation)

@@ -110,6 +110,14 @@ def _resumed_note(resumed) -> str:
     return f", resumed at round {resumed}" if resumed else ""
 
 
+def tolerant_streams() -> None:
+    """stdout/stderr print what they cannot encode (a non-UTF-8 file name) as escapes instead of raising
+    UnicodeEncodeError after the work is done."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(AttributeError, ValueError):  # not a TextIOWrapper (pytest capture...)
+            stream.reconfigure(errors="backslashreplace")
+
+
 def quiet_library_logs() -> None:
     """Before anything logs (config parsing imports jax/optax): library INFO stays off the console."""
     handler = logging.get_absl_handler()

@@ -67,7 +67,15 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
 
 
 def write_text_atomic(path: str, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+    # surrogateescape: a file name that is not UTF-8 (b"caf\xe9.png", unzipped from another system) comes
+    # back out as the bytes it has on disk instead of failing the write.
+    write_bytes_atomic(path, text.encode("utf-8", "surrogateescape"))
+
+
+def printable(text: str) -> str:
+    """``text`` with the undecodable bytes of a non-UTF-8 file name shown as U+FFFD (for figures and the
+    terminal, which cannot carry raw bytes)."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
 
 
 def _jsonable(x: Any) -> Any:
