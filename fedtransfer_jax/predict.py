@@ -190,6 +190,7 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
     overrides = {k: v for k, v in f["settings"].items() if v is not None}
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?
     plan_outputs(f["images"], f["out"])  # Fail on an unsafe --out before the (slow) model load.
+    fresh = not os.path.exists(os.path.join(f["out"], MANIFEST))  # no earlier predict wrote into OUT
     with outputs.lock(f["out"]):  # ...and on a busy one.
         model, settings, provenance = model_and_settings(f, overrides)
         source = getattr(model, "source", None) or {}
@@ -211,9 +212,9 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
         )
         this_run = manifest["runs"][-1]
         done = {n: manifest["images"][n] for n in this_run["predicted"]}
-        nothing = not done and not manifest["images"]  # this run measured nothing, and no earlier run did
+        nothing = fresh and not done  # nothing measured, and no earlier run's results to keep
         if nothing:
-            outputs.remove_run_outputs(f["out"], manifest)  # ...so OUT holds nothing worth keeping
+            outputs.remove_run_outputs(f["out"], manifest)
     if done:
         print(report.text_table(done))
     failed = this_run["failed"]

@@ -23,7 +23,7 @@ from PIL import Image
 
 from fedtransfer_jax import predict
 from fedtransfer_jax.analysis import outputs, report
-from fedtransfer_jax.data import image_files
+from fedtransfer_jax.data import image_files, labels
 from fedtransfer_jax.runtime import console
 from test_bad_inputs import REPO, fake_load, grid, predict_values, run_cli, save  # noqa: F401 (fixture)
 
@@ -107,22 +107,59 @@ def test_compressed_tiffs_from_other_software_are_read(tmp_path: Path, compressi
     np.testing.assert_allclose(image_files.read_image(path), rgb / 255.0, atol=atol)
 
 
-def test_a_tiff_tifffile_cannot_decode_is_read_by_pil(tmp_path: Path, monkeypatch) -> None:
-    """Without the `imagecodecs` package tifffile cannot decode LZW: PIL reads it instead."""
+def test_a_missing_codec_names_the_file_and_the_package(tmp_path: Path, monkeypatch) -> None:
     path = tmp_path / "lzw.tif"
     Image.fromarray(micrograph()).save(path, compression="tiff_lzw")
 
-    def no_codec(self, *a, **kw):
+    def no_codec(self, *a, **kw):  # what tifffile raises without the `imagecodecs` package
         raise ValueError("<COMPRESSION.LZW: 5> requires the 'imagecodecs' package")
 
     monkeypatch.setattr(tifffile.TiffPage, "asarray", no_codec)
-    np.testing.assert_allclose(image_files.read_image(path)[..., 0], micrograph() / 255.0, atol=1e-6)
-    def no_pil(*a, **kw):
-        raise OSError("cannot identify image file")
-
-    monkeypatch.setattr(Image, "open", no_pil)  # and if PIL cannot either, both reasons are given
-    with pytest.raises(ValueError, match=r"lzw\.tif.*imagecodecs.*PIL failed too"):
+    with pytest.raises(ValueError, match=r"lzw\.tif.*pip install imagecodecs"):
         image_files.read_image(path)
+
+
+def test_pages_of_another_type_or_a_transparency_mask_are_not_a_stack(tmp_path: Path) -> None:
+    other_type, with_mask = tmp_path / "other_type.tif", tmp_path / "with_mask.tif"
+    with tifffile.TiffWriter(other_type) as tif:
+        tif.write(micrograph())
+        tif.write(micrograph().astype(np.float32))
+    with tifffile.TiffWriter(with_mask) as tif:
+        tif.write(micrograph())
+        tif.write(np.ones(micrograph().shape, bool), subfiletype=4)
+    for path in (other_type, with_mask):
+        np.testing.assert_allclose(image_files.read_image(path)[..., 0], micrograph() / 255.0, atol=1e-6)
+
+
+def test_an_imagej_lookup_table_is_display_only(tmp_path: Path) -> None:
+    green = np.zeros((3, 256), np.uint8)
+    green[1] = np.arange(256)
+    path = tmp_path / "green_lut.tif"
+    tifffile.imwrite(path, micrograph(), imagej=True, colormap=green)
+    np.testing.assert_allclose(image_files.read_image(path), np.stack([micrograph() / 255.0] * 3, -1), atol=1e-6)
+
+
+def _mask() -> np.ndarray:
+    return grid(24, 40).astype(bool)
+
+
+def test_a_bool_tiff_label_keeps_its_values(tmp_path: Path) -> None:
+    """tifffile saves a bool mask as white-is-zero: the mask's True is the boundary, not what a viewer
+    shows as white."""
+    path = tmp_path / "label.tif"
+    tifffile.imwrite(path, _mask())
+    label, _ = labels.read_label_with_stats(path)
+    np.testing.assert_array_equal(label, _mask())
+    tifffile.imwrite(path, (_mask() * 255).astype(np.uint8), photometric="miniswhite")
+    np.testing.assert_array_equal(labels.read_label_with_stats(path)[0], _mask())
+
+
+def test_a_palette_tiff_label_is_read_by_index_like_a_palette_png(tmp_path: Path) -> None:
+    colours = np.zeros((3, 256), np.uint16)
+    colours[:, 1] = (65535, 0, 0)  # boundary drawn in red on black, VOC style
+    path = tmp_path / "label.tif"
+    tifffile.imwrite(path, _mask().astype(np.uint8), photometric="palette", colormap=colours)
+    np.testing.assert_array_equal(labels.read_label_with_stats(path)[0], _mask())
 
 
 # ----------------------------------------------------------------------------------------------
@@ -210,16 +247,46 @@ def test_every_image_failing_into_an_earlier_out_keeps_its_results(tmp_path: Pat
     assert [f["file"] for f in manifest["failed"]] == [str(bad / "zero.png")]
 
 
+def test_every_image_failing_keeps_an_earlier_runs_files_even_when_its_entry_is_gone(
+    tmp_path: Path, fake_load
+) -> None:
+    good = _folder(tmp_path, ["a.png"])
+    out = tmp_path / "out"
+    assert predict.run(predict_values(good, out, tmp_path, scale=1.0)) == predict.EXIT_OK
+    (out / "a_overlay.png").unlink()  # the user deletes one file: a's entry is no longer kept
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "zero.png").write_bytes(b"")
+    before = sorted(os.listdir(out))
+    assert predict.run(predict_values(bad, out, tmp_path, scale=1.0)) == predict.EXIT_USAGE
+    assert set(before) <= set(os.listdir(out))  # nothing an earlier run wrote is deleted
+
+
+def test_an_image_that_fails_on_a_rerun_leaves_nothing_that_blocks_the_next_run(
+    tmp_path: Path, fake_load, monkeypatch
+) -> None:
+    images = _folder(tmp_path, ["a.png", "b.png"])
+    out = tmp_path / "out"
+    assert predict.run(predict_values(images, out, tmp_path, scale=1.0)) == predict.EXIT_OK
+    real = report.histogram_png
+    monkeypatch.setattr(report, "histogram_png", lambda rows, summary, title: (
+        (_ for _ in ()).throw(TypeError("boom")) if title == "a" else real(rows, summary, title)))
+    assert predict.run(predict_values(images, out, tmp_path, scale=1.0)) == predict.EXIT_SOME_FAILED
+    assert not [n for n in os.listdir(out) if n.startswith("a")]  # run 1's a_hist.png is gone too
+    monkeypatch.setattr(report, "histogram_png", real)
+    assert predict.run(predict_values(images, out, tmp_path, scale=1.0)) == predict.EXIT_OK
+
+
 def test_the_lock_removes_the_parent_folders_it_created(tmp_path: Path) -> None:
     out = tmp_path / "new1" / "new2" / "out"
     with pytest.raises(RuntimeError), outputs.lock(str(out)):
         assert out.is_dir()
         raise RuntimeError("a bad flag found after the lock")
-    assert not (tmp_path / "new1").exists() and tmp_path.is_dir()
-    (tmp_path / "kept").mkdir()
-    with outputs.lock(str(tmp_path / "kept" / "out")):
-        (tmp_path / "kept" / "out" / "result.txt").write_text("written")
-    assert (tmp_path / "kept" / "out" / "result.txt").exists()
+    assert not (tmp_path / "new1").exists()
+    (tmp_path / "users_empty_folder").mkdir()
+    with pytest.raises(RuntimeError), outputs.lock(str(tmp_path / "users_empty_folder" / "a" / "out")):
+        raise RuntimeError("a bad flag found after the lock")
+    assert (tmp_path / "users_empty_folder").is_dir() and not (tmp_path / "users_empty_folder" / "a").exists()
 
 
 # ----------------------------------------------------------------------------------------------

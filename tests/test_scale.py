@@ -263,11 +263,19 @@ def test_bad_scale_values_name_the_flag(bad: str) -> None:
     assert scale_lib.parse_scale("4") == 4.0
 
 
-def test_an_enlargement_past_the_pixel_budget_is_refused_before_resampling() -> None:
+def test_an_enlargement_past_the_pixel_budget_is_refused_before_resampling(monkeypatch) -> None:
     scale_lib.check_scaled_size((1000, 1000), 4.0)  # 16 Mpx: fine
     scale_lib.check_scaled_size((10000, 10000), 1.0)  # not an enlargement: not this check's business
     with pytest.raises(ValueError, match=r"--scale 4 would enlarge this 5000x5000 px image to 20000x20000"):
         scale_lib.check_scaled_size((5000, 5000), 4.0)
+
+    class NeverCalled:
+        def predict_prob(self, image, **kw):
+            raise AssertionError("the model ran on an image past the budget")
+
+    monkeypatch.setattr(scale_lib, "MAX_SCALED_PIXELS", 1000)
+    with pytest.raises(ValueError, match="would enlarge"):
+        scale_lib.predict_at(NeverCalled(), np.zeros((20, 20, 3), np.float32), 2.0)
 
 
 def test_predict_run_refuses_a_bad_scale_before_the_model_load(tmp_path: Path, capsys) -> None:

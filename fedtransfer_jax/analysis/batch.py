@@ -240,12 +240,19 @@ def _predict_locked(
         run_info["failed"].append(path)
         say(f"predict: skipped {path}: {reason}")
         manifest["images"].pop(name, None)
-        for stale in set(files.values()) & still_there:  # An earlier run's map of this image
-            os.unlink(os.path.join(out, stale))  # would otherwise pass for this run's.
-            still_there.discard(stale)
+        drop_stale(files)
         save_manifest()
         if bar is not None:
             bar.update(1)
+
+    def drop_stale(files: Mapping[str, str]) -> None:
+        """Removes an earlier run's files of an image this run could not redo (they would pass for this
+        run's); one that cannot be removed stays listed as ours, so the next run may replace it."""
+        for stale in set(files.values()) & still_there:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(out, stale))
+            if not os.path.exists(os.path.join(out, stale)):
+                still_there.discard(stale)
 
     try:
         save_manifest()
@@ -266,10 +273,9 @@ def _predict_locked(
             try:
                 colour = write_image_outputs(out, files, m, name)
             except _ImageWriteError as e:
-                still_there.difference_update(files.values())
+                drop_stale(files)
                 raise write_failure(e.err, e.path, out, len(run_info["predicted"])) from e.err
             except Exception as e:  # noqa: BLE001 - not the disk (that is _ImageWriteError): this image only
-                still_there.difference_update(files.values())  # write_image_outputs removed them
                 skip(path, name, files, e)
                 continue
             if old and old.get("file") != path:

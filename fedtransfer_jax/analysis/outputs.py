@@ -206,13 +206,28 @@ def _holder(path: str) -> str:
         return ""
 
 
-def _missing_folders(out: str) -> list[str]:
-    """OUT and those of its parents that do not exist yet, deepest first."""
-    missing, path = [], os.path.abspath(out)
-    while not os.path.isdir(path) and os.path.dirname(path) != path:
-        missing.append(path)
+def _make_folders(out: str) -> list[str]:
+    """Creates OUT and its missing parents; returns the folders this call created, deepest first (a
+    folder another process created meanwhile is not ours to remove)."""
+    levels, path = [], os.path.abspath(out)
+    while os.path.dirname(path) != path:
+        levels.append(path)
         path = os.path.dirname(path)
-    return missing
+    for _attempt in range(5):
+        created = []
+        try:
+            for level in reversed(levels):
+                try:
+                    os.mkdir(level)
+                    created.append(level)
+                except FileExistsError:
+                    if not os.path.isdir(level):
+                        raise
+            return created[::-1]
+        except FileNotFoundError:  # a parent vanished under us (another run removed it): again
+            _remove_empty(created[::-1])
+    os.makedirs(out, exist_ok=True)  # raises what is wrong
+    return []
 
 
 def _remove_empty(folders: Sequence[str]) -> None:
@@ -254,9 +269,8 @@ def lock(out: str) -> Iterator[None]:
         finally:
             depth[key] -= 1
         return
-    created = _missing_folders(out)  # OUT and any missing parents, removed again if left empty
-    os.makedirs(out, exist_ok=True)
-    path = os.path.join(out, LOCK_NAME)
+    created = _make_folders(out)  # OUT and any missing parents, removed again if left empty
+    path = os.path.join(os.path.abspath(out), LOCK_NAME)  # the folder made: `in/x/..` is `in`
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
         try:

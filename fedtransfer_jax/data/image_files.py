@@ -11,7 +11,7 @@ is never opened (``NotRegularFileError``; the folder reader skips it with a warn
 its largest full-resolution page (not a thumbnail or pyramid level), with planar samples made
 channel-last, white-is-zero grey inverted and palette indices mapped to their colours; a TIFF holding
 several images of that size (a Fiji stack of slices or channels) is refused naming the file, since which
-one is the micrograph is the user's call. Compressed TIFFs need `imagecodecs`; without it PIL reads them.
+one is the micrograph is the user's call. Compressed TIFFs (LZW, JPEG, Deflate) are decoded by `imagecodecs`.
 """
 
 from __future__ import annotations
@@ -95,12 +95,16 @@ def _palette_indices(img, path: Path) -> np.ndarray:
     all background, or all boundary if its colour is bright. More indices, or two equally bright
     colours, are an error naming the file.
     """
-    index = np.asarray(img)
-    used = np.flatnonzero(np.bincount(index.ravel(), minlength=256))
     pal = img.getpalette() or []
     colours = np.zeros((256, 3), np.int64)
     flat = np.asarray(pal[: 3 * 256], np.int64)
     colours[: flat.size // 3] = flat[: flat.size // 3 * 3].reshape(-1, 3)
+    return _label_from_indices(np.asarray(img), colours, path)
+
+
+def _label_from_indices(index: np.ndarray, colours: np.ndarray, path: Path) -> np.ndarray:
+    """``_palette_indices``' rule on an index array and its colours ``[n, 3]`` (8-bit scale)."""
+    used = np.flatnonzero(np.bincount(index.ravel(), minlength=len(colours)))
     bright = colours.max(axis=-1)
     if used.size > 2:
         raise ValueError(
@@ -132,25 +136,24 @@ def _cmyk_to_rgb(arr: np.ndarray) -> np.ndarray:
 
 
 def _tiff_main_page(tif, path: Path):
-    """The page of a TIFF that holds the micrograph: the largest full-resolution page.
+    """The page of a TIFF that holds the micrograph: the largest full-resolution image page.
 
-    Reduced-resolution pages (thumbnails, pyramid levels: NewSubfileType bit 0) are skipped, and a
-    thumbnail stored first without that flag loses to the larger image. A file holding several images
-    of that largest size (a Fiji/ImageJ stack, channels or z-slices as pages) is refused naming the file:
-    which slice is "the" micrograph is for the user to say, and reading the slices as colour channels
-    would segment a false-colour mix.
+    Reduced-resolution pages (thumbnails, pyramid levels: NewSubfileType bit 0) and transparency masks
+    (bit 2) are skipped, and a thumbnail stored first without that flag loses to the larger image. When
+    other pages (or its series) hold images of the same shape and type (a Fiji/ImageJ stack, channels or
+    detectors or z-slices as pages), the file is refused naming it: which one is "the" micrograph is for
+    the user to say, and reading the slices as colour channels would segment a false-colour mix.
     """
     pages = list(tif.pages)
     if not pages:
         raise ValueError(f"cannot read image file {path}: a TIFF without a readable image (truncated?)")
-    full = [p for p in pages if not int(getattr(p, "subfiletype", 0) or 0) & 1] or pages
-    area = lambda p: int(p.imagelength) * int(p.imagewidth)  # noqa: E731
-    largest = max(area(p) for p in full)
-    main = [p for p in full if area(p) == largest]
-    count = len(main)
-    if tif.is_imagej:  # a contiguous ImageJ stack may keep only its first page's header
-        count = max(count, int((tif.imagej_metadata or {}).get("images", 1) or 1))
-    page = main[0]
+    images = [p for p in pages if not int(getattr(p, "subfiletype", 0) or 0) & 0b101] or pages
+    page = max(images, key=lambda p: int(p.imagelength) * int(p.imagewidth))  # the first of the largest
+    twins = [p for p in images if p.shape == page.shape and p.dtype == page.dtype]  # pages like it
+    count = len(twins)
+    for series in tif.series:  # a contiguous ImageJ stack may describe all its slices in one page
+        if any(getattr(p, "offset", None) == page.offset for p in series.pages[:1]):
+            count = max(count, int(np.prod(series.shape)) // max(1, int(np.prod(page.shape))))
     if count > 1:
         raise ValueError(
             f"{path} is a stack of {count} images of {page.imagelength}x{page.imagewidth} px (pages, channels "
@@ -160,21 +163,30 @@ def _tiff_main_page(tif, path: Path):
     return page
 
 
-def _tiff_as_shown(arr: np.ndarray, page) -> np.ndarray:
+def _invert_white_is_zero(arr: np.ndarray, bits: int) -> np.ndarray:
+    if arr.dtype == bool:
+        return ~arr
+    if np.issubdtype(arr.dtype, np.unsignedinteger):
+        return ((1 << min(bits, arr.dtype.itemsize * 8)) - 1 - arr.astype(np.int64)).astype(arr.dtype)
+    if np.issubdtype(arr.dtype, np.integer):
+        return (np.iinfo(arr.dtype).max - arr.astype(np.int64)).astype(arr.dtype)
+    return 1.0 - arr
+
+
+def _tiff_as_shown(arr: np.ndarray, page, path: Path, *, imagej: bool, label: bool) -> np.ndarray:
     """A page's samples as a viewer shows them: channel-last, CMYK and palette colours as RGB, white-is-zero
-    grey inverted, upright."""
-    photometric = int(getattr(page, "photometric", 1) if page.photometric is not None else 1)
-    if int(getattr(page, "planarconfig", 1) or 1) == 2 and arr.ndim == 3 and arr.shape[0] == page.samplesperpixel:
+    grey inverted, upright. Labels keep their stored values (1 or 255 = boundary, whatever the display:
+    tifffile saves a bool mask as white-is-zero) and read a palette by index (``_label_from_indices``);
+    an ImageJ palette is a display LUT over grey values, which are what is read."""
+    photometric = int(page.photometric if page.photometric is not None else 1)
+    if int(page.planarconfig or 1) == 2 and arr.ndim == 3 and arr.shape[0] == page.samplesperpixel:
         arr = np.moveaxis(arr, 0, -1)  # planar (channel-first) samples
-    if photometric == 0 and arr.ndim == 2:  # MINISWHITE: 0 is white
-        if arr.dtype == bool:
-            arr = ~arr
-        elif np.issubdtype(arr.dtype, np.integer):
-            arr = (2 ** int(page.bitspersample) - 1 - arr.astype(np.int64)).astype(arr.dtype)
-        else:
-            arr = 1.0 - arr
-    elif photometric == 3 and arr.ndim == 2 and page.colormap is not None:  # PALETTE: indices into a colour map
-        colours = np.asarray(page.colormap)
+    if photometric == 0 and arr.ndim == 2 and not label:  # MINISWHITE: 0 is white
+        arr = _invert_white_is_zero(arr, int(page.bitspersample))
+    elif photometric == 3 and arr.ndim == 2 and page.colormap is not None and not imagej:  # PALETTE
+        colours = np.asarray(page.colormap)  # [3, 2**bits], 16-bit scale
+        if label:
+            return _label_from_indices(arr, (colours.T >> 8 if colours.max() > 255 else colours.T), path)
         arr = np.moveaxis(colours[:, arr], 0, -1)
         arr = arr.astype(np.uint8) if colours.max() <= 255 else arr.astype(np.uint16)
     elif photometric == 5 and arr.ndim == 3 and arr.shape[-1] >= 4:  # SEPARATED, CMYK inks
@@ -185,37 +197,18 @@ def _tiff_as_shown(arr: np.ndarray, page) -> np.ndarray:
     return _apply_orientation(arr, orientation) if orientation != 1 and arr.ndim in (2, 3) else arr
 
 
-def _read_tiff(path: Path) -> np.ndarray:
+def _read_tiff(path: Path, *, label: bool = False) -> np.ndarray:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         page = _tiff_main_page(tif, path)
         try:
-            arr = page.asarray()
-        except Exception as e:  # noqa: BLE001 - e.g. a codec tifffile lacks (imagecodecs not installed)
-            arr = _read_tiff_with_pil(path, page, e)
-        else:
-            arr = _tiff_as_shown(np.asarray(arr), page)
+            arr = np.asarray(page.asarray())
+        except ValueError as e:  # tifffile names the missing codec package
+            hint = "; pip install imagecodecs" if "imagecodecs" in str(e) else ""
+            raise ValueError(f"cannot read TIFF {path}: {e}{hint}") from e
+        arr = _tiff_as_shown(arr, page, path, imagej=bool(tif.is_imagej), label=label)
     return np.squeeze(arr) if arr.ndim > 3 else arr
-
-
-def _read_tiff_with_pil(path: Path, page, error: Exception) -> np.ndarray:
-    """PIL's reading of a TIFF tifffile cannot decode (LZW/JPEG/Deflate without the `imagecodecs`
-    package): fine for 8-bit grey and RGB, which is what such files mostly hold."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as img:
-            orientation = _pil_orientation(img)
-            if img.mode in ("CMYK", "YCbCr", "LAB", "HSV", "P"):
-                img = img.convert("RGB")
-            arr = np.asarray(img)
-    except Exception as pil_error:  # noqa: BLE001
-        hint = " (pip install imagecodecs)" if "imagecodecs" in str(error) else ""
-        raise ValueError(
-            f"cannot read TIFF {path}: {error}{hint}; PIL failed too: {type(pil_error).__name__}: {pil_error}"
-        ) from error
-    return _apply_orientation(arr, orientation) if orientation not in (None, 1) else arr
 
 
 def _read_raw(path: Path, *, palette_as_index: bool = False) -> np.ndarray:
@@ -229,14 +222,14 @@ def _read_raw(path: Path, *, palette_as_index: bool = False) -> np.ndarray:
     * EXIF/TIFF Orientation (a camera's "rotate 90 degrees to display" tag) is applied;
     * CMYK (JPEG, incl. Adobe's inverted CMYK, and TIFF) is converted to RGB, not read as RGBA;
     * palette images are expanded to their colours, or, with ``palette_as_index`` (labels), read by
-      colour index (``_palette_indices``).
+      colour index (``_palette_indices``); labels also keep a white-is-zero TIFF's stored values.
 
     A path that is not a regular file (a FIFO named ``x.png``) is refused without being opened.
     """
     check_regular_file(path)
     try:
         if path.suffix.lower() in _TIFF_SUFFIXES:
-            arr = _read_tiff(path)
+            arr = _read_tiff(path, label=palette_as_index)
         else:
             from PIL import Image
 
