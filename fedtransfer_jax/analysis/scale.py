@@ -59,6 +59,11 @@ FLAG_HELP = (
 )
 
 
+# Enlarging helps only grains a few pixels across; 4x is already 16x the pixels (and the work).
+MAX_SCALE = 4.0
+MAX_SCALED_PIXELS = 64_000_000
+
+
 def parse_scale(value: Any) -> str | float:
     """``'auto'`` or a finite float > 0 from ``--scale``; ValueError naming --scale otherwise."""
     if isinstance(value, str) and value.strip().lower() == AUTO:
@@ -84,11 +89,6 @@ def check_scaled_size(hw: tuple[int, int], s: float) -> None:
             f"--scale {s:g} would enlarge this {hw[0]}x{hw[1]} px image to {h}x{w} px, more than "
             f"{MAX_SCALED_PIXELS / 1e6:.0f} Mpx: use a smaller --scale or crop the image"
         )
-
-
-# Enlarging helps only grains a few pixels across; 4x is already 16x the pixels (and the work).
-MAX_SCALE = 4.0
-MAX_SCALED_PIXELS = 64_000_000
 
 
 def scaled_shape(hw: tuple[int, int], s: float) -> tuple[int, int]:
