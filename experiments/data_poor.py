@@ -6,6 +6,7 @@ recipient shares without sharing images) help the recipient's own test ARI, beyo
   python -m experiments.data_poor --workdir runs/data_poor --labels 0,4        # some k (resumes the rest later)
   python launch.py --config experiments/data_poor.py:2 --workdir runs/data_poor/k2   # one k by hand
   python -m experiments.data_poor --workdir runs/dp1 --variant session           # one session: k = 0, 1, ~95 min
+  python -m experiments.data_poor --workdir runs/dp2 --variant session2          # the next: k = 2, 4, ~85 min
   python -m experiments.data_poor --workdir /tmp/dp --variant tiny --labels 0  # tests: seconds
 
 Clients: the main study's four seen labs (brightfield, darkfield, sem, lowcontrast). The recipient is
@@ -52,7 +53,9 @@ k on the quiet machine and ~7-8 h beside other work. Each further recipient lab 
 `session` (docs/PROTOCOL.md "Study (c) in one session"; `--variant session`): k = 0 and 1, seed pairs 0-6,
 fedavg, fedtransfer, fedtransfer_gen and both controls (no local), Holm over its 12 comparisons: ~95 min estimated; it ran in
 2 h 14 min wall beside other work (~5-6 min per seed pair and k on the quiet machine; README "A data-poor
-lab"); its summary.json is the session part's (`variant`: 'session').
+lab"); its summary.json is the session part's (`variant`: 'session'). `session2` (`--variant session2`, its
+second part, fixed before any of its runs): k = 2 and 4 with the same methods and seed pairs, its own Holm family
+of 12, reported apart; ~6 min per seed pair and k on the quiet machine, ~85 min (estimate).
 `tiny` (32 px, one seed pair, fedavg, fedtransfer_gen and local at k >= 1; measured on the loaded 2-core machine:
 k = 0 ~35-50 s, k = 1 ~55 s, data and compilation included).
 """
@@ -77,11 +80,12 @@ METHODS = ("local", "fedavg", "fedtransfer", "fedtransfer_gen", "gen_own_style",
 PRIMARIES = ("fedtransfer_gen", "fedtransfer")
 REFERENCES = ("fedavg", "gen_own_style", "gen_random_style")
 TINY_METHODS = ("local", "fedavg", "fedtransfer_gen")
-# The one-session part (docs/PROTOCOL.md "Study (c) in one session"): k = 0, 1, seed pairs 0-6, no `local`.
-SESSION_LABELS = (0, 1)
+# The one-session parts (docs/PROTOCOL.md "Study (c) in one session"): seed pairs 0-6, no `local`; `session`
+# is k = 0, 1 and `session2` k = 2, 4, each its own Holm family, reported apart.
+SESSION_LABELS = {"session": (0, 1), "session2": (2, 4)}
 SESSION_METHODS = ("fedavg", "fedtransfer", "fedtransfer_gen", "gen_own_style", "gen_random_style")
 SESSION_SEEDS = tuple(range(7))
-VARIANTS = ("tiny", "session")
+VARIANTS = ("tiny", "session", "session2")
 
 
 def methods_at(k: int, methods=METHODS) -> tuple[str, ...]:
@@ -90,22 +94,25 @@ def methods_at(k: int, methods=METHODS) -> tuple[str, ...]:
 
 
 def get_config(arg: str | None = None):
-    """`:<k>`, `:<k>,<lab>` (the study's budget), with `,session` (the one-session part: k = 0 or 1, seed pairs
-    0-6, no `local`) or with `,tiny` (the tests'): k labelled recipient tiles."""
+    """`:<k>`, `:<k>,<lab>` (the study's budget), with `,session` / `,session2` (the one-session parts: k = 0, 1
+    / k = 2, 4, seed pairs 0-6, no `local`) or with `,tiny` (the tests'): k labelled recipient tiles."""
     parts = [p for p in (arg or "").split(",") if p]
-    tiny, session = "tiny" in parts, "session" in parts
+    tiny = "tiny" in parts
+    sessions = [p for p in parts if p in SESSION_LABELS]
+    session = sessions[0] if len(sessions) == 1 else ""
     counts = [p for p in parts if p.isdigit()]
     labs = [p for p in parts if p not in VARIANTS and not p.isdigit()]
-    allowed = SESSION_LABELS if session else LABELS
-    if len(counts) != 1 or int(counts[0]) not in allowed or len(labs) > 1 or (labs and labs[0] not in SEEN) or (tiny and session):
+    allowed = SESSION_LABELS[session] if session else LABELS
+    if (len(counts) != 1 or int(counts[0]) not in allowed or len(labs) > 1 or (labs and labs[0] not in SEEN)
+            or len(sessions) > 1 or (tiny and sessions)):
         raise ValueError(
             f"experiments/data_poor.py: name the recipient's labelled tiles k as the variant (':<k>', ':<k>,<lab>', "
-            f"':<k>,session', ':<k>,tiny'), got {arg!r}; k in {LABELS} ({SESSION_LABELS} with session), lab one of "
-            f"{SEEN} (default {RECIPIENT})"
+            f"':<k>,session', ':<k>,session2', ':<k>,tiny'), got {arg!r}; k in {LABELS} "
+            f"({' / '.join(f'{v} with {n}' for n, v in SESSION_LABELS.items())}), lab one of {SEEN} (default {RECIPIENT})"
         )
     k, recipient = int(counts[0]), (labs[0] if labs else RECIPIENT)
     config = _grains.get_config("tiny" if tiny else "fair")
-    config.name = f"data-poor-{recipient}-k{k}" + ("-tiny" if tiny else "-session" if session else "")
+    config.name = f"data-poor-{recipient}-k{k}" + ("-tiny" if tiny else f"-{session}" if session else "")
     config.data.clients = SEEN
     config.data.unseen_clients = ()  # the endpoint is the recipient's own ARI
     config.data.recipient = recipient
@@ -213,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from experiments import study_driver  # noqa: PLC0415
 
-    study_labels = SESSION_LABELS if args.variant == "session" else LABELS
+    study_labels = SESSION_LABELS.get(args.variant, LABELS)
     ks = study_driver.pick(args.labels, study_labels, "--labels", "k")
     if ks is None:
         return 2

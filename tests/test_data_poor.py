@@ -29,19 +29,22 @@ def test_the_study_config_at_every_k(k):
 
 
 def test_session_variant_is_the_protocols():
-    """docs/PROTOCOL.md "Study (c) in one session": k = 0, 1; seed pairs 0-6; no local; the full budget."""
-    for k in (0, 1):
-        config, full = data_poor.get_config(f"{k},session"), data_poor.get_config(str(k))
+    """docs/PROTOCOL.md "Study (c) in one session": k = 0, 1 (`session`) and k = 2, 4 (`session2`); seed pairs
+    0-6; no local; the full budget."""
+    for k, part in ((0, "session"), (1, "session"), (2, "session2"), (4, "session2")):
+        config, full = data_poor.get_config(f"{k},{part}"), data_poor.get_config(str(k))
+        assert config.name.endswith(f"-k{k}-{part}")
         assert tuple(config.methods) == ("fedavg", "fedtransfer", "fedtransfer_gen", "gen_own_style", "gen_random_style")
         assert tuple(config.seeds) == tuple(range(7)) and tuple(config.data_seeds) == tuple(range(1000, 1007))
         assert config.data.recipient == "lowcontrast" and config.data.recipient_labels == k
         assert config.fl.rounds == full.fl.rounds and config.fl.local_steps == full.fl.local_steps
         assert config.eval.whole_images == full.eval.whole_images and config.eval.select == full.eval.select
         engine.validate_config(config)
-    for bad in ("2,session", "4,session", "1,session,tiny"):
+    for bad in ("2,session", "4,session", "1,session,tiny", "0,session2", "2,session,session2", "2,session2,tiny"):
         with pytest.raises(ValueError, match="labelled tiles k"):
             data_poor.get_config(bad)
     assert data_poor.main(["--workdir", "/nonexistent/never", "--variant", "session", "--labels", "2"]) == 2
+    assert data_poor.main(["--workdir", "/nonexistent/never", "--variant", "session2", "--labels", "1"]) == 2
 
 
 def test_bad_variants_name_k():
