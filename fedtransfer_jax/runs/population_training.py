@@ -41,7 +41,7 @@ from fedtransfer_jax.data.population import Population, PopulationSpec
 from fedtransfer_jax.fl import federated_round, strategy as strategy_lib
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import engine, evaluation, inference
-from fedtransfer_jax.runtime import io_utils, workdir as workdir_lib
+from fedtransfer_jax.runtime import io_utils, provenance, workdir as workdir_lib
 
 SAMPLE_TAG = 0x5A3B1  # numpy seed word of the host's client sampling
 HELDOUT_FIRST = 10**8  # held-out population clients: ids from here (beyond any population), same for every N
@@ -409,6 +409,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, console=None, *, 
             "device": f"{jax.default_backend()}:{jax.device_count()}",
             "cells": {},
         }
+        summary["provenance"] = provenance.summary_entry(provenance.record_start(workdir, provenance.snapshot(summary["device"])))
         # The floor every cell is read against: the untrained model of each seed on the same test sets.
         summary["untrained"] = {
             str(s): trainer.evaluate(trainer.init_params(s), tests) for s in sorted({c["seed"] for c in grid})

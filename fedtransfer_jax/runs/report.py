@@ -18,6 +18,10 @@ def summary_markdown(summary: dict, *, per_client: bool = True) -> str:
         f"Clients: {', '.join(summary.get('clients', []))}. Device: {summary.get('device', '?')}. "
         "Mean over clients of the per-client mean over test tiles (± spread over clients)."
     )
+    differs = (summary.get("provenance") or {}).get("differs")
+    if differs:
+        lines += ["", f"**Resumed on other {', '.join(differs)} than an earlier start** (provenance.jsonl): the "
+                  "numbers may differ from an uninterrupted run's."]
     lines.append("")
     header = "| method | " + " | ".join(_MD_KEYS) + " | compilations | wall s |"
     lines += [header, "|" + "---|" * (len(_MD_KEYS) + 3)]

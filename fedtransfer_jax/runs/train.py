@@ -17,7 +17,7 @@ import numpy as np
 
 from fedtransfer_jax.runtime import console as console_lib, io_utils
 from fedtransfer_jax.runs import engine, federation, grain_size, inference, runners, report, style_protocol
-from fedtransfer_jax.runtime import distributed, faults, workdir as workdir_lib
+from fedtransfer_jax.runtime import distributed, faults, provenance, workdir as workdir_lib
 from fedtransfer_jax.runs.run_context import Context, build_context
 
 
@@ -56,6 +56,7 @@ def train_and_evaluate(
         }
         if distributed.is_multiprocess():
             summary["processes"] = distributed.process_count()
+        record_provenance(workdir, summary, console)
 
         def on_checkpoint(tag: str, round_: int, rounds: int) -> None:
             method = tag.split("/")[0]
@@ -97,6 +98,20 @@ def train_and_evaluate(
         finally:
             ctx.log.close()
     return summary
+
+
+def record_provenance(workdir: str, summary: dict, console=None) -> None:
+    """Appends this start to `<workdir>/provenance.jsonl` (process 0) and puts every start into the summary;
+    says so when a resumed run now runs on other code, libraries or devices than an earlier start."""
+    if not distributed.is_primary():
+        return
+    entry = provenance.summary_entry(provenance.record_start(workdir, provenance.snapshot(summary["device"])))
+    summary["provenance"] = entry
+    if entry["differs"] and console is not None:
+        console.line(
+            f"note: this workdir was started before with other {', '.join(entry['differs'])} "
+            f"({workdir}/{provenance.FILE}): its numbers may differ from an uninterrupted run's"
+        )
 
 
 def write_figures(ctx: Context) -> None:

@@ -75,6 +75,7 @@ OUTPUTS = (
     "metrics.jsonl",
     "config.json",
     "log.txt",
+    "provenance.jsonl",
     "checkpoints",
     "best_val",
     "init_from.json",

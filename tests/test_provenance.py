@@ -1,0 +1,70 @@
+"""runtime/provenance.py: every start of a run records its code, libraries and devices; a resume on other
+ones is named (summary.json `provenance.differs`, summary.md)."""
+
+import json
+import os
+import sys
+
+from fedtransfer_jax.runs import train
+from fedtransfer_jax.runtime import provenance
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from experiments import grains  # noqa: E402
+
+
+def test_code_hash_sees_an_edit_and_nothing_else(tmp_path):
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "b.py").write_text("y = 2\n")
+    first = provenance.code_hash(tmp_path)
+    assert provenance.code_hash(tmp_path) == first
+    (tmp_path / "notes.txt").write_text("not code")
+    assert provenance.code_hash(tmp_path) == first
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert provenance.code_hash(tmp_path) != first
+    assert len(provenance.code_hash()) == 16  # the installed package's own sources
+
+
+def test_differences_name_the_numeric_fields_only():
+    start = provenance.snapshot("cpu:2")
+    assert start["device"] == "cpu:2" and start["packages"]["jax"] and start["code"]
+    later = json.loads(json.dumps(start))
+    later["started"] = "2030-01-01T00:00:00+00:00"  # time is no difference
+    assert provenance.differences([start, later]) == []
+    later["packages"]["jax"] = "0.0.1"
+    later["device"] = "cpu:1"
+    assert provenance.differences([start, later]) == ["packages.jax", "device"]
+    assert provenance.differences([start]) == [] and provenance.differences([]) == []
+
+
+def test_read_skips_a_torn_last_line(tmp_path):
+    provenance.record_start(str(tmp_path), {"device": "cpu:2"})
+    with open(tmp_path / provenance.FILE, "a") as f:
+        f.write('{"device": "cp')  # a kill while appending
+    assert provenance.read(str(tmp_path)) == [{"device": "cpu:2"}]
+
+
+def test_a_resume_on_other_devices_is_named_in_the_summary(tmp_path):
+    config = grains.get_config("tiny")
+    config.methods = ("fedavg",)
+    config.fl.rounds = 1
+    config.data.tfds_dir = str(tmp_path / "tfds")
+    workdir = str(tmp_path / "run")
+    first = train.train_and_evaluate(config, workdir)
+    assert len(first["provenance"]["starts"]) == 1 and first["provenance"]["differs"] == []
+    again = train.train_and_evaluate(config, workdir)  # resumes: nothing to train, one more start
+    assert len(again["provenance"]["starts"]) == 2 and again["provenance"]["differs"] == []
+    assert again["methods"]["fedavg"]["mean"] == first["methods"]["fedavg"]["mean"]
+    assert "Resumed on other" not in open(os.path.join(workdir, "summary.md")).read()
+
+    path = os.path.join(workdir, provenance.FILE)
+    starts = provenance.read(workdir)
+    starts[0]["device"] = "cpu:7"  # as if the run had been started on another mesh
+    with open(path, "w") as f:
+        f.writelines(json.dumps(s) + "\n" for s in starts)
+    third = train.train_and_evaluate(config, workdir)
+    assert third["provenance"]["differs"] == ["device"]
+    with open(os.path.join(workdir, "summary.json")) as f:
+        assert json.load(f)["provenance"]["differs"] == ["device"]
+    assert "**Resumed on other device than an earlier start**" in open(os.path.join(workdir, "summary.md")).read()
