@@ -131,7 +131,7 @@ def evaluate_folder(
     difference, and the grain counts summed; ``mean_per_micrograph`` their means and worst cases. Per image,
     ``intercept_px_pred``/``_gt`` and ``intercept_rel_error`` sit beside the other metrics.
 
-    ``settings``/``provenance`` come from ``postprocess_select.resolve_settings``; without them
+    ``settings``/``provenance`` come from ``runs.postprocess_choice.resolve_settings``; without them
     ``postprocess_kw`` (``threshold=``, ``close_radius=``...) apply over the built-in defaults.
 
     Raises:

@@ -120,7 +120,7 @@ def predict_folder(
 ) -> dict:
     """Predicts every image of ``images`` into ``out``; returns the manifest (OUT/grain_sizes.json).
 
-    ``settings``/``provenance`` come from ``postprocess_select.resolve_settings``; without them
+    ``settings``/``provenance`` come from ``runs.postprocess_choice.resolve_settings``; without them
     ``postprocess_kw`` (``threshold=``, ``close_radius=``...) apply over the built-in defaults. Bad images
     are listed in ``manifest['failed']`` (and reported through ``log``), the others are written.
     ``progress``: a tqdm bar over the images on stderr (``log`` messages then go above it).

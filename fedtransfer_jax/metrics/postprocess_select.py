@@ -55,12 +55,8 @@ __all__ = [
     "SOURCE_CHOSEN",
     "SOURCE_FLAGS",
     "PostprocessSettings",
-    "choice_path",
     "choose",
-    "load_choice",
     "make_grid",
-    "resolve_settings",
-    "save_choice",
     "score_grid",
     "select",
 ]

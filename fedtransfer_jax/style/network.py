@@ -267,7 +267,6 @@ def style_loss_fn(
     partner = style_partner(rng, w > 0)
     style_stats = [(m[partner], s[partner]) for m, s in stats]
 
-    z = feats[-1]
     targets = [adain(f, m, sd, model.eps) for f, (m, sd) in zip(feats, style_stats)]
     target = targets[-1]
     out = model.apply(variables, targets, method=StyleNet.decode)

@@ -112,4 +112,5 @@ __all__ = [
     "summarize",
     "tiny_segmenter",
     "total_variation",
+    "write_report",
 ]

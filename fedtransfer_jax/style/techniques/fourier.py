@@ -13,7 +13,6 @@ image's low-frequency amplitudes under this image's phases makes blotches.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
 from fedtransfer_jax.style.fourier import fourier_restyle, low_freq_amplitude
 from fedtransfer_jax.style.techniques.base import StyleTechnique, pick_styles, stack_messages
