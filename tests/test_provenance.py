@@ -5,6 +5,8 @@ import json
 import os
 import sys
 
+import pytest
+
 from fedtransfer_jax.runs import train
 from fedtransfer_jax.runtime import provenance
 
@@ -68,3 +70,25 @@ def test_a_resume_on_other_devices_is_named_in_the_summary(tmp_path):
     with open(os.path.join(workdir, "summary.json")) as f:
         assert json.load(f)["provenance"]["differs"] == ["device"]
     assert "**Resumed on other device than an earlier start**" in open(os.path.join(workdir, "summary.md")).read()
+
+
+def test_git_commit_only_of_a_tracked_package(tmp_path):
+    import shutil
+    import subprocess
+
+    if shutil.which("git") is None:
+        pytest.skip("no git on this machine")
+    git = lambda *a: subprocess.run(["git", "-C", str(tmp_path), *a], check=True, capture_output=True)
+    git("init", "-q")
+    git("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "--allow-empty", "-m", "x")
+    pkg = tmp_path / "venv" / "fedtransfer_jax"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    assert provenance.git_commit(pkg) is None  # an installed copy inside someone else's repository
+    git("add", "venv/fedtransfer_jax/__init__.py")
+    git("-c", "user.email=a@b", "-c", "user.name=a", "commit", "-q", "-m", "y")
+    clean = provenance.git_commit(pkg)
+    assert len(clean) == 12 and "+dirty" not in clean
+    (pkg / "__init__.py").write_text("x = 1\n")
+    assert provenance.git_commit(pkg) == clean + "+dirty"
+    assert provenance.git_commit(tmp_path / "venv" / "nowhere") is None

@@ -43,7 +43,8 @@ def git_commit(root: Path = _PACKAGE_DIR) -> str | None:
     try:
         run = lambda *a: subprocess.run(["git", "-C", str(root), *a], capture_output=True, text=True, timeout=10)
         head = run("rev-parse", "HEAD")
-        if head.returncode != 0:
+        # An installed copy inside someone else's repository (a venv in a project) is not that repo's code.
+        if head.returncode != 0 or run("ls-files", "--error-unmatch", "--", "__init__.py").returncode != 0:
             return None
         dirty = run("status", "--porcelain", "--untracked-files=no", "--", ".")
         return head.stdout.strip()[:12] + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
