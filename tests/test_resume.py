@@ -84,6 +84,8 @@ def test_kills_at_every_stage_then_resume_reproduce_the_uninterrupted_run(straig
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     ref, got = read_summary(straight / "straight"), read_summary(workdir)
     assert got["status"] == "complete"
+    # Every start is on record (the five killed ones and the last), all on the same code and devices.
+    assert len(got["provenance"]["starts"]) == len(CRASH_CHAIN) + 1 and got["provenance"]["differs"] == []
     for m in METHODS:
         chex.assert_trees_all_close(got["methods"][m]["mean"], ref["methods"][m]["mean"], rtol=1e-6)
         assert got["methods"][m]["round_compilations"] == 1, m

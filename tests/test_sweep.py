@@ -75,3 +75,14 @@ def test_data_seeds_are_separate_from_the_seed():
     cfg.data_seeds = (5,)
     with pytest.raises(ValueError, match="config key data_seeds"):
         sweep.data_seeds(cfg)
+
+
+def test_a_seed_resumed_on_other_devices_is_named_in_the_study():
+    per_seed = {s: _run({"fedavg": 0.5 + s / 10, "gen": 0.6}) for s in range(3)}
+    per_seed[1]["provenance"] = {"starts": [{}, {}], "differs": ["device"]}
+    per_seed[2]["provenance"] = {"starts": [{}], "differs": []}
+    study = sweep.aggregate(per_seed)
+    assert study["provenance_differs"] == {"1": ["device"]}
+    assert "**Seed 1: Resumed on other device than an earlier start" in sweep.markdown(study)
+    clean = sweep.aggregate({s: _run({"fedavg": 0.5 + s / 10}) for s in range(2)})
+    assert "provenance_differs" not in clean and "Resumed" not in sweep.markdown(clean)

@@ -409,7 +409,9 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, console=None, *, 
             "device": f"{jax.default_backend()}:{jax.device_count()}",
             "cells": {},
         }
-        summary["provenance"] = provenance.summary_entry(provenance.record_start(workdir, provenance.snapshot(summary["device"])))
+        resumed = provenance.has_earlier_results(workdir)
+        snap = provenance.snapshot(summary["device"], jax.devices()[0].device_kind, config)
+        summary["provenance"] = provenance.summary_entry(provenance.record_start(workdir, snap, resumed=resumed))
         # The floor every cell is read against: the untrained model of each seed on the same test sets.
         summary["untrained"] = {
             str(s): trainer.evaluate(trainer.init_params(s), tests) for s in sorted({c["seed"] for c in grid})
@@ -535,6 +537,11 @@ def markdown(summary: dict) -> str:
         "ARI: thresholded at eval.threshold; pp = built-in post-processing defaults. Device: "
         f"{summary['device']}.",
         "",
+    ]
+    differs = (summary.get("provenance") or {}).get("differs")
+    if differs:
+        lines += [f"**{provenance.describe(differs)}**", ""]
+    lines += [
         "## ARI vs K (mean over seeds)",
         "",
     ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from fedtransfer_jax.runtime import distributed, io_utils
+from fedtransfer_jax.runtime import distributed, io_utils, provenance
 
 _MD_KEYS = ("boundary_f1", "ari", "vi", "grain_count_rel_error", "miou")
 
@@ -20,8 +20,7 @@ def summary_markdown(summary: dict, *, per_client: bool = True) -> str:
     )
     differs = (summary.get("provenance") or {}).get("differs")
     if differs:
-        lines += ["", f"**Resumed on other {', '.join(differs)} than an earlier start** (provenance.jsonl): the "
-                  "numbers may differ from an uninterrupted run's."]
+        lines += ["", f"**{provenance.describe(differs)}**"]
     lines.append("")
     header = "| method | " + " | ".join(_MD_KEYS) + " | compilations | wall s |"
     lines += [header, "|" + "---|" * (len(_MD_KEYS) + 3)]

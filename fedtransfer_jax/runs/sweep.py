@@ -32,7 +32,7 @@ import ml_collections
 import numpy as np
 
 from fedtransfer_jax.metrics import stats as stats_lib
-from fedtransfer_jax.runtime import distributed, io_utils
+from fedtransfer_jax.runtime import distributed, io_utils, provenance
 
 REPORT_KEYS = ("ari", "boundary_f1", "vi", "grain_count_rel_error")
 # The v2 primary endpoint (docs/PROTOCOL.md): whole test images, post-processed (methods.<m>.whole_images).
@@ -159,6 +159,10 @@ def aggregate(per_seed: dict[int, dict], references: tuple[str, ...] = ("fedavg"
         }
     out["references"] = [r for r in references if r in out["methods"]]
     out["comparisons"] = comparisons(out["methods"], tuple(out["references"]))
+    # A seed resumed on other code, libraries or devices than it started with (runtime/provenance.py).
+    mixed = {str(s): (per_seed[s].get("provenance") or {}).get("differs") for s in seeds}
+    if any(mixed.values()):
+        out["provenance_differs"] = {s: d for s, d in mixed.items() if d}
     return out
 
 
@@ -252,6 +256,8 @@ def markdown(study: dict) -> str:
     lines += ["", "ARI per lab (mean ± std over seeds):", "", "| method | " + " | ".join(labs) + " |", "|---|" + "---|" * len(labs)]
     for m, e in study["methods"].items():
         lines.append(f"| {m} | " + " | ".join(fmt(e["per_lab"][lab]["ari"]) for lab in labs) + " |")
+    for seed, differs in (study.get("provenance_differs") or {}).items():
+        lines += ["", f"**Seed {seed}: {provenance.describe(differs)}**"]
     return "\n".join(lines) + "\n"
 
 

@@ -56,7 +56,7 @@ def train_and_evaluate(
         }
         if distributed.is_multiprocess():
             summary["processes"] = distributed.process_count()
-        record_provenance(workdir, summary, console)
+        record_provenance(workdir, summary, config, console)
 
         def on_checkpoint(tag: str, round_: int, rounds: int) -> None:
             method = tag.split("/")[0]
@@ -100,18 +100,23 @@ def train_and_evaluate(
     return summary
 
 
-def record_provenance(workdir: str, summary: dict, console=None) -> None:
-    """Appends this start to `<workdir>/provenance.jsonl` (process 0) and puts every start into the summary;
-    says so when a resumed run now runs on other code, libraries or devices than an earlier start."""
-    if not distributed.is_primary():
+def record_provenance(workdir: str, summary: dict, config, console=None) -> None:
+    """Appends this start to `<workdir>/provenance.jsonl` (process 0, before this start trains anything)
+    and puts every start into the summary; says so when this start runs on other code, libraries, devices
+    or round mapping than an earlier one (or an earlier one went unrecorded)."""
+    device_kind = jax.devices()[0].device_kind
+
+    def record() -> dict:
+        resumed = provenance.has_earlier_results(workdir)
+        snap = provenance.snapshot(summary["device"], device_kind, config)
+        return provenance.summary_entry(provenance.record_start(workdir, snap, resumed=resumed))
+
+    entry = distributed.on_primary(record)  # a failed write fails every process, not a hang
+    if entry is None:
         return
-    entry = provenance.summary_entry(provenance.record_start(workdir, provenance.snapshot(summary["device"])))
     summary["provenance"] = entry
     if entry["differs"] and console is not None:
-        console.line(
-            f"note: this workdir was started before with other {', '.join(entry['differs'])} "
-            f"({workdir}/{provenance.FILE}): its numbers may differ from an uninterrupted run's"
-        )
+        console.line(f"note: {provenance.describe(entry['differs'])}")
 
 
 def write_figures(ctx: Context) -> None:

@@ -261,6 +261,8 @@ def forget_config_if_untrained(path: str) -> bool:
     different config". Returns whether it removed it."""
     if any(os.path.exists(os.path.join(path, name)) for name in ("checkpoints", "summary.json")):
         return False
+    with contextlib.suppress(FileNotFoundError):  # nothing of that start survives: nor does its record
+        os.unlink(os.path.join(path, "provenance.jsonl"))
     with contextlib.suppress(FileNotFoundError):
         os.unlink(os.path.join(path, CONFIG_NAME))
         return True
