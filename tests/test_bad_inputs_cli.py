@@ -259,7 +259,15 @@ def test_ctrl_c_during_training_says_where_and_exits_130(tmp_path: Path) -> None
                 pytest.fail(f"training did not start: {proc.communicate()[1][-3000:]}")
             time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=120)
+        try:
+            # Generous: on a 2-core host loaded by the parallel suite (and a study beside it) the interrupted
+            # process once took longer than 120 s to wind down; the test is about what it says, not how fast.
+            out, err = proc.communicate(timeout=300)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            log = (wd / "log.txt").read_text(errors="replace")[-3000:] if (wd / "log.txt").exists() else ""
+            pytest.fail(f"no exit 300 s after Ctrl-C; stderr: {err[-2000:]}\nlog.txt: {log}")
     finally:
         if proc.poll() is None:
             proc.kill()
