@@ -55,7 +55,8 @@ fedavg, fedtransfer, fedtransfer_gen and both controls (no local), Holm over its
 2 h 14 min wall beside other work (~5-6 min per seed pair and k on the quiet machine; README "A data-poor
 lab"); its summary.json is the session part's (`variant`: 'session'). `session2` (`--variant session2`, its
 second part, fixed before any of its runs): k = 2 and 4 with the same methods and seed pairs, its own Holm family
-of 12, reported apart; ~6 min per seed pair and k on the quiet machine, ~85 min (estimate).
+of 12, reported apart; ~85 min estimated, 2 h 30 min measured beside other work (2026-12-06; ~5.5 min per seed
+pair and k once the machine was quiet; README "A data-poor lab").
 `tiny` (32 px, one seed pair, fedavg, fedtransfer_gen and local at k >= 1; measured on the loaded 2-core machine:
 k = 0 ~35-50 s, k = 1 ~55 s, data and compilation included).
 """
