@@ -409,9 +409,7 @@ def run_study(config: ml_collections.ConfigDict, workdir: str, console=None, *, 
             "device": f"{jax.default_backend()}:{jax.device_count()}",
             "cells": {},
         }
-        resumed = provenance.has_earlier_results(workdir)
-        snap = provenance.snapshot(summary["device"], jax.devices()[0].device_kind, config)
-        summary["provenance"] = provenance.summary_entry(provenance.record_start(workdir, snap, resumed=resumed))
+        summary["provenance"] = provenance.record(workdir, summary["device"], jax.devices()[0].device_kind, config)
         # The floor every cell is read against: the untrained model of each seed on the same test sets.
         summary["untrained"] = {
             str(s): trainer.evaluate(trainer.init_params(s), tests) for s in sorted({c["seed"] for c in grid})

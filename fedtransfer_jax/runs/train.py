@@ -105,13 +105,8 @@ def record_provenance(workdir: str, summary: dict, config, console=None) -> None
     and puts every start into the summary; says so when this start runs on other code, libraries, devices
     or round mapping than an earlier one (or an earlier one went unrecorded)."""
     device_kind = jax.devices()[0].device_kind
-
-    def record() -> dict:
-        resumed = provenance.has_earlier_results(workdir)
-        snap = provenance.snapshot(summary["device"], device_kind, config)
-        return provenance.summary_entry(provenance.record_start(workdir, snap, resumed=resumed))
-
-    entry = distributed.on_primary(record)  # a failed write fails every process, not a hang
+    # A failed write fails every process, not a hang.
+    entry = distributed.on_primary(lambda: provenance.record(workdir, summary["device"], device_kind, config))
     if entry is None:
         return
     summary["provenance"] = entry

@@ -141,9 +141,10 @@ def record_start(workdir: str, snap: dict, *, resumed: bool = False) -> list[dic
     """Appends `snap` to `<workdir>/provenance.jsonl` and returns every start recorded there. `resumed`
     (an earlier start left results) with no start on record (a workdir from before this file existed, or
     a lost one) first records {"unrecorded": true}: such a run is not known to be consistent."""
-    path = os.path.join(workdir, FILE)
     earlier = read(workdir)
-    with open(path, "a+b") as f:
+    new = ([{"unrecorded": True}] if resumed and not earlier else []) + [snap]
+    lines = [json.dumps(entry, sort_keys=True) for entry in new]
+    with open(os.path.join(workdir, FILE), "a+b") as f:
         f.seek(0, os.SEEK_END)
         if f.tell():  # a line torn by a kill or a full disk is closed, so it does not swallow this one
             f.seek(-1, os.SEEK_END)
@@ -151,10 +152,14 @@ def record_start(workdir: str, snap: dict, *, resumed: bool = False) -> list[dic
             f.seek(0, os.SEEK_END)
             if torn:
                 f.write(b"\n")
-        if resumed and not earlier:
-            f.write(json.dumps({"unrecorded": True}).encode() + b"\n")
-        f.write(json.dumps(snap, sort_keys=True).encode("utf-8", "surrogateescape") + b"\n")
-    return read(workdir)
+        f.write("".join(line + "\n" for line in lines).encode("utf-8", "surrogateescape"))
+    return earlier + [json.loads(line) for line in lines]  # as read() would return them
+
+
+def record(workdir: str, device: str, device_kind: str = "", config: Any = None) -> dict:
+    """This start recorded in `workdir` (noting an unrecorded earlier one): `summary.json`'s `provenance`."""
+    snap = snapshot(device, device_kind, config)
+    return summary_entry(record_start(workdir, snap, resumed=has_earlier_results(workdir)))
 
 
 def _comparable(field: str, value: Any) -> str:
@@ -184,7 +189,6 @@ def differences(starts: list[dict]) -> list[str]:
 def summary_entry(starts: list[dict]) -> dict:
     """`summary.json`'s `provenance`: every start, and what differs between them."""
     return {"starts": starts, "differs": differences(starts)}
-
 
 
 def describe(differs: list[str]) -> str:
