@@ -7,6 +7,7 @@ recipient shares without sharing images) help the recipient's own test ARI, beyo
   python launch.py --config experiments/data_poor.py:2 --workdir runs/data_poor/k2   # one k by hand
   python -m experiments.data_poor --workdir runs/dp1 --variant session           # one session: k = 0, 1, ~95 min
   python -m experiments.data_poor --workdir runs/dp2 --variant session2          # the next: k = 2, 4, ~85 min
+  python -m experiments.data_poor --workdir runs/dp3 --variant confirm           # replication: k = 0, 2, ~80 min
   python -m experiments.data_poor --workdir /tmp/dp --variant tiny --labels 0  # tests: seconds
 
 Clients: the main study's four seen labs (brightfield, darkfield, sem, lowcontrast). The recipient is
@@ -57,6 +58,9 @@ lab"); its summary.json is the session part's (`variant`: 'session'). `session2`
 second part, fixed before any of its runs): k = 2 and 4 with the same methods and seed pairs, its own Holm family
 of 12, reported apart; ~85 min estimated, 2 h 30 min measured beside other work (2026-12-06; ~5.5 min per seed
 pair and k once the machine was quiet; README "A data-poor lab").
+`confirm` (`--variant confirm`, the confirmatory replication fixed after both parts and before its runs):
+k = 0 and 2, fresh seed pairs 10-19, fedtransfer_gen against fedavg, gen_own_style and gen_random_style (AdaIN
+dropped), Holm over those 6; ~80 min estimated on the quiet machine.
 `tiny` (32 px, one seed pair, fedavg, fedtransfer_gen and local at k >= 1; measured on the loaded 2-core machine:
 k = 0 ~35-50 s, k = 1 ~55 s, data and compilation included).
 """
@@ -68,6 +72,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 _spec = importlib.util.spec_from_file_location("_grains_config", Path(__file__).with_name("grains.py"))
 _grains = importlib.util.module_from_spec(_spec)
@@ -81,12 +86,28 @@ METHODS = ("local", "fedavg", "fedtransfer", "fedtransfer_gen", "gen_own_style",
 PRIMARIES = ("fedtransfer_gen", "fedtransfer")
 REFERENCES = ("fedavg", "gen_own_style", "gen_random_style")
 TINY_METHODS = ("local", "fedavg", "fedtransfer_gen")
-# The one-session parts (docs/PROTOCOL.md "Study (c) in one session"): seed pairs 0-6, no `local`; `session`
-# is k = 0, 1 and `session2` k = 2, 4, each its own Holm family, reported apart.
-SESSION_LABELS = {"session": (0, 1), "session2": (2, 4)}
+
+
+class Part(NamedTuple):
+    """A session-sized part of the study (docs/PROTOCOL.md), each its own Holm family, reported apart."""
+
+    labels: tuple[int, ...]
+    seeds: tuple[int, ...]  # init seeds i; data seeds 1000 + i
+    methods: tuple[str, ...]
+    primaries: tuple[str, ...]
+
+
 SESSION_METHODS = ("fedavg", "fedtransfer", "fedtransfer_gen", "gen_own_style", "gen_random_style")
-SESSION_SEEDS = tuple(range(7))
-VARIANTS = ("tiny", "session", "session2")
+PARTS = {
+    # the exploratory parts: seed pairs 0-6, no `local`
+    "session": Part((0, 1), tuple(range(7)), SESSION_METHODS, PRIMARIES),
+    "session2": Part((2, 4), tuple(range(7)), SESSION_METHODS, PRIMARIES),
+    # the confirmatory replication, fixed after both and before any of its runs: fresh seed pairs 10-19, the
+    # primary against the three references only, at k = 0 (no labels) and k = 2
+    "confirm": Part((0, 2), tuple(range(10, 20)), ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style"),
+                    ("fedtransfer_gen",)),
+}
+VARIANTS = ("tiny",) + tuple(PARTS)
 
 
 def methods_at(k: int, methods=METHODS) -> tuple[str, ...]:
@@ -95,21 +116,22 @@ def methods_at(k: int, methods=METHODS) -> tuple[str, ...]:
 
 
 def get_config(arg: str | None = None):
-    """`:<k>`, `:<k>,<lab>` (the study's budget), with `,session` / `,session2` (the one-session parts: k = 0, 1
-    / k = 2, 4, seed pairs 0-6, no `local`) or with `,tiny` (the tests'): k labelled recipient tiles."""
+    """`:<k>`, `:<k>,<lab>` (the study's budget), with `,session` / `,session2` / `,confirm` (the one-session
+    parts, PARTS) or with `,tiny` (the tests'): k labelled recipient tiles."""
     parts = [p for p in (arg or "").split(",") if p]
     tiny = "tiny" in parts
-    sessions = [p for p in parts if p in SESSION_LABELS]
+    sessions = [p for p in parts if p in PARTS]
     session = sessions[0] if len(sessions) == 1 else ""
     counts = [p for p in parts if p.isdigit()]
     labs = [p for p in parts if p not in VARIANTS and not p.isdigit()]
-    allowed = SESSION_LABELS[session] if session else LABELS
+    allowed = PARTS[session].labels if session else LABELS
     if (len(counts) != 1 or int(counts[0]) not in allowed or len(labs) > 1 or (labs and labs[0] not in SEEN)
             or len(sessions) > 1 or (tiny and sessions)):
+        forms = ", ".join(f"':<k>,{n}'" for n in PARTS)
         raise ValueError(
             f"experiments/data_poor.py: name the recipient's labelled tiles k as the variant (':<k>', ':<k>,<lab>', "
-            f"':<k>,session', ':<k>,session2', ':<k>,tiny'), got {arg!r}; k in {LABELS} "
-            f"({' / '.join(f'{v} with {n}' for n, v in SESSION_LABELS.items())}), lab one of {SEEN} (default {RECIPIENT})"
+            f"{forms}, ':<k>,tiny'), got {arg!r}; k in {LABELS} "
+            f"({' / '.join(f'{v.labels} with {n}' for n, v in PARTS.items())}), lab one of {SEEN} (default {RECIPIENT})"
         )
     k, recipient = int(counts[0]), (labs[0] if labs else RECIPIENT)
     config = _grains.get_config("tiny" if tiny else "fair")
@@ -132,9 +154,10 @@ def get_config(arg: str | None = None):
         config.eval.whole_images, config.eval.whole_image_size = 1, 64
         config.figures = False
     elif session:
-        config.methods = methods_at(k, SESSION_METHODS)
-        config.seeds = SESSION_SEEDS
-        config.data_seeds = tuple(1000 + i for i in SESSION_SEEDS)
+        part = PARTS[session]
+        config.methods = methods_at(k, part.methods)
+        config.seeds = part.seeds
+        config.data_seeds = tuple(1000 + i for i in part.seeds)
     else:
         config.methods = methods_at(k)
         config.seeds = tuple(range(10))
@@ -221,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from experiments import study_driver  # noqa: PLC0415
 
-    study_labels = SESSION_LABELS.get(args.variant, LABELS)
+    part = PARTS.get(args.variant)
+    study_labels = part.labels if part else LABELS
     ks = study_driver.pick(args.labels, study_labels, "--labels", "k")
     if ks is None:
         return 2
@@ -236,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         seeds = study_driver.read_json(os.path.join(workdir, "summary.json"))["seeds"]
         per_k[k] = {int(s): study_driver.read_json(os.path.join(workdir, f"seed_{s}", "summary.json")) for s in seeds}
     try:
-        study = aggregate(per_k, args.recipient)
+        study = aggregate(per_k, args.recipient, primaries=part.primaries if part else PRIMARIES)
     except ValueError as e:
         print(f"[data_poor] {e}", file=sys.stderr)
         return 2
