@@ -47,6 +47,26 @@ def test_session_variant_is_the_protocols():
     assert data_poor.main(["--workdir", "/nonexistent/never", "--variant", "session2", "--labels", "1"]) == 2
 
 
+def test_confirm_variant_is_the_replications():
+    """docs/PROTOCOL.md, study (c)'s confirmatory replication: k = 0 and 2, fresh seed pairs 10-19 (none shared
+    with the exploratory parts), fedtransfer_gen and the three references only, the same budget."""
+    for k in (0, 2):
+        config, full = data_poor.get_config(f"{k},confirm"), data_poor.get_config(str(k))
+        assert config.name.endswith(f"-k{k}-confirm")
+        assert tuple(config.methods) == ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style")
+        assert tuple(config.seeds) == tuple(range(10, 20)) and tuple(config.data_seeds) == tuple(range(1010, 1020))
+        assert not set(config.seeds) & set(data_poor.PARTS["session"].seeds + data_poor.PARTS["session2"].seeds)
+        assert config.data.recipient == "lowcontrast" and config.data.recipient_labels == k
+        assert config.fl.rounds == full.fl.rounds and config.fl.local_steps == full.fl.local_steps
+        assert config.eval.whole_images == full.eval.whole_images and config.eval.select == full.eval.select
+        engine.validate_config(config)
+    assert data_poor.PARTS["confirm"].primaries == ("fedtransfer_gen",)
+    for bad in ("1,confirm", "4,confirm", "0,confirm,tiny", "2,confirm,session2"):
+        with pytest.raises(ValueError, match="labelled tiles k"):
+            data_poor.get_config(bad)
+    assert data_poor.main(["--workdir", "/nonexistent/never", "--variant", "confirm", "--labels", "1"]) == 2
+
+
 def test_bad_variants_name_k():
     for bad in (None, "", "3", "tiny", "1,2", "1,tint", "two"):
         with pytest.raises(ValueError, match="labelled tiles k"):
