@@ -37,7 +37,7 @@ RUNS_CHAIN = (
     "train",
     "sweep",
 )
-CLI = ("predict", "evaluate", "audit", "export_model")
+CLI = ("predict", "evaluate", "audit", "export_model", "calibrate")
 
 
 def rank(module: str) -> float:

@@ -97,7 +97,8 @@ def resolve_settings(
         raise ValueError(f"unknown post-processing settings {sorted(unknown)}; known: {SETTING_KEYS}")
     choice = load_choice(workdir, method) if workdir and method else None
     if choice is not None:
-        base, base_source = choice["settings_obj"], SOURCE_CHOSEN
+        # A choice says where it was made (validation tiles, or a lab's own images: calibrate.py).
+        base, base_source = choice["settings_obj"], str(choice.get("source") or SOURCE_CHOSEN)
     else:
         base, base_source = BUILTIN_DEFAULTS, SOURCE_BUILTIN
         if builtin_threshold is not None:
