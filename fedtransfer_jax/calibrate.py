@@ -27,15 +27,16 @@ loaded; the message names the flag or file).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
 import sys
 import tempfile
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from absl import app, flags, logging
 
 from fedtransfer_jax import evaluate, predict
@@ -48,6 +49,7 @@ from fedtransfer_jax.runtime import io_utils
 EXIT_OK, EXIT_USAGE = 0, predict.EXIT_USAGE
 CALIBRATION_FILE = "calibration.json"
 FEW_IMAGES = 3  # below this the choice rests on too little to trust: said, not refused
+MAX_ROUNDS = 3  # auto scale: choose settings, re-pick the scales with them, score there; until a choice repeats
 
 
 def define_flags() -> None:
@@ -58,12 +60,25 @@ def define_flags() -> None:
     flags.DEFINE_bool("invert_labels", False, "Labels mark boundaries with 0 instead of 255.")
     flags.DEFINE_float("tolerance", 2.0, "Boundary F1 pixel tolerance.")
     flags.DEFINE_integer("overlap", None, "Tile overlap in px (default: tile/4).")
+    flags.DEFINE_bool("flips", False, "Test-time augmentation (average over flips), as you will run predict.")
     predict.define_scale_flag()
 
 
 def source_of(data_dir: str, n: int) -> str:
     """The stored choice's `source`, shown by predict and evaluate wherever the settings are reported."""
     return f"chosen on {n} labelled image(s) in {os.path.abspath(data_dir)} (calibrate)"
+
+
+def _probabilities(model, images, settings, scale, target, overlap, flips):
+    """Each image's probabilities at the scale predict would use with `settings`, and those scales."""
+    probs, scales = [], {}
+    for name, image in images.items():
+        prob, record = scale_lib.probabilities(
+            model, image, scale=scale, settings=settings, target=target, overlap=overlap, flips=flips
+        )
+        probs.append(prob)
+        scales[name] = float(record["used"])
+    return probs, scales
 
 
 def calibrate(
@@ -75,49 +90,99 @@ def calibrate(
     tolerance: float = 2.0,
     scale: str | float = scale_lib.AUTO,
     overlap: int | None = None,
+    flips: bool = False,
     grid=pps.DEFAULT_GRID,
 ) -> dict[str, Any]:
     """The post-processing choice on `data_dir`'s labelled images (``pps.choose``'s dict, `source` naming
-    the folder) plus `calibration`: the images, their scales, and the mean scores of the model's current
-    `settings` and of the new choice on them (in-sample)."""
+    the folder) plus `calibration`: the images, and the mean scores of the model's current `settings` and of
+    the new choice on them (in-sample), each at the scales predict picks with those settings.
+
+    With `--scale auto` the scales depend on the settings (the scale search post-processes each candidate
+    scale), so a choice made at one set of scales may run at another. Each round chooses the grid's best at
+    the current scales, then re-picks the scales with it and scores it there, as the calibrated copy will run;
+    rounds stop when a choice repeats (at most ``MAX_ROUNDS``). What is kept is the best of the current
+    settings and every round's choice, each scored at its own scales (the current settings win ties)."""
     pairs = folder.list_pairs(data_dir)
     label_warnings = folder.check_client_labels(
         pairs, invert=invert_labels, invert_flag=evaluate.INVERT_FLAG, where=f"--data_dir {data_dir}"
     )
-    scale = scale_lib.parse_scale(scale)
-    target = scale_lib.target_for(model) if scale == scale_lib.AUTO else None
-    probs, labels, scales = [], [], {}
+    images, labels = {}, []
     for image_path, label_path in pairs:
         image, label = folder.load_pair(image_path, label_path, invert=invert_labels)
-        # The scale predict would pick with the model's current settings: the new ones are chosen at it.
-        prob, record = scale_lib.probabilities(model, image, scale=scale, settings=settings, target=target, overlap=overlap)
-        probs.append(prob)
+        images[os.path.basename(str(image_path))] = image
         labels.append(label > 0)
-        scales[os.path.basename(str(image_path))] = record.get("used", record.get("scale"))
-    if settings not in grid:
-        grid = (*grid, settings)  # so the old settings are scored beside the new on the same images
-    table = pps.score_grid(probs, labels, grid, tolerance)
-    choice = pps.choose({"your images": table}, grid)
-    before = dict(zip(pps.SCORE_COLUMNS, map(float, table[list(grid).index(settings)])))
+    scale = scale_lib.parse_scale(scale)
+    target = scale_lib.target_for(model) if scale == scale_lib.AUTO else None
+    grid = (settings,) + tuple(g for g in grid if g != settings)
+
+    def as_run(s: pps.PostprocessSettings, probs=None, scales=None) -> dict[str, Any]:
+        """`s` scored at the scales predict picks with it (reusing `probs` when they do not depend on `s`)."""
+        if probs is None:
+            probs, scales = _probabilities(model, images, s, scale, target, overlap, flips)
+        table = pps.score_grid(probs, labels, (s,), tolerance)
+        return {"settings": s, "probs": probs, "scales": scales, "table": table,
+                "mean": dict(zip(pps.SCORE_COLUMNS, map(float, table[0])))}
+
+    current = as_run(settings)
+    runs, rounds = [current], []
+    for _ in range(MAX_ROUNDS):
+        table = pps.score_grid(current["probs"], labels, grid, tolerance)
+        chosen = grid[int(np.argmax(table[:, 0]))]  # the first best: the current settings on a tie
+        rounds.append({"scored_at": current["scales"], "chose": chosen.to_dict(), "objective_there": float(table[:, 0].max())})
+        if any(r["settings"] == chosen for r in runs):
+            break
+        fixed = scale != scale_lib.AUTO  # the same probabilities whatever the settings
+        current = as_run(chosen, *((current["probs"], current["scales"]) if fixed else ()))
+        runs.append(current)
+        rounds[-1]["objective_at_its_scales"] = current["mean"]["objective"]
+    best = max(runs, key=lambda r: r["mean"]["objective"])  # max keeps the first of equals: `settings`
+    choice = pps.choose({"your images": best["table"]}, (best["settings"],))
+    choice["grid"] = [g.to_dict() for g in grid]
     choice["source"] = source_of(data_dir, len(pairs))
     choice["calibration"] = {
         "data_dir": os.path.abspath(data_dir),
-        "images": sorted(scales),
-        "scale": scales,
+        "images": sorted(images),
+        "scale_flag": scale,
+        "flips": bool(flips),
         "tolerance": float(tolerance),
         "label_warnings": label_warnings,
-        "before": {"settings": settings.to_dict(), "mean": before},
-        "after": {"settings": choice["settings"], "mean": choice["mean"]},
+        "before": {"settings": settings.to_dict(), "mean": runs[0]["mean"], "scales": runs[0]["scales"]},
+        "after": {"settings": best["settings"].to_dict(), "mean": best["mean"], "scales": best["scales"]},
+        "rounds": rounds,
         "in_sample": "both scored on the images they were chosen on: check a gain on other labelled images",
     }
     return choice
 
 
+def _check_dest(dest: str) -> None:
+    if os.path.lexists(dest):  # a dangling link too: the rename would replace it
+        raise FileExistsError(f"--dest {dest} exists: calibrate writes a new folder (remove it or pick another)")
+
+
+def _mark_copied_metrics(model_dir: str, method: str, source: str) -> None:
+    """The exported summary.json and shipped.json describe the model with its earlier post-processing: say so
+    where they keep those numbers, so the copy does not misstate what it does."""
+    note = f"measured with the post-processing before calibration; this copy's is {source}"
+    summary_path = os.path.join(model_dir, "summary.json")
+    with open(summary_path) as f:
+        summary = json.load(f)
+    entry = summary.get("methods", {}).get(method)
+    if isinstance(entry, dict) and "postprocessed" in entry:
+        entry["postprocessed"] = dict(entry["postprocessed"], note=note)
+    io_utils.write_json_atomic(summary_path, summary)
+    manifest_path = os.path.join(model_dir, inference.SHIPPED_MANIFEST)
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    if manifest.get("test_metrics"):
+        manifest["test_metrics_note"] = note
+    manifest["calibrated"] = source
+    io_utils.write_json_atomic(manifest_path, manifest)
+
+
 def write_calibrated(workdir: str, method: str, dest: str, choice: Mapping[str, Any]) -> None:
     """`export_model`'s copy of `method` at `dest` (new; never overwritten) with `choice` as its stored
     post-processing and `calibration.json`; nothing is left at `dest` if any step fails."""
-    if os.path.exists(dest):
-        raise FileExistsError(f"--dest {dest} exists: calibrate writes a new folder (remove it or pick another)")
+    _check_dest(dest)
     parent = os.path.dirname(os.path.abspath(dest))
     if not os.path.isdir(parent):
         raise FileNotFoundError(f"--dest {dest}: folder {parent} does not exist")
@@ -127,6 +192,8 @@ def write_calibrated(workdir: str, method: str, dest: str, choice: Mapping[str, 
         inference.export_model(workdir, method, inner, note=choice["source"])
         postprocess_choice.save_choice(inner, method, {k: v for k, v in choice.items() if k != "calibration"})
         io_utils.write_json_atomic(os.path.join(inner, CALIBRATION_FILE), dict(choice["calibration"], method=method))
+        _mark_copied_metrics(inner, method, choice["source"])
+        _check_dest(dest)  # again: scoring took a while
         os.rename(inner, dest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -146,11 +213,15 @@ def summary_text(choice: Mapping[str, Any], dest: str) -> str:
             b["grain_count_ratio"], a["grain_count_ratio"],
         ),
     ]
+    if c["before"]["settings"] == c["after"]["settings"]:
+        lines.append("  no setting of the grid does better on these images: the copy keeps the model's settings")
     if n < FEW_IMAGES:
         lines.append(f"  only {n} image(s): the choice may not carry over to your other micrographs")
     if c["label_warnings"]:
         lines.append(f"  {len(c['label_warnings'])} label warning(s): see {os.path.join(dest, CALIBRATION_FILE)}")
-    lines.append(f"calibrated model: {dest}  (predict --workdir {dest}; check it with evaluate on other labelled images)")
+    how = "" if c["scale_flag"] == scale_lib.AUTO else f" --scale {c['scale_flag']:g}"
+    how += " --flips" if c["flips"] else ""
+    lines.append(f"calibrated model: {dest}  (predict --workdir {dest}{how}; check it with evaluate on other labelled images)")
     return "\n".join(lines)
 
 
@@ -158,24 +229,24 @@ def run(f: Mapping[str, Any]) -> int:
     """The CLI's work, given the flag values; raises on user errors (named flag or file)."""
     if not (math.isfinite(f["tolerance"]) and f["tolerance"] >= 0):
         raise ValueError(f"--tolerance must be >= 0 px, got {f['tolerance']}")
-    if os.path.exists(f["dest"]):
-        raise FileExistsError(f"--dest {f['dest']} exists: calibrate writes a new folder (remove it or pick another)")
+    _check_dest(f["dest"])
     if not os.path.isdir(os.path.dirname(os.path.abspath(f["dest"]))):
         raise FileNotFoundError(f"--dest {f['dest']}: its parent folder does not exist")
     scale_lib.parse_scale(f["scale"])
-    pairs = folder.list_pairs(f["data_dir"])  # a wrong --data_dir or clearly wrong labels fail before the model load
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", folder.LabelWarning)
-        folder.check_client_labels(pairs, invert=f["invert_labels"], invert_flag=evaluate.INVERT_FLAG, where=f"--data_dir {f['data_dir']}")
+    evaluate.check_labels(f)  # a wrong --data_dir or clearly wrong labels fail before the model load
     f = predict.with_workdir({**f, "client": None})
-    model, settings, _ = predict.model_and_settings(f, {})
-    if "/" in model.tag:
-        raise ValueError(f"--method {model.tag}: a local method has one model per client; calibrate a shared model")
+    method = f["method"] or inference.choose_default_method(f["workdir"])[0]
+    if inference.is_local(f["workdir"], method):
+        raise ValueError(f"--method {method!r} has one model per client: calibrate a shared model")
+    try:
+        model, settings, _ = predict.model_and_settings({**f, "method": method}, {})
+    except inference.IncompleteModelError as e:
+        raise ValueError(f"--method {method}: {e.args[0].split(' (the run')[0]}; finish that run first") from None
     choice = calibrate(
         model, settings, f["data_dir"], invert_labels=f["invert_labels"], tolerance=f["tolerance"],
-        scale=f["scale"], overlap=f["overlap"],
+        scale=f["scale"], overlap=f["overlap"], flips=f["flips"],
     )
-    write_calibrated(f["workdir"], model.source["method"], f["dest"], choice)
+    write_calibrated(f["workdir"], method, f["dest"], choice)
     print(summary_text(choice, f["dest"]))
     return EXIT_OK
 
@@ -185,7 +256,8 @@ def main(argv) -> int:
     if not flags.FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)
     F = flags.FLAGS
-    values = {k: F[k].value for k in ("workdir", "method", "data_dir", "dest", "invert_labels", "tolerance", "overlap", "scale")}
+    keys = ("workdir", "method", "data_dir", "dest", "invert_labels", "tolerance", "overlap", "flips", "scale")
+    values = {k: F[k].value for k in keys}
     values["allow_incomplete"] = False
     try:
         return run(values)

@@ -355,7 +355,7 @@ def run(f: Mapping[str, Any]) -> int:
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?
     if not (math.isfinite(f["tolerance"]) and f["tolerance"] >= 0):
         raise ValueError(f"--tolerance must be >= 0 px, got {f['tolerance']}")
-    _check_labels(f)
+    check_labels(f)
     model, settings, provenance = predict.model_and_settings(f, overrides)
     if not out:
         out = os.path.join(f["workdir"], f"evaluate_{model.tag.replace('/', '_')}.json")
@@ -378,9 +378,10 @@ def run(f: Mapping[str, Any]) -> int:
     return EXIT_OK
 
 
-def _check_labels(f: Mapping[str, Any]) -> None:
+def check_labels(f: Mapping[str, Any]) -> None:
     """Wrong --data_dir or clearly wrong labels fail before the (slow) model load; evaluate_folder
-    checks again and then reports the warnings."""
+    (and calibrate) check again and then report the warnings. Reads `data_dir`, `invert_labels` and
+    `group_regex` of the flag values `f`."""
     pairs = folder.list_pairs(f["data_dir"])
     _groups(pairs, f.get("group_regex") or "")  # a bad --group_regex fails here, before the model load
     with warnings.catch_warnings():
@@ -403,7 +404,7 @@ def _run_baseline(f: Mapping[str, Any], out: str | None, overrides: Mapping[str,
     check_out(out)
     if not (math.isfinite(f["tolerance"]) and f["tolerance"] >= 0):
         raise ValueError(f"--tolerance must be >= 0 px, got {f['tolerance']}")
-    _check_labels(f)
+    check_labels(f)
     result = evaluate_folder(
         None,
         f["data_dir"],

@@ -33,7 +33,7 @@ def labelled(tmp_path_factory):
 
 def values(data_dir, dest, **kw):
     return {"workdir": None, "method": None, "data_dir": str(data_dir), "dest": str(dest), "invert_labels": False,
-            "tolerance": 2.0, "overlap": None, "scale": "1", "allow_incomplete": False, **kw}
+            "tolerance": 2.0, "overlap": None, "flips": False, "scale": "1", "allow_incomplete": False, **kw}
 
 
 def test_calibrated_copy_is_used_and_its_scores_are_recomputable(labelled, tmp_path, capsys):
@@ -43,7 +43,8 @@ def test_calibrated_copy_is_used_and_its_scores_are_recomputable(labelled, tmp_p
     assert sorted(os.listdir(tmp_path)) == ["mine"]  # no staging folder left beside it
     record = json.loads((dest / calibrate.CALIBRATION_FILE).read_text())
     method = record["method"]
-    assert record["images"] == ["m0.png", "m1.png", "m2.png"] and set(record["scale"].values()) == {1.0}
+    assert record["images"] == ["m0.png", "m1.png", "m2.png"] and set(record["after"]["scales"].values()) == {1.0}
+    assert len(record["rounds"]) <= 2  # a fixed scale: the second round repeats the first's choice
 
     # predict/evaluate resolve the new settings, and say where they came from.
     settings, prov = postprocess_choice.resolve_settings(str(dest), method)
@@ -62,8 +63,13 @@ def test_calibrated_copy_is_used_and_its_scores_are_recomputable(labelled, tmp_p
     for which, s in (("before", old), ("after", settings)):
         mean = np.mean([pps.tile_scores(s.apply(p), t) for p, t in zip(probs, truths)], axis=0)
         np.testing.assert_allclose(mean, [record[which]["mean"][k] for k in pps.SCORE_COLUMNS], rtol=1e-9, atol=1e-12)
-    # The grid holds the old settings, so the choice can only be as good or better on these images.
+    # The choice is the grid's best on these images (the old settings are in the grid, first).
     assert record["after"]["mean"]["objective"] >= record["before"]["mean"]["objective"]
+    for other in pps.DEFAULT_GRID[::7]:
+        mean = np.mean([pps.tile_scores(other.apply(p), t) for p, t in zip(probs, truths)], axis=0)
+        assert mean[0] <= record["after"]["mean"]["objective"] + 1e-12, other
+    # The copy's other files say their numbers predate the calibration.
+    assert "calibrate" in json.loads((dest / "shipped.json").read_text())["calibrated"]
     # The copy's params are the model's: the same map with the same settings.
     again, _, _ = measure.model_and_settings({**f, "workdir": str(dest)}, {})
     np.testing.assert_array_equal(scale_lib.probabilities(again, image, scale=1.0, settings=old)[0], probs[-1])
@@ -78,6 +84,10 @@ def test_existing_dest_and_bad_data_dir_exit_2_and_write_nothing(labelled, tmp_p
     assert os.listdir(dest) == ["keep.txt"]
     with pytest.raises(FileNotFoundError):
         calibrate.run(values(tmp_path / "nowhere", tmp_path / "new"))
+    os.symlink(tmp_path / "gone", tmp_path / "dangling")  # a dangling link is not a free --dest either
+    with pytest.raises(FileExistsError, match="--dest"):
+        calibrate.run(values(labelled, tmp_path / "dangling"))
+    os.remove(tmp_path / "dangling")
     with pytest.raises(ValueError, match="--tolerance"):
         calibrate.run(values(labelled, tmp_path / "new", tolerance=-1.0))
     assert sorted(os.listdir(tmp_path)) == ["mine"]
@@ -102,3 +112,28 @@ def test_cli_exit_status_2_names_the_flag(labelled, tmp_path):
     )
     assert proc.returncode == 2 and "--dest" in proc.stderr and "exists" in proc.stderr
     assert os.listdir(tmp_path / "taken") == []
+
+
+def test_auto_scale_after_scores_are_what_evaluate_measures_with_the_copy(tmp_path):
+    """With --scale auto the scales depend on the settings: the stored 'after' scores must be those of the
+    calibrated copy as evaluate runs it (its own scale search with the new settings)."""
+    from fedtransfer_jax import evaluate
+
+    lab = tmp_path / "lab"
+    images, labels, _ = synthetic.make_lab_examples("darkfield", 2, 160, 3, diameter_px=(10.0, 40.0), boundary_width=3)
+    (lab / "images").mkdir(parents=True)
+    (lab / "labels").mkdir()
+    for i, (img, lbl) in enumerate(zip(images, labels)):
+        Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(lab / "images" / f"d{i}.png")
+        Image.fromarray((lbl > 0).astype(np.uint8) * 255).save(lab / "labels" / f"d{i}.png")
+    dest = tmp_path / "mine"
+    assert calibrate.run(values(lab, dest, scale="auto")) == 0
+    record = json.loads((dest / calibrate.CALIBRATION_FILE).read_text())
+    f = {"workdir": str(dest), "method": None, "client": None, "overlap": None}
+    model, settings, prov = measure.model_and_settings(f, {})
+    result = evaluate.evaluate_folder(model, str(lab), settings=settings, provenance=prov, scale="auto")
+    assert {k: v["used"] for k, v in result["scale"].items()} == record["after"]["scales"]
+    for key in ("boundary_f1", "ari"):
+        np.testing.assert_allclose(result["mean"][key], record["after"]["mean"][key], rtol=1e-6, atol=1e-9)
+    # ... and the model's own settings at their own scales did no better.
+    assert record["after"]["mean"]["objective"] >= record["before"]["mean"]["objective"]

@@ -105,7 +105,7 @@ def config_from_workdir(workdir: str) -> ml_collections.ConfigDict:
         return ml_collections.ConfigDict(json.load(f))
 
 
-def _is_local(workdir: str, method: str) -> bool:
+def is_local(workdir: str, method: str) -> bool:
     """A method of kind 'local' (one model per client), by the workdir's config (name 'local' otherwise)."""
     from fedtransfer_jax.runs import engine  # noqa: PLC0415
 
@@ -138,7 +138,7 @@ def checkpoint_tag(workdir: str, method: str, client: str | None) -> str:
         else:
             why = f"has no checkpoints in {base}"
         raise FileNotFoundError(f"--method {method!r} {why}; available: {have}")
-    if _is_local(workdir, method):
+    if is_local(workdir, method):
         clients = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)))
         if client is None:
             raise ValueError(f"method {method!r} has one model per client: pass --client (one of {clients})")
@@ -224,7 +224,7 @@ def choose_default_method(workdir: str) -> tuple[str, str]:
     ``--client``, so it is never a default). ``reason`` says which rule picked it, with the runner-up.
     """
     base = os.path.join(workdir, "checkpoints")
-    eligible = {m for m in segmenter_methods(workdir) if not _is_local(workdir, m)}
+    eligible = {m for m in segmenter_methods(workdir) if not is_local(workdir, m)}
     summary = {}
     path = os.path.join(workdir, "summary.json")
     if os.path.exists(path):
@@ -334,7 +334,7 @@ def export_model(workdir: str, method: str, dest: str, *, note: str = "") -> dic
 
     if os.path.exists(dest):
         raise FileExistsError(f"--dest {dest} exists: export writes a new folder (remove it or pick another)")
-    if _is_local(workdir, method):
+    if is_local(workdir, method):
         raise ValueError(f"--method {method!r} has one model per client: export a shared model")
     try:
         model = load_model(workdir, method)
