@@ -60,7 +60,8 @@ of 12, reported apart; ~85 min estimated, 2 h 30 min measured beside other work 
 pair and k once the machine was quiet; README "A data-poor lab").
 `confirm` (`--variant confirm`, the confirmatory replication fixed after both parts and before its runs):
 k = 0 and 2, fresh seed pairs 10-19, fedtransfer_gen against fedavg, gen_own_style and gen_random_style (AdaIN
-dropped), Holm over those 6; ~80 min estimated on the quiet machine.
+dropped), Holm over those 6; ~80 min estimated on the quiet machine, 2 h 17 min measured beside other work
+(2026-12-06; ~1.5-2 min per method run once quiet; README "A data-poor lab": sharing confirmed at both k).
 `tiny` (32 px, one seed pair, fedavg, fedtransfer_gen and local at k >= 1; measured on the loaded 2-core machine:
 k = 0 ~35-50 s, k = 1 ~55 s, data and compilation included).
 """
