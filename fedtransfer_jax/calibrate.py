@@ -124,6 +124,7 @@ def calibrate(
         return {"settings": s, "probs": probs, "scales": scales, "table": table,
                 "mean": dict(zip(pps.SCORE_COLUMNS, map(float, table[0])))}
 
+    fixed = scale != scale_lib.AUTO  # then the probabilities do not depend on the settings
     current = as_run(settings)
     runs, rounds = [current], []
     for _ in range(MAX_ROUNDS):
@@ -132,7 +133,6 @@ def calibrate(
         rounds.append({"scored_at": current["scales"], "chose": chosen.to_dict(), "objective_there": float(table[:, 0].max())})
         if any(r["settings"] == chosen for r in runs):
             break
-        fixed = scale != scale_lib.AUTO  # the same probabilities whatever the settings
         current = as_run(chosen, *((current["probs"], current["scales"]) if fixed else ()))
         runs.append(current)
         rounds[-1]["objective_at_its_scales"] = current["mean"]["objective"]
@@ -156,8 +156,12 @@ def calibrate(
 
 
 def _check_dest(dest: str) -> None:
-    if os.path.lexists(dest):  # a dangling link too: the rename would replace it
+    """`--dest` is free (not even a dangling link: the rename would replace it) and its parent exists."""
+    if os.path.lexists(dest):
         raise FileExistsError(f"--dest {dest} exists: calibrate writes a new folder (remove it or pick another)")
+    parent = os.path.dirname(os.path.abspath(dest))
+    if not os.path.isdir(parent):
+        raise FileNotFoundError(f"--dest {dest}: folder {parent} does not exist")
 
 
 def _mark_copied_metrics(model_dir: str, method: str, source: str) -> None:
@@ -184,10 +188,7 @@ def write_calibrated(workdir: str, method: str, dest: str, choice: Mapping[str, 
     """`export_model`'s copy of `method` at `dest` (new; never overwritten) with `choice` as its stored
     post-processing and `calibration.json`; nothing is left at `dest` if any step fails."""
     _check_dest(dest)
-    parent = os.path.dirname(os.path.abspath(dest))
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"--dest {dest}: folder {parent} does not exist")
-    staging = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(os.path.normpath(dest)) + ".partial-")
+    staging = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(dest)), prefix=os.path.basename(os.path.normpath(dest)) + ".partial-")
     try:
         inner = os.path.join(staging, "model")
         inference.export_model(workdir, method, inner, note=choice["source"])
@@ -230,9 +231,7 @@ def run(f: Mapping[str, Any]) -> int:
     """The CLI's work, given the flag values; raises on user errors (named flag or file)."""
     if not (math.isfinite(f["tolerance"]) and f["tolerance"] >= 0):
         raise ValueError(f"--tolerance must be >= 0 px, got {f['tolerance']}")
-    _check_dest(f["dest"])
-    if not os.path.isdir(os.path.dirname(os.path.abspath(f["dest"]))):
-        raise FileNotFoundError(f"--dest {f['dest']}: its parent folder does not exist")
+    _check_dest(f["dest"])  # before the slow model load; again before the copy is moved into place
     scale_lib.parse_scale(f["scale"])
     evaluate.check_labels(f)  # a wrong --data_dir or clearly wrong labels fail before the model load
     f = predict.with_workdir({**f, "client": None})

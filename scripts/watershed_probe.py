@@ -8,7 +8,7 @@ Development data only: the TBM validation micrographs 13, 15, 24 (needs ../share
 fresh synthetic images of the nine labs (seed 424242, 2 per lab, 384 px, grains 8-140 px), all at scale 1.
 Probabilities are cached in /tmp/watershed_probe_probs.pkl.
 """
-import glob, os, re, sys, time, pickle
+import glob, os, re, sys, pickle
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import h_minima
@@ -22,9 +22,8 @@ if os.path.exists(cache):
     sets = pickle.load(open(cache, "rb"))
 else:
     f = {"workdir": sys.argv[1] if len(sys.argv) > 1 else None, "method": None, "client": None, "overlap": None}
-    model, settings, prov = measure.model_and_settings(f, {})
-    print(model.tag, settings)
-    sets = {"tbm_val": [], "synthetic": []}
+    model, settings, _ = measure.model_and_settings(f, {})
+    sets = {"settings": settings.to_dict(), "tbm_val": [], "synthetic": []}
     d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tbm_tint_etched")
     for ip in sorted(glob.glob(d + "/images/*.png")):
         if re.search(r"_(13|15|24)-", ip):
@@ -37,21 +36,21 @@ else:
             prob, _ = scale_lib.probabilities(model, img, scale=1.0, settings=settings, target=None)
             sets["synthetic"].append((prob, lab > 0))
     pickle.dump(sets, open(cache, "wb"))
+chosen = pps.PostprocessSettings.from_dict(sets.pop("settings"))  # the model's own post-processing choice
+print("the model's settings:", chosen)
 
 def ws(prob, h, sigma):
     p = ndimage.gaussian_filter(prob, sigma) if sigma else prob
     markers, _ = ndimage.label(h_minima(p, h))
     return watershed(p, markers, watershed_line=True) == 0
 
-chosen = pps.PostprocessSettings(0.5, 0, 20, 0, 0)
-variants = {"chosen(0.5,c0,f20)": chosen.apply}
+variants = {"model's settings": chosen.apply}
 for h in (0.05, 0.1, 0.2, 0.3, 0.5):
     for sigma in (0, 1, 2):
         variants[f"ws h={h} s={sigma}"] = (lambda h, s: lambda p: ws(p, h, s))(h, sigma)
 for name, data in sets.items():
     print(f"== {name} ({len(data)} maps)")
     # best grid point on this set (an optimistic reference)
-    t0 = time.time()
     table = pps.score_grid([p for p, _ in data], [l for _, l in data])
     best = int(np.argmax(table[:, 0]))
     print(f"  grid best on this set {pps.DEFAULT_GRID[best]}: obj {table[best,0]:.3f} f1 {table[best,1]:.3f} ari {table[best,2]:.3f} ratio {table[best,3]:.3f}")
