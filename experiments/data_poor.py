@@ -8,6 +8,7 @@ recipient shares without sharing images) help the recipient's own test ARI, beyo
   python -m experiments.data_poor --workdir runs/dp1 --variant session           # one session: k = 0, 1, ~95 min
   python -m experiments.data_poor --workdir runs/dp2 --variant session2          # the next: k = 2, 4, ~85 min
   python -m experiments.data_poor --workdir runs/dp3 --variant confirm           # replication: k = 0, 2, ~80 min
+  python -m experiments.data_poor --workdir runs/dp4 --variant rounds40          # the budget check: ~70-85 min
   python -m experiments.data_poor --workdir /tmp/dp --variant tiny --labels 0  # tests: seconds
 
 Clients: the main study's four seen labs (brightfield, darkfield, sem, lowcontrast). The recipient is
@@ -62,6 +63,8 @@ pair and k once the machine was quiet; README "A data-poor lab").
 k = 0 and 2, fresh seed pairs 10-19, fedtransfer_gen against fedavg, gen_own_style and gen_random_style (AdaIN
 dropped), Holm over those 6; ~80 min estimated on the quiet machine, 2 h 17 min measured beside other work
 (2026-12-06; ~1.5-2 min per method run once quiet; README "A data-poor lab": sharing confirmed at both k).
+`rounds40` (`--variant rounds40`, docs/PROTOCOL.md "Study (c) at twice the budget", descriptive): `confirm`'s
+design with 40 rounds on development seed pairs 0-2, beside their recorded 20-round values; ~70-85 min estimated.
 `tiny` (32 px, one seed pair, fedavg, fedtransfer_gen and local at k >= 1; measured on the loaded 2-core machine:
 k = 0 ~35-50 s, k = 1 ~55 s, data and compilation included).
 """
@@ -96,6 +99,7 @@ class Part(NamedTuple):
     seeds: tuple[int, ...]  # init seeds i; data seeds 1000 + i
     methods: tuple[str, ...]
     primaries: tuple[str, ...]
+    rounds: int = 20  # fl.rounds (the cosine schedule spans them)
 
 
 SESSION_METHODS = ("fedavg", "fedtransfer", "fedtransfer_gen", "gen_own_style", "gen_random_style")
@@ -107,6 +111,9 @@ PARTS = {
     # primary against the three references only, at k = 0 (no labels) and k = 2
     "confirm": Part((0, 2), tuple(range(10, 20)), ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style"),
                     ("fedtransfer_gen",)),
+    # the budget check (development seeds 0-2, descriptive): the replication's design at twice the rounds
+    "rounds40": Part((0, 2), (0, 1, 2), ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style"),
+                     ("fedtransfer_gen",), rounds=40),
 }
 VARIANTS = ("tiny",) + tuple(PARTS)
 
@@ -159,6 +166,7 @@ def get_config(arg: str | None = None):
         config.methods = methods_at(k, part.methods)
         config.seeds = part.seeds
         config.data_seeds = tuple(1000 + i for i in part.seeds)
+        config.fl.rounds = part.rounds
     else:
         config.methods = methods_at(k)
         config.seeds = tuple(range(10))

@@ -67,6 +67,21 @@ def test_confirm_variant_is_the_replications():
     assert data_poor.main(["--workdir", "/nonexistent/never", "--variant", "confirm", "--labels", "1"]) == 2
 
 
+def test_rounds40_is_the_replication_at_twice_the_rounds_on_development_seeds():
+    """docs/PROTOCOL.md, the budget check: the replication's design, fl.rounds doubled, seed pairs 0-2 (the
+    exploratory parts' first three, whose 20-round values are recorded), never the replication's."""
+    for k in (0, 2):
+        config, confirm = data_poor.get_config(f"{k},rounds40"), data_poor.get_config(f"{k},confirm")
+        assert config.fl.rounds == 2 * confirm.fl.rounds == 40
+        assert tuple(config.methods) == tuple(confirm.methods)
+        assert tuple(config.seeds) == (0, 1, 2) and tuple(config.data_seeds) == (1000, 1001, 1002)
+        assert not set(config.seeds) & set(confirm.seeds)
+        assert config.fl.local_steps == confirm.fl.local_steps and config.eval.select == confirm.eval.select
+        engine.validate_config(config)
+    with pytest.raises(ValueError, match="labelled tiles k"):
+        data_poor.get_config("1,rounds40")
+
+
 def test_bad_variants_name_k():
     for bad in (None, "", "3", "tiny", "1,2", "1,tint", "two"):
         with pytest.raises(ValueError, match="labelled tiles k"):
