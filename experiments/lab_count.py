@@ -5,6 +5,7 @@ labelled tiles. Does sharing styles help more when the same labels are spread ov
   python -m experiments.lab_count --workdir runs/lab_count --labs 2,16       # some L (resumes the rest later)
   python launch.py --config experiments/lab_count.py:8 --workdir runs/lab_count/L8   # one L by hand
   python -m experiments.lab_count --workdir runs/lc1 --variant session        # one session: L = 2, 16, ~95 min
+  python -m experiments.lab_count --workdir runs/lc2 --variant session2       # the next: L = 4, 8, ~85 min
   python -m experiments.lab_count --workdir /tmp/lc --variant tiny --labs 2  # tests: seconds
 
 Clients: L labs drawn from the population prior (data/prior_labs.py, `data.source='prior_labs'`): each lab one
@@ -41,6 +42,8 @@ machine and ~10-11 h beside other work (the main study's 2 h 27 min was ~1.35x i
 `session` (docs/PROTOCOL.md "Study (d) in one session"; `--variant session`): L = 2 and 16, seed pairs 0-4,
 fedavg, fedtransfer_gen and both controls (no centralized): measured 92 min (2026-12-06, partly beside other
 work; ~7.5 min per seed pair at L = 2, ~9.5 at L = 16).
+`session2` (`--variant session2`, fixed before any of its runs): L = 4 and 8, otherwise as `session`, its own
+Holm family, reported apart; ~85 min estimated from `session`'s per-L costs.
 `tiny` (32 px, one seed pair, fedavg and fedtransfer_gen, 2 rounds): ~45 s per L on the loaded machine.
 """
 
@@ -66,11 +69,13 @@ VAL_TILES = 16  # validation tiles over all labs (the main study's 4 x 4)
 # The budget of every L (see the docstring): clients per round x local steps x batch = 320 examples a round.
 CLIENTS_PER_ROUND, LOCAL_STEPS, BATCH_SIZE = 2, 80, 2
 TINY_METHODS = ("fedavg", "fedtransfer_gen")  # the tests' plumbing: one comparison
-# The one-session part (docs/PROTOCOL.md "Study (d) in one session"): L = 2, 16; seed pairs 0-4; no centralized.
-SESSION_LAB_COUNTS = (2, 16)
+# The one-session parts (docs/PROTOCOL.md "Study (d) in one session"): L = 2, 16, then L = 4, 8 (`session2`,
+# fixed before any of its runs); seed pairs 0-4; no centralized; each part its own Holm family, reported apart.
+SESSION_PARTS = {"session": (2, 16), "session2": (4, 8)}
+SESSION_LAB_COUNTS = SESSION_PARTS["session"]
 SESSION_METHODS = ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style")
 SESSION_SEEDS = tuple(range(5))
-VARIANTS = ("tiny", "session")
+VARIANTS = ("tiny",) + tuple(SESSION_PARTS)
 ENDPOINTS = {  # summary.json key of a method's whole-image metrics -> what it is
     "whole_unseen": "unseen labs' post-processed ARI on whole test images",
     "whole_seen": "prior labs' own post-processed ARI on whole test images",
@@ -78,23 +83,26 @@ ENDPOINTS = {  # summary.json key of a method's whole-image metrics -> what it i
 
 
 def get_config(arg: str | None = None):
-    """`:<L>` (the study's budget), `:<L>,session` (the one-session part: L = 2 or 16, seed pairs 0-4, no
-    centralized) or `:<L>,tiny` (the tests'): L labs drawn from the population prior."""
+    """`:<L>` (the study's budget), `:<L>,session` / `:<L>,session2` (the one-session parts: L = 2 or 16 / 4
+    or 8, seed pairs 0-4, no centralized) or `:<L>,tiny` (the tests'): L labs drawn from the population prior."""
     parts = [p for p in (arg or "").split(",") if p]
-    tiny, session = "tiny" in parts, "session" in parts
+    tiny = "tiny" in parts
+    sessions = [p for p in parts if p in SESSION_PARTS]
+    session = sessions[0] if sessions else ""
     counts = [p for p in parts if p not in VARIANTS]
     if (
         len(counts) != 1 or not counts[0].isdigit() or int(counts[0]) < 1 or TRAIN_TILES % int(counts[0])
-        or (session and (tiny or int(counts[0]) not in SESSION_LAB_COUNTS))
+        or len(sessions) > 1 or (session and (tiny or int(counts[0]) not in SESSION_PARTS[session]))
     ):
         raise ValueError(
-            f"experiments/lab_count.py: name the number of labs L as the variant (':<L>', ':<L>,session' or "
-            f"':<L>,tiny'), got {arg!r}; L must divide the {TRAIN_TILES} training tiles (the study runs L = "
-            f"{LAB_COUNTS}, its session part L = {SESSION_LAB_COUNTS})"
+            f"experiments/lab_count.py: name the number of labs L as the variant (':<L>', ':<L>,session', "
+            f"':<L>,session2' or ':<L>,tiny'), got {arg!r}; L must divide the {TRAIN_TILES} training tiles (the "
+            f"study runs L = {LAB_COUNTS}, its session parts L = {SESSION_PARTS['session']} and "
+            f"{SESSION_PARTS['session2']})"
         )
     labs = int(counts[0])
     config = _grains.get_config("tiny" if tiny else "fair")
-    config.name = f"lab-count-{labs}" + ("-tiny" if tiny else "-session" if session else "")
+    config.name = f"lab-count-{labs}" + ("-tiny" if tiny else f"-{session}" if session else "")
     config.data.source = "prior_labs"
     config.data.prior_labs = labs
     config.data.clients = ()  # the prior labs, prior_00 .. (data/prior_labs.py)
@@ -227,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from experiments import study_driver  # noqa: PLC0415
 
-    study_counts = SESSION_LAB_COUNTS if args.variant == "session" else LAB_COUNTS
+    study_counts = SESSION_PARTS.get(args.variant, LAB_COUNTS)
     counts = study_driver.pick(args.labs, study_counts, "--labs", "lab count")
     if counts is None:
         return 2

@@ -32,10 +32,12 @@ def test_fixed_labels_and_the_same_budget_for_every_l(labs):
     assert config.seeds == tuple(range(10)) and config.data_seeds == tuple(1000 + i for i in range(10))
 
 
-@pytest.mark.parametrize("labs", lab_count.SESSION_LAB_COUNTS)
-def test_session_variant_is_the_protocols(labs):
-    """docs/PROTOCOL.md "Study (d) in one session": L = 2, 16; seed pairs 0-4; no centralized; the full budget."""
-    config, full = lab_count.get_config(f"{labs},session"), lab_count.get_config(str(labs))
+@pytest.mark.parametrize("part,labs", [(p, n) for p, ns in lab_count.SESSION_PARTS.items() for n in ns])
+def test_session_variant_is_the_protocols(part, labs):
+    """docs/PROTOCOL.md "Study (d) in one session": L = 2, 16 (then L = 4, 8 as `session2`); seed pairs 0-4; no
+    centralized; the full budget."""
+    config, full = lab_count.get_config(f"{labs},{part}"), lab_count.get_config(str(labs))
+    assert config.name == f"lab-count-{labs}-{part}"
     engine.validate_config(config)
     assert config.methods == ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style")
     assert config.seeds == tuple(range(5)) and config.data_seeds == tuple(range(1000, 1005))
@@ -43,10 +45,12 @@ def test_session_variant_is_the_protocols(labs):
 
 
 def test_bad_variants_name_the_lab_count():
-    for bad in ("4,session", "8,session", "2,session,tiny"):
+    assert sorted(n for ns in lab_count.SESSION_PARTS.values() for n in ns) == sorted(lab_count.LAB_COUNTS)
+    for bad in ("4,session", "8,session", "2,session,tiny", "2,session2", "16,session2", "4,session,session2"):
         with pytest.raises(ValueError, match="number of labs"):
             lab_count.get_config(bad)
     assert lab_count.main(["--workdir", "/nonexistent/never", "--variant", "session", "--labs", "4"]) == 2
+    assert lab_count.main(["--workdir", "/nonexistent/never", "--variant", "session2", "--labs", "16"]) == 2
     for bad in (None, "", "0", "3", "tiny", "2,4", "two"):
         with pytest.raises(ValueError, match="number of labs"):
             lab_count.get_config(bad)

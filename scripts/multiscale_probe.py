@@ -1,0 +1,71 @@
+"""Does averaging the boundary probabilities of several scales beat the single scale `--scale auto` picks?
+A development probe (docs/MODEL.md "Tried and not adopted" or "Scale" has its numbers).
+
+  python scripts/multiscale_probe.py [WORKDIR]      # default: the shipped model; ~5 min on the 2-core CPU
+
+Development data only: the TBM validation micrographs 13, 15, 24 (needs ../shared/data/tbm_tint_etched) and
+fresh synthetic images of the nine labs (seed 515151, 2 per lab, 512 px, grains 8-140 px). For each image the
+probabilities at every `auto` candidate scale are mapped back to its pixels; the variants are the scale `auto`
+picks (what predict does), scale 1, the mean over `auto`'s pick and its neighbouring candidates, and the mean
+over every candidate; each post-processed with the model's own settings. Probabilities are cached in
+/tmp/multiscale_probe_probs.pkl.
+"""
+import glob, os, re, sys, pickle
+import numpy as np
+from fedtransfer_jax.analysis import measure, scale as scale_lib
+from fedtransfer_jax.data import folder, intensity, synthetic
+from fedtransfer_jax.metrics import grains as grains_lib
+from fedtransfer_jax.metrics import postprocess_select as pps
+
+cache = "/tmp/multiscale_probe_probs.pkl"
+if os.path.exists(cache):
+    sets = pickle.load(open(cache, "rb"))
+else:
+    f = {"workdir": sys.argv[1] if len(sys.argv) > 1 else None, "method": None, "client": None, "overlap": None}
+    model, settings, _ = measure.model_and_settings(f, {})
+    target = scale_lib.target_for(model)
+    sets = {"settings": settings.to_dict(), "tbm_val": [], "synthetic": []}
+
+    def one(img, lab):
+        chosen, record, _ = scale_lib.choose(model, intensity.normalise(img, intensity.mode_of(model)), settings, target=target)
+        cands = scale_lib.candidates_for(img.shape[:2])
+        probs = {s: scale_lib.probabilities(model, img, scale=s)[0] for s in cands}
+        return {"probs": probs, "chosen": chosen, "label": lab > 0}
+
+    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tbm_tint_etched")
+    for ip in sorted(glob.glob(d + "/images/*.png")):
+        if re.search(r"_(13|15|24)-", ip):
+            sets["tbm_val"].append(one(*folder.load_pair(ip, ip.replace("/images/", "/labels/"))))
+    for lab_name in list(synthetic.LABS):
+        imgs, labs, _ = synthetic.make_lab_examples(lab_name, 2, 512, 515151, diameter_px=(8.0, 140.0), boundary_width=2, boundary_width_max=5)
+        for img, lab in zip(imgs, labs):
+            sets["synthetic"].append(one(img, lab))
+    pickle.dump(sets, open(cache, "wb"))
+settings = pps.PostprocessSettings.from_dict(sets.pop("settings"))
+print("the model's settings:", settings)
+
+
+def neighbours(e):
+    cands = sorted(e["probs"], reverse=True)
+    i = cands.index(e["chosen"])
+    return cands[max(0, i - 1): i + 2]
+
+
+variants = {
+    "auto (predict's)": lambda e: e["probs"][e["chosen"]],
+    "scale 1": lambda e: e["probs"][1.0],
+    "auto + neighbours, mean": lambda e: np.mean([e["probs"][s] for s in neighbours(e)], 0),
+    "every candidate, mean": lambda e: np.mean(list(e["probs"].values()), 0),
+    "auto + neighbours, max": lambda e: np.max([e["probs"][s] for s in neighbours(e)], 0),
+}
+for name, data in sets.items():
+    print(f"== {name} ({len(data)} images; auto picked {[round(e['chosen'], 2) for e in data]})")
+    for vn, fn in variants.items():
+        probs = [fn(e) for e in data]
+        rows = np.array([pps.tile_scores(settings.apply(p), e["label"]) for p, e in zip(probs, data)])
+        counts = np.array([(grains_lib.grains_from_boundary(settings.apply(p)).max(), grains_lib.grains_from_boundary(e["label"]).max()) for p, e in zip(probs, data)], float)
+        table = pps.score_grid(probs, [e["label"] for e in data])
+        best = int(np.argmax(table[:, 0]))
+        m = rows.mean(0)
+        print(f"  {vn:26s} obj {m[0]:.3f} f1 {m[1]:.3f} ari {m[2]:.3f} | grains/true {np.mean(counts[:, 0] / np.maximum(counts[:, 1], 1)):.2f} "
+              f"| grid best obj {table[best, 0]:.3f} ari {table[best, 2]:.3f}")
