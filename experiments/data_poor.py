@@ -64,7 +64,7 @@ k = 0 and 2, fresh seed pairs 10-19, fedtransfer_gen against fedavg, gen_own_sty
 dropped), Holm over those 6; ~80 min estimated on the quiet machine, 2 h 17 min measured beside other work
 (2026-12-06; ~1.5-2 min per method run once quiet; README "A data-poor lab": sharing confirmed at both k).
 `rounds40` (`--variant rounds40`, docs/PROTOCOL.md "Study (c) at twice the budget", descriptive): `confirm`'s
-design with 40 rounds on development seed pairs 0-2, beside their recorded 20-round values; ~70-85 min estimated.
+design with 40 rounds on development seed pairs 0-2, beside their recorded 20-round values; ~70-85 min estimated, 60 min measured (2026-12-06, quiet machine but for small probes).
 `tiny` (32 px, one seed pair, fedavg, fedtransfer_gen and local at k >= 1; measured on the loaded 2-core machine:
 k = 0 ~35-50 s, k = 1 ~55 s, data and compilation included).
 """
