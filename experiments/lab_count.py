@@ -72,7 +72,6 @@ TINY_METHODS = ("fedavg", "fedtransfer_gen")  # the tests' plumbing: one compari
 # The one-session parts (docs/PROTOCOL.md "Study (d) in one session"): L = 2, 16, then L = 4, 8 (`session2`,
 # fixed before any of its runs); seed pairs 0-4; no centralized; each part its own Holm family, reported apart.
 SESSION_PARTS = {"session": (2, 16), "session2": (4, 8)}
-SESSION_LAB_COUNTS = SESSION_PARTS["session"]
 SESSION_METHODS = ("fedavg", "fedtransfer_gen", "gen_own_style", "gen_random_style")
 SESSION_SEEDS = tuple(range(5))
 VARIANTS = ("tiny",) + tuple(SESSION_PARTS)
@@ -229,7 +228,7 @@ def markdown(study: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--workdir", required=True)
-    parser.add_argument("--labs", default="", help="comma-separated lab counts L (default: 2,4,8,16)")
+    parser.add_argument("--labs", default="", help="comma-separated lab counts L (default: every L of the study or of its --variant part)")
     parser.add_argument("--variant", default="", choices=("",) + VARIANTS)
     parser.add_argument("--cpu_devices", default="auto")
     args = parser.parse_args(argv)

@@ -70,9 +70,18 @@ def test_confirm_variant_is_the_replications():
 def test_rounds40_is_the_replication_at_twice_the_rounds_on_development_seeds():
     """docs/PROTOCOL.md, the budget check: the replication's design, fl.rounds doubled, seed pairs 0-2 (the
     exploratory parts' first three, whose 20-round values are recorded), never the replication's."""
-    for k in (0, 2):
+    for k, explored in ((0, "session"), (2, "session2")):
         config, confirm = data_poor.get_config(f"{k},rounds40"), data_poor.get_config(f"{k},confirm")
-        assert config.fl.rounds == 2 * confirm.fl.rounds == 40
+        assert config.fl.rounds == 2 * confirm.fl.rounds == 40 and config.eval.every_rounds == 2
+        # the recorded 20-round values it is read beside: the exploratory part's runs, which differ only in
+        # rounds, methods and name
+        recorded = data_poor.get_config(f"{k},{explored}")
+        assert tuple(config.seeds) == tuple(recorded.seeds)[:3]
+        mine, theirs = config.to_dict(), recorded.to_dict()
+        for key in ("name", "methods", "seeds", "data_seeds"):
+            mine.pop(key), theirs.pop(key)
+        mine["fl"].pop("rounds"), theirs["fl"].pop("rounds")
+        assert mine == theirs
         assert tuple(config.methods) == tuple(confirm.methods)
         assert tuple(config.seeds) == (0, 1, 2) and tuple(config.data_seeds) == (1000, 1001, 1002)
         assert not set(config.seeds) & set(confirm.seeds)
@@ -80,6 +89,7 @@ def test_rounds40_is_the_replication_at_twice_the_rounds_on_development_seeds():
         engine.validate_config(config)
     with pytest.raises(ValueError, match="labelled tiles k"):
         data_poor.get_config("1,rounds40")
+    assert data_poor.main(["--workdir", "/nonexistent/never", "--variant", "rounds40", "--labels", "1"]) == 2
 
 
 def test_bad_variants_name_k():

@@ -1,8 +1,8 @@
 """experiments/lab_count.py (docs/PROTOCOL.md v2, study d): L labs from the population prior at a fixed total
 of labelled tiles and the same budget for every L; the per-L comparisons (checked against scipy) with Holm
 over the study's family; the tiny study end to end."""
-
 import json
+import os
 
 import pytest
 from scipy import stats as sp_stats
@@ -46,7 +46,8 @@ def test_session_variant_is_the_protocols(part, labs):
 
 def test_bad_variants_name_the_lab_count():
     assert sorted(n for ns in lab_count.SESSION_PARTS.values() for n in ns) == sorted(lab_count.LAB_COUNTS)
-    for bad in ("4,session", "8,session", "2,session,tiny", "2,session2", "16,session2", "4,session,session2"):
+    for bad in ("4,session", "8,session", "2,session,tiny", "2,session2", "16,session2", "4,session,session2",
+                "4,session2,tiny"):
         with pytest.raises(ValueError, match="number of labs"):
             lab_count.get_config(bad)
     assert lab_count.main(["--workdir", "/nonexistent/never", "--variant", "session", "--labs", "4"]) == 2
@@ -62,6 +63,22 @@ def fake_study(seeds, unseen, seen):
     for m, v in seen.items():
         methods[m]["whole_seen"] = {"ari": {"per_seed": list(v)}}
     return {"seeds": list(seeds), "methods": methods, "data_seeds": {str(s): 1000 + s for s in seeds}}
+
+
+def test_session2_launches_its_own_lab_counts(monkeypatch, tmp_path):
+    """`--variant session2` without --labs runs L = 4 then 8 (each launch named `<L>,session2`)."""
+    from experiments import study_driver
+
+    launched = []
+
+    def fake_launch(study, what, path, variant, workdir, cpu_devices):
+        launched.append((variant, os.path.basename(workdir)))
+        return len(launched) < 2  # the second launch "fails": main stops there, having named both
+
+    monkeypatch.setattr(study_driver, "launch", fake_launch)
+    monkeypatch.setattr(study_driver, "read_json", lambda path: {})
+    assert lab_count.main(["--workdir", str(tmp_path), "--variant", "session2"]) == 1
+    assert launched == [("4,session2", "L4"), ("8,session2", "L8")]
 
 
 def test_per_l_comparisons_match_paired_t_tests_with_holm_over_every_l():
