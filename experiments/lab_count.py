@@ -43,7 +43,8 @@ machine and ~10-11 h beside other work (the main study's 2 h 27 min was ~1.35x i
 fedavg, fedtransfer_gen and both controls (no centralized): measured 92 min (2026-12-06, partly beside other
 work; ~7.5 min per seed pair at L = 2, ~9.5 at L = 16).
 `session2` (`--variant session2`, fixed before any of its runs): L = 4 and 8, otherwise as `session`, its own
-Holm family, reported apart; ~85 min estimated from `session`'s per-L costs.
+Holm family, reported apart; ~85 min estimated from `session`'s per-L costs, 80 min measured (2026-12-06,
+~7.5-8 min per seed pair and L; README "How many labs").
 `tiny` (32 px, one seed pair, fedavg and fedtransfer_gen, 2 rounds): ~45 s per L on the loaded machine.
 """
 
