@@ -1,7 +1,8 @@
 """Does averaging the boundary probabilities of several scales beat the single scale `--scale auto` picks?
-A development probe (docs/MODEL.md "Tried and not adopted" or "Scale" has its numbers).
+A development probe, not adopted (docs/MODEL.md "Tried and not adopted" has its numbers).
 
-  python scripts/multiscale_probe.py [WORKDIR]      # default: the shipped model; ~5 min on the 2-core CPU
+  python scripts/multiscale_probe.py [WORKDIR]      # default: the shipped model; ~40 min on the 2-core CPU
+                                                    # beside a study (mostly the grid lines), once cached less
 
 Development data only: the TBM validation micrographs 13, 15, 24 (needs ../shared/data/tbm_tint_etched) and
 fresh synthetic images of the nine labs (seed 515151, 2 per lab, 512 px, grains 8-140 px). For each image the
