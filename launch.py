@@ -183,7 +183,7 @@ def main(argv):
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
-    from fedtransfer_jax.runtime import console as console_lib, distributed
+    from fedtransfer_jax.runtime import console as console_lib, distributed, interrupts
     from fedtransfer_jax.runs import engine, federation, report, sweep, train
     from fedtransfer_jax.runtime import workdir as workdir_lib
 
@@ -211,6 +211,7 @@ def main(argv):
             e = f"--workdir {workdir}: cannot write {e.filename or workdir} ({e.strerror or e})"
         print(f"error: {e}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+    interrupts.install()  # Ctrl-C: the round loops re-raise one a finaliser swallowed
     quiet = config.get("quiet", False)
     con = console_lib.Console(enabled=primary and not quiet)
     note = f"log: {log_path}" + (f", {distributed.process_count()} processes" if joined else "")

@@ -20,7 +20,7 @@ from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
-from fedtransfer_jax.runtime import checkpointing, distributed, faults
+from fedtransfer_jax.runtime import checkpointing, distributed, faults, interrupts
 from fedtransfer_jax.fl.boundary import PrivacyLedger
 
 
@@ -113,6 +113,7 @@ def run_federation(
         num_clients = len(client_names)
         t0 = time.time()
         for r in range(start, rounds):
+            interrupts.check()  # a Ctrl-C whose KeyboardInterrupt a finaliser swallowed
             POSITION.update(tag=tag, round=r + 1, rounds=rounds, finished=False)
             state, metrics = round_fn(state, data)
             metrics = distributed.fetch(metrics)  # host values, from this process's replicated copy

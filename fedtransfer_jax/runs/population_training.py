@@ -41,7 +41,7 @@ from fedtransfer_jax.data.population import Population, PopulationSpec
 from fedtransfer_jax.fl import federated_round, strategy as strategy_lib
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import engine, evaluation, inference
-from fedtransfer_jax.runtime import io_utils, provenance, workdir as workdir_lib
+from fedtransfer_jax.runtime import interrupts, io_utils, provenance, workdir as workdir_lib
 
 SAMPLE_TAG = 0x5A3B1  # numpy seed word of the host's client sampling
 HELDOUT_FIRST = 10**8  # held-out population clients: ids from here (beyond any population), same for every N
@@ -221,6 +221,7 @@ class PopulationTrainer:
         try:
             pending = pool.submit(render, 0) if pool else None
             for r in range(rounds):
+                interrupts.check()  # a Ctrl-C whose KeyboardInterrupt a finaliser swallowed
                 t_wait = time.perf_counter()
                 data, t_render = pending.result() if pool else render(r)
                 wait_s.append(time.perf_counter() - t_wait)
