@@ -1,0 +1,43 @@
+"""Ctrl-C that cannot be lost.
+
+Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread happens to be executing
+Python code. When that is a finaliser (`__del__`, a weakref callback: JAX's caches and arrays run many),
+the interpreter reports the exception as "ignored" and carries on; training then ran on for minutes after
+Ctrl-C (seen once under load). `install()` keeps Python's behaviour and also remembers the request, and
+the training loops call `check()` once per round, which raises the KeyboardInterrupt again if the first
+one was swallowed. A second Ctrl-C still interrupts at once.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+
+_requested = threading.Event()
+
+
+def _on_sigint(signum, frame) -> None:
+    del signum, frame
+    _requested.set()
+    raise KeyboardInterrupt
+
+
+def install() -> None:
+    """Routes SIGINT through the remembering handler (main thread only, as `signal.signal` requires).
+    Leaves an ignored SIGINT ignored (a parent that started us with `nohup` or in the background)."""
+    _requested.clear()
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        return
+    signal.signal(signal.SIGINT, _on_sigint)
+
+
+def requested() -> bool:
+    return _requested.is_set()
+
+
+def check() -> None:
+    """Raises KeyboardInterrupt if Ctrl-C was pressed since `install()` (its first raise may have been lost)."""
+    if _requested.is_set():
+        raise KeyboardInterrupt
