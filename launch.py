@@ -202,6 +202,7 @@ def main(argv):
             population_training.validate_config(config)
         else:
             engine.validate_config(config)
+            engine.check_data_folder(config)
         if primary:
             workdir_lib.ensure_workdir(workdir)
         verbose = flags.FLAGS["verbosity"].present

@@ -183,17 +183,26 @@ def test_invalid_group_regex_names_the_key_and_creates_nothing(tmp_path: Path) -
     assert not wd.exists()
 
 
-def test_missing_data_folder_names_it_and_leaves_only_the_log(tmp_path: Path) -> None:
+def test_missing_data_folder_names_it_and_leaves_nothing(tmp_path: Path) -> None:
     """A config with a trained grain size (pretrained.py) whose data folder is missing: one line naming the
-    folder, exit 2, and no output a later `predict` could mistake for a run's (only the log it points to)."""
+    key and the folder, exit 2, refused before the workdir exists (no output a later `predict` could mistake
+    for a run's)."""
     wd, missing = tmp_path / "wd", tmp_path / "no_such_data"
     proc = launch(
         wd, "--config.data.source=mixed", f"--config.data.dir={missing}", "--config.data.clients=('real','brightfield')",
         config="experiments/pretrained.py:tiny",
     )
     assert proc.returncode == 2
-    assert one_line(proc) == f"error: data folder {missing} does not exist (details in {wd / 'log.txt'})"
-    assert sorted(p.name for p in wd.iterdir() if p.name != ".lock") == ["log.txt"] and lock_is_free(wd)
+    assert one_line(proc) == f"error: config key data.dir: {missing} is not a folder"
+    assert not wd.exists()
+
+
+def test_empty_data_folder_key_is_named(tmp_path: Path) -> None:
+    wd = tmp_path / "wd"
+    proc = launch(wd, config="experiments/finetune.py:tiny")
+    assert proc.returncode == 2
+    assert one_line(proc).startswith("error: config key data.dir is empty: source 'folder' reads labelled")
+    assert not wd.exists()
 
 
 def test_batch_size_larger_than_every_client_names_the_key(tmp_path: Path) -> None:

@@ -266,6 +266,21 @@ def test_default_method_is_the_best_by_validation(tmp_path: Path) -> None:
     assert "validation objective: 0.810" in reason and "fedavg 0.750" in reason
 
 
+def test_a_local_method_of_one_lab_is_the_run_model(tmp_path: Path) -> None:
+    """experiments/finetune.py trains `local` for a single lab: that model needs no --client; with two labs
+    it still does, and is never the default."""
+    wd = workdir(tmp_path, {"local": scores(0.9, 0.5), "fedavg": scores(0.8, 0.6)})
+    (wd / "checkpoints" / "local" / "mylab").mkdir()
+    assert inference.sole_client(str(wd), "local") == "mylab" and inference.sole_client(str(wd), "fedavg") is None
+    assert inference.choose_default_method(str(wd))[0] == "local"
+    assert inference.checkpoint_tag(str(wd), "local", None) == "local/mylab"
+    (wd / "checkpoints" / "local" / "other").mkdir()
+    assert inference.sole_client(str(wd), "local") is None
+    assert inference.choose_default_method(str(wd))[0] == "fedavg"
+    with pytest.raises(ValueError, match=r"pass --client \(one of \['mylab', 'other'\]\)"):
+        inference.checkpoint_tag(str(wd), "local", None)
+
+
 def test_default_method_without_validation_never_uses_test_scores(tmp_path: Path) -> None:
     wd = workdir(tmp_path, {"fedtransfer": scores(None, 0.2), "fedavg": scores(None, 0.3)})
     method, reason = inference.choose_default_method(str(wd))

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from typing import Any, Callable, Mapping
 
@@ -438,6 +439,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 raise ValueError(
                     f"config key data.group_regex: {data.group_regex!r} is not a valid regular expression ({e})"
                 ) from None
+
+
+def check_data_folder(config: ml_collections.ConfigDict) -> None:
+    """A run on real micrographs (data.source 'folder' or 'mixed') names an existing data.dir: checked by
+    launch before the workdir is made (validate_config leaves it out, so a config can be checked on a
+    machine without the data)."""
+    data = config.get("data", None) or {}
+    if data.get("source", "") not in ("folder", "mixed"):
+        return
+    folder = str(data.get("dir", "") or "")
+    if not folder:
+        raise ValueError(
+            f"config key data.dir is empty: source {data.source!r} reads labelled micrographs from a folder "
+            "(--config.data.dir=MINE, holding MINE/images and MINE/labels)"
+        )
+    if not os.path.isdir(folder):
+        raise ValueError(f"config key data.dir: {folder} is not a folder")
 
 
 def check_batch_size(config: ml_collections.ConfigDict, num_examples: Mapping[str, int]) -> None:

@@ -129,6 +129,16 @@ def segmenter_methods(workdir: str) -> list[str]:
     )
 
 
+def sole_client(workdir: str, method: str) -> str | None:
+    """The client of a local method that trained exactly one (a lab fine-tuning alone,
+    experiments/finetune.py): its model is the run's model, so `--client` may be left out. None otherwise."""
+    if not is_local(workdir, method):
+        return None
+    base = os.path.join(workdir, "checkpoints", method)
+    clients = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))) if os.path.isdir(base) else []
+    return clients[0] if len(clients) == 1 else None
+
+
 def checkpoint_tag(workdir: str, method: str, client: str | None) -> str:
     base = os.path.join(workdir, "checkpoints", method)
     have = segmenter_methods(workdir)
@@ -140,6 +150,8 @@ def checkpoint_tag(workdir: str, method: str, client: str | None) -> str:
         raise FileNotFoundError(f"--method {method!r} {why}; available: {have}")
     if is_local(workdir, method):
         clients = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)))
+        if client is None and len(clients) == 1:
+            client = clients[0]
         if client is None:
             raise ValueError(f"method {method!r} has one model per client: pass --client (one of {clients})")
         if client not in clients:
@@ -220,11 +232,12 @@ def choose_default_method(workdir: str) -> tuple[str, str]:
     The best of the workdir's trained methods by its own validation: the post-processing validation
     objective of each method in ``summary.json`` (mean of boundary F1, ARI and grain-count ratio on the
     validation tiles); where no method has one, the fixed order ``PREFERENCE``. The test metrics in
-    ``summary.json`` are never used: picking a model by its test score would make that score optimistic. Only methods with a checkpoint folder and one shared model count (a local method needs
-    ``--client``, so it is never a default). ``reason`` says which rule picked it, with the runner-up.
+    ``summary.json`` are never used: picking a model by its test score would make that score optimistic. Only methods with a checkpoint folder and one model count: a shared
+    model, or a local method that trained a single client (with several, it needs ``--client``, so it is
+    never a default). ``reason`` says which rule picked it, with the runner-up.
     """
     base = os.path.join(workdir, "checkpoints")
-    eligible = {m for m in segmenter_methods(workdir) if not is_local(workdir, m)}
+    eligible = {m for m in segmenter_methods(workdir) if not is_local(workdir, m) or sole_client(workdir, m)}
     summary = {}
     path = os.path.join(workdir, "summary.json")
     if os.path.exists(path):
