@@ -237,6 +237,11 @@ def run(f: Mapping[str, Any]) -> int:
     f = predict.with_workdir({**f, "client": None})
     method = f["method"] or inference.choose_default_method(f["workdir"])[0]
     if inference.is_local(f["workdir"], method):
+        if inference.sole_client(f["workdir"], method):
+            raise ValueError(
+                f"--method {method!r} is one lab's fine-tuned model (its post-processing was chosen on that lab's "
+                "validation images when it trained): calibrate a shared model, e.g. the shipped one"
+            )
         raise ValueError(f"--method {method!r} has one model per client: calibrate a shared model")
     try:
         model, settings, _ = predict.model_and_settings({**f, "method": method}, {})

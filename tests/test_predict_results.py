@@ -238,11 +238,12 @@ def test_ctrl_c_leaves_an_interrupted_manifest_and_exit_130(tmp_path: Path, monk
 # ----------------------------------------------------------------------------------------------
 
 
-def workdir(tmp_path: Path, methods: dict, checkpoints=None) -> Path:
+def workdir(tmp_path: Path, methods: dict, checkpoints=None, clients=None) -> Path:
     wd = tmp_path / "wd"
     for m in checkpoints if checkpoints is not None else methods:
         (wd / "checkpoints" / m).mkdir(parents=True, exist_ok=True)
-    (wd / "summary.json").write_text(json.dumps({"status": "complete", "methods": methods}))
+    summary = {"status": "complete", "methods": methods, **({"clients": clients} if clients else {})}
+    (wd / "summary.json").write_text(json.dumps(summary))
     return wd
 
 
@@ -269,16 +270,18 @@ def test_default_method_is_the_best_by_validation(tmp_path: Path) -> None:
 def test_a_local_method_of_one_lab_is_the_run_model(tmp_path: Path) -> None:
     """experiments/finetune.py trains `local` for a single lab: that model needs no --client; with two labs
     it still does, and is never the default."""
-    wd = workdir(tmp_path, {"local": scores(0.9, 0.5), "fedavg": scores(0.8, 0.6)})
+    wd = workdir(tmp_path, {"local": scores(0.9, 0.5), "fedavg": scores(0.8, 0.6)}, clients=["mylab"])
     (wd / "checkpoints" / "local" / "mylab").mkdir()
     assert inference.sole_client(str(wd), "local") == "mylab" and inference.sole_client(str(wd), "fedavg") is None
     assert inference.choose_default_method(str(wd))[0] == "local"
     assert inference.checkpoint_tag(str(wd), "local", None) == "local/mylab"
-    (wd / "checkpoints" / "local" / "other").mkdir()
-    assert inference.sole_client(str(wd), "local") is None
-    assert inference.choose_default_method(str(wd))[0] == "fedavg"
-    with pytest.raises(ValueError, match=r"pass --client \(one of \['mylab', 'other'\]\)"):
-        inference.checkpoint_tag(str(wd), "local", None)
+    # A run of two labs stopped after the first lab's model: one folder, but not one lab.
+    two = workdir(tmp_path / "two", {"local": scores(0.9, 0.5), "fedavg": scores(0.8, 0.6)}, clients=["mylab", "other"])
+    (two / "checkpoints" / "local" / "mylab").mkdir()
+    assert inference.sole_client(str(two), "local") is None
+    assert inference.choose_default_method(str(two))[0] == "fedavg"
+    with pytest.raises(ValueError, match=r"pass --client \(one of \['mylab'\]\)"):
+        inference.checkpoint_tag(str(two), "local", None)
 
 
 def test_default_method_without_validation_never_uses_test_scores(tmp_path: Path) -> None:

@@ -148,6 +148,7 @@ def run_federation(
                     mngr.wait_until_finished()
                     faults.crash_point(f"checkpoint:{tag}:{r + 1}")
         mngr.wait_until_finished()
+        interrupts.check()  # swallowed in the last round: stop before anything scores it
         POSITION["finished"] = bool(POSITION.get("round"))
     finally:
         mngr.close()

@@ -130,13 +130,21 @@ def segmenter_methods(workdir: str) -> list[str]:
 
 
 def sole_client(workdir: str, method: str) -> str | None:
-    """The client of a local method that trained exactly one (a lab fine-tuning alone,
-    experiments/finetune.py): its model is the run's model, so `--client` may be left out. None otherwise."""
+    """The client of a local method in a run of exactly one client (a lab fine-tuning alone,
+    experiments/finetune.py): its model is the run's model, so `--client` may be left out. None otherwise,
+    including a run of several labs stopped after its first lab's model (one checkpoint folder, not one lab):
+    the run's clients are those its summary.json lists from the start."""
     if not is_local(workdir, method):
         return None
-    base = os.path.join(workdir, "checkpoints", method)
-    clients = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d))) if os.path.isdir(base) else []
-    return clients[0] if len(clients) == 1 else None
+    try:
+        with open(os.path.join(workdir, "summary.json")) as f:
+            clients = json.load(f).get("clients")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(clients, list) or len(clients) != 1:
+        return None
+    client = str(clients[0])
+    return client if os.path.isdir(os.path.join(workdir, "checkpoints", method, client)) else None
 
 
 def checkpoint_tag(workdir: str, method: str, client: str | None) -> str:
@@ -150,8 +158,8 @@ def checkpoint_tag(workdir: str, method: str, client: str | None) -> str:
         raise FileNotFoundError(f"--method {method!r} {why}; available: {have}")
     if is_local(workdir, method):
         clients = sorted(d for d in os.listdir(base) if os.path.isdir(os.path.join(base, d)))
-        if client is None and len(clients) == 1:
-            client = clients[0]
+        if client is None:
+            client = sole_client(workdir, method)
         if client is None:
             raise ValueError(f"method {method!r} has one model per client: pass --client (one of {clients})")
         if client not in clients:
@@ -348,6 +356,11 @@ def export_model(workdir: str, method: str, dest: str, *, note: str = "") -> dic
     if os.path.exists(dest):
         raise FileExistsError(f"--dest {dest} exists: export writes a new folder (remove it or pick another)")
     if is_local(workdir, method):
+        if sole_client(workdir, method):
+            raise ValueError(
+                f"--method {method!r} is one lab's fine-tuned model: use it with predict --workdir {workdir}; "
+                "export_model ships a shared model"
+            )
         raise ValueError(f"--method {method!r} has one model per client: export a shared model")
     try:
         model = load_model(workdir, method)

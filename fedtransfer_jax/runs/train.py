@@ -17,7 +17,7 @@ import numpy as np
 
 from fedtransfer_jax.runtime import console as console_lib, io_utils
 from fedtransfer_jax.runs import engine, federation, grain_size, inference, runners, report, style_protocol
-from fedtransfer_jax.runtime import distributed, faults, provenance, workdir as workdir_lib
+from fedtransfer_jax.runtime import distributed, faults, interrupts, provenance, workdir as workdir_lib
 from fedtransfer_jax.runs.run_context import Context, build_context
 
 
@@ -77,6 +77,7 @@ def train_and_evaluate(
                 federation.POSITION.clear()
                 federation.POSITION["method"] = name
                 result = runners.run_method(ctx, name)
+                interrupts.check()  # a Ctrl-C swallowed while it scored: not recorded as complete
                 result["augmentation"] = engine.augmentation_summary(config)  # every method alike
                 summary["methods"][name] = result
                 summary["progress"][name] = {"status": "complete", "rounds": int(config.fl.rounds)}
@@ -93,6 +94,7 @@ def train_and_evaluate(
                 report.write_summary(workdir, summary)
             if config.get("figures", True) and distributed.is_primary():  # local work only: no collective
                 write_figures(ctx)
+            interrupts.check()
             summary["status"] = "complete"
             report.write_summary(workdir, summary)
         finally:

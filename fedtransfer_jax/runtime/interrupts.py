@@ -4,16 +4,30 @@ Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread hap
 Python code. When that is a finaliser (`__del__`, a weakref callback: JAX's caches and arrays run many),
 the interpreter reports the exception as "ignored" and carries on; training then ran on for minutes after
 Ctrl-C (seen once under load). `install()` keeps Python's behaviour and also remembers the request, and
-the training loops call `check()` once per round, which raises the KeyboardInterrupt again if the first
-one was swallowed. A second Ctrl-C still interrupts at once.
+the training loops call `check()` once per round (and after each method), which raises the
+KeyboardInterrupt again if the first one was swallowed. The swallowed one goes to the log, not to the
+console as an "Exception ignored" traceback (`sys.unraisablehook`). A second Ctrl-C still interrupts at once.
 """
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 import threading
 
 _requested = threading.Event()
+_previous_hook = None  # the unraisable hook install() replaced
+
+
+def _unraisable(unraisable) -> None:
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
+        _requested.set()
+        logging.getLogger(__name__).info(
+            "Ctrl-C arrived inside %r, which swallowed it; the run stops at its next check", unraisable.object
+        )
+        return
+    (_previous_hook or sys.__unraisablehook__)(unraisable)
 
 
 def _on_sigint(signum, frame) -> None:
@@ -25,12 +39,16 @@ def _on_sigint(signum, frame) -> None:
 def install() -> None:
     """Routes SIGINT through the remembering handler (main thread only, as `signal.signal` requires).
     Leaves an ignored SIGINT ignored (a parent that started us with `nohup` or in the background)."""
+    global _previous_hook
     _requested.clear()
     if threading.current_thread() is not threading.main_thread():
         return
     if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
         return
     signal.signal(signal.SIGINT, _on_sigint)
+    if sys.unraisablehook is not _unraisable:
+        _previous_hook = sys.unraisablehook
+        sys.unraisablehook = _unraisable
 
 
 def requested() -> bool:
