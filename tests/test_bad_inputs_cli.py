@@ -259,7 +259,11 @@ def test_ctrl_c_during_training_says_where_and_exits_130(tmp_path: Path) -> None
         env.pop(k, None)
     args = [sys.executable, "launch.py", "--config", TINY, "--workdir", str(wd),
             *fedavg_only(tmp_path / "tfds", "--config.fl.rounds=100000", "--config.checkpoint_every=1000")]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    # SIGINT at its default in the child, as a terminal gives it: a suite started in the background by a
+    # non-interactive shell (`pytest &`) runs with SIGINT ignored, the child would inherit that, and Python
+    # (and launch) keep an inherited SIG_IGN, so the Ctrl-C below would never arrive.
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.time() + 400
         metrics = wd / "metrics.jsonl"

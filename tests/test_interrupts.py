@@ -16,7 +16,10 @@ from fedtransfer_jax.runtime import interrupts
 
 @pytest.fixture
 def restore_sigint():
+    """Python's own SIGINT handler for the test, whatever this process inherited: a suite started in the
+    background by a non-interactive shell (`pytest &`) runs with SIGINT ignored, which install() respects."""
     before, hook = signal.getsignal(signal.SIGINT), sys.unraisablehook
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     yield
     signal.signal(signal.SIGINT, before)
     sys.unraisablehook = hook

@@ -2,8 +2,8 @@
 
 Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread happens to be executing
 Python code. When that is a finaliser (`__del__`, a weakref callback: JAX's caches and arrays run many),
-the interpreter reports the exception as "ignored" and carries on; training then ran on for minutes after
-Ctrl-C (seen once under load). `install()` keeps Python's behaviour and also remembers the request, and
+the interpreter reports the exception as "ignored" and carries on, and training would run on after Ctrl-C
+(tests/test_interrupts.py shows it with Python's own handler). `install()` keeps Python's behaviour and also remembers the request, and
 the training loops call `check()` once per round (and after each method), which raises the
 KeyboardInterrupt again if the first one was swallowed. The swallowed one goes to the log, not to the
 console as an "Exception ignored" traceback (`sys.unraisablehook`). A second Ctrl-C still interrupts at once.
@@ -38,7 +38,8 @@ def _on_sigint(signum, frame) -> None:
 
 def install() -> None:
     """Routes SIGINT through the remembering handler (main thread only, as `signal.signal` requires).
-    Leaves an ignored SIGINT ignored (a parent that started us with `nohup` or in the background)."""
+    Leaves an inherited SIG_IGN alone, as Python does: a non-interactive shell starts background jobs
+    (`cmd &`) with SIGINT ignored, so that a Ctrl-C in the terminal does not reach them."""
     global _previous_hook
     _requested.clear()
     if threading.current_thread() is not threading.main_thread():
