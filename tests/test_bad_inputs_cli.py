@@ -261,9 +261,11 @@ def test_ctrl_c_during_training_says_where_and_exits_130(tmp_path: Path) -> None
             *fedavg_only(tmp_path / "tfds", "--config.fl.rounds=100000", "--config.checkpoint_every=1000")]
     # SIGINT at its default in the child, as a terminal gives it: a suite started in the background by a
     # non-interactive shell (`pytest &`) runs with SIGINT ignored, the child would inherit that, and Python
-    # (and launch) keep an inherited SIG_IGN, so the Ctrl-C below would never arrive.
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    # (and launch) keep an inherited SIG_IGN, so the Ctrl-C below would never arrive. A tiny interpreter resets
+    # it and execs launch (not preexec_fn: Python code between fork and exec in this multithreaded process).
+    reset = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); os.execv(sys.executable, [sys.executable] + sys.argv[1:])"
+    args = [sys.executable, "-c", reset, *args[1:]]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     try:
         deadline = time.time() + 400
         metrics = wd / "metrics.jsonl"
