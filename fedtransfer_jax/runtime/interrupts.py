@@ -3,10 +3,11 @@
 Python turns SIGINT into a KeyboardInterrupt raised wherever the main thread happens to be executing
 Python code. When that is a finaliser (`__del__`, a weakref callback: JAX's caches and arrays run many),
 the interpreter reports the exception as "ignored" and carries on, and training would run on after Ctrl-C
-(tests/test_interrupts.py shows it with Python's own handler). `install()` keeps Python's behaviour and also remembers the request, and
-the training loops call `check()` once per round (and after each method), which raises the
-KeyboardInterrupt again if the first one was swallowed. The swallowed one goes to the log, not to the
-console as an "Exception ignored" traceback (`sys.unraisablehook`). A second Ctrl-C still interrupts at once.
+(tests/test_interrupts.py shows it with Python's own handler). `install()` keeps Python's behaviour and
+also remembers the request, and the training loops call `check()` once per round (and after each method),
+which raises the KeyboardInterrupt again if the first one was swallowed. The swallowed one goes to the log,
+not to the console as an "Exception ignored" traceback (`sys.unraisablehook`). A second Ctrl-C still
+interrupts at once.
 """
 
 from __future__ import annotations
