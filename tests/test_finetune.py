@@ -41,18 +41,38 @@ def test_empty_data_dir_is_refused_before_a_workdir_naming_the_key():
     config.data.dir = str(REPO / "no_such_folder")
     with pytest.raises(ValueError, match=r"^config key data.dir: .*no_such_folder is not a folder$"):
         engine.check_data_folder(config)
-    config.data.dir = str(REPO)
-    engine.check_data_folder(config)
+    config.data.dir = str(REPO)  # a folder, but no lab in it
+    with pytest.raises(ValueError, match=r"^no clients found in .*: expected .*/images \+ .*/labels"):
+        engine.check_data_folder(config)
 
 
-def test_tiny_run_on_a_labelled_folder_trains_and_predicts(tmp_path):
-    lab = tmp_path / "mylab"
+def labelled_folder(lab: Path, n: int) -> Path:
     (lab / "images").mkdir(parents=True)
     (lab / "labels").mkdir()
-    images, labels, _ = synthetic.make_lab_examples("brightfield", 4, 64, 3, diameter_px=(10.0, 16.0), boundary_width=2)
+    images, labels, _ = synthetic.make_lab_examples("brightfield", n, 64, 3, diameter_px=(10.0, 16.0), boundary_width=2)
     for i, (img, lab_map) in enumerate(zip(images, labels)):
         Image.fromarray((np.clip(img, 0, 1) * 255).astype(np.uint8)).save(lab / "images" / f"m{i}.png")
         Image.fromarray((lab_map > 0).astype(np.uint8) * 255).save(lab / "labels" / f"m{i}.png")
+    return lab
+
+
+def test_too_few_micrographs_or_a_missing_label_are_refused_before_a_workdir(tmp_path):
+    """launch checks the folder's split (file names only) before it makes the workdir."""
+    config = finetune.get_config("tiny")
+    config.data.dir = str(labelled_folder(tmp_path / "two", 2))
+    with pytest.raises(ValueError, match=r"^data.val_fraction=0.2: cannot hold out validation images of client 'two'"):
+        engine.check_data_folder(config)
+    config.data.val_fraction = 0.0  # as the docstring says: two micrographs train without validation
+    engine.check_data_folder(config)
+    lab = labelled_folder(tmp_path / "three", 3)
+    (lab / "labels" / "m1.png").unlink()
+    config.data.dir, config.data.val_fraction = str(lab), 0.2
+    with pytest.raises(ValueError, match=r"m1"):  # names the image without a label (not an OSError: not the workdir)
+        engine.check_data_folder(config)
+
+
+def test_tiny_run_on_a_labelled_folder_trains_and_predicts(tmp_path):
+    lab = labelled_folder(tmp_path / "mylab", 4)
     wd = tmp_path / "my_model"
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run(
