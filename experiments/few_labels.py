@@ -122,6 +122,43 @@ def test_folder(data_dir: str, out: str) -> str:
     return out
 
 
+def scored_path(work: str, model: str, scale: str) -> str:
+    """Where `evaluate`'s JSON of one model at one scale goes in a driver's workdir."""
+    import os  # noqa: PLC0415
+
+    return os.path.join(work, "eval", f"{model}_s{scale}.json")
+
+
+def score_model(tag: str, work: str, model: str, tests: str, workdir_args: list[str], client: str) -> bool:
+    """`evaluate` of one model (`workdir_args`: --workdir/--method, or none for the shipped model) on the
+    test crops at each of SCALES, crops pooled per micrograph; a scale already scored is kept. False (with a
+    message) when one fails."""
+    import os  # noqa: PLC0415
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    from experiments import study_driver  # noqa: PLC0415
+
+    for scale in SCALES:
+        out = scored_path(work, model, scale)
+        if not os.path.exists(out):
+            cmd = [sys.executable, "-m", "fedtransfer_jax.evaluate", *workdir_args, "--data_dir", tests,
+                   "--group_regex", REGEX, "--scale", scale, "--out", out]
+            if subprocess.run(cmd + (["--client", client] if client else []), cwd=study_driver.REPO).returncode:
+                print(f"[{tag}] evaluating {model} at scale {scale} failed: rerun to resume", file=sys.stderr)
+                return False
+    return True
+
+
+def forget_scores(work: str, model: str) -> None:
+    """Scores of an earlier model of this name are not the run about to train."""
+    import os  # noqa: PLC0415
+
+    for scale in SCALES:
+        if os.path.exists(scored_path(work, model, scale)):
+            os.remove(scored_path(work, model, scale))
+
+
 def model_scores(evaluation: dict) -> dict:
     """One `evaluate` JSON -> per-crop ARI and F1 (by file name) and the per-micrograph intercept errors."""
     per_image = evaluation["per_image"]
@@ -201,7 +238,6 @@ def markdown(study: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse  # noqa: PLC0415
     import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
     from experiments import study_driver  # noqa: PLC0415
@@ -226,19 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     work = os.path.abspath(args.workdir)
     tests = test_folder(args.data_dir, os.path.join(work, "test_crops"))
 
-    def scored(model: str, scale: str) -> str:  # where evaluate's JSON of one model at one scale goes
-        return os.path.join(work, "eval", f"{model}_s{scale}.json")
-
-    def evaluate(model: str, run_dir: str, method: str, client: str) -> bool:
-        for scale in SCALES:
-            out = scored(model, scale)
-            if not os.path.exists(out):
-                cmd = [sys.executable, "-m", "fedtransfer_jax.evaluate", "--workdir", run_dir, "--method", method,
-                       "--data_dir", tests, "--group_regex", REGEX, "--scale", scale, "--out", out]
-                if subprocess.run(cmd + (["--client", client] if client else []), cwd=study_driver.REPO).returncode:
-                    print(f"[few_labels] evaluating {model} at scale {scale} failed: rerun to resume", file=sys.stderr)
-                    return False
-        return True
+    def scored(model: str, scale: str) -> str:
+        return scored_path(work, model, scale)
 
     os.makedirs(os.path.join(work, "eval"), exist_ok=True)
     failed = []
@@ -247,20 +272,16 @@ def main(argv: list[str] | None = None) -> int:
         model = f"k{k}_{method}" if k else "k0"
         run_dir = os.path.join(work, model) if k else os.path.abspath(args.init_from)
         if k and not os.path.exists(os.path.join(run_dir, "summary.json")):
-            for scale in SCALES:  # scores of an earlier model of this name are not this run's
-                if os.path.exists(scored(model, scale)):
-                    os.remove(scored(model, scale))
-            cmd = [sys.executable, str(study_driver.REPO / "launch.py"), "--config",
-                   f"{Path(__file__).resolve()}:{k},{method},cpu", f"--cpu_devices={args.cpu_devices}",
-                   "--workdir", run_dir, f"--config.init_from={os.path.abspath(args.init_from)}",
-                   f"--config.data.dir={os.path.abspath(args.data_dir)}"]
-            cmd += [f"--config.data.tfds_dir={args.tfds_dir}"] if args.tfds_dir else []
-            print(f"[few_labels] k = {k}, {method}: {' '.join(cmd)}", flush=True)
-            if subprocess.run(cmd, cwd=study_driver.REPO).returncode:
-                print(f"[few_labels] k = {k}, {method} failed: rerun the same command to resume", file=sys.stderr)
+            forget_scores(work, model)
+            overrides = [f"--config.init_from={os.path.abspath(args.init_from)}",
+                         f"--config.data.dir={os.path.abspath(args.data_dir)}"]
+            overrides += [f"--config.data.tfds_dir={args.tfds_dir}"] if args.tfds_dir else []
+            if not study_driver.launch("few_labels", f"k = {k}, {method}", __file__, f"{k},{method},cpu", run_dir,
+                                       args.cpu_devices, overrides):
                 failed.append(model)
                 continue
-        if not evaluate(model, run_dir, method or "gen_random_style", _pretrained.REAL_CLIENT if k else ""):
+        workdir_args = ["--workdir", run_dir, "--method", method or "gen_random_style"]
+        if not score_model("few_labels", work, model, tests, workdir_args, _pretrained.REAL_CLIENT if k else ""):
             failed.append(model)
     # Every model scored so far (earlier calls' too), so a partial curve pairs with what finished before.
     for name in sorted(os.listdir(os.path.join(work, "eval"))):

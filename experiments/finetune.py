@@ -32,24 +32,22 @@ from pathlib import Path
 
 import ml_collections
 
-_spec = importlib.util.spec_from_file_location("_few_labels_config", Path(__file__).with_name("few_labels.py"))
-_few_labels = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_few_labels)
+_spec = importlib.util.spec_from_file_location("_personalise_config", Path(__file__).with_name("personalise.py"))
+_personalise = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_personalise)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    """`:` (the shipped model) or `:tiny` (tests: a tiny model from a random init)."""
+    """`:` (the shipped model) or `:tiny` (tests: a tiny model from a random init): personalise.py's
+    recipe, its data read from any folder instead of the TBM lab's."""
     variant = arg or "default"
     if variant not in ("default", "tiny"):
         raise ValueError(f"experiments/finetune.py: variant is '' or 'tiny', got {arg!r}")
-    tiny = variant == "tiny"
-    config = _few_labels.get_config("1,local,tiny" if tiny else "1,local,cpu")
-    config.name = "finetune" + ("-tiny" if tiny else "")
+    config = _personalise.get_config(arg)
+    config.name = "finetune" + ("-tiny" if variant == "tiny" else "")
     config.data.source = "folder"
     config.data.dir = ""  # the lab's folder: --config.data.dir=MINE (an empty one is refused, naming the key)
     config.data.clients = ()  # every lab folder found in data.dir
     config.data.unseen_clients = ()
     config.data.group_regex = ""
-    config.data.train_groups = 0
-    config.init_from = "" if tiny else "shipped"
     return config

@@ -111,7 +111,6 @@ def markdown(study: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     import argparse  # noqa: PLC0415
     import os  # noqa: PLC0415
-    import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
     from experiments import study_driver  # noqa: PLC0415
@@ -134,36 +133,23 @@ def main(argv: list[str] | None = None) -> int:
     os.makedirs(os.path.join(work, "eval"), exist_ok=True)
 
     def scored(model: str, scale: str) -> str:
-        return os.path.join(work, "eval", f"{model}_s{scale}.json")
+        return few_labels.scored_path(work, model, scale)
 
-    def evaluate(model: str, workdir_args: list[str], client: str) -> bool:
-        for scale in SCALES:
-            if os.path.exists(scored(model, scale)):
-                continue
-            cmd = [sys.executable, "-m", "fedtransfer_jax.evaluate", *workdir_args, "--data_dir", tests,
-                   "--group_regex", few_labels.REGEX, "--scale", scale, "--out", scored(model, scale)]
-            if subprocess.run(cmd + (["--client", client] if client else []), cwd=study_driver.REPO).returncode:
-                print(f"[personalise] evaluating {model} at scale {scale} failed: rerun to resume", file=sys.stderr)
-                return False
-        return True
-
-    failed = [] if evaluate(SHIPPED, [], "") else [SHIPPED]  # no --workdir: evaluate's shipped model
+    # No --workdir: evaluate's shipped model.
+    failed = [] if few_labels.score_model("personalise", work, SHIPPED, tests, [], "") else [SHIPPED]
     for seed in seeds:
         model, run_dir = model_name(seed), os.path.join(work, model_name(seed))
         if not os.path.exists(os.path.join(run_dir, "summary.json")):
-            for scale in SCALES:  # scores of an earlier model of this name are not this run's
-                if os.path.exists(scored(model, scale)):
-                    os.remove(scored(model, scale))
-            cmd = [sys.executable, str(study_driver.REPO / "launch.py"), "--config", str(Path(__file__).resolve()),
-                   f"--cpu_devices={args.cpu_devices}", "--workdir", run_dir, f"--config.seed={seed}",
-                   f"--config.data.dir={os.path.abspath(args.data_dir)}"]
-            cmd += [f"--config.data.tfds_dir={args.tfds_dir}"] if args.tfds_dir else []
-            print(f"[personalise] seed {seed}: {' '.join(cmd)}", flush=True)
-            if subprocess.run(cmd, cwd=study_driver.REPO).returncode:
-                print(f"[personalise] seed {seed} failed: rerun the same command to resume", file=sys.stderr)
+            few_labels.forget_scores(work, model)
+            overrides = [f"--config.seed={seed}", f"--config.data.dir={os.path.abspath(args.data_dir)}"]
+            overrides += [f"--config.data.tfds_dir={args.tfds_dir}"] if args.tfds_dir else []
+            if not study_driver.launch("personalise", f"seed {seed}", __file__, "", run_dir, args.cpu_devices,
+                                       overrides):
                 failed.append(model)
                 continue
-        if not evaluate(model, ["--workdir", run_dir, "--method", "local"], few_labels._pretrained.REAL_CLIENT):
+        workdir_args = ["--workdir", run_dir, "--method", "local"]
+        if not few_labels.score_model("personalise", work, model, tests, workdir_args,
+                                      few_labels._pretrained.REAL_CLIENT):
             failed.append(model)
     scores = {
         m: {s: few_labels.model_scores(study_driver.read_json(scored(m, s))) for s in SCALES}

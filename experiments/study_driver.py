@@ -12,11 +12,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 
-def launch(tag: str, part: str, config_file: str, variant: str, workdir: str, cpu_devices: str) -> bool:
-    """`launch.py --config <config_file>:<variant> --workdir <workdir>` from the repo root; False (with a
-    message saying how to resume) when it fails."""
-    cmd = [sys.executable, str(REPO / "launch.py"), "--config", f"{Path(config_file).resolve()}:{variant}"]
-    cmd += [f"--cpu_devices={cpu_devices}", "--workdir", workdir]
+def launch(
+    tag: str, part: str, config_file: str, variant: str, workdir: str, cpu_devices: str, overrides=()
+) -> bool:
+    """`launch.py --config <config_file>[:<variant>] --workdir <workdir> <overrides>` from the repo root; False
+    (with a message saying how to resume) when it fails."""
+    config = str(Path(config_file).resolve()) + (f":{variant}" if variant else "")
+    cmd = [sys.executable, str(REPO / "launch.py"), "--config", config]
+    cmd += [f"--cpu_devices={cpu_devices}", "--workdir", workdir, *overrides]
     print(f"[{tag}] {part}: {' '.join(cmd)}", flush=True)
     if subprocess.run(cmd, cwd=REPO).returncode != 0:
         print(f"[{tag}] {part} failed: rerun the same command to resume", file=sys.stderr)

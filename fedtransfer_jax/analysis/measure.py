@@ -151,8 +151,8 @@ def model_and_settings(f: Mapping[str, Any], overrides: Mapping[str, Any]):
         method, reason = inference.choose_default_method(f["workdir"])
         if f.get("shipped"):
             reason = f"the model shipped with fedtransfer_jax ({f['workdir']})"
-    if f["client"] is None and inference.sole_client(f["workdir"], method):
-        f = {**f, "client": inference.sole_client(f["workdir"], method)}  # its one lab: no --client needed
+    if f["client"] is None:  # a run of one lab: its local model needs no --client
+        f = {**f, "client": inference.sole_client(f["workdir"], method)}
     model = load_model(f["workdir"], method, f["client"], f.get("allow_incomplete", False))
     model.source = {"workdir": f["workdir"], "method": method, "method_reason": reason, "client": f["client"]}
     if f["overlap"] is not None and not 0 <= f["overlap"] < model.tile:

@@ -193,7 +193,7 @@ def folder_split(pairs: Sequence, cfg: Any, client: str = "") -> dict[str, list]
     )
 
 
-def _as_names(value: Any, key: str) -> tuple[str, ...]:
+def as_names(value: Any, key: str) -> tuple[str, ...]:
     """Normalises a client list field; a bare string would otherwise be split into characters."""
     if isinstance(value, str):
         return (value,) if value else ()
@@ -289,8 +289,8 @@ def builder_config_from(cfg: Any) -> Any:
     (``builder_configs_from``).
     """
     source = data_field(cfg, "source")
-    clients = _as_names(data_field(cfg, "clients"), "clients")
-    unseen = _as_names(data_field(cfg, "unseen_clients"), "unseen_clients")
+    clients = as_names(data_field(cfg, "clients"), "clients")
+    unseen = as_names(data_field(cfg, "unseen_clients"), "unseen_clients")
     if source == "synthetic":
         if not clients:
             from fedtransfer_jax.data import synthetic
@@ -325,8 +325,8 @@ def mixed_client_kinds(cfg: Any) -> dict[str, str]:
     from fedtransfer_jax.data import folder as folder_lib
     from fedtransfer_jax.data import synthetic
 
-    clients = _as_names(data_field(cfg, "clients"), "clients")
-    unseen = _as_names(data_field(cfg, "unseen_clients"), "unseen_clients")
+    clients = as_names(data_field(cfg, "clients"), "clients")
+    unseen = as_names(data_field(cfg, "unseen_clients"), "unseen_clients")
     if not clients:
         raise ValueError("cfg.clients is empty: source='mixed' needs the real and synthetic clients named")
     data_dir = data_field(cfg, "dir")
@@ -358,7 +358,7 @@ def builder_configs_from(cfg: Any) -> list[Any]:
     left out. Both use ``cfg.tile_size``, so their tiles stack into one ``ClientData``.
     """
     if data_field(cfg, "source") == "prior_labs":  # its labs are rendered directly (data/prior_labs.py)
-        unseen = _as_names(data_field(cfg, "unseen_clients"), "unseen_clients")
+        unseen = as_names(data_field(cfg, "unseen_clients"), "unseen_clients")
         return [_synthetic_builder_config(cfg, unseen)] if unseen else []
     if data_field(cfg, "source") != "mixed":
         return [builder_config_from(cfg)]
@@ -411,8 +411,8 @@ def load_federated_data(
             available.setdefault(name, (b, prefix))  # 'mixed' already rejected names of both kinds.
     for name in rendered:
         available.setdefault(name, (-1, name))  # -1: rendered directly, no builder
-    clients = _as_names(data_field(cfg, "clients"), "clients")
-    unseen = _as_names(data_field(cfg, "unseen_clients"), "unseen_clients")
+    clients = as_names(data_field(cfg, "clients"), "clients")
+    unseen = as_names(data_field(cfg, "unseen_clients"), "unseen_clients")
     both = set(clients) & set(unseen)
     if both:
         raise ValueError(f"clients {sorted(both)} are listed both in cfg.clients and cfg.unseen_clients")

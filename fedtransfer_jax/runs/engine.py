@@ -460,17 +460,15 @@ def check_data_folder(config: ml_collections.ConfigDict) -> None:
     # few micrographs for a test and a validation split is refused before the workdir too.
     from fedtransfer_jax.data import clients as clients_lib, folder as folder_lib  # noqa: PLC0415
 
-    def names(value) -> tuple:
-        return ((value,) if value else ()) if isinstance(value, str) else tuple(str(v) for v in value)
-
     try:
         found = folder_lib.discover_clients(folder)
-        unseen = set(names(data.get("unseen_clients", ())))
+        unseen = set(clients_lib.as_names(data.get("unseen_clients", ()), "unseen_clients"))
         if data.source == "mixed":
             kinds = clients_lib.mixed_client_kinds(data)
             trained = [n for n, kind in kinds.items() if kind == "folder" and n not in unseen]
         else:
-            trained = [n for n in (names(data.get("clients", ())) or found) if n in found and n not in unseen]
+            named = clients_lib.as_names(data.get("clients", ()), "clients")
+            trained = [n for n in (named or found) if n in found and n not in unseen]
         for name in trained:
             clients_lib.folder_split(folder_lib.list_pairs(found[name]), data, name)
     except OSError as e:  # a missing label or folder: named by the message; not the workdir's fault
