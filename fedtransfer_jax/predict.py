@@ -11,7 +11,8 @@ file: a TIFF stack is refused) it writes
 and for all images OUT/grain_sizes.csv (every grain, with its image), OUT/grain_sizes_summary.csv (one
 row per image), OUT/report.html (open it in a browser: model, settings, scale, table, overlays,
 histograms, warnings) and OUT/grain_sizes.json, keyed by <name>: each image's input file, output files,
-grain count, mean grain size and ASTM E112 grain size number G (areas in um^2 need --pixel_size_um), the
+grain count, mean grain size and ASTM E112 grain size number G (areas in um^2 and G need a pixel size:
+`--pixel_size_um`, else each file's own calibration where its metadata has one), the
 model and post-processing settings used and where they came from, and the lists `failed` (file, reason)
 and `skipped` (entries of IN that are not images). <name> is the input's stem (`x.png` -> `x`); inputs
 whose stems collide (`x.png` and `x.tif`) are named stem + '_' + suffix instead (`x_png`, `x_tif`).
@@ -76,6 +77,7 @@ from fedtransfer_jax.analysis.outputs import (
     plan_outputs,
     previous_outputs,
 )
+from fedtransfer_jax.data import calibration
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import inference
 from fedtransfer_jax.runtime import console
@@ -101,7 +103,7 @@ def define_flags() -> None:
     """Command-line flags, defined only when run as a program (so evaluate and predict can be
     imported together, e.g. by scripts and tests)."""
     global _WORKDIR, _METHOD, _CLIENT, _ALLOW_INCOMPLETE, _IMAGES, _OUT
-    global _OVERLAP, _FLIPS, _PIXEL_SIZE, _EXCLUDE_BORDER, _SETTINGS, _SCALE
+    global _OVERLAP, _FLIPS, _PIXEL_SIZE, _EXCLUDE_BORDER, _SETTINGS, _SCALE, _DATABAR
     _WORKDIR = flags.DEFINE_string(
         "workdir", None, "Workdir written by launch.py (default: the model shipped with the package, docs/MODEL.md)."
     )
@@ -119,7 +121,19 @@ def define_flags() -> None:
     _OUT = flags.DEFINE_string("out", None, "Output folder (not inside --images).", required=True)
     _OVERLAP = flags.DEFINE_integer("overlap", None, "Tile overlap in px (default: tile/4).")
     _FLIPS = flags.DEFINE_bool("flips", False, "Test-time augmentation: average over the 4 flips.")
-    _PIXEL_SIZE = flags.DEFINE_float("pixel_size_um", 0.0, "Pixel size in micrometres (0 = unknown).")
+    _PIXEL_SIZE = flags.DEFINE_float(
+        "pixel_size_um",
+        0.0,
+        "Pixel size in micrometres for every image; 0 (default) = each image's own, read from its file's "
+        "metadata (FEI/Thermo, Phenom or Zeiss SEM, ImageJ/Fiji, OME-TIFF), else unknown (sizes in px, no ASTM G).",
+    )
+    _DATABAR = flags.DEFINE_string(
+        "databar",
+        "auto",
+        "The instrument data bar along the bottom of SEM images, left out of the map and the grain sizes: "
+        "'auto' (default: as the file's metadata states it, else found in the pixels), 'none' (keep every "
+        "row), or its height in rows.",
+    )
     _EXCLUDE_BORDER = flags.DEFINE_bool(
         "exclude_border_grains", False, "Leave grains touching the image edge out of the grain table."
     )
@@ -187,6 +201,7 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
     check_pixel_size(f["pixel_size_um"])
     f = with_workdir(f)  # no --workdir: the shipped model, or one line saying this copy has none
     scale = scale_lib.parse_scale(f.get("scale", scale_lib.AUTO))
+    databar = calibration.parse_databar(f.get("databar", "auto"))
     overrides = {k: v for k, v in f["settings"].items() if v is not None}
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?
     plan_outputs(f["images"], f["out"])  # Fail on an unsafe --out before the (slow) model load.
@@ -207,6 +222,7 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
             overlap=f["overlap"],
             flips=f["flips"],
             scale=scale,
+            databar=databar,
             log=lambda msg: print(msg, file=sys.stderr),
             progress=progress,
         )
@@ -275,6 +291,7 @@ def main(argv):
         "exclude_border": _EXCLUDE_BORDER.value,
         "settings": _flag_values(_SETTINGS),
         "scale": _SCALE.value,
+        "databar": _DATABAR.value,
     }
     return cli(values)
 

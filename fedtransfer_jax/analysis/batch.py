@@ -26,6 +26,7 @@ import numpy as np
 from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.analysis import measure, outputs, report
 from fedtransfer_jax.analysis import scale as scale_lib
+from fedtransfer_jax.data import calibration
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import postprocess_choice
 from fedtransfer_jax.runtime import io_utils
@@ -114,6 +115,7 @@ def predict_folder(
     overlap: int | None = None,
     flips: bool = False,
     scale: str | float = 1.0,
+    databar: str | int = "auto",
     log: Callable[[str], None] | None = None,
     progress: bool = False,
     **postprocess_kw: Any,
@@ -127,6 +129,9 @@ def predict_folder(
     ``manifest['runs'][-1]`` describes this run (``predicted``: its image names, ``failed``: its files).
     ``scale``: resample each image by this factor before the model, or 'auto' (analysis/scale.py; the
     command line's default); each image's entry records the scale used and why (``scale``).
+    ``pixel_size_um`` 0: each image's own calibration from its file's metadata, where it has one
+    (data/calibration.py); each entry records the pixel size used and its source. ``databar``: 'auto',
+    'none' or a number of rows (``measure.measure_image``).
 
     Raises:
       UnsafeOutputError, FileNotFoundError, ValueError: before anything is written (see ``plan_outputs``);
@@ -136,16 +141,18 @@ def predict_folder(
     """
     pixel = measure.check_pixel_size(pixel_size_um)
     scale = scale_lib.parse_scale(scale)
+    databar = calibration.parse_databar(databar)
     if settings is None:
         settings, provenance = postprocess_choice.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
     with outputs.lock(out):
         return _predict_locked(
-            model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, scale, log, progress
+            model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, scale, databar, log,
+            progress,
         )
 
 
 def _predict_locked(
-    model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, scale, log, progress
+    model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, scale, databar, log, progress
 ):
     names, skipped, previous = outputs.plan_outputs(images, out)
     target = scale_lib.target_for(model) if scale == scale_lib.AUTO else None
@@ -172,12 +179,14 @@ def _predict_locked(
         "model": model.tag,
         "model_info": source,
         "postprocess": dict(provenance or {"settings": settings.to_dict()}),
+        # --pixel_size_um (null: each image's own, from its file's metadata where it has one: see `images`).
         "pixel_size_um": pixel,
         "inference": {
             "overlap_px": overlap if overlap is not None else "tile/4",
             "flips": bool(flips),
             "exclude_border_grains": bool(exclude_border),
             "scale": scale,
+            "databar": databar,
             **({"trained_grain_px": round(target[0], 2), "trained_grain_source": target[1]} if target else {}),
         },
         # Earlier runs' results stay; an image of this run replaces its own entry when it is done.
@@ -264,7 +273,7 @@ def _predict_locked(
             try:
                 m = measure.measure_image(
                     model, path, pixel_size_um=pixel, exclude_border=exclude_border,
-                    settings=settings, overlap=overlap, flips=flips, scale=scale, target=target,
+                    settings=settings, overlap=overlap, flips=flips, scale=scale, target=target, databar=databar,
                 )
             except Exception as e:  # noqa: BLE001 - one image's failure must not cost the others
                 skip(path, name, files, e)
@@ -286,7 +295,6 @@ def _predict_locked(
                 **m.summary,
                 "overlay_colour": list(colour),
                 "model": model.tag,
-                "pixel_size_um": pixel,
                 "postprocess_settings": settings.to_dict(),
                 "scale": m.scale,
             }
@@ -294,6 +302,8 @@ def _predict_locked(
             run_info["predicted"].append(name)
             if m.summary.get("warnings"):
                 say(f"predict: warning: {path}: {'; '.join(m.summary['warnings'])}")
+            for note in m.summary.get("notes", []):
+                say(f"predict: note: {path}: {note}")
             save_manifest()
             if bar is not None:
                 bar.update(1)

@@ -11,6 +11,7 @@ import numpy as np
 
 from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.analysis import scale as scale_lib
+from fedtransfer_jax.data import calibration
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.data import intensity
 from fedtransfer_jax.metrics import postprocess_select as pps
@@ -89,25 +90,50 @@ def measure_image(
     flips: bool = False,
     scale: str | float = 1.0,
     target: tuple[float, str] | None = None,
+    databar: str | int = "auto",
 ) -> Measurement:
     """Reads, segments (at ``scale``, see analysis/scale.py) and measures one image in its own pixels;
-    raises ValueError/OSError for a file that cannot be read."""
+    raises ValueError/OSError for a file that cannot be read.
+
+    ``pixel_size_um`` (``--pixel_size_um``; None: not given) wins over the file's own calibration, which
+    is used otherwise (data/calibration.py: FEI/Thermo, Phenom, Zeiss, ImageJ, OME-TIFF metadata).
+    ``databar`` ('auto', 'none' or a number of rows): the instrument data bar along the bottom is left out
+    of the map and the grains ('auto': as the metadata states it, else as found in the pixels), so its text
+    is not measured as grains; the map keeps the image's size, with no boundary there.
+    """
+    stated = calibration.read_calibration(path)
+    pixel, pixel_source, notes = calibration.choose_pixel_size(pixel_size_um, stated)
+    notes = [*notes, *stated.notes]
     image = folder.read_image(path)
+    bar, bar_source = calibration.databar_rows(image, stated, databar)
+    analysed = image[: image.shape[0] - bar] if bar else image
     boundary, record = segment_scaled(
-        model, image, settings=settings, overlap=overlap, flips=flips, scale=scale, target=target
+        model, analysed, settings=settings, overlap=overlap, flips=flips, scale=scale, target=target
     )
     grains = metrics_lib.grains_from_boundary(boundary)
-    rows = metrics_lib.grain_table(grains, pixel_size_um=pixel_size_um, exclude_border=exclude_border)
+    rows = metrics_lib.grain_table(grains, pixel_size_um=pixel, exclude_border=exclude_border)
     summary = {
         "height": int(image.shape[0]),
         "width": int(image.shape[1]),
+        # Where the µm came from: --pixel_size_um, the file's metadata (which), or '' (sizes in px only).
+        "pixel_size_um": pixel,
+        "pixel_size_source": pixel_source,
         # `warnings`/`size_withheld`: a map that cannot give a plausible grain size (metrics/grains.py
         # grain_size_plausibility) gets null means and G, with the reason, instead of a number.
-        **metrics_lib.grain_size_summary(grains, pixel_size_um=pixel_size_um, boundary=boundary),
+        **metrics_lib.grain_size_summary(grains, pixel_size_um=pixel, boundary=boundary),
     }
+    if bar:
+        summary["databar"] = {"rows": int(bar), "source": bar_source}
+        notes.append(
+            f"the bottom {bar} rows ({bar_source}) are not micrograph: left out of the map and the grain sizes"
+            + ("; --databar none keeps them" if "pixels" in bar_source else "")
+        )
+        boundary = np.concatenate([boundary, np.zeros((bar, boundary.shape[1]), bool)], axis=0)
+    if notes:
+        summary["notes"] = notes
     # How the model was fed the image (data/intensity.py), and a warning where a raw model gets an image far
     # darker or flatter than its training labs.
-    summary["intensity"] = intensity.record(image, intensity.mode_of(model))
+    summary["intensity"] = intensity.record(analysed, intensity.mode_of(model))
     if "warning" in summary["intensity"]:
         summary["warnings"] = [*summary.get("warnings", []), summary["intensity"]["warning"]]
     return Measurement(image, boundary, rows, summary, record)

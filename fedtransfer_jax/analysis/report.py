@@ -46,6 +46,9 @@ IMAGE_COLUMNS = (
     "warnings",
     "model",
     "scale",
+    "pixel_size_um",
+    "pixel_size_source",
+    "databar_rows",
 )
 
 
@@ -148,9 +151,25 @@ def summary_csv(manifest: Mapping[str, Any]) -> str:
     for name, entry in sorted(manifest["images"].items()):
         w.writerow(
             [name]
-            + [scale_lib.describe(entry.get(c)) if c == "scale" else _cell(entry.get(c)) for c in IMAGE_COLUMNS[1:]]
+            + [_summary_cell(entry, c) for c in IMAGE_COLUMNS[1:]]
         )
     return buf.getvalue()
+
+
+def _summary_cell(entry: Mapping[str, Any], column: str) -> Any:
+    if column == "scale":
+        return scale_lib.describe(entry.get(column))
+    if column == "databar_rows":
+        return (entry.get("databar") or {}).get("rows", 0)
+    return _cell(entry.get(column))
+
+
+def pixel_text(entry: Mapping[str, Any]) -> str:
+    """'0.0125 µm per pixel (FEI/Thermo metadata [Scan] PixelWidth)', or why sizes are in px."""
+    pixel = entry.get("pixel_size_um")
+    if not pixel:
+        return "pixel size unknown (no --pixel_size_um, none in the file): sizes in px, no ASTM G"
+    return f"{pixel:.4g} µm per pixel ({entry.get('pixel_size_source') or '--pixel_size_um'})"
 
 
 def _length(entry: Mapping[str, Any], stem: str) -> str:
@@ -267,7 +286,11 @@ def _settings_rows(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
     if post.get("source"):
         rows.append(("settings from", str(post["source"])))
     pixel = manifest.get("pixel_size_um")
-    rows.append(("scale", f"{pixel} µm per pixel" if pixel else "unknown (no --pixel_size_um): sizes in px, no ASTM G"))
+    rows.append((
+        "pixel size",
+        f"{pixel} µm per pixel for every image (--pixel_size_um)" if pixel
+        else "each image's own, from its file's metadata where it has one (under each image); else sizes in px, no ASTM G",
+    ))
     inf = dict(manifest.get("inference") or {})
     mode = inf.pop("scale", None)
     target, target_source = inf.pop("trained_grain_px", None), inf.pop("trained_grain_source", None)
@@ -352,6 +375,9 @@ def report_html(manifest: Mapping[str, Any], title: str = "Grain-size report") -
             + "</p>"
         )
         p.append(f'<p class="muted">{_e(scale_text(e.get("scale")))}</p>')
+        p.append(f'<p class="muted">{_e(pixel_text(e))}</p>')
+        for note in e.get("notes") or []:
+            p.append(f'<p class="muted">note: {_e(note)}</p>')
         if e.get("size_withheld"):
             p.append(f'<p class="warn">{_e(e["size_withheld"])}</p>')
         for w in e.get("warnings") or []:

@@ -1,0 +1,223 @@
+"""Each micrograph's own pixel size from its file's metadata, and the SEM data bar left out of its grains
+(data/calibration.py), through predict with a fake model (boundary probability = darkness)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image, ImageDraw
+
+from fedtransfer_jax.analysis import batch, measure
+from fedtransfer_jax.data import calibration, synthetic
+from test_predict_safety import FakeModel, grain_image
+
+FEI = "[User]\r\nDate=12/01/2026\r\n[Scan]\r\nPixelWidth=2.5e-008\r\nPixelHeight=2.5e-008\r\n[PrivateFei]\r\nDatabarHeight={bar}\r\n"
+
+
+def fei_tiff(path, arr, bar=10, width_m="2.5e-008", height_m="2.5e-008"):
+    text = FEI.format(bar=bar).replace("PixelWidth=2.5e-008", f"PixelWidth={width_m}").replace(
+        "PixelHeight=2.5e-008", f"PixelHeight={height_m}"
+    )
+    tifffile.imwrite(path, arr, extratags=[(34682, "s", 0, text, True)])
+    return path
+
+
+def data_bar(width: int, height: int, background: int = 0, ink: int = 255) -> np.ndarray:
+    """A data bar as SEMs draw it: a flat background, a margin row, a few short texts and a scale bar."""
+    im = Image.new("L", (width, height), background)
+    draw = ImageDraw.Draw(im)
+    for i, word in enumerate(("HV 20.0 kV", "WD 10 mm", "mag 5 000 x")):
+        draw.text((4 + 70 * i, 4), word, fill=ink)
+    draw.rectangle([width - 50, height - 8, width - 10, height - 5], fill=ink)
+    return np.asarray(im)
+
+
+# ----------------------------------------------------------------------------------------------
+# What the metadata says.
+# ----------------------------------------------------------------------------------------------
+
+
+def test_fei_pixel_width_in_metres_and_its_data_bar(tmp_path):
+    cal = calibration.read_calibration(fei_tiff(tmp_path / "a.tif", np.zeros((50, 60), np.uint8), bar=12))
+    assert cal.pixel_size_um == pytest.approx(0.025) and "PixelWidth" in cal.pixel_source
+    assert cal.databar_rows == 12 and "DatabarHeight" in cal.databar_source
+
+
+def test_zeiss_imagej_and_ome_pixel_sizes(tmp_path):
+    a = np.zeros((40, 50), np.uint8)
+    zeiss = "0\r\n0\r\nAP_IMAGE_PIXEL_SIZE\r\nImage Pixel Size = 12.5 nm\r\n"
+    tifffile.imwrite(tmp_path / "z.tif", a, extratags=[(34118, "s", 0, zeiss, True)])
+    tifffile.imwrite(tmp_path / "ij.tif", a, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
+    tifffile.imwrite(tmp_path / "ij_nm.tif", a, imagej=True, resolution=(0.01, 0.01), metadata={"unit": "nm"})
+    tifffile.imwrite(tmp_path / "ome.tif", a, ome=True, metadata={"PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25})
+    got = {n: calibration.read_calibration(tmp_path / n) for n in ("z.tif", "ij.tif", "ij_nm.tif", "ome.tif")}
+    assert got["z.tif"].pixel_size_um == pytest.approx(0.0125) and "Zeiss" in got["z.tif"].pixel_source
+    assert got["ij.tif"].pixel_size_um == pytest.approx(0.5) and "ImageJ" in got["ij.tif"].pixel_source
+    assert got["ij_nm.tif"].pixel_size_um == pytest.approx(0.1)  # 0.01 px per nm = 100 nm per px
+    assert got["ome.tif"].pixel_size_um == pytest.approx(0.25) and "OME" in got["ome.tif"].pixel_source
+    assert all(c.databar_rows == 0 for c in got.values())
+
+
+def test_phenom_xml(tmp_path):
+    xml = (
+        '<?xml version="1.0"?><FeiImage><pixelWidth unit="um">0.05</pixelWidth>'
+        '<pixelHeight unit="um">0.05</pixelHeight><databarHeight>16</databarHeight></FeiImage>'
+    )
+    tifffile.imwrite(tmp_path / "p.tif", np.zeros((60, 60), np.uint8), extratags=[(34683, "s", 0, xml, True)])
+    cal = calibration.read_calibration(tmp_path / "p.tif")
+    assert cal.pixel_size_um == pytest.approx(0.05) and cal.databar_rows == 16
+
+
+def test_a_printing_resolution_is_not_a_calibration(tmp_path):
+    a = np.zeros((40, 50), np.uint8)
+    tifffile.imwrite(tmp_path / "dpi.tif", a, resolution=(300, 300), resolutionunit="INCH")
+    Image.fromarray(a).save(tmp_path / "dpi.png", dpi=(96, 96))
+    Image.fromarray(a).save(tmp_path / "x.jpg")
+    for name in ("dpi.tif", "dpi.png", "x.jpg"):
+        assert calibration.read_calibration(tmp_path / name) == calibration.Calibration()
+
+
+def test_odd_metadata_is_noted_not_trusted(tmp_path):
+    square = calibration.read_calibration(fei_tiff(tmp_path / "ns.tif", np.zeros((40, 40), np.uint8), bar=0,
+                                                   width_m="2e-008", height_m="4e-008"))
+    assert square.pixel_size_um == pytest.approx(math.sqrt(0.02 * 0.04)) and "not square" in square.notes[0]
+    absurd = calibration.read_calibration(
+        fei_tiff(tmp_path / "abs.tif", np.zeros((40, 40), np.uint8), width_m="3e+005", height_m="3e+005")
+    )
+    assert absurd.pixel_size_um is None and "not a plausible" in absurd.notes[0]
+    too_tall = calibration.read_calibration(fei_tiff(tmp_path / "tall.tif", np.zeros((40, 40), np.uint8), bar=40))
+    assert too_tall.databar_rows == 0 and too_tall.notes
+    (tmp_path / "broken.tif").write_bytes(b"II*\x00garbage")
+    assert calibration.read_calibration(tmp_path / "broken.tif") == calibration.Calibration()
+
+
+def test_the_flag_wins_and_says_so_where_the_file_disagrees():
+    cal = calibration.Calibration(0.025, "FEI/Thermo metadata [Scan] PixelWidth")
+    assert calibration.choose_pixel_size(None, cal) == (0.025, cal.pixel_source, [])
+    size, source, warnings = calibration.choose_pixel_size(0.5, cal)
+    assert (size, source) == (0.5, "--pixel_size_um") and "0.025" in warnings[0]
+    assert calibration.choose_pixel_size(0.0251, cal)[2] == []  # within 2 %: no warning
+    assert calibration.choose_pixel_size(None, calibration.Calibration()) == (None, "", [])
+
+
+@pytest.mark.parametrize("value,want", [("auto", "auto"), ("None", "none"), ("0", 0), ("59", 59)])
+def test_parse_databar(value, want):
+    assert calibration.parse_databar(value) == want
+
+
+@pytest.mark.parametrize("value", ["-1", "1.5", "bottom", ""])
+def test_parse_databar_refuses(value):
+    with pytest.raises(ValueError, match="--databar"):
+        calibration.parse_databar(value)
+
+
+# ----------------------------------------------------------------------------------------------
+# A data bar found in the pixels.
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def micrographs():
+    """Two synthetic micrographs of every lab, grains of 8-200 px (some nearly flat rows)."""
+    out = []
+    for lab in synthetic.LAB_NAMES:
+        images, _, _ = synthetic.make_lab_examples(lab, 2, 160, 5, diameter_px=(8, 200))
+        out += list(images)
+    return out
+
+
+def test_micrographs_have_no_data_bar(micrographs):
+    found = [calibration.detect_databar(np.ascontiguousarray(x)) for im in micrographs for x in (im, im[::-1])]
+    assert found == [0] * len(found)
+
+
+@pytest.mark.parametrize("background,ink", [(0, 255), (255, 0), (40, 230)])
+def test_a_data_bar_below_a_micrograph_is_found_to_the_row(micrographs, background, ink):
+    bar = np.repeat((data_bar(160, 24, background, ink) / 255.0)[..., None], 3, axis=-1).astype(np.float32)
+    found = [calibration.detect_databar(np.concatenate([im, bar])) for im in micrographs]
+    # Far from the background value (a black bar under a bright image) every bar is found; a bar of the
+    # image's own grey can hide (missed, never mis-sized).
+    assert set(found) <= {0, 24} and found.count(24) >= 0.75 * len(found)
+    if background in (0, 255):
+        assert found.count(24) >= len(found) - 2
+
+
+def test_databar_rows_prefers_the_metadata_and_obeys_the_flag():
+    image = np.random.default_rng(0).random((100, 80, 3)).astype(np.float32)
+    image[-20:] = 0.0  # a flat bottom band, 20 rows
+    stated = calibration.Calibration(databar_rows=12, databar_source="FEI")
+    assert calibration.databar_rows(image, stated) == (12, "FEI")
+    rows, source = calibration.databar_rows(image, calibration.Calibration())
+    assert rows == 20 and "pixels" in source
+    assert calibration.databar_rows(image, stated, "none") == (0, "")
+    assert calibration.databar_rows(image, stated, 5) == (5, "--databar")
+    with pytest.raises(ValueError, match="--databar"):
+        calibration.databar_rows(image, stated, 100)
+
+
+# ----------------------------------------------------------------------------------------------
+# Through measure and predict.
+# ----------------------------------------------------------------------------------------------
+
+
+def sem_with_bar(h=48, w=160, bar=16) -> np.ndarray:
+    """Grains (white, dark 1-px lines every 8 px) above a black data bar with white text."""
+    return np.concatenate([grain_image(h, w), data_bar(w, bar)])
+
+
+def settings():
+    return measure.postprocess_choice.resolve_settings(None, None, {"min_fragment_px": 0}, 0.5)[0]
+
+
+def test_measure_leaves_the_bar_out_and_uses_the_files_pixel_size(tmp_path):
+    path = fei_tiff(tmp_path / "sem.tif", sem_with_bar(), bar=16)
+    m = measure.measure_image(FakeModel(), str(path), pixel_size_um=None, exclude_border=False, settings=settings())
+    plain = measure.measure_image(
+        FakeModel(), str(path), pixel_size_um=None, exclude_border=False, settings=settings(), databar="none"
+    )
+    assert m.boundary.shape == (64, 160) and not m.boundary[48:].any()
+    assert m.summary["databar"] == {"rows": 16, "source": "FEI/Thermo metadata [PrivateFei] DatabarHeight"}
+    assert any("bottom 16 rows" in n for n in m.summary["notes"])
+    assert m.summary["n_grains"] == 6 * 20  # the grid's cells: lines every 8 px in 48 x 160
+    assert plain.summary["n_grains"] > m.summary["n_grains"]  # the text's glyphs became grains
+    assert m.summary["pixel_size_um"] == pytest.approx(0.025) and "PixelWidth" in m.summary["pixel_size_source"]
+    assert m.rows[0]["area_um2"] == pytest.approx(m.rows[0]["area_px"] * 0.025**2)
+
+
+def test_predict_measures_each_image_at_its_own_magnification(tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    fei_tiff(images / "a.tif", grain_image(48, 160), bar=0, width_m="1e-007", height_m="1e-007")
+    fei_tiff(images / "b.tif", grain_image(48, 160), bar=0, width_m="5e-008", height_m="5e-008")
+    Image.fromarray(sem_with_bar()).save(images / "c.png")  # no metadata: the bar is found in the pixels
+    logged: list[str] = []
+    manifest = batch.predict_folder(FakeModel(), str(images), str(tmp_path / "out"), log=logged.append, min_fragment_px=0)
+    a, b, c = (manifest["images"][n] for n in "abc")
+    assert (a["pixel_size_um"], b["pixel_size_um"], c["pixel_size_um"]) == (pytest.approx(0.1), pytest.approx(0.05), None)
+    # Same pixels, half the pixel size: half the mean diameter in µm, and G larger by 2 (E112: area x 4).
+    assert b["mean_equivalent_diameter_um"] == pytest.approx(a["mean_equivalent_diameter_um"] / 2)
+    assert b["astm_G"] == pytest.approx(a["astm_G"] + 2.0, abs=1e-6)
+    assert c["databar"]["rows"] == 16 and c["height"] == 64 and c["n_grains"] == a["n_grains"] == 6 * 20
+    assert manifest["pixel_size_um"] is None
+    assert any("c.png" in line and "bottom 16 rows" in line for line in logged)
+    summary = (tmp_path / "out" / "grain_sizes_summary.csv").read_text()
+    assert "pixel_size_source" in summary.splitlines()[0] and "PixelWidth" in summary
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "0.1 µm per pixel (FEI/Thermo metadata" in page and "bottom 16 rows" in page
+    on_disk = json.loads((tmp_path / "out" / "grain_sizes.json").read_text())
+    assert on_disk["images"]["a"]["pixel_size_source"].startswith("FEI/Thermo")
+
+
+def test_the_flag_overrides_the_file_with_a_warning(tmp_path):
+    images = tmp_path / "in"
+    images.mkdir()
+    fei_tiff(images / "a.tif", grain_image(48, 64), bar=0)
+    logged: list[str] = []
+    manifest = batch.predict_folder(FakeModel(), str(images), str(tmp_path / "out"), pixel_size_um=0.5, log=logged.append)
+    entry = manifest["images"]["a"]
+    assert entry["pixel_size_um"] == 0.5 and entry["pixel_size_source"] == "--pixel_size_um"
+    assert any("file states 0.025" in line for line in logged)
