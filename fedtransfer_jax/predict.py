@@ -58,6 +58,7 @@ The library behind this command is fedtransfer_jax/analysis/ (outputs, measure, 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -275,8 +276,19 @@ def flags_parser(prog: str):
     return parse
 
 
+def _stop_on_sigterm() -> None:
+    """`timeout`, a batch scheduler or `kill` stop predict as Ctrl-C does: the manifest says 'interrupted',
+    the lock is released, and a rerun finishes the job."""
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv):
     del argv
+    _stop_on_sigterm()
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO: keep the terminal readable
     values = {
         "workdir": _WORKDIR.value,

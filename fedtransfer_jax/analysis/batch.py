@@ -28,7 +28,7 @@ from fedtransfer_jax.analysis import measure, outputs, report
 from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.data import calibration
 from fedtransfer_jax.metrics import postprocess_select as pps
-from fedtransfer_jax.runs import postprocess_choice
+from fedtransfer_jax.runs import inference, postprocess_choice
 from fedtransfer_jax.runtime import io_utils
 
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
@@ -37,6 +37,35 @@ DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 class OutputWriteError(OSError):
     """Writing into OUT failed (disk full, quota, permissions): the run stopped; the message says which
     file, what was kept and what to do."""
+
+
+# Images predict does not read from a folder, which a user may well have meant: other image formats and
+# microscope files (convert them to TIFF), images in sub-folders, hidden image files.
+_OTHER_IMAGES = (
+    ".webp", ".gif", ".jp2", ".j2k", ".jxl", ".heic", ".heif", ".avif", ".dm3", ".dm4", ".emd", ".ser",
+    ".mrc", ".czi", ".nd2", ".lif", ".oib", ".oir", ".vsi", ".ims", ".sem", ".spm",
+)
+
+
+def _skipped_note(skipped) -> str:
+    """One line on what in the folder may have been meant as a micrograph and was not read (other image or
+    microscope formats, sub-folders, hidden images, an earlier predict's outputs); '' when nothing was."""
+    parts, earlier = [], 0
+    for e in skipped:
+        name = os.path.basename(e["file"].rstrip(os.sep))
+        low = name.lower()
+        if "earlier predict" in e["reason"]:
+            earlier += 1
+        elif "folder" in e["reason"]:
+            parts.append(f"{name}/ (sub-folders are not searched)")
+        elif low.endswith(_OTHER_IMAGES):
+            parts.append(f"{name} (format not read: convert it to TIFF or PNG)")
+        elif low.startswith(".") and not low.startswith("._") and low.endswith(inference.IMAGE_SUFFIXES):
+            parts.append(f"{name} (hidden file)")
+    shown = parts[:4] + ([f"{len(parts) - 4} more"] if len(parts) > 4 else [])
+    if earlier:
+        shown.append(f"{earlier} file(s) an earlier predict wrote there")
+    return "; ".join(shown)
 
 
 def _now() -> str:
@@ -48,10 +77,11 @@ def write_failure(err: OSError, path: str, out: str, n_done: int) -> OutputWrite
     what = "the disk is full" if err.errno in DISK_FULL else f"cannot write ({err.strerror or err})"
     if err.errno == errno.EDQUOT:
         what = "the disk quota is exceeded"
+    fix = "free some space" if err.errno in DISK_FULL else "fix that"
     msg = (
         f"{what} while writing {path}: stopped after {n_done} image(s) of this run "
         f"(listed in {os.path.join(out, outputs.MANIFEST)}, status 'failed'); "
-        "free some space and rerun the same command to finish"
+        f"{fix} and rerun the same command to finish"
     )
     e = OutputWriteError(err.errno, msg)
     e.path = path
@@ -268,6 +298,9 @@ def _predict_locked(
         for entry in skipped:
             if "not a regular file" in entry["reason"]:
                 say(f"predict: warning: skipped {entry['file']}: {entry['reason']}")
+        note = _skipped_note(skipped)
+        if note:
+            say(f"predict: note: not read from {images}: {note} (listed under 'skipped' in {manifest_path})")
         for path, name in names.items():
             files = outputs.image_files(name)
             try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,9 +21,14 @@ from fedtransfer_jax.runs import inference
 
 
 def check_pixel_size(pixel_size_um: float) -> float | None:
-    """``--pixel_size_um`` as the metrics want it: None when unknown (0)."""
-    if not (math.isfinite(pixel_size_um) and pixel_size_um >= 0):
-        raise ValueError(f"--pixel_size_um must be >= 0 (0 = unknown), got {pixel_size_um}")
+    """``--pixel_size_um`` as the metrics want it: None when not given (0). A value no microscope or camera
+    gives (outside 1 pm .. 10 mm per pixel) is refused rather than turned into grain sizes."""
+    lo, hi = calibration.PLAUSIBLE_UM
+    if not (math.isfinite(pixel_size_um) and (pixel_size_um == 0 or lo <= pixel_size_um <= hi)):
+        raise ValueError(
+            f"--pixel_size_um must be a pixel size in micrometres between {lo:g} and {hi:g} (0 = each file's "
+            f"own or unknown), got {pixel_size_um}"
+        )
     return pixel_size_um or None
 
 
@@ -160,6 +166,20 @@ def with_workdir(f: Mapping[str, Any]) -> dict[str, Any]:
     return f
 
 
+def check_client_settings(workdir: str, method: str, client: str) -> None:
+    """``--client`` with a shared model names whose post-processing to use: settings chosen on that client's
+    own validation tiles must exist, else a name that is not a client would silently get the federation's."""
+    base = os.path.dirname(postprocess_choice.choice_path(workdir, f"{method}/{client}"))
+    if os.path.isfile(postprocess_choice.choice_path(workdir, f"{method}/{client}")):
+        return
+    have = sorted(n[:-5] for n in os.listdir(base) if n.endswith(".json")) if os.path.isdir(base) else []
+    raise ValueError(
+        f"--client {client!r}: {method} has no post-processing chosen for that client"
+        + (f" (clients with their own: {have})" if have else " (it has none per client)")
+        + "; leave --client out to use the federation's choice"
+    )
+
+
 def model_and_settings(f: Mapping[str, Any], overrides: Mapping[str, Any]):
     """What predict and evaluate share after their own input checks: the model (`--method`, default the
     workdir's best by validation, see ``inference.choose_default_method``; `--client`;
@@ -179,6 +199,8 @@ def model_and_settings(f: Mapping[str, Any], overrides: Mapping[str, Any]):
             reason = f"the model shipped with fedtransfer_jax ({f['workdir']})"
     if f["client"] is None:  # a run of one lab: its local model needs no --client
         f = {**f, "client": inference.sole_client(f["workdir"], method)}
+    if f["client"] is not None and not inference.is_local(f["workdir"], method):
+        check_client_settings(f["workdir"], method, f["client"])
     model = load_model(f["workdir"], method, f["client"], f.get("allow_incomplete", False))
     model.source = {"workdir": f["workdir"], "method": method, "method_reason": reason, "client": f["client"]}
     if f["overlap"] is not None and not 0 <= f["overlap"] < model.tile:

@@ -45,15 +45,32 @@ class OutputLockedError(UnsafeOutputError):
     """Another predict is writing into the same OUT."""
 
 
+# File names are at most 255 bytes on common file systems; an output adds up to 12 ("_overlay.png") and
+# its atomic write's temporary file 13 more (runtime/io_utils.py), so longer stems are shortened.
+MAX_NAME_BYTES = 200
+
+
+def _fits(stem: str) -> str:
+    """``stem``, or, when its outputs' names would be too long to create, its first ~180 bytes + '~' + a
+    hash of the whole stem (names stay distinct; the manifest keeps the input's full path)."""
+    if len(stem.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES:
+        return stem
+    import hashlib  # noqa: PLC0415
+
+    digest = hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    head = stem.encode("utf-8", "surrogateescape")[: MAX_NAME_BYTES - 20].decode("utf-8", "ignore")
+    return f"{head}~{digest}"
+
+
 def output_names(paths: Sequence[str], earlier: Mapping[str, Sequence[str]] | None = None) -> dict[str, str]:
     """Input path -> output name (no suffix): the stem, or stem_suffix where stems collide.
 
-    Collisions are found case-insensitively (so outputs stay apart on macOS/Windows file systems too);
+    A stem too long for its outputs' file names is shortened (``_fits``). Collisions are found case-insensitively (so outputs stay apart on macOS/Windows file systems too);
     a name whose files would be another image's (`a_overlay.png` is both the overlay of `a.png` and the
     map of `a_overlay.png`), here or in ``earlier`` (name -> files of the images an earlier run wrote
     into OUT; an image of the same name replaces its own), gets _2, _3... in input order.
     """
-    stems = {p: os.path.splitext(os.path.basename(p))[0] for p in paths}
+    stems = {p: _fits(os.path.splitext(os.path.basename(p))[0]) for p in paths}
     count: dict[str, int] = {}
     for stem in stems.values():
         count[stem.casefold()] = count.get(stem.casefold(), 0) + 1
@@ -126,6 +143,29 @@ def previous_outputs(out: str) -> set[str]:
     return set(manifest["outputs"]) if manifest else set()
 
 
+def _without_earlier_outputs(images: str, inputs: list[str], skipped: list[dict[str, str]]):
+    """An earlier predict's OUT given as --images: its boundary maps, overlays and histograms are not
+    micrographs (measured, they give confident nonsense). Files its manifest lists are skipped; a folder of
+    nothing else is refused."""
+    if not os.path.isdir(images):
+        return inputs, skipped
+    try:
+        manifest = read_manifest(images)
+    except UnsafeOutputError:  # a grain_sizes.json of the user's own: not ours to interpret
+        return inputs, skipped
+    written = set(manifest["outputs"]) if manifest else set()
+    if not written:
+        return inputs, skipped
+    ours = [p for p in inputs if os.path.basename(p) in written]
+    if ours and len(ours) == len(inputs):
+        raise ValueError(
+            f"--images {images} is the output folder of an earlier predict (its {MANIFEST} lists every image "
+            "in it): boundary maps and overlays, not micrographs; give the folder of the micrographs"
+        )
+    reason = f"written by an earlier predict (listed in {os.path.join(images, MANIFEST)}), not a micrograph"
+    return [p for p in inputs if p not in ours], skipped + [{"file": p, "reason": reason} for p in ours]
+
+
 def plan_outputs(images: str, out: str) -> tuple[dict[str, str], list[dict[str, str]], dict | None]:
     """Checks that predicting ``images`` into ``out`` is safe; writes nothing.
 
@@ -139,6 +179,7 @@ def plan_outputs(images: str, out: str) -> tuple[dict[str, str], list[dict[str, 
       FileNotFoundError / ValueError: --images missing or without images.
     """
     inputs, skipped = inference.scan_images(images)
+    inputs, skipped = _without_earlier_outputs(images, inputs, skipped)
     real_out = os.path.realpath(out)
     if os.path.isdir(images):
         real_in = os.path.realpath(images)
@@ -222,11 +263,22 @@ def _make_folders(out: str) -> list[str]:
                     created.append(level)
                 except FileExistsError:
                     if not os.path.isdir(level):
-                        raise
+                        _remove_empty(created[::-1])
+                        raise NotADirectoryError(
+                            errno.ENOTDIR, f"--out {out}: cannot create it, {level} is a file, not a folder"
+                        ) from None
+                except FileNotFoundError:
+                    raise
+                except OSError as e:
+                    _remove_empty(created[::-1])
+                    raise type(e)(e.errno, f"--out {out}: cannot create the folder {level} ({e.strerror})") from None
             return created[::-1]
         except FileNotFoundError:  # a parent vanished under us (another run removed it): again
             _remove_empty(created[::-1])
-    os.makedirs(out, exist_ok=True)  # raises what is wrong
+    try:
+        os.makedirs(out, exist_ok=True)  # raises what is wrong
+    except OSError as e:
+        raise type(e)(e.errno, f"--out {out}: cannot create it ({e.strerror})") from None
     return []
 
 

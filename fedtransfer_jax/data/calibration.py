@@ -37,8 +37,8 @@ _UM_PER_UNIT = {
     "pm": 1e-6, "nm": 1e-3, "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "microns": 1.0,
     "micrometer": 1.0, "micrometre": 1.0, "mm": 1e3, "cm": 1e4, "m": 1e6, "\\u00b5m": 1.0,
 }
-# A pixel size outside this range (0.1 pm .. 10 mm) is a broken tag, not a calibration.
-_PLAUSIBLE_UM = (1e-7, 1e4)
+# A pixel size outside this range (1 pm .. 10 mm) is a broken tag (or flag), not a calibration.
+PLAUSIBLE_UM = (1e-6, 1e4)
 _TIFF_SUFFIXES = (".tif", ".tiff")
 
 
@@ -194,7 +194,7 @@ def read_calibration(path: str | Path) -> Calibration:
             height = int(page.imagelength)
     except Exception:  # noqa: BLE001 - a file tifffile cannot parse has no calibration; read_image names it
         return Calibration()
-    if size is not None and not _PLAUSIBLE_UM[0] <= size <= _PLAUSIBLE_UM[1]:
+    if size is not None and not PLAUSIBLE_UM[0] <= size <= PLAUSIBLE_UM[1]:
         notes.append(f"{source} gives {size:.3g} µm per pixel, not a plausible pixel size: not used")
         size, source = None, ""
     if bar and (not upright or bar >= height):

@@ -264,6 +264,12 @@ def grain_count_rel_error(pred_labels: np.ndarray, gt_labels: np.ndarray) -> flo
     return abs(n_pred - n_gt) / max(n_gt, 1)
 
 
+# E112's tables run from G 00 to 14; nanocrystalline metals (~10 nm grains) reach G ~30 and very coarse
+# castings G ~-3 (~1 mm grains). Outside this the pixel size is almost surely wrong (a nm value given as
+# µm, or the reverse), and the numbers say nothing about grains.
+ASTM_G_PLAUSIBLE = (-3.0, 30.0)
+
+
 def _check_pixel_size(pixel_size_um: float | None) -> None:
     if pixel_size_um is not None and not (math.isfinite(pixel_size_um) and pixel_size_um > 0):
         raise ValueError(f"pixel_size_um must be a positive finite number or None, got {pixel_size_um}")
@@ -480,4 +486,11 @@ def grain_size_summary(
         if intercept is not None:
             out["mean_intercept_um"] = float(intercept * pixel_size_um)
             out["astm_G_intercept"] = astm_grain_size_from_intercept(intercept * pixel_size_um)
+        g = out["astm_G"]
+        if check and not ASTM_G_PLAUSIBLE[0] <= g <= ASTM_G_PLAUSIBLE[1]:
+            out.setdefault("warnings", []).append(
+                f"ASTM G {g:.1f} is outside the range of real grain sizes (G {ASTM_G_PLAUSIBLE[0]:g} to "
+                f"{ASTM_G_PLAUSIBLE[1]:g}: mean diameters from ~1 mm down to ~10 nm): is the pixel size "
+                f"({pixel_size_um:.4g} µm per pixel) right?"
+            )
     return out

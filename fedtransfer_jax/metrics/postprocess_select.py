@@ -72,6 +72,10 @@ SOURCE_FLAGS = "flags"
 SOURCE_BUILTIN = "built-in defaults"
 
 
+MAX_RADIUS_PX = 64
+_RADIUS_KEYS = ("close_radius", "line_width")
+
+
 @dataclasses.dataclass(frozen=True, order=True)
 class PostprocessSettings:
     """Threshold + clean-up of one boundary probability map; field names are the CLI flag names.
@@ -93,6 +97,10 @@ class PostprocessSettings:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"{key} (--{key}) must be an integer >= 0, got {v!r}")
+            if key in _RADIUS_KEYS and v > MAX_RADIUS_PX:
+                # A structuring element this wide is bigger than any grain boundary gap or line, and its
+                # morphology would run out of memory or time on a micrograph.
+                raise ValueError(f"{key} (--{key}) must be at most {MAX_RADIUS_PX} px, got {v!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"threshold": float(self.threshold), **{k: int(getattr(self, k)) for k in SETTING_KEYS[1:]}}

@@ -11,7 +11,9 @@ import contextlib
 import json
 import os
 import shutil
+import sys
 import tempfile
+import traceback
 from typing import Any, Callable
 
 import jax
@@ -101,8 +103,14 @@ def config_from_workdir(workdir: str) -> ml_collections.ConfigDict:
     path = os.path.join(workdir, "config.json")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{path} not found: is {workdir!r} a workdir written by launch.py?")
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    try:
+        with open(path) as f:
+            config = json.load(f)
+        if not isinstance(config, dict):
+            raise ValueError(f"a JSON {type(config).__name__}, not an object")
+        return ml_collections.ConfigDict(config)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path} is not a readable config ({e}): is {workdir!r} an intact workdir written by launch.py?") from None
 
 
 def is_local(workdir: str, method: str) -> bool:
@@ -188,7 +196,7 @@ def load_model(
     config = config_from_workdir(workdir)
     tag = checkpoint_tag(workdir, method, client)
     directory = os.path.join(workdir, "checkpoints", tag)
-    params, meta, step = checkpointing.restore_params(directory, engine.params_template(config))
+    params, meta, step = _restore(directory, engine.params_template(config))
     if params is None:
         raise FileNotFoundError(f"no complete checkpoint in {directory}")
     rounds = int(meta.get("rounds", step))
@@ -199,9 +207,7 @@ def load_model(
         )
     selection = "last"
     if step >= rounds and str(config.get("eval", {}).get("select", "last")) == "best_val":
-        best, best_meta, best_step = checkpointing.restore_params(
-            os.path.join(workdir, "best_val", tag), engine.params_template(config)
-        )
+        best, best_meta, best_step = _restore(os.path.join(workdir, "best_val", tag), engine.params_template(config))
         if best is not None:  # none: the run had no validation tiles and scored its last round
             params, step, selection = best, int(best_meta.get("round", best_step)), "best_val"
     shipped = os.path.join(workdir, SHIPPED_MANIFEST)
@@ -213,6 +219,49 @@ def load_model(
     model = LoadedModel(config, params, tag)
     model.round, model.rounds, model.selection = int(step), rounds, selection
     return model
+
+
+def _restore(directory: str, template) -> tuple[Any, dict, int]:
+    """``checkpointing.restore_params``, with a damaged checkpoint (a truncated or missing file, a tree
+    that is not this config's model) reported as one ValueError naming its folder, not orbax's traceback."""
+    hooks = sys.excepthook, sys.unraisablehook
+    _quiet_restore_leftovers()
+    try:
+        restored = checkpointing.restore_params(directory, template)
+    except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for a damaged checkpoint
+        # The hooks stay: the failed restore's coroutines fail again when collected, at exit.
+        first = (str(e).strip().splitlines() or [""])[0].split(" See full TensorStore details")[0][:200]
+        raise ValueError(
+            f"the checkpoint in {directory} cannot be read ({type(e).__name__}: {first}): the workdir is damaged "
+            "or incomplete; copy it again, or re-export or retrain the model"
+        ) from None
+    sys.excepthook, sys.unraisablehook = hooks
+    return restored
+
+
+def _from_a_failed_restore(exc: BaseException | None) -> bool:
+    if exc is None:
+        return False
+    if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+        return True
+    return any("orbax" in frame.filename for frame in traceback.extract_tb(exc.__traceback__))
+
+
+def _quiet_restore_leftovers() -> None:
+    """A restore that fails leaves orbax's other reads behind: tensorstore callbacks into a closed event
+    loop and coroutines that raise again when collected. Python prints each as a traceback (through these
+    hooks), dozens of them around the one-line error; those, and only those, are dropped."""
+    excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
+
+    def quiet_excepthook(kind, value, tb):
+        if not _from_a_failed_restore(value):
+            excepthook(kind, value, tb)
+
+    def quiet_unraisablehook(unraisable):
+        if not _from_a_failed_restore(unraisable.exc_value):
+            unraisablehook(unraisable)
+
+    sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
 
 
 PREFERENCE = ("fedtransfer_gen", "fedtransfer", "fedtransfer_fourier", "fedavg", "fedprox", "centralized")
