@@ -448,7 +448,7 @@ def test_local_method_without_client_names_the_flag(
 
 
 def test_negative_pixel_size_is_named(images: Path, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match=r"--pixel_size_um must be >= 0.*-0\.5"):
+    with pytest.raises(ValueError, match=r"--pixel_size_um must be a pixel size in micrometres.*-0\.5"):
         predict.run(predict_values(images, tmp_path / "out", tmp_path, pixel_size_um=-0.5))
     assert not (tmp_path / "out").exists()
 

@@ -436,3 +436,13 @@ def images(tmp_path: Path) -> Path:
     for stem in ("a", "b"):
         save(d / f"{stem}.png", (230 - 200 * grid()).astype(np.uint8))
     return d
+
+
+def test_a_tiff_of_two_unmarked_samples_is_refused_and_grey_alpha_is_read(tmp_path):
+    two = np.zeros((10, 12, 2), np.uint8)
+    two[..., 0], two[..., 1] = 50, 200
+    tifffile.imwrite(tmp_path / "se_bse.tif", two, photometric="minisblack", planarconfig="contig")
+    tifffile.imwrite(tmp_path / "la.tif", two, photometric="minisblack", planarconfig="contig", extrasamples=["unassalpha"])
+    with pytest.raises(ValueError, match=r"se_bse\.tif has two samples per pixel.*not marked as alpha"):
+        image_files.read_image(tmp_path / "se_bse.tif")
+    np.testing.assert_allclose(image_files.read_image(tmp_path / "la.tif"), 50 / 255, rtol=1e-6)

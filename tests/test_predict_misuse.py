@@ -164,3 +164,16 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path, monkeypatch) -> None:
     assert status == predict.EXIT_INTERRUPTED
     manifest = json.loads((tmp_path / "out" / outputs.MANIFEST).read_text())
     assert manifest["status"] == "interrupted" and not (tmp_path / "out" / ".predict.lock").exists()
+
+
+def test_a_very_large_image_gets_a_line_saying_what_to_expect(tmp_path: Path) -> None:
+    from PIL import Image
+
+    big, small = tmp_path / "big.png", tmp_path / "small.png"
+    Image.new("L", (5000, 4000)).save(big)  # 20 Mpx, a few kB on disk
+    Image.new("L", (100, 100)).save(small)
+    said: list[str] = []
+    batch._note_if_large(str(big), "auto", said.append)
+    batch._note_if_large(str(small), "auto", said.append)
+    (line,) = said
+    assert "big.png is 5000 x 4000 px (20 Mpx)" in line and "min" in line

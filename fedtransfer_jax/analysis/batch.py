@@ -26,7 +26,7 @@ import numpy as np
 from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.analysis import measure, outputs, report
 from fedtransfer_jax.analysis import scale as scale_lib
-from fedtransfer_jax.data import calibration
+from fedtransfer_jax.data import calibration, image_files
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import inference, postprocess_choice
 from fedtransfer_jax.runtime import io_utils
@@ -66,6 +66,28 @@ def _skipped_note(skipped) -> str:
     if earlier:
         shown.append(f"{earlier} file(s) an earlier predict wrote there")
     return "; ".join(shown)
+
+
+# The progress bar moves once per image: an image this large gets a line saying what to expect. Seconds per
+# megapixel of the default predict (benchmarks/predict_speed.py, 2-core CPU, --scale auto: 6.8 s per further
+# 1500 x 1000 image).
+LARGE_IMAGE_PX = 16_000_000
+_SECONDS_PER_MPX_2CORE = 4.5
+
+
+def _note_if_large(path: str, scale, say: Callable[[str], None]) -> None:
+    try:
+        h, w, _ = image_files.upright_shape(path)
+    except (OSError, ValueError):
+        return  # measuring it reports what is wrong
+    if h * w < LARGE_IMAGE_PX:
+        return
+    mpx = h * w / 1e6
+    minutes = mpx * _SECONDS_PER_MPX_2CORE * (1.0 if scale == scale_lib.AUTO else 0.6) / 60.0
+    say(
+        f"predict: note: {path} is {w} x {h} px ({mpx:.0f} Mpx): on a 2-core CPU about {max(1, round(minutes))} "
+        "min, with no progress shown inside one image (a crop, or --scale 0.5, is quicker)"
+    )
 
 
 def _now() -> str:
@@ -303,6 +325,7 @@ def _predict_locked(
             say(f"predict: note: not read from {images}: {note} (listed under 'skipped' in {manifest_path})")
         for path, name in names.items():
             files = outputs.image_files(name)
+            _note_if_large(path, scale, say)
             try:
                 m = measure.measure_image(
                     model, path, pixel_size_um=pixel, exclude_border=exclude_border,

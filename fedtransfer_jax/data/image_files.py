@@ -208,7 +208,24 @@ def _read_tiff(path: Path, *, label: bool = False) -> np.ndarray:
             hint = "; pip install imagecodecs" if "imagecodecs" in str(e) else ""
             raise ValueError(f"cannot read TIFF {path}: {e}{hint}") from e
         arr = _tiff_as_shown(arr, page, path, imagej=bool(tif.is_imagej), label=label)
+        _refuse_unmarked_second_channel(arr, page, path)
     return np.squeeze(arr) if arr.ndim > 3 else arr
+
+
+def _refuse_unmarked_second_channel(arr: np.ndarray, page, path: Path) -> None:
+    """Grey + a second sample is read as grey + alpha (the alpha dropped) only when the TIFF says the second
+    sample is alpha; two detectors' signals (SE and BSE, or two channels) are not, and dropping one silently
+    would segment whichever came first."""
+    if arr.ndim != 3 or arr.shape[-1] != 2:
+        return
+    extra = tuple(int(x) for x in (getattr(page, "extrasamples", None) or ()))
+    if extra and extra[0] in (1, 2):  # associated / unassociated alpha
+        return
+    raise ValueError(
+        f"{path} has two samples per pixel and the second is not marked as alpha (two detectors or channels?): "
+        "which one is the micrograph is your call; save that channel as its own file (Fiji: Image > Color > "
+        "Split Channels)"
+    )
 
 
 def _read_raw(path: Path, *, palette_as_index: bool = False) -> np.ndarray:
