@@ -30,8 +30,9 @@ def data_bar(width: int, height: int, background: int = 0, ink: int = 255) -> np
     """A data bar as SEMs draw it: a flat background, a margin row, a few short texts and a scale bar."""
     im = Image.new("L", (width, height), background)
     draw = ImageDraw.Draw(im)
-    for i, word in enumerate(("HV 20.0 kV", "WD 10 mm", "mag 5 000 x")):
-        draw.text((4 + 70 * i, 4), word, fill=ink)
+    words = ("HV 20.0 kV", "WD 10 mm", "mag 5 000 x", "det ETD", "HFW 41 um", "spot 3.0")
+    for i, x in enumerate(range(4, width - 90, 90)):
+        draw.text((x, 4), words[i % len(words)], fill=ink)
     draw.rectangle([width - 50, height - 8, width - 10, height - 5], fill=ink)
     return np.asarray(im)
 
@@ -122,11 +123,12 @@ def test_parse_databar_refuses(value):
 
 @pytest.fixture(scope="module")
 def micrographs():
-    """Two synthetic micrographs of every lab, grains of 8-200 px (some nearly flat rows)."""
+    """Two synthetic micrographs of every lab, grains of 8-200 px (some nearly flat rows), 160 x 480 px (each
+    repeated three times across: data bars are written on images 512 px wide or so)."""
     out = []
     for lab in synthetic.LAB_NAMES:
         images, _, _ = synthetic.make_lab_examples(lab, 2, 160, 5, diameter_px=(8, 200))
-        out += list(images)
+        out += [np.tile(im, (1, 3, 1)) for im in images]
     return out
 
 
@@ -137,7 +139,7 @@ def test_micrographs_have_no_data_bar(micrographs):
 
 @pytest.mark.parametrize("background,ink", [(0, 255), (255, 0), (40, 230)])
 def test_a_data_bar_below_a_micrograph_is_found_to_the_row(micrographs, background, ink):
-    bar = np.repeat((data_bar(160, 24, background, ink) / 255.0)[..., None], 3, axis=-1).astype(np.float32)
+    bar = np.repeat((data_bar(480, 24, background, ink) / 255.0)[..., None], 3, axis=-1).astype(np.float32)
     found = [calibration.detect_databar(np.concatenate([im, bar])) for im in micrographs]
     # Far from the background value (a black bar under a bright image) every bar is found; a bar of the
     # image's own grey can hide (missed, never mis-sized).
@@ -147,8 +149,8 @@ def test_a_data_bar_below_a_micrograph_is_found_to_the_row(micrographs, backgrou
 
 
 def test_databar_rows_prefers_the_metadata_and_obeys_the_flag():
-    image = np.random.default_rng(0).random((100, 80, 3)).astype(np.float32)
-    image[-20:] = 0.0  # a flat bottom band, 20 rows
+    image = np.random.default_rng(0).random((100, 480, 3)).astype(np.float32)
+    image[-20:] = (data_bar(480, 20) / 255.0)[..., None]
     stated = calibration.Calibration(databar_rows=12, databar_source="FEI")
     assert calibration.databar_rows(image, stated) == (12, "FEI")
     rows, source = calibration.databar_rows(image, calibration.Calibration())
@@ -159,12 +161,33 @@ def test_databar_rows_prefers_the_metadata_and_obeys_the_flag():
         calibration.databar_rows(image, stated, 100)
 
 
+def framed_bar(width: int, height: int) -> np.ndarray:
+    """FEI's style: white frame lines around the bar and between its cells, white text on black."""
+    im = Image.new("L", (width, height), 0)
+    draw = ImageDraw.Draw(im)
+    draw.rectangle([0, 0, width - 1, height - 1], outline=255)
+    for x in range(150, width, 150):
+        draw.line([x, 0, x, height], fill=255)
+        draw.text((x - 140, 8), "HV 20.00 kV", fill=255)
+        draw.text((x - 140, 30), "mag 5 000 x", fill=255)
+    return np.asarray(im, np.float32) / 255.0
+
+
+def test_a_framed_bar_is_found_and_a_flat_band_without_writing_is_not(micrographs):
+    grains = np.tile(micrographs[0], (1, 2, 1))[:, :600]  # 160 x 600
+    bar = np.repeat(framed_bar(600, 48)[..., None], 3, axis=-1)
+    assert calibration.detect_databar(np.concatenate([grains, bar])) == 48
+    band = np.full((48, 600, 3), 0.62, np.float32)  # a flat twin lamella across the bottom
+    band[:, ::150] = 0.1  # crossed by grain boundaries
+    assert calibration.detect_databar(np.concatenate([grains, band])) == 0
+
+
 # ----------------------------------------------------------------------------------------------
 # Through measure and predict.
 # ----------------------------------------------------------------------------------------------
 
 
-def sem_with_bar(h=48, w=160, bar=16) -> np.ndarray:
+def sem_with_bar(h=48, w=480, bar=16) -> np.ndarray:
     """Grains (white, dark 1-px lines every 8 px) above a black data bar with white text."""
     return np.concatenate([grain_image(h, w), data_bar(w, bar)])
 
@@ -179,10 +202,10 @@ def test_measure_leaves_the_bar_out_and_uses_the_files_pixel_size(tmp_path):
     plain = measure.measure_image(
         FakeModel(), str(path), pixel_size_um=None, exclude_border=False, settings=settings(), databar="none"
     )
-    assert m.boundary.shape == (64, 160) and not m.boundary[48:].any()
+    assert m.boundary.shape == (64, 480) and m.boundary[48:].all()  # the bar is boundary in the map
     assert m.summary["databar"] == {"rows": 16, "source": "FEI/Thermo metadata [PrivateFei] DatabarHeight"}
     assert any("bottom 16 rows" in n for n in m.summary["notes"])
-    assert m.summary["n_grains"] == 6 * 20  # the grid's cells: lines every 8 px in 48 x 160
+    assert m.summary["n_grains"] == 6 * 60  # the grid's cells: lines every 8 px in 48 x 480
     assert plain.summary["n_grains"] > m.summary["n_grains"]  # the text's glyphs became grains
     assert m.summary["pixel_size_um"] == pytest.approx(0.025) and "PixelWidth" in m.summary["pixel_size_source"]
     assert m.rows[0]["area_um2"] == pytest.approx(m.rows[0]["area_px"] * 0.025**2)
@@ -191,8 +214,8 @@ def test_measure_leaves_the_bar_out_and_uses_the_files_pixel_size(tmp_path):
 def test_predict_measures_each_image_at_its_own_magnification(tmp_path):
     images = tmp_path / "in"
     images.mkdir()
-    fei_tiff(images / "a.tif", grain_image(48, 160), bar=0, width_m="1e-007", height_m="1e-007")
-    fei_tiff(images / "b.tif", grain_image(48, 160), bar=0, width_m="5e-008", height_m="5e-008")
+    fei_tiff(images / "a.tif", grain_image(48, 480), bar=0, width_m="1e-007", height_m="1e-007")
+    fei_tiff(images / "b.tif", grain_image(48, 480), bar=0, width_m="5e-008", height_m="5e-008")
     Image.fromarray(sem_with_bar()).save(images / "c.png")  # no metadata: the bar is found in the pixels
     logged: list[str] = []
     manifest = batch.predict_folder(FakeModel(), str(images), str(tmp_path / "out"), log=logged.append, min_fragment_px=0)
@@ -201,7 +224,7 @@ def test_predict_measures_each_image_at_its_own_magnification(tmp_path):
     # Same pixels, half the pixel size: half the mean diameter in µm, and G larger by 2 (E112: area x 4).
     assert b["mean_equivalent_diameter_um"] == pytest.approx(a["mean_equivalent_diameter_um"] / 2)
     assert b["astm_G"] == pytest.approx(a["astm_G"] + 2.0, abs=1e-6)
-    assert c["databar"]["rows"] == 16 and c["height"] == 64 and c["n_grains"] == a["n_grains"] == 6 * 20
+    assert c["databar"]["rows"] == 16 and c["height"] == 64 and c["n_grains"] == a["n_grains"] == 6 * 60
     assert manifest["pixel_size_um"] is None
     assert any("c.png" in line and "bottom 16 rows" in line for line in logged)
     summary = (tmp_path / "out" / "grain_sizes_summary.csv").read_text()
@@ -221,3 +244,27 @@ def test_the_flag_overrides_the_file_with_a_warning(tmp_path):
     entry = manifest["images"]["a"]
     assert entry["pixel_size_um"] == 0.5 and entry["pixel_size_source"] == "--pixel_size_um"
     assert any("file states 0.025" in line for line in logged)
+
+
+def test_the_saved_map_relabels_to_the_grain_table_and_the_overlay_leaves_the_bar_alone(tmp_path):
+    from fedtransfer_jax.metrics import grains as grains_lib
+
+    images = tmp_path / "in"
+    images.mkdir()
+    fei_tiff(images / "sem.tif", sem_with_bar(), bar=16)
+    manifest = batch.predict_folder(FakeModel(), str(images), str(tmp_path / "out"), min_fragment_px=0)
+    saved = np.asarray(Image.open(tmp_path / "out" / "sem.png")) > 0
+    relabelled = grains_lib.grains_from_boundary(saved)
+    assert len(np.unique(relabelled[relabelled > 0])) == manifest["images"]["sem"]["n_grains"]
+    overlay = np.asarray(Image.open(tmp_path / "out" / "sem_overlay.png"))
+    colour = manifest["images"]["sem"]["overlay_colour"]
+    assert not (overlay[48:] == colour).all(axis=-1).any()  # no boundary colour painted over the bar
+
+
+def test_a_cropped_fei_file_does_not_trust_its_stated_bar(tmp_path):
+    text = FEI.format(bar=10) + "[Image]\r\nResolutionY=30\r\n"
+    tifffile.imwrite(tmp_path / "ok.tif", np.zeros((40, 60), np.uint8), extratags=[(34682, "s", 0, text, True)])
+    tifffile.imwrite(tmp_path / "cut.tif", np.zeros((35, 60), np.uint8), extratags=[(34682, "s", 0, text, True)])
+    assert calibration.read_calibration(tmp_path / "ok.tif").databar_rows == 10
+    cut = calibration.read_calibration(tmp_path / "cut.tif")
+    assert cut.databar_rows == 0 and "cropped or resized" in cut.notes[0]

@@ -17,7 +17,7 @@ from fedtransfer_jax import predict
 from fedtransfer_jax.analysis import batch, measure, outputs
 from fedtransfer_jax.metrics import grains as grains_lib
 from fedtransfer_jax.metrics import postprocess_select as pps
-from fedtransfer_jax.runs import inference
+from fedtransfer_jax.runs import inference, postprocess_choice
 from test_predict_safety import FakeModel, grain_image, predict_values, save
 
 
@@ -76,11 +76,11 @@ def test_a_client_without_its_own_settings_is_refused(tmp_path: Path) -> None:
     wd = tmp_path / "wd"
     (wd / "postprocess" / "fedavg").mkdir(parents=True)
     (wd / "postprocess" / "fedavg" / "sem.json").write_text("{}")
-    measure.check_client_settings(str(wd), "fedavg", "sem")
+    postprocess_choice.check_client_settings(str(wd), "fedavg", "sem")
     with pytest.raises(ValueError, match=r"--client 'nobody'.*\['sem'\]"):
-        measure.check_client_settings(str(wd), "fedavg", "nobody")
+        postprocess_choice.check_client_settings(str(wd), "fedavg", "nobody")
     with pytest.raises(ValueError, match="it has none per client"):
-        measure.check_client_settings(str(wd), "gen_random_style", "nobody")
+        postprocess_choice.check_client_settings(str(wd), "gen_random_style", "nobody")
 
 
 @pytest.fixture(scope="module")

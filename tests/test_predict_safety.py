@@ -134,7 +134,7 @@ def test_a_corrupt_image_is_listed_and_the_rest_written(images: Path, tmp_path: 
     [failed] = manifest["failed"]
     assert failed["file"] == str(images / "broken.png") and "cannot read image file" in failed["reason"]
     assert manifest["skipped"] == [
-        {"file": str(images / "notes.txt"), "reason": manifest["skipped"][0]["reason"]}
+        {"file": str(images / "notes.txt"), "reason": manifest["skipped"][0]["reason"], "kind": "suffix"}
     ]
     assert [m for m in logged if "skipped" in m and "broken.png" in m]  # (grain-size warnings also logged)
     assert not (out / "broken.png").exists() and no_temp_files(out)

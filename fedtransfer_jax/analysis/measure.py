@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +82,7 @@ class Measurement:
     rows: list[dict[str, Any]]
     summary: dict[str, Any]
     scale: dict[str, Any] = field(default_factory=dict)  # the scale record (analysis/scale.py)
+    databar_rows: int = 0  # bottom rows left out (the data bar), boundary in ``boundary``
 
 
 def measure_image(
@@ -134,7 +134,9 @@ def measure_image(
             f"the bottom {bar} rows ({bar_source}) are not micrograph: left out of the map and the grain sizes"
             + ("; --databar none keeps them" if "pixels" in bar_source else "")
         )
-        boundary = np.concatenate([boundary, np.zeros((bar, boundary.shape[1]), bool)], axis=0)
+        # The bar is written as boundary: re-labelling the saved map gives the grain table's grains (a
+        # "no boundary" bar would join every grain along its edge into one).
+        boundary = np.concatenate([boundary, np.ones((bar, boundary.shape[1]), bool)], axis=0)
     if notes:
         summary["notes"] = notes
     # How the model was fed the image (data/intensity.py), and a warning where a raw model gets an image far
@@ -142,7 +144,7 @@ def measure_image(
     summary["intensity"] = intensity.record(analysed, intensity.mode_of(model))
     if "warning" in summary["intensity"]:
         summary["warnings"] = [*summary.get("warnings", []), summary["intensity"]["warning"]]
-    return Measurement(image, boundary, rows, summary, record)
+    return Measurement(image, boundary, rows, summary, record, int(bar))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,20 +168,6 @@ def with_workdir(f: Mapping[str, Any]) -> dict[str, Any]:
     return f
 
 
-def check_client_settings(workdir: str, method: str, client: str) -> None:
-    """``--client`` with a shared model names whose post-processing to use: settings chosen on that client's
-    own validation tiles must exist, else a name that is not a client would silently get the federation's."""
-    base = os.path.dirname(postprocess_choice.choice_path(workdir, f"{method}/{client}"))
-    if os.path.isfile(postprocess_choice.choice_path(workdir, f"{method}/{client}")):
-        return
-    have = sorted(n[:-5] for n in os.listdir(base) if n.endswith(".json")) if os.path.isdir(base) else []
-    raise ValueError(
-        f"--client {client!r}: {method} has no post-processing chosen for that client"
-        + (f" (clients with their own: {have})" if have else " (it has none per client)")
-        + "; leave --client out to use the federation's choice"
-    )
-
-
 def model_and_settings(f: Mapping[str, Any], overrides: Mapping[str, Any]):
     """What predict and evaluate share after their own input checks: the model (`--method`, default the
     workdir's best by validation, see ``inference.choose_default_method``; `--client`;
@@ -200,7 +188,7 @@ def model_and_settings(f: Mapping[str, Any], overrides: Mapping[str, Any]):
     if f["client"] is None:  # a run of one lab: its local model needs no --client
         f = {**f, "client": inference.sole_client(f["workdir"], method)}
     if f["client"] is not None and not inference.is_local(f["workdir"], method):
-        check_client_settings(f["workdir"], method, f["client"])
+        postprocess_choice.check_client_settings(f["workdir"], method, f["client"])
     model = load_model(f["workdir"], method, f["client"], f.get("allow_incomplete", False))
     model.source = {"workdir": f["workdir"], "method": method, "method_reason": reason, "client": f["client"]}
     if f["overlap"] is not None and not 0 <= f["overlap"] < model.tile:

@@ -163,7 +163,8 @@ def _without_earlier_outputs(images: str, inputs: list[str], skipped: list[dict[
             "in it): boundary maps and overlays, not micrographs; give the folder of the micrographs"
         )
     reason = f"written by an earlier predict (listed in {os.path.join(images, MANIFEST)}), not a micrograph"
-    return [p for p in inputs if p not in ours], skipped + [{"file": p, "reason": reason} for p in ours]
+    earlier = [{"file": p, "reason": reason, "kind": "earlier_output"} for p in ours]
+    return [p for p in inputs if p not in ours], skipped + earlier
 
 
 def plan_outputs(images: str, out: str) -> tuple[dict[str, str], list[dict[str, str]], dict | None]:

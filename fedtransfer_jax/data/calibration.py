@@ -18,8 +18,10 @@ SEM images usually carry a data bar (magnification, HV, scale bar, as text on a 
 bottom, as rows of the image file. Segmented, its glyphs become dozens of "grains". ``databar_rows``
 takes its height from the metadata when the file has it, else ``detect_databar`` looks for it in the pixels:
 a full-width band at the bottom, at least 8 rows and at most 30 % of the height, whose rows are mostly one
-background value (the same in every row), below rows that are not. A micrograph's own rows are
-not flat like that: grain interiors carry noise, texture and other grains across a full row.
+background value (the same in every row), below rows that are not, with writing on it (at least 5 marks in
+high contrast, shorter than the band). A micrograph's own rows are not like that: grain interiors carry
+noise, texture and other grains across a full row, and a flat band of the microstructure (a twin lamella)
+carries no writing. ``scripts/databar_probe.py`` measures it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
+
+from fedtransfer_jax.data import image_files
 
 # Lengths in micrometres per unit, for the units these formats write.
 _UM_PER_UNIT = {
@@ -173,12 +177,21 @@ def read_calibration(path: str | Path) -> Calibration:
     size, source, bar, bar_source = None, "", 0, ""
     try:
         with tifffile.TiffFile(path) as tif:
-            page = tif.pages.first
+            page = image_files.main_tiff_page(tif, path)  # the page read_image reads
             orientation = page.tags.get("Orientation")
             upright = orientation is None or int(orientation.value) == 1
             if tif.is_fei:
-                size, source, bar = _fei(tif.fei_metadata or {}, notes)
+                meta = tif.fei_metadata or {}
+                size, source, bar = _fei(meta, notes)
                 bar_source = "FEI/Thermo metadata [PrivateFei] DatabarHeight" if bar else ""
+                image_rows = (meta.get("Image") or {}).get("ResolutionY")
+                if bar and isinstance(image_rows, int) and image_rows + bar != int(page.imagelength):
+                    # Cropped or resized after the microscope wrote it: the stated bar is not where it was.
+                    notes.append(
+                        f"{bar_source} = {bar} rows not used: the image is {page.imagelength} rows, not the "
+                        f"{image_rows} + {bar} the microscope wrote (cropped or resized since?)"
+                    )
+                    bar, bar_source = 0, ""
             phenom = page.tags.get(34683)
             if size is None and phenom is not None:
                 text = phenom.value.decode("utf-8", "replace") if isinstance(phenom.value, bytes) else str(phenom.value)
@@ -208,10 +221,14 @@ def read_calibration(path: str | Path) -> Calibration:
 # ----------------------------------------------------------------------------------------------
 
 MIN_BAR_ROWS = 8
+_MIN_LEFT = 32  # rows a micrograph keeps below --databar (a grain-size measurement needs some)
 MAX_BAR_FRACTION = 0.30
 _TOL = 8  # grey levels (of 255) around a row's background value that count as background
 _FLAT_ROW = 0.3  # a bar row is at least this fraction background (text covers the rest)
 _BAR_MEAN = 0.75  # ... and on average at least this
+_INK = 100  # grey levels from the background that count as writing (text is drawn in high contrast)
+_MIN_GLYPHS = 5  # ... in at least this many marks
+_LINE_ROW = 0.97  # a row this uniform, of any value, is a frame line of the bar
 _CLEAN_ROW = 0.9  # one of its top 3 rows is at least this fraction background (bars have a margin)
 _ABOVE_NEAR = 0.5  # each of the 4 rows above it is at most this fraction the bar's background value
 
@@ -241,14 +258,17 @@ def detect_databar(image: np.ndarray) -> int:
     region = np.clip(np.rint(grey[max(0, h - limit - 8) :] * 255.0), 0, 255).astype(np.int64)
     modes, flat = _row_modes(region)
     n = len(region)
-    background = int(modes[-1])
+    # The bar's background: the commonest row value of its last rows (not the last row's own, which is
+    # often a frame line: FEI draws white lines above and below its bar).
+    background = int(np.bincount(modes[-MIN_BAR_ROWS:]).argmax())
     near = np.abs(region - background) <= _TOL  # [rows, W]: a pixel of the bar's background
     rows, misses, run = 0, 0, 0
     for i in range(n - 1, -1, -1):  # upwards from the last row
         depth = n - i
         if depth > limit:
             break
-        if flat[i] >= _FLAT_ROW and abs(int(modes[i]) - background) <= _TOL:
+        on_background = flat[i] >= _FLAT_ROW and abs(int(modes[i]) - background) <= _TOL
+        if on_background or flat[i] >= _LINE_ROW:  # text on the background, or a full-width frame line
             rows, run = depth, 0
         else:
             misses, run = misses + 1, run + 1
@@ -261,8 +281,30 @@ def detect_databar(image: np.ndarray) -> int:
     above = near[top - 4 : top].mean(axis=1)
     if not clean_top or flat[top:].mean() < _BAR_MEAN or above.max() > _ABOVE_NEAR:
         return 0
+    if _glyphs(region[top:], background) < _MIN_GLYPHS:
+        return 0  # a flat band without writing: a twin lamella, a flat grain, padding, not a data bar
     return rows
 
+
+def _glyphs(band: np.ndarray, background: int) -> int:
+    """Marks written on a band: connected groups of pixels far from its background that are shorter than
+    the band (letters, digits, a scale bar). A grain boundary crossing a flat band spans all of it."""
+    from scipy import ndimage  # noqa: PLC0415
+
+    ink = np.abs(band - background) > _INK  # (frame lines along the band's edges are not writing: dropped)
+    # Joined across gaps of a few px: a line that noise breaks into pieces is one mark again (and a word's
+    # letters become one mark, still several per data bar).
+    inner = np.ones(len(band), bool)
+    inner[[0, -1]] = False
+    ink = ndimage.binary_dilation(ink, iterations=2) & inner[:, None]
+    labels, n = ndimage.label(ink, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return 0
+    rows_of = ndimage.find_objects(labels)
+    heights = np.array([sl[0].stop - sl[0].start for sl in rows_of])
+    widths = np.array([sl[1].stop - sl[1].start for sl in rows_of])
+    small = (heights >= 3) & (heights <= 0.8 * len(band)) & (widths <= 0.5 * band.shape[1])
+    return int(small.sum())
 
 def databar_rows(image: np.ndarray, calibration: Calibration, mode: str | int = "auto") -> tuple[int, str]:
     """How many bottom rows of ``image`` to leave out, and why. ``mode``: 'auto' (the file's metadata, else
@@ -272,8 +314,8 @@ def databar_rows(image: np.ndarray, calibration: Calibration, mode: str | int = 
         return 0, ""
     if not isinstance(mode, str):
         rows = int(mode)
-        if not 0 <= rows < h:
-            raise ValueError(f"--databar={rows} rows leaves nothing of an image {h} px high")
+        if rows and not 0 <= rows <= h - _MIN_LEFT:
+            raise ValueError(f"--databar={rows} rows leaves less than {_MIN_LEFT} rows of an image {h} px high")
         return rows, "--databar" if rows else ""
     if calibration.databar_rows:
         return calibration.databar_rows, calibration.databar_source

@@ -135,7 +135,7 @@ def _cmyk_to_rgb(arr: np.ndarray) -> np.ndarray:
     return (rgb * full).round().astype(arr.dtype) if full > 1 else rgb.astype(arr.dtype)
 
 
-def _tiff_main_page(tif, path: Path):
+def main_tiff_page(tif, path: Path):
     """The page of a TIFF that holds the micrograph: the largest full-resolution image page.
 
     Reduced-resolution pages (thumbnails, pyramid levels: NewSubfileType bit 0) and transparency masks
@@ -201,7 +201,7 @@ def _read_tiff(path: Path, *, label: bool = False) -> np.ndarray:
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
-        page = _tiff_main_page(tif, path)
+        page = main_tiff_page(tif, path)
         try:
             arr = np.asarray(page.asarray())
         except ValueError as e:  # tifffile names the missing codec package
@@ -356,7 +356,7 @@ def upright_shape(path: PathLike) -> tuple[int, int, int]:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                page = _tiff_main_page(tif, path)
+                page = main_tiff_page(tif, path)
                 h, w = int(page.imagelength), int(page.imagewidth)
                 tag = page.tags.get("Orientation")
                 orientation = int(tag.value) if tag is not None else 1

@@ -72,8 +72,8 @@ SOURCE_FLAGS = "flags"
 SOURCE_BUILTIN = "built-in defaults"
 
 
-MAX_RADIUS_PX = 64
-_RADIUS_KEYS = ("close_radius", "line_width")
+MAX_RADIUS_PX = 64  # the most --close_radius and --line_width may be
+_MORPHOLOGY_KEYS = ("close_radius", "line_width")
 
 
 @dataclasses.dataclass(frozen=True, order=True)
@@ -97,9 +97,9 @@ class PostprocessSettings:
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
                 raise ValueError(f"{key} (--{key}) must be an integer >= 0, got {v!r}")
-            if key in _RADIUS_KEYS and v > MAX_RADIUS_PX:
-                # A structuring element this wide is bigger than any grain boundary gap or line, and its
-                # morphology would run out of memory or time on a micrograph.
+            if key in _MORPHOLOGY_KEYS and v > MAX_RADIUS_PX:
+                # A closing radius or line width this large is bigger than any boundary gap or line, and its
+                # structuring element would run out of memory or time on a micrograph.
                 raise ValueError(f"{key} (--{key}) must be at most {MAX_RADIUS_PX} px, got {v!r}")
 
     def to_dict(self) -> dict[str, Any]:

@@ -7,6 +7,7 @@ window so tile seams vanish.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -228,6 +229,9 @@ def _restore(directory: str, template) -> tuple[Any, dict, int]:
     _quiet_restore_leftovers()
     try:
         restored = checkpointing.restore_params(directory, template)
+    except MemoryError:
+        sys.excepthook, sys.unraisablehook = hooks
+        raise
     except Exception as e:  # noqa: BLE001 - orbax/tensorstore raise many types for a damaged checkpoint
         # The hooks stay: the failed restore's coroutines fail again when collected, at exit.
         first = (str(e).strip().splitlines() or [""])[0].split(" See full TensorStore details")[0][:200]
@@ -239,26 +243,34 @@ def _restore(directory: str, template) -> tuple[Any, dict, int]:
     return restored
 
 
-def _from_a_failed_restore(exc: BaseException | None) -> bool:
-    if exc is None:
-        return False
-    if isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc):
+def _closed_loop_callback(exc: BaseException | None) -> bool:
+    """A tensorstore callback into orbax's event loop after it closed (printed from a C++ thread)."""
+    return isinstance(exc, RuntimeError) and "Event loop is closed" in str(exc)
+
+
+def _orbax_leftover(unraisable) -> bool:
+    """An orbax read coroutine of a failed restore, raising again as it is collected."""
+    exc = unraisable.exc_value
+    if _closed_loop_callback(exc):
         return True
+    if exc is None or not asyncio.iscoroutine(unraisable.object):
+        return False
     return any("orbax" in frame.filename for frame in traceback.extract_tb(exc.__traceback__))
 
 
 def _quiet_restore_leftovers() -> None:
     """A restore that fails leaves orbax's other reads behind: tensorstore callbacks into a closed event
-    loop and coroutines that raise again when collected. Python prints each as a traceback (through these
-    hooks), dozens of them around the one-line error; those, and only those, are dropped."""
+    loop and read coroutines that raise again when collected. Python prints each as a traceback (through
+    these hooks), dozens of them around the one-line error; those, and only those, are dropped (an uncaught
+    exception of the program itself is printed as always)."""
     excepthook, unraisablehook = sys.excepthook, sys.unraisablehook
 
     def quiet_excepthook(kind, value, tb):
-        if not _from_a_failed_restore(value):
+        if not _closed_loop_callback(value):
             excepthook(kind, value, tb)
 
     def quiet_unraisablehook(unraisable):
-        if not _from_a_failed_restore(unraisable.exc_value):
+        if not _orbax_leftover(unraisable):
             unraisablehook(unraisable)
 
     sys.excepthook, sys.unraisablehook = quiet_excepthook, quiet_unraisablehook
@@ -334,7 +346,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
     """``(images, skipped)`` of a file or folder: the micrographs to read, sorted, and every other entry
     of the folder with the reason it is not read (hidden files such as macOS ``._x.png`` companions,
-    sub-folders, other suffixes). A single file is taken as given, whatever its suffix.
+    sub-folders, other suffixes) and its ``kind`` ('hidden', 'folder', 'special', 'suffix'). A single file is taken as given, whatever its suffix.
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
@@ -351,17 +363,17 @@ def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
     for name in sorted(os.listdir(path)):
         full = os.path.join(path, name)
         if name.startswith("."):
-            reason = "hidden file"
+            kind, reason = "hidden", "hidden file"
         elif os.path.isdir(full):
-            reason = "folder (sub-folders are not searched)"
+            kind, reason = "folder", "folder (sub-folders are not searched)"
         elif os.path.exists(full) and not os.path.isfile(full):  # A FIFO x.png would block forever.
-            reason = "not a regular file (FIFO, socket or device): never opened"
+            kind, reason = "special", "not a regular file (FIFO, socket or device): never opened"
         elif not name.lower().endswith(IMAGE_SUFFIXES):
-            reason = f"not an image suffix ({', '.join(IMAGE_SUFFIXES)})"
+            kind, reason = "suffix", f"not an image suffix ({', '.join(IMAGE_SUFFIXES)})"
         else:
             images.append(full)
             continue
-        skipped.append({"file": full, "reason": reason})
+        skipped.append({"file": full, "reason": reason, "kind": kind})
     if not images:
         raise ValueError(f"--images {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return images, skipped
