@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,9 @@ from PIL import Image, ImageDraw
 from fedtransfer_jax.analysis import batch, measure
 from fedtransfer_jax.data import calibration, synthetic
 from test_predict_safety import FakeModel, grain_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts import databar_probe  # noqa: E402
 
 FEI = "[User]\r\nDate=12/01/2026\r\n[Scan]\r\nPixelWidth=2.5e-008\r\nPixelHeight=2.5e-008\r\n[PrivateFei]\r\nDatabarHeight={bar}\r\n"
 
@@ -161,21 +166,9 @@ def test_databar_rows_prefers_the_metadata_and_obeys_the_flag():
         calibration.databar_rows(image, stated, 100)
 
 
-def framed_bar(width: int, height: int) -> np.ndarray:
-    """FEI's style: white frame lines around the bar and between its cells, white text on black."""
-    im = Image.new("L", (width, height), 0)
-    draw = ImageDraw.Draw(im)
-    draw.rectangle([0, 0, width - 1, height - 1], outline=255)
-    for x in range(150, width, 150):
-        draw.line([x, 0, x, height], fill=255)
-        draw.text((x - 140, 8), "HV 20.00 kV", fill=255)
-        draw.text((x - 140, 30), "mag 5 000 x", fill=255)
-    return np.asarray(im, np.float32) / 255.0
-
-
 def test_a_framed_bar_is_found_and_a_flat_band_without_writing_is_not(micrographs):
     grains = np.tile(micrographs[0], (1, 2, 1))[:, :600]  # 160 x 600
-    bar = np.repeat(framed_bar(600, 48)[..., None], 3, axis=-1)
+    bar = np.repeat(databar_probe.framed_bar(600, 48)[..., None], 3, axis=-1)  # FEI's style: frame lines
     assert calibration.detect_databar(np.concatenate([grains, bar])) == 48
     band = np.full((48, 600, 3), 0.62, np.float32)  # a flat twin lamella across the bottom
     band[:, ::150] = 0.1  # crossed by grain boundaries

@@ -211,7 +211,8 @@ def read_calibration(path: str | Path) -> Calibration:
         notes.append(f"{source} gives {size:.3g} µm per pixel, not a plausible pixel size: not used")
         size, source = None, ""
     if bar and (not upright or bar >= height):
-        notes.append(f"{bar_source} = {bar} rows not used ({'the image is rotated' if not upright else 'not below the image'})")
+        why = "the image is rotated" if not upright else "not below the image"
+        notes.append(f"{bar_source} = {bar} rows not used ({why})")
         bar, bar_source = 0, ""
     return Calibration(size, source if size is not None else "", bar, bar_source, tuple(notes))
 
@@ -320,7 +321,8 @@ def databar_rows(image: np.ndarray, calibration: Calibration, mode: str | int = 
     if calibration.databar_rows:
         return calibration.databar_rows, calibration.databar_source
     rows = detect_databar(image)
-    return rows, "found in the pixels: flat bottom rows, as an instrument data bar" if rows else ""
+    found = "found in the pixels: a flat band with writing on it, as instruments draw their data bar"
+    return rows, found if rows else ""
 
 
 def parse_databar(value: str) -> str | int:
