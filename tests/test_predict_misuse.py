@@ -122,7 +122,7 @@ def test_a_name_too_long_for_its_outputs_is_shortened_not_fatal(tmp_path: Path) 
 def test_an_out_below_a_file_says_which_is_a_file(tmp_path: Path, fake_load) -> None:
     save(tmp_path / "in" / "a.png", grain_image(40, 40))
     (tmp_path / "f").write_text("mine")
-    with pytest.raises(OSError, match=r"--out .*f/sub: cannot create it, .*f is a file, not a folder"):
+    with pytest.raises(OSError, match=r"^--out .*f/sub: cannot create it, .*f is a file, not a folder"):
         predict.run(predict_values(tmp_path / "in", tmp_path / "f" / "sub", tmp_path / "wd"))
     assert (tmp_path / "f").read_text() == "mine"
 

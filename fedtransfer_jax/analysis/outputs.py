@@ -265,22 +265,29 @@ def _make_folders(out: str) -> list[str]:
                 except FileExistsError:
                     if not os.path.isdir(level):
                         _remove_empty(created[::-1])
-                        raise NotADirectoryError(
-                            errno.ENOTDIR, f"--out {out}: cannot create it, {level} is a file, not a folder"
-                        ) from None
+                        msg = f"--out {out}: cannot create it, {level} is a file, not a folder"
+                        raise _out_error(NotADirectoryError, errno.ENOTDIR, msg) from None
                 except FileNotFoundError:
                     raise
                 except OSError as e:
                     _remove_empty(created[::-1])
-                    raise type(e)(e.errno, f"--out {out}: cannot create the folder {level} ({e.strerror})") from None
+                    msg = f"--out {out}: cannot create the folder {level} ({e.strerror})"
+                    raise _out_error(type(e), e.errno, msg) from None
             return created[::-1]
         except FileNotFoundError:  # a parent vanished under us (another run removed it): again
             _remove_empty(created[::-1])
     try:
         os.makedirs(out, exist_ok=True)  # raises what is wrong
     except OSError as e:
-        raise type(e)(e.errno, f"--out {out}: cannot create it ({e.strerror})") from None
+        raise _out_error(type(e), e.errno, f"--out {out}: cannot create it ({e.strerror})") from None
     return []
+
+
+def _out_error(kind: type[OSError], code: int | None, message: str) -> OSError:
+    """An OSError of ``kind`` with its errno whose text is ``message`` alone (no "[Errno 20]" in front)."""
+    err = kind(message)
+    err.errno = code
+    return err
 
 
 def _remove_empty(folders: Sequence[str]) -> None:
