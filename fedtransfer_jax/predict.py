@@ -78,7 +78,7 @@ from fedtransfer_jax.analysis.outputs import (
     plan_outputs,
     previous_outputs,
 )
-from fedtransfer_jax.data import calibration
+from fedtransfer_jax.data import databar as databar_lib
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import inference
 from fedtransfer_jax.runtime import console
@@ -202,7 +202,7 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
     check_pixel_size(f["pixel_size_um"])
     f = with_workdir(f)  # no --workdir: the shipped model, or one line saying this copy has none
     scale = scale_lib.parse_scale(f.get("scale", scale_lib.AUTO))
-    databar = calibration.parse_databar(f.get("databar", "auto"))
+    databar = databar_lib.parse_databar(f.get("databar", "auto"))
     overrides = {k: v for k, v in f["settings"].items() if v is not None}
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?
     plan_outputs(f["images"], f["out"])  # Fail on an unsafe --out before the (slow) model load.

@@ -1,4 +1,4 @@
-"""How often `detect_databar` (fedtransfer_jax/data/calibration.py) cuts rows that are micrograph, and how
+"""How often `detect_databar` (fedtransfer_jax/data/databar.py) cuts rows that are micrograph, and how
 often it finds an instrument data bar to the row.
 
   python scripts/databar_probe.py [--tbm ../shared/data/tbm_tint_etched/images] [--real DIR]   # ~1 min, 2-core CPU
@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from fedtransfer_jax.data import calibration, image_files, synthetic
+from fedtransfer_jax.data import databar, image_files, synthetic
 
 
 def text_bar(width: int, height: int, background: int, ink: int) -> np.ndarray:
@@ -131,7 +131,7 @@ def main() -> None:
     found: list[tuple[str, int]] = []
 
     def check(name: str, image: np.ndarray) -> None:
-        rows = calibration.detect_databar(np.ascontiguousarray(image, np.float32))
+        rows = databar.detect_databar(np.ascontiguousarray(image, np.float32))
         found.append((name, rows))
 
     micrographs = []
@@ -179,7 +179,7 @@ def main() -> None:
         ):
             full = np.concatenate([grey_im, np.repeat(bar[..., None], 3, axis=-1)])
             for kind, image in (("png", full), ("jpeg q75", as_jpeg(full))):
-                rows = calibration.detect_databar(image)
+                rows = databar.detect_databar(image)
                 total += 1
                 exact += rows == len(bar)
                 if rows != len(bar):

@@ -26,7 +26,8 @@ import numpy as np
 from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.analysis import measure, outputs, report
 from fedtransfer_jax.analysis import scale as scale_lib
-from fedtransfer_jax.data import calibration, image_files
+from fedtransfer_jax.data import databar as databar_lib
+from fedtransfer_jax.data import image_files
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import inference, postprocess_choice
 from fedtransfer_jax.runtime import io_utils
@@ -199,7 +200,7 @@ def predict_folder(
     """
     pixel = measure.check_pixel_size(pixel_size_um)
     scale = scale_lib.parse_scale(scale)
-    databar = calibration.parse_databar(databar)
+    databar = databar_lib.parse_databar(databar)
     if settings is None:
         settings, provenance = postprocess_choice.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
     with outputs.lock(out):

@@ -12,6 +12,7 @@ import numpy as np
 from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.data import calibration
+from fedtransfer_jax.data import databar as databar_lib
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.data import intensity
 from fedtransfer_jax.metrics import postprocess_select as pps
@@ -104,14 +105,14 @@ def measure_image(
     ``pixel_size_um`` (``--pixel_size_um``; None: not given) wins over the file's own calibration, which
     is used otherwise (data/calibration.py: FEI/Thermo, Phenom, Zeiss, ImageJ, OME-TIFF metadata).
     ``databar`` ('auto', 'none' or a number of rows): the instrument data bar along the bottom is left out
-    of the map and the grains ('auto': as the metadata states it, else as found in the pixels), so its text
+    of the map and the grains ('auto': as the metadata states it, else as found in the pixels: data/databar.py), so its text
     is not measured as grains; the map keeps the image's size, with no boundary there.
     """
     stated = calibration.read_calibration(path)
     pixel, pixel_source, notes = calibration.choose_pixel_size(pixel_size_um, stated)
     notes = [*notes, *stated.notes]
     image = folder.read_image(path)
-    bar, bar_source = calibration.databar_rows(image, stated, databar)
+    bar, bar_source = databar_lib.databar_rows(image, stated, databar)
     analysed = image[: image.shape[0] - bar] if bar else image
     boundary, record = segment_scaled(
         model, analysed, settings=settings, overlap=overlap, flips=flips, scale=scale, target=target
