@@ -1,7 +1,7 @@
 """How often `detect_databar` (fedtransfer_jax/data/databar.py) cuts rows that are micrograph, and how
 often it finds an instrument data bar to the row.
 
-  python scripts/databar_probe.py [--tbm ../shared/data/tbm_tint_etched/images] [--real DIR]   # ~1 min, 2-core CPU
+  python scripts/databar_probe.py [--tbm ../shared/data/tbm_tint_etched/images] [--real DIR]   # ~3.5 min, 2-core CPU
 
 Without a bar (every row found is a false find):
   * synthetic micrographs of the nine labs, 256 and 512 px, three grain-size ranges, as made, flipped
