@@ -131,7 +131,7 @@ def define_flags() -> None:
     _DATABAR = flags.DEFINE_string(
         "databar",
         "auto",
-        "The instrument data bar along the bottom of SEM images, left out of the map and the grain sizes: "
+        "The instrument data bar along the bottom of SEM images, left out of the grain sizes (boundary in the map): "
         "'auto' (default: as the file's metadata states it, else found in the pixels), 'none' (keep every "
         "row), or its height in rows.",
     )

@@ -105,8 +105,8 @@ def measure_image(
     ``pixel_size_um`` (``--pixel_size_um``; None: not given) wins over the file's own calibration, which
     is used otherwise (data/calibration.py: FEI/Thermo, Phenom, Zeiss, ImageJ, OME-TIFF metadata).
     ``databar`` ('auto', 'none' or a number of rows): the instrument data bar along the bottom is left out
-    of the map and the grains ('auto': as the metadata states it, else as found in the pixels: data/databar.py), so its text
-    is not measured as grains; the map keeps the image's size, with no boundary there.
+    of the grains ('auto': as the metadata states it, else as found in the pixels: data/databar.py), so its
+    text is not measured as grains; the map keeps the image's size, the bar written as boundary.
     """
     stated = calibration.read_calibration(path)
     pixel, pixel_source, notes = calibration.choose_pixel_size(pixel_size_um, stated)
@@ -132,7 +132,7 @@ def measure_image(
     if bar:
         summary["databar"] = {"rows": int(bar), "source": bar_source}
         notes.append(
-            f"the bottom {bar} rows ({bar_source}) are not micrograph: left out of the map and the grain sizes"
+            f"the bottom {bar} rows ({bar_source}) are not micrograph: left out of the grain sizes"
             + ("; --databar none keeps them" if "pixels" in bar_source else "")
         )
         # The bar is written as boundary: re-labelling the saved map gives the grain table's grains (a
