@@ -27,6 +27,12 @@ def fei_tiff(path, arr, bar=10, width_m="2.5e-008", height_m="2.5e-008"):
     return path
 
 
+def zeiss_tag(text: str):
+    """Zeiss's CZ_SEM tag as SmartSEM writes it: latin-1 bytes (its µ is not ASCII)."""
+    data = text.encode("latin-1")
+    return (34118, "B", len(data), data, True)
+
+
 def data_bar(width: int, height: int, background: int = 0, ink: int = 255) -> np.ndarray:
     """A data bar as SEMs draw it: a flat background, a margin row, a few short texts and a scale bar."""
     im = Image.new("L", (width, height), background)
@@ -51,17 +57,32 @@ def test_fei_pixel_width_in_metres_and_its_data_bar(tmp_path):
 
 def test_zeiss_imagej_and_ome_pixel_sizes(tmp_path):
     a = np.zeros((40, 50), np.uint8)
-    zeiss = "0\r\n0\r\nAP_IMAGE_PIXEL_SIZE\r\nImage Pixel Size = 12.5 nm\r\n"
-    tifffile.imwrite(tmp_path / "z.tif", a, extratags=[(34118, "s", 0, zeiss, True)])
+    zeiss = "0\r\n0\r\nAP_WIDTH\r\nWidth = 0.625 µm\r\nAP_IMAGE_PIXEL_SIZE\r\nImage Pixel Size = 0.6 nm\r\n"
+    tifffile.imwrite(tmp_path / "z.tif", a, extratags=[zeiss_tag(zeiss)])
     tifffile.imwrite(tmp_path / "ij.tif", a, imagej=True, resolution=(2.0, 2.0), metadata={"unit": "um"})
     tifffile.imwrite(tmp_path / "ij_nm.tif", a, imagej=True, resolution=(0.01, 0.01), metadata={"unit": "nm"})
     tifffile.imwrite(tmp_path / "ome.tif", a, ome=True, metadata={"PhysicalSizeX": 0.25, "PhysicalSizeY": 0.25})
     got = {n: calibration.read_calibration(tmp_path / n) for n in ("z.tif", "ij.tif", "ij_nm.tif", "ome.tif")}
-    assert got["z.tif"].pixel_size_um == pytest.approx(0.0125) and "Zeiss" in got["z.tif"].pixel_source
+    assert got["z.tif"].pixel_size_um == pytest.approx(0.0125) and "Zeiss" in got["z.tif"].pixel_source  # 0.625 / 50
     assert got["ij.tif"].pixel_size_um == pytest.approx(0.5) and "ImageJ" in got["ij.tif"].pixel_source
     assert got["ij_nm.tif"].pixel_size_um == pytest.approx(0.1)  # 0.01 px per nm = 100 nm per px
     assert got["ome.tif"].pixel_size_um == pytest.approx(0.25) and "OME" in got["ome.tif"].pixel_source
     assert all(c.databar_rows == 0 for c in got.values())
+
+
+def test_zeiss_pixel_size_is_the_field_width_over_the_saved_width(tmp_path):
+    """Zeiss's Pixel Size fields describe a 1024-px scan: an image saved 512 px wide has pixels twice as large
+    (a public Zeiss file, rosettasciio's test_tiff_Zeiss_SEM_512pix.tif: Width 5.965 µm, Pixel Size 5.825 nm,
+    512 px; its 200 nm scale bar is 17-18 px long, so ~11.6 nm per pixel)."""
+    a = np.zeros((384, 512), np.uint8)
+    field = "0\r\n0\r\nAP_WIDTH\r\nWidth = 5.965 µm\r\nAP_PIXEL_SIZE\r\nPixel Size = 5.825 nm\r\n"
+    tifffile.imwrite(tmp_path / "w.tif", a, extratags=[zeiss_tag(field)])
+    assert calibration.read_calibration(tmp_path / "w.tif").pixel_size_um == pytest.approx(5.965 / 512)
+    only_pixel = "0\r\n0\r\nAP_PIXEL_SIZE\r\nPixel Size = 5.825 nm\r\n"
+    tifffile.imwrite(tmp_path / "p512.tif", a, extratags=[zeiss_tag(only_pixel)])
+    tifffile.imwrite(tmp_path / "p1k.tif", np.zeros((8, 1024), np.uint8), extratags=[zeiss_tag(only_pixel)])
+    assert calibration.read_calibration(tmp_path / "p512.tif").pixel_size_um is None  # which scan? not known
+    assert calibration.read_calibration(tmp_path / "p1k.tif").pixel_size_um == pytest.approx(0.005825)
 
 
 def test_phenom_xml(tmp_path):

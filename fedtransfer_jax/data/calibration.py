@@ -7,7 +7,8 @@ tools write into TIFFs (all parsed by tifffile, or plain text/XML it exposes):
 * FEI / Thermo Fisher SEM and FIB (tags 34680/34682): ``[Scan] PixelWidth`` in metres, and the height of
   the data bar the instrument appends below the image, ``[PrivateFei] DatabarHeight``;
 * Phenom desktop SEM (tag 34683, XML): ``<pixelWidth unit="um">`` and ``<databarHeight>``;
-* Zeiss SmartSEM (tag 34118): ``AP_IMAGE_PIXEL_SIZE``, e.g. ``Image Pixel Size = 12.3 nm``;
+* Zeiss SmartSEM (tag 34118): the field width ``AP_WIDTH`` over the image's width (its ``Image Pixel Size``
+  is that of a 1024-px scan, whatever width the image was saved at);
 * ImageJ / Fiji: the ``unit=`` of its description with the TIFF XResolution (pixels per unit);
 * OME-TIFF (Bio-Formats, microscope cameras): ``PhysicalSizeX`` and ``PhysicalSizeXUnit``.
 
@@ -21,7 +22,6 @@ decides which rows to leave out.
 from __future__ import annotations
 
 import math
-import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import NamedTuple
@@ -106,14 +106,20 @@ def _phenom(text: str, notes: list[str]) -> tuple[float | None, str, int]:
     return size, source, max(rows, 0)
 
 
-def _zeiss(meta: dict) -> tuple[float | None, str]:
+def _zeiss(meta: dict, width_px: int) -> tuple[float | None, str]:
+    """Zeiss SmartSEM: the field width over the stored image's width. Its ``Pixel Size`` fields hold the
+    pixel of a 1024-px-wide scan whatever width the image was saved at (an image saved 512 px wide has
+    pixels twice that size, as its scale bar shows), so they are used only as rosettasciio does (x 1024 /
+    width) or for a 1024-px image."""
+    field = meta.get("ap_width")
+    if isinstance(field, tuple) and len(field) >= 3 and _um(field[1], field[2]) is not None:
+        return _um(field[1], field[2]) / width_px, "Zeiss SEM metadata AP_WIDTH (field width) / image width"
+    primary = meta.get("")
+    if isinstance(primary, tuple) and len(primary) > 3 and isinstance(primary[3], float) and primary[3] > 0:
+        return primary[3] * 1e6 * 1024 / width_px, "Zeiss SEM metadata (scan pixel size x 1024 / image width)"
     entry = meta.get("ap_image_pixel_size") or meta.get("ap_pixel_size")
-    if isinstance(entry, tuple) and len(entry) >= 3:
+    if width_px == 1024 and isinstance(entry, tuple) and len(entry) >= 3:
         return _um(entry[1], entry[2]), "Zeiss SEM metadata AP_IMAGE_PIXEL_SIZE"
-    if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[1], str):
-        m = re.match(r"\s*([0-9.eE+-]+)\s*(\S+)", entry[1])
-        if m:
-            return _um(m.group(1), m.group(2)), "Zeiss SEM metadata AP_IMAGE_PIXEL_SIZE"
     return None, ""
 
 
@@ -191,7 +197,7 @@ def read_calibration(path: str | Path) -> Calibration:
                 if phenom_bar and not bar:
                     bar, bar_source = phenom_bar, "Phenom metadata databarHeight"
             if size is None and tif.is_sem:
-                size, source = _zeiss(tif.sem_metadata or {})
+                size, source = _zeiss(tif.sem_metadata or {}, int(page.imagewidth))
             if size is None and tif.is_imagej:
                 size, source = _imagej(tif, page, notes)
             if size is None and tif.is_ome and tif.ome_metadata:
