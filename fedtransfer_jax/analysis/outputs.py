@@ -53,19 +53,21 @@ MAX_NAME_BYTES = 200
 def _fits(stem: str) -> str:
     """``stem``, or, when its outputs' names would be too long to create, its first ~180 bytes + '~' + a
     hash of the whole stem (names stay distinct; the manifest keeps the input's full path)."""
-    if len(stem.encode("utf-8", "surrogateescape")) <= MAX_NAME_BYTES:
+    encoded = stem.encode("utf-8", "surrogateescape")
+    if len(encoded) <= MAX_NAME_BYTES:
         return stem
     import hashlib  # noqa: PLC0415
 
-    digest = hashlib.sha1(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
-    head = stem.encode("utf-8", "surrogateescape")[: MAX_NAME_BYTES - 20].decode("utf-8", "ignore")
+    digest = hashlib.sha1(encoded).hexdigest()[:8]
+    head = encoded[: MAX_NAME_BYTES - 20].decode("utf-8", "ignore")
     return f"{head}~{digest}"
 
 
 def output_names(paths: Sequence[str], earlier: Mapping[str, Sequence[str]] | None = None) -> dict[str, str]:
     """Input path -> output name (no suffix): the stem, or stem_suffix where stems collide.
 
-    A stem too long for its outputs' file names is shortened (``_fits``). Collisions are found case-insensitively (so outputs stay apart on macOS/Windows file systems too);
+    A stem too long for its outputs' file names is shortened (``_fits``). Collisions are found
+    case-insensitively (so outputs stay apart on macOS/Windows file systems too);
     a name whose files would be another image's (`a_overlay.png` is both the overlay of `a.png` and the
     map of `a_overlay.png`), here or in ``earlier`` (name -> files of the images an earlier run wrote
     into OUT; an image of the same name replaces its own), gets _2, _3... in input order.

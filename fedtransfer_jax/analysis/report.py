@@ -293,7 +293,8 @@ def _settings_rows(manifest: Mapping[str, Any]) -> list[tuple[str, str]]:
     rows.append((
         "pixel size",
         f"{pixel} µm per pixel for the last run's images (--pixel_size_um; each image's own under it)" if pixel
-        else "each image's own, from its file's metadata where it has one (under each image); else sizes in px, no ASTM G",
+        else "each image's own, from its file's metadata where it has one (under each image); "
+        "else sizes in px, no ASTM G",
     ))
     inf = dict(manifest.get("inference") or {})
     mode = inf.pop("scale", None)

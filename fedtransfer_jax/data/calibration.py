@@ -35,7 +35,6 @@ _UM_PER_UNIT = {
 }
 # A pixel size outside this range (1 pm .. 10 mm) is a broken tag (or flag), not a calibration.
 PLAUSIBLE_UM = (1e-6, 1e4)
-_TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 class Calibration(NamedTuple):
@@ -112,8 +111,9 @@ def _zeiss(meta: dict, width_px: int) -> tuple[float | None, str]:
     pixels twice that size, as its scale bar shows), so they are used only as rosettasciio does (x 1024 /
     width) or for a 1024-px image."""
     field = meta.get("ap_width")
-    if isinstance(field, tuple) and len(field) >= 3 and _um(field[1], field[2]) is not None:
-        return _um(field[1], field[2]) / width_px, "Zeiss SEM metadata AP_WIDTH (field width) / image width"
+    field_um = _um(field[1], field[2]) if isinstance(field, tuple) and len(field) >= 3 else None
+    if field_um is not None:
+        return field_um / width_px, "Zeiss SEM metadata AP_WIDTH (field width) / image width"
     primary = meta.get("")
     if isinstance(primary, tuple) and len(primary) > 3 and isinstance(primary[3], float) and primary[3] > 0:
         return primary[3] * 1e6 * 1024 / width_px, "Zeiss SEM metadata (scan pixel size x 1024 / image width)"
@@ -167,7 +167,7 @@ def read_calibration(path: str | Path) -> Calibration:
     ``Calibration`` for a file without any (every non-TIFF, most TIFFs), never an error: reading the image
     itself is what reports a broken file."""
     path = Path(path)
-    if path.suffix.lower() not in _TIFF_SUFFIXES:
+    if path.suffix.lower() not in image_files.TIFF_SUFFIXES:
         return Calibration()
     import tifffile
 

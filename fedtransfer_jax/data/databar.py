@@ -102,6 +102,7 @@ def _glyphs(band: np.ndarray, background: int) -> int:
     small = (heights >= 3) & (heights <= 0.8 * len(band)) & (widths <= 0.5 * band.shape[1])
     return int(small.sum())
 
+
 def databar_rows(image: np.ndarray, calibration: Calibration, mode: str | int = "auto") -> tuple[int, str]:
     """How many bottom rows of ``image`` to leave out, and why. ``mode``: 'auto' (the file's metadata, else
     ``detect_databar``), 'none' (keep every row), or a number of rows."""

@@ -23,7 +23,7 @@ import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff")
-_TIFF_SUFFIXES = (".tif", ".tiff")
+TIFF_SUFFIXES = (".tif", ".tiff")
 
 PathLike = str | Path
 Pair = tuple[Path, Path]
@@ -245,7 +245,7 @@ def _read_raw(path: Path, *, palette_as_index: bool = False) -> np.ndarray:
     """
     check_regular_file(path)
     try:
-        if path.suffix.lower() in _TIFF_SUFFIXES:
+        if path.suffix.lower() in TIFF_SUFFIXES:
             arr = _read_tiff(path, label=palette_as_index)
         else:
             from PIL import Image
@@ -352,7 +352,7 @@ def upright_shape(path: PathLike) -> tuple[int, int, int]:
     path = Path(path)
     check_regular_file(path)
     try:
-        if path.suffix.lower() in _TIFF_SUFFIXES:
+        if path.suffix.lower() in TIFF_SUFFIXES:
             import tifffile
 
             with tifffile.TiffFile(path) as tif:

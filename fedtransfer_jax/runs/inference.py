@@ -111,7 +111,9 @@ def config_from_workdir(workdir: str) -> ml_collections.ConfigDict:
             raise ValueError(f"a JSON {type(config).__name__}, not an object")
         return ml_collections.ConfigDict(config)
     except (ValueError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path} is not a readable config ({e}): is {workdir!r} an intact workdir written by launch.py?") from None
+        raise ValueError(
+            f"{path} is not a readable config ({e}): is {workdir!r} an intact workdir written by launch.py?"
+        ) from None
 
 
 def is_local(workdir: str, method: str) -> bool:
@@ -346,7 +348,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
     """``(images, skipped)`` of a file or folder: the micrographs to read, sorted, and every other entry
     of the folder with the reason it is not read (hidden files such as macOS ``._x.png`` companions,
-    sub-folders, other suffixes) and its ``kind`` ('hidden', 'folder', 'special', 'suffix'). A single file is taken as given, whatever its suffix.
+    sub-folders, other suffixes) and its ``kind`` ('hidden', 'folder', 'special', 'suffix'). A single file
+    is taken as given, whatever its suffix.
 
     Raises:
       FileNotFoundError: ``path`` does not exist.

@@ -51,9 +51,10 @@ def settings_tag(model_tag: str, client: str | None) -> str:
 def check_client_settings(workdir: str, method: str, client: str) -> None:
     """``--client`` with a shared model names whose post-processing to use: settings chosen on that client's
     own validation tiles must exist, else a name that is not a client would silently get the federation's."""
-    base = os.path.dirname(choice_path(workdir, f"{method}/{client}"))
-    if os.path.isfile(choice_path(workdir, f"{method}/{client}")):
+    path = choice_path(workdir, f"{method}/{client}")
+    if os.path.isfile(path):
         return
+    base = os.path.dirname(path)
     have = sorted(n[:-5] for n in os.listdir(base) if n.endswith(".json")) if os.path.isdir(base) else []
     raise ValueError(
         f"--client {client!r}: {method} has no post-processing chosen for that client"
