@@ -126,7 +126,8 @@ def define_flags() -> None:
         "pixel_size_um",
         0.0,
         "Pixel size in micrometres for every image; 0 (default) = each image's own, read from its file's "
-        "metadata (FEI/Thermo, Phenom or Zeiss SEM, ImageJ/Fiji, OME-TIFF), else unknown (sizes in px, no ASTM G).",
+        "metadata (FEI/Thermo, Phenom, Zeiss, TESCAN SEM; Olympus SIS; ImageJ/Fiji; OME-TIFF) or a Hitachi/JEOL "
+        "IMAGE.txt beside it, else unknown (sizes in px, no ASTM G).",
     )
     _DATABAR = flags.DEFINE_string(
         "databar",

@@ -95,6 +95,77 @@ def test_phenom_xml(tmp_path):
     assert cal.pixel_size_um == pytest.approx(0.05) and cal.databar_rows == 16
 
 
+def test_tescan_pixel_size_in_metres(tmp_path):
+    text = "[MAIN]\r\nDevice=MIRA3\r\nMagnification=5000\r\nPixelSizeX=4.2e-008\r\nPixelSizeY=4.2e-008\r\n"
+    data = text.encode("ascii")
+    path = tmp_path / "t.tif"
+    tifffile.imwrite(path, np.zeros((30, 40), np.uint8), extratags=[(50431, "B", len(data), data, True)])
+    cal = calibration.read_calibration(path)
+    assert cal.pixel_size_um == pytest.approx(0.042) and "TESCAN" in cal.pixel_source
+
+
+class _Tag:
+    def __init__(self, value):
+        self.value = value
+
+
+class _Page:
+    def __init__(self, width, tags):
+        self.imagewidth, self.tags = width, tags
+
+
+class _Tif:
+    def __init__(self, pages):
+        self.pages = pages
+
+
+def test_olympus_sis_structure_on_the_calibrated_page():
+    # tifffile decodes Olympus's binary SIS structure (tag 33560) into this dict; the structure sits on the
+    # full-bit-depth page behind an RGB preview of the same size (a real Olympus file reads 2.3928e-11 m,
+    # the value rosettasciio's tests assert for it).
+    sis = {"pixelsizex": 6.45e-7, "pixelsizey": 6.45e-7, "magnification": 10.0}
+    tif = _Tif([_Page(112, {}), _Page(112, {33560: _Tag(sis)})])
+    notes = []
+    size, source = calibration._olympus_sis(tif, 112, notes)
+    assert size == pytest.approx(0.645) and "Olympus SIS" in source and not notes
+    size, _ = calibration._olympus_sis(_Tif([_Page(224, {33560: _Tag(sis)})]), 112, notes)
+    assert size is None and "224 px wide page" in notes[0]
+
+
+HITACHI = "[SemImageFile]\r\nInstructName=S-4800\r\nDataSize={w}x960\r\nPixelSize=24.8\r\nMagnification=5000\r\n"
+JEOL = "$CM_FORMAT JEOL/SEM\n$CM_FULL_SIZE {w} 960\n$$SM_MICRON_BAR 160\n$$SM_MICRON_MARKER 5um\n"
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png", ".jpg"])
+def test_hitachi_and_jeol_side_files_beside_any_image(tmp_path, suffix):
+    img = Image.fromarray(np.zeros((60, 80), np.uint8))
+    for vendor, text, want in (("hitachi", HITACHI, 0.0248), ("jeol", JEOL, 5 / 160)):
+        path = tmp_path / f"{vendor}{suffix}"
+        img.save(path)
+        path.with_suffix(".txt").write_text(text.format(w=80))
+        cal = calibration.read_calibration(path)
+        assert cal.pixel_size_um == pytest.approx(want), vendor
+        assert vendor.capitalize().replace("Jeol", "JEOL") in cal.pixel_source and path.stem in cal.pixel_source
+    # JEOL writes its marker's unit in the PC's code page: 'µm' as one latin-1 byte.
+    (tmp_path / "jeol.txt").write_bytes(JEOL.format(w=80).replace("5um", "10µm").encode("latin-1"))
+    assert calibration.read_calibration(tmp_path / f"jeol{suffix}").pixel_size_um == pytest.approx(10 / 160)
+
+
+def test_a_side_file_for_another_width_is_noted_not_used(tmp_path):
+    path = tmp_path / "resized.png"
+    Image.fromarray(np.zeros((60, 80), np.uint8)).save(path)
+    for text in (HITACHI, JEOL):
+        path.with_suffix(".txt").write_text(text.format(w=1280))
+        cal = calibration.read_calibration(path)
+        assert cal.pixel_size_um is None and "1280 px wide" in cal.notes[0]
+    # Other text beside an image (a lab's own notes) is not a calibration, and says nothing.
+    path.with_suffix(".txt").write_text("sample 12, etched 10 s in Nital\nPixelSize=3\n")
+    assert calibration.read_calibration(path) == calibration.Calibration()
+    path.with_suffix(".txt").write_text(JEOL.format(w=80).replace("5um", "five microns"))
+    cal = calibration.read_calibration(path)
+    assert cal.pixel_size_um is None and "not understood" in cal.notes[0]
+
+
 def test_a_printing_resolution_is_not_a_calibration(tmp_path):
     a = np.zeros((40, 50), np.uint8)
     tifffile.imwrite(tmp_path / "dpi.tif", a, resolution=(300, 300), resolutionunit="INCH")
@@ -162,6 +233,8 @@ def test_predict_measures_each_image_at_its_own_magnification(tmp_path):
     fei_tiff(images / "a.tif", grain_image(48, 480), bar=0, width_m="1e-007", height_m="1e-007")
     fei_tiff(images / "b.tif", grain_image(48, 480), bar=0, width_m="5e-008", height_m="5e-008")
     Image.fromarray(sem_with_bar()).save(images / "c.png")  # no metadata: the bar is found in the pixels
+    Image.fromarray(grain_image(48, 480)).save(images / "d.png")
+    (images / "d.txt").write_text(JEOL.format(w=480))  # a JEOL side file: read, and not listed as a failure
     logged: list[str] = []
     manifest = batch.predict_folder(FakeModel(), str(images), str(tmp_path / "out"), log=logged.append, min_fragment_px=0)
     a, b, c = (manifest["images"][n] for n in "abc")
@@ -170,7 +243,8 @@ def test_predict_measures_each_image_at_its_own_magnification(tmp_path):
     assert b["mean_equivalent_diameter_um"] == pytest.approx(a["mean_equivalent_diameter_um"] / 2)
     assert b["astm_G"] == pytest.approx(a["astm_G"] + 2.0, abs=1e-6)
     assert c["databar"]["rows"] == 16 and c["height"] == 64 and c["n_grains"] == a["n_grains"] == 6 * 60
-    assert manifest["pixel_size_um"] is None
+    assert manifest["images"]["d"]["pixel_size_um"] == pytest.approx(5 / 160)
+    assert manifest["pixel_size_um"] is None and not manifest["failed"]
     assert any("c.png" in line and "bottom 16 rows" in line for line in logged)
     summary = (tmp_path / "out" / "grain_sizes_summary.csv").read_text()
     assert "pixel_size_source" in summary.splitlines()[0] and "PixelWidth" in summary

@@ -9,8 +9,20 @@ tools write into TIFFs (all parsed by tifffile, or plain text/XML it exposes):
 * Phenom desktop SEM (tag 34683, XML): ``<pixelWidth unit="um">`` and ``<databarHeight>``;
 * Zeiss SmartSEM (tag 34118): the field width ``AP_WIDTH`` over the image's width (its ``Image Pixel Size``
   is that of a 1024-px scan, whatever width the image was saved at);
+* TESCAN SEM (tag 50431, ``KEY=VALUE`` text): ``PixelSizeX`` and ``PixelSizeY`` in metres;
+* Olympus SIS / Stream cameras (tag 33560, on whichever page carries it): ``pixelsizex`` in metres;
 * ImageJ / Fiji: the ``unit=`` of its description with the TIFF XResolution (pixels per unit);
 * OME-TIFF (Bio-Formats, microscope cameras): ``PhysicalSizeX`` and ``PhysicalSizeXUnit``.
+
+Hitachi and JEOL SEMs write their metadata beside the image instead, in a text file of the same name
+(``IMAGE.txt``), whatever the image's format:
+
+* Hitachi (``[SemImageFile]`` / ``[TemImageFile]``): ``PixelSize`` in nm, for ``DataSize`` = W x H;
+* JEOL (``$CM_FORMAT``/``$$SM_...`` lines): the scale bar, ``$$SM_MICRON_MARKER`` (e.g. ``10um``) long and
+  ``$$SM_MICRON_BAR`` px wide, for ``$CM_FULL_SIZE`` = W H.
+
+A side file written for another width than the image's (the image was resized or cropped since) is noted
+and not used.
 
 A plain TIFF/PNG/JPEG resolution (72, 96 or 300 dpi) is a printing hint that cameras and editors write
 whatever the magnification, so it is never taken as a calibration.
@@ -22,6 +34,7 @@ decides which rows to leave out.
 from __future__ import annotations
 
 import math
+import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import NamedTuple
@@ -123,6 +136,36 @@ def _zeiss(meta: dict, width_px: int) -> tuple[float | None, str]:
     return None, ""
 
 
+def _tescan(value, notes: list[str]) -> tuple[float | None, str]:
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    fields = {}
+    for line in text.replace("\x00", "\n").splitlines():
+        key, sep, val = line.partition("=")
+        if sep:
+            fields.setdefault(key.strip(), val.strip())
+    width = _um(fields.get("PixelSizeX"), "m")
+    if width is None:
+        return None, ""
+    source = "TESCAN metadata PixelSizeX"
+    return _square(width, _um(fields.get("PixelSizeY"), "m"), source, notes), source
+
+
+def _olympus_sis(tif, width_px: int, notes: list[str]) -> tuple[float | None, str]:
+    """Olympus SIS: the first page with a decoded OlympusSIS structure (often the full-bit-depth page behind
+    an RGB preview of the same size); a page of another width than the one read is not used."""
+    for page in tif.pages[:8]:
+        tag = page.tags.get(33560)
+        value = tag.value if tag is not None else None
+        if not isinstance(value, dict) or "pixelsizex" not in value:
+            continue
+        source = "Olympus SIS metadata pixelsizex"
+        if int(page.imagewidth) != width_px:
+            notes.append(f"{source} is for a {page.imagewidth} px wide page, not the {width_px} px image read: not used")
+            return None, ""
+        return _square(_um(value.get("pixelsizex"), "m"), _um(value.get("pixelsizey"), "m"), source, notes), source
+    return None, ""
+
+
 def _imagej(tif, page, notes: list[str]) -> tuple[float | None, str]:
     meta = tif.imagej_metadata or {}
     unit = str(meta.get("unit", "")).strip()
@@ -167,44 +210,19 @@ def read_calibration(path: str | Path) -> Calibration:
     ``Calibration`` for a file without any (every non-TIFF, most TIFFs), never an error: reading the image
     itself is what reports a broken file."""
     path = Path(path)
-    if path.suffix.lower() not in image_files.TIFF_SUFFIXES:
-        return Calibration()
-    import tifffile
-
     notes: list[str] = []
-    size, source, bar, bar_source = None, "", 0, ""
-    try:
-        with tifffile.TiffFile(path) as tif:
-            page = image_files.main_tiff_page(tif, path)  # the page read_image reads
-            orientation = page.tags.get("Orientation")
-            upright = orientation is None or int(orientation.value) == 1
-            if tif.is_fei:
-                meta = tif.fei_metadata or {}
-                size, source, bar = _fei(meta, notes)
-                bar_source = "FEI/Thermo metadata [PrivateFei] DatabarHeight" if bar else ""
-                image_rows = (meta.get("Image") or {}).get("ResolutionY")
-                if bar and isinstance(image_rows, int) and image_rows + bar != int(page.imagelength):
-                    # Cropped or resized after the microscope wrote it: the stated bar is not where it was.
-                    notes.append(
-                        f"{bar_source} = {bar} rows not used: the image is {page.imagelength} rows, not the "
-                        f"{image_rows} + {bar} the microscope wrote (cropped or resized since?)"
-                    )
-                    bar, bar_source = 0, ""
-            phenom = page.tags.get(34683)
-            if size is None and phenom is not None:
-                text = phenom.value.decode("utf-8", "replace") if isinstance(phenom.value, bytes) else str(phenom.value)
-                size, source, phenom_bar = _phenom(text, notes)
-                if phenom_bar and not bar:
-                    bar, bar_source = phenom_bar, "Phenom metadata databarHeight"
-            if size is None and tif.is_sem:
-                size, source = _zeiss(tif.sem_metadata or {}, int(page.imagewidth))
-            if size is None and tif.is_imagej:
-                size, source = _imagej(tif, page, notes)
-            if size is None and tif.is_ome and tif.ome_metadata:
-                size, source = _ome(tif.ome_metadata, notes)
-            height = int(page.imagelength)
-    except Exception:  # noqa: BLE001 - a file tifffile cannot parse has no calibration; read_image names it
-        return Calibration()
+    size, source, bar, bar_source, upright, width, height = None, "", 0, "", True, 0, 0
+    if path.suffix.lower() in image_files.TIFF_SUFFIXES:
+        try:
+            size, source, bar, bar_source, upright, width, height = _from_tiff(path, notes)
+        except Exception:  # noqa: BLE001 - a file tifffile cannot parse has no calibration; read_image names it
+            return Calibration()
+    if size is None:
+        side_file = _side_file(path)
+        if side_file is not None:
+            width = width or _stored_width(path)
+            if width:
+                size, source = _side_file_size(side_file, width, notes)
     if size is not None and not PLAUSIBLE_UM[0] <= size <= PLAUSIBLE_UM[1]:
         notes.append(f"{source} gives {size:.3g} µm per pixel, not a plausible pixel size: not used")
         size, source = None, ""
@@ -213,6 +231,123 @@ def read_calibration(path: str | Path) -> Calibration:
         notes.append(f"{bar_source} = {bar} rows not used ({why})")
         bar, bar_source = 0, ""
     return Calibration(size, source if size is not None else "", bar, bar_source, tuple(notes))
+
+
+SIDE_FILE_MAX_BYTES = 256 * 1024  # Hitachi/JEOL side files are a few kB; never read a large file whole
+_LENGTH = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Zµμ]+)\s*$")
+
+
+def _side_file(path: Path) -> Path | None:
+    """``IMAGE.txt`` (or ``.TXT``) beside ``IMAGE.tif``/``.jpg``/...: where Hitachi and JEOL SEMs write metadata."""
+    for suffix in (".txt", ".TXT"):
+        candidate = path.with_suffix(suffix)
+        if candidate != path and candidate.is_file():
+            return candidate
+    return None
+
+
+def _stored_width(path: Path) -> int:
+    """The image's stored width in px from its header (0 when it cannot be read: read_image reports that)."""
+    try:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            return int(im.size[0])
+    except Exception:  # noqa: BLE001
+        return 0
+
+
+def _side_file_size(side_file: Path, width_px: int, notes: list[str]) -> tuple[float | None, str]:
+    """The pixel size a Hitachi or JEOL side file states for an image ``width_px`` wide (module docstring)."""
+    try:
+        with open(side_file, "rb") as fh:
+            raw = fh.read(SIDE_FILE_MAX_BYTES)
+    except OSError:
+        return None, ""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("latin-1")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    name = side_file.name
+    if any(line in ("[SemImageFile]", "[TemImageFile]") for line in lines):
+        fields = {}
+        for line in lines:
+            key, sep, val = line.partition("=")
+            if sep:
+                fields.setdefault(key.strip(), val.strip())
+        source = f"Hitachi side file {name} PixelSize"
+        size = _um(fields.get("PixelSize"), "nm")
+        written = re.match(r"^\s*(\d+)\s*[xX*]\s*\d+", fields.get("DataSize", ""))
+    elif any(line.startswith("$$SM_MICRON_BAR") for line in lines):
+        fields = {}
+        for line in lines:
+            if line.startswith("$"):
+                key, _, val = line.lstrip("$").partition(" ")
+                fields.setdefault(key, val.strip())
+        source = f"JEOL side file {name} scale bar ($$SM_MICRON_MARKER / $$SM_MICRON_BAR)"
+        marker = _LENGTH.match(fields.get("SM_MICRON_MARKER", ""))
+        try:
+            bar_px = float(fields.get("SM_MICRON_BAR", ""))
+        except ValueError:
+            bar_px = 0.0
+        length = _um(marker.group(1), marker.group(2)) if marker else None
+        size = length / bar_px if length is not None and bar_px > 0 else None
+        if length is None and fields.get("SM_MICRON_MARKER"):
+            notes.append(f"{source}: marker {fields['SM_MICRON_MARKER']!r} not understood; pixel size not read")
+        written = re.match(r"^\s*(\d+)\s+\d+", fields.get("CM_FULL_SIZE", ""))
+    else:
+        return None, ""
+    if size is None:
+        return None, ""
+    if written and int(written.group(1)) != width_px:
+        notes.append(
+            f"{source} is for an image {written.group(1)} px wide, not this {width_px} px one (resized or "
+            "cropped since?): not used"
+        )
+        return None, ""
+    return size, source
+
+
+def _from_tiff(path: Path, notes: list[str]):
+    """``(size, source, bar, bar_source, upright, width, height)`` from a TIFF's own tags."""
+    import tifffile
+
+    size, source, bar, bar_source = None, "", 0, ""
+    with tifffile.TiffFile(path) as tif:
+        page = image_files.main_tiff_page(tif, path)  # the page read_image reads
+        orientation = page.tags.get("Orientation")
+        upright = orientation is None or int(orientation.value) == 1
+        if tif.is_fei:
+            meta = tif.fei_metadata or {}
+            size, source, bar = _fei(meta, notes)
+            bar_source = "FEI/Thermo metadata [PrivateFei] DatabarHeight" if bar else ""
+            image_rows = (meta.get("Image") or {}).get("ResolutionY")
+            if bar and isinstance(image_rows, int) and image_rows + bar != int(page.imagelength):
+                # Cropped or resized after the microscope wrote it: the stated bar is not where it was.
+                notes.append(
+                    f"{bar_source} = {bar} rows not used: the image is {page.imagelength} rows, not the "
+                    f"{image_rows} + {bar} the microscope wrote (cropped or resized since?)"
+                )
+                bar, bar_source = 0, ""
+        phenom = page.tags.get(34683)
+        if size is None and phenom is not None:
+            text = phenom.value.decode("utf-8", "replace") if isinstance(phenom.value, bytes) else str(phenom.value)
+            size, source, phenom_bar = _phenom(text, notes)
+            if phenom_bar and not bar:
+                bar, bar_source = phenom_bar, "Phenom metadata databarHeight"
+        if size is None and tif.is_sem:
+            size, source = _zeiss(tif.sem_metadata or {}, int(page.imagewidth))
+        tescan = page.tags.get(50431)
+        if size is None and tescan is not None:
+            size, source = _tescan(tescan.value, notes)
+        if size is None:
+            size, source = _olympus_sis(tif, int(page.imagewidth), notes)
+        if size is None and tif.is_imagej:
+            size, source = _imagej(tif, page, notes)
+        if size is None and tif.is_ome and tif.ome_metadata:
+            size, source = _ome(tif.ome_metadata, notes)
+        return size, source, bar, bar_source, upright, int(page.imagewidth), int(page.imagelength)
 
 
 def choose_pixel_size(flag_um: float | None, calibration: Calibration) -> tuple[float | None, str, list[str]]:
