@@ -150,6 +150,19 @@ def test_auto_prefers_the_largest_scale_near_the_target(monkeypatch) -> None:
         assert record["used"] == pytest.approx(expected, abs=1e-3), record
 
 
+
+def test_pick_is_the_rule_on_measured_sizes_alone() -> None:
+    """The rule without a model: implausible candidates lose while any other has grains, and the tolerance
+    sets how far from the target the largest scale may be."""
+    cands = [1.0, 1 / 1.5, 1 / 2]
+    diam = {1.0: 40.0, 1 / 1.5: 27.0, 1 / 2: 21.0}
+    assert scale_lib.pick(cands, diam, {}, 20.0)[0] == 1 / 2  # only 21 px within 1.25x
+    assert scale_lib.pick(cands, diam, {}, 20.0, tolerance=1.5)[0] == 1 / 1.5  # 27 and 21 near: the larger
+    assert scale_lib.pick(cands, diam, {}, 20.0, tolerance=2.0)[0] == 1.0
+    assert scale_lib.pick(cands, diam, {"0.5": "too few grains"}, 20.0)[0] == 1 / 1.5
+    best, reason = scale_lib.pick(cands, {s: None for s in cands}, {}, 20.0)
+    assert best == 1.0 and "no grains" in reason
+
 def test_auto_never_goes_below_64_px_and_small_images_stay_as_they_are() -> None:
     assert scale_lib.candidates_for((40, 900)) == [1.0]
     assert scale_lib.candidates_for((130, 130)) == [1.0, 1 / 1.5, 0.5]

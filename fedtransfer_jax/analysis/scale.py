@@ -163,6 +163,46 @@ def target_for(model) -> tuple[float, str]:
     return found
 
 
+def pick(
+    cands: list[float],
+    diam: Mapping[float, float | None],
+    rejected: Mapping[str, str],
+    target_px: float,
+    tolerance: float = TOLERANCE,
+) -> tuple[float, str]:
+    """``(scale, reason)``: steps 3-4 of the auto rule (module docstring) from each candidate's measured mean
+    grain diameter ``diam`` (None: no grains) and the candidates ``rejected`` as implausible (keyed by
+    ``_key``)."""
+    with_grains = [s for s in cands if diam[s] is not None]
+    pool = [s for s in with_grains if _key(s) not in rejected] or with_grains
+    if not pool:
+        best = 1.0
+        reason = "no grains predicted at any scale: scale 1"
+    else:
+        def off(s: float) -> float:
+            return abs(math.log(diam[s] / target_px))
+
+        near = [s for s in pool if off(s) <= math.log(tolerance) + 1e-12]
+        if len(near) > 1:
+            best = max(near)
+            reason = (
+                f"mean grain {diam[best]:.1f} px at scale {_key(best)}: the largest scale within "
+                f"{tolerance:g}x of the trained {target_px:.1f} px"
+            )
+        else:
+            best = min(pool, key=lambda s: (off(s), -s))
+            reason = (
+                f"mean grain {diam[best]:.1f} px at scale {_key(best)} is the closest to the trained {target_px:.1f} px"
+            )
+        if len(cands) == 1:
+            reason = f"only scale 1 tried (the image is under {MIN_MODEL_SIDE / CANDIDATES[1]:.0f} px a side); " + reason
+        elif best != 1.0 and diam.get(1.0) is not None:
+            reason += f" (scale 1: {diam[1.0]:.1f} px)"
+        if pool is with_grains and rejected:
+            reason += "; every scale's map was implausible, chose among them all"
+    return best, reason
+
+
 def choose(
     model, image: np.ndarray, settings, *, target: tuple[float, str], overlap=None, flips=False
 ) -> tuple[float, dict[str, Any], np.ndarray | None]:
@@ -186,33 +226,7 @@ def choose(
         withhold, _ = grains_lib.grain_size_plausibility(lab, boundary)
         if d is None or withhold:
             rejected[_key(s)] = "; ".join(withhold) or "no grains"
-    with_grains = [s for s in cands if diam[s] is not None]
-    pool = [s for s in with_grains if _key(s) not in rejected] or with_grains
-    if not pool:
-        best = 1.0
-        reason = "no grains predicted at any scale: scale 1"
-    else:
-        def off(s: float) -> float:
-            return abs(math.log(diam[s] / target_px))
-
-        near = [s for s in pool if off(s) <= math.log(TOLERANCE) + 1e-12]
-        if len(near) > 1:
-            best = max(near)
-            reason = (
-                f"mean grain {diam[best]:.1f} px at scale {_key(best)}: the largest scale within "
-                f"{TOLERANCE:g}x of the trained {target_px:.1f} px"
-            )
-        else:
-            best = min(pool, key=lambda s: (off(s), -s))
-            reason = (
-                f"mean grain {diam[best]:.1f} px at scale {_key(best)} is the closest to the trained {target_px:.1f} px"
-            )
-        if len(cands) == 1:
-            reason = f"only scale 1 tried (the image is under {MIN_MODEL_SIDE / CANDIDATES[1]:.0f} px a side); " + reason
-        elif best != 1.0 and diam.get(1.0) is not None:
-            reason += f" (scale 1: {diam[1.0]:.1f} px)"
-        if pool is with_grains and rejected:
-            reason += "; every scale's map was implausible, chose among them all"
+    best, reason = pick(cands, diam, rejected, target_px)
     record = {
         "used": round(best, 4),
         "mode": AUTO,

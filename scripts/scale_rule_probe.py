@@ -1,0 +1,101 @@
+"""How wide should `--scale auto`'s acceptance band be? A development probe of the scale rule's tolerance.
+
+`--scale auto` keeps the largest candidate scale whose measured mean grain diameter lies within TOLERANCE x
+of the model's trained grain size, else the closest one (fedtransfer_jax/analysis/scale.py). A model trained
+on a broad range of grain sizes may need the search less: this probe scores the rule at several tolerances,
+scale 1 always, and the best scale per image (an oracle, for reference), from one set of predictions.
+
+  python scripts/scale_rule_probe.py [WORKDIR]      # default: the shipped model; ~10 min on the 2-core CPU
+
+Development data only: the TBM validation micrographs 13, 15, 24 (needs ../shared/data/tbm_tint_etched) and
+fresh synthetic images of the nine labs (seed 515151, 2 per lab, 768 px, grains 8-200 px). Cached in
+/tmp/scale_rule_probe.pkl.
+"""
+import glob
+import os
+import pickle
+import re
+import sys
+
+import numpy as np
+
+from fedtransfer_jax.analysis import measure, scale as scale_lib
+from fedtransfer_jax.data import folder, intensity, synthetic
+from fedtransfer_jax.metrics import postprocess_select as pps
+from fedtransfer_jax.metrics.stats import paired_comparison
+
+CACHE = "/tmp/scale_rule_probe.pkl"
+TOLERANCES = (1.25, 1.5, 2.0, 2.5, 3.0)
+
+
+def one(model, settings, image, label, target):
+    image = intensity.normalise(image, intensity.mode_of(model))
+    _, record, _ = scale_lib.choose(model, image, settings, target=target)
+    cands = scale_lib.candidates_for(image.shape[:2])
+    scores = {}
+    for s in cands:
+        prob = scale_lib.prob_at_scale(model, image, s)
+        scores[s] = pps.tile_scores(settings.apply(prob), label > 0)
+    diam = {s: record["candidates"][scale_lib._key(s)] for s in cands}
+    return {"cands": cands, "diam": diam, "rejected": record["rejected"], "scores": scores}
+
+
+def compute():
+    f = {"workdir": sys.argv[1] if len(sys.argv) > 1 else None, "method": None, "client": None, "overlap": None}
+    model, settings, _ = measure.model_and_settings(f, {})
+    target = scale_lib.target_for(model)
+    sets = {"target_px": target[0], "tbm_val": [], "synthetic": []}
+    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tbm_tint_etched")
+    for ip in sorted(glob.glob(d + "/images/*.png")):
+        if re.search(r"_(13|15|24)-", ip):
+            img, lab = folder.load_pair(ip, ip.replace("/images/", "/labels/"))
+            sets["tbm_val"].append(("tbm", one(model, settings, img, lab, target)))
+    for lab_name in list(synthetic.LABS):
+        imgs, labs, _ = synthetic.make_lab_examples(
+            lab_name, 2, 768, 515151, diameter_px=(8.0, 200.0), boundary_width=2, boundary_width_max=5
+        )
+        for img, lab in zip(imgs, labs):
+            sets["synthetic"].append((lab_name, one(model, settings, img, lab, target)))
+    return sets
+
+
+def main():
+    if os.path.exists(CACHE):
+        sets = pickle.load(open(CACHE, "rb"))
+    else:
+        sets = compute()
+        pickle.dump(sets, open(CACHE, "wb"))
+    target_px = sets.pop("target_px")
+    print(f"trained grain size {target_px:.1f} px; rule: largest scale within T x of it, else the closest")
+    for name, data in sets.items():
+        print(f"== {name} ({len(data)} images)")
+        rules = {"scale 1": lambda r: 1.0}
+        for t in TOLERANCES:
+            rules[f"T={t:g}"] = (lambda t: lambda r: scale_lib.pick(r["cands"], r["diam"], r["rejected"], target_px, t)[0])(t)
+        rules["oracle (best ARI)"] = lambda r: max(r["cands"], key=lambda s: r["scores"][s][2])
+        ref = np.array([r["scores"][1.0] for _, r in data])
+        current = None
+        for rn, rule in rules.items():
+            chosen = [rule(r) for _, r in data]
+            rows = np.array([r["scores"][s] for (_, r), s in zip(data, chosen)])
+            m = rows.mean(0)
+            line = f"  {rn:18s} ari {m[2]:.3f} f1 {m[1]:.3f} ratio {m[3]:.3f} obj {m[0]:.3f}"
+            if rn != "scale 1":
+                c = paired_comparison(rows[:, 2], ref[:, 2])
+                line += f" | ARI vs scale 1 {c['diff_mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+            if rn == "T=1.25":
+                current = rows
+            elif current is not None and rn.startswith("T="):
+                c = paired_comparison(rows[:, 2], current[:, 2])
+                line += f" | vs T=1.25 {c['diff_mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+            print(line)
+            print("    scales: " + " ".join(f"{s:.2f}" for s in chosen))
+        for lab, r in data:
+            d = " ".join(f"{scale_lib._key(s)}:{'-' if r['diam'][s] is None else format(r['diam'][s], '.0f')}"
+                         f"{'x' if scale_lib._key(s) in r['rejected'] else ''}"
+                         f"(ari {r['scores'][s][2]:.2f})" for s in r["cands"])
+            print(f"    {lab:15s} {d}")
+
+
+if __name__ == "__main__":
+    main()
