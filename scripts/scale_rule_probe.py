@@ -3,13 +3,15 @@
 `--scale auto` keeps the largest candidate scale whose measured mean grain diameter lies within TOLERANCE x
 of the model's trained grain size, else the closest one (fedtransfer_jax/analysis/scale.py). A model trained
 on a broad range of grain sizes may need the search less: this probe scores the rule at several tolerances,
-scale 1 always, and the best scale per image (an oracle, for reference), from one set of predictions.
+scale 1 always, the best scale per image (an oracle, for reference) and two signals of the model's own
+certainty (``uncertainty``), from one set of predictions.
 
-  python scripts/scale_rule_probe.py [WORKDIR]      # default: the shipped model; ~10 min on the 2-core CPU
+  python scripts/scale_rule_probe.py [WORKDIR]      # default: the shipped model; ~15 min on the 2-core CPU
 
 Development data only: the TBM validation micrographs 13, 15, 24 (needs ../shared/data/tbm_tint_etched) and
 fresh synthetic images of the nine labs (seed 515151, 2 per lab, 768 px, grains 8-200 px). Cached in
-/tmp/scale_rule_probe.pkl.
+/tmp/scale_rule_probe.pkl and /tmp/scale_rule_probe_signals.pkl. Output of the shipped model's run:
+docs/results/pretrained_cpu2/scale_rule_probe.txt.
 """
 import glob
 import os
@@ -25,7 +27,41 @@ from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.metrics.stats import paired_comparison
 
 CACHE = "/tmp/scale_rule_probe.pkl"
+SIGNALS = "/tmp/scale_rule_probe_signals.pkl"
 TOLERANCES = (1.25, 1.5, 2.0, 2.5, 3.0)
+
+
+def uncertainty(prob):
+    """Signals of how sure the model is at a scale, fixed before they were scored: ``U`` = pixels with
+    0.2 < p < 0.8 per pixel with p > 0.5 (faint, undecided boundary per confident boundary; about
+    scale-free for crisp lines), ``H`` = mean binary entropy."""
+    p = np.clip(np.asarray(prob, np.float64), 1e-6, 1 - 1e-6)
+    u = float(((p > 0.2) & (p < 0.8)).sum() / max(1, (p > 0.5).sum()))
+    h = float(np.mean(-(p * np.log(p) + (1 - p) * np.log(1 - p))))
+    return u, h
+
+
+def signals():
+    """Each image's view-based uncertainty at each candidate scale (the views `--scale auto` predicts)."""
+    f = {"workdir": sys.argv[1] if len(sys.argv) > 1 else None, "method": None, "client": None, "overlap": None}
+    model, _, _ = measure.model_and_settings(f, {})
+    out = {"tbm_val": [], "synthetic": []}
+
+    def one_image(image):
+        image = intensity.normalise(image, intensity.mode_of(model))
+        return {s: uncertainty(scale_lib.predict_at(model, scale_lib._view(image, s)[0], s))
+                for s in scale_lib.candidates_for(image.shape[:2])}
+
+    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tbm_tint_etched")
+    for ip in sorted(glob.glob(d + "/images/*.png")):
+        if re.search(r"_(13|15|24)-", ip):
+            out["tbm_val"].append(one_image(folder.load_pair(ip, ip.replace("/images/", "/labels/"))[0]))
+    for lab_name in list(synthetic.LABS):
+        imgs, _, _ = synthetic.make_lab_examples(
+            lab_name, 2, 768, 515151, diameter_px=(8.0, 200.0), boundary_width=2, boundary_width_max=5
+        )
+        out["synthetic"].extend(one_image(img) for img in imgs)
+    return out
 
 
 def one(model, settings, image, label, target):
@@ -66,12 +102,36 @@ def main():
         sets = compute()
         pickle.dump(sets, open(CACHE, "wb"))
     target_px = sets.pop("target_px")
+    if os.path.exists(SIGNALS):
+        sig = pickle.load(open(SIGNALS, "rb"))
+    else:
+        sig = signals()
+        pickle.dump(sig, open(SIGNALS, "wb"))
+    for name in sets:
+        for (_, r), u in zip(sets[name], sig[name]):
+            r["signals"] = u
     print(f"trained grain size {target_px:.1f} px; rule: largest scale within T x of it, else the closest")
     for name, data in sets.items():
         print(f"== {name} ({len(data)} images)")
         rules = {"scale 1": lambda r: 1.0}
         for t in TOLERANCES:
             rules[f"T={t:g}"] = (lambda t: lambda r: scale_lib.pick(r["cands"], r["diam"], r["rejected"], target_px, t)[0])(t)
+
+        def pool(r):
+            with_grains = [s for s in r["cands"] if r["diam"][s] is not None]
+            return [s for s in with_grains if scale_lib._key(s) not in r["rejected"]] or with_grains or [1.0]
+
+        rules["least U"] = lambda r: min(pool(r), key=lambda s: (r["signals"][s][0], -s))
+        rules["least H"] = lambda r: min(pool(r), key=lambda s: (r["signals"][s][1], -s))
+
+        def band_then_u(r):
+            near = [s for s in pool(r) if r["diam"][s] is not None
+                    and abs(np.log(r["diam"][s] / target_px)) <= np.log(scale_lib.TOLERANCE) + 1e-12]
+            if len(near) > 1:
+                return min(near, key=lambda s: (r["signals"][s][0], -s))
+            return scale_lib.pick(r["cands"], r["diam"], r["rejected"], target_px)[0]
+
+        rules["band, then least U"] = band_then_u
         rules["oracle (best ARI)"] = lambda r: max(r["cands"], key=lambda s: r["scores"][s][2])
         ref = np.array([r["scores"][1.0] for _, r in data])
         current = None
@@ -85,7 +145,7 @@ def main():
                 line += f" | ARI vs scale 1 {c['diff_mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
             if rn == "T=1.25":
                 current = rows
-            elif current is not None and rn.startswith("T="):
+            elif current is not None:
                 c = paired_comparison(rows[:, 2], current[:, 2])
                 line += f" | vs T=1.25 {c['diff_mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
             print(line)
