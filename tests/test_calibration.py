@@ -166,6 +166,49 @@ def test_a_side_file_for_another_width_is_noted_not_used(tmp_path):
     assert cal.pixel_size_um is None and "not understood" in cal.notes[0]
 
 
+
+def test_side_files_as_instruments_write_them(tmp_path):
+    """Review findings: keys outside Hitachi's section, BOMs, UTF-16, NULs, a width not stated, a number cut by
+    the read limit, a name too long for its side file; and the file's own metadata against a side file."""
+    png = tmp_path / "a.png"
+    Image.fromarray(np.zeros((60, 80), np.uint8)).save(png)
+    side = png.with_suffix(".txt")
+
+    def read(data: bytes):
+        side.write_bytes(data)
+        return calibration.read_calibration(png)
+
+    hitachi = HITACHI.format(w=80)
+    assert read(("[Other]\r\nPixelSize=99\r\n" + hitachi).encode()).pixel_size_um == pytest.approx(0.0248)
+    for data in (b"\xef\xbb\xbf" + hitachi.encode(), hitachi.encode("utf-16"), hitachi.encode("utf-16-le"),
+                 hitachi.replace("\r\n", "\x00").encode()):
+        assert read(data).pixel_size_um == pytest.approx(0.0248), data[:12]
+    assert read(JEOL.format(w=80).replace(" ", "\t").replace("$$", "$").encode()).pixel_size_um == pytest.approx(5 / 160)
+    # No width stated: used, and said.
+    cal = read(b"$$SM_MICRON_BAR 100\n$$SM_MICRON_MARKER 5um\n")
+    assert cal.pixel_size_um == pytest.approx(0.05) and "does not state the image width" in cal.notes[0]
+    # Found but unusable: said, not used.
+    for data in (hitachi.replace("24.8", "0").encode(), hitachi.replace("24.8", "nan").encode(),
+                 b"$$SM_MICRON_BAR 0\n$$SM_MICRON_MARKER 5um\n"):
+        cal = read(data)
+        assert cal.pixel_size_um is None and "not used" in cal.notes[0]
+    # A line cut by the read limit is dropped, never read as a shorter number.
+    head = b"$$SM_MICRON_MARKER 10um\n$$CM_COMMENT "
+    cut = b"$$SM_MICRON_BAR 1"  # the limit falls after these bytes of '$$SM_MICRON_BAR 128'
+    pad = b"x" * (calibration.SIDE_FILE_MAX_BYTES - len(head) - 1 - len(cut)) + b"\n"
+    assert len(head + pad + cut) == calibration.SIDE_FILE_MAX_BYTES
+    assert read(head + pad + cut + b"28\n").pixel_size_um is None
+    # An image whose side-file name would be too long: no calibration, no error.
+    long_png = tmp_path / ("n" * 252)
+    Image.fromarray(np.zeros((60, 80), np.uint8)).save(long_png, format="PNG")
+    assert calibration.read_calibration(long_png).pixel_size_um is None
+    # The file's own metadata wins over a side file that disagrees, with a note.
+    tif = fei_tiff(tmp_path / "b.tif", np.zeros((60, 80), np.uint8), bar=0)
+    tif.with_suffix(".txt").write_text(JEOL.format(w=80))
+    cal = calibration.read_calibration(tif)
+    assert cal.pixel_size_um == pytest.approx(0.025) and "JEOL side file" in cal.notes[0]
+
+
 def test_a_printing_resolution_is_not_a_calibration(tmp_path):
     a = np.zeros((40, 50), np.uint8)
     tifffile.imwrite(tmp_path / "dpi.tif", a, resolution=(300, 300), resolutionunit="INCH")
@@ -245,6 +288,7 @@ def test_predict_measures_each_image_at_its_own_magnification(tmp_path):
     assert c["databar"]["rows"] == 16 and c["height"] == 64 and c["n_grains"] == a["n_grains"] == 6 * 60
     assert manifest["images"]["d"]["pixel_size_um"] == pytest.approx(5 / 160)
     assert manifest["pixel_size_um"] is None and not manifest["failed"]
+    assert {e["kind"] for e in manifest["skipped"]} == {"side_file"} and "beside d.png" in manifest["skipped"][0]["reason"]
     assert any("c.png" in line and "bottom 16 rows" in line for line in logged)
     summary = (tmp_path / "out" / "grain_sizes_summary.csv").read_text()
     assert "pixel_size_source" in summary.splitlines()[0] and "PixelWidth" in summary

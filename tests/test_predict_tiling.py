@@ -146,3 +146,22 @@ def test_real_loaded_model_random_params_any_size() -> None:
   direct = np.asarray(jax.nn.softmax(logits, -1)[..., 1])
   chex.assert_trees_all_close(model.tile_probs(tiles)[:3], direct, atol=1e-5)
   chex.assert_shape(predict.segment(model, image), (70, 101))
+
+
+@pytest.mark.parametrize("flips", [False, True])
+def test_tile_progress_counts_every_tile_and_changes_nothing(flips: bool) -> None:
+  """predict's bar follows a large image tile by tile: the callback sees counts that rise to the total (four
+  views with flips), and the probabilities are those of a run without it."""
+  model = FakeModel(tile=32)
+  image, _ = _line_image(300, 700, [(10.0, 10.0), (290.0, 690.0)])
+  plain = model.predict_prob(image, flips=flips)
+  seen: list[tuple[int, int]] = []
+  with inference.tile_progress(lambda done, total: seen.append((done, total))):
+    followed = model.predict_prob(image, flips=flips)
+  np.testing.assert_array_equal(followed, plain)
+  n_tiles = len(tiling.extract_tiles(image, 32, 8)[0]) * (4 if flips else 1)
+  assert len(seen) > 2 and seen[-1] == (n_tiles, n_tiles)
+  assert all(b[0] > a[0] for a, b in zip(seen, seen[1:])) and {t for _, t in seen} == {n_tiles}
+  n_reports = len(seen)
+  model.predict_prob(image, flips=flips)  # outside the block: nothing reported
+  assert len(seen) == n_reports

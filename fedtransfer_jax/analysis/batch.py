@@ -70,11 +70,12 @@ def _skipped_note(skipped) -> str:
     return "; ".join(shown)
 
 
-# The progress bar moves once per image: an image this large gets a line saying what to expect. Seconds per
-# megapixel of the default predict (benchmarks/predict_speed.py, 2-core CPU, --scale auto: 6.8 s per further
-# 1500 x 1000 image). A fixed --scale predicts once instead of at five candidate scales plus the chosen one
+# The progress bar moves once per image (its text counts the tiles of a large prediction): an image this large
+# gets a line saying how long to expect. Seconds per megapixel of the default predict
+# (benchmarks/predict_speed.py, 2-core CPU, --scale auto: 6.8 s per further 1500 x 1000 image). A fixed --scale predicts once instead of at five candidate scales plus the chosen one
 # (1 + 0.44 + 0.25 + 0.11 + 0.06 of the pixels, and the choice again): ~0.6 of the time.
 LARGE_IMAGE_PX = 16_000_000
+TILES_WORTH_SHOWING = 2 * inference.PROGRESS_CHUNK
 _SECONDS_PER_MPX_2CORE = 4.5
 
 
@@ -89,7 +90,7 @@ def _note_if_large(path: str, scale, say: Callable[[str], None]) -> None:
     minutes = mpx * _SECONDS_PER_MPX_2CORE * (1.0 if scale == scale_lib.AUTO else 0.6) / 60.0
     say(
         f"predict: note: {path} is {w} x {h} px ({mpx:.0f} Mpx): on a 2-core CPU about {max(1, round(minutes))} "
-        "min, with no progress shown inside one image (a crop, or --scale 0.5, is quicker)"
+        "min (a crop, or --scale 0.5, is quicker)"
     )
 
 
@@ -272,6 +273,16 @@ def _predict_locked(
         else:
             log(msg)
 
+    def tiles_shown(name: str) -> Callable[[int, int], None]:
+        """The bar's text follows a large prediction of one image tile by tile (the bar itself moves once
+        per image); small predictions (the scale search's views, a small image) would only flicker."""
+
+        def show(done: int, total: int) -> None:
+            if bar is not None and total >= TILES_WORTH_SHOWING:
+                bar.set_postfix_str(f"{name}: {done}/{total} tiles" if done < total else "", refresh=True)
+
+        return show
+
     def save_manifest() -> None:
         manifest["updated"] = _now()
         ours = {f for e in manifest["images"].values() for k in outputs.FILE_KEYS if (f := e.get(k))}
@@ -334,10 +345,12 @@ def _predict_locked(
             files = outputs.image_files(name)
             _note_if_large(path, scale, say)
             try:
-                m = measure.measure_image(
-                    model, path, pixel_size_um=pixel, exclude_border=exclude_border,
-                    settings=settings, overlap=overlap, flips=flips, scale=scale, target=target, databar=databar,
-                )
+                with inference.tile_progress(tiles_shown(name)):
+                    m = measure.measure_image(
+                        model, path, pixel_size_um=pixel, exclude_border=exclude_border,
+                        settings=settings, overlap=overlap, flips=flips, scale=scale, target=target,
+                        databar=databar,
+                    )
             except Exception as e:  # noqa: BLE001 - one image's failure must not cost the others
                 skip(path, name, files, e)
                 continue

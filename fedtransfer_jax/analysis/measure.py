@@ -103,7 +103,7 @@ def measure_image(
     raises ValueError/OSError for a file that cannot be read.
 
     ``pixel_size_um`` (``--pixel_size_um``; None: not given) wins over the file's own calibration, which
-    is used otherwise (data/calibration.py: FEI/Thermo, Phenom, Zeiss, ImageJ, OME-TIFF metadata).
+    is used otherwise (data/calibration.py: the metadata in the file, or a Hitachi/JEOL side file beside it).
     ``databar`` ('auto', 'none' or a number of rows): the instrument data bar along the bottom is left out
     of the grains ('auto': as the metadata states it, else as found in the pixels: data/databar.py), so its
     text is not measured as grains; the map keeps the image's size, the bar written as boundary.

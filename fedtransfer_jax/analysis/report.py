@@ -172,7 +172,7 @@ def pixel_text(entry: Mapping[str, Any]) -> str:
     """'0.0125 µm per pixel (FEI/Thermo metadata [Scan] PixelWidth)', or why sizes are in px."""
     pixel = entry.get("pixel_size_um")
     if not pixel:
-        return "pixel size unknown (no --pixel_size_um, none in the file): sizes in px, no ASTM G"
+        return "pixel size unknown (no --pixel_size_um, none usable in the file's metadata): sizes in px, no ASTM G"
     return f"{pixel:.4g} µm per pixel ({entry.get('pixel_size_source') or '--pixel_size_um'})"
 
 

@@ -217,12 +217,20 @@ def read_calibration(path: str | Path) -> Calibration:
             size, source, bar, bar_source, upright, width, height = _from_tiff(path, notes)
         except Exception:  # noqa: BLE001 - a file tifffile cannot parse has no calibration; read_image names it
             return Calibration()
-    if size is None:
-        side_file = _side_file(path)
-        if side_file is not None:
-            width = width or _stored_width(path)
-            if width:
-                size, source = _side_file_size(side_file, width, notes)
+    side_file = _side_file(path)
+    if side_file is not None:
+        width = width or _stored_width(path)
+        if width:
+            side_notes: list[str] = []
+            side_size, side_source = _side_file_size(side_file, width, side_notes)
+            if size is None:
+                size, source = side_size, side_source
+                notes.extend(side_notes)
+            elif side_size is not None and abs(side_size - size) > 0.02 * size:
+                notes.append(
+                    f"{side_source} states {side_size:.4g} µm per pixel, the file itself {size:.4g} ({source}): "
+                    "the file's own is used"
+                )
     if size is not None and not PLAUSIBLE_UM[0] <= size <= PLAUSIBLE_UM[1]:
         notes.append(f"{source} gives {size:.3g} µm per pixel, not a plausible pixel size: not used")
         size, source = None, ""
@@ -235,14 +243,19 @@ def read_calibration(path: str | Path) -> Calibration:
 
 SIDE_FILE_MAX_BYTES = 256 * 1024  # Hitachi/JEOL side files are a few kB; never read a large file whole
 _LENGTH = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Zµμ]+)\s*$")
+_HITACHI_SECTIONS = ("[SemImageFile]", "[TemImageFile]")
 
 
 def _side_file(path: Path) -> Path | None:
-    """``IMAGE.txt`` (or ``.TXT``) beside ``IMAGE.tif``/``.jpg``/...: where Hitachi and JEOL SEMs write metadata."""
+    """``IMAGE.txt`` (or ``.TXT``) beside ``IMAGE.tif``/``.jpg``/...: where Hitachi and JEOL SEMs write metadata.
+    None when there is none or it cannot be looked at (a name too long, a folder without permission)."""
     for suffix in (".txt", ".TXT"):
-        candidate = path.with_suffix(suffix)
-        if candidate != path and candidate.is_file():
-            return candidate
+        try:
+            candidate = path.with_suffix(suffix)
+            if candidate != path and candidate.is_file():
+                return candidate
+        except (OSError, ValueError):
+            continue
     return None
 
 
@@ -257,50 +270,90 @@ def _stored_width(path: Path) -> int:
         return 0
 
 
-def _side_file_size(side_file: Path, width_px: int, notes: list[str]) -> tuple[float | None, str]:
-    """The pixel size a Hitachi or JEOL side file states for an image ``width_px`` wide (module docstring)."""
-    try:
-        with open(side_file, "rb") as fh:
-            raw = fh.read(SIDE_FILE_MAX_BYTES)
-    except OSError:
-        return None, ""
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    name = side_file.name
-    if any(line in ("[SemImageFile]", "[TemImageFile]") for line in lines):
-        fields = {}
-        for line in lines:
+def _side_text(raw: bytes, truncated: bool) -> str:
+    """The text of a side file as instruments write it: UTF-8 (with or without a BOM), UTF-16, or the PC's
+    code page (JEOL's µ is one latin-1 byte); NULs count as line ends; a last line cut by the read limit is
+    dropped rather than read as a shorter number."""
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or (len(raw) > 8 and raw[1::2].count(0) > 0.4 * len(raw[1::2])):
+        text = raw.decode("utf-16" if raw.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-16-le", "replace")
+    else:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            text = raw.decode("latin-1")
+    text = text.lstrip("\ufeff").replace("\x00", "\n")
+    if truncated:
+        text = text.rsplit("\n", 1)[0]
+    return text
+
+
+def _hitachi_fields(lines: list[str]) -> dict[str, str]:
+    """``KEY=VALUE`` pairs of the ``[SemImageFile]``/``[TemImageFile]`` section only (first of each key)."""
+    fields: dict[str, str] = {}
+    inside = False
+    for line in lines:
+        if line.startswith("["):
+            inside = line.split(";", 1)[0].strip() in _HITACHI_SECTIONS
+        elif inside:
             key, sep, val = line.partition("=")
             if sep:
                 fields.setdefault(key.strip(), val.strip())
+    return fields
+
+
+def _jeol_fields(lines: list[str]) -> dict[str, str]:
+    """``$KEY VALUE`` / ``$$KEY VALUE`` lines (first of each key; any whitespace between)."""
+    fields: dict[str, str] = {}
+    for line in lines:
+        if line.startswith("$"):
+            key, *val = line.lstrip("$").split(None, 1)
+            fields.setdefault(key, val[0].strip() if val else "")
+    return fields
+
+
+def _side_file_size(side_file: Path, width_px: int, notes: list[str]) -> tuple[float | None, str]:
+    """The pixel size a Hitachi or JEOL side file states for an image ``width_px`` wide (module docstring);
+    ``(None, "")`` for a text file that is neither, with a note where one was found but not used."""
+    name = side_file.name
+    try:
+        with open(side_file, "rb") as fh:
+            raw = fh.read(SIDE_FILE_MAX_BYTES + 1)
+    except OSError as e:
+        notes.append(f"side file {name} could not be read ({e.strerror or e}): its pixel size not used")
+        return None, ""
+    truncated = len(raw) > SIDE_FILE_MAX_BYTES
+    lines = [line.strip() for line in _side_text(raw[:SIDE_FILE_MAX_BYTES], truncated).splitlines() if line.strip()]
+    hitachi = _hitachi_fields(lines)
+    jeol = _jeol_fields(lines)
+    if any(line.split(";", 1)[0].strip() in _HITACHI_SECTIONS for line in lines):
         source = f"Hitachi side file {name} PixelSize"
-        size = _um(fields.get("PixelSize"), "nm")
-        written = re.match(r"^\s*(\d+)\s*[xX*]\s*\d+", fields.get("DataSize", ""))
-    elif any(line.startswith("$$SM_MICRON_BAR") for line in lines):
-        fields = {}
-        for line in lines:
-            if line.startswith("$"):
-                key, _, val = line.lstrip("$").partition(" ")
-                fields.setdefault(key, val.strip())
+        size = _um(hitachi.get("PixelSize"), "nm")
+        if size is None:
+            notes.append(f"{source}: {hitachi.get('PixelSize', 'missing')!r} is not a pixel size in nm: not used")
+        stated = hitachi.get("DataSize", "")
+    elif "SM_MICRON_BAR" in jeol:
         source = f"JEOL side file {name} scale bar ($$SM_MICRON_MARKER / $$SM_MICRON_BAR)"
-        marker = _LENGTH.match(fields.get("SM_MICRON_MARKER", ""))
+        marker = _LENGTH.match(jeol.get("SM_MICRON_MARKER", ""))
         try:
-            bar_px = float(fields.get("SM_MICRON_BAR", ""))
+            bar_px = float(jeol["SM_MICRON_BAR"])
         except ValueError:
-            bar_px = 0.0
+            bar_px = float("nan")
         length = _um(marker.group(1), marker.group(2)) if marker else None
-        size = length / bar_px if length is not None and bar_px > 0 else None
-        if length is None and fields.get("SM_MICRON_MARKER"):
-            notes.append(f"{source}: marker {fields['SM_MICRON_MARKER']!r} not understood; pixel size not read")
-        written = re.match(r"^\s*(\d+)\s+\d+", fields.get("CM_FULL_SIZE", ""))
+        size = length / bar_px if length is not None and math.isfinite(bar_px) and bar_px > 0 else None
+        if size is None:
+            notes.append(
+                f"{source}: marker {jeol.get('SM_MICRON_MARKER', 'missing')!r} over {jeol['SM_MICRON_BAR']!r} px "
+                "not understood: not used"
+            )
+        stated = jeol.get("CM_FULL_SIZE", "")
     else:
         return None, ""
     if size is None:
         return None, ""
-    if written and int(written.group(1)) != width_px:
+    written = re.match(r"^\s*(\d+)", stated)
+    if written is None:
+        notes.append(f"{source} does not state the image width it was written for: not checked against this image")
+    elif int(written.group(1)) != width_px:
         notes.append(
             f"{source} is for an image {written.group(1)} px wide, not this {width_px} px one (resized or "
             "cropped since?): not used"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import os
 import shutil
@@ -75,6 +76,42 @@ class LoadedModel:
         return sliding_window_prob(self.tile_probs, image, self.tile, overlap=overlap, flips=flips)
 
 
+_TILE_PROGRESS: contextvars.ContextVar[Callable[[int, int], None] | None] = contextvars.ContextVar(
+    "tile_progress", default=None
+)
+PROGRESS_CHUNK = 64  # tiles between two progress reports (a multiple of the prediction batch)
+
+
+@contextlib.contextmanager
+def tile_progress(callback: Callable[[int, int], None]):
+    """Within it, each sliding-window prediction calls ``callback(tiles_done, tiles_total)`` as it goes (every
+    ``PROGRESS_CHUNK`` tiles, flips counted), so a large image's progress can be shown. Same numbers as without."""
+    token = _TILE_PROGRESS.set(callback)
+    try:
+        yield
+    finally:
+        _TILE_PROGRESS.reset(token)
+
+
+def _reporting(tile_probs: Callable, total: int) -> Callable:
+    """``tile_probs`` run in chunks that report to the active ``tile_progress`` callback, if any."""
+    callback = _TILE_PROGRESS.get()
+    if callback is None:
+        return tile_probs
+    done = 0
+
+    def run(tiles: np.ndarray) -> np.ndarray:
+        nonlocal done
+        outs = []
+        for s in range(0, len(tiles), PROGRESS_CHUNK):
+            outs.append(tile_probs(tiles[s : s + PROGRESS_CHUNK]))
+            done += len(outs[-1])
+            callback(done, total)
+        return np.concatenate(outs) if outs else tile_probs(tiles)
+
+    return run
+
+
 def sliding_window_prob(
     tile_probs: Callable, image: np.ndarray, tile: int, *, overlap: int | None = None, flips: bool = False
 ) -> np.ndarray:
@@ -87,6 +124,7 @@ def sliding_window_prob(
     overlap = tile // 4 if overlap is None else overlap
     h, w = image.shape[:2]
     tiles, positions = tiling.extract_tiles(image, tile, overlap)
+    tile_probs = _reporting(tile_probs, len(tiles) * (4 if flips else 1))
     if flips:
         views = [
             (lambda t: t, lambda p: p),
@@ -348,7 +386,8 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
     """``(images, skipped)`` of a file or folder: the micrographs to read, sorted, and every other entry
     of the folder with the reason it is not read (hidden files such as macOS ``._x.png`` companions,
-    sub-folders, other suffixes) and its ``kind`` ('hidden', 'folder', 'special', 'suffix'). A single file
+    sub-folders, other suffixes) and its ``kind`` ('hidden', 'folder', 'special', 'suffix', 'side_file': an ``IMAGE.txt`` beside an image,
+read for its pixel size). A single file
     is taken as given, whatever its suffix.
 
     Raises:
@@ -377,6 +416,12 @@ def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
             images.append(full)
             continue
         skipped.append({"file": full, "reason": reason, "kind": kind})
+    stems = {os.path.splitext(os.path.basename(i))[0]: os.path.basename(i) for i in images}
+    for entry in skipped:
+        stem, suffix = os.path.splitext(os.path.basename(entry["file"]))
+        if entry["kind"] == "suffix" and suffix in (".txt", ".TXT") and stem in stems:
+            # Hitachi and JEOL SEMs write an image's metadata beside it (data/calibration.py reads it).
+            entry.update(kind="side_file", reason=f"metadata beside {stems[stem]}, read for its pixel size")
     if not images:
         raise ValueError(f"--images {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
     return images, skipped
