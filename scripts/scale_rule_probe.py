@@ -13,18 +13,16 @@ fresh synthetic images of the nine labs (seed 515151, 2 per lab, 768 px, grains 
 /tmp/scale_rule_probe.pkl and /tmp/scale_rule_probe_signals.pkl. Output of the shipped model's run:
 docs/results/pretrained_cpu2/scale_rule_probe.txt.
 """
-import glob
-import os
-import pickle
-import re
 import sys
 
 import numpy as np
 
 from fedtransfer_jax.analysis import measure, scale as scale_lib
-from fedtransfer_jax.data import folder, intensity, synthetic
+from fedtransfer_jax.data import intensity
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.metrics.stats import paired_comparison
+
+import dev_data
 
 CACHE = "/tmp/scale_rule_probe.pkl"
 SIGNALS = "/tmp/scale_rule_probe_signals.pkl"
@@ -45,23 +43,16 @@ def signals():
     """Each image's view-based uncertainty at each candidate scale (the views `--scale auto` predicts)."""
     f = {"workdir": sys.argv[1] if len(sys.argv) > 1 else None, "method": None, "client": None, "overlap": None}
     model, _, _ = measure.model_and_settings(f, {})
-    out = {"tbm_val": [], "synthetic": []}
 
     def one_image(image):
         image = intensity.normalise(image, intensity.mode_of(model))
         return {s: uncertainty(scale_lib.predict_at(model, scale_lib._view(image, s)[0], s))
                 for s in scale_lib.candidates_for(image.shape[:2])}
 
-    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tbm_tint_etched")
-    for ip in sorted(glob.glob(d + "/images/*.png")):
-        if re.search(r"_(13|15|24)-", ip):
-            out["tbm_val"].append(one_image(folder.load_pair(ip, ip.replace("/images/", "/labels/"))[0]))
-    for lab_name in list(synthetic.LABS):
-        imgs, _, _ = synthetic.make_lab_examples(
-            lab_name, 2, 768, 515151, diameter_px=(8.0, 200.0), boundary_width=2, boundary_width_max=5
-        )
-        out["synthetic"].extend(one_image(img) for img in imgs)
-    return out
+    return {
+        "tbm_val": [one_image(img) for img, _ in dev_data.tbm_validation()],
+        "synthetic": [one_image(img) for _, img, _ in dev_data.synthetic_images(768, 515151, (8.0, 200.0))],
+    }
 
 
 def one(model, settings, image, label, target):
@@ -80,33 +71,20 @@ def compute():
     f = {"workdir": sys.argv[1] if len(sys.argv) > 1 else None, "method": None, "client": None, "overlap": None}
     model, settings, _ = measure.model_and_settings(f, {})
     target = scale_lib.target_for(model)
-    sets = {"target_px": target[0], "tbm_val": [], "synthetic": []}
-    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tbm_tint_etched")
-    for ip in sorted(glob.glob(d + "/images/*.png")):
-        if re.search(r"_(13|15|24)-", ip):
-            img, lab = folder.load_pair(ip, ip.replace("/images/", "/labels/"))
-            sets["tbm_val"].append(("tbm", one(model, settings, img, lab, target)))
-    for lab_name in list(synthetic.LABS):
-        imgs, labs, _ = synthetic.make_lab_examples(
-            lab_name, 2, 768, 515151, diameter_px=(8.0, 200.0), boundary_width=2, boundary_width_max=5
-        )
-        for img, lab in zip(imgs, labs):
-            sets["synthetic"].append((lab_name, one(model, settings, img, lab, target)))
-    return sets
+    return {
+        "target_px": target[0],
+        "tbm_val": [("tbm", one(model, settings, img, lab, target)) for img, lab in dev_data.tbm_validation()],
+        "synthetic": [
+            (lab_name, one(model, settings, img, lab, target))
+            for lab_name, img, lab in dev_data.synthetic_images(768, 515151, (8.0, 200.0))
+        ],
+    }
 
 
 def main():
-    if os.path.exists(CACHE):
-        sets = pickle.load(open(CACHE, "rb"))
-    else:
-        sets = compute()
-        pickle.dump(sets, open(CACHE, "wb"))
+    sets = dev_data.cached(CACHE, compute)
     target_px = sets.pop("target_px")
-    if os.path.exists(SIGNALS):
-        sig = pickle.load(open(SIGNALS, "rb"))
-    else:
-        sig = signals()
-        pickle.dump(sig, open(SIGNALS, "wb"))
+    sig = dev_data.cached(SIGNALS, signals)
     for name in sets:
         for (_, r), u in zip(sets[name], sig[name]):
             r["signals"] = u

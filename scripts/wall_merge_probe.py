@@ -14,10 +14,6 @@ scale 1, at scale 1 with flips, and at the scale ``--scale auto`` picks are cach
 /tmp/wall_merge_probe_probs.pkl.
 """
 import dataclasses
-import glob
-import os
-import pickle
-import re
 import sys
 
 import numpy as np
@@ -26,11 +22,12 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from fedtransfer_jax.analysis import measure, scale as scale_lib
-from fedtransfer_jax.data import folder, synthetic
 from fedtransfer_jax.metrics import postprocess as pp
 from fedtransfer_jax.metrics.grains import grains_from_boundary
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.metrics.stats import paired_comparison
+
+import dev_data
 
 CACHE = "/tmp/wall_merge_probe_probs.pkl"
 VIEWS = ("scale 1", "scale 1 + flips", "scale auto")
@@ -39,7 +36,6 @@ VIEWS = ("scale 1", "scale 1 + flips", "scale auto")
 def compute():
     f = {"workdir": sys.argv[1] if len(sys.argv) > 1 else None, "method": None, "client": None, "overlap": None}
     model, settings, _ = measure.model_and_settings(f, {})
-    sets = {"settings": settings.to_dict(), "tbm_val": [], "synthetic": []}
 
     def views(img):
         p1, _ = scale_lib.probabilities(model, img, scale=1.0)
@@ -47,18 +43,11 @@ def compute():
         pa, rec = scale_lib.probabilities(model, img, scale="auto", settings=settings)
         return {"scale 1": p1, "scale 1 + flips": pf, "scale auto": pa, "auto_used": rec["used"]}
 
-    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tbm_tint_etched")
-    for ip in sorted(glob.glob(d + "/images/*.png")):
-        if re.search(r"_(13|15|24)-", ip):
-            img, lab = folder.load_pair(ip, ip.replace("/images/", "/labels/"))
-            sets["tbm_val"].append((views(img), lab > 0))
-    for lab_name in list(synthetic.LABS):
-        imgs, labs, _ = synthetic.make_lab_examples(
-            lab_name, 2, 384, 424242, diameter_px=(8.0, 140.0), boundary_width=2, boundary_width_max=5
-        )
-        for img, lab in zip(imgs, labs):
-            sets["synthetic"].append((views(img), lab > 0))
-    return sets
+    return {
+        "settings": settings.to_dict(),
+        "tbm_val": [(views(img), lab > 0) for img, lab in dev_data.tbm_validation()],
+        "synthetic": [(views(img), lab > 0) for _, img, lab in dev_data.synthetic_images(384, 424242, (8.0, 140.0))],
+    }
 
 
 def wall_strengths(tiling: np.ndarray, prob: np.ndarray):
@@ -98,11 +87,7 @@ def merge_weak_walls(boundary: np.ndarray, prob: np.ndarray, min_wall_prob: floa
 
 
 def main():
-    if os.path.exists(CACHE):
-        sets = pickle.load(open(CACHE, "rb"))
-    else:
-        sets = compute()
-        pickle.dump(sets, open(CACHE, "wb"))
+    sets = dev_data.cached(CACHE, compute)
     chosen = pps.PostprocessSettings.from_dict(sets.pop("settings"))
     print("the model's settings:", chosen)
     variants = {"model's settings": lambda p: chosen.apply(p)}

@@ -1,0 +1,42 @@
+"""What the development probes share: the development images and a pickle cache of what they computed.
+
+Development data only, never a test image: the TBM validation micrographs 13, 15, 24 (../shared/data/
+tbm_tint_etched, split by full-micrograph id) and fresh synthetic images of the nine labs.
+"""
+import glob
+import os
+import pickle
+import re
+
+from fedtransfer_jax.data import folder, synthetic
+
+TBM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tbm_tint_etched")
+TBM_VALIDATION = re.compile(r"_(13|15|24)-")
+
+
+def cached(path, compute):
+    """``compute()``, stored in ``path`` the first time and read from there after."""
+    if os.path.exists(path):
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    value = compute()
+    with open(path, "wb") as f:
+        pickle.dump(value, f)
+    return value
+
+
+def tbm_validation():
+    """``(image, label)`` of each TBM validation crop, in file order."""
+    for ip in sorted(glob.glob(os.path.join(TBM, "images", "*.png"))):
+        if TBM_VALIDATION.search(ip):
+            yield folder.load_pair(ip, ip.replace(os.sep + "images" + os.sep, os.sep + "labels" + os.sep))
+
+
+def synthetic_images(size, seed, diameter_px):
+    """``(lab, image, label)``: two fresh images of each synthetic lab, label lines 2-5 px wide."""
+    for lab in list(synthetic.LABS):
+        images, labels, _ = synthetic.make_lab_examples(
+            lab, 2, size, seed, diameter_px=diameter_px, boundary_width=2, boundary_width_max=5
+        )
+        for image, label in zip(images, labels):
+            yield lab, image, label
