@@ -29,7 +29,6 @@ loaded; the message names the flag or file).
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -229,8 +228,7 @@ def summary_text(choice: Mapping[str, Any], dest: str) -> str:
 
 def run(f: Mapping[str, Any]) -> int:
     """The CLI's work, given the flag values; raises on user errors (named flag or file)."""
-    if not (math.isfinite(f["tolerance"]) and f["tolerance"] >= 0):
-        raise ValueError(f"--tolerance must be >= 0 px, got {f['tolerance']}")
+    evaluate.check_tolerance(f["tolerance"])
     _check_dest(f["dest"])  # before the slow model load; again before the copy is moved into place
     scale_lib.parse_scale(f["scale"])
     evaluate.check_labels(f)  # a wrong --data_dir or clearly wrong labels fail before the model load

@@ -277,9 +277,10 @@ def _mean_per_group(per_group: Mapping[str, Mapping[str, Any]]) -> dict[str, Any
     }
 
 
-def check_out(out: str) -> None:
-    """`--out` names a JSON file in an existing folder this process can write (checked before the model
-    load, so a bad path costs nothing)."""
+def check_out(out: str, data_dir: str | None = None) -> None:
+    """`--out` names a JSON file in an existing folder this process can write, outside `--data_dir`, and not
+    a file of someone else's (checked before the model load, so a bad path costs nothing): an existing file
+    is replaced only when it is an earlier evaluate's result."""
     if os.path.isdir(out):
         raise ValueError(f"--out {out} is a folder: name a file, e.g. {os.path.join(out, 'evaluate.json')}")
     folder_ = os.path.dirname(os.path.abspath(out))
@@ -287,6 +288,31 @@ def check_out(out: str) -> None:
         raise FileNotFoundError(f"--out {out}: folder {folder_} does not exist")
     if not os.access(folder_, os.W_OK):
         raise PermissionError(f"--out {out}: folder {folder_} is not writable; pass --out elsewhere")
+    if data_dir and os.path.commonpath([os.path.realpath(folder_), os.path.realpath(data_dir)]) == os.path.realpath(data_dir):
+        raise ValueError(f"--out {out} is inside --data_dir {data_dir} (the labelled micrographs): write it elsewhere")
+    if os.path.lexists(out) and not _is_earlier_result(out):
+        raise ValueError(f"--out {out} exists and is not an earlier evaluate's result: not replaced; name a new file")
+
+
+def _is_earlier_result(path: str) -> bool:
+    """Whether ``path`` holds a result this tool wrote (a JSON object with its keys)."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            old = json.load(fh)
+    except (OSError, ValueError):
+        return False
+    return isinstance(old, dict) and {"per_image", "n_images", "mean"} <= set(old)
+
+
+MAX_TOLERANCE_PX = 20.0  # boundary F1's tolerance; wider, an all-boundary map scores like a perfect one
+
+
+def check_tolerance(tolerance: float) -> None:
+    if not (math.isfinite(tolerance) and 0 <= tolerance <= MAX_TOLERANCE_PX):
+        raise ValueError(
+            f"--tolerance must be between 0 and {MAX_TOLERANCE_PX:g} px, got {tolerance} (boundary F1 counts a "
+            "predicted boundary pixel within this distance of a true one as right)"
+        )
 
 
 def _num(x: Any, fmt: str) -> str:
@@ -351,15 +377,14 @@ def run(f: Mapping[str, Any]) -> int:
     if f["shipped"] and not out:
         raise ValueError("--out: name the results file (without --workdir the model is the shipped one, and its folder is part of the package)")
     if out:
-        check_out(out)
+        check_out(out, f["data_dir"])
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?
-    if not (math.isfinite(f["tolerance"]) and f["tolerance"] >= 0):
-        raise ValueError(f"--tolerance must be >= 0 px, got {f['tolerance']}")
+    check_tolerance(f["tolerance"])
     check_labels(f)
     model, settings, provenance = predict.model_and_settings(f, overrides)
     if not out:
         out = os.path.join(f["workdir"], f"evaluate_{model.tag.replace('/', '_')}.json")
-        check_out(out)
+        check_out(out, f["data_dir"])
     result = evaluate_folder(
         model,
         f["data_dir"],
@@ -401,9 +426,8 @@ def _run_baseline(f: Mapping[str, Any], out: str | None, overrides: Mapping[str,
         raise ValueError(f"--baseline {f['baseline']} uses no model and fixed settings: drop --{', --'.join(given)}")
     if not out:
         raise ValueError(f"--out: name the results file (--baseline {f['baseline']} has no workdir to write into)")
-    check_out(out)
-    if not (math.isfinite(f["tolerance"]) and f["tolerance"] >= 0):
-        raise ValueError(f"--tolerance must be >= 0 px, got {f['tolerance']}")
+    check_out(out, f["data_dir"])
+    check_tolerance(f["tolerance"])
     check_labels(f)
     result = evaluate_folder(
         None,

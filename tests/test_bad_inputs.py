@@ -479,10 +479,28 @@ def test_overlap_not_below_the_tile_is_named(images: Path, tmp_path: Path, fake_
     assert not (tmp_path / "out").exists()
 
 
-def test_negative_tolerance_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize("tolerance", [-1.0, 100.0, float("nan")])
+def test_a_tolerance_that_scores_nothing_is_named(tmp_path: Path, tolerance: float) -> None:
+    # Wider than 20 px, a map of nothing but boundary scores F1 1.0, like a perfect one.
     root = labelled(tmp_path / "c")
-    with pytest.raises(ValueError, match=r"--tolerance must be >= 0"):
-        evaluate.run(evaluate_values(root, tmp_path, tolerance=-1.0))
+    with pytest.raises(ValueError, match=r"--tolerance must be between 0 and 20 px"):
+        evaluate.run(evaluate_values(root, tmp_path, tolerance=tolerance))
+
+
+def test_evaluate_out_never_replaces_a_file_it_did_not_write(tmp_path: Path) -> None:
+    root = labelled(tmp_path / "c")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my notes")
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"status": "complete"}')  # a run's own file, JSON but not an evaluate result
+    for out, why in ((notes, "not an earlier evaluate"), (summary, "not an earlier evaluate"),
+                     (root / "labels" / "img_0.png", "inside --data_dir"), (root / "results.json", "inside --data_dir")):
+        with pytest.raises(ValueError, match=why):
+            evaluate.run(evaluate_values(root, tmp_path, out=str(out)))
+    assert notes.read_text() == "my notes" and summary.read_text() == '{"status": "complete"}'
+    earlier = tmp_path / "evaluate.json"
+    earlier.write_text('{"per_image": {}, "n_images": 0, "mean": {}}')
+    evaluate.check_out(str(earlier), str(root))  # an earlier result may be replaced
 
 
 def test_corrupt_postprocess_choice_is_named(images: Path, tmp_path: Path, fake_load) -> None:

@@ -369,6 +369,10 @@ def tiny_config() -> ml_collections.ConfigDict:
         ("fl.clients_per_round", -1),
         ("data.tile_size", 0),
         ("data.tile_overlap", 32),
+        ("data.source", "folders"),
+        ("data.clients", ()),
+        ("data.image_size", 7),
+        ("model.dtype", "float16"),
     ],
 )
 def test_bad_config_values_name_the_key(key: str, value) -> None:
@@ -379,6 +383,19 @@ def test_bad_config_values_name_the_key(key: str, value) -> None:
         node = node[k]
     node[last] = value
     with pytest.raises(ValueError, match="config key " + key.replace(".", r"\.")):
+        engine.validate_config(config)
+
+
+def test_keys_that_would_be_ignored_are_refused(tmp_path: Path) -> None:
+    """A data folder given without a source that reads it, or a method of an init_from that is not set, would
+    train something else than asked and exit 0."""
+    config = tiny_config()
+    config.data.dir = str(tmp_path)
+    with pytest.raises(ValueError, match=r"config key data\.dir is set .* data\.source is 'synthetic'"):
+        engine.check_data_folder(config)
+    config = tiny_config()
+    config.init_from_method = "fedavg"
+    with pytest.raises(ValueError, match=r"config key init_from_method='fedavg' .* init_from, which is not set"):
         engine.validate_config(config)
 
 

@@ -152,6 +152,26 @@ def test_stale_temporary_files_are_removed(tmp_path):
     removed = workdir_lib.clean_stale_files(str(tmp_path))
     assert sorted(removed) == [".tmp-abc-summary.json", "tfds/grain_micrographs/incomplete.XYZ_1.0.0"]
     assert not (tmp_path / ".tmp-abc-summary.json").exists()
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "scan_0001.tmp").write_text("a user's acquisition")  # not a name any writer of ours uses
+    assert workdir_lib.clean_stale_files(str(tmp_path)) == [] and (tmp_path / "raw" / "scan_0001.tmp").exists()
+
+
+def test_a_folder_of_other_files_is_not_taken_as_a_workdir(tmp_path):
+    """launch writes log.txt, a lock and config.json into --workdir and cleans up there: a folder of a user's
+    own files (a labelled data folder, a project folder) is refused before anything is written."""
+    data = tmp_path / "my_lab"
+    (data / "images").mkdir(parents=True)
+    (data / "notes.txt").write_text("etched 10 s")
+    with pytest.raises(workdir_lib.WorkdirError, match="not a workdir"):
+        workdir_lib.ensure_workdir(str(data))
+    assert sorted(os.listdir(data)) == ["images", "notes.txt"]
+    for ok in ("new", "empty", "only_hidden", "failed_start"):
+        (tmp_path / ok).mkdir() if ok != "new" else None
+    (tmp_path / "only_hidden" / ".DS_Store").write_text("")
+    (tmp_path / "failed_start" / "log.txt").write_text("error: ...")  # a first start refused after its log
+    for ok in ("new", "empty", "only_hidden", "failed_start"):
+        workdir_lib.ensure_workdir(str(tmp_path / ok))
 
 
 def test_incompatible_keys_rules():

@@ -289,6 +289,10 @@ def test_an_enlargement_past_the_pixel_budget_is_refused_before_resampling(monke
     monkeypatch.setattr(scale_lib, "MAX_SCALED_PIXELS", 1000)
     with pytest.raises(ValueError, match="would enlarge"):
         scale_lib.predict_at(NeverCalled(), np.zeros((20, 20, 3), np.float32), 2.0)
+    # Shrunk under 16 px a side no grain is left to see: refused, not measured as a nonsense number.
+    scale_lib.check_scaled_size((64, 300), 0.25)
+    with pytest.raises(ValueError, match=r"--scale 0.001 would shrink this 256x256 px image to 1x1 px"):
+        scale_lib.predict_at(NeverCalled(), np.zeros((256, 256, 3), np.float32), 0.001)
 
 
 def test_predict_run_refuses_a_bad_scale_before_the_model_load(tmp_path: Path, capsys) -> None:

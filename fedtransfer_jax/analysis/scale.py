@@ -62,6 +62,7 @@ FLAG_HELP = (
 # Enlarging helps only grains a few pixels across; 4x is already 16x the pixels (and the work).
 MAX_SCALE = 4.0
 MAX_SCALED_PIXELS = 64_000_000
+MIN_SCALED_SIDE = 16
 
 
 def parse_scale(value: Any) -> str | float:
@@ -82,8 +83,14 @@ def parse_scale(value: Any) -> str | float:
 
 def check_scaled_size(hw: tuple[int, int], s: float) -> None:
     """Refuses an enlargement past MAX_SCALED_PIXELS (ValueError): the resampled image, its probabilities
-    and the network's activations are held in memory at once."""
+    and the network's activations are held in memory at once; and a reduction that leaves the image's
+    shorter side under MIN_SCALED_SIDE px, where no grain can be seen."""
     h, w = scaled_shape(hw, s)
+    if s < 1.0 and min(h, w) < MIN_SCALED_SIDE:
+        raise ValueError(
+            f"--scale {s:g} would shrink this {hw[0]}x{hw[1]} px image to {h}x{w} px, under {MIN_SCALED_SIDE} px "
+            "a side: use a larger --scale (or 'auto')"
+        )
     if s > 1.0 and h * w > MAX_SCALED_PIXELS:
         raise ValueError(
             f"--scale {s:g} would enlarge this {hw[0]}x{hw[1]} px image to {h}x{w} px, more than "

@@ -374,6 +374,9 @@ def _check_positive(value: Any, key: str) -> None:
         raise ValueError(f"config key {key} must be a positive number, got {value!r}")
 
 
+DATA_SOURCES = ("synthetic", "folder", "mixed", "prior_labs")  # data/clients.py reads each
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
     """Fails early, naming the offending key (unknown override keys are already rejected by config_flags)."""
     for name in config.methods:
@@ -420,12 +423,26 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         raise ValueError(f"config key eval.whole_image_size must be an integer >= 8 px, got {whole_size!r}")
     if int(config.fl.get("clients_per_round", 0)) < 0:
         raise ValueError(f"config key fl.clients_per_round must be >= 0 (0 = all clients), got {config.fl.clients_per_round}")
+    if str(config.get("init_from_method", "") or "") and not str(config.get("init_from", "") or ""):
+        raise ValueError(
+            f"config key init_from_method={config.init_from_method!r} names a method of init_from, which is not "
+            "set: add --config.init_from=shipped or =WORKDIR, or leave init_from_method out"
+        )
     if "data" in config:
         intensity.check_mode(config.data.get("intensity", intensity.RAW))  # the error names data.intensity
     augmentation(config)  # probabilities, ranges, unknown keys of config.augment
     # Data keys that only fail deep inside the data build (after config.json is written) otherwise.
+    if "model" in config:
+        models.build_model(config.model)  # the errors name model.name / model.dtype
     if "data" in config:
         data = config.data
+        source = data.get("source", "synthetic")
+        if source not in DATA_SOURCES:
+            raise ValueError(f"config key data.source: unknown {source!r}; choose from {DATA_SOURCES}")
+        if source in ("synthetic", "mixed") and not tuple(data.get("clients", ()) or ()):
+            raise ValueError(f"config key data.clients is empty: name the labs to train on (data.source={source!r})")
+        if "image_size" in data and int(data.image_size) < 8:
+            raise ValueError(f"config key data.image_size must be >= 8 px, got {data.image_size}")
         if "tile_size" in data and int(data.tile_size) < 1:
             raise ValueError(f"config key data.tile_size must be >= 1 px, got {data.tile_size}")
         if "tile_overlap" in data and "tile_size" in data and not 0 <= int(data.tile_overlap) < int(data.tile_size):
@@ -447,6 +464,12 @@ def check_data_folder(config: ml_collections.ConfigDict) -> None:
     machine without the data)."""
     data = config.get("data", None) or {}
     if data.get("source", "") not in ("folder", "mixed"):
+        if str(data.get("dir", "") or ""):
+            raise ValueError(
+                f"config key data.dir is set ({data.dir}) but data.source is {data.get('source', '')!r}, which does "
+                "not read it: add --config.data.source=folder to train on that folder (or mixed, beside the "
+                "synthetic labs), or leave data.dir out"
+            )
         return
     folder = str(data.get("dir", "") or "")
     if not folder:

@@ -95,6 +95,17 @@ DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 NOT_WRITABLE_ERRNOS = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
+# What a start of launch.py writes first (log.txt, the lock, config.json) or later: a folder holding one of
+# them is a workdir (perhaps of a start that failed); a folder holding only other files is someone else's.
+WORKDIR_ENTRIES = (CONFIG_NAME, LOCK_NAME, "log.txt", "provenance.jsonl", "checkpoints", "summary.json", "tfds")
+
+
+def looks_like_workdir(path: str) -> bool:
+    """Whether ``path`` (an existing folder) is a workdir or empty (hidden files such as .DS_Store aside)."""
+    names = [n for n in os.listdir(path) if not n.startswith(".") or n == LOCK_NAME]
+    return not names or any(n in WORKDIR_ENTRIES for n in names)
+
+
 def ensure_workdir(path: str) -> None:
     """Creates `path` (and its parents) if missing and checks that this process can write in it, before
     anything is written there. Raises WorkdirError with one line naming `--workdir` (a file in the way,
@@ -102,6 +113,11 @@ def ensure_workdir(path: str) -> None:
     if os.path.exists(path) and not os.path.isdir(path):
         raise WorkdirError(f"--workdir {path} is a file, not a folder: pass a folder (it is created if missing)")
     existed = os.path.isdir(path)
+    if existed and not looks_like_workdir(path):
+        raise WorkdirError(
+            f"--workdir {path} is a folder of other files, not a workdir (no {CONFIG_NAME} or log.txt): a run "
+            "would write among them and clean up there; pass a new or empty folder"
+        )
     try:
         os.makedirs(path, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".tmp-probe-")
@@ -203,9 +219,10 @@ def lock(path: str) -> Iterator[None]:
 
 def clean_stale_files(path: str) -> list[str]:
     """Removes what an interrupted run leaves behind: our atomic writers' hidden `.tmp-*` files and tfds's
-    `incomplete.*` build directories. Only called while holding the lock, so nothing is in flight."""
+    `incomplete.*` build directories (nothing else: other names may be a user's). Only called while holding
+    the lock, so nothing is in flight."""
     removed = []
-    for pattern in (".tmp-*", "**/.tmp-*", "tfds/**/incomplete.*", "**/*.tmp"):
+    for pattern in (".tmp-*", "**/.tmp-*", "tfds/**/incomplete.*"):
         for p in glob.glob(os.path.join(path, pattern), recursive=True):
             if os.path.isdir(p):
                 shutil.rmtree(p, ignore_errors=True)
