@@ -155,15 +155,10 @@ def calibrate(
 
 
 def _check_dest(dest: str) -> None:
-    """`--dest` is free (not even a dangling link: the rename would replace it) and its parent exists."""
-    if os.path.lexists(dest):
-        raise FileExistsError(f"--dest {dest} exists: calibrate writes a new folder (remove it or pick another)")
-    parent = os.path.dirname(os.path.abspath(dest))
-    if not os.path.isdir(parent):
-        raise FileNotFoundError(f"--dest {dest}: folder {parent} does not exist")
+    inference.check_new_folder(dest, "calibrate")
 
 
-def _mark_copied_metrics(model_dir: str, method: str, source: str) -> None:
+def _mark_copied_metrics(model_dir: str, method: str, source: str, name: str) -> None:
     """The exported summary.json and shipped.json describe the model with its earlier post-processing: say so
     where they keep those numbers, so the copy does not misstate what it does."""
     note = f"measured with the post-processing before calibration; this copy's is {source}"
@@ -177,6 +172,7 @@ def _mark_copied_metrics(model_dir: str, method: str, source: str) -> None:
     manifest_path = os.path.join(model_dir, inference.SHIPPED_MANIFEST)
     with open(manifest_path) as f:
         manifest = json.load(f)
+    manifest["name"] = name  # export named it after the staging folder
     if manifest.get("test_metrics"):
         manifest["test_metrics_note"] = note
     manifest["calibrated"] = source
@@ -193,7 +189,7 @@ def write_calibrated(workdir: str, method: str, dest: str, choice: Mapping[str, 
         inference.export_model(workdir, method, inner, note=choice["source"])
         postprocess_choice.save_choice(inner, method, {k: v for k, v in choice.items() if k != "calibration"})
         io_utils.write_json_atomic(os.path.join(inner, CALIBRATION_FILE), dict(choice["calibration"], method=method))
-        _mark_copied_metrics(inner, method, choice["source"])
+        _mark_copied_metrics(inner, method, choice["source"], os.path.basename(os.path.normpath(dest)))
         _check_dest(dest)  # again: scoring took a while
         os.rename(inner, dest)
     finally:
@@ -263,7 +259,8 @@ def main(argv) -> int:
     values = {k: F[k].value for k in keys}
     values["allow_incomplete"] = False
     try:
-        return run(values)
+        with evaluate.label_warnings_as_lines("calibrate"):
+            return run(values)
     except KeyboardInterrupt:
         print("calibrate: interrupted; nothing was written", file=sys.stderr)
         return 130

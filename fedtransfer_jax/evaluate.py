@@ -35,6 +35,7 @@ Exit status: 0 done; 2 nothing evaluated (a bad flag, bad labels, a model that c
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -201,9 +202,13 @@ def _groups(pairs: list, group_regex: str) -> dict[str, str]:
     """Image path -> micrograph id (``--group_regex``, folder.group_of); '' -> every image its own."""
     if group_regex:
         try:
-            re.compile(group_regex)
+            compiled = re.compile(group_regex)
         except re.error as e:
             raise ValueError(f"--group_regex {group_regex!r} is not a valid regular expression ({e})") from None
+        if compiled.groups < 1:
+            raise ValueError(
+                f"--group_regex {group_regex!r} has no group: its group 1, e.g. r'_(\\d+)-', names the micrograph"
+            )
     out = {}
     for image_path, _ in pairs:
         try:
@@ -407,6 +412,9 @@ def check_labels(f: Mapping[str, Any]) -> None:
     """Wrong --data_dir or clearly wrong labels fail before the (slow) model load; evaluate_folder
     (and calibrate) check again and then report the warnings. Reads `data_dir`, `invert_labels` and
     `group_regex` of the flag values `f`."""
+    if not os.path.isdir(f["data_dir"]):
+        what = "a file" if os.path.exists(f["data_dir"]) else "not found"
+        raise FileNotFoundError(f"--data_dir {f['data_dir']} is {what}: name a folder holding images/ and labels/")
     pairs = folder.list_pairs(f["data_dir"])
     _groups(pairs, f.get("group_regex") or "")  # a bad --group_regex fails here, before the model load
     with warnings.catch_warnings():
@@ -442,6 +450,23 @@ def _run_baseline(f: Mapping[str, Any], out: str | None, overrides: Mapping[str,
     return EXIT_OK
 
 
+@contextlib.contextmanager
+def label_warnings_as_lines(tool: str):
+    """Within it, a LabelWarning (odd-looking labels) is one line on stderr, ``<tool>: warning: ...``, not
+    Python's warning format with a line of our source; other warnings as usual."""
+    with warnings.catch_warnings():
+        default = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if issubclass(category, folder.LabelWarning):
+                print(f"{tool}: warning: {message}", file=sys.stderr)
+            else:
+                default(message, category, filename, lineno, file, line)
+
+        warnings.showwarning = show
+        yield
+
+
 def main(argv):
     del argv
     if not flags.FLAGS["verbosity"].present:
@@ -464,7 +489,8 @@ def main(argv):
         "group_regex": _GROUP_REGEX.value,
     }
     try:
-        return run(values)
+        with label_warnings_as_lines("evaluate"):
+            return run(values)
     except USER_ERRORS as e:  # User-fixable: the message names the flag or file.
         print(f"evaluate: error: {e}", file=sys.stderr)
         return EXIT_USAGE

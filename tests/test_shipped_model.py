@@ -172,3 +172,16 @@ def test_cpu_variant_is_the_default_data_and_model_with_a_smaller_budget():
     syn = pretrained.get_config("synthetic_cpu")
     assert syn.data.clients == pretrained.SYNTHETIC_LABS and syn.data.source == "synthetic"
     assert (syn.methods, syn.fl.rounds, syn.model, syn.data.intensity) == (cpu.methods, 20, cpu.model, "stretch")
+
+
+def test_dest_must_be_a_new_folder(tmp_path):
+    """export_model's and calibrate's --dest: never empty (the staging would land in the parent of the current
+    folder), never a dangling link (the final rename would replace it); calibrate's parent must exist."""
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for dest, error, words in (("", ValueError, "--dest is empty"),
+                               (tmp_path / "dangling", FileExistsError, "is a dangling link: export"),
+                               (tmp_path / "x" / "y", FileNotFoundError, "does not exist")):
+        tool = "calibrate" if error is FileNotFoundError else "export"
+        with pytest.raises(error, match=words):
+            inference.check_new_folder(str(dest), tool)
+    inference.check_new_folder(str(tmp_path / "x" / "y"), "export", parent_must_exist=False)

@@ -345,6 +345,9 @@ def choose_default_method(workdir: str) -> tuple[str, str]:
     model, or a local method that trained a single client (with several, it needs ``--client``, so it is
     never a default). ``reason`` says which rule picked it, with the runner-up.
     """
+    if not os.path.isdir(workdir):
+        what = "a file" if os.path.exists(workdir) else "not found"
+        raise FileNotFoundError(f"--workdir {workdir} is {what}, not a folder: name a workdir written by launch.py")
     base = os.path.join(workdir, "checkpoints")
     eligible = {m for m in segmenter_methods(workdir) if not is_local(workdir, m) or sole_client(workdir, m)}
     summary = {}
@@ -372,7 +375,7 @@ def choose_default_method(workdir: str) -> tuple[str, str]:
         return m, "no validation scores in summary.json: the only trained method" if len(eligible) == 1 else (
             "no validation scores in summary.json: first trained method by name"
         )
-    raise FileNotFoundError(f"no trained model found under {base}")
+    raise FileNotFoundError(f"no trained model found under {base}: is --workdir {workdir} a workdir written by launch.py?")
 
 
 def default_method(workdir: str) -> str:
@@ -455,6 +458,20 @@ def shipped_workdir(name: str = SHIPPED_DEFAULT, root: str | None = None) -> str
     return path
 
 
+def check_new_folder(dest: str, tool: str, *, parent_must_exist: bool = True) -> None:
+    """`--dest` names a new folder (not even a dangling link: the final rename would replace it), in a folder
+    that exists unless ``parent_must_exist`` is False; ``tool`` ('export', 'calibrate') is named."""
+    if not str(dest).strip():
+        raise ValueError("--dest is empty: name the new folder to write")
+    if os.path.lexists(dest):
+        kind = "a dangling link" if os.path.islink(dest) and not os.path.exists(dest) else "exists"
+        raise FileExistsError(f"--dest {dest} {'is ' + kind if kind != 'exists' else kind}: {tool} writes a new "
+                              "folder (remove it or pick another)")
+    parent = os.path.dirname(os.path.abspath(dest))
+    if parent_must_exist and not os.path.isdir(parent):
+        raise FileNotFoundError(f"--dest {dest}: folder {parent} does not exist")
+
+
 def export_model(workdir: str, method: str, dest: str, *, note: str = "") -> dict:
     """Writes `method`'s model from `workdir` as a shipped model at `dest` (a new folder: an existing one is
     never overwritten): the params `load_model` gives (the validation-chosen ones where the run chose),
@@ -462,8 +479,7 @@ def export_model(workdir: str, method: str, dest: str, *, note: str = "") -> dic
     from fedtransfer_jax.runs import grain_size, postprocess_choice  # noqa: PLC0415
     from fedtransfer_jax.runtime import io_utils  # noqa: PLC0415
 
-    if os.path.exists(dest):
-        raise FileExistsError(f"--dest {dest} exists: export writes a new folder (remove it or pick another)")
+    check_new_folder(dest, "export", parent_must_exist=False)  # a new model store is made with its first model
     if is_local(workdir, method):
         if sole_client(workdir, method):
             raise ValueError(
