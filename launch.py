@@ -203,11 +203,13 @@ def main(argv):
         else:
             engine.validate_config(config)
             engine.check_data_folder(config)
-        if primary:
+        if joined:  # process 0 checks; the others hear its refusal instead of waiting for it
+            distributed.on_primary(lambda: workdir_lib.ensure_workdir(workdir))
+        else:  # (asking JAX how many processes there are would start its backend before log.txt)
             workdir_lib.ensure_workdir(workdir)
         verbose = flags.FLAGS["verbosity"].present
         log_path = console_lib.setup_logging(workdir, console_verbose=verbose, to_file=primary)
-    except (ValueError, OSError, workdir_lib.WorkdirError) as e:
+    except (ValueError, OSError, workdir_lib.WorkdirError, distributed.PrimaryError) as e:
         if isinstance(e, OSError) and not isinstance(e, workdir_lib.WorkdirError):
             e = f"--workdir {workdir}: cannot write {e.filename or workdir} ({e.strerror or e})"
         print(f"error: {e}", file=sys.stderr)

@@ -99,8 +99,9 @@ def define_flags() -> None:
     _GROUP_REGEX = flags.DEFINE_string(
         "group_regex",
         "",
-        "Images that are crops of one micrograph: group 1 of this regex on the file stem names the micrograph "
-        "(e.g. '_(\\d+)-' for TestDataset_12-256-768.png), and the grain size is also measured per micrograph, "
+        "Images that are crops of one micrograph: group 1 of this regex on the file stem (the whole match if it "
+        "has no group) names the micrograph (e.g. '_(\\d+)-' for TestDataset_12-256-768.png), and the grain size "
+        "is also measured per micrograph, "
         "its crops pooled (default: every image its own micrograph).",
     )
 
@@ -202,13 +203,9 @@ def _groups(pairs: list, group_regex: str) -> dict[str, str]:
     """Image path -> micrograph id (``--group_regex``, folder.group_of); '' -> every image its own."""
     if group_regex:
         try:
-            compiled = re.compile(group_regex)
+            re.compile(group_regex)
         except re.error as e:
             raise ValueError(f"--group_regex {group_regex!r} is not a valid regular expression ({e})") from None
-        if compiled.groups < 1:
-            raise ValueError(
-                f"--group_regex {group_regex!r} has no group: its group 1, e.g. r'_(\\d+)-', names the micrograph"
-            )
     out = {}
     for image_path, _ in pairs:
         try:

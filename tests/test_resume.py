@@ -200,3 +200,13 @@ def test_stateful_algorithms_resume_bit_identically(straight, tmp_path):
         a = inference.load_model(str(tmp_path / "straight"), m).params
         b = inference.load_model(str(tmp_path / "resumed"), m).params
         chex.assert_trees_all_equal(a, b)
+
+
+def test_keys_that_never_reached_the_training_may_be_dropped_on_resume():
+    """A workdir started with data.dir on a synthetic source, or init_from_method without init_from (both now
+    refused at start), resumes once the unused key is dropped: it never changed what was trained."""
+    old = {"data": {"source": "synthetic", "dir": "/x"}, "init_from": "", "init_from_method": "fedavg", "methods": []}
+    new = {"data": {"source": "synthetic", "dir": ""}, "init_from": "", "init_from_method": "", "methods": []}
+    assert workdir_lib.incompatible_keys(old, new) == []
+    new["data"]["source"] = "folder"  # now it would read the folder: a different training
+    assert workdir_lib.incompatible_keys(old, new) == ["data.dir", "data.source"]

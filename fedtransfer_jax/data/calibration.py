@@ -259,6 +259,16 @@ def _side_file(path: Path) -> Path | None:
     return None
 
 
+def is_side_file(path: str | Path) -> bool:
+    """Whether the text file at ``path`` is a Hitachi or JEOL side file (its first 4 kB say so)."""
+    try:
+        with open(path, "rb") as fh:
+            head = _side_text(fh.read(4096), truncated=False)
+    except OSError:
+        return False
+    return any(s in head for s in _HITACHI_SECTIONS) or "SM_MICRON_BAR" in head
+
+
 def _stored_width(path: Path) -> int:
     """The image's stored width in px from its header (0 when it cannot be read: read_image reports that)."""
     try:

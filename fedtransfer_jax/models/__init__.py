@@ -17,21 +17,24 @@ from fedtransfer_jax.models.unet import UNet, count_params
 _DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 
+def check_config(cfg: Any) -> None:
+    """`model.name` and `model.dtype` are known (ValueError naming the key); starts no JAX backend."""
+    if cfg.name != "unet":
+        raise ValueError(f"config key model.name: unknown model {cfg.name!r}; known: ['unet']")
+    if cfg.get("dtype", "float32") not in _DTYPES:
+        raise ValueError(f"config key model.dtype: unknown dtype {cfg.dtype!r}; choose from {sorted(_DTYPES)}")
+
+
 def build_model(cfg: Any):
     """Returns the flax module named by `cfg.name`."""
-    if cfg.name == "unet":
-        if cfg.get("dtype", "float32") not in _DTYPES:
-            raise ValueError(
-                f"config key model.dtype: unknown dtype {cfg.dtype!r}; choose from {sorted(_DTYPES)}"
-            )
-        return UNet(
-            features=tuple(cfg.features),
-            groups=cfg.get("groups", 8),
-            conv_impl=cfg.get("conv_impl", "") or default_impl(),
-            dtype=_DTYPES[cfg.get("dtype", "float32")],
-            remat=cfg.get("remat", False),
-        )
-    raise ValueError(f"config key model.name: unknown model {cfg.name!r}; known: ['unet']")
+    check_config(cfg)
+    return UNet(
+        features=tuple(cfg.features),
+        groups=cfg.get("groups", 8),
+        conv_impl=cfg.get("conv_impl", "") or default_impl(),
+        dtype=_DTYPES[cfg.get("dtype", "float32")],
+        remat=cfg.get("remat", False),
+    )
 
 
 def make_segmentation_loss(model, *, boundary_weight: float, dice_weight: float) -> Callable:

@@ -433,7 +433,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     augmentation(config)  # probabilities, ranges, unknown keys of config.augment
     # Data keys that only fail deep inside the data build (after config.json is written) otherwise.
     if "model" in config:
-        models.build_model(config.model)  # the errors name model.name / model.dtype
+        models.check_config(config.model)  # names model.name / model.dtype; starts no backend (launch logs first)
     if "data" in config:
         data = config.data
         source = data.get("source", "synthetic")

@@ -27,7 +27,7 @@ from fedtransfer_jax.runtime import checkpointing
 from fedtransfer_jax import models
 from fedtransfer_jax.data.batching import map_in_batches
 from fedtransfer_jax.data import tiling
-from fedtransfer_jax.data import intensity
+from fedtransfer_jax.data import calibration, intensity
 
 
 def make_prob_fn(model) -> Callable:
@@ -346,8 +346,8 @@ def choose_default_method(workdir: str) -> tuple[str, str]:
     never a default). ``reason`` says which rule picked it, with the runner-up.
     """
     if not os.path.isdir(workdir):
-        what = "a file" if os.path.exists(workdir) else "not found"
-        raise FileNotFoundError(f"--workdir {workdir} is {what}, not a folder: name a workdir written by launch.py")
+        what = "a file, not a folder" if os.path.exists(workdir) else "not found"
+        raise FileNotFoundError(f"--workdir {workdir} is {what}: name a workdir written by launch.py")
     base = os.path.join(workdir, "checkpoints")
     eligible = {m for m in segmenter_methods(workdir) if not is_local(workdir, m) or sole_client(workdir, m)}
     summary = {}
@@ -422,7 +422,7 @@ read for its pixel size). A single file
     stems = {os.path.splitext(os.path.basename(i))[0]: os.path.basename(i) for i in images}
     for entry in skipped:
         stem, suffix = os.path.splitext(os.path.basename(entry["file"]))
-        if entry["kind"] == "suffix" and suffix in (".txt", ".TXT") and stem in stems:
+        if entry["kind"] == "suffix" and suffix in (".txt", ".TXT") and stem in stems and calibration.is_side_file(entry["file"]):
             # Hitachi and JEOL SEMs write an image's metadata beside it (data/calibration.py reads it).
             entry.update(kind="side_file", reason=f"metadata beside {stems[stem]}, read for its pixel size")
     if not images:

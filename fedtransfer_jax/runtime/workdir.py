@@ -170,6 +170,10 @@ def incompatible_keys(old: dict, new: dict) -> list[str]:
             continue
         if key.startswith("augment.") and not old_f.get("augment.enabled") and not new_f.get("augment.enabled"):
             continue  # augmentation off in both (a config from before `augment` existed: off): settings unused
+        if key == "data.dir" and not {old_f.get("data.source"), new_f.get("data.source")} & {"folder", "mixed"}:
+            continue  # a source that reads no folder: its data.dir never reached the data
+        if key == "init_from_method" and not old_f.get("init_from") and not new_f.get("init_from"):
+            continue  # a method of no init_from: never read
         if key == "fl.rounds" and int(new_f.get(key, 0)) >= int(old_f.get(key, 0)):
             continue  # training longer continues from the checkpoints; fewer rounds would misreport them
         if key.startswith("method_specs."):
