@@ -210,3 +210,25 @@ def test_keys_that_never_reached_the_training_may_be_dropped_on_resume():
     assert workdir_lib.incompatible_keys(old, new) == []
     new["data"]["source"] = "folder"  # now it would read the folder: a different training
     assert workdir_lib.incompatible_keys(old, new) == ["data.dir", "data.source"]
+
+
+def test_figures_are_written_atomically_and_leave_nothing_behind(tmp_path):
+    """A figure goes through the atomic writer (a hidden .tmp- file, which a restart cleans up), never a
+    half-written PNG or a visible leftover; a figure that fails to render leaves no file and is closed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fedtransfer_jax.runtime import io_utils
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    io_utils.save_figure_atomic(fig, str(tmp_path / "convergence.png"), dpi=50)
+    assert os.listdir(tmp_path) == ["convergence.png"]
+    assert (tmp_path / "convergence.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plt.fignum_exists(fig.number)
+    fig, ax = plt.subplots()
+    with pytest.raises(ValueError):
+        io_utils.save_figure_atomic(fig, str(tmp_path / "bad.png"), dpi=-1)
+    assert os.listdir(tmp_path) == ["convergence.png"] and not plt.fignum_exists(fig.number)

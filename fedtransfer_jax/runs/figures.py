@@ -3,7 +3,6 @@ prediction overlays per method. Matplotlib with the Agg backend; files are writt
 
 from __future__ import annotations
 
-import os
 from typing import Callable, Mapping
 
 import matplotlib
@@ -12,12 +11,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from fedtransfer_jax.runtime import io_utils  # noqa: E402
+
 
 def _save(fig, path: str) -> None:
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    io_utils.save_figure_atomic(fig, path, dpi=110, bbox_inches="tight")
 
 
 def style_grid(path: str, images: np.ndarray, labels: np.ndarray, names: list[str], restyle: Callable, title: str) -> None:

@@ -616,10 +616,7 @@ def write_figure(path: str, t: dict) -> None:
 
     def save(fig, out):
         fig.tight_layout()
-        tmp = out + ".tmp.png"
-        fig.savefig(tmp, dpi=100)
-        plt.close(fig)
-        os.replace(tmp, out)
+        io_utils.save_figure_atomic(fig, out, dpi=100)
 
     fig, axes = plt.subplots(1, len(t["test_sets"]), figsize=(5 * len(t["test_sets"]), 3.6), squeeze=False)
     for ax, s in zip(axes[0], t["test_sets"]):

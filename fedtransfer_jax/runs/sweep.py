@@ -281,10 +281,7 @@ def ari_figure(path: str, study: dict) -> None:
     ax.set_ylabel("ARI (mean ± std over seeds)")
     ax.set_title(f"ARI per method and lab, seeds {study['seeds']}")
     ax.legend(fontsize=7, ncol=2)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    io_utils.save_figure_atomic(fig, path, dpi=110, bbox_inches="tight")
 
 
 def run_study(config: ml_collections.ConfigDict, workdir: str, console=None, *, fresh_start: bool = False) -> dict:

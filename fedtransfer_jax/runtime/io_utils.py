@@ -66,6 +66,21 @@ def write_bytes_atomic(path: str, data: bytes) -> None:
         raise
 
 
+def save_figure_atomic(fig, path: str, **savefig_kw) -> None:
+    """A matplotlib figure as a PNG at ``path``, written as ``write_bytes_atomic`` writes (a hidden ``.tmp-``
+    file that a restart cleans up, never a half-written figure), then closed."""
+    import io  # noqa: PLC0415
+
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", **savefig_kw)
+    finally:
+        plt.close(fig)
+    write_bytes_atomic(path, buf.getvalue())
+
+
 def write_text_atomic(path: str, text: str) -> None:
     # surrogateescape: a file name that is not UTF-8 (b"caf\xe9.png", unzipped from another system) comes
     # back out as the bytes it has on disk instead of failing the write.

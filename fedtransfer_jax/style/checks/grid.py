@@ -6,11 +6,10 @@ every run also writes this picture. matplotlib is imported only when a grid is d
 
 from __future__ import annotations
 
-import os
-
 import jax
 import numpy as np
 
+from fedtransfer_jax.runtime import io_utils
 from fedtransfer_jax.style.checks.context import _TAG_GRID, CheckContext, Restyler
 
 
@@ -49,10 +48,7 @@ def style_grid_figure(
     fig.suptitle(
         title or "rows: source tile; columns: target style; bottom rows: real target tiles", fontsize=8
     )
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    io_utils.save_figure_atomic(fig, path, dpi=100, bbox_inches="tight")
 
 
 __all__ = ["style_grid_figure"]
