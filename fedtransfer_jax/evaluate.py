@@ -101,8 +101,7 @@ def define_flags() -> None:
         "",
         "Images that are crops of one micrograph: group 1 of this regex on the file stem (the whole match if it "
         "has no group) names the micrograph (e.g. '_(\\d+)-' for TestDataset_12-256-768.png), and the grain size "
-        "is also measured per micrograph, "
-        "its crops pooled (default: every image its own micrograph).",
+        "is also measured per micrograph, its crops pooled (default: every image its own micrograph).",
     )
 
 
@@ -290,7 +289,8 @@ def check_out(out: str, data_dir: str | None = None) -> None:
         raise FileNotFoundError(f"--out {out}: folder {folder_} does not exist")
     if not os.access(folder_, os.W_OK):
         raise PermissionError(f"--out {out}: folder {folder_} is not writable; pass --out elsewhere")
-    if data_dir and os.path.commonpath([os.path.realpath(folder_), os.path.realpath(data_dir)]) == os.path.realpath(data_dir):
+    data_real = os.path.realpath(data_dir) if data_dir else None
+    if data_real and os.path.commonpath([os.path.realpath(folder_), data_real]) == data_real:
         raise ValueError(f"--out {out} is inside --data_dir {data_dir} (the labelled micrographs): write it elsewhere")
     if os.path.lexists(out) and not _is_earlier_result(out):
         raise ValueError(f"--out {out} exists and is not an earlier evaluate's result: not replaced; name a new file")

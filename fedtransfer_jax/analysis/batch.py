@@ -72,8 +72,9 @@ def _skipped_note(skipped) -> str:
 
 # The progress bar moves once per image (its text counts the tiles of a large prediction): an image this large
 # gets a line saying how long to expect. Seconds per megapixel of the default predict
-# (benchmarks/predict_speed.py, 2-core CPU, --scale auto: 6.8 s per further 1500 x 1000 image). A fixed --scale predicts once instead of at five candidate scales plus the chosen one
-# (1 + 0.44 + 0.25 + 0.11 + 0.06 of the pixels, and the choice again): ~0.6 of the time.
+# (benchmarks/predict_speed.py, 2-core CPU, --scale auto: 6.8 s per further 1500 x 1000 image). A fixed
+# --scale predicts once instead of at five candidate scales plus the chosen one (1 + 0.44 + 0.25 + 0.11 +
+# 0.06 of the pixels, and the choice again): ~0.6 of the time.
 LARGE_IMAGE_PX = 16_000_000
 TILES_WORTH_SHOWING = 2 * inference.PROGRESS_CHUNK
 _SECONDS_PER_MPX_2CORE = 4.5

@@ -160,7 +160,9 @@ def _olympus_sis(tif, width_px: int, notes: list[str]) -> tuple[float | None, st
             continue
         source = "Olympus SIS metadata pixelsizex"
         if int(page.imagewidth) != width_px:
-            notes.append(f"{source} is for a {page.imagewidth} px wide page, not the {width_px} px image read: not used")
+            notes.append(
+                f"{source} is for a {page.imagewidth} px wide page, not the {width_px} px image read: not used"
+            )
             return None, ""
         return _square(_um(value.get("pixelsizex"), "m"), _um(value.get("pixelsizey"), "m"), source, notes), source
     return None, ""
@@ -263,10 +265,10 @@ def is_side_file(path: str | Path) -> bool:
     """Whether the text file at ``path`` is a Hitachi or JEOL side file (its first 4 kB say so)."""
     try:
         with open(path, "rb") as fh:
-            head = _side_text(fh.read(4096), truncated=False)
+            raw = fh.read(4097)
     except OSError:
         return False
-    return any(s in head for s in _HITACHI_SECTIONS) or "SM_MICRON_BAR" in head
+    return _vendor(_side_lines(raw[:4096], truncated=len(raw) > 4096)) is not None
 
 
 def _stored_width(path: Path) -> int:
@@ -297,13 +299,29 @@ def _side_text(raw: bytes, truncated: bool) -> str:
     return text
 
 
+def _side_lines(raw: bytes, truncated: bool) -> list[str]:
+    """The stripped, non-empty lines of a side file's bytes (``_side_text``)."""
+    return [line.strip() for line in _side_text(raw, truncated).splitlines() if line.strip()]
+
+
+def _is_hitachi_header(line: str) -> bool:
+    return line.split(";", 1)[0].strip() in _HITACHI_SECTIONS
+
+
+def _vendor(lines: list[str]) -> str | None:
+    """'Hitachi' (a ``[SemImageFile]``/``[TemImageFile]`` section), 'JEOL' (a ``$$SM_MICRON_BAR`` line), or None."""
+    if any(_is_hitachi_header(line) for line in lines):
+        return "Hitachi"
+    return "JEOL" if "SM_MICRON_BAR" in _jeol_fields(lines) else None
+
+
 def _hitachi_fields(lines: list[str]) -> dict[str, str]:
     """``KEY=VALUE`` pairs of the ``[SemImageFile]``/``[TemImageFile]`` section only (first of each key)."""
     fields: dict[str, str] = {}
     inside = False
     for line in lines:
         if line.startswith("["):
-            inside = line.split(";", 1)[0].strip() in _HITACHI_SECTIONS
+            inside = _is_hitachi_header(line)
         elif inside:
             key, sep, val = line.partition("=")
             if sep:
@@ -331,17 +349,17 @@ def _side_file_size(side_file: Path, width_px: int, notes: list[str]) -> tuple[f
     except OSError as e:
         notes.append(f"side file {name} could not be read ({e.strerror or e}): its pixel size not used")
         return None, ""
-    truncated = len(raw) > SIDE_FILE_MAX_BYTES
-    lines = [line.strip() for line in _side_text(raw[:SIDE_FILE_MAX_BYTES], truncated).splitlines() if line.strip()]
-    hitachi = _hitachi_fields(lines)
-    jeol = _jeol_fields(lines)
-    if any(line.split(";", 1)[0].strip() in _HITACHI_SECTIONS for line in lines):
+    lines = _side_lines(raw[:SIDE_FILE_MAX_BYTES], truncated=len(raw) > SIDE_FILE_MAX_BYTES)
+    vendor = _vendor(lines)
+    if vendor == "Hitachi":
+        hitachi = _hitachi_fields(lines)
         source = f"Hitachi side file {name} PixelSize"
         size = _um(hitachi.get("PixelSize"), "nm")
         if size is None:
             notes.append(f"{source}: {hitachi.get('PixelSize', 'missing')!r} is not a pixel size in nm: not used")
         stated = hitachi.get("DataSize", "")
-    elif "SM_MICRON_BAR" in jeol:
+    elif vendor == "JEOL":
+        jeol = _jeol_fields(lines)
         source = f"JEOL side file {name} scale bar ($$SM_MICRON_MARKER / $$SM_MICRON_BAR)"
         marker = _LENGTH.match(jeol.get("SM_MICRON_MARKER", ""))
         try:

@@ -375,7 +375,9 @@ def choose_default_method(workdir: str) -> tuple[str, str]:
         return m, "no validation scores in summary.json: the only trained method" if len(eligible) == 1 else (
             "no validation scores in summary.json: first trained method by name"
         )
-    raise FileNotFoundError(f"no trained model found under {base}: is --workdir {workdir} a workdir written by launch.py?")
+    raise FileNotFoundError(
+        f"no trained model found under {base}: is --workdir {workdir} a workdir written by launch.py?"
+    )
 
 
 def default_method(workdir: str) -> str:
@@ -389,9 +391,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
     """``(images, skipped)`` of a file or folder: the micrographs to read, sorted, and every other entry
     of the folder with the reason it is not read (hidden files such as macOS ``._x.png`` companions,
-    sub-folders, other suffixes) and its ``kind`` ('hidden', 'folder', 'special', 'suffix', 'side_file': an ``IMAGE.txt`` beside an image,
-read for its pixel size). A single file
-    is taken as given, whatever its suffix.
+    sub-folders, other suffixes) and its ``kind`` ('hidden', 'folder', 'special', 'suffix', 'side_file': a
+    Hitachi/JEOL ``IMAGE.txt`` beside an image, read for its pixel size). A single file is taken as given,
+    whatever its suffix.
 
     Raises:
       FileNotFoundError: ``path`` does not exist.
@@ -422,8 +424,9 @@ read for its pixel size). A single file
     stems = {os.path.splitext(os.path.basename(i))[0]: os.path.basename(i) for i in images}
     for entry in skipped:
         stem, suffix = os.path.splitext(os.path.basename(entry["file"]))
-        if entry["kind"] == "suffix" and suffix in (".txt", ".TXT") and stem in stems and calibration.is_side_file(entry["file"]):
-            # Hitachi and JEOL SEMs write an image's metadata beside it (data/calibration.py reads it).
+        if entry["kind"] != "suffix" or suffix not in (".txt", ".TXT") or stem not in stems:
+            continue
+        if calibration.is_side_file(entry["file"]):  # Hitachi/JEOL metadata, read by data/calibration.py
             entry.update(kind="side_file", reason=f"metadata beside {stems[stem]}, read for its pixel size")
     if not images:
         raise ValueError(f"--images {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
