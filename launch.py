@@ -68,7 +68,18 @@ def _clean_message(e: BaseException) -> str:
     if m:
         return f"unknown config key {m.group(3)!r}: did you mean {m.group(2)!r}?"
     msg = msg.replace("\\n", " ").strip("'\" ")
+    if re.fullmatch(r"\w+", msg):  # ml_collections' KeyError for a key with no close match: just the name
+        return f"unknown config key {msg!r}"
     return msg
+
+
+def _override_with_key(argv, key: str) -> str | None:
+    """The `--config.a.b` override in argv whose dotted path holds ``key`` (the one to correct), or None."""
+    for a in argv[1:]:
+        m = re.match(r"--?(config(?:\.\w+)+)", a)
+        if m and key in m.group(1).split(".")[1:]:
+            return "--" + m.group(1)
+    return None
 
 
 def _config_arg(argv) -> str | None:
@@ -115,6 +126,10 @@ def parse_flags(argv):
         rest = flags.FLAGS(argv)
     except Exception as e:  # noqa: BLE001 - every parse failure is the user's to fix
         msg = _clean_message(e)
+        m = re.match(r"unknown config key '(\w+)'", msg)
+        flag = m and _override_with_key(argv, m.group(1))
+        if flag:
+            msg = msg.replace(m.group(0), f"{flag}: {m.group(0)}", 1)
         print(f"error: {msg}", file=sys.stderr)
         if not msg.startswith("--config "):  # a config file's own error names what to change
             print(

@@ -247,6 +247,18 @@ def test_config_variant_typo_lists_the_variants(tmp_path: Path) -> None:
     assert not (tmp_path / "wd").exists()
 
 
+def test_an_unknown_config_key_names_the_override_to_correct(tmp_path: Path) -> None:
+    proc = launch(tmp_path / "wd", "--config.fl.lokal_steps=3", "--config.foo=1")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and proc.stdout == ""
+    first = proc.stderr.strip().splitlines()[0]
+    # ml_collections reports the first bad override it meets; either way the message names that flag.
+    assert first in (
+        "error: --config.foo: unknown config key 'foo'",
+        "error: --config.fl.lokal_steps: unknown config key 'lokal_steps': did you mean 'local_steps'?",
+    ), first
+    assert not (tmp_path / "wd").exists()
+
+
 # ----------------------------------------------------------------------------------------------
 # 7. Ctrl-C during training.
 # ----------------------------------------------------------------------------------------------
