@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging as std_logging
 import os
 import subprocess
 import sys
@@ -313,3 +314,31 @@ def test_launch_refuses_a_stray_argument(tmp_path: Path) -> None:
     )
     assert r.returncode == 2 and "unexpected argument(s) rounds=3" in r.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_our_console_warnings_read_as_a_sentence_and_the_log_keeps_the_details(tmp_path: Path) -> None:
+    from absl import logging as absl_logging  # noqa: PLC0415
+
+    handler = absl_logging.get_absl_handler()
+    record = std_logging.LogRecord(
+        "absl", std_logging.WARNING, os.path.join("x", "fedtransfer_jax", "runs", "engine.py"), 1,
+        "config key %s is clamped", ("fl.clients_per_round",), None,
+    )
+    try:
+        console.setup_logging(str(tmp_path), console_verbose=False)
+        assert handler.format(record) == "warning: config key fl.clients_per_round is clamped"
+        console.setup_logging(str(tmp_path), console_verbose=True)
+        verbose = handler.format(record)
+        assert verbose.startswith("W") and "engine.py:1]" in verbose  # absl's prefix when asked for
+    finally:
+        console.setup_logging(str(tmp_path), console_verbose=True, to_file=False)
+
+
+@pytest.mark.parametrize("tool,flags_listed", [
+    ("fedtransfer_jax.evaluate", ("--scale", "--threshold", "--min_grain_area", "--line_width")),
+    ("fedtransfer_jax.calibrate", ("--scale",)),
+])
+def test_help_lists_the_flags_shared_with_predict(tool: str, flags_listed: tuple[str, ...]) -> None:
+    r = run_cli(tool, "--help")
+    listed = {line.split(":")[0].strip() for line in r.stdout.splitlines() if line.startswith("  --")}
+    assert set(flags_listed) <= listed, (sorted(listed), r.stderr[-1000:])

@@ -41,8 +41,11 @@ def setup_logging(workdir: str, *, console_verbose: bool, to_file: bool = True) 
     for f in list(absl_handler.filters):
         if isinstance(f, _ConsoleFilter):
             absl_handler.removeFilter(f)
-    if not console_verbose:  # ... and the console only what a person must see
+    if not console_verbose:  # ... and the console only what a person must see, as a sentence
         absl_handler.addFilter(_ConsoleFilter())
+        absl_handler.setFormatter(_ConsoleFormatter())
+    else:  # absl's own prefix (time, thread, file:line) for whoever asked for the details
+        absl_handler.setFormatter(logging.PythonFormatter())
     for name in ("absl", "orbax", "jax", "tensorflow_datasets"):
         std_logging.getLogger(name).setLevel(std_logging.INFO)
     return path
@@ -56,6 +59,13 @@ class _ConsoleFilter(std_logging.Filter):
         if record.levelno >= std_logging.ERROR:
             return True
         return record.levelno >= std_logging.WARNING and f"{os.sep}fedtransfer_jax{os.sep}" in record.pathname
+
+
+class _ConsoleFormatter(std_logging.Formatter):
+    """'warning: <message>' on the console; the time, thread and source line stay in log.txt."""
+
+    def format(self, record: std_logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {record.getMessage()}"
 
 
 class LogStream(io.TextIOBase):
