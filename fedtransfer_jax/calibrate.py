@@ -62,6 +62,7 @@ def define_flags() -> None:
     flags.DEFINE_integer("overlap", None, "Tile overlap in px (default: tile/4).")
     flags.DEFINE_bool("flips", False, "Test-time augmentation (average over flips), as you will run predict.")
     predict.define_scale_flag()
+    flags.declare_key_flag("scale")  # defined in predict, listed by this tool's --help too
 
 
 def source_of(data_dir: str, n: int) -> str:

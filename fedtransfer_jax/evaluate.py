@@ -93,6 +93,8 @@ def define_flags() -> None:
     )
     _JSON = flags.DEFINE_bool("json", False, "Print the full results as one JSON object instead of the summary.")
     _SCALE = predict.define_scale_flag()
+    for name in (*_SETTINGS, "scale"):  # defined in predict, listed by this tool's --help too
+        flags.declare_key_flag(name)
     _BASELINE = flags.DEFINE_enum(
         "baseline", None, list(classical.NAMES), "Score a no-learning reference instead of a model (needs --out)."
     )
@@ -426,7 +428,9 @@ def check_labels(f: Mapping[str, Any]) -> None:
 
 def _run_baseline(f: Mapping[str, Any], out: str | None, overrides: Mapping[str, Any]) -> int:
     """--baseline: the classical reference on the folder; model flags make no sense with it."""
-    given = [k for k in ("workdir", "method", "client") if f.get(k)] + [f"{k} (post-processing)" for k in overrides]
+    given = [k for k in ("workdir", "method", "client", "overlap", "flips") if f.get(k)]
+    given += [k for k in f.get("model_flags_given", ()) if k not in given]  # e.g. --scale, whatever its value
+    given += [f"{k} (post-processing)" for k in overrides]
     if given:
         raise ValueError(f"--baseline {f['baseline']} uses no model and fixed settings: drop --{', --'.join(given)}")
     if not out:
@@ -484,6 +488,8 @@ def main(argv):
         "scale": _SCALE.value,
         "baseline": _BASELINE.value,
         "group_regex": _GROUP_REGEX.value,
+        # A model's flags given on the command line, even at their defaults (--baseline refuses them).
+        "model_flags_given": [k for k in ("scale",) if flags.FLAGS[k].present],
     }
     try:
         with label_warnings_as_lines("evaluate"):

@@ -94,7 +94,13 @@ def test_evaluate_baseline_cli(tmp_path):
     assert result["mean"]["boundary_f1"] > result["trivial_boundary_f1"] and result["mean"]["ari"] > 0.7
     assert "marking every pixel as boundary scores boundary F1" in proc.stdout
     # Model flags make no sense with a baseline; a baseline has no workdir to write into.
-    for extra, named in ((["--workdir", str(tmp_path), "--out", str(tmp_path / "x.json")], "--workdir"), ([], "--out")):
+    x = ["--out", str(tmp_path / "x.json")]
+    for extra, named in (
+        (["--workdir", str(tmp_path), *x], "--workdir"),
+        ([], "--out"),
+        (["--scale", "auto", *x], "--scale"),  # even at its default value: it would be silently ignored
+        (["--flips", *x], "--flips"),
+    ):
         proc = evaluate("--baseline", "colour_edges", "--data_dir", str(data), *extra)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode == 2 and len(lines) == 1 and named in lines[0], proc.stderr
