@@ -232,3 +232,11 @@ def test_figures_are_written_atomically_and_leave_nothing_behind(tmp_path):
     with pytest.raises(ValueError):
         io_utils.save_figure_atomic(fig, str(tmp_path / "bad.png"), dpi=-1)
     assert os.listdir(tmp_path) == ["convergence.png"] and not plt.fignum_exists(fig.number)
+
+
+def test_a_fresh_start_archives_the_runs_own_files_and_leaves_a_users(tmp_path):
+    for name in ("summary.json", "convergence.png", "style_grid_tint.png", "ari_per_lab.png", "my_notes.png"):
+        (tmp_path / name).write_bytes(b"x")
+    dest = workdir_lib.archive_outputs(str(tmp_path))
+    assert sorted(os.listdir(dest)) == ["ari_per_lab.png", "convergence.png", "style_grid_tint.png", "summary.json"]
+    assert sorted(os.listdir(tmp_path)) == ["archive", "my_notes.png"]

@@ -86,6 +86,9 @@ OUTPUTS = (
     "audit.md",
 )
 
+# The figures the trainer and the studies draw in the workdir; a user's own pictures there stay where they are.
+FIGURE_PATTERNS = ("ari_per_lab.png", "ari_vs_epsilon.png", "ari_vs_k.png", "style_grid_*.png")
+
 
 class WorkdirError(RuntimeError):
     """A workdir problem the user can fix (locked, incompatible config)."""
@@ -238,7 +241,8 @@ def clean_stale_files(path: str) -> list[str]:
 
 def archive_outputs(path: str) -> str | None:
     """Moves the previous run's outputs to `archive/<timestamp>/`; returns that folder (None if nothing)."""
-    present = [name for name in OUTPUTS + tuple(os.path.basename(p) for p in glob.glob(os.path.join(path, "*.png"))) if os.path.exists(os.path.join(path, name))]
+    figures = tuple(os.path.basename(p) for pattern in FIGURE_PATTERNS for p in sorted(glob.glob(os.path.join(path, pattern))))
+    present = [name for name in OUTPUTS + figures if os.path.exists(os.path.join(path, name))]
     if not present:
         return None
     dest = os.path.join(path, "archive", time.strftime("%Y%m%d-%H%M%S"))
