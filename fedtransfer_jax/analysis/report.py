@@ -50,6 +50,7 @@ IMAGE_COLUMNS = (
     "pixel_size_um",
     "pixel_size_source",
     "databar_rows",
+    "map_stability",
 )
 
 
@@ -165,6 +166,8 @@ def _summary_cell(entry: Mapping[str, Any], column: str) -> Any:
         return scale_lib.describe(entry.get(column))
     if column == "databar_rows":
         return (entry.get("databar") or {}).get("rows", 0)
+    if column == "map_stability":  # analysis/stability.py; empty where no scale search ran
+        return _cell((entry.get("scale") or {}).get("stability"))
     return _cell(entry.get(column))
 
 
@@ -236,6 +239,9 @@ def scale_text(record: Mapping[str, Any] | None) -> str:
         if rejected:
             short = {k: str(v).split(" (")[0].split(":")[0] for k, v in rejected.items()}  # grain_sizes.json has all
             text += "; implausible maps at scale " + ", ".join(f"{k} ({v})" for k, v in short.items())
+        if record.get("stability") is not None:
+            text += (f"; map stability {record['stability']:.2f} (agreement with the maps at scale "
+                     f"{', '.join(record.get('stability_compared_with') or [])}: 1 = the same grains)")
     else:
         text += f" ({record.get('reason', '')})"
     return text + "; boundaries and grains are measured in the original pixels"

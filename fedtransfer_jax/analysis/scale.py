@@ -31,7 +31,9 @@ widths are what the post-processing makes them. ``--scale 1`` never resamples: e
    when its view was the whole image).
 
 Each image's choice is recorded as ``{"used", "mode", "candidates": {scale: mean diameter px or None},
-"target_px", "target_source", "rejected": {scale: why}, "reason"}``.
+"target_px", "target_source", "rejected": {scale: why}, "reason", "stability", "stability_compared_with"}``:
+the last two say how much the chosen scale's grain map agrees with its neighbouring candidates' maps
+(analysis/stability.py; None with one candidate only).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ import numpy as np
 from PIL import Image
 
 from fedtransfer_jax.data import intensity
+from fedtransfer_jax.analysis import stability as stability_lib
 from fedtransfer_jax.metrics import grains as grains_lib
 from fedtransfer_jax.runs import grain_size
 
@@ -147,13 +150,18 @@ def _key(s: float) -> str:
     return f"{s:.3g}"
 
 
-def _view(image: np.ndarray, s: float) -> tuple[np.ndarray, bool]:
-    """The central crop of ``image`` that is at most VIEW_PX a side at scale ``s``; and whether it is whole."""
-    h, w = image.shape[:2]
+def _view_box(hw: tuple[int, int], s: float) -> tuple[int, int, int, int]:
+    """``(y, x, height, width)``: the central part of an image of ``hw`` at most VIEW_PX a side at scale ``s``."""
+    h, w = hw
     side = int(math.ceil(VIEW_PX / s))
     vh, vw = min(h, side), min(w, side)
-    y, x = (h - vh) // 2, (w - vw) // 2
-    return image[y : y + vh, x : x + vw], (vh, vw) == (h, w)
+    return (h - vh) // 2, (w - vw) // 2, vh, vw
+
+
+def _view(image: np.ndarray, s: float) -> tuple[np.ndarray, bool]:
+    """The central crop of ``image`` that is at most VIEW_PX a side at scale ``s``; and whether it is whole."""
+    y, x, vh, vw = _view_box(image.shape[:2], s)
+    return image[y : y + vh, x : x + vw], (vh, vw) == image.shape[:2]
 
 
 def target_for(model) -> tuple[float, str]:
@@ -221,9 +229,11 @@ def choose(
     diam: dict[float, float | None] = {}
     rejected: dict[str, str] = {}
     whole: dict[float, np.ndarray] = {}
+    views: dict[float, tuple[np.ndarray, tuple[int, int, int, int]]] = {}
     for s in cands:
         view, is_whole = _view(image, s)
         prob = predict_at(model, view, s, overlap=overlap, flips=flips)
+        views[s] = (prob, _view_box(hw, s))
         if is_whole:
             whole[s] = prob
         boundary = settings.apply(prob)
@@ -234,6 +244,13 @@ def choose(
         if d is None or withhold:
             rejected[_key(s)] = "; ".join(withhold) or "no grains"
     best, reason = pick(cands, diam, rejected, target_px)
+    # How far to trust the map (analysis/stability.py): its grains at the neighbouring scales, compared in
+    # the image's pixels after the same post-processing as the final map.
+    maps = {
+        s: (settings.apply(back_to(views[s][0], views[s][1][2:])), views[s][1])
+        for s in [best, *stability_lib.neighbours(cands, best)]
+    }
+    value, compared = stability_lib.at_scale(maps, best, cands)
     record = {
         "used": round(best, 4),
         "mode": AUTO,
@@ -242,6 +259,8 @@ def choose(
         "target_source": target_source,
         "rejected": rejected,
         "reason": reason,
+        "stability": None if value is None else round(value, 3),
+        "stability_compared_with": [_key(s) for s in compared],
     }
     return best, record, whole.get(best)
 
