@@ -40,3 +40,32 @@ def synthetic_images(size, seed, diameter_px):
         )
         for image, label in zip(images, labels):
             yield lab, image, label
+
+
+def score_dev_sets(one, workdir=None):
+    """``one(model, settings, image, label, target)`` for each TBM validation crop and each synthetic image
+    (768 px, seed 515151, grains 8-200 px), with the model of ``workdir`` (None: the shipped one):
+    ``{"target_px", "tbm_val": [("tbm", result)], "synthetic": [(lab, result)]}``."""
+    from fedtransfer_jax.analysis import measure, scale as scale_lib  # noqa: PLC0415 (only the probes need a model)
+
+    f = {"workdir": workdir, "method": None, "client": None, "overlap": None}
+    model, settings, _ = measure.model_and_settings(f, {})
+    target = scale_lib.target_for(model)
+    return {
+        "target_px": target[0],
+        "tbm_val": [("tbm", one(model, settings, img, lab, target)) for img, lab in tbm_validation()],
+        "synthetic": [
+            (lab_name, one(model, settings, img, lab, target))
+            for lab_name, img, lab in synthetic_images(768, 515151, (8.0, 200.0))
+        ],
+    }
+
+
+def per_scale_text(r, detail):
+    """One image's candidates as '1:16x(detail) 0.667:18(...)': mean grain px, x = rejected by the rule."""
+    from fedtransfer_jax.analysis import scale as scale_lib  # noqa: PLC0415
+
+    return " ".join(
+        f"{scale_lib._key(s)}:{'-' if r['diam'][s] is None else format(r['diam'][s], '.0f')}"
+        f"{'x' if scale_lib._key(s) in r['rejected'] else ''}({detail(s)})" for s in r["cands"]
+    )

@@ -30,7 +30,7 @@ import sys
 
 import numpy as np
 
-from fedtransfer_jax.analysis import measure, scale as scale_lib
+from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.data import intensity
 from fedtransfer_jax.metrics import grains as grains_lib, postprocess_select as pps
 from fedtransfer_jax.metrics.stats import paired_comparison
@@ -59,17 +59,7 @@ def one(model, settings, image, label, target):
 
 
 def compute():
-    f = {"workdir": sys.argv[1] if len(sys.argv) > 1 else None, "method": None, "client": None, "overlap": None}
-    model, settings, _ = measure.model_and_settings(f, {})
-    target = scale_lib.target_for(model)
-    return {
-        "target_px": target[0],
-        "tbm_val": [("tbm", one(model, settings, img, lab, target)) for img, lab in dev_data.tbm_validation()],
-        "synthetic": [
-            (lab_name, one(model, settings, img, lab, target))
-            for lab_name, img, lab in dev_data.synthetic_images(768, 515151, (8.0, 200.0))
-        ],
-    }
+    return dev_data.score_dev_sets(one, sys.argv[1] if len(sys.argv) > 1 else None)
 
 
 def rules(target_px):
@@ -136,9 +126,7 @@ def main():
                 rho.append(float(np.corrcoef(ra, rb)[0, 1]))
         print(f"  Spearman(stability, ARI) across an image's scales: mean {np.mean(rho):+.2f} over {len(rho)} images")
         for lab, r in data:
-            d = " ".join(f"{scale_lib._key(s)}:{'-' if r['diam'][s] is None else format(r['diam'][s], '.0f')}"
-                         f"{'x' if scale_lib._key(s) in r['rejected'] else ''}"
-                         f"(stab {r['stability'][s]:.2f} ari {r['scores'][s][2]:.2f})" for s in r["cands"])
+            d = dev_data.per_scale_text(r, lambda s: f"stab {r['stability'][s]:.2f} ari {r['scores'][s][2]:.2f}")
             print(f"    {lab:15s} {d}")
 
 
