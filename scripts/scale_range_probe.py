@@ -1,0 +1,109 @@
+"""Should `--scale auto` go below 1/4 for micrographs of few, large grains? A development probe.
+
+The search tries scales 1, 1/1.5, 1/2, 1/3 and 1/4 and aims the grains at the model's trained ~29 px. A
+micrograph whose grains are 150-250 px across (coarse grains, or a high magnification; issue 18's
+low-contrast SEM image with 51 grains failed at every scale down to 1/4) still shows them at 40-60 px at
+1/4, outside the band, and the search stops there. This probe adds 1/6 and 1/8 as candidates (the 64 px
+floor on the image's shorter side still applies, so small images keep their candidates) and compares.
+
+Rules, data and the bar for adopting, fixed before it was scored:
+  * ``shipped``: candidates 1 ... 1/4 (analysis/scale.CANDIDATES);
+  * ``down to 1/8``: the same rule (scale.pick) over candidates 1 ... 1/4, 1/6, 1/8.
+  * Sets: *coarse* = fresh synthetic images of the nine labs, 1024 px, mean grain diameter log-uniform in
+    80-260 px (2 per lab, seed 737373); *control* = the development images of scale_rule_probe.py (TBM
+    validation crops, whose 256 px sides allow no new candidate, and 18 synthetic images of 768 px, grains
+    8-200 px, seed 515151).
+  * Adopt if on the coarse set the mean ARI gain is >= +0.05 with its paired 95 % interval above 0, and on
+    the control synthetic set the mean ARI changes by no less than -0.01.
+
+  python scripts/scale_range_probe.py [WORKDIR]   # default: the shipped model; ~20 min on the 2-core CPU
+
+Cached in /tmp/scale_range_probe.pkl. Output of the shipped model's run:
+docs/results/pretrained_cpu2/scale_range_probe.txt.
+"""
+import sys
+
+import numpy as np
+
+from fedtransfer_jax.analysis import measure, scale as scale_lib
+from fedtransfer_jax.data import intensity, synthetic
+from fedtransfer_jax.metrics import postprocess_select as pps
+from fedtransfer_jax.metrics.stats import paired_comparison
+
+import dev_data
+
+CACHE = "/tmp/scale_range_probe.pkl"
+EXTENDED = (*scale_lib.CANDIDATES, 1 / 6, 1 / 8)
+
+
+def one(model, settings, image, label, target):
+    """Each candidate of EXTENDED the image allows: its measured grain size, whether the rule rejects it,
+    and its scores against the label."""
+    image = intensity.normalise(image, intensity.mode_of(model))
+    shipped = scale_lib.CANDIDATES
+    try:
+        scale_lib.CANDIDATES = EXTENDED
+        _, record, _ = scale_lib.choose(model, image, settings, target=target)
+        cands = scale_lib.candidates_for(image.shape[:2])
+    finally:
+        scale_lib.CANDIDATES = shipped
+    scores = {s: pps.tile_scores(settings.apply(scale_lib.prob_at_scale(model, image, s)), label > 0) for s in cands}
+    diam = {s: record["candidates"][scale_lib._key(s)] for s in cands}
+    return {"cands": cands, "diam": diam, "rejected": record["rejected"], "scores": scores}
+
+
+def coarse_images():
+    for lab in list(synthetic.LABS):
+        images, labels, _ = synthetic.make_lab_examples(
+            lab, 2, 1024, 737373, diameter_px=(80.0, 260.0), boundary_width=2, boundary_width_max=5
+        )
+        for image, label in zip(images, labels):
+            yield lab, image, label
+
+
+def compute():
+    f = {"workdir": sys.argv[1] if len(sys.argv) > 1 else None, "method": None, "client": None, "overlap": None}
+    model, settings, _ = measure.model_and_settings(f, {})
+    target = scale_lib.target_for(model)
+    control = dev_data.score_dev_sets(one, f["workdir"])
+    return {
+        "target_px": target[0],
+        "coarse": [(lab, one(model, settings, img, lab_map, target)) for lab, img, lab_map in coarse_images()],
+        "control: tbm_val": control["tbm_val"],
+        "control: synthetic": control["synthetic"],
+    }
+
+
+def main():
+    sets = dev_data.cached(CACHE, compute)
+    target_px = sets.pop("target_px")
+    shipped = set(scale_lib.CANDIDATES)
+
+    def rule(extended):
+        def choose(r):
+            cands = [s for s in r["cands"] if extended or s in shipped]
+            return scale_lib.pick(cands, r["diam"], r["rejected"], target_px)[0]
+        return choose
+
+    print(f"trained grain size {target_px:.1f} px; candidates {', '.join(scale_lib._key(s) for s in EXTENDED)}")
+    for name, data in sets.items():
+        rows = {}
+        for rn, extended in (("shipped", False), ("down to 1/8", True)):
+            chosen = [rule(extended)(r) for _, r in data]
+            rows[rn] = np.array([r["scores"][s] for (_, r), s in zip(data, chosen)])
+            m = rows[rn].mean(0)
+            line = f"  {rn:12s} ari {m[2]:.3f} f1 {m[1]:.3f} count ratio {m[3]:.3f}"
+            if rn != "shipped":
+                c = paired_comparison(rows[rn][:, 2], rows["shipped"][:, 2])
+                line += f" | ARI vs shipped {c['diff_mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+            print(f"== {name} ({len(data)} images)" if rn == "shipped" else "", end="\n" if rn == "shipped" else "")
+            print(line)
+            print("    scales: " + " ".join(f"{s:.3g}" for s in chosen))
+        oracle = np.array([max(r["scores"][s][2] for s in r["cands"]) for _, r in data])
+        print(f"  oracle ari {oracle.mean():.3f}")
+        for lab, r in data:
+            print(f"    {lab:15s} " + dev_data.per_scale_text(r, lambda s: f"ari {r['scores'][s][2]:.2f}"))
+
+
+if __name__ == "__main__":
+    main()
