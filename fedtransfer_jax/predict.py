@@ -6,7 +6,7 @@ For every image of IN (a folder, or a single file; grey or RGB, PNG/JPEG/TIFF in
 file: a TIFF stack is refused) it writes
   OUT/<name>.png          boundary map of the input's height and width (255 = boundary)
   OUT/<name>_grains.csv   grain table: grain_id, area_px, area_um2, equivalent diameters
-  OUT/<name>_overlay.png  the micrograph with its boundaries drawn in a contrasting colour
+  OUT/<name>_overlay.png  the micrograph with the measured grains' borders drawn in a contrasting colour
   OUT/<name>_hist.png     grain-size histogram
 and for all images OUT/grain_sizes.csv (every grain, with its image), OUT/grain_sizes_summary.csv (one
 row per image), OUT/report.html (open it in a browser: model, settings, scale, table, overlays,

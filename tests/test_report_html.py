@@ -186,3 +186,22 @@ def test_cli_run_prints_a_table_and_writes_the_report(tmp_path: Path, monkeypatc
     assert not captured.out.lstrip().startswith("{")  # no JSON dump on stdout
     text = "".join(parse(out / "report.html").text)
     assert "fedprox (best post-processing validation objective" in text and str(wd) in text
+
+
+def test_the_overlay_draws_the_measured_grains_borders_not_the_whole_band() -> None:
+    from fedtransfer_jax.data import microstructure  # noqa: PLC0415
+    from fedtransfer_jax.metrics import grains as grains_lib  # noqa: PLC0415
+
+    g = microstructure.generate_microstructure(np.random.default_rng(0), 160, method="voronoi", mean_grain_diameter_px=30)
+    band = microstructure.boundary_map(g, 7) > 0  # a model's wide band
+    borders = report.grain_borders(band)
+    assert borders.sum() < 0.5 * band.sum()  # thin lines, the micrograph stays visible
+    measured = grains_lib.grains_from_boundary(band)
+    redrawn = grains_lib.grains_from_boundary(borders)
+    assert redrawn.max() == measured.max()  # the lines split the image into the very grains of the table
+    off_lines = ~borders  # the 1-px lines' own pixels may fall to either side; every other pixel agrees
+    assert grains_lib.adjusted_rand_index(redrawn[off_lines], measured[off_lines]) == pytest.approx(1.0)
+    everything = np.ones((20, 30), bool)  # no grain: the map is drawn as it is
+    assert report.grain_borders(everything).all()
+    with_bar = report.grain_borders(band, databar_rows=16)
+    assert not with_bar[-16:].any() and with_bar[:-16].any()

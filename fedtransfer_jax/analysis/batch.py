@@ -122,11 +122,8 @@ def _write(path: str, data: bytes) -> None:
 def write_image_outputs(out: str, files: Mapping[str, str], m: measure.Measurement, title: str) -> tuple[int, ...]:
     """The four files of one image, or none of them (a failed write removes those written before it).
     Returns the overlay colour. Raises ``(OSError, path)`` as ``_ImageWriteError``."""
-    drawn = m.boundary
-    if m.databar_rows:  # the bar is boundary in the map, not in the picture: it is drawn as it is
-        drawn = m.boundary.copy()
-        drawn[-m.databar_rows :] = False
-    ov, colour = report.overlay(m.image, drawn)
+    # The measured grains' borders; the bar is boundary in the map, not in the picture: it is drawn as it is.
+    ov, colour = report.overlay(m.image, report.grain_borders(m.boundary, m.databar_rows))
     jobs = (
         ("boundary_map", lambda: report.png_bytes(m.boundary.astype(np.uint8) * 255)),
         ("grain_table", None),

@@ -3,7 +3,7 @@
 Per image <name> (the input's stem; colliding stems get stem_suffix, see ``output_names``):
   <name>.png           boundary map (255 = boundary)
   <name>_grains.csv    grain table
-  <name>_overlay.png   the micrograph with its boundaries drawn on it
+  <name>_overlay.png   the micrograph with the measured grains' borders drawn on it
   <name>_hist.png      grain-size histogram
 For the whole OUT: grain_sizes.json (the manifest), grain_sizes.csv (every image's grains),
 grain_sizes_summary.csv (one row per image) and report.html.
