@@ -428,8 +428,10 @@ def check_labels(f: Mapping[str, Any]) -> None:
 
 def _run_baseline(f: Mapping[str, Any], out: str | None, overrides: Mapping[str, Any]) -> int:
     """--baseline: the classical reference on the folder; model flags make no sense with it."""
-    given = [k for k in ("workdir", "method", "client", "overlap", "flips") if f.get(k)]
-    given += [k for k in f.get("model_flags_given", ()) if k not in given]  # e.g. --scale, whatever its value
+    given = [k for k in ("workdir", "method", "client") if f.get(k)]
+    # --scale, --overlap, --flips: refused whatever their value (--overlap 0 or --scale auto included).
+    given += [k for k in f.get("model_flags_given", ()) if k not in given]
+    given += [k for k in ("overlap", "flips") if f.get(k) and k not in given]  # run() called without the CLI
     given += [f"{k} (post-processing)" for k in overrides]
     if given:
         raise ValueError(f"--baseline {f['baseline']} uses no model and fixed settings: drop --{', --'.join(given)}")
@@ -489,7 +491,7 @@ def main(argv):
         "baseline": _BASELINE.value,
         "group_regex": _GROUP_REGEX.value,
         # A model's flags given on the command line, even at their defaults (--baseline refuses them).
-        "model_flags_given": [k for k in ("scale",) if flags.FLAGS[k].present],
+        "model_flags_given": [k for k in ("scale", "overlap", "flips") if flags.FLAGS[k].present],
     }
     try:
         with label_warnings_as_lines("evaluate"):

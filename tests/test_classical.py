@@ -100,6 +100,7 @@ def test_evaluate_baseline_cli(tmp_path):
         ([], "--out"),
         (["--scale", "auto", *x], "--scale"),  # even at its default value: it would be silently ignored
         (["--flips", *x], "--flips"),
+        (["--overlap", "0", *x], "--overlap"),  # 0 is a valid overlap, so refused by presence, not value
     ):
         proc = evaluate("--baseline", "colour_edges", "--data_dir", str(data), *extra)
         lines = proc.stderr.strip().splitlines()

@@ -235,8 +235,9 @@ def test_figures_are_written_atomically_and_leave_nothing_behind(tmp_path):
 
 
 def test_a_fresh_start_archives_the_runs_own_files_and_leaves_a_users(tmp_path):
-    for name in ("summary.json", "convergence.png", "style_grid_tint.png", "ari_per_lab.png", "my_notes.png"):
+    ours = ["ari_per_lab.png", "convergence.png", "predictions.png", "style_grid_tint.png", "summary.json"]
+    for name in (*ours, "my_notes.png"):
         (tmp_path / name).write_bytes(b"x")
     dest = workdir_lib.archive_outputs(str(tmp_path))
-    assert sorted(os.listdir(dest)) == ["ari_per_lab.png", "convergence.png", "style_grid_tint.png", "summary.json"]
+    assert sorted(os.listdir(dest)) == ours
     assert sorted(os.listdir(tmp_path)) == ["archive", "my_notes.png"]

@@ -44,17 +44,42 @@ def test_the_same_grains_agree_fully_and_different_ones_do_not() -> None:
     assert stability.agreement(a, b) < 0.7
 
 
+def voronoi_boundary(h: int, w: int, seed: int) -> np.ndarray:
+    """An aperiodic boundary map (Voronoi grains ~14 px, 1-px lines): any misplaced crop changes its grains."""
+    from fedtransfer_jax.data import microstructure  # noqa: PLC0415
+
+    g = microstructure.generate_microstructure(
+        np.random.default_rng(seed), max(h, w), method="voronoi", mean_grain_diameter_px=14.0, warp=0.0
+    )[:h, :w]
+    return microstructure.boundary_map(g, 1) > 0
+
+
 def test_views_are_compared_on_the_pixels_both_cover() -> None:
-    """A small central view and a larger one of the same grains agree fully once cropped to their overlap;
-    without the crop they would be compared pixel by pixel at the wrong places."""
-    full = lines(100, 100, 10, offset=3)
-    small_box, large_box = (20, 30, 40, 50), (0, 0, 100, 100)
-    small = full[20:60, 30:80]
+    """A small off-centre view and a larger one of the same grains agree fully once cropped to their overlap
+    (rows and columns kept apart: the boxes are not square and the grains not periodic); a view of other
+    grains does not."""
+    full = voronoi_boundary(100, 140, seed=3)
+    small_box, large_box = (20, 30, 40, 70), (0, 0, 100, 140)
+    small = full[20:60, 30:100]
     value, used = stability.at_scale({1.0: (small, small_box), 0.5: (full, large_box)}, 1.0, [1.0, 0.5])
     assert value == pytest.approx(1.0) and used == [0.5]
-    shifted = lines(100, 100, 10, offset=8)  # the same stripes moved by half a period: grains cut in two
-    value, _ = stability.at_scale({1.0: (small, small_box), 0.5: (shifted, large_box)}, 1.0, [1.0, 0.5])
-    assert value < 0.7
+    swapped = full[30:70, 20:90]  # the same box with y and x exchanged: other pixels
+    value, _ = stability.at_scale({1.0: (swapped, small_box), 0.5: (full, large_box)}, 1.0, [1.0, 0.5])
+    assert value < 0.8
+    other = voronoi_boundary(100, 140, seed=4)
+    value, _ = stability.at_scale({1.0: (small, small_box), 0.5: (other, large_box)}, 1.0, [1.0, 0.5])
+    assert value < 0.5
+
+
+def test_auto_on_a_large_non_square_image_compares_aligned_views() -> None:
+    """Over 384 px the candidates' views are different central crops; mapped back and aligned, the grains of
+    a clean rendered structure agree closely between neighbouring scales."""
+    image = render(700, 30.0, 3)[:460]
+    # Aimed at scale 1 (the grains measure ~32 px there), whose 384 px view is compared with scale 2/3's
+    # 460 x 576 view: different boxes in both directions.
+    _, rec = scale_lib.probabilities(FakeModel(), image, scale="auto", settings=SETTINGS, target=(32.0, "t"))
+    assert rec["used"] == 1.0 and rec["stability_compared_with"] == ["0.667"], rec
+    assert rec["stability"] > 0.95, rec
 
 
 def test_one_candidate_has_no_stability() -> None:

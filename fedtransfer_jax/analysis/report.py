@@ -82,7 +82,7 @@ def grain_borders(boundary: np.ndarray, databar_rows: int = 0) -> np.ndarray:
     micrograph visible (the band itself is in <name>.png). No grain at all: the boundary map as it is.
     The bottom ``databar_rows`` (an instrument's data bar, not measured) are left undrawn."""
     b = np.asarray(boundary, bool)
-    h = b.shape[0] - int(databar_rows)
+    h = max(0, b.shape[0] - int(databar_rows))
     lab = metrics_lib.grains_from_boundary(b[:h])
     if not lab.any():
         edges = b[:h].copy()
@@ -90,7 +90,7 @@ def grain_borders(boundary: np.ndarray, databar_rows: int = 0) -> np.ndarray:
         edges = np.zeros(lab.shape, bool)
         edges[:, 1:] |= lab[:, 1:] != lab[:, :-1]
         edges[1:, :] |= lab[1:, :] != lab[:-1, :]
-        if max(lab.shape) > 1000:
+        if max(b.shape) > 1000:
             edges[:, :-1] |= edges[:, 1:].copy()
             edges[:-1, :] |= edges[1:, :].copy()
     return np.concatenate([edges, np.zeros((b.shape[0] - h, b.shape[1]), bool)], axis=0)
@@ -419,9 +419,10 @@ def report_html(manifest: Mapping[str, Any], title: str = "Grain-size report") -
         p.append('<div class="figs">')
         if e.get("overlay"):
             colour = e.get("overlay_colour")
-            alt = f"{name}: boundaries drawn on the micrograph"
+            alt = f"{name}: the measured grains' borders drawn on the micrograph"
             small = " small" if isinstance(e.get("width"), int) and e["width"] < 520 else ""
-            caption = "boundaries" + (f" in rgb{tuple(colour)}" if colour else "") + " on the micrograph (contrast stretched)"
+            caption = ("borders of the measured grains" + (f" in rgb{tuple(colour)}" if colour else "")
+                       + " on the micrograph (contrast stretched; the boundary band itself is in the map)")
             p.append(
                 f'<figure><a href="{_src(e["overlay"])}"><img class="ov{small}" src="{_src(e["overlay"])}" '
                 f'alt="{_e(alt)}"></a><figcaption>{_e(caption)}</figcaption></figure>'

@@ -33,7 +33,9 @@ def setup_logging(workdir: str, *, console_verbose: bool, to_file: bool = True) 
         handler = std_logging.FileHandler(path, mode="a")
         handler.set_name(_FILE_HANDLER_NAME)
         handler.setLevel(std_logging.INFO)
-        handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(
+            std_logging.Formatter("%(asctime)s %(levelname)s %(name)s %(filename)s:%(lineno)d: %(message)s")
+        )
         root.addHandler(handler)
     root.setLevel(std_logging.INFO)
     logging.set_verbosity(logging.INFO)  # records reach the file handler ...
@@ -62,10 +64,14 @@ class _ConsoleFilter(std_logging.Filter):
 
 
 class _ConsoleFormatter(std_logging.Formatter):
-    """'warning: <message>' on the console; the time, thread and source line stay in log.txt."""
+    """'warning: <message>' on the console; the time and source line are in log.txt (and on the console
+    with --verbosity, absl's full prefix)."""
 
     def format(self, record: std_logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {record.getMessage()}"
+        text = f"{record.levelname.lower()}: {record.getMessage()}"
+        if record.exc_info:  # a library's error with its traceback keeps it
+            text += "\n" + self.formatException(record.exc_info)
+        return text
 
 
 class LogStream(io.TextIOBase):

@@ -87,7 +87,7 @@ OUTPUTS = (
 )
 
 # The figures the trainer and the studies draw in the workdir; a user's own pictures there stay where they are.
-FIGURE_PATTERNS = ("ari_per_lab.png", "ari_vs_epsilon.png", "ari_vs_k.png", "style_grid_*.png")
+FIGURE_PATTERNS = ("predictions.png", "ari_per_lab.png", "ari_vs_epsilon.png", "ari_vs_k.png", "style_grid_*.png")
 
 
 class WorkdirError(RuntimeError):
