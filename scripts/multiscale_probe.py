@@ -13,13 +13,19 @@ settings. Per variant: mean objective, boundary F1 and ARI, grains predicted per
 point's scores on the set (optimistic), and the ARI paired with `auto`'s (mean difference, t-based 95 %
 interval, images better). Probabilities are cached per model in /tmp/multiscale_probe_<model>.pkl.
 """
-import glob, hashlib, os, re, sys, pickle
+import hashlib
+import os
+import pickle
+import sys
+
 import numpy as np
 from fedtransfer_jax.analysis import measure, scale as scale_lib
-from fedtransfer_jax.data import folder, intensity, synthetic
+from fedtransfer_jax.data import intensity
 from fedtransfer_jax.metrics import grains as grains_lib
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.metrics import stats
+
+import dev_data
 
 workdir = os.path.abspath(sys.argv[1]) if len(sys.argv) > 1 else "shipped"
 cache = f"/tmp/multiscale_probe_{hashlib.sha1(workdir.encode()).hexdigest()[:10]}.pkl"
@@ -37,14 +43,10 @@ else:
         probs = {s: scale_lib.probabilities(model, img, scale=s)[0] for s in cands}
         return {"probs": probs, "chosen": chosen, "label": lab > 0}
 
-    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tbm_tint_etched")
-    for ip in sorted(glob.glob(d + "/images/*.png")):
-        if re.search(r"_(13|15|24)-", ip):
-            sets["tbm_val"].append(one(*folder.load_pair(ip, ip.replace("/images/", "/labels/"))))
-    for lab_name in list(synthetic.LABS):
-        imgs, labs, _ = synthetic.make_lab_examples(lab_name, 2, 512, 515151, diameter_px=(8.0, 140.0), boundary_width=2, boundary_width_max=5)
-        for img, lab in zip(imgs, labs):
-            sets["synthetic"].append(one(img, lab))
+    for img, lab in dev_data.tbm_validation():
+        sets["tbm_val"].append(one(img, lab))
+    for _, img, lab in dev_data.synthetic_images(512, 515151, (8.0, 140.0)):
+        sets["synthetic"].append(one(img, lab))
     pickle.dump(sets, open(cache, "wb"))
 settings = pps.PostprocessSettings.from_dict(sets.pop("settings"))
 print("the model's settings:", settings)

@@ -8,14 +8,18 @@ Development data only: the TBM validation micrographs 13, 15, 24 (needs ../share
 fresh synthetic images of the nine labs (seed 424242, 2 per lab, 384 px, grains 8-140 px), all at scale 1.
 Probabilities are cached in /tmp/watershed_probe_probs.pkl.
 """
-import glob, os, re, sys, pickle
+import os
+import pickle
+import sys
+
 import numpy as np
 from scipy import ndimage
 from skimage.morphology import h_minima
 from skimage.segmentation import watershed
 from fedtransfer_jax.analysis import measure, scale as scale_lib
-from fedtransfer_jax.data import folder, synthetic
 from fedtransfer_jax.metrics import postprocess_select as pps
+
+import dev_data
 
 cache = "/tmp/watershed_probe_probs.pkl"
 if os.path.exists(cache):
@@ -24,17 +28,12 @@ else:
     f = {"workdir": sys.argv[1] if len(sys.argv) > 1 else None, "method": None, "client": None, "overlap": None}
     model, settings, _ = measure.model_and_settings(f, {})
     sets = {"settings": settings.to_dict(), "tbm_val": [], "synthetic": []}
-    d = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "tbm_tint_etched")
-    for ip in sorted(glob.glob(d + "/images/*.png")):
-        if re.search(r"_(13|15|24)-", ip):
-            img, lab = folder.load_pair(ip, ip.replace("/images/", "/labels/"))
-            prob, _ = scale_lib.probabilities(model, img, scale=1.0, settings=settings, target=None)
-            sets["tbm_val"].append((prob, lab > 0))
-    for lab_name in list(synthetic.LABS):
-        imgs, labs, _ = synthetic.make_lab_examples(lab_name, 2, 384, 424242, diameter_px=(8.0, 140.0), boundary_width=2, boundary_width_max=5)
-        for img, lab in zip(imgs, labs):
-            prob, _ = scale_lib.probabilities(model, img, scale=1.0, settings=settings, target=None)
-            sets["synthetic"].append((prob, lab > 0))
+    for img, lab in dev_data.tbm_validation():
+        prob, _ = scale_lib.probabilities(model, img, scale=1.0, settings=settings, target=None)
+        sets["tbm_val"].append((prob, lab > 0))
+    for _, img, lab in dev_data.synthetic_images(384, 424242, (8.0, 140.0)):
+        prob, _ = scale_lib.probabilities(model, img, scale=1.0, settings=settings, target=None)
+        sets["synthetic"].append((prob, lab > 0))
     pickle.dump(sets, open(cache, "wb"))
 chosen = pps.PostprocessSettings.from_dict(sets.pop("settings"))  # the model's own post-processing choice
 print("the model's settings:", chosen)
