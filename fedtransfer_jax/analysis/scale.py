@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from fedtransfer_jax.data import intensity
 from fedtransfer_jax.analysis import stability as stability_lib
+from fedtransfer_jax.data import intensity
 from fedtransfer_jax.metrics import grains as grains_lib
 from fedtransfer_jax.runs import grain_size
 
