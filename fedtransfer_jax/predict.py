@@ -247,6 +247,9 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
         + (f"; {earlier} from earlier runs kept" if earlier > 0 else "")
         + f"; model {model.tag}; settings: {provenance.get('source', 'built-in') if provenance else 'built-in'}"
     )
+    mixed = scale_lib.mixed_scales_note(done.values())
+    if mixed:
+        print(f"note: {mixed}")
     print(f"report: {os.path.join(os.path.abspath(f['out']), outputs.REPORT)}")
     return EXIT_SOME_FAILED if failed else EXIT_OK
 

@@ -238,6 +238,14 @@ def test_map_80_percent_boundary_gets_no_grain_size() -> None:
     assert "boundary pixels 88% of the map" in s["size_withheld"]
 
 
+def test_a_map_just_over_half_boundary_is_not_reported_as_50_percent() -> None:
+    b = np.zeros((100, 100), bool)
+    b[:, :50] = True
+    b[0, 50:53] = True  # 50.03 % boundary: over the limit, but "50%" would read as allowed
+    withhold, _ = grains.grain_size_plausibility(grains.grains_from_boundary(b), b)
+    assert "boundary pixels just over 50% of the map" in withhold[0]
+
+
 def test_one_pixel_image_gets_no_grain_size() -> None:
     s = _summary(np.zeros((1, 1), bool))
     assert s["astm_G"] is None and "image too small: 1x1 px" in s["size_withheld"]

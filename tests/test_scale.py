@@ -316,3 +316,11 @@ def test_cli_bad_scale_is_one_line_and_exit_2(tmp_path: Path, tool: str, extra: 
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "--scale" in lines[0] and lines[0].startswith(f"{tool}: error"), proc.stderr
+
+
+def test_a_run_at_mixed_scales_says_so_once() -> None:
+    auto = lambda s: {"scale": {"mode": "auto", "used": s}}  # noqa: E731
+    assert scale_lib.mixed_scales_note([auto(1.0), auto(1.0), {"scale": {"mode": "fixed", "used": 0.5}}]) is None
+    note = scale_lib.mixed_scales_note([auto(1.0), auto(0.6667), auto(1.0), {}])
+    assert note.startswith("--scale auto chose different scales (1: 2 image(s), 0.667: 1 image(s))")
+    assert "one fixed --scale" in note

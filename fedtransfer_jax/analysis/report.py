@@ -158,15 +158,20 @@ def _cell(v: Any) -> Any:
 
 
 def combined_csv(out: str, manifest: Mapping[str, Any]) -> str:
-    """Every image's grain table in one CSV (``image`` and ``file`` first), read back from OUT's tables."""
+    """Every image's grain table in one CSV (``image`` and ``file`` first), read back from OUT's tables.
+    The last column, ``image_size_withheld``, is 1 for the grains of an image whose grain size was withheld
+    (its map could not give a plausible one: the summary says why), so a pivot over this file can leave
+    them out as the summary does."""
     buf = io.StringIO(newline="")
-    cols = ("image", "file") + tuple(metrics_lib.GRAIN_TABLE_COLUMNS)
+    cols = ("image", "file") + tuple(metrics_lib.GRAIN_TABLE_COLUMNS) + ("image_size_withheld",)
     w = csv.writer(buf)
     w.writerow(cols)
     for name, entry in sorted(manifest["images"].items()):
+        withheld = int(bool(entry.get("size_withheld")))
         with open(os.path.join(out, entry["grain_table"]), newline="") as f:
             for row in csv.DictReader(f):
-                w.writerow([name, entry.get("file", "")] + [row.get(c, "") for c in metrics_lib.GRAIN_TABLE_COLUMNS])
+                w.writerow([name, entry.get("file", "")] + [row.get(c, "") for c in metrics_lib.GRAIN_TABLE_COLUMNS]
+                           + [withheld])
     return buf.getvalue()
 
 
@@ -256,14 +261,16 @@ def scale_text(record: Mapping[str, Any] | None) -> str:
         cands = ", ".join(
             f"{k}: {'-' if v is None else f'{v:.1f} px'}" for k, v in (record.get("candidates") or {}).items()
         )
-        text += f" ({record.get('reason', '')}; mean grain per scale: {cands})"
+        text += f" ({record.get('reason', '')}; mean grain per scale, in resampled pixels: {cands})"
         rejected = record.get("rejected") or {}
         if rejected:
             short = {k: str(v).split(" (")[0].split(":")[0] for k, v in rejected.items()}  # grain_sizes.json has all
             text += "; implausible maps at scale " + ", ".join(f"{k} ({v})" for k, v in short.items())
         if record.get("stability") is not None:
-            text += (f"; map stability {record['stability']:.2f} (agreement with the maps at scale "
-                     f"{', '.join(record.get('stability_compared_with') or [])}: 1 = the same grains)")
+            text += (f"; map stability {record['stability']:.2f} (how far the grains agree with the maps at scale "
+                     f"{', '.join(record.get('stability_compared_with') or [])}, 0-1, 1 = the same grains: on "
+                     "synthetic images low values went with poor maps, on real ones only weakly, so a low value "
+                     "is a reason to check the overlay and a high one no promise)")
     else:
         text += f" ({record.get('reason', '')})"
     return text + "; boundaries and grains are measured in the original pixels"

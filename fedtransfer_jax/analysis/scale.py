@@ -201,13 +201,14 @@ def pick(
         if len(near) > 1:
             best = max(near)
             reason = (
-                f"mean grain {diam[best]:.1f} px at scale {_key(best)}: the largest scale within "
+                f"mean grain {diam[best]:.1f} px (resampled pixels) at scale {_key(best)}: the largest scale within "
                 f"{tolerance:g}x of the trained {target_px:.1f} px"
             )
         else:
             best = min(pool, key=lambda s: (off(s), -s))
             reason = (
-                f"mean grain {diam[best]:.1f} px at scale {_key(best)} is the closest to the trained {target_px:.1f} px"
+                f"mean grain {diam[best]:.1f} px (resampled pixels) at scale {_key(best)} is the closest to the trained "
+                f"{target_px:.1f} px"
             )
         if len(cands) == 1:
             reason = f"only scale 1 tried (the image is under {MIN_MODEL_SIDE / CANDIDATES[1]:.0f} px a side); " + reason
@@ -299,6 +300,23 @@ def probabilities(
         "reason": "given with --scale" if scale != 1.0 else "scale 1: the image as it is",
     }
     return prob_at_scale(model, image, scale, overlap=overlap, flips=flips), record
+
+
+def mixed_scales_note(entries) -> str | None:
+    """A line for predict's summary where ``--scale auto`` measured the images of one run at different
+    scales (each entry: an image's manifest entry): sizes stay in each image's own pixels, but the maps
+    differ with the scale, so a series meant to be compared is better measured at one fixed scale."""
+    used: dict[str, int] = {}
+    for e in entries:
+        record = e.get("scale") or {}
+        if record.get("mode") == AUTO and record.get("used") is not None:
+            key = _key(record["used"])
+            used[key] = used.get(key, 0) + 1
+    if len(used) < 2:
+        return None
+    counts = ", ".join(f"{k}: {n} image(s)" for k, n in sorted(used.items(), key=lambda kv: -float(kv[0])))
+    return (f"--scale auto chose different scales ({counts}); sizes are in each image's own pixels, but "
+            "for a series you mean to compare, one fixed --scale for all gives like-for-like maps")
 
 
 def describe(record: Mapping[str, Any] | None) -> str:

@@ -393,8 +393,11 @@ def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = No
         b = as_bool_map(boundary, "boundary")
         fraction = float(b.mean()) if b.size else 0.0
         if fraction > MAX_BOUNDARY_FRACTION:
+            shown = f"{100 * fraction:.0f}%"
+            if float(shown[:-1]) <= 100 * MAX_BOUNDARY_FRACTION:  # 50.3% is over the limit: not "50%"
+                shown = f"just over {100 * MAX_BOUNDARY_FRACTION:.0f}%"
             withhold.append(
-                f"boundary pixels {100 * fraction:.0f}% of the map (plausible <= {100 * MAX_BOUNDARY_FRACTION:.0f}%): "
+                f"boundary pixels {shown} of the map (plausible <= {100 * MAX_BOUNDARY_FRACTION:.0f}%): "
                 "noise or texture segmented, or an inverted map?"
             )
         elif fraction == 0.0:
