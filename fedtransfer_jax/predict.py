@@ -209,6 +209,7 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
     plan_outputs(f["images"], f["out"])  # Fail on an unsafe --out before the (slow) model load.
     fresh = not os.path.exists(os.path.join(f["out"], MANIFEST))  # no earlier predict wrote into OUT
     with outputs.lock(f["out"]):  # ...and on a busy one.
+        before = set(((None if fresh else outputs.read_manifest(f["out"])) or {}).get("images", {}))
         model, settings, provenance = model_and_settings(f, overrides)
         source = getattr(model, "source", None) or {}
         how = source.get("method_reason", "")
@@ -241,12 +242,18 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
         print(f"predict: error: none of the {len(failed)} image(s) could be measured{kept}", file=sys.stderr)
         return EXIT_USAGE
     earlier = len(manifest["images"]) - len(done)
+    replaced = len(before & set(done))
     print(
         f"{len(done)} image(s) measured"
+        + (f" ({replaced} replacing an earlier run's results in {f['out']})" if replaced else "")
         + (f", {len(failed)} failed (see {os.path.join(f['out'], MANIFEST)})" if failed else "")
         + (f"; {earlier} from earlier runs kept" if earlier > 0 else "")
         + f"; model {model.tag}; settings: {provenance.get('source', 'built-in') if provenance else 'built-in'}"
     )
+    no_pixel = sum(1 for e in done.values() if not e.get("pixel_size_um"))
+    if no_pixel:  # the table's ASTM G column says '-' for them: say why once
+        print(f"note: {no_pixel} image(s) without a pixel size (no --pixel_size_um, none in the file's metadata): "
+              "sizes in px and no ASTM G for them")
     mixed = scale_lib.mixed_scales_note(done.values())
     if mixed:
         print(f"note: {mixed}")

@@ -188,6 +188,11 @@ def test_cli_run_prints_a_table_and_writes_the_report(tmp_path: Path, monkeypatc
     assert not captured.out.lstrip().startswith("{")  # no JSON dump on stdout
     text = "".join(parse(out / "report.html").text)
     assert "fedprox (best post-processing validation objective" in text and str(wd) in text
+    assert "note: 1 image(s) without a pixel size" in captured.out  # why the table's ASTM G is '-'
+    assert "replacing" not in captured.out
+    # The same command again: the console says the earlier results were replaced.
+    assert predict.cli(predict_values(src, out, wd, method=None), progress=True) == predict.EXIT_OK
+    assert "1 image(s) measured (1 replacing an earlier run's results in" in capsys.readouterr().out
 
 
 def test_the_overlay_draws_the_measured_grains_borders_not_the_whole_band() -> None:
