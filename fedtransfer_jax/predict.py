@@ -252,8 +252,8 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
     )
     no_pixel = sum(1 for e in done.values() if not e.get("pixel_size_um"))
     if no_pixel:  # the table's ASTM G column says '-' for them: say why once
-        print(f"note: {no_pixel} image(s) without a pixel size (no --pixel_size_um, none in the file's metadata): "
-              "sizes in px and no ASTM G for them")
+        print(f"note: {no_pixel} image(s) without a pixel size (no --pixel_size_um, none usable in the file's "
+              "metadata): sizes in px and no ASTM G for them")
     mixed = scale_lib.mixed_scales_note(done.values())
     if mixed:
         print(f"note: {mixed}")

@@ -201,14 +201,14 @@ def pick(
         if len(near) > 1:
             best = max(near)
             reason = (
-                f"mean grain {diam[best]:.1f} px (resampled pixels) at scale {_key(best)}: the largest scale within "
-                f"{tolerance:g}x of the trained {target_px:.1f} px"
+                f"mean grain {diam[best]:.1f} px (resampled pixels) at scale {_key(best)}: the largest scale "
+                f"within {tolerance:g}x of the trained {target_px:.1f} px"
             )
         else:
             best = min(pool, key=lambda s: (off(s), -s))
             reason = (
-                f"mean grain {diam[best]:.1f} px (resampled pixels) at scale {_key(best)} is the closest to the trained "
-                f"{target_px:.1f} px"
+                f"mean grain {diam[best]:.1f} px (resampled pixels) at scale {_key(best)} is the closest to the "
+                f"trained {target_px:.1f} px"
             )
         if len(cands) == 1:
             reason = f"only scale 1 tried (the image is under {MIN_MODEL_SIDE / CANDIDATES[1]:.0f} px a side); " + reason
