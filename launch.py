@@ -55,8 +55,9 @@ EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
-def _clean_message(e: BaseException) -> str:
-    """ml_collections/absl wrap messages in quotes and reprs; keep the sentence a person needs."""
+def _clean_message(e: BaseException, argv) -> str:
+    """ml_collections/absl wrap messages in quotes and reprs; keep the sentence a person needs (an unknown
+    config key names the override in ``argv`` to correct)."""
     msg = str(e)
     m = re.match(r"flag --config=(\S+): Error whilst parsing config file", msg)
     if m:  # get_config raised (e.g. an unknown variant): its own message, the last line of the traceback
@@ -66,20 +67,21 @@ def _clean_message(e: BaseException) -> str:
         return f"--config {m.group(1)}: {last}"
     m = re.search(r"'\\?'?(\w+)\\?'?'?\\nDid you mean \"(\w+)\" instead of \"(\w+)\"\?", msg)
     if m:
-        return f"unknown config key {m.group(3)!r}: did you mean {m.group(2)!r}?"
+        return _unknown_key(argv, m.group(3)) + f": did you mean {m.group(2)!r}?"
     msg = msg.replace("\\n", " ").strip("'\" ")
     if re.fullmatch(r"\w+", msg):  # ml_collections' KeyError for a key with no close match: just the name
-        return f"unknown config key {msg!r}"
+        return _unknown_key(argv, msg)
     return msg
 
 
-def _override_with_key(argv, key: str) -> str | None:
-    """The `--config.a.b` override in argv whose dotted path holds ``key`` (the one to correct), or None."""
+def _unknown_key(argv, key: str) -> str:
+    """"--config.a.b: unknown config key 'b'", naming the override in argv whose dotted path holds ``key``
+    (the one to correct), or without it when none does."""
     for a in argv[1:]:
         m = re.match(r"--?(config(?:\.\w+)+)", a)
         if m and key in m.group(1).split(".")[1:]:
-            return "--" + m.group(1)
-    return None
+            return f"--{m.group(1)}: unknown config key {key!r}"
+    return f"unknown config key {key!r}"
 
 
 def _config_arg(argv) -> str | None:
@@ -125,11 +127,7 @@ def parse_flags(argv):
     try:
         rest = flags.FLAGS(argv)
     except Exception as e:  # noqa: BLE001 - every parse failure is the user's to fix
-        msg = _clean_message(e)
-        m = re.match(r"unknown config key '(\w+)'", msg)
-        flag = m and _override_with_key(argv, m.group(1))
-        if flag:
-            msg = msg.replace(m.group(0), f"{flag}: {m.group(0)}", 1)
+        msg = _clean_message(e, argv)
         print(f"error: {msg}", file=sys.stderr)
         if not msg.startswith("--config "):  # a config file's own error names what to change
             print(
