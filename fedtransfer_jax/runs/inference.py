@@ -467,9 +467,8 @@ def check_new_folder(dest: str, tool: str, *, parent_must_exist: bool = True) ->
     if not str(dest).strip():
         raise ValueError("--dest is empty: name the new folder to write")
     if os.path.lexists(dest):
-        kind = "a dangling link" if os.path.islink(dest) and not os.path.exists(dest) else "exists"
-        raise FileExistsError(f"--dest {dest} {'is ' + kind if kind != 'exists' else kind}: {tool} writes a new "
-                              "folder (remove it or pick another)")
+        what = "is a dangling link" if os.path.islink(dest) and not os.path.exists(dest) else "exists"
+        raise FileExistsError(f"--dest {dest} {what}: {tool} writes a new folder (remove it or pick another)")
     parent = os.path.dirname(os.path.abspath(dest))
     if parent_must_exist and not os.path.isdir(parent):
         raise FileNotFoundError(f"--dest {dest}: folder {parent} does not exist")
