@@ -24,6 +24,7 @@ from PIL import Image
 from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.analysis import outputs
 from fedtransfer_jax.analysis import scale as scale_lib
+from fedtransfer_jax.data import microstructure
 from fedtransfer_jax.runtime import io_utils
 
 # Boundary colours to choose from for the overlay: the one farthest from the micrograph's mean colour.
@@ -87,12 +88,7 @@ def grain_borders(boundary: np.ndarray, databar_rows: int = 0) -> np.ndarray:
     if not lab.any():
         edges = b[:h].copy()
     else:
-        edges = np.zeros(lab.shape, bool)
-        edges[:, 1:] |= lab[:, 1:] != lab[:, :-1]
-        edges[1:, :] |= lab[1:, :] != lab[:-1, :]
-        if max(b.shape) > 1000:
-            edges[:, :-1] |= edges[:, 1:].copy()
-            edges[:-1, :] |= edges[1:, :].copy()
+        edges = microstructure.boundary_map(lab, 2 if max(b.shape) > 1000 else 1) > 0
     return np.concatenate([edges, np.zeros((b.shape[0] - h, b.shape[1]), bool)], axis=0)
 
 
