@@ -25,11 +25,16 @@ def cached(path, compute):
     return value
 
 
+def tbm_crops(micrographs: re.Pattern):
+    """``(image, label)`` of each TBM crop whose file name ``micrographs`` matches, in file order."""
+    for ip in sorted(glob.glob(os.path.join(TBM, "images", "*.png"))):
+        if micrographs.search(ip):
+            yield folder.load_pair(ip, ip.replace(os.sep + "images" + os.sep, os.sep + "labels" + os.sep))
+
+
 def tbm_validation():
     """``(image, label)`` of each TBM validation crop, in file order."""
-    for ip in sorted(glob.glob(os.path.join(TBM, "images", "*.png"))):
-        if TBM_VALIDATION.search(ip):
-            yield folder.load_pair(ip, ip.replace(os.sep + "images" + os.sep, os.sep + "labels" + os.sep))
+    return tbm_crops(TBM_VALIDATION)
 
 
 def synthetic_images(size, seed, diameter_px):

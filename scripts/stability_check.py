@@ -14,8 +14,6 @@ held out = fresh synthetic images (seed 828282, 2 per lab, 768 px, grains 8-200 
 crops (micrographs 12, 14, 20, 27, 29), which are only reported here: nothing is chosen on them.
 Output of the shipped model's run: docs/results/pretrained_cpu2/stability_check.txt.
 """
-import glob
-import os
 import re
 import sys
 
@@ -23,7 +21,6 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from fedtransfer_jax.analysis import measure, scale as scale_lib
-from fedtransfer_jax.data import folder
 from fedtransfer_jax.metrics import postprocess_select as pps
 
 import dev_data
@@ -33,9 +30,7 @@ TBM_TEST = re.compile(r"_(12|14|20|27|29)-")
 
 
 def tbm_test():
-    for ip in sorted(glob.glob(os.path.join(dev_data.TBM, "images", "*.png"))):
-        if TBM_TEST.search(ip):
-            yield folder.load_pair(ip, ip.replace(os.sep + "images" + os.sep, os.sep + "labels" + os.sep))
+    return dev_data.tbm_crops(TBM_TEST)
 
 
 def score(model, settings, pairs):
