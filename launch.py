@@ -134,6 +134,12 @@ def parse_flags(argv):
                 "(python launch.py --helpfull lists the flags; the config file lists its keys)", file=sys.stderr
             )
         sys.exit(EXIT_USER_ERROR)
+    from fedtransfer_jax.runtime import console as console_lib  # noqa: PLC0415
+
+    empty = console_lib.check_path_flags(flags.FLAGS)
+    if empty:
+        print(f"error: {empty}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
     if rest[1:]:  # absl would drop them silently: a typo'd override must not run the default config
         print(f"error: unexpected argument(s) {' '.join(rest[1:4])}: every setting is a flag "
               "(--config.<key>=value)", file=sys.stderr)

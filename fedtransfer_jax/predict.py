@@ -2,8 +2,8 @@ r"""Segments micrographs of any size and measures their grains.
 
   python -m fedtransfer_jax.predict --workdir /tmp/smoke --method fedavg --images IN --out OUT
 
-For every image of IN (a folder, or a single file; grey or RGB, PNG/JPEG/TIFF incl. 16-bit; one image per
-file: a TIFF stack is refused) it writes
+For every image of IN (a folder, or a single file; grey or RGB, PNG/JPEG/TIFF incl. 16-bit, each read by its
+content, not its suffix; one image per file: a TIFF stack is refused; at most 64 Mpx) it writes
   OUT/<name>.png          boundary map of the input's height and width (255 = boundary)
   OUT/<name>_grains.csv   grain table: grain_id, area_px, area_um2, equivalent diameters
   OUT/<name>_overlay.png  the micrograph with the measured grains' borders drawn in a contrasting colour
@@ -17,7 +17,9 @@ model and post-processing settings used and where they came from, and the lists 
 and `skipped` (entries of IN that are not images). <name> is the input's stem (`x.png` -> `x`); inputs
 whose stems collide (`x.png` and `x.tif`) are named stem + '_' + suffix instead (`x_png`, `x_tif`).
 A second run into the same OUT adds to it: earlier images keep their results, an image predicted again
-replaces its own. On the terminal: a progress bar (stderr), then a short table (stdout).
+replaces its own (under the name it had, even when a new file beside it now shares its stem). A folder's
+file without an image suffix that is an image by its content, and a second name (a link) of an image
+already listed, are not read, and the terminal says so. On the terminal: a progress bar (stderr), then a short table (stdout).
 
 The model: `--method`, else the workdir's best method by validation (runs/inference.py
 choose_default_method; predict says which and why). Without `--workdir`, the model shipped with the package
@@ -272,6 +274,10 @@ def flags_parser(prog: str):
             rest = flags.FLAGS(argv)
         except flags.Error as e:
             print(f"{prog}: error: {e}", file=sys.stderr)
+            sys.exit(EXIT_USAGE)
+        empty = console.check_path_flags(flags.FLAGS)
+        if empty:
+            print(f"{prog}: error: {empty}", file=sys.stderr)
             sys.exit(EXIT_USAGE)
         stray = rest[1:]
         if stray:  # `--images *.tif`: the shell expands it and all but the first name would be dropped

@@ -60,6 +60,10 @@ def _skipped_note(skipped) -> str:
             earlier += 1
         elif kind == "folder":
             parts.append(f"{name}/ (sub-folders are not searched)")
+        elif kind == "duplicate":
+            parts.append(f"{name} ({e['reason']})")
+        elif kind == "suffix" and e.get("content"):
+            parts.append(f"{name} (a {e['content']} without an image suffix: add one to have it read)")
         elif kind == "suffix" and low.endswith(_OTHER_IMAGES):
             parts.append(f"{name} (format not read: convert it to TIFF or PNG)")
         elif kind == "hidden" and not low.startswith("._") and low.endswith(inference.IMAGE_SUFFIXES):
@@ -85,7 +89,7 @@ def _note_if_large(path: str, scale, say: Callable[[str], None]) -> None:
         h, w, _ = image_files.upright_shape(path)
     except (OSError, ValueError):
         return  # measuring it reports what is wrong
-    if h * w < LARGE_IMAGE_PX:
+    if h * w < LARGE_IMAGE_PX or h * w > image_files.MAX_PIXELS:  # over the limit: reading it says so
         return
     mpx = h * w / 1e6
     minutes = mpx * _SECONDS_PER_MPX_2CORE * (1.0 if scale == scale_lib.AUTO else 0.6) / 60.0

@@ -63,7 +63,11 @@ def _fits(stem: str) -> str:
     return f"{head}~{digest}"
 
 
-def output_names(paths: Sequence[str], earlier: Mapping[str, Sequence[str]] | None = None) -> dict[str, str]:
+def output_names(
+    paths: Sequence[str],
+    earlier: Mapping[str, Sequence[str]] | None = None,
+    earlier_inputs: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """Input path -> output name (no suffix): the stem, or stem_suffix where stems collide.
 
     A stem too long for its outputs' file names is shortened (``_fits``). Collisions are found
@@ -71,7 +75,12 @@ def output_names(paths: Sequence[str], earlier: Mapping[str, Sequence[str]] | No
     a name whose files would be another image's (`a_overlay.png` is both the overlay of `a.png` and the
     map of `a_overlay.png`), here or in ``earlier`` (name -> files of the images an earlier run wrote
     into OUT; an image of the same name replaces its own), gets _2, _3... in input order.
+    An input an earlier run measured (``earlier_inputs``: its real path -> the name it got) keeps that
+    name, so its results are replaced rather than counted twice when a new file beside it changes the
+    naming (`x.png` was `x`; with `x.tif` added it stays `x`, and `x.tif` becomes `x_tif`).
     """
+    own = {p: (earlier_inputs or {}).get(os.path.realpath(p)) for p in paths}
+    reserved = {n.casefold() for n in own.values() if n}
     stems = {p: _fits(os.path.splitext(os.path.basename(p))[0]) for p in paths}
     count: dict[str, int] = {}
     for stem in stems.values():
@@ -85,16 +94,20 @@ def output_names(paths: Sequence[str], earlier: Mapping[str, Sequence[str]] | No
         files = {f.casefold() for f in output_files(name)}
         return (
             name.casefold() in used_names
+            or name.casefold() in reserved
             or bool(files & used_files)
             or any(earlier_files.get(f, name.casefold()) != name.casefold() for f in files)
         )
 
     for p in paths:
         stem, suffix = stems[p], os.path.splitext(p)[1].lstrip(".")
-        name = stem if count[stem.casefold()] == 1 else f"{stem}_{suffix}"
-        base, i = name, 2
-        while clashes(name):
-            name, i = f"{base}_{i}", i + 1
+        if own[p] and own[p].casefold() not in used_names:
+            name = own[p]
+        else:
+            name = stem if count[stem.casefold()] == 1 else f"{stem}_{suffix}"
+            base, i = name, 2
+            while clashes(name):
+                name, i = f"{base}_{i}", i + 1
         used_names.add(name.casefold())
         used_files.update(f.casefold() for f in output_files(name))
         names[p] = name
@@ -198,7 +211,12 @@ def plan_outputs(images: str, out: str) -> tuple[dict[str, str], list[dict[str, 
         n: [e[k] for k in FILE_KEYS if isinstance(e, dict) and e.get(k)]
         for n, e in (manifest["images"] if manifest else {}).items()
     }
-    names = output_names(inputs, earlier)
+    measured = {  # the real path of each input an earlier run measured -> its name there
+        os.path.realpath(e["file"]): n
+        for n, e in (manifest["images"] if manifest else {}).items()
+        if isinstance(e, dict) and isinstance(e.get("file"), str)
+    }
+    names = output_names(inputs, earlier, measured)
     input_files = {os.path.realpath(p): p for p in inputs}
     previous = set(manifest["outputs"]) if manifest else set()
     planned = [f for n in names.values() for f in output_files(n)] + list(SHARED_FILES) + [MANIFEST]

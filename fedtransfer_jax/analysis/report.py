@@ -117,6 +117,8 @@ def histogram_png(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any],
         bins = min(40, max(5, int(math.sqrt(values.size)) + 1))
         ax.hist(values, bins=bins, color="#4a78b5", edgecolor="white", linewidth=0.5)
         mean = summary.get("mean_equivalent_diameter_" + ("um" if um else "px"))
+        if summary.get("table_excludes_border_grains") and mean is not None:
+            mean = float(values.mean())  # the summary's mean is over all grains, these leave out the edge's
         if mean is not None:
             ax.axvline(mean, color="#d1495b", linewidth=1.5, label=f"mean {mean:.3g} {unit}")
             ax.legend(fontsize=8, frameon=False)

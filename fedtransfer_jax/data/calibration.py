@@ -214,7 +214,7 @@ def read_calibration(path: str | Path) -> Calibration:
     path = Path(path)
     notes: list[str] = []
     size, source, bar, bar_source, upright, width, height = None, "", 0, "", True, 0, 0
-    if path.suffix.lower() in image_files.TIFF_SUFFIXES:
+    if image_files.is_tiff(path):
         try:
             size, source, bar, bar_source, upright, width, height = _from_tiff(path, notes)
         except Exception:  # noqa: BLE001 - a file tifffile cannot parse has no calibration; read_image names it
@@ -274,9 +274,7 @@ def is_side_file(path: str | Path) -> bool:
 def _stored_width(path: Path) -> int:
     """The image's stored width in px from its header (0 when it cannot be read: read_image reports that)."""
     try:
-        from PIL import Image
-
-        with Image.open(path) as im:
+        with image_files.open_pil(path) as im:
             return int(im.size[0])
     except Exception:  # noqa: BLE001
         return 0

@@ -16,14 +16,25 @@ one is the micrograph is the user's call. Compressed TIFFs (LZW, JPEG, Deflate) 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 LABEL_SUFFIXES = (".png", ".tif", ".tiff")
-TIFF_SUFFIXES = (".tif", ".tiff")
+# The leading bytes of each format read here: what decides which reader opens a file (a TIFF saved without
+# its suffix still gets the stack check and its calibration; a JPEG saved as ``.tif`` is still read), and
+# what names an image file in a folder that lacks an image suffix.
+MAGIC = {
+    "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),  # little-, big-endian; BigTIFF
+    "PNG": (b"\x89PNG\r\n\x1a\n",),
+    "JPEG": (b"\xff\xd8\xff",),
+    "BMP": (b"BM",),
+}
+SUFFIX_OF = {"TIFF": ".tif", "PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp"}
 
 PathLike = str | Path
 Pair = tuple[Path, Path]
@@ -44,10 +55,62 @@ def check_regular_file(path: PathLike) -> None:
     followed); a missing path raises ``FileNotFoundError``. Never opens the file."""
     import stat
 
+    if os.path.islink(path) and not os.path.exists(path):
+        raise FileNotFoundError(f"{path} is a link to {os.readlink(path)}, which does not exist (a broken link)")
     mode = os.stat(path).st_mode
     if not stat.S_ISREG(mode):
         kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
         raise NotRegularFileError(f"{path} is {kind}, not an image file: not read (move it out of the folder)")
+
+
+def format_by_content(path: PathLike) -> str | None:
+    """'TIFF', 'PNG', 'JPEG' or 'BMP' by the file's first bytes (``MAGIC``), whatever its name; None for any
+    other content or a file that cannot be opened (its reader reports that)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None
+    return next((name for name, magics in MAGIC.items() if head.startswith(magics)), None)
+
+
+# The most pixels one image may have. predict holds an image, its probabilities and the network's activations
+# at once: ~1.7 GB at 16 Mpx on the 2-core CPU (measured, --scale 1), so ~7 GB here. A larger image is refused
+# from its header, before it is decoded, with one message (not PIL's "decompression bomb" warning or error,
+# nor a machine out of memory).
+MAX_PIXELS = 64_000_000
+
+
+def check_pixel_count(path: PathLike, height: int, width: int) -> None:
+    """ValueError naming ``path`` if an image of ``height`` x ``width`` px is over ``MAX_PIXELS``."""
+    if height * width > MAX_PIXELS:
+        raise ValueError(
+            f"{path} is {width} x {height} px ({height * width / 1e6:.0f} Mpx), more than the "
+            f"{MAX_PIXELS / 1e6:.0f} Mpx one image may have (it is held in memory several times over): crop it "
+            "into parts and measure those"
+        )
+
+
+@contextlib.contextmanager
+def open_pil(path: PathLike):
+    """``PIL.Image.open(path)`` without PIL's decompression-bomb warning and error: ``check_pixel_count``
+    is the size limit here, applied by the callers that decode pixels."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            img = Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
+    with img:
+        yield img
+
+
+def is_tiff(path: PathLike) -> bool:
+    """Whether the file at ``path`` is a TIFF by its content, whatever its suffix."""
+    return format_by_content(path) == "TIFF"
 
 
 # EXIF/TIFF Orientation (tag 274): how the stored pixels must be turned to be seen upright.
@@ -202,6 +265,7 @@ def _read_tiff(path: Path, *, label: bool = False) -> np.ndarray:
 
     with tifffile.TiffFile(path) as tif:
         page = main_tiff_page(tif, path)
+        check_pixel_count(path, int(page.imagelength), int(page.imagewidth))
         try:
             arr = np.asarray(page.asarray())
         except ValueError as e:  # tifffile names the missing codec package
@@ -244,13 +308,14 @@ def _read_raw(path: Path, *, palette_as_index: bool = False) -> np.ndarray:
     A path that is not a regular file (a FIFO named ``x.png``) is refused without being opened.
     """
     check_regular_file(path)
+    if os.path.getsize(path) == 0:
+        raise ValueError(f"{path} is empty (0 bytes): not an image")
     try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
+        if is_tiff(path):
             arr = _read_tiff(path, label=palette_as_index)
         else:
-            from PIL import Image
-
-            with Image.open(path) as img:
+            with open_pil(path) as img:
+                check_pixel_count(path, img.size[1], img.size[0])
                 orientation = _pil_orientation(img)
                 if img.mode == "P" and palette_as_index:
                     arr = _palette_indices(img, path)
@@ -302,7 +367,10 @@ def _to_unit(arr: np.ndarray, path: Path) -> np.ndarray:
             )
         lo, hi = float(np.min(arr)), float(np.max(arr))
         if lo < 0.0 or hi > 1.0:
-            raise ValueError(f"floating-point image {path} has values in [{lo}, {hi}], expected [0, 1]")
+            raise ValueError(
+                f"floating-point image {path} has values in [{lo:g}, {hi:g}], expected [0, 1]: save it as 8- or "
+                "16-bit integers (Fiji: Image > Type > 8-bit or 16-bit) or scaled to [0, 1]"
+            )
         return arr.astype(np.float32)
     raise ValueError(f"unsupported pixel dtype {arr.dtype} in {path}")
 
@@ -352,7 +420,7 @@ def upright_shape(path: PathLike) -> tuple[int, int, int]:
     path = Path(path)
     check_regular_file(path)
     try:
-        if path.suffix.lower() in TIFF_SUFFIXES:
+        if is_tiff(path):
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
@@ -361,9 +429,7 @@ def upright_shape(path: PathLike) -> tuple[int, int, int]:
                 tag = page.tags.get("Orientation")
                 orientation = int(tag.value) if tag is not None else 1
         else:
-            from PIL import Image
-
-            with Image.open(path) as img:
+            with open_pil(path) as img:
                 (w, h), orientation = img.size, _pil_orientation(img) or 1
     except ValueError as e:
         if str(path) in str(e):  # already names the file (a TIFF stack)

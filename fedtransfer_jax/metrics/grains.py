@@ -354,6 +354,8 @@ MAX_BOUNDARY_FRACTION = 0.5
 MIN_COMPLETE_GRAINS = 5
 MAX_GRAIN_FRACTION = 0.5
 E112_MIN_GRAINS = 50
+OUTLIER_GRAIN_FRACTION = 0.15
+OUTLIER_GRAIN_RATIO = 20.0
 
 
 def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = None) -> tuple[list[str], list[str]]:
@@ -376,8 +378,12 @@ def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = No
     * no single grain covers ``MAX_GRAIN_FRACTION`` = 50 % of the image or more: the field then does not
       sample a grain-size distribution (one grain is the field), whatever the others do.
 
-    A soft note (the size is still reported): fewer than ``E112_MIN_GRAINS`` = 50 grains counted, the
-    minimum ASTM E112 asks of a planimetric field.
+    Soft notes (the size is still reported): fewer than ``E112_MIN_GRAINS`` = 50 grains in E112's count
+    (edge grains as halves), the minimum ASTM E112 asks of a planimetric field; and one grain both covering
+    ``OUTLIER_GRAIN_FRACTION`` = 15 % of the image and ``OUTLIER_GRAIN_RATIO`` = 20x the median grain area
+    or more: in a grain structure the largest of a field's grains is seldom a tenth of that (the largest of
+    200 log-normal grains, sigma 0.8 in log area, is ~9x the median), so it is more likely mounting resin, a
+    pore, or an unetched or out-of-focus area read as one grain, which shifts every mean and G.
 
     Args:
       labels: grain label map [H, W] (``grains_from_boundary``).
@@ -418,8 +424,19 @@ def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = No
     largest = float(areas.max()) / lab.size
     if largest >= MAX_GRAIN_FRACTION:
         withhold.append(f"one grain covers {100 * largest:.0f}% of the image")
-    if n < E112_MIN_GRAINS and not withhold:
-        notes.append(f"{n} grains counted: ASTM E112 asks for >= {E112_MIN_GRAINS} per field, G is uncertain")
+    n_astm = n_complete + 0.5 * (n - n_complete)
+    if n_astm < E112_MIN_GRAINS and not withhold:
+        notes.append(
+            f"{n_astm:g} grains counted (E112's count, edge grains as halves): ASTM E112 asks for >= "
+            f"{E112_MIN_GRAINS} per field, G is uncertain"
+        )
+    median = float(np.median(areas[areas > 0]))
+    if not withhold and largest >= OUTLIER_GRAIN_FRACTION and areas.max() >= OUTLIER_GRAIN_RATIO * median:
+        notes.append(
+            f"one grain covers {100 * largest:.0f}% of the image, {areas.max() / median:.0f}x the median grain: "
+            "if it is not one grain (mounting resin, a pore, an unetched or blurred area), crop it out; every "
+            "mean and G here includes it"
+        )
     return withhold, notes
 
 

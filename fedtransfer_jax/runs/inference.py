@@ -27,7 +27,7 @@ from fedtransfer_jax.runtime import checkpointing
 from fedtransfer_jax import models
 from fedtransfer_jax.data.batching import map_in_batches
 from fedtransfer_jax.data import tiling
-from fedtransfer_jax.data import calibration, intensity
+from fedtransfer_jax.data import calibration, image_files, intensity
 
 
 def make_prob_fn(model) -> Callable:
@@ -385,14 +385,15 @@ def default_method(workdir: str) -> str:
     return choose_default_method(workdir)[0]
 
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+IMAGE_SUFFIXES = image_files.IMAGE_SUFFIXES
 
 
 def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
     """``(images, skipped)`` of a file or folder: the micrographs to read, sorted, and every other entry
     of the folder with the reason it is not read (hidden files such as macOS ``._x.png`` companions,
-    sub-folders, other suffixes) and its ``kind`` ('hidden', 'folder', 'special', 'suffix', 'side_file': a
-    Hitachi/JEOL ``IMAGE.txt`` beside an image, read for its pixel size). A single file is taken as given,
+    sub-folders, other suffixes, a second name of an image already listed) and its ``kind`` ('hidden',
+    'folder', 'special', 'suffix', 'duplicate', 'side_file': a Hitachi/JEOL ``IMAGE.txt`` beside an image,
+    read for its pixel size). A single file is taken as given,
     whatever its suffix.
 
     Raises:
@@ -404,12 +405,17 @@ def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
         return [path], []
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"--images {path} is not a regular file or a folder (a FIFO, socket or device?)")
+    if os.path.islink(path) and not os.path.exists(path):
+        raise FileNotFoundError(f"--images {path} is a link to {os.readlink(path)}, which does not exist (a broken link)")
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--images {path}: no such image file or folder")
-    images, skipped = [], []
+    images, skipped, seen = [], [], {}
     for name in sorted(os.listdir(path)):
         full = os.path.join(path, name)
-        if name.startswith("."):
+        real = os.path.realpath(full)
+        if real in seen and os.path.isfile(full):  # a link to an image of the folder: measure it once
+            kind, reason = "duplicate", f"the same file as {seen[real]}, measured once"
+        elif name.startswith("."):
             kind, reason = "hidden", "hidden file"
         elif os.path.isdir(full):
             kind, reason = "folder", "folder (sub-folders are not searched)"
@@ -417,8 +423,14 @@ def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
             kind, reason = "special", "not a regular file (FIFO, socket or device): never opened"
         elif not name.lower().endswith(IMAGE_SUFFIXES):
             kind, reason = "suffix", f"not an image suffix ({', '.join(IMAGE_SUFFIXES)})"
+            content = image_files.format_by_content(full)
+            if content is not None:  # a micrograph saved without its suffix: say how to have it read
+                reason = f"a {content} image without an image suffix: not read; name it {name}{image_files.SUFFIX_OF[content]}"
+                skipped.append({"file": full, "reason": reason, "kind": kind, "content": content})
+                continue
         else:
             images.append(full)
+            seen[real] = name
             continue
         skipped.append({"file": full, "reason": reason, "kind": kind})
     stems = {os.path.splitext(os.path.basename(i))[0]: os.path.basename(i) for i in images}
@@ -429,7 +441,12 @@ def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
         if calibration.is_side_file(entry["file"]):  # Hitachi/JEOL metadata, read by data/calibration.py
             entry.update(kind="side_file", reason=f"metadata beside {stems[stem]}, read for its pixel size")
     if not images:
-        raise ValueError(f"--images {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+        unnamed = [e for e in skipped if e.get("content")]
+        hint = (
+            f" ({os.path.basename(unnamed[0]['file'])} is a {unnamed[0]['content']} without an image suffix: add one)"
+            if unnamed else ""
+        )
+        raise ValueError(f"--images {path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder{hint}")
     return images, skipped
 
 

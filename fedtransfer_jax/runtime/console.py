@@ -167,3 +167,25 @@ class Console:
             + ")"
         )
         self.line(text)
+
+
+# Flags that name a file or folder, in every CLI of the package (predict, evaluate, calibrate, export_model,
+# launch.py).
+PATH_FLAGS = ("images", "out", "workdir", "dest", "data_dir")
+
+
+def check_path_flags(flag_values) -> str | None:
+    """After parsing: a message naming the first path flag given empty (``--out=``: the current folder would
+    silently take every output), else None. A leading ``~`` is expanded as a shell would have: in
+    ``--out=~/x`` no shell does, and a folder literally named ``~`` would be made."""
+    for name in PATH_FLAGS:
+        if name not in flag_values or not flag_values[name].present:
+            continue
+        value = flag_values[name].value
+        if value is None:
+            continue
+        if not str(value).strip():
+            return f"--{name} is empty: give a file or folder path"
+        if str(value).startswith("~"):
+            flag_values[name].value = os.path.expanduser(value)
+    return None
