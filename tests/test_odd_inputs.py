@@ -165,3 +165,12 @@ def test_predict_exits_2_on_an_empty_out(tmp_path: Path) -> None:
     assert run.returncode == predict.EXIT_USAGE
     assert run.stderr.strip().splitlines()[-1] == "predict: error: --out is empty: give a file or folder path"
     assert os.listdir(tmp_path) == []
+
+
+def test_a_label_named_in_another_case_is_pointed_out(tmp_path: Path) -> None:
+    from fedtransfer_jax.data import folder
+
+    save(tmp_path / "lab" / "images" / "C1.PNG", grain_image(16, 16))
+    save(tmp_path / "lab" / "labels" / "c1.png", grain_image(16, 16))
+    with pytest.raises(FileNotFoundError, match=r"labels/c1\.png is there: names must match in case"):
+        folder.list_pairs(tmp_path / "lab")

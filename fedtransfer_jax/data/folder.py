@@ -132,7 +132,9 @@ def list_pairs(client_dir: PathLike) -> list[Pair]:
         seen[img.stem] = img
         if img.stem not in labels:
             expected = " or ".join(str(label_dir / (img.stem + s)) for s in LABEL_SUFFIXES)
-            raise FileNotFoundError(f"no label for image {img}: expected {expected}")
+            other_case = [str(p) for stem, p in labels.items() if stem.casefold() == img.stem.casefold()]
+            hint = f" ({other_case[0]} is there: names must match in case)" if other_case else ""
+            raise FileNotFoundError(f"no label for image {img}: expected {expected}{hint}")
         pairs.append((img, labels[img.stem]))
     return pairs
 
