@@ -51,6 +51,10 @@ def test_empty_broken_float_and_oversized_files_are_named_with_what_is_wrong(tmp
     tifffile.imwrite(tmp_path / "fiji32.tif", np.full((8, 8), 200.0, np.float32))
     with pytest.raises(ValueError, match=r"values in \[200, 200\], expected \[0, 1\]: save it as 8- or 16-bit"):
         image_files.read_image(tmp_path / "fiji32.tif")
+    frames = [Image.fromarray(grain_image(16, 16) // k) for k in (1, 2, 3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(ValueError, match=r"anim\.gif holds 3 frames \(an animation\)"):
+        image_files.read_image(tmp_path / "anim.gif")
     Image.new("L", (9000, 8000)).save(tmp_path / "stitched.png")  # 72 Mpx, a few kB on disk
     with pytest.raises(ValueError, match=r"stitched\.png is 9000 x 8000 px \(72 Mpx\), more than the 64 Mpx"):
         image_files.read_image(tmp_path / "stitched.png")

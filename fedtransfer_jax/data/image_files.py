@@ -316,6 +316,12 @@ def _read_raw(path: Path, *, palette_as_index: bool = False) -> np.ndarray:
         else:
             with open_pil(path) as img:
                 check_pixel_count(path, img.size[1], img.size[0])
+                frames = getattr(img, "n_frames", 1)
+                if frames > 1 and img.format in ("GIF", "PNG", "WEBP"):  # an animation, as a TIFF stack is refused
+                    raise ValueError(
+                        f"{path} holds {frames} frames (an animation): one micrograph per file is read; save the "
+                        "frame you want as its own file"
+                    )
                 orientation = _pil_orientation(img)
                 if img.mode == "P" and palette_as_index:
                     arr = _palette_indices(img, path)
