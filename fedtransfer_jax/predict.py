@@ -1,4 +1,4 @@
-r"""Segments micrographs of any size and measures their grains.
+r"""Segments micrographs (up to 64 Mpx each) and measures their grains.
 
   python -m fedtransfer_jax.predict --workdir /tmp/smoke --method fedavg --images IN --out OUT
 
@@ -256,6 +256,8 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
     if no_pixel:  # the table's ASTM G column says '-' for them: say why once
         print(f"note: {no_pixel} image(s) without a pixel size (no --pixel_size_um, none usable in the file's "
               "metadata): sizes in px and no ASTM G for them")
+    if f["exclude_border"] and done:
+        print(f"note: {report.EXCLUDED_BORDER_NOTE}")
     mixed = scale_lib.mixed_scales_note(done.values())
     if mixed:
         print(f"note: {mixed}")

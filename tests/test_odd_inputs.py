@@ -5,6 +5,7 @@ resin read as one grain, a file added beside one measured before, --exclude_bord
 
 from __future__ import annotations
 
+import html
 import os
 import subprocess
 import sys
@@ -31,6 +32,7 @@ def test_a_tiff_is_read_as_a_tiff_whatever_its_name(tmp_path: Path) -> None:
     assert image_files.is_tiff(tmp_path / "scan001")
     np.testing.assert_allclose(image_files.read_image(tmp_path / "scan001")[..., 0], img / 255.0, atol=1e-6)
     assert calibration.read_calibration(tmp_path / "scan001").pixel_size_um == pytest.approx(0.5)
+    assert image_files.upright_shape(tmp_path / "scan001") == (40, 48, 1)
     tifffile.imwrite(tmp_path / "stack", np.stack([img, 255 - img, img // 2, img, img]))
     with pytest.raises(ValueError, match="stack of 5 images"):
         image_files.read_image(tmp_path / "stack")
@@ -55,12 +57,28 @@ def test_empty_broken_float_and_oversized_files_are_named_with_what_is_wrong(tmp
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     with pytest.raises(ValueError, match=r"anim\.gif holds 3 frames \(an animation\)"):
         image_files.read_image(tmp_path / "anim.gif")
+    frames[0].save(tmp_path / "anim.png", save_all=True, append_images=frames[1:])  # an APNG
+    with pytest.raises(ValueError, match=r"anim\.png holds 3 frames"):
+        image_files.read_image(tmp_path / "anim.png")
+    os.symlink("loop_b.png", tmp_path / "loop_a.png")
+    os.symlink("loop_a.png", tmp_path / "loop_b.png")
+    with pytest.raises(FileNotFoundError, match=r"loop_a\.png is a link that leads back to itself"):
+        image_files.read_image(tmp_path / "loop_a.png")
     Image.new("L", (9000, 8000)).save(tmp_path / "stitched.png")  # 72 Mpx, a few kB on disk
     with pytest.raises(ValueError, match=r"stitched\.png is 9000 x 8000 px \(72 Mpx\), more than the 64 Mpx"):
         image_files.read_image(tmp_path / "stitched.png")
-    with pytest.raises(ValueError, match="72 Mpx"):
-        image_files.check_pixel_count("x.tif", 8000, 9000)
+    with tifffile.TiffWriter(tmp_path / "stitched.tif") as tif:  # a TIFF header of 9000 x 8000, tiles unwritten
+        tif.write(shape=(8000, 9000), dtype=np.uint8, tile=(256, 256))
+    with pytest.raises(ValueError, match=r"stitched\.tif is 9000 x 8000 px \(72 Mpx\)"):
+        image_files.read_image(tmp_path / "stitched.tif")
     image_files.check_pixel_count("x.tif", 8000, 8000)  # 64 Mpx: allowed
+    from PIL import Image as PILImage
+
+    limit = PILImage.MAX_IMAGE_PIXELS
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    with pytest.raises(ValueError, match="cannot read image file"):  # PIL's limit is back after a failed open
+        image_files.read_image(tmp_path / "bad.png")
+    assert PILImage.MAX_IMAGE_PIXELS == limit
 
 
 def test_a_folder_names_unsuffixed_images_and_measures_a_linked_file_once(tmp_path: Path) -> None:
@@ -79,6 +97,23 @@ def test_a_folder_names_unsuffixed_images_and_measures_a_linked_file_once(tmp_pa
     line = next(x for x in logged if "not read from" in x)
     assert "b_link.png (the same file as A.png, measured once)" in line
     assert "scan002 (a TIFF without an image suffix" in line
+    # A link that sorts before its target: the target is measured, under its own name.
+    e = tmp_path / "e"
+    save(e / "z.png", grain_image(40, 40))
+    os.symlink("z.png", e / "a_latest.png")
+    (e / "weld_notes").write_text("BM = base metal, HAZ = heat-affected zone")
+    tifffile.imwrite(e / "scan.001", grain_image(40, 40))
+    tifffile.imwrite(e / "photo.nef", grain_image(40, 40))  # a camera raw is a TIFF inside: not to be renamed
+    images, skipped = inference.scan_images(str(e))
+    assert images == [str(e / "z.png")]
+    kinds = {os.path.basename(x["file"]): (x["kind"], x.get("content")) for x in skipped}
+    assert kinds == {
+        "a_latest.png": ("duplicate", None), "weld_notes": ("suffix", None), "scan.001": ("suffix", "TIFF"),
+        "photo.nef": ("suffix", None),
+    }
+    assert image_files.format_by_content(e / "weld_notes") is None
+    Image.fromarray(grain_image(8, 8)).save(e / "real.bmp")
+    assert image_files.format_by_content(e / "real.bmp") == "BMP"
     only = tmp_path / "only"
     only.mkdir()
     tifffile.imwrite(only / "scan003", grain_image(40, 40))
@@ -99,15 +134,28 @@ def test_a_measured_image_keeps_its_name_when_a_file_of_the_same_stem_joins_it(t
     assert len(rows) == 3  # header + one row per file
 
 
+def test_an_image_given_by_relative_paths_from_two_folders_is_one_image(tmp_path: Path, monkeypatch) -> None:
+    save(tmp_path / "in" / "x.png", grain_image(40, 40))
+    out = tmp_path / "out"
+    monkeypatch.chdir(tmp_path)
+    batch.predict_folder(FakeModel(), "in", str(out))
+    Image.fromarray(grain_image(32, 48)).save(tmp_path / "in" / "x.tif")
+    monkeypatch.chdir(tmp_path / "in")
+    manifest = batch.predict_folder(FakeModel(), ".", str(out))
+    assert set(manifest["images"]) == {"x", "x_tif"}
+    assert manifest["images"]["x"]["real_file"] == os.path.realpath(tmp_path / "in" / "x.png")
+
+
 def test_exclude_border_grains_says_which_grains_each_number_covers(tmp_path: Path) -> None:
     save(tmp_path / "in" / "m.png", grain_image(64, 64))
     manifest = batch.predict_folder(FakeModel(), str(tmp_path / "in"), str(tmp_path / "out"), exclude_border=True)
     entry = manifest["images"]["m"]
     table = (tmp_path / "out" / "m_grains.csv").read_text().strip().splitlines()[1:]
-    assert entry["table_excludes_border_grains"] and entry["table_grains"] == len(table)
-    assert len(table) < entry["n_grains"]
-    assert any(f"lists the {len(table)} grains not touching the image edge" in n for n in entry["notes"])
-    assert "notes" not in batch.predict_folder(FakeModel(), str(tmp_path / "in"), str(tmp_path / "o2"))["images"]["m"]
+    assert entry["table_excludes_border_grains"] and entry["table_grains"] == len(table) < entry["n_grains"]
+    assert html.escape(report.EXCLUDED_BORDER_NOTE) in (tmp_path / "out" / "report.html").read_text()
+    plain = batch.predict_folder(FakeModel(), str(tmp_path / "in"), str(tmp_path / "o2"))["images"]["m"]
+    assert "table_excludes_border_grains" not in plain
+    assert html.escape(report.EXCLUDED_BORDER_NOTE) not in (tmp_path / "o2" / "report.html").read_text()
 
 
 def test_the_histogram_mean_is_that_of_the_grains_it_shows(monkeypatch) -> None:
@@ -178,3 +226,15 @@ def test_a_label_named_in_another_case_is_pointed_out(tmp_path: Path) -> None:
     save(tmp_path / "lab" / "labels" / "c1.png", grain_image(16, 16))
     with pytest.raises(FileNotFoundError, match=r"labels/c1\.png is there: names must match in case"):
         folder.list_pairs(tmp_path / "lab")
+
+
+def test_launch_refuses_an_empty_workdir(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[1]
+    run = subprocess.run(
+        [sys.executable, str(root / "launch.py"), "--config", str(root / "experiments" / "grains.py") + ":tiny",
+         "--workdir="],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines()[-1] == "error: --workdir is empty: give a file or folder path"
+    assert os.listdir(tmp_path) == []

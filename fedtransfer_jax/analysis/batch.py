@@ -369,6 +369,7 @@ def _predict_locked(
                 say(f"predict: note: {name} ({path}) replaces the results of {old.get('file')} in {out}")
             entry = {
                 "file": path,
+                "real_file": os.path.realpath(path),  # whatever the folder it was run from: a rerun finds it
                 **files,
                 **m.summary,
                 "overlay_colour": list(colour),

@@ -138,13 +138,8 @@ def measure_image(
         # The bar is written as boundary: re-labelling the saved map gives the grain table's grains (a
         # "no boundary" bar would join every grain along its edge into one).
         boundary = np.concatenate([boundary, np.ones((bar, boundary.shape[1]), bool)], axis=0)
-    if exclude_border:  # the table (and its histogram) and the summary then count different grains: say so
+    if exclude_border:  # the table (and its histogram) and the summary count different grains (report.py says so)
         summary["table_excludes_border_grains"], summary["table_grains"] = True, len(rows)
-        notes.append(
-            f"the grain table lists the {len(rows)} grains not touching the image edge (--exclude_border_grains); "
-            f"the grain count, means and ASTM G are over all {summary['n_grains']} grains (E112 counts edge "
-            "grains as halves)"
-        )
     if notes:
         summary["notes"] = notes
     # How the model was fed the image (data/intensity.py), and a warning where a raw model gets an image far

@@ -211,12 +211,7 @@ def plan_outputs(images: str, out: str) -> tuple[dict[str, str], list[dict[str, 
         n: [e[k] for k in FILE_KEYS if isinstance(e, dict) and e.get(k)]
         for n, e in (manifest["images"] if manifest else {}).items()
     }
-    measured = {  # the real path of each input an earlier run measured -> its name there
-        os.path.realpath(e["file"]): n
-        for n, e in (manifest["images"] if manifest else {}).items()
-        if isinstance(e, dict) and isinstance(e.get("file"), str)
-    }
-    names = output_names(inputs, earlier, measured)
+    names = output_names(inputs, earlier, _measured_inputs(manifest))
     input_files = {os.path.realpath(p): p for p in inputs}
     previous = set(manifest["outputs"]) if manifest else set()
     planned = [f for n in names.values() for f in output_files(n)] + list(SHARED_FILES) + [MANIFEST]
@@ -237,6 +232,25 @@ def plan_outputs(images: str, out: str) -> tuple[dict[str, str], list[dict[str, 
                 f"{os.path.join(out, MANIFEST)}); move it away or choose another --out"
             )
     return names, skipped, manifest
+
+
+def _measured_inputs(manifest: dict | None) -> dict[str, str]:
+    """The real path of each input an earlier run measured -> its name there. ``real_file`` where the entry
+    has one (a relative ``file`` depends on the folder that run started in), else an absolute ``file``; of
+    two entries for one file (a link and its target, measured before links were), the target's."""
+    found: dict[str, tuple[bool, str]] = {}
+    for name, e in (manifest["images"] if manifest else {}).items():
+        if not isinstance(e, dict) or not isinstance(e.get("file"), str):
+            continue
+        real = e.get("real_file") if isinstance(e.get("real_file"), str) else None
+        if real is None and os.path.isabs(e["file"]):
+            real = os.path.realpath(e["file"])
+        if real is None:
+            continue
+        is_target = os.path.abspath(e["file"]) == real
+        if real not in found or (is_target and not found[real][0]):
+            found[real] = (is_target, name)
+    return {real: name for real, (_, name) in found.items()}
 
 
 def kept_entries(manifest: dict | None, out: str) -> dict[str, dict]:

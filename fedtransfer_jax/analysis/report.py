@@ -102,6 +102,15 @@ def overlay(image: np.ndarray, boundary: np.ndarray) -> tuple[np.ndarray, tuple[
     return out, colour
 
 
+# --exclude_border_grains: the grain tables and histograms leave out the grains cut by the image edge, while
+# the summary's count, means and G are over every grain, as E112's planimetric count is.
+EXCLUDED_BORDER_NOTE = (
+    "With --exclude_border_grains the grain tables and histograms list only the grains not touching the image "
+    "edge; the grain counts, mean diameters and ASTM G of the summary are over all grains (E112's G counting "
+    "those cut by the edge as halves)."
+)
+
+
 def histogram_png(rows: Sequence[Mapping[str, Any]], summary: Mapping[str, Any], title: str) -> bytes:
     """Histogram of equivalent grain diameters (µm with a pixel size, else px) as PNG bytes (Agg, no pyplot)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415
@@ -370,6 +379,8 @@ def report_html(manifest: Mapping[str, Any], title: str = "Grain-size report") -
         "lineal intercept (Heyn) on every row, column and diagonal of the map, and E112's G from it (for equiaxed "
         "grains the two G agree within a few tenths). Sizes are withheld where the map cannot give a plausible grain size (see warnings).</p>"
     )
+    if any(e.get("table_excludes_border_grains") for e in images.values() if isinstance(e, dict)):
+        p.append(f'<p class="muted">{_e(EXCLUDED_BORDER_NOTE)}</p>')
     p.append("<h2>Summary</h2>")
     if images:
         p.append(

@@ -17,8 +17,9 @@ one is the micrograph is the user's call. Compressed TIFFs (LZW, JPEG, Deflate) 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import warnings
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,9 @@ MAGIC = {
     "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),  # little-, big-endian; BigTIFF
     "PNG": (b"\x89PNG\r\n\x1a\n",),
     "JPEG": (b"\xff\xd8\xff",),
-    "BMP": (b"BM",),
+    "BMP": (b"BM",),  # and a DIB header size PIL knows at byte 14 (_is_bmp): "BM" alone is also text
 }
+_BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)
 SUFFIX_OF = {"TIFF": ".tif", "PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp"}
 
 PathLike = str | Path
@@ -50,13 +52,23 @@ class NotRegularFileError(ValueError):
     because reading a FIFO blocks until something writes to it."""
 
 
+def broken_link_message(path: PathLike) -> str:
+    """What is wrong with a symbolic link that leads to no file: a missing target, or a loop of links."""
+    try:
+        os.stat(path)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"{path} is a link that leads back to itself (a loop of links)"
+    return f"{path} is a link to {os.readlink(path)}, which does not exist (a broken link)"
+
+
 def check_regular_file(path: PathLike) -> None:
     """Raises ``NotRegularFileError`` (naming the file) unless ``path`` is a regular file (symlinks are
     followed); a missing path raises ``FileNotFoundError``. Never opens the file."""
     import stat
 
     if os.path.islink(path) and not os.path.exists(path):
-        raise FileNotFoundError(f"{path} is a link to {os.readlink(path)}, which does not exist (a broken link)")
+        raise FileNotFoundError(broken_link_message(path))
     mode = os.stat(path).st_mode
     if not stat.S_ISREG(mode):
         kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "not a regular file"
@@ -68,10 +80,13 @@ def format_by_content(path: PathLike) -> str | None:
     other content or a file that cannot be opened (its reader reports that)."""
     try:
         with open(path, "rb") as f:
-            head = f.read(8)
+            head = f.read(18)
     except OSError:
         return None
-    return next((name for name, magics in MAGIC.items() if head.startswith(magics)), None)
+    found = next((name for name, magics in MAGIC.items() if head.startswith(magics)), None)
+    if found == "BMP" and (len(head) < 18 or int.from_bytes(head[14:18], "little") not in _BMP_HEADER_SIZES):
+        return None
+    return found
 
 
 # The most pixels one image may have. predict holds an image, its probabilities and the network's activations
@@ -91,14 +106,17 @@ def check_pixel_count(path: PathLike, height: int, width: int) -> None:
         )
 
 
+_PIL_LIMIT = threading.Lock()  # PIL's limit is one global: threads opening images swap it one at a time
+
+
 @contextlib.contextmanager
 def open_pil(path: PathLike):
-    """``PIL.Image.open(path)`` without PIL's decompression-bomb warning and error: ``check_pixel_count``
-    is the size limit here, applied by the callers that decode pixels."""
+    """``PIL.Image.open(path)`` without PIL's decompression-bomb warning and error (PIL checks only while
+    opening, and with no limit it neither warns nor refuses): ``check_pixel_count`` is the size limit here,
+    applied by the callers that decode pixels."""
     from PIL import Image
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with _PIL_LIMIT:
         limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
             img = Image.open(path)

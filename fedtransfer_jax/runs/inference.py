@@ -393,7 +393,8 @@ def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
     of the folder with the reason it is not read (hidden files such as macOS ``._x.png`` companions,
     sub-folders, other suffixes, a second name of an image already listed) and its ``kind`` ('hidden',
     'folder', 'special', 'suffix', 'duplicate', 'side_file': a Hitachi/JEOL ``IMAGE.txt`` beside an image,
-    read for its pixel size). A single file is taken as given,
+    read for its pixel size); a file without a suffix (or with a numbered one) that is an image by its
+    content also has ``content`` ('TIFF', 'PNG', 'JPEG', 'BMP'). A single file is taken as given,
     whatever its suffix.
 
     Raises:
@@ -406,15 +407,26 @@ def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
     if os.path.exists(path) and not os.path.isdir(path):
         raise ValueError(f"--images {path} is not a regular file or a folder (a FIFO, socket or device?)")
     if os.path.islink(path) and not os.path.exists(path):
-        raise FileNotFoundError(f"--images {path} is a link to {os.readlink(path)}, which does not exist (a broken link)")
+        raise FileNotFoundError(f"--images {image_files.broken_link_message(path)}")
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--images {path}: no such image file or folder")
-    images, skipped, seen = [], [], {}
-    for name in sorted(os.listdir(path)):
+    names = sorted(os.listdir(path))
+    # Names of one file (a link beside its target, or two links): it is measured once, under the name that
+    # is not a link (else the first), so moving or deleting a link never changes what was measured.
+    kept: dict[str, str] = {}
+    for name in names:
+        full = os.path.join(path, name)
+        if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES) or not os.path.isfile(full):
+            continue
+        real = os.path.realpath(full)
+        if real not in kept or (os.path.islink(os.path.join(path, kept[real])) and not os.path.islink(full)):
+            kept[real] = name
+    images, skipped = [], []
+    for name in names:
         full = os.path.join(path, name)
         real = os.path.realpath(full)
-        if real in seen and os.path.isfile(full):  # a link to an image of the folder: measure it once
-            kind, reason = "duplicate", f"the same file as {seen[real]}, measured once"
+        if kept.get(real, name) != name:
+            kind, reason = "duplicate", f"the same file as {kept[real]}, measured once"
         elif name.startswith("."):
             kind, reason = "hidden", "hidden file"
         elif os.path.isdir(full):
@@ -423,14 +435,17 @@ def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
             kind, reason = "special", "not a regular file (FIFO, socket or device): never opened"
         elif not name.lower().endswith(IMAGE_SUFFIXES):
             kind, reason = "suffix", f"not an image suffix ({', '.join(IMAGE_SUFFIXES)})"
-            content = image_files.format_by_content(full)
-            if content is not None:  # a micrograph saved without its suffix: say how to have it read
+            ext = os.path.splitext(name)[1][1:]
+            # A micrograph saved without a suffix (or a numbered one, scan.001): say how to have it read. Not
+            # for other suffixes: a camera raw (.nef, .dng) or a slide scan (.svs) is a TIFF inside, not a
+            # micrograph to rename.
+            content = image_files.format_by_content(full) if not ext or ext.isdigit() else None
+            if content is not None:
                 reason = f"a {content} image without an image suffix: not read; name it {name}{image_files.SUFFIX_OF[content]}"
                 skipped.append({"file": full, "reason": reason, "kind": kind, "content": content})
                 continue
         else:
             images.append(full)
-            seen[real] = name
             continue
         skipped.append({"file": full, "reason": reason, "kind": kind})
     stems = {os.path.splitext(os.path.basename(i))[0]: os.path.basename(i) for i in images}
