@@ -37,11 +37,12 @@ def tbm_validation():
     return tbm_crops(TBM_VALIDATION)
 
 
-def synthetic_images(size, seed, diameter_px):
-    """``(lab, image, label)``: two fresh images of each synthetic lab, label lines 2-5 px wide."""
+def synthetic_images(size, seed, diameter_px, boundary_width=2, boundary_width_max=5):
+    """``(lab, image, label)``: two fresh images of each synthetic lab, label lines 2-5 px wide (or as given)."""
     for lab in list(synthetic.LABS):
         images, labels, _ = synthetic.make_lab_examples(
-            lab, 2, size, seed, diameter_px=diameter_px, boundary_width=2, boundary_width_max=5
+            lab, 2, size, seed, diameter_px=diameter_px, boundary_width=boundary_width,
+            boundary_width_max=boundary_width_max,
         )
         for image, label in zip(images, labels):
             yield lab, image, label
@@ -63,6 +64,44 @@ def score_dev_sets(one, workdir=None):
             (lab_name, one(model, settings, img, lab, target))
             for lab_name, img, lab in synthetic_images(768, 515151, (8.0, 200.0))
         ],
+    }
+
+
+def candidates_scored(model, settings, image, label, target, candidates):
+    """Each scale of ``candidates`` (in place of analysis/scale.CANDIDATES) the image allows: its measured grain
+    size, whether the auto rule rejects it, and its scores against the label, as
+    ``{"cands", "diam", "rejected", "scores"}`` (``per_scale_text`` prints it)."""
+    from fedtransfer_jax.analysis import scale as scale_lib  # noqa: PLC0415
+    from fedtransfer_jax.data import intensity  # noqa: PLC0415
+    from fedtransfer_jax.metrics import postprocess_select as pps  # noqa: PLC0415
+
+    image = intensity.normalise(image, intensity.mode_of(model))
+    shipped = scale_lib.CANDIDATES
+    try:
+        scale_lib.CANDIDATES = tuple(candidates)
+        _, record, _ = scale_lib.choose(model, image, settings, target=target)
+        cands = scale_lib.candidates_for(image.shape[:2])
+    finally:
+        scale_lib.CANDIDATES = shipped
+    scores = {s: pps.tile_scores(settings.apply(scale_lib.prob_at_scale(model, image, s)), label > 0) for s in cands}
+    diam = {s: record["candidates"][scale_lib._key(s)] for s in cands}
+    return {"cands": cands, "diam": diam, "rejected": record["rejected"], "scores": scores}
+
+
+def score_with_controls(one, workdir, name, images):
+    """``one`` (as for ``score_dev_sets``) on ``images`` (``(lab, image, label)``) and on the development
+    sets: ``{"target_px", name: [(lab, result)], "control: tbm_val": ..., "control: synthetic": ...}``."""
+    from fedtransfer_jax.analysis import measure, scale as scale_lib  # noqa: PLC0415
+
+    f = {"workdir": workdir, "method": None, "client": None, "overlap": None}
+    model, settings, _ = measure.model_and_settings(f, {})
+    target = scale_lib.target_for(model)
+    control = score_dev_sets(one, workdir)
+    return {
+        "target_px": target[0],
+        name: [(lab, one(model, settings, img, lab_map, target)) for lab, img, lab_map in images],
+        "control: tbm_val": control["tbm_val"],
+        "control: synthetic": control["synthetic"],
     }
 
 

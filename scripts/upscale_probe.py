@@ -32,9 +32,7 @@ import sys
 
 import numpy as np
 
-from fedtransfer_jax.analysis import measure, scale as scale_lib
-from fedtransfer_jax.data import intensity, synthetic
-from fedtransfer_jax.metrics import postprocess_select as pps
+from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.metrics.stats import paired_comparison
 
 import dev_data
@@ -45,43 +43,14 @@ EXTENDED = (*UP, *scale_lib.CANDIDATES)
 
 
 def one(model, settings, image, label, target):
-    """Each candidate of EXTENDED the image allows: its measured grain size, whether the rule rejects it,
-    and its scores against the label."""
-    image = intensity.normalise(image, intensity.mode_of(model))
-    shipped = scale_lib.CANDIDATES
-    try:
-        scale_lib.CANDIDATES = EXTENDED
-        _, record, _ = scale_lib.choose(model, image, settings, target=target)
-        cands = scale_lib.candidates_for(image.shape[:2])
-    finally:
-        scale_lib.CANDIDATES = shipped
-    scores = {s: pps.tile_scores(settings.apply(scale_lib.prob_at_scale(model, image, s)), label > 0) for s in cands}
-    diam = {s: record["candidates"][scale_lib._key(s)] for s in cands}
-    return {"cands": cands, "diam": diam, "rejected": record["rejected"], "scores": scores}
-
-
-def fine_images():
-    for lab in list(synthetic.LABS):
-        images, labels, _ = synthetic.make_lab_examples(
-            lab, 2, 512, 747474, diameter_px=(5.0, 14.0), boundary_width=1, boundary_width_max=2
-        )
-        for image, label in zip(images, labels):
-            yield lab, image, label
+    """Each candidate of EXTENDED the image allows, scored (dev_data.candidates_scored)."""
+    return dev_data.candidates_scored(model, settings, image, label, target, EXTENDED)
 
 
 def compute():
-    f = {"workdir": sys.argv[1] if len(sys.argv) > 1 else None, "method": None, "client": None, "overlap": None}
-    model, settings, _ = measure.model_and_settings(f, {})
-    target = scale_lib.target_for(model)
-    fine = [(lab, one(model, settings, img, lab_map, target)) for lab, img, lab_map in fine_images()]
-    print("fine set scored", flush=True)
-    control = dev_data.score_dev_sets(one, f["workdir"])
-    return {
-        "target_px": target[0],
-        "fine": fine,
-        "control: tbm_val": control["tbm_val"],
-        "control: synthetic": control["synthetic"],
-    }
+    workdir = sys.argv[1] if len(sys.argv) > 1 else None
+    fine = dev_data.synthetic_images(512, 747474, (5.0, 14.0), boundary_width=1, boundary_width_max=2)
+    return dev_data.score_with_controls(one, workdir, "fine", fine)
 
 
 def main():
