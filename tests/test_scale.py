@@ -162,6 +162,11 @@ def test_pick_is_the_rule_on_measured_sizes_alone() -> None:
     assert scale_lib.pick(cands, diam, {"0.5": "too few grains"}, 20.0)[0] == 1 / 1.5
     best, reason = scale_lib.pick(cands, {s: None for s in cands}, {}, 20.0)
     assert best == 1.0 and "no grains" in reason
+    # Every map implausible: scale 1, not the rejected size closest to the target (1/2 here).
+    every = {"1": "more than half boundary", "0.667": "more than half boundary", "0.5": "too few grains"}
+    best, reason = scale_lib.pick(cands, diam, every, 20.0)
+    assert best == 1.0 and "no scale's map was plausible" in reason
+    assert scale_lib.pick(cands, diam, {"1": "x", "0.667": "x"}, 20.0)[0] == 1 / 2  # one plausible map: it
 
 def test_auto_never_goes_below_64_px_and_small_images_stay_as_they_are() -> None:
     assert scale_lib.candidates_for((40, 900)) == [1.0]

@@ -21,7 +21,9 @@ widths are what the post-processing makes them. ``--scale 1`` never resamples: e
    px, of the grains not cut by the view's edge (``runs.grain_size.mean_diameter_of_labels``).
 3. A candidate whose map could not give a grain size (``metrics.grains.grain_size_plausibility``: more
    than half the map boundary, no boundary at all, fewer than 5 grains inside the view, one grain over
-   half the view) is rejected, unless every candidate is.
+   half the view) is rejected. If every candidate with grains is, the scale is 1: no map is plausible, so
+   no measured size can guide a resampling (on micrographs of 5-14 px grains, taking the closest of the
+   rejected sizes chose 1/3 or 1/4, where such grains vanish: scripts/all_rejected_check.py).
 4. The chosen scale is the candidate whose mean grain diameter is closest, in log, to the grain size the
    model was trained on (``runs.grain_size.trained_grain_size``: recorded in the workdir, else from the
    training config, else 16 px); but where several lie within ``TOLERANCE`` = 1.25x of it, the largest of
@@ -189,10 +191,15 @@ def pick(
     grain diameter ``diam`` (None: no grains) and the candidates ``rejected`` as implausible (keyed by
     ``_key``)."""
     with_grains = [s for s in cands if diam[s] is not None]
-    pool = [s for s in with_grains if _key(s) not in rejected] or with_grains
-    if not pool:
+    pool = [s for s in with_grains if _key(s) not in rejected]
+    if not with_grains:
         best = 1.0
         reason = "no grains predicted at any scale: scale 1"
+    elif not pool:
+        # No scale gave a plausible map: resampling has nothing to go on, and the sizes measured on implausible
+        # maps picked scales where fine grains vanish (scripts/all_rejected_check.py).
+        best = 1.0
+        reason = "no scale's map was plausible (see the warnings): scale 1, the model's own resolution"
     else:
         def off(s: float) -> float:
             return abs(math.log(diam[s] / target_px))
@@ -214,8 +221,6 @@ def pick(
             reason = f"only scale 1 tried (the image is under {MIN_MODEL_SIDE / CANDIDATES[1]:.0f} px a side); " + reason
         elif best != 1.0 and diam.get(1.0) is not None:
             reason += f" (scale 1: {diam[1.0]:.1f} px)"
-        if pool is with_grains and rejected:
-            reason += "; every scale's map was implausible, chose among them all"
     return best, reason
 
 
