@@ -58,7 +58,7 @@ def main():
     target_px = sets.pop("target_px")
 
     def shipped(r):
-        return scale_lib.pick(r["cands"], r["diam"], r["rejected"], target_px)[0]
+        return dev_data.earlier_pick(r["cands"], r["diam"], r["rejected"], target_px)[0]
 
     def all_rejected_to_1(r):
         with_grains = [s for s in r["cands"] if r["diam"][s] is not None]

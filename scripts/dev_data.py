@@ -105,6 +105,20 @@ def score_with_controls(one, workdir, name, images):
     }
 
 
+def earlier_pick(cands, diam, rejected, target_px, tolerance=None):
+    """analysis/scale.pick as it was until 2026-12-07: where every candidate with grains was rejected, the one
+    closest to the target among them all (since then: scale 1, scripts/all_rejected_check.py). The probes'
+    "shipped" rule, so that their committed outputs reproduce (multiscale_probe.py and stability_check.py
+    go through scale.choose and get the current rule)."""
+    from fedtransfer_jax.analysis import scale as scale_lib  # noqa: PLC0415
+
+    tolerance = scale_lib.TOLERANCE if tolerance is None else tolerance
+    with_grains = [s for s in cands if diam[s] is not None]
+    if with_grains and all(scale_lib._key(s) in rejected for s in with_grains):
+        rejected = {}
+    return scale_lib.pick(cands, diam, rejected, target_px, tolerance)
+
+
 def per_scale_text(r, detail):
     """One image's candidates as '1:16x(detail) 0.667:18(...)': mean grain px, x = rejected by the rule."""
     from fedtransfer_jax.analysis import scale as scale_lib  # noqa: PLC0415

@@ -1,7 +1,7 @@
 """Does the shipped model know its training images better than new ones from the same labs? A diagnostic.
 
 Each synthetic lab of `experiments/pretrained.py` trains on only 8 images of 512 px (32 tiles), seen ~50
-times each over 20 rounds x 10 steps x batch 8; the labs could render any number of new ones. If the model
+times each over 20 rounds x 10 steps x batch 8 (~100 for the shipped model's two cycles); the labs could render any number of new ones. If the model
 scores much better on its own training images than on fresh images drawn by the same generator, it has
 memorised those few grain structures, and more distinct images per lab (at the same number of steps) is
 the cheap remedy to try. If the two score alike, data count is not what limits it.

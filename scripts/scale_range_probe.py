@@ -53,7 +53,7 @@ def main():
     def rule(extended):
         def choose(r):
             cands = [s for s in r["cands"] if extended or s in shipped]
-            return scale_lib.pick(cands, r["diam"], r["rejected"], target_px)[0]
+            return dev_data.earlier_pick(cands, r["diam"], r["rejected"], target_px)[0]
         return choose
 
     print(f"trained grain size {target_px:.1f} px; candidates {', '.join(scale_lib._key(s) for s in EXTENDED)}")

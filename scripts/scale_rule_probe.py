@@ -83,7 +83,7 @@ def main():
         print(f"== {name} ({len(data)} images)")
         rules = {"scale 1": lambda r: 1.0}
         for t in TOLERANCES:
-            rules[f"T={t:g}"] = (lambda t: lambda r: scale_lib.pick(r["cands"], r["diam"], r["rejected"], target_px, t)[0])(t)
+            rules[f"T={t:g}"] = (lambda t: lambda r: dev_data.earlier_pick(r["cands"], r["diam"], r["rejected"], target_px, t)[0])(t)
 
         def pool(r):
             with_grains = [s for s in r["cands"] if r["diam"][s] is not None]
@@ -97,7 +97,7 @@ def main():
                     and abs(np.log(r["diam"][s] / target_px)) <= np.log(scale_lib.TOLERANCE) + 1e-12]
             if len(near) > 1:
                 return min(near, key=lambda s: (r["signals"][s][0], -s))
-            return scale_lib.pick(r["cands"], r["diam"], r["rejected"], target_px)[0]
+            return dev_data.earlier_pick(r["cands"], r["diam"], r["rejected"], target_px)[0]
 
         rules["band, then least U"] = band_then_u
         rules["oracle (best ARI)"] = lambda r: max(r["cands"], key=lambda s: r["scores"][s][2])

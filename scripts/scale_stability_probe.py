@@ -64,7 +64,7 @@ def compute():
 
 def rules(target_px):
     def shipped(r):
-        return scale_lib.pick(r["cands"], r["diam"], r["rejected"], target_px)[0]
+        return dev_data.earlier_pick(r["cands"], r["diam"], r["rejected"], target_px)[0]
 
     def pool(r):
         with_grains = [s for s in r["cands"] if r["diam"][s] is not None]

@@ -59,16 +59,16 @@ def main():
     shipped = set(scale_lib.CANDIDATES)
 
     def choose_shipped(r):
-        return scale_lib.pick([s for s in r["cands"] if s in shipped], r["diam"], r["rejected"], target_px)[0]
+        return dev_data.earlier_pick([s for s in r["cands"] if s in shipped], r["diam"], r["rejected"], target_px)[0]
 
     def choose_up(r):
-        return scale_lib.pick(r["cands"], r["diam"], r["rejected"], target_px)[0]
+        return dev_data.earlier_pick(r["cands"], r["diam"], r["rejected"], target_px)[0]
 
     def choose_up_when_small(r):
         d1 = r["diam"][1.0]
         if d1 is None or scale_lib._key(1.0) in r["rejected"] or d1 >= target_px / scale_lib.TOLERANCE:
             return choose_shipped(r)
-        return scale_lib.pick([s for s in r["cands"] if s >= 1.0], r["diam"], r["rejected"], target_px)[0]
+        return dev_data.earlier_pick([s for s in r["cands"] if s >= 1.0], r["diam"], r["rejected"], target_px)[0]
 
     rules = {"shipped": choose_shipped, "up, same rule": choose_up, "up when small": choose_up_when_small}
     print(f"trained grain size {target_px:.1f} px; candidates {', '.join(scale_lib._key(s) for s in EXTENDED)}")

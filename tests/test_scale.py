@@ -166,7 +166,27 @@ def test_pick_is_the_rule_on_measured_sizes_alone() -> None:
     every = {"1": "more than half boundary", "0.667": "more than half boundary", "0.5": "too few grains"}
     best, reason = scale_lib.pick(cands, diam, every, 20.0)
     assert best == 1.0 and "no scale's map was plausible" in reason
-    assert scale_lib.pick(cands, diam, {"1": "x", "0.667": "x"}, 20.0)[0] == 1 / 2  # one plausible map: it
+    assert scale_lib.pick(cands, diam, {"1": "x", "0.667": "x"}, 20.0)[0] == 1 / 2  # one plausible map: it wins
+    mixed = {1.0: None, 1 / 1.5: 27.0, 1 / 2: 21.0}  # no grains at 1, the others rejected: still scale 1
+    assert scale_lib.pick(cands, mixed, {"0.667": "x", "0.5": "x"}, 20.0)[0] == 1.0
+    best, reason = scale_lib.pick([1.0], {1.0: 9.0}, {"1": "x"}, 20.0)  # a small image's only candidate
+    assert best == 1.0 and reason.startswith("only scale 1 tried") and "no scale's map was plausible" in reason
+
+
+def test_a_map_implausible_at_every_scale_stays_at_scale_1_with_a_warning() -> None:
+    class Everywhere:  # boundary everywhere: more than half of every candidate's map
+        tile, config = 16, None
+
+        def predict_prob(self, image, *, overlap=None, flips=False):
+            return np.ones(image.shape[:2], np.float32)
+
+    image = render(200, 12.0, 1)
+    _, record = scale_lib.probabilities(Everywhere(), image, scale="auto", settings=SETTINGS, target=(12.0, "t"))
+    assert record["used"] == 1.0 and set(record["rejected"]) == set(record["candidates"])
+    assert record["warning"] == scale_lib.ALL_REJECTED_WARNING
+    _, plausible = scale_lib.probabilities(ShapeModel(), image, scale="auto", settings=SETTINGS, target=(12.0, "t"))
+    assert "warning" not in plausible
+
 
 def test_auto_never_goes_below_64_px_and_small_images_stay_as_they_are() -> None:
     assert scale_lib.candidates_for((40, 900)) == [1.0]

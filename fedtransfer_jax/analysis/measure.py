@@ -129,6 +129,8 @@ def measure_image(
         # grain_size_plausibility) gets null means and G, with the reason, instead of a number.
         **metrics_lib.grain_size_summary(grains, pixel_size_um=pixel, boundary=boundary),
     }
+    if record.get("warning") and not summary.get("size_withheld"):  # the search saw no plausible map
+        summary["warnings"] = [*summary.get("warnings", []), record["warning"]]
     if bar:
         summary["databar"] = {"rows": int(bar), "source": bar_source}
         notes.append(

@@ -23,7 +23,7 @@ widths are what the post-processing makes them. ``--scale 1`` never resamples: e
    than half the map boundary, no boundary at all, fewer than 5 grains inside the view, one grain over
    half the view) is rejected. If every candidate with grains is, the scale is 1: no map is plausible, so
    no measured size can guide a resampling (on micrographs of 5-14 px grains, taking the closest of the
-   rejected sizes chose 1/3 or 1/4, where such grains vanish: scripts/all_rejected_check.py).
+   rejected sizes chose smaller scales, down to 1/4, where such grains vanish: scripts/all_rejected_check.py).
 4. The chosen scale is the candidate whose mean grain diameter is closest, in log, to the grain size the
    model was trained on (``runs.grain_size.trained_grain_size``: recorded in the workdir, else from the
    training config, else 16 px); but where several lie within ``TOLERANCE`` = 1.25x of it, the largest of
@@ -35,7 +35,8 @@ widths are what the post-processing makes them. ``--scale 1`` never resamples: e
 Each image's choice is recorded as ``{"used", "mode", "candidates": {scale: mean diameter px or None},
 "target_px", "target_source", "rejected": {scale: why}, "reason", "stability", "stability_compared_with"}``:
 the last two say how much the chosen scale's grain map agrees with its neighbouring candidates' maps
-(analysis/stability.py; None with one candidate only).
+(analysis/stability.py; None with one candidate only); and ``"warning"`` where every candidate was rejected
+(predict shows it unless the final map's own checks already withhold the grain size).
 """
 
 from __future__ import annotations
@@ -68,6 +69,12 @@ FLAG_HELP = (
 MAX_SCALE = 4.0
 MAX_SCALED_PIXELS = 64_000_000
 MIN_SCALED_SIDE = 16
+
+
+ALL_REJECTED_WARNING = (
+    "no scale gave a plausible map at the image's centre (every candidate rejected, see the scale record): "
+    "the model may be segmenting texture or noise here; check the overlay before using the numbers"
+)
 
 
 def parse_scale(value: Any) -> str | float:
@@ -199,7 +206,9 @@ def pick(
         # No scale gave a plausible map: resampling has nothing to go on, and the sizes measured on implausible
         # maps picked scales where fine grains vanish (scripts/all_rejected_check.py).
         best = 1.0
-        reason = "no scale's map was plausible (see the warnings): scale 1, the model's own resolution"
+        reason = "no scale's map was plausible: scale 1, the model's own resolution"
+        if len(cands) == 1:
+            reason = f"only scale 1 tried (the image is under {MIN_MODEL_SIDE / CANDIDATES[1]:.0f} px a side); " + reason
     else:
         def off(s: float) -> float:
             return abs(math.log(diam[s] / target_px))
@@ -268,6 +277,8 @@ def choose(
         "stability": None if value is None else round(value, 3),
         "stability_compared_with": [_key(s) for s in compared],
     }
+    if len(rejected) == len(cands):  # the final map may pass on the whole image: say what the views showed
+        record["warning"] = ALL_REJECTED_WARNING
     return best, record, whole.get(best)
 
 
