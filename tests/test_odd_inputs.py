@@ -180,7 +180,7 @@ def test_one_grain_far_larger_than_the_rest_is_noted_not_hidden() -> None:
     lab = grains_lib.grains_from_boundary(boundary)
     withhold, notes = grains_lib.grain_size_plausibility(lab, boundary)
     assert withhold == [] and len(notes) == 1
-    assert notes[0].startswith("one grain covers 40% of the image") and "mounting resin" in notes[0]
+    assert notes[0].startswith("one grain covers 40% of the image") and "boundaries missed" in notes[0]
     summary = grains_lib.grain_size_summary(lab, 0.5, boundary=boundary)
     assert summary["astm_G"] is not None and notes[0] in summary["warnings"]
 

@@ -383,7 +383,8 @@ def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = No
     ``OUTLIER_GRAIN_FRACTION`` = 15 % of the image and ``OUTLIER_GRAIN_RATIO`` = 20x the median grain area
     or more: in a grain structure the largest of a field's grains is seldom a tenth of that (the largest of
     200 log-normal grains, sigma 0.8 in log area, is ~9x the median), so it is more likely mounting resin, a
-    pore, or an unetched or out-of-focus area read as one grain, which shifts every mean and G.
+    pore, an unetched or out-of-focus area read as one grain, or grains whose boundaries the map missed,
+    which shifts every mean and G.
 
     Args:
       labels: grain label map [H, W] (``grains_from_boundary``).
@@ -434,8 +435,8 @@ def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = No
     if not withhold and largest >= OUTLIER_GRAIN_FRACTION and areas.max() >= OUTLIER_GRAIN_RATIO * median:
         notes.append(
             f"one grain covers {100 * largest:.0f}% of the image, {areas.max() / median:.0f}x the median grain: "
-            "if it is not one grain (mounting resin, a pore, an unetched or blurred area), crop it out; every "
-            "mean and G here includes it"
+            "boundaries missed, or not a grain (mounting resin, a pore, an unetched or blurred area)? check the "
+            "overlay; every mean and G here includes it"
         )
     return withhold, notes
 
