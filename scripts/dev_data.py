@@ -119,6 +119,34 @@ def earlier_pick(cands, diam, rejected, target_px, tolerance=None):
     return scale_lib.pick(cands, diam, rejected, target_px, tolerance)
 
 
+def report_rules(sets, rules, width=14, f1=True):
+    """Prints each set's mean scores under each scale rule (``rules``: name -> r -> scale; the first is the
+    baseline the others are paired against), the scales chosen, the oracle and every image's candidates."""
+    import numpy as np  # noqa: PLC0415
+    from fedtransfer_jax.metrics.stats import paired_comparison  # noqa: PLC0415
+
+    base = next(iter(rules))
+    for name, data in sets.items():
+        print(f"== {name} ({len(data)} images)")
+        rows = {}
+        for rn, rule in rules.items():
+            chosen = [rule(r) for _, r in data]
+            rows[rn] = np.array([r["scores"][s] for (_, r), s in zip(data, chosen)])
+            m = rows[rn].mean(0)
+            line = f"  {rn:{width}s} ari {m[2]:.3f} f1 {m[1]:.3f} count ratio {m[3]:.3f}"
+            if rn != base:
+                c = paired_comparison(rows[rn][:, 2], rows[base][:, 2])
+                line += f" | ARI vs {base} {c['diff_mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
+                if f1:
+                    line += f", F1 {paired_comparison(rows[rn][:, 1], rows[base][:, 1])['diff_mean']:+.3f}"
+            print(line)
+            print("    scales: " + " ".join(f"{s:.3g}" for s in chosen))
+        oracle = np.array([max(r["scores"][s][2] for s in r["cands"]) for _, r in data])
+        print(f"  oracle ari {oracle.mean():.3f}")
+        for lab, r in data:
+            print(f"    {lab:15s} " + per_scale_text(r, lambda s: f"ari {r['scores'][s][2]:.2f}"))
+
+
 def per_scale_text(r, detail):
     """One image's candidates as '1:16x(detail) 0.667:18(...)': mean grain px, x = rejected by the rule."""
     from fedtransfer_jax.analysis import scale as scale_lib  # noqa: PLC0415

@@ -23,10 +23,7 @@ docs/results/pretrained_cpu2/scale_range_probe.txt.
 """
 import sys
 
-import numpy as np
-
 from fedtransfer_jax.analysis import scale as scale_lib
-from fedtransfer_jax.metrics.stats import paired_comparison
 
 import dev_data
 
@@ -57,23 +54,7 @@ def main():
         return choose
 
     print(f"trained grain size {target_px:.1f} px; candidates {', '.join(scale_lib._key(s) for s in EXTENDED)}")
-    for name, data in sets.items():
-        rows = {}
-        for rn, extended in (("shipped", False), ("down to 1/8", True)):
-            chosen = [rule(extended)(r) for _, r in data]
-            rows[rn] = np.array([r["scores"][s] for (_, r), s in zip(data, chosen)])
-            m = rows[rn].mean(0)
-            line = f"  {rn:12s} ari {m[2]:.3f} f1 {m[1]:.3f} count ratio {m[3]:.3f}"
-            if rn != "shipped":
-                c = paired_comparison(rows[rn][:, 2], rows["shipped"][:, 2])
-                line += f" | ARI vs shipped {c['diff_mean']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}]"
-            print(f"== {name} ({len(data)} images)" if rn == "shipped" else "", end="\n" if rn == "shipped" else "")
-            print(line)
-            print("    scales: " + " ".join(f"{s:.3g}" for s in chosen))
-        oracle = np.array([max(r["scores"][s][2] for s in r["cands"]) for _, r in data])
-        print(f"  oracle ari {oracle.mean():.3f}")
-        for lab, r in data:
-            print(f"    {lab:15s} " + dev_data.per_scale_text(r, lambda s: f"ari {r['scores'][s][2]:.2f}"))
+    dev_data.report_rules(sets, {"shipped": rule(False), "down to 1/8": rule(True)}, width=12, f1=False)
 
 
 if __name__ == "__main__":
