@@ -33,6 +33,7 @@ import os
 import shutil
 import sys
 import tempfile
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,11 +108,19 @@ def calibrate(
     label_warnings = folder.check_client_labels(
         pairs, invert=invert_labels, invert_flag=evaluate.INVERT_FLAG, where=f"--data_dir {data_dir}"
     )
-    images, labels = {}, []
+    images, labels, unusable = {}, [], []
     for image_path, label_path in pairs:
         image, label = folder.load_pair(image_path, label_path, invert=invert_labels)
+        why = evaluate.unusable_label(label, label_path)
+        if why:  # as evaluate: a label without boundaries (or all boundary) would steer the choice
+            unusable.append(why)
+            continue
         images[os.path.basename(str(image_path))] = image
         labels.append(label > 0)
+    if unusable:
+        warnings.warn("; ".join(unusable), folder.LabelWarning, stacklevel=2)
+    if not images:
+        raise ValueError(f"--data_dir {data_dir}: no label to calibrate on: " + "; ".join(unusable))
     scale = scale_lib.parse_scale(scale)
     target = scale_lib.target_for(model) if scale == scale_lib.AUTO else None
     grid = (settings,) + tuple(g for g in grid if g != settings)

@@ -155,10 +155,14 @@ def evaluate_folder(
     label_warnings = folder.check_client_labels(
         pairs, invert=invert_labels, invert_flag=INVERT_FLAG, where=f"--data_dir {data_dir}"
     )
-    per_image, per_image_raw, scales, trivial, intercepts = {}, {}, {}, [], {}
+    per_image, per_image_raw, scales, trivial, intercepts, not_scored = {}, {}, {}, [], {}, {}
     for image_path, label_path in pairs:
         image, label = folder.load_pair(image_path, label_path, invert=invert_labels)
         name = os.path.basename(str(image_path))
+        unusable = unusable_label(label, label_path)
+        if unusable:  # a score against it would be a number about the label, not the model
+            not_scored[name] = unusable
+            continue
         if model is None:  # the classical reference: no probabilities, no scale search
             raw, cleaned = classical.boundary_candidates(image, baseline), classical.segment(image, baseline)
             scales[name] = {"scale": 1.0, "why": f"--baseline {baseline} runs at the image's own pixels"}
@@ -177,6 +181,8 @@ def evaluate_folder(
         intercepts[name] = (groups[str(image_path)], pred_int, gt_int, per_image[name])
         # The F1 that predicting every pixel as boundary gets: what a reader calibrates F1 against.
         trivial.append(metrics_lib.boundary_prf(np.ones(label.shape, bool), label > 0, tolerance)["f1"])
+    if not per_image:
+        raise ValueError(f"--data_dir {data_dir}: no label can be scored against: " + "; ".join(not_scored.values()))
     per_group = _per_group(intercepts, group_regex)
     return {
         "workdir": None,
@@ -186,6 +192,7 @@ def evaluate_folder(
         "n_images": len(per_image),
         "postprocess": dict(provenance or {"settings": settings.to_dict()}),
         "label_warnings": label_warnings,
+        "not_scored": not_scored,  # images whose label has no boundary, or is boundary everywhere
         "per_image": per_image,
         "per_image_raw": per_image_raw,
         "mean": metrics_lib.summarize(list(per_image.values())),
@@ -200,6 +207,18 @@ def evaluate_folder(
     }
 
 
+def unusable_label(label: np.ndarray, label_path) -> str | None:
+    """Why a label cannot be scored against (none: it can): no boundary pixel at all (one grain, or grain ids
+    under half the range read as background) or boundary everywhere. Scores against it say nothing about the
+    model (an all-boundary label gives F1 > 0 and ARI 0 to any map), so evaluate and calibrate leave it out."""
+    fraction = float(np.mean(label > 0)) if label.size else 0.0
+    if fraction == 0.0:
+        return f"{label_path} has no boundary pixel (not scored)"
+    if fraction == 1.0:
+        return f"{label_path} is boundary everywhere (not scored)"
+    return None
+
+
 def _groups(pairs: list, group_regex: str) -> dict[str, str]:
     """Image path -> micrograph id (``--group_regex``, folder.group_of); '' -> every image its own."""
     if group_regex:
@@ -207,6 +226,11 @@ def _groups(pairs: list, group_regex: str) -> dict[str, str]:
             re.compile(group_regex)
         except re.error as e:
             raise ValueError(f"--group_regex {group_regex!r} is not a valid regular expression ({e})") from None
+        if re.compile(group_regex).groups < 1:
+            raise ValueError(
+                f"--group_regex {group_regex!r} has no group: group 1, in parentheses, names the micrograph "
+                "(e.g. '_(\\d+)-')"
+            )
     out = {}
     for image_path, _ in pairs:
         try:
@@ -363,6 +387,8 @@ def summary_text(result: Mapping[str, Any], out: str | None = None) -> str:
                 )
     if result.get("label_warnings"):
         lines.append(f"{len(result['label_warnings'])} label warning(s): see label_warnings in the JSON")
+    for reason in (result.get("not_scored") or {}).values():
+        lines.append(f"not scored: {reason}")
     if out:
         lines.append(f"full results: {out}")
     return "\n".join(lines)
@@ -493,9 +519,13 @@ def main(argv):
         # A model's flags given on the command line, even at their defaults (--baseline refuses them).
         "model_flags_given": [k for k in ("scale", "overlap", "flips") if flags.FLAGS[k].present],
     }
+    predict.stop_on_sigterm()
     try:
         with label_warnings_as_lines("evaluate"):
             return run(values)
+    except KeyboardInterrupt:  # --out is written only at the end, atomically
+        print("evaluate: interrupted; nothing was written", file=sys.stderr)
+        return predict.EXIT_INTERRUPTED
     except USER_ERRORS as e:  # User-fixable: the message names the flag or file.
         print(f"evaluate: error: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -87,7 +87,7 @@ from fedtransfer_jax.runtime import console
 
 # Re-exported for evaluate.py, scripts and tests (the library lives in fedtransfer_jax/analysis/).
 __all__ = [
-    "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "MANIFEST", "OutputLockedError",
+    "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_SOME_FAILED", "EXIT_USAGE", "MANIFEST", "OutputLockedError", "stop_on_sigterm",
     "OutputWriteError", "USER_ERRORS", "UnsafeOutputError", "check_pixel_size", "cli", "define_postprocess_flags",
     "define_scale_flag", "flags_parser", "load_model", "model_and_settings", "with_workdir", "output_files", "output_names", "plan_outputs",
     "predict_folder", "previous_outputs", "run", "segment",
@@ -295,7 +295,7 @@ def flags_parser(prog: str):
     return parse
 
 
-def _stop_on_sigterm() -> None:
+def stop_on_sigterm() -> None:
     """`timeout`, a batch scheduler or `kill` stop predict as Ctrl-C does: the manifest says 'interrupted',
     the lock is released, and a rerun finishes the job."""
 
@@ -307,7 +307,7 @@ def _stop_on_sigterm() -> None:
 
 def main(argv):
     del argv
-    _stop_on_sigterm()
+    stop_on_sigterm()
     logging.set_verbosity(logging.WARNING)  # orbax logs every restore at INFO: keep the terminal readable
     values = {
         "workdir": _WORKDIR.value,

@@ -238,3 +238,21 @@ def test_launch_refuses_an_empty_workdir(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == "error: --workdir is empty: give a file or folder path"
     assert os.listdir(tmp_path) == []
+
+
+def test_a_label_with_no_boundary_or_all_boundary_is_left_out_of_the_scores(tmp_path: Path) -> None:
+    from fedtransfer_jax import evaluate
+
+    d = tmp_path / "d"
+    label = (grain_image(40, 40, 10) < 128).astype(np.uint8) * 255
+    for name, lab in (("good", label), ("blank", np.zeros_like(label)), ("full", np.full_like(label, 255))):
+        save(d / "images" / f"{name}.png", grain_image(40, 40, 10))
+        save(d / "labels" / f"{name}.png", lab)
+    with pytest.warns(Warning):
+        result = evaluate.evaluate_folder(FakeModel(), str(d))
+    assert set(result["per_image"]) == {"good.png"} and result["n_images"] == 1
+    assert "has no boundary pixel" in result["not_scored"]["blank.png"]
+    assert "boundary everywhere" in result["not_scored"]["full.png"]
+    assert result["mean"]["ari"] == result["per_image"]["good.png"]["ari"]
+    with pytest.raises(ValueError, match="--group_regex 'Test' has no group"):
+        evaluate.evaluate_folder(FakeModel(), str(d), group_regex="Test")

@@ -157,7 +157,7 @@ def test_sigterm_stops_like_ctrl_c(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(inference, "load_model", lambda w, m, c=None, **kw: TerminatedModel(tag=m))
     previous = signal.getsignal(signal.SIGTERM)
     try:
-        predict._stop_on_sigterm()
+        predict.stop_on_sigterm()
         status = predict.cli(predict_values(tmp_path / "in", tmp_path / "out", tmp_path / "wd"), progress=False)
     finally:
         signal.signal(signal.SIGTERM, previous)
