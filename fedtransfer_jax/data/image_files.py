@@ -33,7 +33,7 @@ MAGIC = {
     "TIFF": (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"),  # little-, big-endian; BigTIFF
     "PNG": (b"\x89PNG\r\n\x1a\n",),
     "JPEG": (b"\xff\xd8\xff",),
-    "BMP": (b"BM",),  # and a DIB header size PIL knows at byte 14 (_is_bmp): "BM" alone is also text
+    "BMP": (b"BM",),  # and a DIB header size at byte 14 (_BMP_HEADER_SIZES): "BM" alone is also text
 }
 _BMP_HEADER_SIZES = (12, 40, 52, 56, 64, 108, 124)
 SUFFIX_OF = {"TIFF": ".tif", "PNG": ".png", "JPEG": ".jpg", "BMP": ".bmp"}
