@@ -309,7 +309,11 @@ def check_out(out: str, data_dir: str | None = None) -> None:
     a file of someone else's (checked before the model load, so a bad path costs nothing): an existing file
     is replaced only when it is an earlier evaluate's result."""
     if os.path.isdir(out):
-        raise ValueError(f"--out {out} is a folder: name a file, e.g. {os.path.join(out, 'evaluate.json')}")
+        example = os.path.join(out, "evaluate.json")
+        data_real = os.path.realpath(data_dir) if data_dir else None
+        if data_real and os.path.commonpath([os.path.realpath(out), data_real]) == data_real:
+            example = os.path.abspath(data_dir).rstrip(os.sep) + "_evaluate.json"  # not inside the labelled data
+        raise ValueError(f"--out {out} is a folder: name a file, e.g. {example}")
     folder_ = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(folder_):
         raise FileNotFoundError(f"--out {out}: folder {folder_} does not exist")

@@ -256,3 +256,20 @@ def test_a_label_with_no_boundary_or_all_boundary_is_left_out_of_the_scores(tmp_
     assert result["mean"]["ari"] == result["per_image"]["good.png"]["ari"]
     with pytest.raises(ValueError, match="--group_regex 'Test' has no group"):
         evaluate.evaluate_folder(FakeModel(), str(d), group_regex="Test")
+
+
+def test_a_jpeg_label_and_outputs_inside_the_data_are_pointed_out(tmp_path: Path) -> None:
+    from fedtransfer_jax import calibrate, evaluate
+    from fedtransfer_jax.data import folder
+
+    d = tmp_path / "lab"
+    save(d / "images" / "m.png", grain_image(16, 16))
+    (d / "labels").mkdir()
+    Image.fromarray(grain_image(16, 16)).save(d / "labels" / "m.jpg")
+    with pytest.raises(FileNotFoundError, match=r"m\.jpg is there: labels must be PNG or TIFF"):
+        folder.list_pairs(d)
+    with pytest.raises(ValueError, match=r"is a folder: name a file, e\.g\. .*lab_evaluate\.json"):
+        evaluate.check_out(str(d), str(d))
+    values = {"tolerance": 2.0, "dest": str(d / "images" / "my_model"), "data_dir": str(d), "scale": "auto"}
+    with pytest.raises(ValueError, match="--dest .* is inside --data_dir"):
+        calibrate.run(values)

@@ -16,6 +16,7 @@ and the label sanity checks are ``data/labels.py``. Their public names are re-ex
 
 from __future__ import annotations
 
+import glob
 import re
 import warnings
 from collections.abc import Sequence
@@ -134,6 +135,10 @@ def list_pairs(client_dir: PathLike) -> list[Pair]:
             expected = " or ".join(str(label_dir / (img.stem + s)) for s in LABEL_SUFFIXES)
             other_case = [str(p) for stem, p in labels.items() if stem.casefold() == img.stem.casefold()]
             hint = f" ({other_case[0]} is there: names must match in case)" if other_case else ""
+            same_stem = label_dir.glob(glob.escape(img.stem) + ".*")
+            lossy = sorted(p.name for p in same_stem if p.suffix.lower() not in LABEL_SUFFIXES)
+            if lossy and not hint:  # a label saved as JPEG: its compression smears the lines into grey
+                hint = f" ({lossy[0]} is there: labels must be PNG or TIFF, saved losslessly)"
             raise FileNotFoundError(f"no label for image {img}: expected {expected}{hint}")
         pairs.append((img, labels[img.stem]))
     return pairs
