@@ -116,9 +116,9 @@ def check_config_file(value: str | None) -> str | None:
 
 def parse_flags(argv):
     """absl's parser, but a bad flag or config override prints one line instead of a traceback."""
-    if not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
-        from fedtransfer_jax.runtime import console as console_lib  # noqa: PLC0415
+    from fedtransfer_jax.runtime import console as console_lib  # noqa: PLC0415
 
+    if not any(a.startswith(("--verbosity", "-v")) for a in argv[1:]):
         console_lib.quiet_library_logs()  # parsing the config imports jax, which logs its backend probing
     missing = check_config_file(_config_arg(argv))
     if missing:
@@ -134,8 +134,6 @@ def parse_flags(argv):
                 "(python launch.py --helpfull lists the flags; the config file lists its keys)", file=sys.stderr
             )
         sys.exit(EXIT_USER_ERROR)
-    from fedtransfer_jax.runtime import console as console_lib  # noqa: PLC0415
-
     empty = console_lib.check_path_flags(flags.FLAGS)
     if empty:
         print(f"error: {empty}", file=sys.stderr)

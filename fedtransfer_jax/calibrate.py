@@ -236,8 +236,7 @@ def run(f: Mapping[str, Any]) -> int:
     """The CLI's work, given the flag values; raises on user errors (named flag or file)."""
     evaluate.check_tolerance(f["tolerance"])
     _check_dest(f["dest"])  # before the slow model load; again before the copy is moved into place
-    data_real = os.path.realpath(f["data_dir"]) if f.get("data_dir") else None
-    if data_real and os.path.commonpath([os.path.realpath(f["dest"]), data_real]) == data_real:
+    if evaluate.inside_data_dir(f["dest"], f.get("data_dir")):
         raise ValueError(  # as evaluate's --out: the model would sit among the labelled micrographs
             f"--dest {f['dest']} is inside --data_dir {f['data_dir']} (the labelled micrographs): write it elsewhere"
         )

@@ -223,10 +223,10 @@ def _groups(pairs: list, group_regex: str) -> dict[str, str]:
     """Image path -> micrograph id (``--group_regex``, folder.group_of); '' -> every image its own."""
     if group_regex:
         try:
-            re.compile(group_regex)
+            pattern = re.compile(group_regex)
         except re.error as e:
             raise ValueError(f"--group_regex {group_regex!r} is not a valid regular expression ({e})") from None
-        if re.compile(group_regex).groups < 1:
+        if pattern.groups < 1:
             raise ValueError(
                 f"--group_regex {group_regex!r} has no group: group 1, in parentheses, names the micrograph "
                 "(e.g. '_(\\d+)-')"
@@ -310,8 +310,7 @@ def check_out(out: str, data_dir: str | None = None) -> None:
     is replaced only when it is an earlier evaluate's result."""
     if os.path.isdir(out):
         example = os.path.join(out, "evaluate.json")
-        data_real = os.path.realpath(data_dir) if data_dir else None
-        if data_real and os.path.commonpath([os.path.realpath(out), data_real]) == data_real:
+        if inside_data_dir(out, data_dir):
             example = os.path.abspath(data_dir).rstrip(os.sep) + "_evaluate.json"  # not inside the labelled data
         raise ValueError(f"--out {out} is a folder: name a file, e.g. {example}")
     folder_ = os.path.dirname(os.path.abspath(out))
@@ -319,11 +318,19 @@ def check_out(out: str, data_dir: str | None = None) -> None:
         raise FileNotFoundError(f"--out {out}: folder {folder_} does not exist")
     if not os.access(folder_, os.W_OK):
         raise PermissionError(f"--out {out}: folder {folder_} is not writable; pass --out elsewhere")
-    data_real = os.path.realpath(data_dir) if data_dir else None
-    if data_real and os.path.commonpath([os.path.realpath(folder_), data_real]) == data_real:
+    if inside_data_dir(folder_, data_dir):
         raise ValueError(f"--out {out} is inside --data_dir {data_dir} (the labelled micrographs): write it elsewhere")
     if os.path.lexists(out) and not _is_earlier_result(out):
         raise ValueError(f"--out {out} exists and is not an earlier evaluate's result: not replaced; name a new file")
+
+
+def inside_data_dir(path: str, data_dir: str | None) -> bool:
+    """Whether ``path`` is ``data_dir`` or inside it, real paths compared (so through symlinks too): where
+    evaluate's --out and calibrate's --dest must not go, among the labelled micrographs."""
+    if not data_dir:
+        return False
+    data_real = os.path.realpath(data_dir)
+    return os.path.commonpath([os.path.realpath(path), data_real]) == data_real
 
 
 def _is_earlier_result(path: str) -> bool:

@@ -49,7 +49,7 @@ import numpy as np
 from PIL import Image
 
 from fedtransfer_jax.analysis import stability as stability_lib
-from fedtransfer_jax.data import intensity
+from fedtransfer_jax.data import image_files, intensity
 from fedtransfer_jax.metrics import grains as grains_lib
 from fedtransfer_jax.runs import grain_size
 
@@ -67,7 +67,7 @@ FLAG_HELP = (
 
 # Enlarging helps only grains a few pixels across; 4x is already 16x the pixels (and the work).
 MAX_SCALE = 4.0
-MAX_SCALED_PIXELS = 64_000_000
+MAX_SCALED_PIXELS = image_files.MAX_PIXELS  # the memory bound of a read image: the same arrays are held
 MIN_SCALED_SIDE = 16
 
 
@@ -207,8 +207,6 @@ def pick(
         # maps picked scales where fine grains vanish (scripts/all_rejected_check.py).
         best = 1.0
         reason = "no scale's map was plausible: scale 1, the model's own resolution"
-        if len(cands) == 1:
-            reason = f"only scale 1 tried (the image is under {MIN_MODEL_SIDE / CANDIDATES[1]:.0f} px a side); " + reason
     else:
         def off(s: float) -> float:
             return abs(math.log(diam[s] / target_px))
@@ -226,10 +224,10 @@ def pick(
                 f"mean grain {diam[best]:.1f} px (resampled pixels) at scale {_key(best)} is the closest to the "
                 f"trained {target_px:.1f} px"
             )
-        if len(cands) == 1:
-            reason = f"only scale 1 tried (the image is under {MIN_MODEL_SIDE / CANDIDATES[1]:.0f} px a side); " + reason
-        elif best != 1.0 and diam.get(1.0) is not None:
+        if len(cands) > 1 and best != 1.0 and diam.get(1.0) is not None:
             reason += f" (scale 1: {diam[1.0]:.1f} px)"
+    if with_grains and len(cands) == 1:
+        reason = f"only scale 1 tried (the image is under {MIN_MODEL_SIDE / CANDIDATES[1]:.0f} px a side); " + reason
     return best, reason
 
 

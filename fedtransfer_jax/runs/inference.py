@@ -411,6 +411,7 @@ def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
     if not os.path.isdir(path):
         raise FileNotFoundError(f"--images {path}: no such image file or folder")
     names = sorted(os.listdir(path))
+    real = {name: os.path.realpath(os.path.join(path, name)) for name in names}
     # Names of one file (a link beside its target, or two links): it is measured once, under the name that
     # is not a link (else the first), so moving or deleting a link never changes what was measured.
     kept: dict[str, str] = {}
@@ -418,15 +419,14 @@ def scan_images(path: str) -> tuple[list[str], list[dict[str, str]]]:
         full = os.path.join(path, name)
         if name.startswith(".") or not name.lower().endswith(IMAGE_SUFFIXES) or not os.path.isfile(full):
             continue
-        real = os.path.realpath(full)
-        if real not in kept or (os.path.islink(os.path.join(path, kept[real])) and not os.path.islink(full)):
-            kept[real] = name
+        first = kept.get(real[name])
+        if first is None or (os.path.islink(os.path.join(path, first)) and not os.path.islink(full)):
+            kept[real[name]] = name
     images, skipped = [], []
     for name in names:
         full = os.path.join(path, name)
-        real = os.path.realpath(full)
-        if kept.get(real, name) != name:
-            kind, reason = "duplicate", f"the same file as {kept[real]}, measured once"
+        if kept.get(real[name], name) != name:
+            kind, reason = "duplicate", f"the same file as {kept[real[name]]}, measured once"
         elif name.startswith("."):
             kind, reason = "hidden", "hidden file"
         elif os.path.isdir(full):
