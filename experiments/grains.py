@@ -214,6 +214,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.loss = ml_collections.ConfigDict()
     config.loss.boundary_weight = 3.0
     config.loss.dice_weight = 1.0
+    config.loss.cldice_weight = 0.0  # centreline Dice (models/losses.py): off
 
     # --- federated optimisation ----------------------------------------------------------------------------
     config.fl = ml_collections.ConfigDict()

@@ -7,6 +7,9 @@ r"""The model that ships with the package: scale-robust, broad in appearance, tr
   python launch.py --config experiments/pretrained.py:cpu --workdir runs/pretrained_cpu    # the first shipped model
   python launch.py --config experiments/pretrained.py:cpu_cycle2 --workdir runs/pretrained_cpu2  # its 2nd cycle: ships
   python launch.py --config experiments/pretrained.py:tiny --workdir /tmp/pretrained_tiny       # tests
+  git archive 7cd9070^ fedtransfer_jax/pretrained/grains | tar -x -C /tmp/first_model   # the first model
+  python launch.py --config experiments/pretrained.py:cpu_cycle2_cldice --workdir runs/pretrained_cldice \
+      --config.init_from=/tmp/first_model/fedtransfer_jax/pretrained/grains     # cpu_cycle2 + clDice term
 
 Clients: the nine synthetic labs (data/synthetic.LAB_NAMES: five optical/SEM styles and four labs outside
 gen's imaging family) plus the real tint-etched TBM lab (../shared/data/tbm_tint_etched, its training and
@@ -41,6 +44,10 @@ plus ~6 min of evaluation; its validation objective 0.647 beat the first model's
 and replaced it (on the TBM test crops, scored afterwards, it is not better: docs/MODEL.md).
 `synthetic_cpu` is `cpu`'s recipe (20 rounds of `gen_random_style`, stretched intensities) on the nine
 synthetic labs only: the starting model of experiments/few_labels.py, which must not have seen the TBM lab.
+`cpu_cycle2_cldice` is `cpu_cycle2` with a centreline-Dice term in the loss (`loss.cldice_weight`,
+models/losses.py), from the same first model (given as `init_from`, its digest checked against
+docs/results/pretrained_cpu2/init_from.json): one arm of an equal-budget comparison whose other arm is the
+shipped `cpu_cycle2` run (docs/PROTOCOL.md, "A topology term in the loss"); ~65-75 min on the 2-core CPU.
 (A workdir of these variants started before they stretched is refused on resume, naming data.intensity.) Nothing swaps models by itself
 (export_model never overwrites): it should replace the shipped one only if its validation objective
 (summary.json `methods.gen_random_style.postprocessed.validation_objective.chosen`, the same validation
@@ -72,7 +79,7 @@ SYNTHETIC_LABS = (
     "polarised_al",
     "ceramic_sem",
 )
-VARIANTS = ("default", "cpu", "cpu_cycle2", "synthetic", "synthetic_cpu", "tiny")
+VARIANTS = ("default", "cpu", "cpu_cycle2", "cpu_cycle2_cldice", "synthetic", "synthetic_cpu", "tiny")
 FEATURES = (16, 32, 64, 64, 64, 64)  # six levels: 213 px effective receptive field at 256 px
 
 
@@ -81,11 +88,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
         raise ValueError(f"experiments/pretrained.py: unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     config = _grains.get_config("fair")
-    cpu = variant in ("cpu", "cpu_cycle2", "synthetic_cpu")
+    cpu = variant in ("cpu", "cpu_cycle2", "cpu_cycle2_cldice", "synthetic_cpu")
     config.name = "pretrained" if variant in ("default", "cpu") else f"pretrained-{variant}"
     config.methods = ("fedavg", "gen_random_style")
     config.study_references = ()
-    if variant in ("default", "cpu", "cpu_cycle2"):
+    if variant in ("default", "cpu", "cpu_cycle2", "cpu_cycle2_cldice"):
         config.data.source = "mixed"
         config.data.dir = DEFAULT_DIR
         config.data.clients = (REAL_CLIENT,) + SYNTHETIC_LABS
@@ -123,6 +130,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.checkpoint_every = 2  # a kill loses at most two ~5 min rounds
     if variant == "cpu_cycle2":
         config.init_from = "shipped"
+    if variant == "cpu_cycle2_cldice":
+        config.init_from = ""  # the first model's folder, given on the command line (docstring)
+        config.loss.cldice_weight = 0.5
     if variant == "tiny":
         config.data.clients = ("brightfield", "sem")
         config.data.image_size = 64

@@ -37,14 +37,21 @@ def build_model(cfg: Any):
     )
 
 
-def make_segmentation_loss(model, *, boundary_weight: float, dice_weight: float) -> Callable:
+def make_segmentation_loss(
+    model, *, boundary_weight: float, dice_weight: float, cldice_weight: float = 0.0
+) -> Callable:
     """Engine-compatible loss for the segmenter."""
 
     def loss_fn(params, batch, rng):
         del rng  # The segmenter is deterministic; style mixing happens before the loss.
         logits = model.apply({"params": params}, batch["images"])
         return segmentation_loss(
-            logits, batch["labels"], batch["mask"], boundary_weight=boundary_weight, dice_weight=dice_weight
+            logits,
+            batch["labels"],
+            batch["mask"],
+            boundary_weight=boundary_weight,
+            dice_weight=dice_weight,
+            cldice_weight=cldice_weight,
         )
 
     return loss_fn

@@ -183,7 +183,10 @@ def build_model(config: ml_collections.ConfigDict):
 
 def make_loss(config: ml_collections.ConfigDict, model) -> Callable:
     return models.make_segmentation_loss(
-        model, boundary_weight=config.loss.boundary_weight, dice_weight=config.loss.dice_weight
+        model,
+        boundary_weight=config.loss.boundary_weight,
+        dice_weight=config.loss.dice_weight,
+        cldice_weight=config.loss.get("cldice_weight", 0.0),
     )
 
 

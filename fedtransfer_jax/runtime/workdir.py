@@ -67,6 +67,7 @@ DEFAULT_OF_NEW_KEYS = {
     "init_from_method": "",
     "data.intensity": "raw",  # every image as it was read (data/intensity.py)
     "fl.allow_batch_repeats": False,
+    "loss.cldice_weight": 0.0,  # no centreline-Dice term
 }
 # What a fresh start moves aside (everything the trainer writes).
 OUTPUTS = (
