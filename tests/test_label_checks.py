@@ -149,6 +149,42 @@ def test_8bit_values_in_a_16bit_label_are_explained(tmp_path: Path) -> None:
         check(pairs)
 
 
+def _grain_ids(size: int = 48, cell: int = 8) -> np.ndarray:
+    """A grain-ID map: square grains of `cell` px, each its own id from 1 (no walls, as tools export)."""
+    idx = np.arange(size) // cell
+    return 1 + idx[:, None] * (size // cell) + idx[None, :]
+
+
+def test_red_lines_on_white_are_named_in_either_polarity(tmp_path: Path) -> None:
+    rgb = np.full((40, 40, 3), 255, np.uint8)
+    rgb[line_label(40, 40) == 1] = (255, 0, 0)  # red boundaries on white: every pixel has a bright channel
+    pairs = write_client(tmp_path / "c", {f"a{i}": rgb for i in range(3)})
+    for invert in (False, True):  # before, each polarity's message pointed at the other
+        with pytest.raises(folder.LabelError, match=r"coloured lines on a light background.*white \(255\)") as e:
+            check(pairs, invert=invert)
+        assert FLAG not in str(e.value)
+
+
+def test_grain_id_maps_are_named_8_and_16_bit(tmp_path: Path) -> None:
+    ids = _grain_ids()
+    for name, lab, suffix in (("u8", ids.astype(np.uint8), ".png"), ("u16", ids.astype(np.uint16), ".tif")):
+        pairs = write_client(tmp_path / name, {"g": lab}, suffix)
+        with pytest.raises(folder.LabelError, match=r"look like grain-ID maps.*g\.(png|tif) \(36 values\)") as e:
+            check(pairs)
+        assert "micrograph" not in str(e.value) and "values go up to" not in str(e.value)
+    # A colour grain map (here with black walls) is named too, in either polarity.
+    colour = np.stack([(ids * 37) % 200 + 40, (ids * 91) % 200 + 40, (ids * 53) % 200 + 40], -1).astype(np.uint8)
+    colour[line_label(48, 48) == 1] = 0
+    for invert in (False, True):
+        with pytest.raises(folder.LabelError, match="look like grain-ID maps"):
+            check(write_client(tmp_path / "colour", {"g": colour}), invert=invert)
+    # An antialiased mask has many grey values too, but it is not a grain map: a warning, thresholded.
+    soft = (line_label(48, 48) * 255).astype(np.uint8)
+    soft[5, :] = np.arange(48) * 5  # 48 distinct values, 1 % of pixels mid-grey
+    with pytest.warns(folder.LabelWarning, match="grey levels"):
+        folder.check_client_labels(write_client(tmp_path / "soft", {"s": soft}), invert=False, invert_flag=FLAG, where="c")
+
+
 def test_tfds_folder_build_refuses_inverted_labels_and_leaves_no_cache(tmp_path: Path) -> None:
     root = tmp_path / "data"
     for client in ("lab1", "lab2"):

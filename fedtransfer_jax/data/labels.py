@@ -83,6 +83,11 @@ class LabelStats:
     grey_fraction: float  # Pixels in the middle of the value range (neither black nor white).
     max_value: float  # Largest raw value (brightest channel).
     full_scale: float  # The dtype's white: 255, 65535, 1.0 for float / 0-1 masks.
+    # What names the two common wrong kinds of label file (the rules read them, never the mask):
+    coloured_fraction: float = 0.0  # Pixels of strong colour (channels differ by > half range): red lines.
+    distinct_values: int = 0  # Distinct values of the brightest channel (a sample of up to ~1 Mpx).
+    flat_fraction: float = 0.0  # Pixels equal to their right-hand neighbour (piecewise-constant maps).
+    extreme_fraction: float = 1.0  # Pixels at black or at full scale (most of any mask, antialiased or not).
 
 
 def label_stats(raw: np.ndarray, label: np.ndarray, path: PathLike) -> LabelStats:
@@ -96,13 +101,46 @@ def label_stats(raw: np.ndarray, label: np.ndarray, path: PathLike) -> LabelStat
     else:
         full, unit = 1.0, grey.astype(np.float32)
     mid = (unit > _MID_GREY[0]) & (unit < _MID_GREY[1])
+    coloured = 0.0
+    if raw.ndim == 3 and raw.shape[-1] >= 3:
+        rgb = raw[..., :3].astype(np.float32) / (full if np.issubdtype(raw.dtype, np.integer) else 1.0)
+        coloured = float(np.mean(rgb.max(axis=-1) - rgb.min(axis=-1) > 0.5))
+    step = max(1, int(np.sqrt(grey.size / 1e6)))
     return LabelStats(
         path=Path(path),
         boundary_fraction=float(np.mean(label)),
         grey_fraction=float(np.mean(mid)),
         max_value=float(grey.max()),
         full_scale=full,
+        coloured_fraction=coloured,
+        distinct_values=int(np.unique(grey[::step, ::step]).size),
+        flat_fraction=float(np.mean(grey[:, 1:] == grey[:, :-1])) if grey.shape[1] > 1 else 1.0,
+        extreme_fraction=float(np.mean((unit <= 0) | (unit >= 1))),
     )
+
+
+def looks_like_grain_ids(s: LabelStats) -> bool:
+    """A grain-ID map (one value per grain, as segmentation tools export) rather than a boundary mask: many
+    distinct values in flat regions, most pixels neither black nor white. An antialiased mask has many
+    values too, but nearly all its pixels are black or white; a micrograph is not flat."""
+    return s.distinct_values > 16 and s.flat_fraction > 0.7 and s.extreme_fraction < 0.5
+
+
+def looks_like_coloured_lines_on_light(stats: Sequence[LabelStats]) -> bool:
+    """Labels drawn as coloured lines (say red) on a white background: every pixel has a bright channel, so
+    neither polarity reads them; their coloured pixels alone would make a plausible boundary fraction."""
+    lo, hi = PLAUSIBLE_BOUNDARY_FRACTION
+    return lo <= float(np.median([s.coloured_fraction for s in stats])) <= hi
+
+
+_GRAIN_IDS_FIX = (
+    "labels must be boundary masks: white (255) where two grains meet, black (0) elsewhere (mark each pixel "
+    "whose grain id differs from a neighbour's)"
+)
+_COLOURED_LINES_FIX = (
+    "they seem to draw coloured lines on a light background, which neither polarity reads: save them with "
+    "the lines white (255) and everything else black (0)"
+)
 
 
 def read_label_with_stats(path: PathLike, invert: bool = False) -> tuple[np.ndarray, LabelStats]:
@@ -136,6 +174,15 @@ def label_issues(
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
     lo, hi = PLAUSIBLE_BOUNDARY_FRACTION
 
+    ids = [s for s in stats if looks_like_grain_ids(s)]
+    if ids:  # named once; the rules below would misread them (as micrographs, inverted or empty)
+        errors.append(
+            f"{len(ids)} label file(s) of {where} look like grain-ID maps, not boundary masks (one value per "
+            f"grain: {_some(ids, lambda s: f'{s.distinct_values} values')}): {_GRAIN_IDS_FIX}"
+        )
+        stats = [s for s in stats if s not in ids]
+        if not stats:
+            return errors, warns
     grey = [s for s in stats if s.grey_fraction > GREY_ERROR_ABOVE]
     if grey:
         errors.append(
@@ -154,11 +201,12 @@ def label_issues(
     fractions = np.array([s.boundary_fraction for s in stats])
     median = float(np.median(fractions))
     if median > INVERTED_ABOVE:
-        fix = (
-            f"they already mark boundaries white: set {invert_flag}=False"
-            if invert
-            else f"they draw boundaries black on white: set {invert_flag}=True"
-        )
+        if looks_like_coloured_lines_on_light(stats):
+            fix = _COLOURED_LINES_FIX
+        elif invert:
+            fix = f"they already mark boundaries white: set {invert_flag}=False"
+        else:
+            fix = f"they draw boundaries black on white: set {invert_flag}=True"
         errors.append(
             f"the labels of {where} look inverted: a median {pct(median)} of their pixels are boundary "
             f"(plausible {pct(lo)}-{pct(hi)}), "
@@ -181,7 +229,9 @@ def label_issues(
     empty = [s for s in stats if s.boundary_fraction == 0]
     if empty and len(empty) == len(stats):
         first = empty[0]
-        if invert:
+        if invert and looks_like_coloured_lines_on_light(stats):
+            why = _COLOURED_LINES_FIX
+        elif invert:
             why = f"with {invert_flag}=True every pixel is white in the file: drop {invert_flag}"
         elif first.max_value > 0:
             why = (
