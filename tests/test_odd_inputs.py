@@ -198,10 +198,12 @@ def test_the_e112_minimum_counts_edge_grains_as_halves() -> None:
 
 def test_path_flags_refuse_empty_and_expand_the_home_folder(monkeypatch) -> None:
     fv = flags.FlagValues()
-    flags.DEFINE_string("out", None, "", flag_values=fv)
+    flags.DEFINE_string("out", None, "Output folder.", flag_values=fv)
     flags.DEFINE_string("images", None, "", flag_values=fv)
     fv(["prog", "--out=", "--images=x"])
-    assert console.check_path_flags(fv) == "--out is empty: give a file or folder path"
+    assert console.check_path_flags(fv) == "--out is empty; it takes: Output folder"  # the flag's own help
+    fv(["prog", "--out=x", "--images="])
+    assert console.check_path_flags(fv) == "--images is empty: give a file or folder path"  # no help
     monkeypatch.setenv("HOME", "/home/lab")
     fv(["prog", "--out=~/results", "--images=~"])
     assert console.check_path_flags(fv) is None
@@ -215,7 +217,7 @@ def test_predict_exits_2_on_an_empty_out(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     assert run.returncode == predict.EXIT_USAGE
-    assert run.stderr.strip().splitlines()[-1] == "predict: error: --out is empty: give a file or folder path"
+    assert run.stderr.strip().splitlines()[-1] == "predict: error: --out is empty; it takes: Output folder (not inside --images)"
     assert os.listdir(tmp_path) == []
 
 
@@ -236,7 +238,9 @@ def test_launch_refuses_an_empty_workdir(tmp_path: Path) -> None:
         cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert run.returncode == 2
-    assert run.stderr.strip().splitlines()[-1] == "error: --workdir is empty: give a file or folder path"
+    assert run.stderr.strip().splitlines()[-1] == (
+        "error: --workdir is empty; it takes: Output directory (default: runs/<config.name>)"
+    )
     assert os.listdir(tmp_path) == []
 
 

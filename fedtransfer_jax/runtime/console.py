@@ -185,7 +185,9 @@ def check_path_flags(flag_values) -> str | None:
         if value is None:
             continue
         if not str(value).strip():
-            return f"--{name} is empty: give a file or folder path"
+            wants = (flag_values[name].help or "").strip().rstrip(".")
+            wants = "" if wants == "(no help available)" else wants  # absl's stand-in for no help
+            return f"--{name} is empty" + (f"; it takes: {wants}" if wants else ": give a file or folder path")
         if str(value).startswith("~"):
             flag_values[name].value = os.path.expanduser(value)
     return None
