@@ -17,6 +17,11 @@ boundary fraction outside 1-40 % (not > 60 %, not 0)    warning    odd crop, ver
 every label of the client empty (no boundary pixel)     error      wrong value range (e.g. 0/1 saved in a
                                                                    16-bit file), or wrong folder
 some labels empty                                       warning    crop inside one grain?
+grain-ID map (>16 values in flat regions, mostly        error      a segmentation tool's export: draw
+neither black nor white)                                           boundaries where the id changes
+coloured lines on a light background (the coloured      error      red-on-white annotations: neither
+pixels alone make a plausible fraction; all boundary               polarity reads them; save the lines
+or, inverted, none)                                                white on black
 =====================================================  =========  ===========================================
 
 The limits (``PLAUSIBLE_BOUNDARY_FRACTION``, ``INVERTED_ABOVE``...) come from hand-labelled and synthetic
