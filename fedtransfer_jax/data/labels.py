@@ -205,10 +205,13 @@ def label_issues(
 
     fractions = np.array([s.boundary_fraction for s in stats])
     median = float(np.median(fractions))
-    if median > INVERTED_ABOVE:
-        if looks_like_coloured_lines_on_light(stats):
-            fix = _COLOURED_LINES_FIX
-        elif invert:
+    if median > INVERTED_ABOVE and looks_like_coloured_lines_on_light(stats):
+        errors.append(
+            f"the labels of {where} read as a median {pct(median)} boundary (plausible {pct(lo)}-{pct(hi)}), "
+            f"e.g. {_some(stats[:1], lambda s: pct(s.boundary_fraction))}: {_COLOURED_LINES_FIX}"
+        )
+    elif median > INVERTED_ABOVE:
+        if invert:
             fix = f"they already mark boundaries white: set {invert_flag}=False"
         else:
             fix = f"they draw boundaries black on white: set {invert_flag}=True"
