@@ -28,6 +28,13 @@ def tiny_config(**fl):
 
 
 @pytest.fixture(scope="module")
+def shared_tfds(tmp_path_factory):
+    """One tfds cache for the module's tiny runs: a build is keyed by its data config, so runs that share
+    the data reuse it (the build itself is tested in test_data_io)."""
+    return str(tmp_path_factory.getbasetemp() / "tfds")
+
+
+@pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """One tiny run of all four methods, shared by the contract tests."""
     workdir = str(tmp_path_factory.mktemp("run"))
@@ -95,8 +102,8 @@ def _final_params(workdir, method="fedavg"):
     return inference.load_model(workdir, method).params
 
 
-def test_resume_gives_the_same_final_params(tmp_path):
-    tfds_dir = str(tmp_path / "tfds")
+def test_resume_gives_the_same_final_params(tmp_path, shared_tfds):
+    tfds_dir = shared_tfds
     straight = tiny_config(rounds=3)
     straight.data.tfds_dir = tfds_dir
     train.train_and_evaluate(straight, str(tmp_path / "straight"))
@@ -118,8 +125,8 @@ def test_resume_gives_the_same_final_params(tmp_path):
     )
 
 
-def test_same_seed_same_numbers_different_seed_different(tmp_path):
-    tfds_dir = str(tmp_path / "tfds")
+def test_same_seed_same_numbers_different_seed_different(tmp_path, shared_tfds):
+    tfds_dir = shared_tfds
     outs = []
     for i, seed in enumerate((0, 0, 1)):
         c = tiny_config(rounds=1)
@@ -130,12 +137,12 @@ def test_same_seed_same_numbers_different_seed_different(tmp_path):
     assert outs[0] != outs[2]
 
 
-def test_precomputed_restyling_runs_one_compiled_round(tmp_path):
+def test_precomputed_restyling_runs_one_compiled_round(tmp_path, shared_tfds):
     c = tiny_config(rounds=1)
     c.methods = ("fedtransfer_gen",)
     c.style.restyle = "precomputed"
     c.style.precomputed_copies = 1
-    c.data.tfds_dir = str(tmp_path / "tfds")
+    c.data.tfds_dir = shared_tfds
     c.figures = False
     m = train.train_and_evaluate(c, str(tmp_path / "pre"))["methods"]["fedtransfer_gen"]
     assert m["round_compilations"] == 1
@@ -143,9 +150,9 @@ def test_precomputed_restyling_runs_one_compiled_round(tmp_path):
     assert not m["privacy_ledger"]["image_shaped_arrays_sent"]
 
 
-def test_nan_loss_names_method_and_round(tmp_path):
+def test_nan_loss_names_method_and_round(tmp_path, shared_tfds):
     c = tiny_config(rounds=2, client_lr=1e30, client_optimizer="sgd")
-    c.data.tfds_dir = str(tmp_path / "tfds")
+    c.data.tfds_dir = shared_tfds
     with pytest.raises(FloatingPointError, match=r"fedavg: training loss is .* in round 1"):
         train.train_and_evaluate(c, str(tmp_path / "nan"))
 
@@ -246,11 +253,11 @@ def test_predict_needs_client_for_local(tiny_run):
         inference.load_model(workdir, "local")
 
 
-def test_random_style_control_shares_nothing_and_trains(tmp_path):
+def test_random_style_control_shares_nothing_and_trains(tmp_path, shared_tfds):
     """gen_random_style re-renders in styles drawn from gen's prior: no style message crosses the boundary."""
     c = tiny_config(rounds=1)
     c.methods = ("gen_random_style",)
-    c.data.tfds_dir = str(tmp_path / "tfds")
+    c.data.tfds_dir = shared_tfds
     c.figures = False
     m = train.train_and_evaluate(c, str(tmp_path / "rand"))["methods"]["gen_random_style"]
     assert m["style"]["targets"] == "random" and m["style"]["prior_styles"] == c.style.prior_styles
