@@ -131,7 +131,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if variant == "cpu_cycle2":
         config.init_from = "shipped"
     if variant == "cpu_cycle2_cldice":
-        config.init_from = ""  # the first model's folder, given on the command line (docstring)
+        # The first model's folder, given on the command line (docstring); without it the run refuses to start
+        # (not a folder) rather than train from a random init.
+        config.init_from = "<give the first model's folder: git archive 7cd9070^, see pretrained.py>"
         config.loss.cldice_weight = 0.5
     if variant == "tiny":
         config.data.clients = ("brightfield", "sem")

@@ -46,6 +46,15 @@ def test_empty_data_dir_is_refused_before_a_workdir_naming_the_key():
         engine.check_data_folder(config)
 
 
+def test_a_missing_init_from_folder_is_refused_before_any_data_is_built(tmp_path):
+    config = finetune.get_config("tiny")
+    config.init_from = str(tmp_path / "no_model")
+    with pytest.raises(ValueError, match=r"^config key init_from: .*no_model' is neither 'shipped' nor a workdir"):
+        engine.validate_config(config)
+    config.init_from = str(tmp_path)  # a folder: its model is checked when it is loaded
+    engine.validate_config(config)
+
+
 def labelled_folder(lab: Path, n: int) -> Path:
     (lab / "images").mkdir(parents=True)
     (lab / "labels").mkdir()

@@ -6,7 +6,9 @@ everywhere; the class weight and the Dice term both push recall on the thin boun
 Optionally a centreline-Dice term (clDice: Shit et al., "clDice - a Novel Topology-Preserving Loss Function
 for Tubular Structure Segmentation", CVPR 2021): Dice between each map's soft skeleton and the other map,
 so a boundary counts by its length rather than its area: a gap in a wall or a spurious wall across a grain
-costs as much as its length, whatever the line's width. Grain maps live or die by their walls' topology.
+costs as much as its length, for lines up to ~2 x iterations + 1 px wide (a wider band has no soft skeleton
+and is invisible to the term, as in the paper's code). Grain maps live or die by their walls' topology.
+Averaged per tile like the Dice term (the paper's code sums over the batch).
 """
 
 from __future__ import annotations

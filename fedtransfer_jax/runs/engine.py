@@ -431,6 +431,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config key init_from_method={config.init_from_method!r} names a method of init_from, which is not "
             "set: add --config.init_from=shipped or =WORKDIR, or leave init_from_method out"
         )
+    init_from = str(config.get("init_from", "") or "")
+    if init_from and init_from != "shipped" and not os.path.isdir(init_from):
+        # Before the data build (minutes for a folder client), not after it.
+        raise ValueError(f"config key init_from: {init_from!r} is neither 'shipped' nor a workdir folder")
     if "data" in config:
         intensity.check_mode(config.data.get("intensity", intensity.RAW))  # the error names data.intensity
     augmentation(config)  # probabilities, ranges, unknown keys of config.augment
