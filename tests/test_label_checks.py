@@ -172,6 +172,9 @@ def test_grain_id_maps_are_named_8_and_16_bit(tmp_path: Path) -> None:
         with pytest.raises(folder.LabelError, match=r"look like grain-ID maps.*g\.(png|tif) \(36 values\)") as e:
             check(pairs)
         assert "micrograph" not in str(e.value) and "values go up to" not in str(e.value)
+    few = _grain_ids(48, 16).astype(np.uint8)  # nine grains: values 1-9
+    with pytest.raises(folder.LabelError, match=r"look like grain-ID maps.*\(9 values\)"):
+        check(write_client(tmp_path / "few", {"g": few}))
     # A colour grain map (here with black walls) is named too, in either polarity.
     colour = np.stack([(ids * 37) % 200 + 40, (ids * 91) % 200 + 40, (ids * 53) % 200 + 40], -1).astype(np.uint8)
     colour[line_label(48, 48) == 1] = 0

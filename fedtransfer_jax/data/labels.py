@@ -90,9 +90,9 @@ class LabelStats:
     full_scale: float  # The dtype's white: 255, 65535, 1.0 for float / 0-1 masks.
     # What names the two common wrong kinds of label file (the rules read them, never the mask):
     coloured_fraction: float = 0.0  # Pixels of strong colour (channels differ by > half range): red lines.
-    distinct_values: int = 0  # Distinct values of the brightest channel (a sample of up to ~1 Mpx).
-    flat_fraction: float = 0.0  # Pixels equal to their right-hand neighbour (piecewise-constant maps).
-    extreme_fraction: float = 1.0  # Pixels at black or at full scale (most of any mask, antialiased or not).
+    distinct_values: int = 0  # Distinct values (colours, in RGB files) on a sample of at most ~1 Mpx.
+    flat_fraction: float = 0.0  # Pixels of the same value as their right-hand neighbour (piecewise-constant).
+    top2_fraction: float = 1.0  # Pixels of the two commonest values: background and line in any mask.
 
 
 def label_stats(raw: np.ndarray, label: np.ndarray, path: PathLike) -> LabelStats:
@@ -106,11 +106,15 @@ def label_stats(raw: np.ndarray, label: np.ndarray, path: PathLike) -> LabelStat
     else:
         full, unit = 1.0, grey.astype(np.float32)
     mid = (unit > _MID_GREY[0]) & (unit < _MID_GREY[1])
-    coloured = 0.0
+    coloured, values = 0.0, grey  # `values`: one comparable value per pixel (its colour in RGB files)
     if raw.ndim == 3 and raw.shape[-1] >= 3:
         rgb = raw[..., :3].astype(np.float32) / (full if np.issubdtype(raw.dtype, np.integer) else 1.0)
-        coloured = float(np.mean(rgb.max(axis=-1) - rgb.min(axis=-1) > 0.5))
-    step = max(1, int(np.sqrt(grey.size / 1e6)))
+        chroma = rgb.max(axis=-1) - rgb.min(axis=-1)
+        coloured = float(np.mean(chroma > 0.5))
+        q = np.clip(np.round(rgb * 255), 0, 255).astype(np.int64)
+        values = (q[..., 0] << 16) | (q[..., 1] << 8) | q[..., 2]
+    step = int(np.ceil(np.sqrt(values.size / 1e6)))  # values counted on at most ~1 Mpx
+    counts = np.unique(values[::step, ::step], return_counts=True)[1]
     return LabelStats(
         path=Path(path),
         boundary_fraction=float(np.mean(label)),
@@ -118,17 +122,19 @@ def label_stats(raw: np.ndarray, label: np.ndarray, path: PathLike) -> LabelStat
         max_value=float(grey.max()),
         full_scale=full,
         coloured_fraction=coloured,
-        distinct_values=int(np.unique(grey[::step, ::step]).size),
-        flat_fraction=float(np.mean(grey[:, 1:] == grey[:, :-1])) if grey.shape[1] > 1 else 1.0,
-        extreme_fraction=float(np.mean((unit <= 0) | (unit >= 1))),
+        distinct_values=int(counts.size),
+        flat_fraction=float(np.mean(values[:, 1:] == values[:, :-1])) if values.shape[1] > 1 else 1.0,
+        top2_fraction=float(np.sort(counts)[-2:].sum() / counts.sum()),
     )
 
 
 def looks_like_grain_ids(s: LabelStats) -> bool:
     """A grain-ID map (one value per grain, as segmentation tools export) rather than a boundary mask: many
-    distinct values in flat regions, most pixels neither black nor white. An antialiased mask has many
-    values too, but nearly all its pixels are black or white; a micrograph is not flat."""
-    return s.distinct_values > 16 and s.flat_fraction > 0.7 and s.extreme_fraction < 0.5
+    distinct values (or colours) in flat regions, none of them common: the two commonest cover under half the
+    pixels. In any mask, antialiased, noisy-scanned or coloured, background and line colour cover most of
+    it, whatever their values; a micrograph is not flat.
+    (A grain-ID map saved as JPEG is not flat either: it is reported as not a binary mask.)"""
+    return s.distinct_values > 8 and s.flat_fraction > 0.7 and s.top2_fraction < 0.5
 
 
 def looks_like_coloured_lines_on_light(stats: Sequence[LabelStats]) -> bool:
