@@ -239,7 +239,8 @@ def test_launch_refuses_an_empty_workdir(tmp_path: Path) -> None:
     )
     assert run.returncode == 2
     assert run.stderr.strip().splitlines()[-1] == (
-        "error: --workdir is empty; it takes: Output directory (default: runs/<config.name>)"
+        "error: --workdir is empty; it takes: Output directory (default: runs/<config.name>); leave the flag "
+        "out for the default"
     )
     assert os.listdir(tmp_path) == []
 

@@ -187,7 +187,10 @@ def check_path_flags(flag_values) -> str | None:
         if not str(value).strip():
             wants = (flag_values[name].help or "").strip().rstrip(".")
             wants = "" if wants == "(no help available)" else wants  # absl's stand-in for no help
-            return f"--{name} is empty" + (f"; it takes: {wants}" if wants else ": give a file or folder path")
+            if not wants:
+                return f"--{name} is empty: give a file or folder path"
+            default = "; leave the flag out for the default" if "default" in wants.lower() else ""
+            return f"--{name} is empty; it takes: {wants}{default}"
         if str(value).startswith("~"):
             flag_values[name].value = os.path.expanduser(value)
     return None
