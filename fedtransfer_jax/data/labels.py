@@ -17,8 +17,8 @@ boundary fraction outside 1-40 % (not > 60 %, not 0)    warning    odd crop, ver
 every label of the client empty (no boundary pixel)     error      wrong value range (e.g. 0/1 saved in a
                                                                    16-bit file), or wrong folder
 some labels empty                                       warning    crop inside one grain?
-grain-ID map (>16 values in flat regions, mostly        error      a segmentation tool's export: draw
-neither black nor white)                                           boundaries where the id changes
+grain-ID map (>8 values in flat regions, the two       error      a segmentation tool's export: draw
+commonest under half the pixels)                                   boundaries where the id changes
 coloured lines on a light background (the coloured      error      red-on-white annotations: neither
 pixels alone make a plausible fraction; all boundary               polarity reads them; save the lines
 or, inverted, none)                                                white on black
@@ -90,7 +90,7 @@ class LabelStats:
     full_scale: float  # The dtype's white: 255, 65535, 1.0 for float / 0-1 masks.
     # What names the two common wrong kinds of label file (the rules read them, never the mask):
     coloured_fraction: float = 0.0  # Pixels of strong colour (channels differ by > half range): red lines.
-    distinct_values: int = 0  # Distinct values (colours, in RGB files) on a sample of at most ~1 Mpx.
+    distinct_values: int = 0  # Distinct values (colours, in RGB files); these four on a sample of <= ~1 Mpx.
     flat_fraction: float = 0.0  # Pixels of the same value as their right-hand neighbour (piecewise-constant).
     top2_fraction: float = 1.0  # Pixels of the two commonest values: background and line in any mask.
 
@@ -106,15 +106,18 @@ def label_stats(raw: np.ndarray, label: np.ndarray, path: PathLike) -> LabelStat
     else:
         full, unit = 1.0, grey.astype(np.float32)
     mid = (unit > _MID_GREY[0]) & (unit < _MID_GREY[1])
-    coloured, values = 0.0, grey  # `values`: one comparable value per pixel (its colour in RGB files)
-    if raw.ndim == 3 and raw.shape[-1] >= 3:
-        rgb = raw[..., :3].astype(np.float32) / (full if np.issubdtype(raw.dtype, np.integer) else 1.0)
+    # The shape statistics on a sample of at most ~1 Mpx (a 64 Mpx RGB label would need GBs at full size);
+    # neighbours in the sample are `step` px apart, which keeps grain-sized flat regions flat.
+    step = int(np.ceil(np.sqrt(grey.size / 1e6)))
+    sample = raw[::step, ::step]
+    coloured, values = 0.0, grey[::step, ::step]  # `values`: one comparable value per pixel (RGB: its colour)
+    if sample.ndim == 3 and sample.shape[-1] >= 3:
+        rgb = sample[..., :3].astype(np.float32) / (full if np.issubdtype(raw.dtype, np.integer) else 1.0)
         chroma = rgb.max(axis=-1) - rgb.min(axis=-1)
         coloured = float(np.mean(chroma > 0.5))
         q = np.clip(np.round(rgb * 255), 0, 255).astype(np.int64)
         values = (q[..., 0] << 16) | (q[..., 1] << 8) | q[..., 2]
-    step = int(np.ceil(np.sqrt(values.size / 1e6)))  # values counted on at most ~1 Mpx
-    counts = np.unique(values[::step, ::step], return_counts=True)[1]
+    counts = np.unique(values, return_counts=True)[1]
     return LabelStats(
         path=Path(path),
         boundary_fraction=float(np.mean(label)),
