@@ -220,6 +220,7 @@ def main(argv):
         else:
             engine.validate_config(config)
             engine.check_data_folder(config)
+            engine.check_init_from(config)
         if joined:  # process 0 checks; the others hear its refusal instead of waiting for it
             distributed.on_primary(lambda: workdir_lib.ensure_workdir(workdir))
         else:  # (asking JAX how many processes there are would start its backend before log.txt)

@@ -41,12 +41,21 @@ def compare(control: dict, treatment: dict, names: tuple[str, str]) -> str:
     found = [sum(e["per_image"][c]["n_grains_pred"] for c in crops) for e in (control, treatment)]
     lines.append(f"  grains found for {true:.0f} true: {found[0]:.0f} -> {found[1]:.0f}")
     if "per_micrograph" in control and "per_micrograph" in treatment:
-        ids = sorted(control["per_micrograph"], key=lambda s: (len(s), s))
-        err = [[100 * e["per_micrograph"][i]["intercept_rel_error"] for i in ids] for e in (control, treatment)]
-        lines.append(
-            f"  intercept error per micrograph ({' / '.join(ids)}): "
-            + " -> ".join(" / ".join(f"{x:.0f}" for x in row) + f" % (mean {np.mean(row):.1f} %)" for row in err)
-        )
+        ids = sorted(set(control["per_micrograph"]) & set(treatment["per_micrograph"]), key=lambda s: (len(s), s))
+        # Micrographs where either model's intercept is undefined (no grain boundary crossed) are left out.
+        defined = [
+            i for i in ids
+            if all(e["per_micrograph"][i].get("intercept_rel_error") is not None for e in (control, treatment))
+        ]
+        err = [[100 * e["per_micrograph"][i]["intercept_rel_error"] for i in defined] for e in (control, treatment)]
+        left_out = sorted(set(control["per_micrograph"]) ^ set(treatment["per_micrograph"]) | set(ids) - set(defined))
+        if defined:
+            lines.append(
+                f"  intercept error per micrograph ({' / '.join(defined)}): "
+                + " -> ".join(" / ".join(f"{x:.0f}" for x in row) + f" % (mean {np.mean(row):.1f} %)" for row in err)
+            )
+        if left_out:
+            lines.append(f"  intercept left out (undefined, or in one file only): {', '.join(left_out)}")
     if "scale" in control and "scale" in treatment:
         changed = sum(control["scale"][c]["used"] != treatment["scale"][c]["used"] for c in crops)
         lines.append(f"  scale chosen differently on {changed} of {len(crops)} crops")

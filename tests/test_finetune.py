@@ -46,13 +46,18 @@ def test_empty_data_dir_is_refused_before_a_workdir_naming_the_key():
         engine.check_data_folder(config)
 
 
-def test_a_missing_init_from_folder_is_refused_before_any_data_is_built(tmp_path):
+def test_a_missing_init_from_folder_is_refused_before_any_data_is_built(tmp_path, monkeypatch):
     config = finetune.get_config("tiny")
     config.init_from = str(tmp_path / "no_model")
+    engine.validate_config(config)  # a config may name a model an earlier step of its study will train
     with pytest.raises(ValueError, match=r"^config key init_from: .*no_model' is neither 'shipped' nor a workdir"):
-        engine.validate_config(config)
-    config.init_from = str(tmp_path)  # a folder: its model is checked when it is loaded
-    engine.validate_config(config)
+        engine.check_init_from(config)  # what launch checks before the workdir and the data build
+    (tmp_path / "model").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("model", "~/model", str(tmp_path / "model"), "shipped"):  # its model is checked when loaded
+        config.init_from = name
+        engine.check_init_from(config)
 
 
 def labelled_folder(lab: Path, n: int) -> Path:

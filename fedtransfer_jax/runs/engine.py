@@ -431,10 +431,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
             f"config key init_from_method={config.init_from_method!r} names a method of init_from, which is not "
             "set: add --config.init_from=shipped or =WORKDIR, or leave init_from_method out"
         )
-    init_from = str(config.get("init_from", "") or "")
-    if init_from and init_from != "shipped" and not os.path.isdir(init_from):
-        # Before the data build (minutes for a folder client), not after it.
-        raise ValueError(f"config key init_from: {init_from!r} is neither 'shipped' nor a workdir folder")
     if "data" in config:
         intensity.check_mode(config.data.get("intensity", intensity.RAW))  # the error names data.intensity
     augmentation(config)  # probabilities, ranges, unknown keys of config.augment
@@ -463,6 +459,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 raise ValueError(
                     f"config key data.group_regex: {data.group_regex!r} is not a valid regular expression ({e})"
                 ) from None
+
+
+def check_init_from(config: ml_collections.ConfigDict) -> None:
+    """A run that starts from a trained model (config key init_from) names 'shipped' or an existing folder:
+    checked by launch before the workdir is made, so a typo costs no data build (minutes for a folder client).
+    Like check_data_folder, left out of validate_config: a config can name a model that an earlier step of
+    its study will train."""
+    init_from = str(config.get("init_from", "") or "")
+    if init_from and init_from != "shipped" and not os.path.isdir(os.path.expanduser(init_from)):
+        raise ValueError(f"config key init_from: {init_from!r} is neither 'shipped' nor a workdir folder")
 
 
 def check_data_folder(config: ml_collections.ConfigDict) -> None:

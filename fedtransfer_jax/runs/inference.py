@@ -584,7 +584,7 @@ def initial_params(init_from: str, method: str, template: Any, template_config: 
     (default: its best by validation). The params must have the run's shapes (same model.features);
     ValueError otherwise, naming the key."""
     template_config = template_config if template_config is not None else {}
-    workdir = shipped_workdir() if init_from == "shipped" else init_from
+    workdir = shipped_workdir() if init_from == "shipped" else os.path.expanduser(init_from)
     if not os.path.isdir(workdir):
         raise ValueError(f"config key init_from: {init_from!r} is neither 'shipped' nor a workdir folder")
     if not method:

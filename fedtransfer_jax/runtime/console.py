@@ -189,7 +189,8 @@ def check_path_flags(flag_values) -> str | None:
             wants = "" if wants == "(no help available)" else wants  # absl's stand-in for no help
             if not wants:
                 return f"--{name} is empty: give a file or folder path"
-            default = "; leave the flag out for the default" if "default" in wants.lower() else ""
+            has_default = flag_values[name].default or "default" in wants.lower()  # launch's --workdir: help only
+            default = "; leave the flag out for the default" if has_default else ""
             return f"--{name} is empty; it takes: {wants}{default}"
         if str(value).startswith("~"):
             flag_values[name].value = os.path.expanduser(value)
