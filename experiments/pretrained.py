@@ -45,9 +45,11 @@ and replaced it (on the TBM test crops, scored afterwards, it is not better: doc
 `synthetic_cpu` is `cpu`'s recipe (20 rounds of `gen_random_style`, stretched intensities) on the nine
 synthetic labs only: the starting model of experiments/few_labels.py, which must not have seen the TBM lab.
 `cpu_cycle2_cldice` is `cpu_cycle2` with a centreline-Dice term in the loss (`loss.cldice_weight`,
-models/losses.py), from the same first model (given as `init_from`; compare the digest the run writes to
-its init_from.json with docs/results/pretrained_cpu2/init_from.json: nothing checks it for you): one arm of an equal-budget comparison whose other arm is the
-shipped `cpu_cycle2` run (docs/PROTOCOL.md, "A topology term in the loss"); ~65-75 min on the 2-core CPU.
+models/losses.py), from the same first model (given as `init_from`; compare the digest the run writes to its
+init_from.json with docs/results/pretrained_cpu2/init_from.json: nothing checks it for you): one arm of an
+equal-budget comparison whose other arm is the shipped `cpu_cycle2` run (docs/PROTOCOL.md, "A topology term
+in the loss"). Measured (2026-12-07, 2-core CPU, partly beside scoring jobs): 4107 s of training (68 min);
+not shipped (validation objective 0.640 against 0.647: docs/MODEL.md, "Tried and not adopted").
 (A workdir of these variants started before they stretched is refused on resume, naming data.intensity.) Nothing swaps models by itself
 (export_model never overwrites): it should replace the shipped one only if its validation objective
 (summary.json `methods.gen_random_style.postprocessed.validation_objective.chosen`, the same validation
