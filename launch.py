@@ -201,7 +201,7 @@ def main(argv):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(EXIT_USER_ERROR)
     from fedtransfer_jax.runtime import console as console_lib, distributed, interrupts
-    from fedtransfer_jax.runs import engine, federation, report, sweep, train
+    from fedtransfer_jax.runs import engine, federation, inference, report, sweep, train
     from fedtransfer_jax.runtime import workdir as workdir_lib
 
     # `config.runner = "population"` (experiments/many_clients.py): host-sampled rounds over a simulated
@@ -220,7 +220,7 @@ def main(argv):
         else:
             engine.validate_config(config)
             engine.check_data_folder(config)
-            engine.check_init_from(config)
+            inference.check_init_from(config)
         if joined:  # process 0 checks; the others hear its refusal instead of waiting for it
             distributed.on_primary(lambda: workdir_lib.ensure_workdir(workdir))
         else:  # (asking JAX how many processes there are would start its backend before log.txt)

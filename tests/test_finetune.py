@@ -13,7 +13,7 @@ from PIL import Image
 
 from experiments import finetune, personalise
 from fedtransfer_jax.data import synthetic
-from fedtransfer_jax.runs import engine
+from fedtransfer_jax.runs import engine, inference
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,13 +51,13 @@ def test_a_missing_init_from_folder_is_refused_before_any_data_is_built(tmp_path
     config.init_from = str(tmp_path / "no_model")
     engine.validate_config(config)  # a config may name a model an earlier step of its study will train
     with pytest.raises(ValueError, match=r"^config key init_from: .*no_model' is neither 'shipped' nor a workdir"):
-        engine.check_init_from(config)  # what launch checks before the workdir and the data build
+        inference.check_init_from(config)  # what launch checks before the workdir and the data build
     (tmp_path / "model").mkdir()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
     for name in ("model", "~/model", str(tmp_path / "model"), "shipped"):  # its model is checked when loaded
         config.init_from = name
-        engine.check_init_from(config)
+        inference.check_init_from(config)
 
 
 def labelled_folder(lab: Path, n: int) -> Path:

@@ -461,16 +461,6 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                 ) from None
 
 
-def check_init_from(config: ml_collections.ConfigDict) -> None:
-    """A run that starts from a trained model (config key init_from) names 'shipped' or an existing folder:
-    checked by launch before the workdir is made, so a typo costs no data build (minutes for a folder client).
-    Like check_data_folder, left out of validate_config: a config can name a model that an earlier step of
-    its study will train."""
-    init_from = str(config.get("init_from", "") or "")
-    if init_from and init_from != "shipped" and not os.path.isdir(os.path.expanduser(init_from)):
-        raise ValueError(f"config key init_from: {init_from!r} is neither 'shipped' nor a workdir folder")
-
-
 def check_data_folder(config: ml_collections.ConfigDict) -> None:
     """A run on real micrographs (data.source 'folder' or 'mixed') names an existing data.dir: checked by
     launch before the workdir is made (validate_config leaves it out, so a config can be checked on a

@@ -578,15 +578,32 @@ def _model_keys(config) -> dict:
     return {k: (list(m[k]) if isinstance(m.get(k), (list, tuple)) else m.get(k)) for k in ("name", "features", "groups") if k in m}
 
 
+def init_from_folder(init_from: str) -> str:
+    """The folder config key init_from names: the shipped model's for 'shipped', else the path (a leading ~
+    expanded); ValueError naming the key when that is not a folder."""
+    workdir = shipped_workdir() if init_from == "shipped" else os.path.expanduser(init_from)
+    if not os.path.isdir(workdir):
+        raise ValueError(f"config key init_from: {init_from!r} is neither 'shipped' nor a workdir folder")
+    return workdir
+
+
+def check_init_from(config: ml_collections.ConfigDict) -> None:
+    """A run that starts from a trained model names an existing folder: checked by launch before the workdir
+    is made, so a typo costs no data build (minutes for a folder client). Left out of validate_config, like
+    check_data_folder: a config can name a model that an earlier step of its study will train. 'shipped' is
+    left to the load (initial_params), as before."""
+    init_from = str(config.get("init_from", "") or "")
+    if init_from and init_from != "shipped":
+        init_from_folder(init_from)
+
+
 def initial_params(init_from: str, method: str, template: Any, template_config: Any = None) -> tuple[Any, dict]:
     """`(params, provenance)` a run starts from instead of its random init (config keys `init_from`,
     `init_from_method`): 'shipped' (the package's model) or a workdir of an earlier run, its `method`
     (default: its best by validation). The params must have the run's shapes (same model.features);
     ValueError otherwise, naming the key."""
     template_config = template_config if template_config is not None else {}
-    workdir = shipped_workdir() if init_from == "shipped" else os.path.expanduser(init_from)
-    if not os.path.isdir(workdir):
-        raise ValueError(f"config key init_from: {init_from!r} is neither 'shipped' nor a workdir folder")
+    workdir = init_from_folder(init_from)
     if not method:
         method, _ = choose_default_method(workdir)
     try:
