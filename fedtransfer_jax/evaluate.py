@@ -55,6 +55,7 @@ from fedtransfer_jax.metrics import classical
 from fedtransfer_jax.metrics.intercept import Intercepts, astm_grain_size_from_intercept, count_intercepts, pooled
 from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.data import folder
+from fedtransfer_jax.data import image_files
 from fedtransfer_jax.data import intensity
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import postprocess_choice
@@ -445,9 +446,9 @@ def run(f: Mapping[str, Any]) -> int:
 
 
 def check_labels(f: Mapping[str, Any]) -> None:
-    """Wrong --data_dir or clearly wrong labels fail before the (slow) model load; evaluate_folder
-    (and calibrate) check again and then report the warnings. Reads `data_dir`, `invert_labels` and
-    `group_regex` of the flag values `f`."""
+    """Wrong --data_dir, clearly wrong labels or an image that cannot be read fail before the (slow) model
+    load and before any image is predicted; evaluate_folder (and calibrate) check again and then report the
+    warnings. Reads `data_dir`, `invert_labels` and `group_regex` of the flag values `f`."""
     if not os.path.isdir(f["data_dir"]):
         what = "a file" if os.path.exists(f["data_dir"]) else "not found"
         raise FileNotFoundError(f"--data_dir {f['data_dir']} is {what}: name a folder holding images/ and labels/")
@@ -461,6 +462,8 @@ def check_labels(f: Mapping[str, Any]) -> None:
             invert_flag=INVERT_FLAG,
             where=f"--data_dir {f['data_dir']}",
         )
+    for image_path, _ in pairs:  # a damaged image stops the run now, not after the images before it
+        image_files.read_image(image_path)
 
 
 def _run_baseline(f: Mapping[str, Any], out: str | None, overrides: Mapping[str, Any]) -> int:

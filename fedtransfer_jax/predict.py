@@ -81,6 +81,7 @@ from fedtransfer_jax.analysis.outputs import (
     previous_outputs,
 )
 from fedtransfer_jax.data import databar as databar_lib
+from fedtransfer_jax.data import overlays as overlays_lib
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import inference
 from fedtransfer_jax.runtime import console
@@ -106,7 +107,7 @@ def define_flags() -> None:
     """Command-line flags, defined only when run as a program (so evaluate and predict can be
     imported together, e.g. by scripts and tests)."""
     global _WORKDIR, _METHOD, _CLIENT, _ALLOW_INCOMPLETE, _IMAGES, _OUT
-    global _OVERLAP, _FLIPS, _PIXEL_SIZE, _EXCLUDE_BORDER, _SETTINGS, _SCALE, _DATABAR
+    global _OVERLAP, _FLIPS, _PIXEL_SIZE, _EXCLUDE_BORDER, _SETTINGS, _SCALE, _DATABAR, _OVERLAYS
     _WORKDIR = flags.DEFINE_string(
         "workdir", None, "Workdir written by launch.py (default: the model shipped with the package, docs/MODEL.md)."
     )
@@ -137,6 +138,13 @@ def define_flags() -> None:
         "The instrument data bar along the bottom of SEM images, left out of the grain sizes (boundary in the map): "
         "'auto' (default: as the file's metadata states it, else found in the pixels), 'none' (keep every "
         "row), or its height in rows.",
+    )
+    _OVERLAYS = flags.DEFINE_string(
+        "overlays",
+        "auto",
+        "Burned-in annotations inside the image (a scale bar, a label box, a marker square: flat rectangles in a "
+        "pure colour; also padding or a clipped strip): 'auto' (default) fills them in before the model and "
+        "leaves them out of the grain sizes (boundary in the map); 'none' segments the image as it is.",
     )
     _EXCLUDE_BORDER = flags.DEFINE_bool(
         "exclude_border_grains", False, "Leave grains touching the image edge out of the grain table."
@@ -206,6 +214,7 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
     f = with_workdir(f)  # no --workdir: the shipped model, or one line saying this copy has none
     scale = scale_lib.parse_scale(f.get("scale", scale_lib.AUTO))
     databar = databar_lib.parse_databar(f.get("databar", "auto"))
+    overlays = overlays_lib.parse_mode(f.get("overlays", "auto"))
     overrides = {k: v for k, v in f["settings"].items() if v is not None}
     pps.PostprocessSettings.from_dict({**pps.BUILTIN_DEFAULTS.to_dict(), **overrides})  # Flags valid?
     plan_outputs(f["images"], f["out"])  # Fail on an unsafe --out before the (slow) model load.
@@ -228,6 +237,7 @@ def run(argv_flags: Mapping[str, Any], progress: bool = False) -> int:
             flips=f["flips"],
             scale=scale,
             databar=databar,
+            overlays=overlays,
             log=lambda msg: print(msg, file=sys.stderr),
             progress=progress,
         )
@@ -272,6 +282,7 @@ def flags_parser(prog: str):
 
     def parse(argv):
         console.tolerant_streams()  # for evaluate and export_model too: they print file names
+        console.quiet_inference_logs()
         try:
             rest = flags.FLAGS(argv)
         except flags.Error as e:
@@ -323,6 +334,7 @@ def main(argv):
         "settings": _flag_values(_SETTINGS),
         "scale": _SCALE.value,
         "databar": _DATABAR.value,
+        "overlays": _OVERLAYS.value,
     }
     return cli(values)
 

@@ -268,6 +268,13 @@ def test_grey_label_0_to_255_is_an_error_in_evaluate(tmp_path: Path) -> None:
         evaluate.run(evaluate_values(root, tmp_path / "no_workdir"))  # fails before any model load
 
 
+def test_a_damaged_image_stops_evaluate_before_any_prediction(tmp_path: Path) -> None:
+    root = labelled(tmp_path / "c")
+    (root / "images" / "img_1.png").write_bytes((root / "images" / "img_1.png").read_bytes()[:60])  # cut short
+    with pytest.raises(ValueError, match=r"cannot read image file .*img_1\.png"):
+        evaluate.run(evaluate_values(root, tmp_path / "no_workdir"))  # fails before any model load
+
+
 def test_inverted_labels_name_the_flag_in_evaluate_cli(tmp_path: Path) -> None:
     root = labelled(tmp_path / "c", label=(1 - grid()) * 255)
     proc = run_cli("fedtransfer_jax.evaluate", "--workdir", str(tmp_path / "wd"), "--data_dir", str(root))

@@ -41,6 +41,9 @@ def test_calibrated_copy_is_used_and_its_scores_are_recomputable(labelled, tmp_p
     assert calibrate.run(values(labelled, dest)) == 0
     assert "calibrated model" in capsys.readouterr().out
     assert sorted(os.listdir(tmp_path)) == ["mine"]  # no staging folder left beside it
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(dest).st_mode & 0o777 == 0o777 & ~umask  # as any new folder, not a temporary folder's 0700
     record = json.loads((dest / calibrate.CALIBRATION_FILE).read_text())
     method = record["method"]
     assert record["images"] == ["m0.png", "m1.png", "m2.png"] and set(record["after"]["scales"].values()) == {1.0}
@@ -91,6 +94,16 @@ def test_existing_dest_and_bad_data_dir_exit_2_and_write_nothing(labelled, tmp_p
     with pytest.raises(ValueError, match="--tolerance"):
         calibrate.run(values(labelled, tmp_path / "new", tolerance=-1.0))
     assert sorted(os.listdir(tmp_path)) == ["mine"]
+
+
+def test_a_dest_that_cannot_be_written_fails_before_the_scoring(labelled, tmp_path, monkeypatch):
+    def read_only(*a, **k):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(calibrate.inference.tempfile, "mkdtemp", read_only)
+    monkeypatch.setattr(calibrate.predict, "model_and_settings", lambda *a, **k: pytest.fail("scored first"))
+    with pytest.raises(PermissionError, match=r"^--dest .*mine: cannot write into .*\(Read-only file system\)"):
+        calibrate.run(values(labelled, tmp_path / "mine"))
 
 
 def test_a_failure_while_writing_leaves_nothing(labelled, tmp_path, monkeypatch):

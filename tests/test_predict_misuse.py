@@ -127,6 +127,30 @@ def test_an_out_below_a_file_says_which_is_a_file(tmp_path: Path, fake_load) -> 
     assert (tmp_path / "f").read_text() == "mine"
 
 
+def test_an_out_that_cannot_be_written_names_the_flag(tmp_path: Path, fake_load, monkeypatch) -> None:
+    save(tmp_path / "in" / "a.png", grain_image(40, 40))
+    (tmp_path / "ro").mkdir()
+    real_open = os.open
+
+    def read_only(path, *a, **k):
+        if str(path).endswith(outputs.LOCK_NAME):
+            raise OSError(30, "Read-only file system", str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(outputs.os, "open", read_only)
+    with pytest.raises(OSError, match=r"^--out .*ro: cannot write into it \(Read-only file system\)"):
+        predict.run(predict_values(tmp_path / "in", tmp_path / "ro", tmp_path / "wd"))
+    assert os.listdir(tmp_path / "ro") == []
+
+
+def test_library_logs_stay_off_the_console() -> None:
+    import logging as std_logging
+
+    predict.console.quiet_inference_logs()
+    assert std_logging.getLogger("asyncio").getEffectiveLevel() == std_logging.CRITICAL  # orbax's task errors
+    assert std_logging.getLogger("tifffile").getEffectiveLevel() == std_logging.ERROR
+
+
 def test_skipped_entries_are_named_on_the_terminal(tmp_path: Path) -> None:
     src = tmp_path / "in"
     save(src / "a.png", grain_image(40, 40))

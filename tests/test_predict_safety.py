@@ -136,7 +136,7 @@ def test_a_corrupt_image_is_listed_and_the_rest_written(images: Path, tmp_path: 
     assert manifest["skipped"] == [
         {"file": str(images / "notes.txt"), "reason": manifest["skipped"][0]["reason"], "kind": "suffix"}
     ]
-    assert [m for m in logged if "skipped" in m and "broken.png" in m]  # (grain-size warnings also logged)
+    assert [m for m in logged if "could not measure" in m and "broken.png" in m]  # (grain-size warnings also logged)
     assert not (out / "broken.png").exists() and no_temp_files(out)
     on_disk = json.loads((out / "grain_sizes.json").read_text())
     assert on_disk["failed"] == manifest["failed"] and on_disk["status"] == "complete"
@@ -150,6 +150,10 @@ def test_existing_files_in_out_are_overwritten_only_if_predict_wrote_them(
     with pytest.raises(predict.UnsafeOutputError, match=r"out/a\.png exists and was not written by predict"):
         predict.predict_folder(FakeModel(), str(images), str(out))
     assert sorted(os.listdir(out)) == ["a.png"]
+    (out / "report.html").write_text("mine")  # two of them: both named in the one message
+    with pytest.raises(predict.UnsafeOutputError, match=r"out/a\.png, .*out/report\.html exist and were not written"):
+        predict.predict_folder(FakeModel(), str(images), str(out))
+    (out / "report.html").unlink()
     (out / "a.png").unlink()
     predict.predict_folder(FakeModel(), str(images), str(out))
     predict.predict_folder(FakeModel(), str(images), str(out))  # a rerun replaces its own outputs

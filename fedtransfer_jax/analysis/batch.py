@@ -27,6 +27,7 @@ from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.analysis import measure, outputs, report
 from fedtransfer_jax.analysis import scale as scale_lib
 from fedtransfer_jax.data import databar as databar_lib
+from fedtransfer_jax.data import overlays as overlays_lib
 from fedtransfer_jax.data import image_files
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import inference, postprocess_choice
@@ -91,6 +92,11 @@ def _note_if_large(path: str, scale, say: Callable[[str], None]) -> None:
         return  # measuring it reports what is wrong
     if h * w < LARGE_IMAGE_PX or h * w > image_files.MAX_PIXELS:  # over the limit: reading it says so
         return
+    if scale != scale_lib.AUTO:
+        try:
+            scale_lib.check_scaled_size((h, w), float(scale))
+        except ValueError:
+            return  # refused at that scale: measuring it says so, with no time estimate before
     mpx = h * w / 1e6
     minutes = mpx * _SECONDS_PER_MPX_2CORE * (1.0 if scale == scale_lib.AUTO else 0.6) / 60.0
     say(
@@ -127,7 +133,7 @@ def write_image_outputs(out: str, files: Mapping[str, str], m: measure.Measureme
     """The four files of one image, or none of them (a failed write removes those written before it).
     Returns the overlay colour. Raises ``(OSError, path)`` as ``_ImageWriteError``."""
     # The measured grains' borders; the bar is boundary in the map, not in the picture: it is drawn as it is.
-    ov, colour = report.overlay(m.image, report.grain_borders(m.boundary, m.databar_rows))
+    ov, colour = report.overlay(m.image, report.grain_borders(m.boundary, m.databar_rows, m.left_out))
     jobs = (
         ("boundary_map", lambda: report.png_bytes(m.boundary.astype(np.uint8) * 255)),
         ("grain_table", None),
@@ -178,6 +184,7 @@ def predict_folder(
     flips: bool = False,
     scale: str | float = 1.0,
     databar: str | int = "auto",
+    overlays: str = "auto",
     log: Callable[[str], None] | None = None,
     progress: bool = False,
     **postprocess_kw: Any,
@@ -193,7 +200,7 @@ def predict_folder(
     command line's default); each image's entry records the scale used and why (``scale``).
     ``pixel_size_um`` 0: each image's own calibration from its file's metadata, where it has one
     (data/calibration.py); each entry records the pixel size used and its source. ``databar``: 'auto',
-    'none' or a number of rows (``measure.measure_image``).
+    'none' or a number of rows; ``overlays``: 'auto' or 'none' (``measure.measure_image``).
 
     Raises:
       UnsafeOutputError, FileNotFoundError, ValueError: before anything is written (see ``plan_outputs``);
@@ -204,17 +211,19 @@ def predict_folder(
     pixel = measure.check_pixel_size(pixel_size_um)
     scale = scale_lib.parse_scale(scale)
     databar = databar_lib.parse_databar(databar)
+    overlays = overlays_lib.parse_mode(overlays)
     if settings is None:
         settings, provenance = postprocess_choice.resolve_settings(None, None, postprocess_kw, model.config.eval.threshold)
     with outputs.lock(out):
         return _predict_locked(
-            model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, scale, databar, log,
-            progress,
+            model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, scale, databar,
+            overlays, log, progress,
         )
 
 
 def _predict_locked(
-    model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, scale, databar, log, progress
+    model, images, out, pixel, exclude_border, settings, provenance, overlap, flips, scale, databar, overlays, log,
+    progress,
 ):
     names, skipped, previous = outputs.plan_outputs(images, out)
     target = scale_lib.target_for(model) if scale == scale_lib.AUTO else None
@@ -249,6 +258,7 @@ def _predict_locked(
             "exclude_border_grains": bool(exclude_border),
             "scale": scale,
             "databar": databar,
+            "overlays": overlays,
             **({"trained_grain_px": round(target[0], 2), "trained_grain_source": target[1]} if target else {}),
         },
         # Earlier runs' results stay; an image of this run replaces its own entry when it is done.
@@ -319,7 +329,7 @@ def _predict_locked(
         reason = str(e) if isinstance(e, (ValueError, OSError)) else f"unexpected {type(e).__name__}: {e}"
         manifest["failed"].append({"file": path, "reason": reason})
         run_info["failed"].append(path)
-        say(f"predict: skipped {path}: {reason}")
+        say(f"predict: could not measure {path}: {reason} (listed under 'failed')")
         manifest["images"].pop(name, None)
         drop_stale(files)
         save_manifest()
@@ -351,7 +361,7 @@ def _predict_locked(
                     m = measure.measure_image(
                         model, path, pixel_size_um=pixel, exclude_border=exclude_border,
                         settings=settings, overlap=overlap, flips=flips, scale=scale, target=target,
-                        databar=databar,
+                        databar=databar, overlays=overlays,
                     )
             except Exception as e:  # noqa: BLE001 - one image's failure must not cost the others
                 skip(path, name, files, e)

@@ -15,6 +15,7 @@ from fedtransfer_jax.data import calibration
 from fedtransfer_jax.data import databar as databar_lib
 from fedtransfer_jax.data import folder
 from fedtransfer_jax.data import intensity
+from fedtransfer_jax.data import overlays as overlays_lib
 from fedtransfer_jax.metrics import postprocess_select as pps
 from fedtransfer_jax.runs import postprocess_choice
 from fedtransfer_jax.runs import inference
@@ -84,6 +85,7 @@ class Measurement:
     summary: dict[str, Any]
     scale: dict[str, Any] = field(default_factory=dict)  # the scale record (analysis/scale.py)
     databar_rows: int = 0  # bottom rows left out (the data bar), boundary in ``boundary``
+    left_out: np.ndarray | None = None  # [H - databar_rows, W]: burned-in annotations, boundary in ``boundary``
 
 
 def measure_image(
@@ -98,6 +100,7 @@ def measure_image(
     scale: str | float = 1.0,
     target: tuple[float, str] | None = None,
     databar: str | int = "auto",
+    overlays: str = "auto",
 ) -> Measurement:
     """Reads, segments (at ``scale``, see analysis/scale.py) and measures one image in its own pixels;
     raises ValueError/OSError for a file that cannot be read.
@@ -107,6 +110,9 @@ def measure_image(
     ``databar`` ('auto', 'none' or a number of rows): the instrument data bar along the bottom is left out
     of the grains ('auto': as the metadata states it, else as found in the pixels: data/databar.py), so its
     text is not measured as grains; the map keeps the image's size, the bar written as boundary.
+    ``overlays`` ('auto' or 'none'): burned-in annotations inside the image (a scale bar, a label box:
+    data/overlays.py) are filled in before the model sees the image, written as boundary in the map, and
+    left out of every grain; grains next to one count as cut, like those on the image's edge.
     """
     stated = calibration.read_calibration(path)
     pixel, pixel_source, notes = calibration.choose_pixel_size(pixel_size_um, stated)
@@ -114,10 +120,23 @@ def measure_image(
     image = folder.read_image(path)
     bar, bar_source = databar_lib.databar_rows(image, stated, databar)
     analysed = image[: image.shape[0] - bar] if bar else image
+    marks = overlays_lib.find(analysed) if overlays_lib.parse_mode(overlays) == "auto" else None
+    if marks is not None and not marks.any():
+        marks = None
     boundary, record = segment_scaled(
-        model, analysed, settings=settings, overlap=overlap, flips=flips, scale=scale, target=target
+        model,
+        analysed if marks is None else overlays_lib.fill(analysed, marks),
+        settings=settings,
+        overlap=overlap,
+        flips=flips,
+        scale=scale,
+        target=target,
     )
+    if marks is not None:
+        boundary = boundary | marks
     grains = metrics_lib.grains_from_boundary(boundary)
+    if marks is not None:
+        grains[marks] = 0  # no grain's area includes an annotation
     rows = metrics_lib.grain_table(grains, pixel_size_um=pixel, exclude_border=exclude_border)
     summary = {
         "height": int(image.shape[0]),
@@ -131,6 +150,14 @@ def measure_image(
     }
     if record.get("warning") and not summary.get("size_withheld"):  # the search saw no plausible map
         summary["warnings"] = [*summary.get("warnings", []), record["warning"]]
+    if marks is not None:
+        summary["overlays"] = overlays_lib.describe(marks)
+        n = summary["overlays"]["regions"]
+        notes.append(
+            f"{n} flat rectangle(s) in a pure colour ({summary['overlays']['pixels']} px: a scale bar, a label box, "
+            "padding or a clipped strip) filled in before the model and left out of the grain sizes; "
+            "--overlays none keeps them"
+        )
     if bar:
         summary["databar"] = {"rows": int(bar), "source": bar_source}
         notes.append(
@@ -146,10 +173,12 @@ def measure_image(
         summary["notes"] = notes
     # How the model was fed the image (data/intensity.py), and a warning where a raw model gets an image far
     # darker or flatter than its training labs.
-    summary["intensity"] = intensity.record(analysed, intensity.mode_of(model))
+    summary["intensity"] = intensity.record(
+        analysed if marks is None else overlays_lib.fill(analysed, marks), intensity.mode_of(model)
+    )
     if "warning" in summary["intensity"]:
         summary["warnings"] = [*summary.get("warnings", []), summary["intensity"]["warning"]]
-    return Measurement(image, boundary, rows, summary, record, int(bar))
+    return Measurement(image, boundary, rows, summary, record, int(bar), marks)
 
 
 # ----------------------------------------------------------------------------------------------

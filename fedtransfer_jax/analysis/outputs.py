@@ -215,6 +215,7 @@ def plan_outputs(images: str, out: str) -> tuple[dict[str, str], list[dict[str, 
     input_files = {os.path.realpath(p): p for p in inputs}
     previous = set(manifest["outputs"]) if manifest else set()
     planned = [f for n in names.values() for f in output_files(n)] + list(SHARED_FILES) + [MANIFEST]
+    foreign = []  # files in OUT that predict would replace but did not write: all of them named at once
     for rel in planned:
         target = os.path.join(out, rel)
         if os.path.realpath(target) in input_files:
@@ -227,10 +228,14 @@ def plan_outputs(images: str, out: str) -> tuple[dict[str, str], list[dict[str, 
         if not os.path.isfile(target) or os.path.islink(target):
             raise UnsafeOutputError(f"output {target} exists and is not a regular file; choose another --out")
         if rel not in previous:
-            raise UnsafeOutputError(
-                f"output {target} exists and was not written by predict (not listed in "
-                f"{os.path.join(out, MANIFEST)}); move it away or choose another --out"
-            )
+            foreign.append(target)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise UnsafeOutputError(
+            f"output {shown} exist{'s' if len(foreign) == 1 else ''} and {'was' if len(foreign) == 1 else 'were'} "
+            f"not written by predict (not listed in {os.path.join(out, MANIFEST)}); move "
+            f"{'it' if len(foreign) == 1 else 'them'} away or choose another --out"
+        )
     return names, skipped, manifest
 
 
@@ -366,7 +371,12 @@ def lock(out: str) -> Iterator[None]:
     created = _make_folders(out)  # OUT and any missing parents, removed again if left empty
     path = os.path.join(os.path.abspath(out), LOCK_NAME)  # the folder made: `in/x/..` is `in`
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as e:  # a read-only or immutable folder: say which flag, not only the errno
+            _remove_empty(created)
+            msg = f"--out {out}: cannot write into it ({e.strerror}): choose a folder you can write to"
+            raise _out_error(type(e), e.errno, msg) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:

@@ -75,13 +75,14 @@ def display_image(image: np.ndarray) -> np.ndarray:
     return (np.clip((img - lo) / (hi - lo), 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
-def grain_borders(boundary: np.ndarray, databar_rows: int = 0) -> np.ndarray:
+def grain_borders(boundary: np.ndarray, databar_rows: int = 0, left_out: np.ndarray | None = None) -> np.ndarray:
     """Where the overlay draws: the borders between the grains that were measured (the map's grains with
     every boundary pixel given to its nearest grain, metrics.grains_from_boundary), 1 px wide, 2 px on
     images over 1000 px a side. A model's boundary band can be many pixels wide; painting all of it hid up
     to half of the micrograph, while the borders show exactly the grains in the table and leave the
     micrograph visible (the band itself is in <name>.png). No grain at all: the boundary map as it is.
-    The bottom ``databar_rows`` (an instrument's data bar, not measured) are left undrawn."""
+    The bottom ``databar_rows`` (an instrument's data bar, not measured) and the ``left_out`` pixels (burned-in
+    annotations, data/overlays.py) are left undrawn."""
     b = np.asarray(boundary, bool)
     h = max(0, b.shape[0] - int(databar_rows))
     lab = metrics_lib.grains_from_boundary(b[:h])
@@ -89,6 +90,8 @@ def grain_borders(boundary: np.ndarray, databar_rows: int = 0) -> np.ndarray:
         edges = b[:h].copy()
     else:
         edges = microstructure.boundary_map(lab, 2 if max(b.shape) > 1000 else 1) > 0
+    if left_out is not None:
+        edges &= ~np.asarray(left_out, bool)[:h]
     return np.concatenate([edges, np.zeros((b.shape[0] - h, b.shape[1]), bool)], axis=0)
 
 

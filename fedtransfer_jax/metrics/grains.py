@@ -276,7 +276,14 @@ def _check_pixel_size(pixel_size_um: float | None) -> None:
 
 
 def _border_labels(lab: np.ndarray) -> np.ndarray:
+    """The grains cut by the edge of the measured field: those on the image's edge, and those next to
+    (4-neighbour) a pixel labelled 0, which a map from ``grains_from_boundary`` has only where a part of the
+    image was left out of the field (a burned-in scale bar, data/overlays.py)."""
     edge = np.concatenate([lab[0, :], lab[-1, :], lab[:, 0], lab[:, -1]])
+    outside = lab == 0
+    if outside.any() and not outside.all():
+        near = ndimage.binary_dilation(outside, structure=_structure(4)) & ~outside
+        edge = np.concatenate([edge, lab[near]])
     return np.unique(edge[edge > 0])
 
 
@@ -387,7 +394,8 @@ def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = No
     which shifts every mean and G.
 
     Args:
-      labels: grain label map [H, W] (``grains_from_boundary``).
+      labels: grain label map [H, W] (``grains_from_boundary``); pixels labelled 0 are outside the measured
+        field (a scale bar left out), and the fractions are of the field.
       boundary: the boolean boundary map it came from, for the boundary-fraction checks (optional).
     """
     lab = _as_label_map(labels)
@@ -398,6 +406,8 @@ def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = No
         withhold.append(f"image too small: {h}x{w} px, below {MIN_SIDE_PX} px a side")
     if boundary is not None:
         b = as_bool_map(boundary, "boundary")
+        if b.shape == lab.shape and (lab > 0).any() and not (lab > 0).all():
+            b = b[lab > 0]  # of the measured field only
         fraction = float(b.mean()) if b.size else 0.0
         if fraction > MAX_BOUNDARY_FRACTION:
             shown = f"{100 * fraction:.0f}%"
@@ -422,7 +432,7 @@ def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = No
         withhold.append(
             f"only {n_complete} grain(s) not cut by the image edge (need >= {MIN_COMPLETE_GRAINS})"
         )
-    largest = float(areas.max()) / lab.size
+    largest = float(areas.max()) / max(1, int(np.count_nonzero(lab)))
     if largest >= MAX_GRAIN_FRACTION:
         withhold.append(f"one grain covers {100 * largest:.0f}% of the image")
     n_astm = n_complete + 0.5 * (n - n_complete)
@@ -502,7 +512,7 @@ def grain_size_summary(
     if pixel_size_um is not None:
         out["mean_area_um2"] = float(areas.mean() * pixel_size_um**2)
         out["mean_equivalent_diameter_um"] = float(diams.mean() * pixel_size_um)
-        field_um2 = lab.size * pixel_size_um**2
+        field_um2 = np.count_nonzero(lab) * pixel_size_um**2  # pixels left out (label 0) are no field
         out["astm_G"] = astm_grain_size_number(field_um2 / n_astm)
         if intercept is not None:
             out["mean_intercept_um"] = float(intercept * pixel_size_um)

@@ -504,6 +504,11 @@ def check_new_folder(dest: str, tool: str, *, parent_must_exist: bool = True) ->
     parent = os.path.dirname(os.path.abspath(dest))
     if parent_must_exist and not os.path.isdir(parent):
         raise FileNotFoundError(f"--dest {dest}: folder {parent} does not exist")
+    if os.path.isdir(parent):  # before the slow part: a read-only place fails now, naming the flag
+        try:
+            os.rmdir(tempfile.mkdtemp(dir=parent, prefix=".write-check-"))
+        except OSError as e:
+            raise PermissionError(f"--dest {dest}: cannot write into {parent} ({e.strerror})") from None
 
 
 def export_model(workdir: str, method: str, dest: str, *, note: str = "") -> dict:
@@ -549,6 +554,7 @@ def export_model(workdir: str, method: str, dest: str, *, note: str = "") -> dic
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(dir=parent, prefix=os.path.basename(os.path.normpath(dest)) + ".partial-")
     try:
+        os.chmod(tmp, 0o777 & ~io_utils.current_umask())  # mkdtemp's 0700 would become the model folder's
         io_utils.write_json_atomic(os.path.join(tmp, "config.json"), config.to_dict())
         checkpointing.save_params(
             os.path.join(tmp, "checkpoints", method), model.rounds, model.params, {"rounds": model.rounds}

@@ -141,6 +141,17 @@ def quiet_library_logs() -> None:
         handler.addFilter(_ConsoleFilter())
 
 
+def quiet_inference_logs() -> None:
+    """For the inference CLIs (predict, evaluate, calibrate), whose own messages name every bad file: a
+    damaged checkpoint makes orbax's background reads end in unretrieved asyncio task errors (hundreds of
+    lines of TensorStore specs after the one clear message), and tifffile warns about every broken TIFF
+    it is asked to read. Both stay off the console."""
+    import logging as std_logging  # noqa: PLC0415
+
+    std_logging.getLogger("asyncio").setLevel(std_logging.CRITICAL)
+    std_logging.getLogger("tifffile").setLevel(std_logging.ERROR)
+
+
 class Console:
     """The run's console. `enabled=False` prints nothing (tests, library use)."""
 
