@@ -147,7 +147,9 @@ def define_flags() -> None:
         "leaves them out of the grain sizes (boundary in the map); 'none' segments the image as it is.",
     )
     _EXCLUDE_BORDER = flags.DEFINE_bool(
-        "exclude_border_grains", False, "Leave grains touching the image edge out of the grain table."
+        "exclude_border_grains",
+        False,
+        "Leave grains touching the image edge (or a left-out scale bar, --overlays) out of the grain table.",
     )
     _SETTINGS = define_postprocess_flags()
     _SCALE = define_scale_flag()

@@ -14,6 +14,7 @@ from fedtransfer_jax import metrics as metrics_lib
 from fedtransfer_jax.analysis import batch, measure
 from fedtransfer_jax.data import overlays, synthetic
 from fedtransfer_jax.metrics import grains as grains_lib
+from fedtransfer_jax.metrics.intercept import count_intercepts
 from test_predict_safety import FakeModel, grain_image
 
 BAR = (120, 170, 180, 175)  # x0, y0, x1, y1 (inclusive) of a white scale bar
@@ -137,14 +138,72 @@ def test_grains_next_to_a_left_out_region_count_as_cut():
     lab = np.repeat(np.repeat(np.arange(1, 17).reshape(4, 4), 10, axis=0), 10, axis=1).astype(np.int32)
     full = metrics_lib.grain_size_summary(lab, pixel_size_um=1.0, check=False)
     assert full["n_grains_astm"] == 4 + 0.5 * 12  # the 12 on the image's edge are halves
-    lab[14:26, 14:26] = 0  # a box left out over the corners of the 4 inner grains
-    cut = metrics_lib.grain_size_summary(lab, pixel_size_um=1.0, check=False)
+    box = np.zeros(lab.shape, bool)
+    box[14:26, 14:26] = True  # a box left out over the corners of the 4 inner grains
+    cut = metrics_lib.grain_size_summary(lab, pixel_size_um=1.0, check=False, outside=box)
     assert cut["n_grains"] == 16 and cut["n_grains_astm"] == 0.5 * 16
     field = 40 * 40 - 12 * 12
     assert cut["astm_G"] == pytest.approx(metrics_lib.astm_grain_size_number(field / 8.0))
+    rows = metrics_lib.grain_table(lab, exclude_border=True, outside=box)
+    assert rows == [] and sum(r["area_px"] for r in metrics_lib.grain_table(lab, outside=box)) == field
     # The boundary fraction is the field's: a map whose only boundary is the left-out box has none.
-    withhold, _ = grains_lib.grain_size_plausibility(lab, boundary=lab == 0)
+    withhold, _ = grains_lib.grain_size_plausibility(lab, boundary=box, outside=box)
     assert any("no boundary pixel" in w for w in withhold)
+    # Without `outside`, label 0 keeps its meaning (an unassigned boundary pixel), as before.
+    holes = lab.copy()
+    holes[5::10] = 0  # rows of unassigned pixels inside the grains
+    assert metrics_lib.grain_size_summary(holes, check=False)["n_grains_astm"] == 4 + 0.5 * 12
+
+
+def brute_force_intercepts(lab: np.ndarray, outside: np.ndarray) -> tuple[list[float], list[int]]:
+    """Line lengths and crossings walked pixel by pixel along every row, column and diagonal: a step counts
+    where both pixels are in the field; a crossing is two different grains with only boundary (0) between."""
+    h, w = lab.shape
+    lines = [[(i, j) for j in range(w)] for i in range(h)], [[(i, j) for i in range(h)] for j in range(w)]
+    diag = [[(i, i + d) for i in range(h) if 0 <= i + d < w] for d in range(-h + 1, w)]
+    anti = [[(i, d - i) for i in range(h) if 0 <= d - i < w] for d in range(h + w - 1)]
+    length, crossings = [], []
+    for family, step in ((lines[0], 1.0), (lines[1], 1.0), (diag, 2 ** 0.5), (anti, 2 ** 0.5)):
+        total, count = 0.0, 0
+        for line in family:
+            previous = None
+            for k, (i, j) in enumerate(line):
+                if k and not outside[i, j] and not outside[line[k - 1]]:
+                    total += step
+                if outside[i, j]:
+                    previous = None
+                elif lab[i, j] > 0:
+                    count += previous is not None and previous != lab[i, j]
+                    previous = lab[i, j]
+        length.append(total)
+        crossings.append(count)
+    return length, crossings
+
+
+def test_intercept_lines_stop_at_a_left_out_region():
+    rng = np.random.default_rng(3)
+    lab = rng.integers(0, 5, (13, 17)).astype(np.int32)  # grains 1-4, unassigned boundary 0
+    outside = np.zeros(lab.shape, bool)
+    outside[4:8, 6:12] = True
+    outside[11, 0:3] = True
+    got = count_intercepts(lab, outside=outside)
+    length, crossings = brute_force_intercepts(lab, outside)
+    np.testing.assert_allclose(got.line_px, length)
+    assert list(got.crossings) == crossings
+    nothing = count_intercepts(lab, outside=np.zeros(lab.shape, bool))
+    assert nothing == count_intercepts(lab)
+    plain_length, plain_crossings = brute_force_intercepts(lab, np.zeros(lab.shape, bool))
+    np.testing.assert_allclose(nothing.line_px, plain_length)
+    assert list(nothing.crossings) == plain_crossings
+
+
+def test_a_frame_around_part_of_the_micrograph_is_not_a_box(micrographs):
+    image = labelled(micrographs[0])
+    pil = Image.fromarray(image)
+    ImageDraw.Draw(pil).rectangle((60, 20, 180, 110), outline=(255, 255, 0), width=3)  # a region-of-interest frame
+    mask = overlays.find(np.asarray(pil, np.float32) / 255.0)
+    assert not mask[30:100, 70:170].any()  # the micrograph inside it stays
+    assert overlays.find(np.asarray(pil.convert("L"), np.float32) / 255.0)[BAR[1] : BAR[3] + 1, BAR[0] : BAR[2] + 1].all()
 
 
 def test_measure_leaves_a_box_out_of_the_grains(tmp_path):
@@ -161,8 +220,11 @@ def test_measure_leaves_a_box_out_of_the_grains(tmp_path):
     box[16:32, 40:64] = True
     assert m.left_out is not None and m.left_out[box].all() and m.boundary[box].all()
     assert m.summary["overlays"]["regions"] == 1 and any("flat rectangle" in n for n in m.summary["notes"])
-    # Independent count: the cells of the grid that the box (grown by its margin) does not cover.
-    cells, n = ndimage.label(~((grey < 128) | m.left_out), structure=ndimage.generate_binary_structure(2, 1))
+    # Independent count: the cells of the grid that the box, grown by the 2 px margin, does not cover.
+    grown = np.zeros(grey.shape, bool)
+    grown[14:34, 38:66] = True
+    np.testing.assert_array_equal(m.left_out, grown)
+    cells, n = ndimage.label(~((grey < 128) | grown), structure=ndimage.generate_binary_structure(2, 1))
     assert m.summary["n_grains"] == n == 6 * 12 - 2 * 3
     # As it is, the white box is one grain with the cells it touches: fewer grains.
     assert plain.summary["n_grains"] == ndimage.label(grey >= 128, structure=ndimage.generate_binary_structure(2, 1))[1]

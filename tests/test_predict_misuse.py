@@ -146,9 +146,15 @@ def test_an_out_that_cannot_be_written_names_the_flag(tmp_path: Path, fake_load,
 def test_library_logs_stay_off_the_console() -> None:
     import logging as std_logging
 
-    predict.console.quiet_inference_logs()
-    assert std_logging.getLogger("asyncio").getEffectiveLevel() == std_logging.CRITICAL  # orbax's task errors
-    assert std_logging.getLogger("tifffile").getEffectiveLevel() == std_logging.ERROR
+    loggers = [std_logging.getLogger(name) for name in ("asyncio", "tifffile")]
+    before = [lg.level for lg in loggers]
+    try:
+        predict.console.quiet_inference_logs()
+        assert loggers[0].getEffectiveLevel() == std_logging.CRITICAL  # orbax's unretrieved task errors
+        assert loggers[1].getEffectiveLevel() == std_logging.ERROR
+    finally:
+        for lg, level in zip(loggers, before):
+            lg.setLevel(level)
 
 
 def test_skipped_entries_are_named_on_the_terminal(tmp_path: Path) -> None:

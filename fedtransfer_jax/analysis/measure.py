@@ -123,21 +123,14 @@ def measure_image(
     marks = overlays_lib.find(analysed) if overlays_lib.parse_mode(overlays) == "auto" else None
     if marks is not None and not marks.any():
         marks = None
+    seen = analysed if marks is None else overlays_lib.fill(analysed, marks)  # what the model is shown
     boundary, record = segment_scaled(
-        model,
-        analysed if marks is None else overlays_lib.fill(analysed, marks),
-        settings=settings,
-        overlap=overlap,
-        flips=flips,
-        scale=scale,
-        target=target,
+        model, seen, settings=settings, overlap=overlap, flips=flips, scale=scale, target=target
     )
     if marks is not None:
         boundary = boundary | marks
     grains = metrics_lib.grains_from_boundary(boundary)
-    if marks is not None:
-        grains[marks] = 0  # no grain's area includes an annotation
-    rows = metrics_lib.grain_table(grains, pixel_size_um=pixel, exclude_border=exclude_border)
+    rows = metrics_lib.grain_table(grains, pixel_size_um=pixel, exclude_border=exclude_border, outside=marks)
     summary = {
         "height": int(image.shape[0]),
         "width": int(image.shape[1]),
@@ -146,7 +139,7 @@ def measure_image(
         "pixel_size_source": pixel_source,
         # `warnings`/`size_withheld`: a map that cannot give a plausible grain size (metrics/grains.py
         # grain_size_plausibility) gets null means and G, with the reason, instead of a number.
-        **metrics_lib.grain_size_summary(grains, pixel_size_um=pixel, boundary=boundary),
+        **metrics_lib.grain_size_summary(grains, pixel_size_um=pixel, boundary=boundary, outside=marks),
     }
     if record.get("warning") and not summary.get("size_withheld"):  # the search saw no plausible map
         summary["warnings"] = [*summary.get("warnings", []), record["warning"]]
@@ -173,9 +166,7 @@ def measure_image(
         summary["notes"] = notes
     # How the model was fed the image (data/intensity.py), and a warning where a raw model gets an image far
     # darker or flatter than its training labs.
-    summary["intensity"] = intensity.record(
-        analysed if marks is None else overlays_lib.fill(analysed, marks), intensity.mode_of(model)
-    )
+    summary["intensity"] = intensity.record(seen, intensity.mode_of(model))
     if "warning" in summary["intensity"]:
         summary["warnings"] = [*summary.get("warnings", []), summary["intensity"]["warning"]]
     return Measurement(image, boundary, rows, summary, record, int(bar), marks)

@@ -11,7 +11,8 @@ instead of the micrograph's, the contrast the model sees drops, and the box itse
 ``find`` marks a region as an annotation only when it looks drawn, not imaged: flat (no noise: every
 2 x 2 block of it within ``FLAT_TOL`` in every channel), in a pure colour (each channel within
 ``PURE_TOL`` of 0 or 1: a corner of the RGB cube), at least ``MIN_AREA`` px, and a filled rectangle (the
-region with its holes, e.g. the text of a label box, fills at least ``MIN_FILL`` of its bounding box).
+region with its holes, e.g. the text of a label box, fills at least ``MIN_FILL`` of its bounding box, and
+its own colour ``MIN_OWN_FILL``: a frame drawn around part of the micrograph is not a box).
 Clipped highlights or pores are flat and pure too, but not rectangles; a micrograph's own content is not
 flat. A region in a colour that more than ``COMMON`` of the rest of the image also has (a black box on a
 dark-field image's black background) is left alone: it may be the micrograph's, and it moves neither the
@@ -40,6 +41,7 @@ MIN_AREA = 200  # a square box or marker ...
 MIN_BAR_AREA = 60  # ... or a bar at least BAR_ASPECT times as long as it is wide
 BAR_ASPECT = 4.0
 MIN_FILL = 0.92  # a round pore fills pi/4 of its box, a drawn box all of it
+MIN_OWN_FILL = 0.6  # ... and the box's own colour most of it: a label's text is a small part, a frame's inside is not
 MAX_FRACTION = 0.5  # more than this flat, pure and rectangular: not an annotation on a micrograph
 COMMON = 0.005  # a colour on more of the rest of the image than this is the micrograph's (the stretch's percentile)
 MAX_REGIONS = 8  # ... nor more regions than this: a drawing of flat rectangular cells, not a labelled micrograph
@@ -69,12 +71,18 @@ def find(image: np.ndarray) -> np.ndarray:
     mask = np.zeros((h, w), bool)
     if h < 2 or w < 2:
         return mask
-    pure = ((a <= PURE_TOL) | (a >= 1.0 - PURE_TOL)).all(axis=-1)
-    # A 2 x 2 block is flat when its four pixels agree within FLAT_TOL in every channel; each of its
-    # pixels is then part of a flat region (a 2 px scale bar has such blocks, noise has none).
-    hi = np.maximum(np.maximum(a[:-1, :-1], a[1:, :-1]), np.maximum(a[:-1, 1:], a[1:, 1:]))
-    lo = np.minimum(np.minimum(a[:-1, :-1], a[1:, :-1]), np.minimum(a[:-1, 1:], a[1:, 1:]))
-    block = ((hi - lo) <= FLAT_TOL).all(axis=-1)
+    pure = np.ones((h, w), bool)
+    block = np.ones((h - 1, w - 1), bool)
+    colour_code = np.zeros((h, w), np.uint8)
+    for c in range(a.shape[-1]):  # channel by channel: a 64 Mpx image holds no [H, W, 3] temporaries
+        ch = a[..., c]
+        pure &= (ch <= PURE_TOL) | (ch >= 1.0 - PURE_TOL)
+        colour_code |= (ch >= 0.5).astype(np.uint8) << c
+        # A 2 x 2 block is flat when its four pixels agree within FLAT_TOL in every channel; each of its
+        # pixels is then part of a flat region (a 2 px scale bar has such blocks, noise has none).
+        hi = np.maximum(np.maximum(ch[:-1, :-1], ch[1:, :-1]), np.maximum(ch[:-1, 1:], ch[1:, 1:]))
+        hi -= np.minimum(np.minimum(ch[:-1, :-1], ch[1:, :-1]), np.minimum(ch[:-1, 1:], ch[1:, 1:]))
+        block &= hi <= FLAT_TOL
     flat = np.zeros((h, w), bool)
     for dy in (0, 1):
         for dx in (0, 1):
@@ -84,7 +92,6 @@ def find(image: np.ndarray) -> np.ndarray:
         return mask
     # Each pure colour on its own (a white bar on a black background is two regions, not one), and its
     # core closed first: JPEG ringing around a label's text breaks a box's flat core into a lace.
-    colour_code = ((a >= 0.5) * (1 << np.arange(a.shape[-1]))).sum(axis=-1)
     found = []  # (box, region, colour): the flat, pure, filled rectangles
     for code in np.unique(colour_code[core]):
         same = core & (colour_code == code)
@@ -99,6 +106,8 @@ def find(image: np.ndarray) -> np.ndarray:
             bh, bw = region.shape
             bar = max(bh, bw) >= BAR_ASPECT * min(bh, bw)
             if area < (MIN_BAR_AREA if bar else MIN_AREA) or area / region.size < MIN_FILL:
+                continue
+            if own.sum() < MIN_OWN_FILL * region.size:  # an outline around micrograph, not a box around text
                 continue
             if area > MAX_FRACTION * h * w:  # a background, not a box drawn on the micrograph
                 continue

@@ -275,22 +275,31 @@ def _check_pixel_size(pixel_size_um: float | None) -> None:
         raise ValueError(f"pixel_size_um must be a positive finite number or None, got {pixel_size_um}")
 
 
-def _border_labels(lab: np.ndarray) -> np.ndarray:
-    """The grains cut by the edge of the measured field: those on the image's edge, and those next to
-    (4-neighbour) a pixel labelled 0, which a map from ``grains_from_boundary`` has only where a part of the
-    image was left out of the field (a burned-in scale bar, data/overlays.py)."""
+def _border_labels(lab: np.ndarray, outside: np.ndarray | None = None) -> np.ndarray:
+    """The grains cut by the edge of the measured field: those on the image's edge and, with ``outside``
+    (bool [H, W], pixels left out of the field: a burned-in scale bar, data/overlays.py), those next to it."""
     edge = np.concatenate([lab[0, :], lab[-1, :], lab[:, 0], lab[:, -1]])
-    outside = lab == 0
-    if outside.any() and not outside.all():
+    if outside is not None and outside.any():
         near = ndimage.binary_dilation(outside, structure=_structure(4)) & ~outside
         edge = np.concatenate([edge, lab[near]])
     return np.unique(edge[edge > 0])
+
+
+def _outside_mask(outside: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
+    """``outside`` as a bool map of ``shape`` (None where it is None or marks nothing)."""
+    if outside is None:
+        return None
+    out = np.asarray(outside, bool)
+    if out.shape != tuple(shape):
+        raise ValueError(f"outside must be a bool map of the labels' shape {tuple(shape)}, got {out.shape}")
+    return out if out.any() else None
 
 
 def grain_table(
     labels: np.ndarray,
     pixel_size_um: float | None = None,
     exclude_border: bool = False,
+    outside: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """One row per grain: id, area and equivalent-circle diameter, in px and (if known) micrometres.
 
@@ -302,11 +311,14 @@ def grain_table(
     _check_pixel_size(pixel_size_um)
     if lab.size == 0:
         return []
+    outside = _outside_mask(outside, lab.shape)
+    if outside is not None:
+        lab = np.where(outside, 0, lab)  # no grain's area includes a left-out pixel
     areas = np.bincount(lab.ravel())
     ids = np.flatnonzero(areas)
     ids = ids[ids > 0]
     if exclude_border:
-        ids = np.setdiff1d(ids, _border_labels(lab), assume_unique=True)
+        ids = np.setdiff1d(ids, _border_labels(lab, outside), assume_unique=True)
     rows = []
     for gid in ids:
         area_px = int(areas[gid])
@@ -365,7 +377,9 @@ OUTLIER_GRAIN_FRACTION = 0.15
 OUTLIER_GRAIN_RATIO = 20.0
 
 
-def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = None) -> tuple[list[str], list[str]]:
+def grain_size_plausibility(
+    labels: np.ndarray, boundary: np.ndarray | None = None, outside: np.ndarray | None = None
+) -> tuple[list[str], list[str]]:
     """``(withhold, notes)``: why a grain size measured on this map would be nonsense, and soft notes.
 
     A segmentation map always yields *some* grains, so a grain size is only reported when the map could
@@ -394,11 +408,16 @@ def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = No
     which shifts every mean and G.
 
     Args:
-      labels: grain label map [H, W] (``grains_from_boundary``); pixels labelled 0 are outside the measured
-        field (a scale bar left out), and the fractions are of the field.
+      labels: grain label map [H, W] (``grains_from_boundary``).
       boundary: the boolean boundary map it came from, for the boundary-fraction checks (optional).
+      outside: bool [H, W], pixels left out of the measured field (a scale bar): every fraction is of the
+        field, and grains next to them count as cut, like those on the image's edge.
     """
     lab = _as_label_map(labels)
+    outside = _outside_mask(outside, lab.shape)
+    field = lab.size if outside is None else int(lab.size - outside.sum())
+    if outside is not None:
+        lab = np.where(outside, 0, lab)
     withhold: list[str] = []
     notes: list[str] = []
     h, w = lab.shape
@@ -406,8 +425,8 @@ def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = No
         withhold.append(f"image too small: {h}x{w} px, below {MIN_SIDE_PX} px a side")
     if boundary is not None:
         b = as_bool_map(boundary, "boundary")
-        if b.shape == lab.shape and (lab > 0).any() and not (lab > 0).all():
-            b = b[lab > 0]  # of the measured field only
+        if outside is not None and b.shape == outside.shape:
+            b = b[~outside]  # of the measured field only
         fraction = float(b.mean()) if b.size else 0.0
         if fraction > MAX_BOUNDARY_FRACTION:
             shown = f"{100 * fraction:.0f}%"
@@ -427,12 +446,12 @@ def grain_size_plausibility(labels: np.ndarray, boundary: np.ndarray | None = No
     if n == 0:
         withhold.append("no grain at all")
         return withhold, notes
-    n_complete = n - int(_border_labels(lab).size)
+    n_complete = n - int(_border_labels(lab, outside).size)
     if n_complete < MIN_COMPLETE_GRAINS:
         withhold.append(
             f"only {n_complete} grain(s) not cut by the image edge (need >= {MIN_COMPLETE_GRAINS})"
         )
-    largest = float(areas.max()) / max(1, int(np.count_nonzero(lab)))
+    largest = float(areas.max()) / max(1, field)
     if largest >= MAX_GRAIN_FRACTION:
         withhold.append(f"one grain covers {100 * largest:.0f}% of the image")
     n_astm = n_complete + 0.5 * (n - n_complete)
@@ -457,6 +476,7 @@ def grain_size_summary(
     *,
     boundary: np.ndarray | None = None,
     check: bool = True,
+    outside: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Grain-size statistics of one label map.
 
@@ -468,7 +488,8 @@ def grain_size_summary(
 
     ``astm_G`` follows the E112 planimetric (Jeffries) count: grains cut by the field edge count
     one half, N = N_inside + 0.5 * N_intersected, N_A = N / field area, where the field is the
-    whole image.  Edge grains are truncated, so this is less biased than ``astm(mean_area_um2)``
+    whole image less the ``outside`` pixels (bool [H, W]: a burned-in scale bar left out; grains next to
+    them are cut, the intercept's test lines stop there).  Edge grains are truncated, so this is less biased than ``astm(mean_area_um2)``
     on small fields; the two agree when few grains touch the edge.  (The E112 rectangle-corner
     correction is not applied.)  Quantities needing a pixel size are ``None`` without one, and the
     means/G are ``None`` when there are no grains.
@@ -479,6 +500,9 @@ def grain_size_summary(
     """
     lab = _as_label_map(labels)
     _check_pixel_size(pixel_size_um)
+    outside = _outside_mask(outside, lab.shape)
+    if outside is not None:
+        lab = np.where(outside, 0, lab)
     rows = grain_table(lab)
     n = len(rows)
     out: dict[str, Any] = {
@@ -495,24 +519,24 @@ def grain_size_summary(
     }
     withhold: list[str] = []
     if check:
-        withhold, notes = grain_size_plausibility(lab, boundary)
+        withhold, notes = grain_size_plausibility(lab, boundary, outside)
         out["warnings"] = withhold + notes
         out["size_withheld"] = ("grain size not reported: " + "; ".join(withhold)) if withhold else None
     if n == 0 or withhold:
         return out
     areas = np.array([r["area_px"] for r in rows], dtype=np.float64)
     diams = np.array([r["equivalent_diameter_px"] for r in rows], dtype=np.float64)
-    n_edge = int(_border_labels(lab).size)
+    n_edge = int(_border_labels(lab, outside).size)
     n_astm = (n - n_edge) + 0.5 * n_edge
     out["mean_area_px"] = float(areas.mean())
     out["mean_equivalent_diameter_px"] = float(diams.mean())
     out["n_grains_astm"] = float(n_astm)
-    intercept = count_intercepts(lab).mean_px
+    intercept = count_intercepts(lab, outside=outside).mean_px
     out["mean_intercept_px"] = None if intercept is None else float(intercept)
     if pixel_size_um is not None:
         out["mean_area_um2"] = float(areas.mean() * pixel_size_um**2)
         out["mean_equivalent_diameter_um"] = float(diams.mean() * pixel_size_um)
-        field_um2 = np.count_nonzero(lab) * pixel_size_um**2  # pixels left out (label 0) are no field
+        field_um2 = (lab.size - (0 if outside is None else int(outside.sum()))) * pixel_size_um**2
         out["astm_G"] = astm_grain_size_number(field_um2 / n_astm)
         if intercept is not None:
             out["mean_intercept_um"] = float(intercept * pixel_size_um)

@@ -77,27 +77,32 @@ class Intercepts(NamedTuple):
 
 
 def _crossings_along_rows(lab: np.ndarray) -> int:
-    """Label changes between consecutive nonzero pixels of every row of ``lab`` (0 = boundary, skipped)."""
+    """Label changes between consecutive positive pixels of every row of ``lab`` (0 = boundary, skipped; a
+    negative pixel is outside the measured field: no crossing is counted across it)."""
     h, w = lab.shape
     if h == 0 or w < 2:
         return 0
+    cols = np.arange(1, w + 1)[None, :]
     # 1-based column of the last grain pixel at or before each position (0: none yet).
-    last = np.maximum.accumulate(np.where(lab > 0, np.arange(1, w + 1)[None, :], 0), axis=1)
+    last = np.maximum.accumulate(np.where(lab > 0, cols, 0), axis=1)
     prev = np.concatenate([np.zeros((h, 1), last.dtype), last[:, :-1]], axis=1)  # strictly before
     prev_label = np.take_along_axis(lab, np.maximum(prev - 1, 0), axis=1)
-    return int(np.count_nonzero((lab > 0) & (prev > 0) & (prev_label != lab)))
+    crossing = (lab > 0) & (prev > 0) & (prev_label != lab)
+    if (lab < 0).any():  # the last outside pixel must lie before the previous grain pixel
+        crossing &= prev > np.maximum.accumulate(np.where(lab < 0, cols, 0), axis=1)
+    return int(np.count_nonzero(crossing))
 
 
-def _diagonals_as_rows(lab: np.ndarray) -> np.ndarray:
-    """``[H + W - 1, H]``: row d holds the pixels (i, j) with j - i = d - (H - 1), padded with 0 (skipped)."""
+def _diagonals_as_rows(lab: np.ndarray, pad: int = 0) -> np.ndarray:
+    """``[H + W - 1, H]``: row d holds the pixels (i, j) with j - i = d - (H - 1), padded with ``pad``."""
     h, w = lab.shape
-    sheared = np.zeros((h, w + h - 1), lab.dtype)
+    sheared = np.full((h, w + h - 1), pad, lab.dtype)
     rows = np.arange(h)[:, None]
     sheared[rows, np.arange(w)[None, :] + (h - 1 - rows)] = lab  # row i shifted right by h - 1 - i
     return sheared.T
 
 
-def count_intercepts(labels: np.ndarray, spacing: int = 1) -> Intercepts:
+def count_intercepts(labels: np.ndarray, spacing: int = 1, outside: np.ndarray | None = None) -> Intercepts:
     """Heyn intercepts of a grain label map on test lines at 0, 90, 45 and 135 degrees, every
     ``spacing``-th row, column and diagonal (a diagonal step is sqrt(2) px long).
 
@@ -108,6 +113,9 @@ def count_intercepts(labels: np.ndarray, spacing: int = 1) -> Intercepts:
       labels: int ``[H, W]`` grain labels; 0 (no grain) is skipped along a line, so two grains with
         unlabelled pixels between them count one crossing.
       spacing: every ``spacing``-th line of each orientation is used (>= 1).
+      outside: bool ``[H, W]``, pixels outside the measured field (a scale bar left out of the grains): a
+        test line is cut there, as at the image's edge: only steps between two field pixels count towards
+        its length, and no crossing is counted across the gap.
     """
     lab = np.asarray(labels)
     if lab.ndim != 2 or not np.issubdtype(lab.dtype, np.integer):
@@ -124,6 +132,17 @@ def count_intercepts(labels: np.ndarray, spacing: int = 1) -> Intercepts:
         (_diagonals_as_rows(lab), diagonal_pixels, math.sqrt(2.0)),
         (_diagonals_as_rows(lab[:, ::-1]), diagonal_pixels, math.sqrt(2.0)),
     )
+    if outside is not None and np.asarray(outside, bool).any():
+        out = np.asarray(outside, bool)
+        if out.shape != lab.shape:
+            raise ValueError(f"outside must be a bool map of the labels' shape {lab.shape}, got {out.shape}")
+        # -1 outside the field, -2 beyond the image (a diagonal's padding): a step counts where both ends are >= 0.
+        marked = np.where(out, -1, lab.astype(np.int64))
+        rows_of = (marked, marked.T, _diagonals_as_rows(marked, -2), _diagonals_as_rows(marked[:, ::-1], -2))
+        steps = tuple(np.count_nonzero((r[::spacing, 1:] >= 0) & (r[::spacing, :-1] >= 0)) for r in rows_of)
+        lines = tuple(float(n) * step for n, (_, _, step) in zip(steps, directions))
+        crossings = tuple(_crossings_along_rows(r[::spacing]) for r in rows_of)
+        return Intercepts(lines, crossings)
     lines = tuple(float(np.maximum(n[::spacing] - 1, 0).sum()) * step for _, n, step in directions)
     crossings = tuple(_crossings_along_rows(rows[::spacing]) for rows, _, _ in directions)
     return Intercepts(lines, crossings)
