@@ -122,6 +122,20 @@ def hard_cases() -> dict[str, np.ndarray]:
     return out
 
 
+def photographs():
+    """``(name, image in [0, 1])`` of scikit-image's sample photographs (those that need no download)."""
+    import skimage.data  # noqa: PLC0415
+
+    for name in ("camera", "coins", "moon", "astronaut", "coffee", "chelsea", "rocket", "page", "text", "horse",
+                 "brick", "grass", "gravel", "immunohistochemistry", "hubble_deep_field", "clock", "logo"):
+        try:
+            im = getattr(skimage.data, name)()
+        except Exception:  # noqa: BLE001 - a sample that needs a download
+            continue
+        im = im.astype(np.float32) / (255.0 if im.dtype == np.uint8 else max(float(im.max()), 1.0))
+        yield name, im[..., :3] if im.ndim == 3 else im
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tbm", default="../shared/data/tbm_tint_etched/images")
@@ -145,16 +159,8 @@ def main() -> None:
                         check(f"synthetic {lab} {size} px {diameter}", turned)
     for name, image in hard_cases().items():
         check(name, image)
-    import skimage.data  # noqa: PLC0415
-
-    for name in ("camera", "coins", "moon", "astronaut", "coffee", "chelsea", "rocket", "page", "text", "horse",
-                 "brick", "grass", "gravel", "immunohistochemistry", "hubble_deep_field", "clock", "logo"):
-        try:
-            im = getattr(skimage.data, name)()
-        except Exception:  # noqa: BLE001 - a sample that needs a download
-            continue
-        im = im.astype(np.float32) / (255.0 if im.dtype == np.uint8 else max(float(im.max()), 1.0))
-        check(f"skimage {name}", im[..., :3] if im.ndim == 3 else im)
+    for name, im in photographs():
+        check(f"skimage {name}", im)
     for folder, tag in ((args.tbm, "TBM"), (args.real, "real")):
         if folder and os.path.isdir(folder):
             for path in sorted(glob.glob(os.path.join(folder, "*"))):

@@ -48,15 +48,7 @@ def without_annotations():
                     yield f"synthetic {lab} {size} px {diameter} JPEG q30", jpeg(im, 30)
     for name, image in databar_probe.hard_cases().items():
         yield f"hard case: {name}", rgb(np.asarray(image, np.float32))
-    import skimage.data  # noqa: PLC0415
-
-    for name in ("camera", "coins", "moon", "astronaut", "coffee", "chelsea", "rocket", "page", "text", "horse",
-                 "brick", "grass", "gravel", "immunohistochemistry", "hubble_deep_field", "clock", "logo"):
-        try:
-            im = getattr(skimage.data, name)()
-        except Exception:  # noqa: BLE001 - a sample that needs a download
-            continue
-        im = im.astype(np.float32) / (255.0 if im.dtype == np.uint8 else max(float(im.max()), 1.0))
+    for name, im in databar_probe.photographs():
         yield f"skimage {name}", rgb(im)
     for path in sorted(glob.glob(os.path.join(TBM_IMAGES, "*.png"))):
         yield f"TBM {os.path.basename(path)}", image_files.read_image(path)
