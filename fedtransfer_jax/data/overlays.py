@@ -122,7 +122,9 @@ def find(image: np.ndarray) -> np.ndarray:
         # A colour the micrograph itself has (a dark-field background, saturated highlights) is left alone:
         # there the region may be the micrograph's own, and a box of it changes neither the percentiles
         # nor much of the map.
-        near = (np.abs(a - colour) <= PURE_TOL).all(axis=-1) & rest
+        near = rest.copy()
+        for c in range(a.shape[-1]):
+            near &= np.abs(a[..., c] - colour[c]) <= PURE_TOL
         if near.sum() <= COMMON * max(1, rest.sum()):
             mask[box] |= region
     if not mask.any():

@@ -489,8 +489,8 @@ def grain_size_summary(
     ``astm_G`` follows the E112 planimetric (Jeffries) count: grains cut by the field edge count
     one half, N = N_inside + 0.5 * N_intersected, N_A = N / field area, where the field is the
     whole image less the ``outside`` pixels (bool [H, W]: a burned-in scale bar left out; grains next to
-    them are cut, the intercept's test lines stop there).  Edge grains are truncated, so this is less biased than ``astm(mean_area_um2)``
-    on small fields; the two agree when few grains touch the edge.  (The E112 rectangle-corner
+    them are cut, the intercept's test lines stop there).  Edge grains are truncated, so this is less
+    biased than ``astm(mean_area_um2)`` on small fields; the two agree when few grains touch the edge.  (The E112 rectangle-corner
     correction is not applied.)  Quantities needing a pixel size are ``None`` without one, and the
     means/G are ``None`` when there are no grains.
 
