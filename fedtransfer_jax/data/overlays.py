@@ -92,7 +92,7 @@ def find(image: np.ndarray) -> np.ndarray:
         return mask
     # Each pure colour on its own (a white bar on a black background is two regions, not one), and its
     # core closed first: JPEG ringing around a label's text breaks a box's flat core into a lace.
-    found = []  # (box, region, colour): the flat, pure, filled rectangles
+    found = []  # (box, region, colour: the RGB cube's corner its code names): the flat, pure, filled rectangles
     for code in np.unique(colour_code[core]):
         same = core & (colour_code == code)
         same = ndimage.binary_closing(same, structure=np.ones((3, 3), bool), iterations=2, border_value=0) | same
@@ -111,7 +111,7 @@ def find(image: np.ndarray) -> np.ndarray:
                 continue
             if area > MAX_FRACTION * h * w:  # a background, not a box drawn on the micrograph
                 continue
-            found.append((box, region, np.round(np.median(a[box][own], axis=0))))
+            found.append((box, region, [(int(code) >> c) & 1 for c in range(a.shape[-1])]))
     if not found:
         return mask
     drawn = np.zeros((h, w), bool)
@@ -139,9 +139,7 @@ def fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """``image`` with the ``mask`` pixels replaced by a smooth continuation of the pixels around them
     (float32, same shape); unchanged where the mask is empty."""
     a = np.asarray(image, np.float32)
-    if not mask.any():
-        return a
-    if mask.all():
+    if not mask.any() or mask.all():  # nothing to fill, or nothing to fill it from
         return a
     rgb = _rgb(a)
     keep = (~mask).astype(np.float32)

@@ -93,10 +93,11 @@ def _crossings_along_rows(lab: np.ndarray) -> int:
     return int(np.count_nonzero(crossing))
 
 
-def _diagonals_as_rows(lab: np.ndarray, pad: int = 0) -> np.ndarray:
-    """``[H + W - 1, H]``: row d holds the pixels (i, j) with j - i = d - (H - 1), padded with ``pad``."""
+def _diagonals_as_rows(lab: np.ndarray) -> np.ndarray:
+    """``[H + W - 1, H]``: row d holds the pixels (i, j) with j - i = d - (H - 1), padded with -1 (beyond the
+    image: outside the field, at both ends of the row)."""
     h, w = lab.shape
-    sheared = np.full((h, w + h - 1), pad, lab.dtype)
+    sheared = np.full((h, w + h - 1), -1, lab.dtype)
     rows = np.arange(h)[:, None]
     sheared[rows, np.arange(w)[None, :] + (h - 1 - rows)] = lab  # row i shifted right by h - 1 - i
     return sheared.T
@@ -123,28 +124,22 @@ def count_intercepts(labels: np.ndarray, spacing: int = 1, outside: np.ndarray |
     if int(spacing) != spacing or spacing < 1:
         raise ValueError(f"spacing must be an integer >= 1, got {spacing}")
     spacing = int(spacing)
-    h, w = lab.shape
-    # Pixels per line (the same for both diagonal directions); a line of n pixels is n - 1 steps.
-    diagonal_pixels = np.bincount((np.arange(w)[None, :] - np.arange(h)[:, None] + h - 1).ravel(), minlength=h + w - 1)
-    directions = (  # (lines as rows, pixels per line, step length in px), in DIRECTIONS' order
-        (lab, np.full(h, w), 1.0),
-        (lab.T, np.full(w, h), 1.0),
-        (_diagonals_as_rows(lab), diagonal_pixels, math.sqrt(2.0)),
-        (_diagonals_as_rows(lab[:, ::-1]), diagonal_pixels, math.sqrt(2.0)),
-    )
-    if outside is not None and np.asarray(outside, bool).any():
+    field = lab if np.issubdtype(lab.dtype, np.signedinteger) else lab.astype(np.int64)
+    if outside is not None:
         out = np.asarray(outside, bool)
         if out.shape != lab.shape:
             raise ValueError(f"outside must be a bool map of the labels' shape {lab.shape}, got {out.shape}")
-        # -1 outside the field, -2 beyond the image (a diagonal's padding): a step counts where both ends are >= 0.
-        marked = np.where(out, -1, lab.astype(np.int64))
-        rows_of = (marked, marked.T, _diagonals_as_rows(marked, -2), _diagonals_as_rows(marked[:, ::-1], -2))
-        steps = tuple(np.count_nonzero((r[::spacing, 1:] >= 0) & (r[::spacing, :-1] >= 0)) for r in rows_of)
-        lines = tuple(float(n) * step for n, (_, _, step) in zip(steps, directions))
-        crossings = tuple(_crossings_along_rows(r[::spacing]) for r in rows_of)
-        return Intercepts(lines, crossings)
-    lines = tuple(float(np.maximum(n[::spacing] - 1, 0).sum()) * step for _, n, step in directions)
-    crossings = tuple(_crossings_along_rows(rows[::spacing]) for rows, _, _ in directions)
+        if out.any():
+            field = np.where(out, -1, field)
+    # Every test line as a row, -1 where it leaves the field (left out, or beyond the image for a diagonal);
+    # its length is its steps between two field pixels (a line of n field pixels is n - 1 steps).
+    lines_as_rows = (field, field.T, _diagonals_as_rows(field), _diagonals_as_rows(field[:, ::-1]))
+    step_px = (1.0, 1.0, math.sqrt(2.0), math.sqrt(2.0))  # in DIRECTIONS' order
+    lines = tuple(
+        float(np.count_nonzero((rows[::spacing, 1:] >= 0) & (rows[::spacing, :-1] >= 0))) * step
+        for rows, step in zip(lines_as_rows, step_px)
+    )
+    crossings = tuple(_crossings_along_rows(rows[::spacing]) for rows in lines_as_rows)
     return Intercepts(lines, crossings)
 
 
